@@ -1,0 +1,172 @@
+// A case is the one currency of the harness: plain JSON that fully describes the base image, the
+// data written into it and the resize steps. Everything downstream (execution, oracles, reports,
+// replay, repro scripts) is derived from it and from nothing else.
+
+export const REFCOUNT_WIDTHS = [1, 2, 4, 8, 16, 32, 64] as const;
+export type RefcountBits = (typeof REFCOUNT_WIDTHS)[number];
+export const PREALLOCATION_MODES = ['off', 'metadata', 'falloc', 'full'] as const;
+export type Preallocation = (typeof PREALLOCATION_MODES)[number];
+
+export interface ImageSpec {
+  /** Virtual size in bytes, a multiple of 512. */
+  virtualSize: number;
+  clusterSize: number;
+  refcountBits: RefcountBits;
+  compat: '1.1' | '0.10';
+  lazyRefcounts: boolean;
+  extendedL2: boolean;
+}
+
+/** One qemu-io command. Offsets and lengths are bytes, multiples of 512. */
+export type DataOp =
+  | { op: 'write'; offset: number; length: number; pattern: number }
+  | { op: 'zero'; offset: number; length: number }
+  | { op: 'discard'; offset: number; length: number }
+  /** A compressed write: whole clusters only, cluster-aligned. */
+  | { op: 'compress'; offset: number; length: number; pattern: number };
+
+export interface ResizeStep {
+  /** SIZE exactly as both tools get it on their command lines: "8388608", "8M", "+1536K", "-512". */
+  size: string;
+  shrink: boolean;
+  /** null: no --preallocation option at all. */
+  preallocation: Preallocation | null;
+}
+
+export interface Case {
+  image: ImageSpec;
+  data: DataOp[];
+  steps: ResizeStep[];
+}
+
+/** Entries per L2 table times the cluster size: the guest range one L2 table maps. */
+export function l2Coverage(clusterSize: number, extendedL2: boolean): number {
+  return clusterSize * (clusterSize / (extendedL2 ? 16 : 8));
+}
+
+/** What qemu's rules say a step is, given the size before it. Used for registry predicates and
+ * coverage; never as an oracle (the oracle is what qemu-img actually does). */
+export type StepKind = 'grow' | 'shrink' | 'same' | 'invalid';
+
+export interface StepPlan {
+  kind: StepKind;
+  /** The requested new size in bytes, or null when SIZE does not parse. */
+  target: number | null;
+  /** Whether qemu-img is expected to accept it. */
+  accepted: boolean;
+}
+
+const SUFFIXES: Record<string, number> = { '': 1, B: 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40, P: 2 ** 50, E: 2 ** 60 };
+
+/** Parses SIZE the way qemu-img does: optional sign, a number (fractions need a suffix), a suffix. */
+export function parseSize(size: string, current: number): number | null {
+  const m = /^([+-]?)(\d+(?:\.\d+)?)([bBkKmMgGtTpPeE]?)$/.exec(size);
+  if (!m) return null;
+  const [, sign, num, suffix] = m as unknown as [string, string, string, string];
+  if (num.includes('.') && (suffix === '' || suffix.toUpperCase() === 'B')) return null;
+  const bytes = Number(num) * SUFFIXES[suffix.toUpperCase()]!;
+  if (!Number.isSafeInteger(bytes)) return null;
+  if (sign === '+') return current + bytes;
+  if (sign === '-') return current - bytes;
+  return bytes;
+}
+
+export function planStep(step: ResizeStep, current: number): StepPlan {
+  const target = parseSize(step.size, current);
+  if (target === null || target <= 0 || target % 512 !== 0) return { kind: 'invalid', target, accepted: false };
+  const prealloc = step.preallocation !== null && step.preallocation !== 'off';
+  if (target === current) return { kind: 'same', target, accepted: !prealloc };
+  if (target > current) return { kind: 'grow', target, accepted: true };
+  return { kind: 'shrink', target, accepted: step.shrink && !prealloc };
+}
+
+/** The virtual size before each step, assuming qemu's rules decide acceptance. */
+export function plannedSizes(c: Case): { before: number; plan: StepPlan }[] {
+  let current = c.image.virtualSize;
+  return c.steps.map((step) => {
+    const plan = planStep(step, current);
+    const before = current;
+    if (plan.accepted && plan.target !== null) current = plan.target;
+    return { before, plan };
+  });
+}
+
+export function createOptions(image: ImageSpec): string {
+  const opts = [`cluster_size=${image.clusterSize}`, `refcount_bits=${image.refcountBits}`, `compat=${image.compat}`];
+  if (image.lazyRefcounts) opts.push('lazy_refcounts=on');
+  if (image.extendedL2) opts.push('extended_l2=on');
+  return opts.join(',');
+}
+
+/** Arguments of `qemu-img create` for the base image. */
+export function createArgs(image: ImageSpec, file: string): string[] {
+  return ['create', '-q', '-f', 'qcow2', '-o', createOptions(image), file, String(image.virtualSize)];
+}
+
+export function qemuIoCommand(op: DataOp): string {
+  switch (op.op) {
+    case 'write':
+      return `write -P ${op.pattern} ${op.offset} ${op.length}`;
+    case 'zero':
+      return `write -z ${op.offset} ${op.length}`;
+    case 'discard':
+      return `discard ${op.offset} ${op.length}`;
+    case 'compress':
+      return `write -c -P ${op.pattern} ${op.offset} ${op.length}`;
+  }
+}
+
+/** Arguments of the single `qemu-io` run that fills the base image (null when there is no data). */
+export function qemuIoArgs(data: DataOp[], file: string): string[] | null {
+  if (data.length === 0) return null;
+  return ['-f', 'qcow2', ...data.flatMap((op) => ['-c', qemuIoCommand(op)]), file];
+}
+
+export function referenceResizeArgs(step: ResizeStep, file: string): string[] {
+  const args = ['resize', '-f', 'qcow2'];
+  if (step.shrink) args.push('--shrink');
+  if (step.preallocation !== null) args.push(`--preallocation=${step.preallocation}`);
+  return [...args, file, step.size];
+}
+
+export function instarResizeArgs(step: ResizeStep, file: string): string[] {
+  const args = ['resize', '-f', 'qcow2'];
+  if (step.shrink) args.push('--shrink');
+  if (step.preallocation !== null) args.push('--preallocation', step.preallocation);
+  return [...args, file, step.size];
+}
+
+/** Thrown for a case that is not well-formed, e.g. from a damaged report. */
+export class CaseFormatError extends Error {}
+
+/** Checks that JSON from a report is a well-formed case; names the first bad field. */
+export function parseCase(json: unknown, where = 'case'): Case {
+  const fail = (field: string, why: string): never => {
+    throw new CaseFormatError(`${where}.${field} ${why}`);
+  };
+  const obj = (v: unknown, field: string) => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : fail(field, 'must be an object'));
+  const int = (v: unknown, field: string, min: number) => (Number.isSafeInteger(v) && (v as number) >= min ? (v as number) : fail(field, `must be an integer >= ${min}`));
+  const c = obj(json, '');
+  const image = obj(c.image, 'image');
+  int(image.virtualSize, 'image.virtualSize', 512);
+  if (!Number.isInteger(Math.log2(int(image.clusterSize, 'image.clusterSize', 512)))) fail('image.clusterSize', 'must be a power of two');
+  if (!REFCOUNT_WIDTHS.includes(image.refcountBits as RefcountBits)) fail('image.refcountBits', `must be one of ${REFCOUNT_WIDTHS.join(', ')}`);
+  if (image.compat !== '1.1' && image.compat !== '0.10') fail('image.compat', 'must be "1.1" or "0.10"');
+  for (const flag of ['lazyRefcounts', 'extendedL2']) if (typeof image[flag] !== 'boolean') fail(`image.${flag}`, 'must be true or false');
+  if (!Array.isArray(c.data)) fail('data', 'must be an array');
+  (c.data as unknown[]).forEach((d, i) => {
+    const op = obj(d, `data[${i}]`);
+    if (!['write', 'zero', 'discard', 'compress'].includes(op.op as string)) fail(`data[${i}].op`, 'must be write, zero, discard or compress');
+    int(op.offset, `data[${i}].offset`, 0);
+    int(op.length, `data[${i}].length`, 1);
+    if (op.op === 'write' || op.op === 'compress') int(op.pattern, `data[${i}].pattern`, 0);
+  });
+  if (!Array.isArray(c.steps) || c.steps.length === 0) fail('steps', 'must be a non-empty array');
+  (c.steps as unknown[]).forEach((s, i) => {
+    const step = obj(s, `steps[${i}]`);
+    if (typeof step.size !== 'string' || step.size === '') fail(`steps[${i}].size`, 'must be a non-empty string');
+    if (typeof step.shrink !== 'boolean') fail(`steps[${i}].shrink`, 'must be true or false');
+    if (step.preallocation !== null && !PREALLOCATION_MODES.includes(step.preallocation as Preallocation)) fail(`steps[${i}].preallocation`, `must be null or one of ${PREALLOCATION_MODES.join(', ')}`);
+  });
+  return json as Case;
+}

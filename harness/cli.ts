@@ -1,0 +1,141 @@
+import { constants } from 'node:fs';
+import { access, mkdir } from 'node:fs/promises';
+import { delimiter, join, resolve } from 'node:path';
+import { destination, pino } from 'pino';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { runCommand } from './process.ts';
+import { loadRegistry, RegistryError } from './registry.ts';
+import { fuzz, replay, ReplayError } from './run.ts';
+import { qemuImg, toolVersion, type Resizer } from './subjects.ts';
+
+// Exit codes: 0 no new divergence, 1 new divergences (or a replay that reproduced), 2 usage or
+// setup error, before any work is done.
+
+class UsageError extends Error {}
+
+const usageFail = (message: string): never => {
+  throw new UsageError(message);
+};
+
+async function parseArgs(argv: string[]) {
+  return yargs(argv)
+    .scriptName('npm run fuzz --')
+    .usage('$0 [options]\n\nDifferential fuzzer: qcow2 resize in instar against qemu-img.')
+    .options({
+      iterations: { type: 'number', default: 250, describe: 'Cases to run' },
+      seed: { type: 'number', describe: 'Seed of the case sequence (default: random, always printed)' },
+      instar: { type: 'string', default: 'instar', describe: 'The instar binary under test (a path, or a name on PATH)' },
+      control: { type: 'boolean', default: false, describe: 'Self-test: qemu-img on both sides; any divergence is a harness bug' },
+      timeout: { type: 'number', default: 30, describe: 'Seconds before any child process is killed with its children' },
+      reports: { type: 'string', default: 'reports', describe: 'Directory for reports, summary.json and the run log' },
+      known: { type: 'string', default: 'known-divergences.json', describe: 'Known-divergence registry' },
+      'fail-fast': { type: 'boolean', default: false, describe: 'Stop at the first new divergence' },
+      replay: { type: 'string', describe: 'Re-run the case of a report folder; exit 1 if its signature reproduces' },
+    })
+    .check((a) => {
+      if (!Number.isSafeInteger(a.iterations) || a.iterations < 1) usageFail(`--iterations must be a whole number of at least 1, not ${a.iterations}`);
+      if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < -(2 ** 31) || a.seed >= 2 ** 31)) usageFail(`--seed must be a 32-bit integer, not ${a.seed}`);
+      if (!Number.isFinite(a.timeout) || a.timeout <= 0) usageFail(`--timeout must be a positive number of seconds, not ${a.timeout}`);
+      return true;
+    })
+    .strict()
+    .help()
+    .version(false)
+    .fail((message, err) => {
+      throw err instanceof UsageError ? err : new UsageError(message ?? String(err));
+    })
+    .parseAsync();
+}
+
+/** Finds an executable: a path as given, or a bare name on PATH. */
+async function findExecutable(program: string): Promise<string | null> {
+  const candidates = program.includes('/') ? [resolve(program)] : (process.env.PATH ?? '').split(delimiter).map((d) => join(d, program));
+  for (const candidate of candidates) {
+    try {
+      await access(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // try the next one
+    }
+  }
+  return null;
+}
+
+const MIN_QEMU = [7, 2];
+
+async function checkQemu(timeoutMs: number): Promise<string> {
+  for (const tool of ['qemu-img', 'qemu-io']) {
+    if (!(await findExecutable(tool))) usageFail(`${tool} not found on PATH: install Debian's qemu-utils (apt-get install qemu-utils)`);
+  }
+  const version = await toolVersion('qemu-img', timeoutMs);
+  const [major = 0, minor = 0] = (/version (\d+)\.(\d+)/.exec(version) ?? []).slice(1).map(Number);
+  if (major < MIN_QEMU[0]! || (major === MIN_QEMU[0] && minor < MIN_QEMU[1]!)) usageFail(`qemu-img ${major}.${minor} is older than ${MIN_QEMU.join('.')}, the oldest this harness is verified against: upgrade qemu-utils`);
+  return version;
+}
+
+async function subjectFrom(args: { control: boolean; instar: string }): Promise<Resizer> {
+  if (args.control) return qemuImg;
+  const found = await findExecutable(args.instar);
+  if (!found) usageFail(`instar not found or not executable: ${args.instar}. Pass the binary with --instar PATH, or run --control for a self-test`);
+  return { dialect: 'instar', program: found! };
+}
+
+async function main(): Promise<number> {
+  const args = await parseArgs(hideBin(process.argv));
+  const timeoutMs = args.timeout * 1000;
+  const qemuVersion = await checkQemu(timeoutMs);
+  const subject = await subjectFrom(args);
+
+  if (args.replay !== undefined) {
+    const r = await replay(args.replay, subject, timeoutMs);
+    console.log(r.reproduced ? `REPRODUCED: ${r.expected}` : `did not reproduce: ${r.expected}`);
+    if (!r.reproduced) console.log(r.signatures.length ? `findings this time: ${r.signatures.join('; ')}` : 'no findings this time');
+    return r.reproduced ? 1 : 0;
+  }
+
+  const registry = await loadRegistry(args.known);
+  try {
+    await mkdir(args.reports, { recursive: true });
+    await access(args.reports, constants.W_OK);
+  } catch (err) {
+    usageFail(`the reports directory ${args.reports} is not writable: ${(err as Error).message} (pass another with --reports DIR)`);
+  }
+  const seed = args.seed ?? Math.floor(Math.random() * 2 ** 31);
+  const logFile = join(args.reports, `fuzz-${new Date().toISOString().replace(/[:.]/g, '-')}.log`);
+  const log = pino({ base: { seed } }, destination({ dest: logFile, sync: true }));
+  const tools = { qemuImg: qemuVersion, subject: subject.dialect === 'instar' ? await toolVersion(subject.program, timeoutMs) : qemuVersion };
+  console.log(`seed ${seed} (same cases again: --seed ${seed}); ${args.iterations} iterations; subject ${subject.dialect === 'instar' ? subject.program : 'qemu-img (control run)'}`);
+  console.log(`log: ${logFile}`);
+  log.info({ args, tools, subject }, 'run started');
+
+  const s = await fuzz({ seed, iterations: args.iterations, subject, timeoutMs, reportsDir: args.reports, registry, failFast: args['fail-fast'], tools, log, say: (l) => console.log(l) });
+
+  log.info({ summary: s }, 'run finished');
+  console.log(`\n${s.iterations} cases in ${s.elapsedSeconds} s (${s.processes.perIteration} processes per case); seed ${s.seed}`);
+  console.log(`new divergences: ${s.newDivergences} (${s.signatures.length} signatures); known: ${s.knownDivergences}`);
+  for (const sig of s.signatures) console.log(`  ${sig.filedThisRun ? 'NEW  ' : 'AGAIN'} x${sig.hitsThisRun} ${sig.signature}\n        ${join(args.reports, sig.folder)}`);
+  if (s.unusedKnown.length) console.log(`registry entries that matched nothing: ${s.unusedKnown.join(', ')}`);
+  console.log(`summary: ${join(args.reports, 'summary.json')}`);
+  if (s.newDivergences > 0) return 1;
+  if (s.setupErrors.length > 0) {
+    console.error(`${s.setupErrors.length} generated cases could not be built: a harness bug, see ${logFile}`);
+    return 2;
+  }
+  return 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError || err instanceof RegistryError || err instanceof ReplayError) {
+      console.error(`error: ${err.message}`);
+      if (err instanceof UsageError) console.error('run with --help for the options');
+    } else {
+      console.error(err);
+    }
+    process.exitCode = 2;
+  },
+);

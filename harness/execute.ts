@@ -1,0 +1,146 @@
+import { createHash } from 'node:crypto';
+import { constants, createReadStream } from 'node:fs';
+import { copyFile, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
+import { withDir } from 'tmp-promise';
+import { createArgs, plannedSizes, qemuIoArgs, type Case, type StepPlan } from './case.ts';
+import { runCommand, type CommandRecord } from './process.ts';
+import { qemuImg, resizeArgs, type Resizer } from './subjects.ts';
+import { checkOracle, isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
+import { contentOracle } from '../oracles/content.ts';
+import type { Finding } from '../oracles/finding.ts';
+import { infoOracle, parseInfo, type InfoObservation } from '../oracles/info.ts';
+import { classifyOutcome, outcomeOracle, type OutcomeClass } from '../oracles/outcome.ts';
+import { unchangedOnRefusalOracle } from '../oracles/unchanged.ts';
+
+export const BASE = 'base.qcow2';
+export const REFERENCE = 'reference.qcow2';
+export const SUBJECT = 'subject.qcow2';
+
+export interface StepRecord {
+  index: number;
+  sizeBefore: number;
+  plan: StepPlan;
+  reference: OutcomeClass;
+  subject: OutcomeClass;
+  /** What the subject printed on stderr for this step; registry entries may match on it. */
+  subjectStderr: string;
+  subjectCheck?: CheckObservation;
+  referenceCheck?: CheckObservation;
+  referenceInfo?: InfoObservation;
+  subjectInfo?: InfoObservation;
+}
+
+/** A finding together with the step it came from. */
+export interface StepFinding extends Finding {
+  step: number;
+}
+
+export interface CaseResult {
+  findings: StepFinding[];
+  steps: StepRecord[];
+  /** Every command run, in order, with paths relative to the work directory. */
+  commands: CommandRecord[];
+  /** The base image and both results, gzipped; only when asked for. */
+  artifacts: { name: string; data: Buffer }[];
+}
+
+/** The generator promised a valid, clean base image and qemu disagrees: a harness bug. */
+export class CaseSetupError extends Error {
+  constructor(
+    message: string,
+    readonly command: CommandRecord,
+  ) {
+    super(message);
+  }
+}
+
+export interface ExecuteOptions {
+  subject: Resizer;
+  timeoutMs: number;
+  /** Called with the findings of a case; true keeps the images for a report. */
+  wantArtifacts: (findings: StepFinding[], steps: StepRecord[]) => boolean;
+}
+
+async function sha256(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
+
+/** Builds the base image, copies it for each side, runs the steps and the oracles after each.
+ * The case stops at the first step with a finding: later steps would compare diverged images. */
+export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseResult> {
+  return withDir(
+    async ({ path: dir }) => {
+      const commands: CommandRecord[] = [];
+      const run = async (program: string, args: string[]) => {
+        const record = await runCommand(program, args, { timeoutMs: options.timeoutMs, cwd: dir });
+        commands.push(record);
+        return record;
+      };
+      const setup = async (program: string, args: string[], what: string) => {
+        const r = await run(program, args);
+        if (r.exitCode !== 0) throw new CaseSetupError(`${what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`, r);
+        return r;
+      };
+
+      await setup('qemu-img', createArgs(c.image, BASE), 'qemu-img create');
+      const fill = qemuIoArgs(c.data, BASE);
+      if (fill) await setup('qemu-io', fill, 'qemu-io');
+      const baseCheck = await setup('qemu-img', ['check', '--output=json', BASE], 'qemu-img check of the base image');
+      if (!isClean(parseCheck(baseCheck.exitCode, baseCheck.stdout, baseCheck.stderr))) throw new CaseSetupError('the base image is not clean', baseCheck);
+      await copyFile(join(dir, BASE), join(dir, REFERENCE), constants.COPYFILE_FICLONE);
+      await copyFile(join(dir, BASE), join(dir, SUBJECT), constants.COPYFILE_FICLONE);
+
+      const steps: StepRecord[] = [];
+      const findings: StepFinding[] = [];
+      for (const [index, { before, plan }] of plannedSizes(c).entries()) {
+        const step = c.steps[index]!;
+        const [refHash, subHash] = await Promise.all([sha256(join(dir, REFERENCE)), sha256(join(dir, SUBJECT))]);
+        const [ref, sub] = await Promise.all([run(qemuImg.program, resizeArgs(qemuImg, step, REFERENCE)), run(options.subject.program, resizeArgs(options.subject, step, SUBJECT))]);
+        const record: StepRecord = { index, sizeBefore: before, plan, reference: classifyOutcome(ref), subject: classifyOutcome(sub), subjectStderr: sub.stderr };
+        steps.push(record);
+        const found: Finding[] = outcomeOracle(ref, sub, plan.kind);
+        if (record.reference === 'refused') found.push(...unchangedOnRefusalOracle('reference', refHash, await sha256(join(dir, REFERENCE))));
+        if (record.subject === 'refused') found.push(...unchangedOnRefusalOracle('subject', subHash, await sha256(join(dir, SUBJECT))));
+
+        if (record.reference === 'ok' && record.subject === 'ok') {
+          const [subCheck, refInfo, subInfo, compare] = await Promise.all([
+            run('qemu-img', ['check', '--output=json', SUBJECT]),
+            run('qemu-img', ['info', '--output=json', REFERENCE]),
+            run('qemu-img', ['info', '--output=json', SUBJECT]),
+            run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', REFERENCE, SUBJECT]),
+          ]);
+          record.subjectCheck = parseCheck(subCheck.exitCode, subCheck.stdout, subCheck.stderr);
+          if (!isClean(record.subjectCheck)) {
+            // qemu's own result is checked only when needed: to tell subject leaks from shared ones
+            const refCheck = await run('qemu-img', ['check', '--output=json', REFERENCE]);
+            record.referenceCheck = parseCheck(refCheck.exitCode, refCheck.stdout, refCheck.stderr);
+          }
+          record.referenceInfo = parseInfo(refInfo.exitCode, refInfo.stdout, refInfo.stderr);
+          record.subjectInfo = parseInfo(subInfo.exitCode, subInfo.stdout, subInfo.stderr);
+          found.push(
+            ...checkOracle(record.subjectCheck, record.referenceCheck ?? null),
+            ...infoOracle(record.referenceInfo, record.subjectInfo),
+            ...contentOracle({ ...compare, referenceSize: sizeOf(record.referenceInfo), subjectSize: sizeOf(record.subjectInfo) }),
+          );
+        }
+        findings.push(...found.map((f) => ({ ...f, step: index })));
+        if (found.length > 0 || record.reference !== record.subject) break;
+      }
+
+      const artifacts = options.wantArtifacts(findings, steps)
+        ? await Promise.all(
+            [BASE, REFERENCE, SUBJECT].map(async (name) => ({ name: `${name}.gz`, data: await promisify(gzip)(await readFile(join(dir, name))) })),
+          )
+        : [];
+      return { findings, steps, commands, artifacts };
+    },
+    { unsafeCleanup: true, prefix: 'instar-fuzz-' },
+  );
+}

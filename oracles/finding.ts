@@ -1,0 +1,19 @@
+// A finding is what an oracle reports. Its signature (oracle, kind, side, normalised detail) names
+// the bug, not the case: it carries no paths, seeds or sizes, so every hit of one bug shares it.
+
+export type Side = 'subject' | 'reference';
+export type OracleName = 'outcome' | 'unchanged-on-refusal' | 'check' | 'info' | 'content';
+
+export interface Finding {
+  oracle: OracleName;
+  kind: string;
+  /** The side that misbehaved: reference findings are qemu's own behaviour, never the subject's. */
+  side: Side;
+  /** Normalised and stable across cases; part of the signature. */
+  detail: string;
+  /** For people: the specifics of this hit (sizes, exit codes, counts). */
+  message: string;
+  evidence?: unknown;
+}
+
+export const signatureOf = (f: Pick<Finding, 'oracle' | 'kind' | 'side' | 'detail'>) => `${f.oracle}/${f.kind}/${f.side}/${f.detail}`;

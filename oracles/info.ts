@@ -1,0 +1,62 @@
+import type { Finding } from './finding.ts';
+
+/** The fields of `qemu-img info --output=json` that both tools must agree on. Host layout (file
+ * length, actual-size, cluster placement) legitimately differs and is never compared. */
+export interface InfoFields {
+  'virtual-size': unknown;
+  'dirty-flag': unknown;
+  compat: unknown;
+  'refcount-bits': unknown;
+  'lazy-refcounts': unknown;
+  'extended-l2': unknown;
+  'compression-type': unknown;
+  corrupt: unknown;
+}
+
+export type InfoObservation = { ok: true; fields: InfoFields } | { ok: false; exitCode: number | null; stderr: string };
+
+export function parseInfo(exitCode: number | null, stdout: string, stderr: string): InfoObservation {
+  if (exitCode !== 0) return { ok: false, exitCode, stderr };
+  try {
+    const info = JSON.parse(stdout) as Record<string, unknown> & { 'format-specific'?: { data?: Record<string, unknown> } };
+    const data = info['format-specific']?.data ?? {};
+    return {
+      ok: true,
+      fields: {
+        'virtual-size': info['virtual-size'],
+        'dirty-flag': info['dirty-flag'],
+        compat: data.compat,
+        'refcount-bits': data['refcount-bits'],
+        'lazy-refcounts': data['lazy-refcounts'],
+        'extended-l2': data['extended-l2'],
+        'compression-type': data['compression-type'],
+        corrupt: data.corrupt,
+      },
+    };
+  } catch {
+    return { ok: false, exitCode, stderr: `qemu-img info printed no JSON: ${stdout.slice(0, 200)}` };
+  }
+}
+
+export function infoOracle(reference: InfoObservation, subject: InfoObservation): Finding[] {
+  if (!subject.ok) {
+    return [{ oracle: 'info', kind: 'info-failed', side: 'subject', detail: 'info-failed', message: `qemu-img info failed on the subject image: ${subject.stderr.trim()}` }];
+  }
+  if (!reference.ok) {
+    return [{ oracle: 'info', kind: 'info-failed', side: 'reference', detail: 'info-failed', message: `qemu-img info failed on the reference image: ${reference.stderr.trim()}` }];
+  }
+  const fields = Object.keys(reference.fields) as (keyof InfoFields)[];
+  const differing = fields.filter((k) => reference.fields[k] !== subject.fields[k]).sort();
+  if (differing.length === 0) return [];
+  const diff = Object.fromEntries(differing.map((k) => [k, { reference: reference.fields[k], subject: subject.fields[k] }]));
+  return [
+    {
+      oracle: 'info',
+      kind: 'info-mismatch',
+      side: 'subject',
+      detail: differing.join(','),
+      message: `qemu-img info differs in ${differing.map((k) => `${k} (qemu ${JSON.stringify(diff[k]!.reference)}, subject ${JSON.stringify(diff[k]!.subject)})`).join(', ')}`,
+      evidence: diff,
+    },
+  ];
+}
