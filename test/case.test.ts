@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { REFCOUNT_WIDTHS, parseCase, parseSize, planStep, plannedSizes, type Case } from '../harness/case.ts';
+import { caseArb, caseAt, formatBytes, maxVirtualSize } from '../generators/case.ts';
+
+describe('SIZE parsing, as qemu-img does it', () => {
+  it('reads bytes, suffixes, fractions with a suffix and relative sizes', () => {
+    assert.equal(parseSize('8388608', 0), 8388608);
+    assert.equal(parseSize('8M', 0), 8 * 2 ** 20);
+    assert.equal(parseSize('1.5k', 0), 1536);
+    assert.equal(parseSize('+1M', 1024), 1024 + 2 ** 20);
+    assert.equal(parseSize('-512', 1024), 512);
+    assert.equal(parseSize('1.5', 0), null);
+    assert.equal(parseSize('abc', 0), null);
+  });
+  it('plans steps by qemu-img rules', () => {
+    const step = (size: string, shrink = false, preallocation: Case['steps'][number]['preallocation'] = null) => planStep({ size, shrink, preallocation }, 4096);
+    assert.deepEqual(step('8192'), { kind: 'grow', target: 8192, accepted: true });
+    assert.equal(step('2048').accepted, false, 'a shrink needs --shrink');
+    assert.equal(step('2048', true).accepted, true);
+    assert.equal(step('2048', true, 'full').accepted, false, 'no preallocation on a shrink');
+    assert.equal(step('4096', false, 'falloc').accepted, false, 'no preallocation without growth');
+    assert.equal(step('4097').kind, 'invalid');
+    assert.equal(step('-4096').kind, 'invalid');
+  });
+  it('formats sizes that parse back to the same number', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 2 ** 22 }), fc.boolean(), (n, suffix) => parseSize(formatBytes(n * 512, suffix), 0) === n * 512));
+  });
+});
+
+describe('case generator', () => {
+  it('only makes images qemu-img can create', () => {
+    fc.assert(
+      fc.property(caseArb, ({ image }) => {
+        assert.ok(image.virtualSize >= 512 && image.virtualSize % 512 === 0);
+        assert.ok(image.virtualSize <= maxVirtualSize(image.clusterSize, image.extendedL2));
+        if (image.compat === '0.10') assert.ok(image.refcountBits === 16 && !image.lazyRefcounts && !image.extendedL2);
+        if (image.extendedL2) assert.ok(image.clusterSize >= 16384);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+  it('keeps qemu-io commands inside the image, sector-aligned, compressed writes first and whole', () => {
+    fc.assert(
+      fc.property(caseArb, ({ image, data }) => {
+        let compressedPhase = true;
+        for (const op of data) {
+          assert.ok(op.offset % 512 === 0 && op.length % 512 === 0 && op.length > 0);
+          assert.ok(op.offset + op.length <= image.virtualSize);
+          if (op.op === 'compress') {
+            assert.ok(compressedPhase, 'compressed writes come first');
+            assert.ok(op.offset % image.clusterSize === 0 && op.length === image.clusterSize);
+          } else compressedPhase = false;
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+  it('draws every refcount width equally often (no default-16 bias)', () => {
+    const counts = new Map<number, number>();
+    for (const c of fc.sample(caseArb, { seed: 7, numRuns: 7000 })) counts.set(c.image.refcountBits, (counts.get(c.image.refcountBits) ?? 0) + 1);
+    for (const bits of REFCOUNT_WIDTHS) assert.ok(Math.abs(counts.get(bits)! - 1000) < 120, `refcount_bits=${bits}: ${counts.get(bits)} of 7000`);
+  });
+  it('generates grows, shrinks (that discard written data) and refusals on purpose', () => {
+    const kinds = new Map<string, number>();
+    let discarding = 0;
+    for (const c of fc.sample(caseArb, { seed: 3, numRuns: 2000 })) {
+      for (const { plan } of plannedSizes(c)) kinds.set(`${plan.kind}:${plan.accepted}`, (kinds.get(`${plan.kind}:${plan.accepted}`) ?? 0) + 1);
+      const first = plannedSizes(c)[0]!.plan;
+      if (first.kind === 'shrink' && first.accepted && c.data.some((d) => d.op !== 'discard' && d.offset + d.length > first.target!)) discarding++;
+    }
+    for (const k of ['grow:true', 'shrink:true', 'shrink:false', 'same:true', 'same:false', 'invalid:false']) assert.ok((kinds.get(k) ?? 0) > 20, `${k}: ${kinds.get(k)}`);
+    assert.ok(discarding > 300, `first-step shrinks that discard written data: ${discarding} of 2000`);
+  });
+  it('gives the same case for the same seed and iteration', () => {
+    assert.deepEqual(caseAt(42, 17), caseAt(42, 17));
+    assert.notDeepEqual(caseAt(42, 17), caseAt(43, 17));
+  });
+  it('produces cases that survive a JSON round trip and validation', () => {
+    fc.assert(fc.property(caseArb, (c) => assert.deepEqual(parseCase(JSON.parse(JSON.stringify(c))), c)), { numRuns: 300 });
+  });
+});
+
+describe('case validation', () => {
+  const good = caseAt(1, 0);
+  it('names the bad field', () => {
+    assert.throws(() => parseCase({ ...good, image: { ...good.image, refcountBits: 3 } }), /case\.image\.refcountBits must be one of/);
+    assert.throws(() => parseCase({ ...good, steps: [] }), /case\.steps must be a non-empty array/);
+    assert.throws(() => parseCase({ ...good, data: [{ op: 'erase', offset: 0, length: 1 }] }), /case\.data\[0\]\.op/);
+  });
+});

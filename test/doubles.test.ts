@@ -1,0 +1,273 @@
+// Tests of the instar test doubles (test/doubles/instar-*) with real qemu-img: each fault fires in
+// one scenario and stays silent in another, so the harness's oracles can be tested against them.
+import assert from "node:assert/strict";
+import { copyFile, readFile, readdir, stat } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, test } from "node:test";
+import { execa } from "execa";
+import { dir, type DirectoryResult } from "tmp-promise";
+import { COMPAT_LAZY_REFCOUNTS, readQcow2Header } from "../harness/qcow2.ts";
+
+const DOUBLES = join(dirname(fileURLToPath(import.meta.url)), "doubles");
+const MiB = 2 ** 20;
+let tmp: DirectoryResult;
+let seq = 0;
+before(async () => {
+  tmp = await dir({ unsafeCleanup: true });
+});
+after(async () => {
+  await tmp.cleanup();
+});
+
+/** The bug #365 repro image: data at 0 and 12M in a 16M image, plus extra `-o` options. */
+async function image(opts = "refcount_bits=16", io = ["write -P 7 0 64k", "write -P 9 12M 128k"]): Promise<string> {
+  const path = join(tmp.path, `img${seq++}.qcow2`);
+  await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-o", opts, path, "16M"]);
+  if (io.length > 0) await execa("qemu-io", ["-f", "qcow2", ...io.flatMap((c) => ["-c", c]), path]);
+  return path;
+}
+
+/** Runs a double from an unrelated cwd (the wrappers must not depend on it). */
+interface Run {
+  exitCode: number | undefined;
+  signal: string | undefined;
+  stdout: string;
+  stderr: string;
+}
+async function instar(fault: string, args: string[], opts: { timeout?: number } = {}): Promise<Run> {
+  const r = await execa(join(DOUBLES, `instar-${fault}`), args, { reject: false, cwd: tmp.path, ...opts });
+  return { exitCode: r.exitCode, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs qemu-img resize on a copy: the reference result for the same request. */
+async function reference(path: string, args: string[]): Promise<string> {
+  const copy = `${path}.ref`;
+  await copyFile(path, copy);
+  await execa("qemu-img", ["resize", "-q", "-f", "qcow2", ...args.map((a) => (a === path ? copy : a))]);
+  return copy;
+}
+
+async function checkCode(path: string): Promise<number> {
+  return (await execa("qemu-img", ["check", path], { reject: false })).exitCode ?? -1;
+}
+
+async function compare(a: string, b: string): Promise<number> {
+  return (await execa("qemu-img", ["compare", "-f", "qcow2", "-F", "qcow2", a, b], { reject: false })).exitCode ?? -1;
+}
+
+const vsize = async (p: string): Promise<number> => (await readQcow2Header(p)).size;
+
+describe("instar doubles", { concurrency: 6 }, () => {
+  test("one executable wrapper per fault", async () => {
+    const names = (await readdir(DOUBLES)).filter((f) => f.startsWith("instar-") && !f.endsWith(".ts"));
+    assert.equal(names.length, 9);
+    for (const n of names) {
+      assert.ok(((await stat(join(DOUBLES, n))).mode & 0o111) !== 0, `${n} is executable`);
+      const r = await instar(n.slice("instar-".length), ["--version"]);
+      assert.equal(r.exitCode, 0);
+      assert.equal(r.stdout, `instar-double 0.1 (fault: ${n.slice("instar-".length)})`);
+    }
+  });
+
+  test("usage errors exit 1, unknown fault exits 2", async () => {
+    const p = await image();
+    for (const args of [[], ["info", p], ["resize", p], ["resize", "--bogus", p, "8M"], ["resize", "-f"]]) {
+      const r = await instar("none", args);
+      assert.equal(r.exitCode, 1, args.join(" "));
+      assert.match(r.stderr, /^instar-double: /);
+    }
+    const r = await execa("node", ["--import", "tsx", join(DOUBLES, "instar-double.ts"), "--version"], {
+      reject: false,
+      env: { INSTAR_DOUBLE_FAULT: "no-such-fault" },
+    });
+    assert.equal(r.exitCode, 2);
+    assert.match(r.stderr, /unknown INSTAR_DOUBLE_FAULT 'no-such-fault'/);
+  });
+
+  test("none: byte-identical to qemu-img for shrink (negative relative size), grow, refusal", async () => {
+    const p = await image("refcount_bits=1");
+    const ref = await reference(p, ["--shrink", p, "-8M"]);
+    const r = await instar("none", ["resize", "--shrink", "-f", "qcow2", p, "-8M"]);
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.stdout, "Image resized.");
+    assert.deepEqual(await readFile(p), await readFile(ref));
+    assert.equal(await checkCode(p), 0);
+
+    const g = await image("refcount_bits=4");
+    const gref = await reference(g, [g, "+1.5M"]);
+    const rg = await instar("none", ["resize", "--preallocation", "off", "-q", g, "+1.5M"]);
+    assert.equal(rg.exitCode, 0);
+    assert.equal(rg.stdout, "");
+    assert.deepEqual(await readFile(g), await readFile(gref));
+
+    const before = await readFile(g);
+    const refused = await instar("none", ["resize", g, "4M"]);
+    assert.equal(refused.exitCode, 1);
+    assert.match(refused.stderr, /--shrink/);
+    assert.deepEqual(await readFile(g), before);
+  });
+
+  test("none: --output json and --preallocation=MODE", async () => {
+    const p = await image();
+    const r = await instar("none", ["resize", "--output", "json", "--preallocation=off", p, "20M"]);
+    assert.equal(r.exitCode, 0);
+    const j = JSON.parse(r.stdout) as Record<string, unknown>;
+    assert.deepEqual(
+      { ...j, new_file_size: undefined },
+      { filename: p, format: "qcow2", action: "grow", old_virtual_size: 16 * MiB, new_virtual_size: 20 * MiB, new_file_size: undefined },
+    );
+    assert.equal(j.new_file_size, (await stat(p)).size);
+  });
+
+  test("365-stride: corrupts sub-byte shrinks only", async () => {
+    for (const rb of [1, 2, 4]) {
+      const p = await image(`refcount_bits=${rb}`);
+      const r = await instar("365-stride", ["resize", "--shrink", p, "8M"]);
+      assert.equal(r.exitCode, 0, `rb=${rb}`);
+      assert.equal(await vsize(p), 8 * MiB);
+      assert.equal(await checkCode(p), 2, `rb=${rb} must be corrupt`);
+    }
+    // Silent: 16-bit refcounts, a sub-byte grow, and the faithful double on the same shrink.
+    const wide = await image("refcount_bits=16");
+    assert.equal((await instar("365-stride", ["resize", "--shrink", wide, "8M"])).exitCode, 0);
+    assert.equal(await checkCode(wide), 0);
+    const grow = await image("refcount_bits=1");
+    assert.equal((await instar("365-stride", ["resize", grow, "32M"])).exitCode, 0);
+    assert.equal(await checkCode(grow), 0);
+    const none = await image("refcount_bits=1");
+    assert.equal((await instar("none", ["resize", "--shrink", none, "8M"])).exitCode, 0);
+    assert.equal(await checkCode(none), 0);
+  });
+
+  test("msb-first: corrupts sub-byte resizes unless every byte is uniform", async () => {
+    // 7 clusters in use (header, reftable, refblock, L1, L2, 2 data): a partial byte at every width.
+    for (const rb of [1, 2, 4]) {
+      const p = await image(`refcount_bits=${rb}`, ["write -P 7 0 128k"]);
+      assert.equal((await instar("msb-first", ["resize", p, "+1M"])).exitCode, 0);
+      assert.equal(await checkCode(p), 2, `rb=${rb} must be corrupt`);
+    }
+    // Silent: 16-bit; same size; and the subtle case (8 clusters at 1 bit: one 0xFF byte).
+    const wide = await image("refcount_bits=16", ["write -P 7 0 128k"]);
+    assert.equal((await instar("msb-first", ["resize", wide, "+1M"])).exitCode, 0);
+    assert.equal(await checkCode(wide), 0);
+    const same = await image("refcount_bits=1", ["write -P 7 0 128k"]);
+    assert.equal((await instar("msb-first", ["resize", same, "16M"])).exitCode, 0);
+    assert.equal(await checkCode(same), 0);
+    const uniform = await image("refcount_bits=1");
+    assert.equal((await instar("msb-first", ["resize", uniform, "+1M"])).exitCode, 0);
+    assert.equal(await checkCode(uniform), 0);
+  });
+
+  test("refuse-unaligned-shrink: refuses unaligned shrinks only", async () => {
+    const p = await image();
+    const before = await readFile(p);
+    const r = await instar("refuse-unaligned-shrink", ["resize", "--shrink", p, `${8 * MiB + 512}`]);
+    assert.equal(r.exitCode, 1);
+    assert.match(r.stderr, /cluster size/);
+    assert.deepEqual(await readFile(p), before);
+    // qemu accepts it.
+    await reference(p, ["--shrink", p, `${8 * MiB + 512}`]);
+    // Silent: aligned shrink, unaligned grow.
+    assert.equal((await instar("refuse-unaligned-shrink", ["resize", "--shrink", p, "8M"])).exitCode, 0);
+    assert.equal((await instar("refuse-unaligned-shrink", ["resize", p, "+512"])).exitCode, 0);
+    assert.equal(await vsize(p), 8 * MiB + 512);
+  });
+
+  test("touch-on-refusal: appends 512 bytes when qemu-img refuses", async () => {
+    const p = await image();
+    const size = (await stat(p)).size;
+    const r = await instar("touch-on-refusal", ["resize", p, "8M"]);
+    assert.equal(r.exitCode, 1);
+    assert.equal((await stat(p)).size, size + 512);
+    assert.equal(await vsize(p), 16 * MiB);
+    // Silent on success: identical to qemu-img.
+    const q = await image();
+    const ref = await reference(q, ["--shrink", q, "8M"]);
+    assert.equal((await instar("touch-on-refusal", ["resize", "--shrink", q, "8M"])).exitCode, 0);
+    assert.deepEqual(await readFile(q), await readFile(ref));
+  });
+
+  test("drop-lazy-refcounts: clears lazy_refcounts after a successful resize", async () => {
+    const lazyInfo = async (p: string): Promise<boolean> =>
+      JSON.parse((await execa("qemu-img", ["info", "--output=json", p])).stdout)["format-specific"].data["lazy-refcounts"];
+    const p = await image("lazy_refcounts=on");
+    assert.equal(await lazyInfo(p), true);
+    const ref = await reference(p, [p, "+1M"]);
+    assert.equal((await instar("drop-lazy-refcounts", ["resize", p, "+1M"])).exitCode, 0);
+    assert.equal((await readQcow2Header(p)).compatibleFeatures & COMPAT_LAZY_REFCOUNTS, 0n);
+    assert.equal(await lazyInfo(p), false);
+    assert.equal(await checkCode(p), 0);
+    assert.equal(await compare(p, ref), 0);
+    // Silent on refusal.
+    const q = await image("lazy_refcounts=on");
+    assert.equal((await instar("drop-lazy-refcounts", ["resize", q, "8M"])).exitCode, 1);
+    assert.equal(await lazyInfo(q), true);
+  });
+
+  test("stale-grow-tail: 0xa5 at the old end after a grow", async () => {
+    const p = await image();
+    const ref = await reference(p, [p, "17M"]);
+    assert.equal((await instar("stale-grow-tail", ["resize", p, "17M"])).exitCode, 0);
+    assert.equal(await vsize(p), 17 * MiB);
+    assert.equal(await compare(p, ref), 1);
+    const read = await execa("qemu-io", ["-f", "qcow2", "-c", "read -P 0xa5 16M 512", p], { reject: false });
+    assert.equal(read.exitCode, 0);
+    assert.doesNotMatch(read.stdout, /Pattern verification failed/);
+    assert.equal(await checkCode(p), 0);
+    // Silent on a shrink.
+    const q = await image();
+    const qref = await reference(q, ["--shrink", q, "8M"]);
+    assert.equal((await instar("stale-grow-tail", ["resize", "--shrink", q, "8M"])).exitCode, 0);
+    assert.equal(await compare(q, qref), 0);
+  });
+
+  test("crash-on-shrink: SIGSEGV before touching the image on any shrink request", async () => {
+    const p = await image();
+    const before = await readFile(p);
+    for (const size of ["-1M", "8M", "15.5M", "-512", "1024K"]) {
+      const r = await instar("crash-on-shrink", ["resize", "--shrink", p, size]);
+      assert.equal(r.signal, "SIGSEGV", size);
+      assert.deepEqual(await readFile(p), before);
+    }
+    // Silent on grow and same-size requests.
+    assert.equal((await instar("crash-on-shrink", ["resize", p, "16M"])).exitCode, 0);
+    assert.equal((await instar("crash-on-shrink", ["resize", p, "+0.5M"])).exitCode, 0);
+    assert.equal(await vsize(p), 16.5 * MiB);
+  });
+
+  test("hang-on-grow: hangs with a child process; the group kill ends both", async () => {
+    const p = await image();
+    const before = await readFile(p);
+    const proc = execa(join(DOUBLES, "instar-hang-on-grow"), ["resize", p, "+1M"], { reject: false, detached: true });
+    const pid = proc.pid;
+    assert.ok(pid !== undefined);
+    const childOf = async (ppid: number): Promise<number | undefined> => {
+      for (const d of await readdir("/proc")) {
+        const st = await readFile(`/proc/${d}/stat`, "utf8").catch(() => "");
+        const [, comm, , parent] = /^\d+ \((.*)\) (\S) (\d+)/.exec(st) ?? [];
+        if (comm === "sleep" && Number(parent) === ppid) return Number(d);
+      }
+      return undefined;
+    };
+    let sleepPid: number | undefined;
+    try {
+      for (let i = 0; i < 100 && sleepPid === undefined; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        sleepPid = await childOf(pid);
+      }
+      assert.ok(sleepPid !== undefined, "sleep child spawned");
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(proc.exitCode, null, "still running");
+    } finally {
+      process.kill(-pid, "SIGKILL"); // the whole process group, as the harness does
+    }
+    const r = await proc;
+    assert.equal(r.signal, "SIGKILL");
+    const state = await readFile(`/proc/${sleepPid}/stat`, "utf8").catch(() => "");
+    assert.ok(state === "" || / Z /.test(state), "sleep child is gone");
+    assert.deepEqual(await readFile(p), before);
+    // Silent on a shrink.
+    assert.equal((await instar("hang-on-grow", ["resize", "--shrink", p, "8M"], { timeout: 10_000 })).exitCode, 0);
+  });
+});

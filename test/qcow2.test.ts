@@ -1,0 +1,308 @@
+// Tests of harness/qcow2.ts against real images built by qemu-img / qemu-io.
+import assert from "node:assert/strict";
+import { truncate } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { execa } from "execa";
+import { dir, type DirectoryResult } from "tmp-promise";
+import {
+  COMPAT_LAZY_REFCOUNTS,
+  INCOMPAT_COMPRESSION,
+  INCOMPAT_EXTL2,
+  getRefcountEntry,
+  readQcow2Header,
+  readRefcountBlock,
+  readRefcountBlocks,
+  readRefcounts,
+  refcountEntriesPerBlock,
+  rewriteRefcountBlocks,
+  setRefcountEntry,
+  writeRefcountBlock,
+} from "../harness/qcow2.ts";
+
+const WIDTHS = [1, 2, 4, 8, 16, 32, 64];
+let tmp: DirectoryResult;
+let seq = 0;
+before(async () => {
+  tmp = await dir({ unsafeCleanup: true });
+});
+after(async () => {
+  await tmp.cleanup();
+});
+
+/** Creates an image with `-o opts` and runs the qemu-io commands on it. */
+async function image(opts: string, size: string, io: string[] = []): Promise<string> {
+  const path = join(tmp.path, `img${seq++}.qcow2`);
+  await execa("qemu-img", ["create", "-q", "-f", "qcow2", ...(opts ? ["-o", opts] : []), path, size]);
+  if (io.length > 0) await execa("qemu-io", ["-f", "qcow2", ...io.flatMap((c) => ["-c", c]), path]);
+  return path;
+}
+
+interface Check {
+  exitCode: number;
+  json: { corruptions?: number; leaks?: number; "image-end-offset"?: number };
+}
+async function check(path: string): Promise<Check> {
+  const r = await execa("qemu-img", ["check", "--output=json", path], { reject: false });
+  return { exitCode: r.exitCode ?? -1, json: JSON.parse(r.stdout) as Check["json"] };
+}
+
+async function info(path: string): Promise<Record<string, any>> {
+  return JSON.parse((await execa("qemu-img", ["info", "--output=json", path])).stdout) as Record<string, any>;
+}
+
+/** Number of host clusters a freshly written (contiguous, unfragmented) image uses, per qemu. */
+async function usedClusters(path: string, clusterSize: number): Promise<number> {
+  const end = (await check(path)).json["image-end-offset"];
+  assert.ok(end !== undefined && end % clusterSize === 0, `image-end-offset ${end}`);
+  return end / clusterSize;
+}
+
+describe("readQcow2Header", () => {
+  for (const rb of WIDTHS) {
+    test(`refcount_bits=${rb} matches qemu-img info`, async () => {
+      const p = await image(`refcount_bits=${rb}`, "16M");
+      const h = await readQcow2Header(p);
+      const i = await info(p);
+      assert.equal(h.version, 3);
+      assert.equal(h.refcountBits, rb);
+      assert.equal(h.refcountBits, i["format-specific"].data["refcount-bits"]);
+      assert.equal(h.refcountOrder, Math.log2(rb));
+      assert.equal(h.clusterBits, 16);
+      assert.equal(h.clusterSize, i["cluster-size"]);
+      assert.equal(h.size, i["virtual-size"]);
+      assert.equal(h.size, 16 * 2 ** 20);
+      assert.equal(h.headerLength, 112);
+      assert.equal(h.l1Size, 1);
+      // qemu's fresh layout: header, reftable, refblock, L1.
+      assert.equal(h.refcountTableOffset, 0x10000);
+      assert.equal(h.refcountTableClusters, 1);
+      assert.equal(h.l1TableOffset, 0x30000);
+      assert.equal(h.nbSnapshots, 0);
+      assert.equal(h.snapshotsOffset, 0);
+      assert.equal(h.incompatibleFeatures, 0n);
+      assert.equal(h.compatibleFeatures, 0n);
+      assert.equal(h.autoclearFeatures, 0n);
+      assert.equal(h.compressionType, 0);
+    });
+  }
+
+  for (const cs of [512, 4096, 2 * 2 ** 20]) {
+    test(`cluster_size=${cs}`, async () => {
+      const p = await image(`cluster_size=${cs},refcount_bits=4`, "3M");
+      const h = await readQcow2Header(p);
+      assert.equal(h.clusterSize, cs);
+      assert.equal(h.clusterBits, Math.log2(cs));
+      assert.equal(h.clusterSize, (await info(p))["cluster-size"]);
+      assert.equal(h.size, 3 * 2 ** 20);
+      assert.equal(h.l1Size, Math.ceil(h.size / (cs * (cs / 8))));
+      assert.equal(h.refcountBits, 4);
+    });
+  }
+
+  test("compat=0.10 is version 2 with 16-bit refcounts", async () => {
+    const p = await image("compat=0.10", "5M");
+    const h = await readQcow2Header(p);
+    assert.equal(h.version, 2);
+    assert.equal(h.refcountBits, 16);
+    assert.equal(h.refcountOrder, 4);
+    assert.equal(h.headerLength, 72);
+    assert.equal(h.size, 5 * 2 ** 20);
+    assert.equal(h.compatibleFeatures, 0n);
+    assert.equal((await info(p))["format-specific"].data.compat, "0.10");
+  });
+
+  test("feature fields, compression type, snapshots", async () => {
+    const lazy = await readQcow2Header(await image("lazy_refcounts=on", "1M"));
+    assert.equal(lazy.compatibleFeatures, COMPAT_LAZY_REFCOUNTS);
+    const zstd = await readQcow2Header(await image("compression_type=zstd,extended_l2=on", "1M"));
+    assert.equal(zstd.compressionType, 1);
+    assert.equal(zstd.incompatibleFeatures, INCOMPAT_COMPRESSION | INCOMPAT_EXTL2);
+    const snap = await image("", "1M", ["write -P 1 0 64k"]);
+    await execa("qemu-img", ["snapshot", "-c", "s1", snap]);
+    const h = await readQcow2Header(snap);
+    assert.equal(h.nbSnapshots, 1);
+    assert.ok(h.snapshotsOffset > 0 && h.snapshotsOffset % h.clusterSize === 0);
+  });
+
+  test("rejects a non-qcow2 file", async () => {
+    const raw = join(tmp.path, "raw.img");
+    await execa("qemu-img", ["create", "-q", "-f", "raw", raw, "1M"]);
+    await assert.rejects(readQcow2Header(raw), /not a qcow2/);
+  });
+});
+
+describe("refcount entry codec", () => {
+  test("known byte layouts (LSB-first sub-byte, big-endian wide)", () => {
+    const b1 = Buffer.alloc(2);
+    for (let i = 0; i < 6; i++) setRefcountEntry(b1, i, 1, 1);
+    setRefcountEntry(b1, 9, 1, 1);
+    assert.deepEqual([...b1], [0x3f, 0x02]);
+
+    const b2 = Buffer.alloc(2);
+    setRefcountEntry(b2, 1, 2, 3);
+    setRefcountEntry(b2, 4, 2, 1);
+    setRefcountEntry(b2, 7, 2, 2);
+    assert.deepEqual([...b2], [0x0c, 0x81]);
+
+    const b4 = Buffer.alloc(2);
+    setRefcountEntry(b4, 0, 4, 1);
+    setRefcountEntry(b4, 1, 4, 2);
+    setRefcountEntry(b4, 3, 4, 0xf);
+    assert.deepEqual([...b4], [0x21, 0xf0]);
+
+    const b16 = Buffer.alloc(4);
+    setRefcountEntry(b16, 1, 16, 0x1234);
+    assert.deepEqual([...b16], [0, 0, 0x12, 0x34]);
+    const b32 = Buffer.alloc(8);
+    setRefcountEntry(b32, 1, 32, 0x01020304);
+    assert.deepEqual([...b32], [0, 0, 0, 0, 1, 2, 3, 4]);
+    const b64 = Buffer.alloc(16);
+    setRefcountEntry(b64, 1, 64, 2 ** 53 - 1);
+    assert.equal(b64.readBigUInt64BE(8), 2n ** 53n - 1n);
+    assert.equal(getRefcountEntry(b64, 1, 64), 2 ** 53 - 1);
+    assert.equal(getRefcountEntry(Buffer.from([0x00, 0x00, 0x01, 0x00]), 1, 16), 0x100);
+    assert.equal(getRefcountEntry(Buffer.from([0xa5]), 0, 4), 0x5);
+    assert.equal(getRefcountEntry(Buffer.from([0xa5]), 1, 4), 0xa);
+  });
+
+  for (const bits of WIDTHS) {
+    test(`${bits}-bit round trip, neighbours untouched`, () => {
+      const n = 64;
+      const max = bits >= 53 ? 2 ** 53 - 1 : 2 ** bits - 1;
+      const block = Buffer.alloc((n * bits) / 8);
+      const values = Array.from({ length: n }, (_, i) => (i * 2654435761) % (max + 1));
+      values[3] = max;
+      values.forEach((v, i) => setRefcountEntry(block, i, bits, v));
+      assert.deepEqual(values.map((_, i) => getRefcountEntry(block, i, bits)), values);
+      // Overwrite one entry; all others keep their values.
+      setRefcountEntry(block, 5, bits, 0);
+      values[5] = 0;
+      assert.deepEqual(values.map((_, i) => getRefcountEntry(block, i, bits)), values);
+      if (bits < 53) assert.throws(() => setRefcountEntry(block, 0, bits, 2 ** bits), RangeError);
+      assert.throws(() => setRefcountEntry(block, 0, bits, -1), RangeError);
+    });
+  }
+  test("rejects widths that are not a power of two up to 64", () => {
+    assert.throws(() => getRefcountEntry(Buffer.alloc(8), 0, 3), RangeError);
+  });
+});
+
+describe("refcount structures against qemu", () => {
+  // Full-byte patterns of consecutive refcount-1 entries, packed LSB-first.
+  const FULL: Record<number, number> = { 1: 0xff, 2: 0x55, 4: 0x11 };
+
+  for (const rb of WIDTHS) {
+    test(`refcount_bits=${rb}: raw block bytes and readRefcounts match qemu's allocation`, async () => {
+      const p = await image(`refcount_bits=${rb}`, "16M", ["write -P 7 0 192k", "write -P 9 12M 128k"]);
+      const h = await readQcow2Header(p);
+      const n = await usedClusters(p, h.clusterSize); // header, reftable, refblock, L1, L2, 5 data
+      assert.equal(n, 10);
+      const blocks = await readRefcountBlocks(p);
+      assert.deepEqual(blocks, [{ tableIndex: 0, offset: 0x20000 }]);
+      const raw = await readRefcountBlock(p, 0x20000, h.clusterSize);
+      if (rb < 8) {
+        const perByte = 8 / rb;
+        const full = Math.floor(n / perByte);
+        let partial = 0;
+        for (let j = 0; j < n % perByte; j++) partial |= 1 << (j * rb);
+        const expected = Buffer.alloc(full + 1, FULL[rb]);
+        expected[full] = partial;
+        assert.deepEqual(raw.subarray(0, full + 1), expected);
+      } else {
+        // Big-endian: each entry is zero bytes then 0x01 in its last byte.
+        const expected = Buffer.alloc((n * rb) / 8);
+        for (let i = 0; i < n; i++) expected[((i + 1) * rb) / 8 - 1] = 1;
+        assert.deepEqual(raw.subarray(0, expected.length), expected);
+      }
+      assert.ok(raw.subarray(Math.ceil((n * rb) / 8)).every((b) => b === 0), "no refcounts past the end");
+      const counts = await readRefcounts(p);
+      assert.deepEqual([...counts.keys()].sort((a, b) => a - b), [...Array(n).keys()]);
+      assert.ok([...counts.values()].every((v) => v === 1));
+    });
+  }
+
+  test("snapshot: every data cluster from qemu-img map has refcount 2", async () => {
+    const p = await image("refcount_bits=64", "4M", ["write -P 1 0 128k", "write -P 2 3M 64k"]);
+    await execa("qemu-img", ["snapshot", "-c", "s", p]);
+    const cs = 65536;
+    const map = JSON.parse((await execa("qemu-img", ["map", "--output=json", p])).stdout) as {
+      data: boolean;
+      length: number;
+      offset?: number;
+    }[];
+    const dataClusters = map
+      .filter((e) => e.data && e.offset !== undefined)
+      .flatMap((e) => Array.from({ length: e.length / cs }, (_, k) => (e.offset as number) / cs + k));
+    assert.equal(dataClusters.length, 3);
+    const counts = await readRefcounts(p);
+    for (const c of dataClusters) assert.equal(counts.get(c), 2, `cluster ${c}`);
+    // Shared: data clusters and the one L2 table. Everything else qemu uses has refcount 1.
+    assert.equal([...counts.values()].filter((v) => v === 2).length, dataClusters.length + 1);
+    assert.equal((await check(p)).exitCode, 0);
+  });
+
+  test("several refcount blocks (512 B clusters, 64-bit refcounts: 64 entries per block)", async () => {
+    const p = await image("cluster_size=512,refcount_bits=64", "1M", ["write -P 3 0 100k"]);
+    const n = await usedClusters(p, 512);
+    const per = refcountEntriesPerBlock(512, 64);
+    const blocks = await readRefcountBlocks(p);
+    assert.equal(blocks.length, Math.ceil(n / per));
+    assert.deepEqual(blocks.map((b) => b.tableIndex), [...blocks.keys()]);
+    const counts = await readRefcounts(p);
+    assert.deepEqual([...counts.keys()].sort((a, b) => a - b), [...Array(n).keys()]);
+  });
+
+  test("compat=0.10 refcounts are read as 16-bit", async () => {
+    const p = await image("compat=0.10", "4M", ["write -P 5 0 64k"]);
+    assert.equal((await readRefcounts(p)).size, await usedClusters(p, 65536));
+  });
+
+  for (const rb of [1, 2, 4, 16, 64]) {
+    test(`refcount_bits=${rb}: setRefcountEntry edits are seen by qemu-img check`, async () => {
+      const p = await image(`refcount_bits=${rb}`, "4M", ["write -P 7 0 64k"]);
+      const h = await readQcow2Header(p);
+      const n = await usedClusters(p, h.clusterSize);
+      const [ref] = await readRefcountBlocks(p);
+      assert.ok(ref);
+      const block = await readRefcountBlock(p, ref.offset, h.clusterSize);
+
+      // Writing back identical values leaves the image clean (the write path itself is harmless).
+      setRefcountEntry(block, n - 1, rb, getRefcountEntry(block, n - 1, rb));
+      await writeRefcountBlock(p, ref.offset, block);
+      assert.equal((await check(p)).exitCode, 0);
+
+      // Refcount 0 for the last data cluster: qemu counts the mismatch and the stale COPIED flag.
+      setRefcountEntry(block, n - 1, rb, 0);
+      await writeRefcountBlock(p, ref.offset, block);
+      const bad = await check(p);
+      assert.equal(bad.exitCode, 2);
+      assert.equal(bad.json.corruptions, 2);
+
+      // Restore it, then mark an unused cluster as used: a leak only (exit 3). qemu checks only
+      // clusters inside the file, so extend the file with zeros first.
+      await truncate(p, (n + 4) * h.clusterSize);
+      setRefcountEntry(block, n - 1, rb, 1);
+      setRefcountEntry(block, n + 2, rb, 1);
+      await writeRefcountBlock(p, ref.offset, block);
+      const leak = await check(p);
+      assert.equal(leak.exitCode, 3);
+      assert.equal(leak.json.leaks, 1);
+      assert.equal((await readRefcounts(p)).get(n + 2), 1);
+    });
+  }
+
+  test("rewriteRefcountBlocks writes back what the transform returns", async () => {
+    const p = await image("refcount_bits=4", "4M");
+    assert.equal(await rewriteRefcountBlocks(p, () => undefined), 0);
+    assert.equal((await check(p)).exitCode, 0);
+    const written = await rewriteRefcountBlocks(p, (block) => {
+      const out = Buffer.from(block);
+      setRefcountEntry(out, 0, 4, 0);
+      return out;
+    });
+    assert.equal(written, 1);
+    assert.equal((await readRefcounts(p)).get(0), undefined);
+    assert.equal((await check(p)).exitCode, 2);
+  });
+});
