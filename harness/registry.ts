@@ -83,9 +83,10 @@ const isRegex: Check = (v) => {
 const isPositiveInteger: Check = (v) => (Number.isInteger(v) && (v as number) > 0 ? null : 'must be a positive integer');
 const isClusterSize: Check = (v) => (Number.isInteger(v) && (v as number) >= 512 && (v as number) <= 2 ** 21 && Number.isInteger(Math.log2(v as number)) ? null : 'must be a power of two from 512 to 2097152');
 
-const ENTRY_FIELDS: Record<string, Check> = { id: isString, description: isString, link: isString };
-const MATCH_FIELDS: Record<string, Check> = { oracle: oneOf(ORACLES), kind: isString, side: oneOf(['subject', 'reference']), detail: isRegex, subjectStderr: isRegex };
-const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
+/** The fields the registry accepts at each level; known-divergences.schema.json says the same. */
+export const ENTRY_FIELDS: Record<string, Check> = { id: isString, description: isString, link: isString };
+export const MATCH_FIELDS: Record<string, Check> = { oracle: oneOf(ORACLES), kind: isString, side: oneOf(['subject', 'reference']), detail: isRegex, subjectStderr: isRegex };
+export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   refcountBits: listOf(oneOf(REFCOUNT_WIDTHS)),
   clusterSize: listOf(isClusterSize),
   compat: listOf(oneOf(['1.1', '0.10'])),

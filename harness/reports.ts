@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createOptions, type Case } from './case.ts';
 import type { CaseResult, StepFinding } from './execute.ts';
 import type { CommandRecord } from './process.ts';
-import { reproScript } from './repro.ts';
+import { reproScript, shellQuote } from './repro.ts';
 import type { Resizer } from './subjects.ts';
 import { signatureOf } from '../oracles/finding.ts';
 
@@ -80,7 +80,7 @@ function markdown(r: Report, folder: string): string {
     '',
     '## Commands',
     '',
-    ...r.commands.map((cmd) => `- \`${cmd.argv.join(' ')}\` → ${cmd.timedOut ? 'timed out' : cmd.signal ?? `exit ${cmd.exitCode}`}${cmd.stderr.trim() ? `\n  stderr: ${cmd.stderr.trim().split('\n').join('\n  ')}` : ''}`),
+    ...r.commands.map((cmd) => `- \`${cmd.argv.map(shellQuote).join(' ')}\` → ${cmd.timedOut ? 'timed out' : cmd.signal ?? `exit ${cmd.exitCode}`}${cmd.stderr.trim() ? `\n  stderr: ${cmd.stderr.trim().split('\n').join('\n  ')}` : ''}`),
     '',
     'Images (gzip): `base.qcow2.gz` (before any step), `reference.qcow2.gz` and `subject.qcow2.gz` (after the last step run).',
     '',

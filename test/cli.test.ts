@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fuzzCli, instarDouble, reportsDir } from './helpers.ts';
+
+// Bad input gets one clear message and exit 2, before any work is done.
+
+async function expectUsageError(args: string[], message: RegExp, env: Record<string, string> = {}) {
+  const r = await fuzzCli(args, env);
+  assert.equal(r.exitCode, 2, r.all);
+  assert.match(r.stderr, message);
+  assert.doesNotMatch(r.stdout, /cases in/, 'no work was done');
+}
+
+describe('the fuzz command line', () => {
+  it('prints help', async () => {
+    const r = await fuzzCli(['--help']);
+    assert.equal(r.exitCode, 0);
+    for (const flag of ['--iterations', '--seed', '--instar', '--control', '--timeout', '--reports', '--known', '--fail-fast', '--replay']) assert.match(r.stdout, new RegExp(flag));
+  });
+  it('refuses bad values and unknown flags', async () => {
+    await expectUsageError(['--control', '--iterations', '-1'], /--iterations must be a whole number/);
+    await expectUsageError(['--control', '--iterations', '2.5'], /--iterations must be a whole number/);
+    await expectUsageError(['--control', '--timeout', 'abc'], /--timeout must be a positive number/);
+    await expectUsageError(['--control', '--seed', 'x'], /--seed must be a 32-bit integer/);
+    await expectUsageError(['--control', '--itterations', '3'], /Unknown argument: itterations/);
+  });
+  it('names --instar when instar is missing or not executable', async (t) => {
+    await expectUsageError(['--instar', '/nonexistent/instar'], /instar not found or not executable: \/nonexistent\/instar\. Pass the binary with --instar PATH/);
+    const reports = await reportsDir(t);
+    const notExecutable = join(reports, 'instar');
+    await writeFile(notExecutable, '#!/bin/sh\n');
+    await chmod(notExecutable, 0o644);
+    await expectUsageError(['--instar', notExecutable], /not executable/);
+  });
+  it('names the package when qemu-img is missing', async () => {
+    await expectUsageError(['--control'], /qemu-img not found on PATH: install Debian's qemu-utils/, { PATH: '/nonexistent' });
+  });
+  it('names the entry and field of a bad registry', async (t) => {
+    const reports = await reportsDir(t);
+    const known = join(reports, 'known.json');
+    await writeFile(known, JSON.stringify({ divergences: [{ id: 'x', description: 'd', link: 'l', match: { kind: 'k', case: { clusterSize: [1000] } } }] }));
+    await expectUsageError(['--control', '--known', known, '--reports', reports], /divergences\[0\] \("x"\)\.match\.case\.clusterSize has an element that must be a power of two/);
+    await expectUsageError(['--control', '--known', join(reports, 'missing.json')], /cannot read the known-divergence registry/);
+  });
+  it('refuses an unwritable reports directory', async (t) => {
+    const reports = await reportsDir(t);
+    await writeFile(join(reports, 'file'), '');
+    await expectUsageError(['--control', '--reports', join(reports, 'file', 'sub')], /reports directory .* is not writable/);
+  });
+  it('refuses to replay a missing or damaged report', async (t) => {
+    const reports = await reportsDir(t);
+    await expectUsageError(['--control', '--replay', join(reports, 'nothing')], /cannot read .*report\.json/);
+    await mkdir(join(reports, 'damaged'));
+    await writeFile(join(reports, 'damaged', 'report.json'), '{"signature": "s", "case": {"image": {}}}');
+    await expectUsageError(['--instar', instarDouble('none'), '--replay', join(reports, 'damaged')], /case\.image\.virtualSize must be an integer/);
+  });
+});

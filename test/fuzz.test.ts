@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { execa } from 'execa';
+import { fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, runRepro } from './helpers.ts';
+
+// End to end, with the real qemu-img and the instar test doubles: no false alarms, every fault found
+// within 250 iterations by the oracle meant for it, and every report replays and reproduces alone.
+
+describe('no false alarms', () => {
+  it('a control run (qemu-img on both sides) of 100 iterations reports nothing', async (t) => {
+    const reports = await reportsDir(t);
+    const r = await fuzzCli(['--control', '--iterations', '100', '--seed', '11', '--reports', reports]);
+    assert.equal(r.exitCode, 0, r.all);
+    const s = await readSummary(reports);
+    assert.equal(s.iterations, 100);
+    assert.equal(s.newDivergences, 0);
+    assert.deepEqual(s.setupErrors, []);
+  });
+  it('the faithful double (no fault) over 100 iterations reports nothing', async (t) => {
+    const reports = await reportsDir(t);
+    const r = await fuzzCli(['--instar', instarDouble('none'), '--iterations', '100', '--seed', '12', '--reports', reports]);
+    assert.equal(r.exitCode, 0, r.all);
+    assert.equal((await readSummary(reports)).newDivergences, 0);
+  });
+});
+
+/** Each fault, the oracle that must catch it, and the seed of the run that looks for it. */
+const FAULTS = [
+  { fault: '365-stride', oracle: 'check', kind: 'corruptions', why: 'bug #365: refblock entries rewritten at a 16-bit stride' },
+  { fault: 'msb-first', oracle: 'check', kind: 'corruptions', why: 'sub-byte refcounts packed MSB-first' },
+  { fault: 'refuse-unaligned-shrink', oracle: 'outcome', kind: 'outcome-mismatch', why: 'refuses shrinks to sizes off the cluster grid' },
+  { fault: 'touch-on-refusal', oracle: 'unchanged-on-refusal', kind: 'image-modified-on-refusal', why: 'changes the image when it refuses' },
+  { fault: 'drop-lazy-refcounts', oracle: 'info', kind: 'info-mismatch', why: 'drops the lazy_refcounts feature bit' },
+  { fault: 'stale-grow-tail', oracle: 'content', kind: 'content-differs', why: 'leaves garbage in the grown area' },
+  { fault: 'crash-on-shrink', oracle: 'outcome', kind: 'crashed', why: 'dies by SIGSEGV on a shrink' },
+];
+
+describe('every fault is found within 250 iterations, by its own oracle alone', () => {
+  for (const { fault, oracle, kind, why } of FAULTS) {
+    it(`${fault}: ${why}`, async (t) => {
+      const reports = await reportsDir(t);
+      const instar = instarDouble(fault);
+      const r = await fuzzCli(['--instar', instar, '--iterations', '250', '--seed', '1', '--fail-fast', '--reports', reports]);
+      assert.equal(r.exitCode, 1, r.all);
+      const s = await readSummary(reports);
+      assert.equal(s.signatures.length, 1, JSON.stringify(s.signatures));
+      const { folder } = s.signatures[0]!;
+      const report = await readReportIn(reports, folder);
+      assert.equal(report.finding.oracle, oracle);
+      assert.equal(report.finding.kind, kind);
+      // the other oracles saw nothing wrong in the same case
+      assert.deepEqual([...new Set(report.findings.map((f) => f.oracle))], [oracle]);
+
+      const replayed = await fuzzCli(['--replay', `${reports}/${folder}`, '--instar', instar]);
+      assert.equal(replayed.exitCode, 1, replayed.all);
+      assert.match(replayed.stdout, /REPRODUCED/);
+      const fixed = await fuzzCli(['--replay', `${reports}/${folder}`, '--instar', instarDouble('none')]);
+      assert.equal(fixed.exitCode, 0, fixed.all);
+
+      const repro = await runRepro(reports, folder, instar);
+      assert.equal(repro.exitCode, 1, repro.all);
+      assert.match(repro.stdout, /REPRODUCED/);
+      const reproFixed = await runRepro(reports, folder, instarDouble('none'));
+      assert.equal(reproFixed.exitCode, 0, reproFixed.all);
+    });
+  }
+});
+
+describe('a hanging subject', () => {
+  it('is killed with its process tree at the timeout and reported', async (t) => {
+    const reports = await reportsDir(t);
+    const r = await fuzzCli(['--instar', instarDouble('hang-on-grow'), '--iterations', '20', '--seed', '1', '--fail-fast', '--timeout', '3', '--reports', reports]);
+    assert.equal(r.exitCode, 1, r.all);
+    const s = await readSummary(reports);
+    assert.match(s.signatures[0]!.signature, /^outcome\/timed-out\/subject\/step=grow$/);
+    const left = await execa('pgrep', ['-f', 'sleep 3600'], { reject: false });
+    assert.equal(left.stdout.trim(), '', 'the double\'s child outlived the timeout');
+  });
+});

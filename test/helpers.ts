@@ -1,0 +1,38 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { dir } from 'tmp-promise';
+import type { RunSummary } from '../harness/run.ts';
+import type { Report } from '../harness/reports.ts';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const CLI = join(ROOT, 'harness', 'cli.ts');
+
+/** The test double of instar that injects `fault` (see test/doubles/instar-double.ts). */
+export const instarDouble = (fault: string) => join(ROOT, 'test', 'doubles', `instar-${fault}`);
+
+/** Runs `npm run fuzz -- ARGS` the way a user would, without npm in between. */
+export function fuzzCli(args: string[], env: Record<string, string> = {}) {
+  return execa(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, reject: false, env, all: true, timeout: 15 * 60 * 1000 });
+}
+
+/** A reports directory that is removed after the test. */
+export async function reportsDir(t: { after: (fn: () => Promise<void>) => void }) {
+  const d = await dir({ unsafeCleanup: true, prefix: 'fuzz-test-' });
+  t.after(() => d.cleanup());
+  return d.path;
+}
+
+export async function readSummary(reports: string): Promise<RunSummary> {
+  return JSON.parse(await readFile(join(reports, 'summary.json'), 'utf8')) as RunSummary;
+}
+
+export async function readReportIn(reports: string, folder: string): Promise<Report> {
+  return JSON.parse(await readFile(join(reports, folder, 'report.json'), 'utf8')) as Report;
+}
+
+/** Runs a report's repro.sh on its own, from another directory, with INSTAR set. */
+export function runRepro(reports: string, folder: string, instar: string) {
+  return execa('bash', [join(reports, folder, 'repro.sh')], { cwd: '/', reject: false, env: { INSTAR: instar }, all: true });
+}
