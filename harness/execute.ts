@@ -92,8 +92,8 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       await setup('qemu-img', createArgs(c.image, BASE), 'qemu-img create');
       const fill = qemuIoArgs(c.data, BASE);
       if (fill) await setup('qemu-io', fill, 'qemu-io');
-      const baseCheck = await setup('qemu-img', ['check', '--output=json', BASE], 'qemu-img check of the base image');
-      if (!isClean(parseCheck(baseCheck.exitCode, baseCheck.stdout, baseCheck.stderr))) throw new CaseSetupError('the base image is not clean', baseCheck);
+      // exit 0 means no corruptions, leaks or check errors: the generator kept its promise
+      await setup('qemu-img', ['check', BASE], 'qemu-img check of the base image');
       await copyFile(join(dir, BASE), join(dir, REFERENCE), constants.COPYFILE_FICLONE);
       await copyFile(join(dir, BASE), join(dir, SUBJECT), constants.COPYFILE_FICLONE);
 
