@@ -1,22 +1,37 @@
 import { constants } from 'node:fs';
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, stat } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import { destination, pino } from 'pino';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { runCommand } from './process.ts';
-import { loadRegistry, RegistryError } from './registry.ts';
-import { fuzz, replay, ReplayError } from './run.ts';
+import { FatalError } from './errors.ts';
+import { killAllChildren } from './process.ts';
+import { loadRegistry } from './registry.ts';
+import { replay } from './replay.ts';
+import { fuzz } from './run.ts';
 import { qemuImg, toolVersion, type Resizer } from './subjects.ts';
 
 // Exit codes: 0 no new divergence, 1 new divergences (or a replay that reproduced), 2 usage or
 // setup error, before any work is done.
 
-class UsageError extends Error {}
+class UsageError extends FatalError {}
 
 const usageFail = (message: string): never => {
   throw new UsageError(message);
 };
+
+/** A tmpfs keeps image churn off the disk; the system temp dir where there is none. */
+async function defaultWorkdir(): Promise<string> {
+  const shm = '/dev/shm';
+  try {
+    await access(shm, constants.W_OK);
+    if ((await stat(shm)).isDirectory()) return shm;
+  } catch {
+    // no usable /dev/shm
+  }
+  return tmpdir();
+}
 
 async function parseArgs(argv: string[]) {
   return yargs(argv)
@@ -31,12 +46,15 @@ async function parseArgs(argv: string[]) {
       reports: { type: 'string', default: 'reports', describe: 'Directory for reports, summary.json and the run log' },
       known: { type: 'string', default: 'known-divergences.json', describe: 'Known-divergence registry' },
       'fail-fast': { type: 'boolean', default: false, describe: 'Stop at the first new divergence' },
+      jobs: { type: 'number', default: availableParallelism(), describe: 'Cases run at the same time (default: the number of cores); results do not depend on it' },
+      workdir: { type: 'string', describe: 'Where cases build their images (default: /dev/shm when present, else the system temp dir)' },
       replay: { type: 'string', describe: 'Re-run the case of a report folder; exit 1 if its signature reproduces' },
     })
     .check((a) => {
       if (!Number.isSafeInteger(a.iterations) || a.iterations < 1) usageFail(`--iterations must be a whole number of at least 1, not ${a.iterations}`);
       if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < -(2 ** 31) || a.seed >= 2 ** 31)) usageFail(`--seed must be a 32-bit integer, not ${a.seed}`);
       if (!Number.isFinite(a.timeout) || a.timeout <= 0) usageFail(`--timeout must be a positive number of seconds, not ${a.timeout}`);
+      if (!Number.isSafeInteger(a.jobs) || a.jobs < 1) usageFail(`--jobs must be a whole number of at least 1, not ${a.jobs}`);
       return true;
     })
     .strict()
@@ -81,38 +99,77 @@ async function subjectFrom(args: { control: boolean; instar: string }): Promise<
   return { dialect: 'instar', program: found! };
 }
 
+async function writableDir(dir: string, flag: string, create: boolean) {
+  try {
+    if (create) await mkdir(dir, { recursive: true });
+    if (!(await stat(dir)).isDirectory()) usageFail(`${dir} is not a directory (${flag})`);
+    await access(dir, constants.W_OK);
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    usageFail(`${flag} ${dir} is not a writable directory: ${(err as Error).message}`);
+  }
+}
+
+/** SIGINT or SIGTERM once: stop cleanly and write the summary. Twice: kill everything now. */
+function stopOnSignals(): AbortSignal {
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stop.signal.aborted) {
+      killAllChildren();
+      process.exit(130);
+    }
+    console.error(`\n${signal}: stopping; the summary of what ran is written next (${signal} again quits at once)`);
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return stop.signal;
+}
+
 async function main(): Promise<number> {
   const args = await parseArgs(hideBin(process.argv));
   const timeoutMs = args.timeout * 1000;
   const qemuVersion = await checkQemu(timeoutMs);
   const subject = await subjectFrom(args);
+  const workdir = resolve(args.workdir ?? (await defaultWorkdir()));
+  await writableDir(workdir, '--workdir', false);
 
   if (args.replay !== undefined) {
-    const r = await replay(args.replay, subject, timeoutMs);
+    const r = await replay(args.replay, subject, timeoutMs, workdir);
     console.log(r.reproduced ? `REPRODUCED: ${r.expected}` : `did not reproduce: ${r.expected}`);
     if (!r.reproduced) console.log(r.signatures.length ? `findings this time: ${r.signatures.join('; ')}` : 'no findings this time');
     return r.reproduced ? 1 : 0;
   }
 
   const registry = await loadRegistry(args.known);
-  try {
-    await mkdir(args.reports, { recursive: true });
-    await access(args.reports, constants.W_OK);
-  } catch (err) {
-    usageFail(`the reports directory ${args.reports} is not writable: ${(err as Error).message} (pass another with --reports DIR)`);
-  }
+  await writableDir(args.reports, '--reports', true);
   const seed = args.seed ?? Math.floor(Math.random() * 2 ** 31);
   const logFile = join(args.reports, `fuzz-${new Date().toISOString().replace(/[:.]/g, '-')}.log`);
   const log = pino({ base: { seed } }, destination({ dest: logFile, sync: true }));
   const tools = { qemuImg: qemuVersion, subject: subject.dialect === 'instar' ? await toolVersion(subject.program, timeoutMs) : qemuVersion };
-  console.log(`seed ${seed} (same cases again: --seed ${seed}); ${args.iterations} iterations; subject ${subject.dialect === 'instar' ? subject.program : 'qemu-img (control run)'}`);
+  console.log(`seed ${seed} (same cases again: --seed ${seed}); ${args.iterations} iterations, ${args.jobs} at a time; subject ${subject.dialect === 'instar' ? subject.program : 'qemu-img (control run)'}`);
   console.log(`log: ${logFile}`);
   log.info({ args, tools, subject }, 'run started');
 
-  const s = await fuzz({ seed, iterations: args.iterations, subject, timeoutMs, reportsDir: args.reports, registry, failFast: args['fail-fast'], tools, log, say: (l) => console.log(l) });
+  const s = await fuzz({
+    seed,
+    iterations: args.iterations,
+    jobs: args.jobs,
+    subject,
+    timeoutMs,
+    workdir,
+    reportsDir: args.reports,
+    registry,
+    failFast: args['fail-fast'],
+    tools,
+    log,
+    stop: stopOnSignals(),
+    say: (l) => console.log(l),
+  });
 
   log.info({ summary: s }, 'run finished');
-  console.log(`\n${s.iterations} cases in ${s.elapsedSeconds} s (${s.processes.perIteration} processes per case); seed ${s.seed}`);
+  const early = s.stoppedEarly ? ` (stopped early: ${s.stoppedEarly})` : '';
+  console.log(`\n${s.iterations} cases in ${s.elapsedSeconds} s${early} (${s.processes.perIteration} processes per case); seed ${s.seed}`);
   console.log(`new divergences: ${s.newDivergences} (${s.signatures.length} signatures); known: ${s.knownDivergences}`);
   for (const sig of s.signatures) console.log(`  ${sig.filedThisRun ? 'NEW  ' : 'AGAIN'} x${sig.hitsThisRun} ${sig.signature}\n        ${join(args.reports, sig.folder)}`);
   if (s.unusedKnown.length) console.log(`registry entries that matched nothing: ${s.unusedKnown.join(', ')}`);
@@ -130,7 +187,7 @@ main().then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof UsageError || err instanceof RegistryError || err instanceof ReplayError) {
+    if (err instanceof FatalError) {
       console.error(`error: ${err.message}`);
       if (err instanceof UsageError) console.error('run with --help for the options');
     } else {

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { copyFile, readFile } from 'node:fs/promises';
+import { copyFile, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { withDir } from 'tmp-promise';
+import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
 import { createArgs, plannedSizes, qemuIoArgs, type Case, type StepPlan } from './case.ts';
 import { runCommand, type CommandRecord } from './process.ts';
 import { qemuImg, resizeArgs, type Resizer } from './subjects.ts';
@@ -45,6 +46,8 @@ export interface CaseResult {
   commands: CommandRecord[];
   /** The base image and both results, gzipped; only when asked for. */
   artifacts: { name: string; data: Buffer }[];
+  /** Images not kept, and why (missing, or too large to store). */
+  artifactsSkipped: string[];
 }
 
 /** The generator promised a valid, clean base image and qemu disagrees: a harness bug. */
@@ -60,15 +63,42 @@ export class CaseSetupError extends Error {
 export interface ExecuteOptions {
   subject: Resizer;
   timeoutMs: number;
+  /** Parent of the case's temporary directory. */
+  workdir: string;
+  /** Aborting kills the running processes and rejects with CaseAborted. */
+  signal?: AbortSignal;
   /** Called with the findings of a case; true keeps the images for a report. */
   wantArtifacts: (findings: StepFinding[], steps: StepRecord[]) => boolean;
 }
 
+/** The file's hash; a subject may delete the image, which is evidence, not a harness error. */
 async function sha256(file: string): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  try {
+    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    throw err;
+  }
   return hash.digest('hex');
 }
+
+/** Images above this host size are not stored in reports (a subject may write a huge file). */
+export const MAX_STORED_IMAGE = 128 * 1024 * 1024;
+
+async function collectArtifacts(dir: string) {
+  const artifacts: CaseResult['artifacts'] = [];
+  const artifactsSkipped: string[] = [];
+  for (const name of [BASE, REFERENCE, SUBJECT]) {
+    const size = await stat(join(dir, name)).then((s) => s.size, () => null);
+    if (size === null) artifactsSkipped.push(`${name}: missing after the run`);
+    else if (size > MAX_STORED_IMAGE) artifactsSkipped.push(`${name}: ${size} bytes, above the ${MAX_STORED_IMAGE}-byte limit for stored images`);
+    else artifacts.push({ name: `${name}.gz`, data: await promisify(gzip)(await readFile(join(dir, name))) });
+  }
+  return { artifacts, artifactsSkipped };
+}
+
+const NO_SPACE = /No space left on device/i;
 
 const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
 
@@ -79,8 +109,11 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
     async ({ path: dir }) => {
       const commands: CommandRecord[] = [];
       const run = async (program: string, args: string[]) => {
-        const record = await runCommand(program, args, { timeoutMs: options.timeoutMs, cwd: dir });
+        const record = await runCommand(program, args, { timeoutMs: options.timeoutMs, cwd: dir, signal: options.signal });
         commands.push(record);
+        if (options.signal?.aborted) throw new CaseAborted();
+        // both sides write into the work directory: a full disk there is no divergence
+        if (NO_SPACE.test(record.stderr)) throw new DiskFullError(`the work directory ${options.workdir} is full (${program}: ${record.stderr.trim().split('\n')[0]}); free space or pass --workdir DIR`);
         return record;
       };
       const setup = async (program: string, args: string[], what: string) => {
@@ -134,13 +167,12 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         if (found.length > 0 || record.reference !== record.subject) break;
       }
 
-      const artifacts = options.wantArtifacts(findings, steps)
-        ? await Promise.all(
-            [BASE, REFERENCE, SUBJECT].map(async (name) => ({ name: `${name}.gz`, data: await promisify(gzip)(await readFile(join(dir, name))) })),
-          )
-        : [];
-      return { findings, steps, commands, artifacts };
+      const kept = options.wantArtifacts(findings, steps) ? await collectArtifacts(dir) : { artifacts: [], artifactsSkipped: [] };
+      return { findings, steps, commands, ...kept };
     },
-    { unsafeCleanup: true, prefix: 'instar-fuzz-' },
-  );
+    { unsafeCleanup: true, prefix: 'instar-fuzz-', tmpdir: options.workdir },
+  ).catch((err: unknown) => {
+    if (isNoSpace(err)) throw new DiskFullError(`the work directory ${options.workdir} is full: ${(err as Error).message}; free space or pass --workdir DIR`);
+    throw err;
+  });
 }

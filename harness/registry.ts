@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { FatalError } from './errors.ts';
 import { PREALLOCATION_MODES, REFCOUNT_WIDTHS, l2Coverage, type Case, type StepKind } from './case.ts';
 import type { StepRecord, StepFinding } from './execute.ts';
 import type { OracleName, Side } from '../oracles/finding.ts';
@@ -51,7 +52,7 @@ export interface KnownDivergence {
   };
 }
 
-export class RegistryError extends Error {}
+export class RegistryError extends FatalError {}
 
 const STEP_KINDS: StepKind[] = ['grow', 'shrink', 'same', 'invalid'];
 const ORACLES: OracleName[] = ['outcome', 'unchanged-on-refusal', 'check', 'info', 'content'];

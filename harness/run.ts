@@ -1,8 +1,9 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { parseCase, type Case } from './case.ts';
-import { CaseSetupError, runCase } from './execute.ts';
+import type { Case } from './case.ts';
+import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
+import { CaseSetupError, runCase, type CaseResult } from './execute.ts';
 import { processesSpawned } from './process.ts';
 import type { KnownDivergence } from './registry.ts';
 import { fileReport, writeAtomic, type Report } from './reports.ts';
@@ -14,13 +15,19 @@ import { signatureOf } from '../oracles/finding.ts';
 export interface FuzzOptions {
   seed: number;
   iterations: number;
+  /** Cases run at the same time. Results are committed in case order, so reports, hit counts and
+   * the summary do not depend on it. */
+  jobs: number;
   subject: Resizer;
   timeoutMs: number;
+  workdir: string;
   reportsDir: string;
   registry: KnownDivergence[];
   failFast: boolean;
   tools: Report['tools'];
   log: Logger;
+  /** Aborted by SIGINT or SIGTERM: the run stops where it is and still writes its summary. */
+  stop?: AbortSignal;
   /** Readable progress for the console. */
   say: (line: string) => void;
 }
@@ -28,8 +35,12 @@ export interface FuzzOptions {
 export interface RunSummary {
   seed: number;
   iterationsRequested: number;
+  /** Cases run to the end and counted; an interrupted run counts only those. */
   iterations: number;
+  /** Why the run ended before its iterations: 'fail-fast' or 'interrupted'. */
+  stoppedEarly: 'fail-fast' | 'interrupted' | null;
   elapsedSeconds: number;
+  jobs: number;
   subject: Resizer;
   tools: Report['tools'];
   /** Cases with at least one finding that no registry entry explains. */
@@ -46,6 +57,24 @@ export interface RunSummary {
   processes: { total: number; perIteration: number };
 }
 
+/** Below this much free space in the work or reports directory the run stops cleanly. */
+const MIN_FREE_BYTES = 256 * 1024 * 1024;
+
+async function ensureSpace(dir: string, what: string, flag: string) {
+  const s = await statfs(dir);
+  const free = s.bavail * s.bsize;
+  if (free < MIN_FREE_BYTES) throw new DiskFullError(`the ${what} ${dir} has only ${Math.floor(free / 2 ** 20)} MiB free (at least ${MIN_FREE_BYTES / 2 ** 20} MiB needed): free space or pass ${flag} DIR`);
+}
+
+/** Staging folders of a run that was killed before it could rename them into reports. */
+async function removeStaleStaging(reportsDir: string) {
+  for (const name of await readdir(reportsDir)) {
+    if (/^\..+\.tmp-\d+$/.test(name)) await rm(join(reportsDir, name), { recursive: true, force: true });
+  }
+}
+
+type Attempt = { c: Case; result: CaseResult } | { c: Case; setupError: CaseSetupError };
+
 export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   const started = performance.now();
   const processesBefore = processesSpawned();
@@ -54,58 +83,123 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   const setupErrors: RunSummary['setupErrors'] = [];
   let newDivergences = 0;
   let knownDivergences = 0;
-  let iterations = 0;
+  let committed = 0;
+  let stoppedEarly: RunSummary['stoppedEarly'] = null;
+  let fatal: unknown = null;
+  let accepting = true;
 
-  for (let iteration = 0; iteration < o.iterations; iteration++) {
-    const c = caseAt(o.seed, iteration);
-    iterations++;
-    let result;
-    try {
-      result = await runCase(c, { subject: o.subject, timeoutMs: o.timeoutMs, wantArtifacts: (findings, steps) => triage(c, { findings, steps }, o.registry).fresh.length > 0 });
-    } catch (err) {
-      if (!(err instanceof CaseSetupError)) throw err;
+  // `halt` stops new cases and kills running ones: on fail-fast, interruption or a fatal error
+  const halt = new AbortController();
+  const onStop = () => {
+    stoppedEarly ??= 'interrupted';
+    halt.abort();
+  };
+  o.stop?.addEventListener('abort', onStop, { once: true });
+  await removeStaleStaging(o.reportsDir);
+
+  async function commit(iteration: number, attempt: Attempt) {
+    const { c } = attempt;
+    if ('setupError' in attempt) {
+      const err = attempt.setupError;
       setupErrors.push({ iteration, message: err.message });
       o.log.error({ iteration, case: c, command: err.command }, `case could not be built: ${err.message}`);
       o.say(`[${iteration}] harness bug: the generated case could not be built: ${err.message}`);
-      continue;
+      return;
     }
+    const { result } = attempt;
     const { known, fresh } = triage(c, result, o.registry);
     for (const { entry } of known) knownByEntry[entry.id]! += 1;
     o.log.info({ iteration, steps: result.steps.map((s) => `${s.plan.kind}:${s.reference}/${s.subject}`), known: known.map((k) => k.entry.id), fresh: fresh.map(signatureOf) }, 'case done');
     if (fresh.length === 0) {
       if (known.length > 0) knownDivergences++;
-    } else {
-      newDivergences++;
-      const primary = fresh[0]!;
-      const filed = await fileReport(o.reportsDir, {
-        finding: primary,
-        findings: result.findings,
-        case: c,
-        result,
-        subject: o.subject,
-        tools: o.tools,
-        origin: { seed: o.seed, iteration, date: new Date().toISOString() },
-      });
-      const signature = signatureOf(primary);
-      const entry = signatures.get(signature) ?? { signature, folder: filed.folder, hitsThisRun: 0, filedThisRun: filed.isNew };
-      entry.hitsThisRun++;
-      signatures.set(signature, entry);
-      o.log.warn({ iteration, signature, folder: filed.folder, isNew: filed.isNew }, primary.message);
-      o.say(`[${iteration}] ${filed.isNew ? 'NEW' : 'again'}: ${primary.message} -> ${join(o.reportsDir, filed.folder)}`);
-      if (o.failFast) break;
+      return;
     }
-    if ((iteration + 1) % 25 === 0) {
-      const rate = (iteration + 1) / ((performance.now() - started) / 1000);
-      o.say(`[${iteration + 1}/${o.iterations}] ${rate.toFixed(1)} cases/s, new ${newDivergences}, known ${knownDivergences}`);
+    newDivergences++;
+    const primary = fresh[0]!;
+    const filed = await fileReport(o.reportsDir, {
+      finding: primary,
+      findings: result.findings,
+      case: c,
+      result,
+      subject: o.subject,
+      tools: o.tools,
+      origin: { seed: o.seed, iteration, date: new Date().toISOString() },
+    });
+    const signature = signatureOf(primary);
+    const entry = signatures.get(signature) ?? { signature, folder: filed.folder, hitsThisRun: 0, filedThisRun: filed.isNew };
+    entry.hitsThisRun++;
+    signatures.set(signature, entry);
+    o.log.warn({ iteration, signature, folder: filed.folder, isNew: filed.isNew }, primary.message);
+    o.say(`[${iteration}] ${filed.isNew ? 'NEW' : 'again'}: ${primary.message} -> ${join(o.reportsDir, filed.folder)}`);
+    if (o.failFast) {
+      // later cases may have finished already: they are not counted, as if they never ran
+      accepting = false;
+      stoppedEarly = 'fail-fast';
+      halt.abort();
     }
   }
+
+  // Results arrive in any order; they are committed strictly in case order.
+  const done = new Map<number, Attempt>();
+  let commits = Promise.resolve();
+  const commitReady = async () => {
+    while (accepting && done.has(committed)) {
+      const attempt = done.get(committed)!;
+      done.delete(committed);
+      await commit(committed, attempt);
+      committed++;
+      if ((committed % 25 === 0 || committed === o.iterations) && !halt.signal.aborted) {
+        const rate = committed / ((performance.now() - started) / 1000);
+        o.say(`[${committed}/${o.iterations}] ${rate.toFixed(1)} cases/s, new ${newDivergences}, known ${knownDivergences}`);
+      }
+    }
+  };
+
+  let next = 0;
+  async function worker() {
+    while (!halt.signal.aborted && next < o.iterations) {
+      const iteration = next++;
+      const c = caseAt(o.seed, iteration);
+      try {
+        await ensureSpace(o.workdir, 'work directory', '--workdir');
+        await ensureSpace(o.reportsDir, 'reports directory', '--reports');
+        const result = await runCase(c, {
+          subject: o.subject,
+          timeoutMs: o.timeoutMs,
+          workdir: o.workdir,
+          signal: halt.signal,
+          wantArtifacts: (findings, steps) => triage(c, { findings, steps }, o.registry).fresh.length > 0,
+        });
+        done.set(iteration, { c, result });
+      } catch (err) {
+        if (err instanceof CaseAborted) return;
+        if (err instanceof CaseSetupError) done.set(iteration, { c, setupError: err });
+        else {
+          fatal ??= isNoSpace(err) ? new DiskFullError(`no space left: ${(err as Error).message}; free space in --workdir and --reports`) : err;
+          halt.abort();
+          return;
+        }
+      }
+      commits = commits.then(commitReady).catch((err: unknown) => {
+        fatal ??= isNoSpace(err) ? new DiskFullError(`the reports directory ${o.reportsDir} is full: ${(err as Error).message}; reports already filed are intact`) : err;
+        halt.abort();
+      });
+      await commits;
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(o.jobs, o.iterations) }, worker));
+  await commits;
+  o.stop?.removeEventListener('abort', onStop);
+  if (fatal) throw fatal;
 
   const total = processesSpawned() - processesBefore;
   const summary: RunSummary = {
     seed: o.seed,
     iterationsRequested: o.iterations,
-    iterations,
+    iterations: committed,
+    stoppedEarly,
     elapsedSeconds: Math.round((performance.now() - started) / 10) / 100,
+    jobs: o.jobs,
     subject: o.subject,
     tools: o.tools,
     newDivergences,
@@ -116,42 +210,8 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
       .filter(([, n]) => n === 0)
       .map(([id]) => id),
     setupErrors,
-    processes: { total, perIteration: iterations ? Math.round((total / iterations) * 10) / 10 : 0 },
+    processes: { total, perIteration: committed ? Math.round((total / committed) * 10) / 10 : 0 },
   };
   await writeAtomic(join(o.reportsDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
   return summary;
-}
-
-export class ReplayError extends Error {}
-
-/** Reads a report folder: its case and the signature it was filed under. */
-export async function readReport(folder: string): Promise<{ report: Report; case: Case }> {
-  const file = join(folder, 'report.json');
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw new ReplayError(`cannot read ${file}: ${(err as Error).message} (pass a folder made by a fuzz run, e.g. reports/<folder>)`);
-  }
-  let report: Report;
-  try {
-    report = JSON.parse(text) as Report;
-  } catch (err) {
-    throw new ReplayError(`${file} is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof report.signature !== 'string') throw new ReplayError(`${file} has no signature: it is not a fuzzer report`);
-  try {
-    return { report, case: parseCase(report.case, `${file}: case`) };
-  } catch (err) {
-    throw new ReplayError((err as Error).message);
-  }
-}
-
-/** Re-runs a stored case in a fresh directory. The registry plays no part: replay asks only
- * whether the stored signature happens again. */
-export async function replay(folder: string, subject: Resizer, timeoutMs: number) {
-  const { report, case: c } = await readReport(folder);
-  const result = await runCase(c, { subject, timeoutMs, wantArtifacts: () => false });
-  const signatures = result.findings.map(signatureOf);
-  return { expected: report.signature, reproduced: signatures.includes(report.signature), signatures };
 }

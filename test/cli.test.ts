@@ -47,7 +47,7 @@ describe('the fuzz command line', () => {
   it('refuses an unwritable reports directory', async (t) => {
     const reports = await reportsDir(t);
     await writeFile(join(reports, 'file'), '');
-    await expectUsageError(['--control', '--reports', join(reports, 'file', 'sub')], /reports directory .* is not writable/);
+    await expectUsageError(['--control', '--reports', join(reports, 'file', 'sub')], /--reports .* is not a writable directory/);
   });
   it('refuses to replay a missing or damaged report', async (t) => {
     const reports = await reportsDir(t);

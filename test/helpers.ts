@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -35,4 +35,28 @@ export async function readReportIn(reports: string, folder: string): Promise<Rep
 /** Runs a report's repro.sh on its own, from another directory, with INSTAR set. */
 export function runRepro(reports: string, folder: string, instar: string) {
   return execa('bash', [join(reports, folder, 'repro.sh')], { cwd: '/', reject: false, env: { INSTAR: instar }, all: true });
+}
+
+/** Starts the fuzzer in the background; `line(re)` resolves at the first output line matching re. */
+export function startFuzz(args: string[]) {
+  const child = execa(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, reject: false, all: true });
+  let output = '';
+  const waiters: { re: RegExp; resolve: () => void }[] = [];
+  child.all?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+    for (const w of [...waiters]) if (w.re.test(output)) w.resolve();
+  });
+  const line = (re: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      if (re.test(output)) return resolve();
+      waiters.push({ re, resolve });
+      void child.then(() => (re.test(output) ? resolve() : reject(new Error(`the run ended without printing ${re}:\n${output}`))));
+    });
+  return { child, line, output: () => output };
+}
+
+/** Every report.json below dir, hidden folders included. */
+export async function allReportFiles(root: string): Promise<string[]> {
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile() && e.name === 'report.json').map((e) => join(e.parentPath ?? e.path, e.name));
 }

@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { execa } from 'execa';
+import { allReportFiles, fuzzCli, instarDouble, readSummary, reportsDir, runRepro, startFuzz } from './helpers.ts';
+
+// The harness under the worst conditions: interrupted, killed, out of disk space, given hostile
+// names. It must lose nothing already found and never leave a broken report behind.
+
+describe('an interrupted run', () => {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`stops cleanly on ${signal}: summary written, work directories removed, exit code of what ran`, async (t) => {
+      const reports = await reportsDir(t);
+      const workdir = join(reports, 'work');
+      await mkdir(workdir);
+      const run = startFuzz(['--control', '--iterations', '5000', '--seed', '3', '--reports', reports, '--workdir', workdir]);
+      await run.line(/\[25\/5000\]/);
+      run.child.kill(signal);
+      const r = await run.child;
+      assert.equal(r.exitCode, 0, r.all);
+      const s = await readSummary(reports);
+      assert.equal(s.stoppedEarly, 'interrupted');
+      assert.ok(s.iterations >= 25 && s.iterations < 5000, `${s.iterations} cases counted`);
+      assert.deepEqual(await readdir(workdir), [], 'work directories were left behind');
+    });
+  }
+});
+
+describe('a run killed with SIGKILL', () => {
+  it('leaves only complete reports, and the next run on the same directory works', async (t) => {
+    const reports = await reportsDir(t);
+    const instar = instarDouble('msb-first');
+    const run = startFuzz(['--instar', instar, '--iterations', '500', '--seed', '4', '--reports', reports]);
+    await run.line(/\] again: /);
+    run.child.kill('SIGKILL');
+    await run.child;
+    const files = await allReportFiles(reports);
+    assert.ok(files.length > 0);
+    for (const file of files) JSON.parse(await readFile(file, 'utf8'));
+
+    const next = await fuzzCli(['--instar', instar, '--iterations', '10', '--seed', '4', '--reports', reports]);
+    assert.equal(next.exitCode, 1, next.all);
+    assert.match(next.stdout, /\] again: /, 'the next run adds hits to the reports of the killed one');
+    assert.deepEqual((await readdir(reports)).filter((n) => n.startsWith('.')), [], 'no staging folder left over');
+  });
+});
+
+/** A small tmpfs, unmounted and removed after the test. */
+async function smallDisk(t: { after: (fn: () => Promise<void>) => void }, mib: number) {
+  const mountpoint = await mkdtemp(join(tmpdir(), `fuzz-disk-${mib}m-`));
+  const r = await execa('mount', ['-t', 'tmpfs', '-o', `size=${mib}m`, 'tmpfs', mountpoint], { reject: false });
+  assert.equal(r.exitCode, 0, `these tests mount a small tmpfs and need root: ${r.stderr}`);
+  t.after(async () => {
+    await execa('umount', ['-l', mountpoint], { reject: false });
+    await rm(mountpoint, { recursive: true, force: true });
+  });
+  return mountpoint;
+}
+
+/** Fills a file system up to its last few KiB. */
+const fill = (dir: string) => execa('dd', ['if=/dev/zero', `of=${join(dir, 'filler')}`, 'bs=1M'], { reject: false });
+
+describe('a full disk', () => {
+  it('stops the run with exit 2 when the reports directory fills up, and keeps what was filed', async (t) => {
+    const reports = await smallDisk(t, 300);
+    const run = startFuzz(['--instar', instarDouble('msb-first'), '--iterations', '500', '--seed', '4', '--reports', reports]);
+    await run.line(/\] NEW: /);
+    await fill(reports);
+    const r = await run.child;
+    assert.equal(r.exitCode, 2, r.all);
+    assert.match(r.stderr, /reports directory .* (has only|is full)/);
+    const files = await allReportFiles(reports);
+    assert.ok(files.length > 0);
+    for (const file of files) JSON.parse(await readFile(file, 'utf8'));
+  });
+  it('stops the run with exit 2 when the work directory fills up', async (t) => {
+    const parent = await reportsDir(t);
+    const workdir = await smallDisk(t, 300);
+    const run = startFuzz(['--control', '--iterations', '5000', '--seed', '4', '--reports', join(parent, 'reports'), '--workdir', workdir]);
+    await run.line(/\[25\/5000\]/);
+    await fill(workdir);
+    const r = await run.child;
+    assert.equal(r.exitCode, 2, r.all);
+    assert.match(r.stderr, /work directory .* (has only|is full)/);
+  });
+  it('refuses to start on a work directory that is already too small', async (t) => {
+    const parent = await reportsDir(t);
+    const workdir = await smallDisk(t, 16);
+    const r = await fuzzCli(['--control', '--iterations', '5', '--reports', join(parent, 'reports'), '--workdir', workdir]);
+    assert.equal(r.exitCode, 2, r.all);
+    assert.match(r.stderr, /work directory .* has only 16 MiB free/);
+  });
+});
+
+describe('hostile names', () => {
+  it('passes paths with spaces, quotes, $ and newlines safely, into reports and repro.sh', async (t) => {
+    const root = await reportsDir(t);
+    const weird = join(root, `we ird $HOME 'q' "d" \`x\`\nnl`);
+    await mkdir(weird);
+    const instar = join(weird, 'instar $(id >&2)');
+    // a copy of the double under a hostile name: the wrapper finds its files through its own path
+    await writeFile(instar, `#!/bin/sh\nexec ${JSON.stringify(instarDouble('365-stride'))} "$@"\n`, { mode: 0o755 });
+    const reports = join(weird, 'reports');
+    const workdir = join(weird, 'work');
+    await mkdir(workdir);
+    const r = await fuzzCli(['--instar', instar, '--iterations', '30', '--seed', '1', '--fail-fast', '--reports', reports, '--workdir', workdir]);
+    assert.equal(r.exitCode, 1, r.all);
+    const [sig] = (await readSummary(reports)).signatures;
+    const report = JSON.parse(await readFile(join(reports, sig!.folder, 'report.json'), 'utf8'));
+    assert.equal(report.subject.program, instar);
+    const repro = await runRepro(reports, sig!.folder, instar);
+    assert.equal(repro.exitCode, 1, repro.all);
+    assert.doesNotMatch(r.all + repro.all, /uid=/, 'a file name was run as a command');
+  });
+});
+
+describe('determinism', () => {
+  it('the same seed gives the same cases, signatures and hit counts with 1 or 2 jobs', async (t) => {
+    const summaries = [];
+    for (const jobs of ['1', '2']) {
+      const reports = await reportsDir(t);
+      const r = await fuzzCli(['--instar', instarDouble('msb-first'), '--iterations', '30', '--seed', '8', '--jobs', jobs, '--reports', reports]);
+      assert.equal(r.exitCode, 1, r.all);
+      const { elapsedSeconds: _e, jobs: _j, ...rest } = await readSummary(reports);
+      summaries.push(rest);
+    }
+    assert.deepEqual(summaries[0], summaries[1]);
+  });
+});
