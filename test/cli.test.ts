@@ -25,6 +25,8 @@ describe('the fuzz command line', () => {
     await expectUsageError(['--control', '--timeout', 'abc'], /--timeout must be a positive number/);
     await expectUsageError(['--control', '--seed', 'x'], /--seed must be a 32-bit integer/);
     await expectUsageError(['--control', '--itterations', '3'], /Unknown argument: itterations/);
+    await expectUsageError(['--control', '--jobs', '0'], /--jobs must be a whole number of at least 1/);
+    await expectUsageError(['--control', '--workdir', '/nonexistent/work'], /--workdir \/nonexistent\/work is not a writable directory/);
   });
   it('names --instar when instar is missing or not executable', async (t) => {
     await expectUsageError(['--instar', '/nonexistent/instar'], /instar not found or not executable: \/nonexistent\/instar\. Pass the binary with --instar PATH/);
@@ -36,6 +38,11 @@ describe('the fuzz command line', () => {
   });
   it('names the package when qemu-img is missing', async () => {
     await expectUsageError(['--control'], /qemu-img not found on PATH: install Debian's qemu-utils/, { PATH: '/nonexistent' });
+  });
+  it('refuses a qemu-img older than the one it is verified against', async (t) => {
+    const bin = await reportsDir(t);
+    for (const tool of ['qemu-img', 'qemu-io']) await writeFile(join(bin, tool), '#!/bin/sh\necho "qemu-img version 6.2.0"\n', { mode: 0o755 });
+    await expectUsageError(['--control'], /qemu-img 6\.2 is older than 7\.2/, { PATH: `${bin}:${process.env.PATH}` });
   });
   it('names the entry and field of a bad registry', async (t) => {
     const reports = await reportsDir(t);
