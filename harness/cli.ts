@@ -5,6 +5,7 @@ import { delimiter, join, resolve } from 'node:path';
 import { destination, pino } from 'pino';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { coverageGaps, coverageTable } from './coverage.ts';
 import { FatalError } from './errors.ts';
 import { killAllChildren } from './process.ts';
 import { loadRegistry } from './registry.ts';
@@ -172,6 +173,10 @@ async function main(): Promise<number> {
   console.log(`\n${s.iterations} cases in ${s.elapsedSeconds} s${early} (${s.processes.perIteration} processes per case); seed ${s.seed}`);
   console.log(`new divergences: ${s.newDivergences} (${s.signatures.length} signatures); known: ${s.knownDivergences}`);
   for (const sig of s.signatures) console.log(`  ${sig.filedThisRun ? 'NEW  ' : 'AGAIN'} x${sig.hitsThisRun} ${sig.signature}\n        ${join(args.reports, sig.folder)}`);
+  console.log(`\ncoverage (steps qemu-img accepted):\n${coverageTable(s.coverage)}`);
+  const gaps = coverageGaps(s.coverage);
+  // a run stopped early has gaps by construction
+  if (gaps.length && !s.stoppedEarly) console.log(`warning: no cases for ${gaps.join(', ')}`);
   if (s.unusedKnown.length) console.log(`registry entries that matched nothing: ${s.unusedKnown.join(', ')}`);
   console.log(`summary: ${join(args.reports, 'summary.json')}`);
   if (s.newDivergences > 0) return 1;

@@ -15,6 +15,9 @@ import type { Finding } from '../oracles/finding.ts';
 import { infoOracle, parseInfo, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, outcomeOracle, type OutcomeClass } from '../oracles/outcome.ts';
 import { unchangedOnRefusalOracle } from '../oracles/unchanged.ts';
+import { afterUseOracle, afterUseWorkload } from '../oracles/after-use.ts';
+import { hasHostClustersFrom, readQcow2Header, structuralCheck } from './qcow2.ts';
+import { structureOracle } from '../oracles/structure.ts';
 
 export const BASE = 'base.qcow2';
 export const REFERENCE = 'reference.qcow2';
@@ -26,12 +29,21 @@ export interface StepRecord {
   plan: StepPlan;
   reference: OutcomeClass;
   subject: OutcomeClass;
+  /** For a shrink qemu-img accepted: whether clusters holding data lay past the new end. */
+  discardsAllocated?: boolean;
   /** What the subject printed on stderr for this step; registry entries may match on it. */
   subjectStderr: string;
   subjectCheck?: CheckObservation;
   referenceCheck?: CheckObservation;
   referenceInfo?: InfoObservation;
   subjectInfo?: InfoObservation;
+}
+
+/** The qemu-io workload run on both results after the last step, and what followed. */
+export interface AfterUseRecord {
+  workload: string[];
+  referenceExit: number | null;
+  subjectExit: number | null;
 }
 
 /** A finding together with the step it came from. */
@@ -42,6 +54,7 @@ export interface StepFinding extends Finding {
 export interface CaseResult {
   findings: StepFinding[];
   steps: StepRecord[];
+  afterUse: AfterUseRecord | null;
   /** Every command run, in order, with paths relative to the work directory. */
   commands: CommandRecord[];
   /** The base image and both results, gzipped; only when asked for. */
@@ -100,6 +113,9 @@ async function collectArtifacts(dir: string) {
 
 const NO_SPACE = /No space left on device/i;
 
+const COMPARE_ARGS = ['compare', '-f', 'qcow2', '-F', 'qcow2', REFERENCE, SUBJECT];
+const headerSize = (file: string) => readQcow2Header(file).then((h) => h.size, () => null);
+
 const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
 
 /** Builds the base image, copies it for each side, runs the steps and the oracles after each.
@@ -130,35 +146,46 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       await copyFile(join(dir, BASE), join(dir, REFERENCE), constants.COPYFILE_FICLONE);
       await copyFile(join(dir, BASE), join(dir, SUBJECT), constants.COPYFILE_FICLONE);
 
+      /** The subject's check, and qemu's own result's only when needed: to tell subject leaks
+       * and corruptions from ones qemu's result has too. */
+      const checks = async (subCheck: CommandRecord) => {
+        const subjectCheck = parseCheck(subCheck.exitCode, subCheck.stdout, subCheck.stderr);
+        if (isClean(subjectCheck)) return { subjectCheck };
+        const refCheck = await run('qemu-img', ['check', '--output=json', REFERENCE]);
+        return { subjectCheck, referenceCheck: parseCheck(refCheck.exitCode, refCheck.stdout, refCheck.stderr) };
+      };
+
       const steps: StepRecord[] = [];
       const findings: StepFinding[] = [];
       for (const [index, { before, plan }] of plannedSizes(c).entries()) {
         const step = c.steps[index]!;
-        const [refHash, subHash] = await Promise.all([sha256(join(dir, REFERENCE)), sha256(join(dir, SUBJECT))]);
+        const [refHash, subHash, discardsAllocated] = await Promise.all([
+          sha256(join(dir, REFERENCE)),
+          sha256(join(dir, SUBJECT)),
+          plan.kind === 'shrink' && plan.accepted ? hasHostClustersFrom(join(dir, REFERENCE), plan.target!) : undefined,
+        ]);
         const [ref, sub] = await Promise.all([run(qemuImg.program, resizeArgs(qemuImg, step, REFERENCE)), run(options.subject.program, resizeArgs(options.subject, step, SUBJECT))]);
-        const record: StepRecord = { index, sizeBefore: before, plan, reference: classifyOutcome(ref), subject: classifyOutcome(sub), subjectStderr: sub.stderr };
+        const record: StepRecord = { index, sizeBefore: before, plan, reference: classifyOutcome(ref), subject: classifyOutcome(sub), discardsAllocated, subjectStderr: sub.stderr };
         steps.push(record);
         const found: Finding[] = outcomeOracle(ref, sub, plan.kind);
         if (record.reference === 'refused') found.push(...unchangedOnRefusalOracle('reference', refHash, await sha256(join(dir, REFERENCE))));
         if (record.subject === 'refused') found.push(...unchangedOnRefusalOracle('subject', subHash, await sha256(join(dir, SUBJECT))));
 
         if (record.reference === 'ok' && record.subject === 'ok') {
-          const [subCheck, refInfo, subInfo, compare] = await Promise.all([
+          const [subCheck, refInfo, subInfo, compare, subStructure, refStructure] = await Promise.all([
             run('qemu-img', ['check', '--output=json', SUBJECT]),
             run('qemu-img', ['info', '--output=json', REFERENCE]),
             run('qemu-img', ['info', '--output=json', SUBJECT]),
-            run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', REFERENCE, SUBJECT]),
+            run('qemu-img', COMPARE_ARGS),
+            structuralCheck(join(dir, SUBJECT)),
+            structuralCheck(join(dir, REFERENCE)),
           ]);
-          record.subjectCheck = parseCheck(subCheck.exitCode, subCheck.stdout, subCheck.stderr);
-          if (!isClean(record.subjectCheck)) {
-            // qemu's own result is checked only when needed: to tell subject leaks from shared ones
-            const refCheck = await run('qemu-img', ['check', '--output=json', REFERENCE]);
-            record.referenceCheck = parseCheck(refCheck.exitCode, refCheck.stdout, refCheck.stderr);
-          }
+          Object.assign(record, await checks(subCheck));
           record.referenceInfo = parseInfo(refInfo.exitCode, refInfo.stdout, refInfo.stderr);
           record.subjectInfo = parseInfo(subInfo.exitCode, subInfo.stdout, subInfo.stderr);
           found.push(
-            ...checkOracle(record.subjectCheck, record.referenceCheck ?? null),
+            ...checkOracle(record.subjectCheck!, record.referenceCheck ?? null),
+            ...structureOracle(subStructure, refStructure),
             ...infoOracle(record.referenceInfo, record.subjectInfo),
             ...contentOracle({ ...compare, referenceSize: sizeOf(record.referenceInfo), subjectSize: sizeOf(record.subjectInfo) }),
           );
@@ -167,8 +194,33 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         if (found.length > 0 || record.reference !== record.subject) break;
       }
 
+      let afterUse: AfterUseRecord | null = null;
+      const last = steps.at(-1)!;
+      if (findings.length === 0 && last.reference === 'ok' && last.subject === 'ok' && last.referenceInfo?.ok) {
+        const workload = afterUseWorkload(c, Number(last.referenceInfo.fields['virtual-size']));
+        const io = (file: string) => run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), file]);
+        const [refIo, subIo] = await Promise.all([io(REFERENCE), io(SUBJECT)]);
+        afterUse = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
+        // sizes from the headers: the workload grew both images, and this saves two info runs
+        const [subCheck, compare, referenceSize, subjectSize] = await Promise.all([
+          run('qemu-img', ['check', '--output=json', SUBJECT]),
+          run('qemu-img', COMPARE_ARGS),
+          headerSize(join(dir, REFERENCE)),
+          headerSize(join(dir, SUBJECT)),
+        ]);
+        const { subjectCheck, referenceCheck } = await checks(subCheck);
+        const found = afterUseOracle({
+          ...afterUse,
+          subjectStderr: subIo.stderr,
+          subjectCheck,
+          referenceCheck: referenceCheck ?? null,
+          compare: { ...compare, referenceSize, subjectSize },
+        });
+        findings.push(...found.map((f) => ({ ...f, step: last.index })));
+      }
+
       const kept = options.wantArtifacts(findings, steps) ? await collectArtifacts(dir) : { artifacts: [], artifactsSkipped: [] };
-      return { findings, steps, commands, ...kept };
+      return { findings, steps, afterUse, commands, ...kept };
     },
     { unsafeCleanup: true, prefix: 'instar-fuzz-', tmpdir: options.workdir },
   ).catch((err: unknown) => {

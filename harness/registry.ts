@@ -55,7 +55,7 @@ export interface KnownDivergence {
 export class RegistryError extends FatalError {}
 
 const STEP_KINDS: StepKind[] = ['grow', 'shrink', 'same', 'invalid'];
-const ORACLES: OracleName[] = ['outcome', 'unchanged-on-refusal', 'check', 'info', 'content'];
+const ORACLES: OracleName[] = ['outcome', 'unchanged-on-refusal', 'check', 'structure', 'info', 'content', 'after-use'];
 
 type Check = (value: unknown) => string | null;
 const isString: Check = (v) => (typeof v === 'string' && v.trim() !== '' ? null : 'must be a non-empty string');

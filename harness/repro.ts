@@ -21,6 +21,39 @@ cd "$work" || exit 2
 outcome() { case $1 in 0) echo ok ;; 124) echo timed-out ;; *) if [ "$1" -gt 128 ]; then echo crashed; else echo refused; fi ;; esac; }
 fields() { qemu-img info --output=json "$1" | grep -E "$2"; }`;
 
+/** qcow2 magic numbers of header extensions, as od prints them. */
+const EXTENSION_MAGIC: Record<string, string> = {
+  'feature-name-table': '68 03 f8 57',
+  bitmaps: '23 85 28 75',
+  'backing-format': 'e2 79 2a ca',
+  'external-data-file': '44 41 54 41',
+  'full-disk-encryption': '05 37 be 77',
+};
+
+/** The structure oracle reads metadata that qemu-img does not show. With a checkout of the fuzzer
+ * (FUZZER=DIR) repro.sh runs that oracle itself; without one it shows what od can: the extension
+ * magic numbers and refcount_order of both header clusters. */
+function structureVerdict(f: Finding): string[] {
+  const exact = [
+    'if [ -n "${FUZZER:-}" ]; then',
+    `  node --import "$FUZZER/node_modules/tsx/dist/loader.mjs" "$FUZZER/harness/structure-cli.ts" ${SUBJECT} ${REFERENCE} ${shellQuote(signatureOf(f))}; [ $? = 1 ] && reproduced=1`,
+  ];
+  const header = (image: string) => `od -An -tx1 -v -w1 -N 65536 ${image} | tr -d '\n'`;
+  const magic = f.detail.split(',').map((name) => EXTENSION_MAGIC[name]);
+  let fallback: string[];
+  if (f.kind === 'refcount-order-changed') {
+    fallback = [`  ref_order=$(od -An -tu1 -j 99 -N 1 ${REFERENCE}); sub_order=$(od -An -tu1 -j 99 -N 1 ${SUBJECT})`, '  echo "refcount_order: qemu-img result $ref_order, subject result $sub_order"', '  [ "$ref_order" != "$sub_order" ] && reproduced=1'];
+  } else if (/^extension-(lost|added)$/.test(f.kind) && magic.every(Boolean)) {
+    const [has, lacks] = f.kind === 'extension-lost' ? [REFERENCE, SUBJECT] : [SUBJECT, REFERENCE];
+    fallback = magic.map((m) => `  ${header(has)} | grep -q ' ${m}' && ! ${header(lacks)} | grep -q ' ${m}' && reproduced=1 && echo 'extension ${m} is in ${has}, not in ${lacks}'`);
+  } else {
+    fallback = [`  echo 'this structure finding needs the fuzzer: FUZZER=/path/to/fuzzer-checkout bash repro.sh'`, '  exit 2'];
+  }
+  return [...exact, 'else', ...fallback, 'fi'];
+}
+
+const CHECK_KINDS = ['corruptions', 'leaks', 'check-errors', 'check-failed'];
+
 /** The shell test that decides whether the finding reproduced; it sets reproduced=1 if so. */
 function verdict(f: Finding): string[] {
   const image = f.side === 'subject' ? SUBJECT : REFERENCE;
@@ -48,6 +81,20 @@ function verdict(f: Finding): string[] {
         `if ! diff -u reference.fields subject.fields; then reproduced=1; fi`,
       ];
     }
+    case 'after-use': {
+      const { workload } = f.evidence as { workload: string[] };
+      const io = (image: string) => command(['qemu-io', '-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), image]);
+      const lines = [
+        `echo '== the same qemu-io workload on both results'`,
+        `${io(REFERENCE)} >/dev/null; ref_io=$?`,
+        `${io(SUBJECT)} >/dev/null; sub_io=$?`,
+        'echo "qemu-io exit: qemu-img result $ref_io, subject result $sub_io"',
+      ];
+      if (f.kind === 'workload-failed') return [...lines, '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1'];
+      return [...lines, ...verdict({ ...f, oracle: CHECK_KINDS.includes(f.kind) ? 'check' : 'content' })];
+    }
+    case 'structure':
+      return structureVerdict(f);
     case 'content':
       if (f.kind === 'size-differs') return [`if ! diff -u <(fields ${REFERENCE} '"virtual-size":') <(fields ${SUBJECT} '"virtual-size":'); then reproduced=1; fi`];
       return [`qemu-img compare -f qcow2 -F qcow2 ${REFERENCE} ${SUBJECT}; [ $? = ${f.kind === 'content-differs' ? 1 : 2} ] && reproduced=1`];

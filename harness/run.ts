@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Case } from './case.ts';
 import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
 import { CaseSetupError, runCase, type CaseResult } from './execute.ts';
+import { addCase, emptyCoverage, type CoverageSummary } from './coverage.ts';
 import { processesSpawned } from './process.ts';
 import type { KnownDivergence } from './registry.ts';
 import { fileReport, writeAtomic, type Report } from './reports.ts';
@@ -55,6 +56,7 @@ export interface RunSummary {
   /** Cases whose base image could not be built: harness bugs, never divergences. */
   setupErrors: { iteration: number; message: string }[];
   processes: { total: number; perIteration: number };
+  coverage: CoverageSummary;
 }
 
 /** Below this much free space in the work or reports directory the run stops cleanly. */
@@ -81,6 +83,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   const knownByEntry: Record<string, number> = Object.fromEntries(o.registry.map((e) => [e.id, 0]));
   const signatures = new Map<string, RunSummary['signatures'][number]>();
   const setupErrors: RunSummary['setupErrors'] = [];
+  const coverage = emptyCoverage();
   let newDivergences = 0;
   let knownDivergences = 0;
   let committed = 0;
@@ -107,6 +110,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
       return;
     }
     const { result } = attempt;
+    addCase(coverage, c, result);
     const { known, fresh } = triage(c, result, o.registry);
     for (const { entry } of known) knownByEntry[entry.id]! += 1;
     o.log.info({ iteration, steps: result.steps.map((s) => `${s.plan.kind}:${s.reference}/${s.subject}`), known: known.map((k) => k.entry.id), fresh: fresh.map(signatureOf) }, 'case done');
@@ -211,6 +215,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
       .map(([id]) => id),
     setupErrors,
     processes: { total, perIteration: committed ? Math.round((total / committed) * 10) / 10 : 0 },
+    coverage,
   };
   await writeAtomic(join(o.reportsDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
   return summary;

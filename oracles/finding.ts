@@ -2,7 +2,7 @@
 // the bug, not the case: it carries no paths, seeds or sizes, so every hit of one bug shares it.
 
 export type Side = 'subject' | 'reference';
-export type OracleName = 'outcome' | 'unchanged-on-refusal' | 'check' | 'info' | 'content';
+export type OracleName = 'outcome' | 'unchanged-on-refusal' | 'check' | 'info' | 'content' | 'structure' | 'after-use';
 
 export interface Finding {
   oracle: OracleName;

@@ -1,13 +1,19 @@
 // Tests of the instar test doubles (test/doubles/instar-*) with real qemu-img: each fault fires in
 // one scenario and stays silent in another, so the harness's oracles can be tested against them.
 import assert from "node:assert/strict";
-import { copyFile, readFile, readdir, stat } from "node:fs/promises";
+import { copyFile, open, readFile, readdir, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
 import { dir, type DirectoryResult } from "tmp-promise";
-import { COMPAT_LAZY_REFCOUNTS, readQcow2Header } from "../harness/qcow2.ts";
+import { COMPAT_LAZY_REFCOUNTS, readHeaderExtensions, readQcow2Header, structuralCheck } from "../harness/qcow2.ts";
+import { checkOracle, parseCheck } from "../oracles/check.ts";
+import { contentOracle } from "../oracles/content.ts";
+import { infoOracle, parseInfo } from "../oracles/info.ts";
+import { structureOracle } from "../oracles/structure.ts";
+import { signatureOf } from "../oracles/finding.ts";
+import { FAULT_NAMES } from "./doubles/faults.ts";
 
 const DOUBLES = join(dirname(fileURLToPath(import.meta.url)), "doubles");
 const MiB = 2 ** 20;
@@ -58,16 +64,30 @@ async function compare(a: string, b: string): Promise<number> {
 
 const vsize = async (p: string): Promise<number> => (await readQcow2Header(p)).size;
 
+async function checkObservation(path: string) {
+  const r = await execa("qemu-img", ["check", "--output=json", path], { reject: false });
+  return parseCheck(r.exitCode ?? null, r.stdout, r.stderr);
+}
+
+async function infoJson(path: string): Promise<Record<string, unknown>> {
+  return JSON.parse((await execa("qemu-img", ["info", "--output=json", path])).stdout) as Record<string, unknown>;
+}
+
 describe("instar doubles", { concurrency: 6 }, () => {
-  test("one executable wrapper per fault", async () => {
+  test("one executable wrapper per fault, and every wrapper runs its own fault", async () => {
     const names = (await readdir(DOUBLES)).filter((f) => f.startsWith("instar-") && !f.endsWith(".ts"));
-    assert.equal(names.length, 9);
-    for (const n of names) {
-      assert.ok(((await stat(join(DOUBLES, n))).mode & 0o111) !== 0, `${n} is executable`);
-      const r = await instar(n.slice("instar-".length), ["--version"]);
-      assert.equal(r.exitCode, 0);
-      assert.equal(r.stdout, `instar-double 0.1 (fault: ${n.slice("instar-".length)})`);
-    }
+    assert.deepEqual(names.map((n) => n.slice("instar-".length)).sort(), [...FAULT_NAMES].sort());
+    const template = await readFile(join(DOUBLES, "instar-none"), "utf8");
+    await Promise.all(
+      names.map(async (n) => {
+        const fault = n.slice("instar-".length);
+        assert.ok(((await stat(join(DOUBLES, n))).mode & 0o111) !== 0, `${n} is executable`);
+        assert.equal(await readFile(join(DOUBLES, n), "utf8"), template.replace("INSTAR_DOUBLE_FAULT=none", `INSTAR_DOUBLE_FAULT=${fault}`));
+        const r = await instar(fault, ["--version"]);
+        assert.equal(r.exitCode, 0);
+        assert.equal(r.stdout, `instar-double 0.1 (fault: ${fault})`);
+      }),
+    );
   });
 
   test("usage errors exit 1, unknown fault exits 2", async () => {
@@ -269,5 +289,148 @@ describe("instar doubles", { concurrency: 6 }, () => {
     assert.deepEqual(await readFile(p), before);
     // Silent on a shrink.
     assert.equal((await instar("hang-on-grow", ["resize", "--shrink", p, "8M"], { timeout: 10_000 })).exitCode, 0);
+  });
+  test("leak-on-shrink: one free cluster marked used after a shrink; qemu's result is clean", async () => {
+    const p = await image("refcount_bits=4");
+    const ref = await reference(p, ["--shrink", p, "8M"]);
+    const r = await instar("leak-on-shrink", ["resize", "--shrink", p, "8M"]);
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.stdout, "Image resized.");
+    assert.equal(await vsize(p), 8 * MiB);
+    const sub = await checkObservation(p);
+    assert.equal(sub.exitCode, 3);
+    assert.equal(sub.report?.leaks, 1);
+    assert.equal(await checkCode(ref), 0);
+    assert.equal(await compare(p, ref), 0);
+    assert.deepEqual(checkOracle(sub, await checkObservation(ref)).map(signatureOf), ["check/leaks/subject/leaks"]);
+    assert.deepEqual(structureOracle(await structuralCheck(p), await structuralCheck(ref)).map(signatureOf), [
+      "structure/refcount-mismatch/subject/leaked",
+    ]);
+    // Silent: a grow, and a refusal.
+    const g = await image("refcount_bits=4");
+    const gref = await reference(g, [g, "20M"]);
+    assert.equal((await instar("leak-on-shrink", ["resize", g, "20M"])).exitCode, 0);
+    assert.deepEqual(await readFile(g), await readFile(gref));
+    const before = await readFile(g);
+    assert.equal((await instar("leak-on-shrink", ["resize", g, "8M"])).exitCode, 1);
+    assert.deepEqual(await readFile(g), before);
+  });
+
+  test("drop-feature-table: only the structure oracle sees it; check, info and compare do not", async () => {
+    for (const args of [["--shrink", "8M"], ["+3M"]]) {
+      const p = await image("refcount_bits=2,lazy_refcounts=on");
+      const ref = await reference(p, [...args.slice(0, -1), p, args.at(-1)!]);
+      const r = await instar("drop-feature-table", ["resize", ...args.slice(0, -1), p, args.at(-1)!]);
+      assert.equal(r.exitCode, 0, args.join(" "));
+      assert.deepEqual((await readHeaderExtensions(ref)).map((e) => e.name), ["feature-name-table"]);
+      assert.deepEqual((await readHeaderExtensions(p)).map((e) => e.name), []);
+      // qemu-img check: clean. qemu-img info: the whole JSON equal but for the file name and the
+      // allocated size on the host (copies of one image differ in that already).
+      const sub = await checkObservation(p);
+      assert.equal(sub.exitCode, 0);
+      assert.deepEqual(checkOracle(sub, null), []);
+      const [si, ri] = [await infoJson(p), await infoJson(ref)];
+      assert.deepEqual({ ...si, filename: "", "actual-size": 0 }, { ...ri, filename: "", "actual-size": 0 });
+      assert.deepEqual(infoOracle(parseInfo(0, JSON.stringify(ri), ""), parseInfo(0, JSON.stringify(si), "")), []);
+      // qemu-img compare: identical, same virtual size.
+      const cmp = await execa("qemu-img", ["compare", "-f", "qcow2", "-F", "qcow2", ref, p], { reject: false });
+      assert.deepEqual(contentOracle({ exitCode: cmp.exitCode ?? null, stdout: cmp.stdout, stderr: cmp.stderr, referenceSize: ri["virtual-size"] as number, subjectSize: si["virtual-size"] as number }), []);
+      assert.deepEqual(structureOracle(await structuralCheck(p), await structuralCheck(ref)).map(signatureOf), [
+        "structure/extension-lost/subject/feature-name-table",
+      ]);
+    }
+    // Silent: same size, a refusal, and a v2 image (which has no feature name table).
+    const same = await image();
+    assert.equal((await instar("drop-feature-table", ["resize", same, "16M"])).exitCode, 0);
+    assert.deepEqual((await readHeaderExtensions(same)).map((e) => e.name), ["feature-name-table"]);
+    assert.equal((await instar("drop-feature-table", ["resize", same, "8M"])).exitCode, 1);
+    assert.deepEqual((await readHeaderExtensions(same)).map((e) => e.name), ["feature-name-table"]);
+    const v2 = await image("compat=0.10");
+    const v2ref = await reference(v2, ["--shrink", v2, "8M"]);
+    assert.equal((await instar("drop-feature-table", ["resize", "--shrink", v2, "8M"])).exitCode, 0);
+    assert.deepEqual(await readFile(v2), await readFile(v2ref));
+  });
+
+  // The misbehaving subjects below act on every resize request, successful or refused; each test
+  // shows the act and what stays faithful (exit status, output, or the other requests).
+
+  test("exit0-untouched: exit 0 and 'Image resized.' without running qemu-img", async () => {
+    const p = await image();
+    const before = await readFile(p);
+    for (const args of [["--shrink", p, "8M"], [p, "+1M"], [p, "8M"]]) {
+      const r = await instar("exit0-untouched", ["resize", ...args]);
+      assert.equal(r.exitCode, 0, args.join(" "));
+      assert.equal(r.stdout, "Image resized.");
+      assert.deepEqual(await readFile(p), before);
+    }
+    assert.equal((await instar("exit0-untouched", ["resize", "-q", p, "+1M"])).stdout, "");
+  });
+
+  test("delete-image: the image is gone, exit 0, after a success and after a refusal", async () => {
+    for (const args of [["--shrink", "8M"], ["8M"]]) {
+      const p = await image();
+      const r = await instar("delete-image", ["resize", ...args.slice(0, -1), p, args.at(-1)!]);
+      assert.equal(r.exitCode, 0, args.join(" "));
+      await assert.rejects(stat(p), { code: "ENOENT" });
+    }
+  });
+
+  test("replace-image: a fresh default image of the resulting virtual size, exit 0", async () => {
+    const p = await image("refcount_bits=4");
+    const ref = await reference(p, [p, "+1M"]);
+    const r = await instar("replace-image", ["resize", p, "+1M"]);
+    assert.equal(r.exitCode, 0);
+    const h = await readQcow2Header(p);
+    assert.equal(h.size, 17 * MiB);
+    assert.equal(h.refcountBits, 16);
+    assert.equal(await checkCode(p), 0);
+    assert.equal(await compare(p, ref), 1); // the data is gone
+    const q = await image();
+    assert.equal((await instar("replace-image", ["resize", q, "8M"])).exitCode, 0); // refused by qemu-img
+    assert.equal(await vsize(q), 16 * MiB);
+    assert.equal(await compare(q, await image("refcount_bits=16", [])), 0);
+  });
+
+  test("truncate-zero: an empty file, exit 0", async () => {
+    for (const args of [["+1M"], ["8M"]]) {
+      const p = await image();
+      assert.equal((await instar("truncate-zero", ["resize", p, args[0]!])).exitCode, 0);
+      assert.equal((await stat(p)).size, 0);
+    }
+  });
+
+  test("huge-file: 200 MiB of real data appended after qemu-img's result, exit 0", async () => {
+    const p = await image();
+    const ref = await reference(p, ["--shrink", p, "8M"]);
+    assert.equal((await instar("huge-file", ["resize", "--shrink", p, "8M"])).exitCode, 0);
+    const [st, refSize] = [await stat(p), (await stat(ref)).size];
+    assert.equal(st.size, refSize + 200 * MiB);
+    assert.ok(st.blocks * 512 >= 200 * MiB, "allocated, not sparse");
+    const tail = Buffer.alloc(4096);
+    const fh = await open(p, "r");
+    await fh.read(tail, 0, tail.length, st.size - tail.length);
+    await fh.close();
+    assert.ok(tail.every((b) => b === 0x5a));
+    assert.equal(await compare(p, ref), 0); // the qcow2 content is qemu's
+  });
+
+  test("stderr-flood: 20 MiB on stderr, then a faithful resize", async () => {
+    const p = await image("refcount_bits=1");
+    const ref = await reference(p, ["--shrink", p, "8M"]);
+    const r = await instar("stderr-flood", ["resize", "--shrink", p, "8M"]);
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.stdout, "Image resized.");
+    assert.ok(r.stderr.length >= 20 * MiB - 1, `stderr ${r.stderr.length}`); // execa strips the final newline
+    assert.deepEqual(await readFile(p), await readFile(ref));
+  });
+
+  test("sigkill-self: killed by SIGKILL before touching the image", async () => {
+    const p = await image();
+    const before = await readFile(p);
+    for (const size of ["8M", "+1M"]) {
+      const r = await instar("sigkill-self", ["resize", "--shrink", p, size]);
+      assert.equal(r.signal, "SIGKILL", size);
+      assert.deepEqual(await readFile(p), before);
+    }
   });
 });

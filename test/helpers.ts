@@ -33,8 +33,8 @@ export async function readReportIn(reports: string, folder: string): Promise<Rep
 }
 
 /** Runs a report's repro.sh on its own, from another directory, with INSTAR set. */
-export function runRepro(reports: string, folder: string, instar: string) {
-  return execa('bash', [join(reports, folder, 'repro.sh')], { cwd: '/', reject: false, env: { INSTAR: instar }, all: true });
+export function runRepro(reports: string, folder: string, instar: string, env: Record<string, string> = {}) {
+  return execa('bash', [join(reports, folder, 'repro.sh')], { cwd: '/', reject: false, env: { INSTAR: instar, ...env }, all: true });
 }
 
 /** Starts the fuzzer in the background; `line(re)` resolves at the first output line matching re. */

@@ -6,18 +6,33 @@ import { after, before, describe, test } from "node:test";
 import { execa } from "execa";
 import { dir, type DirectoryResult } from "tmp-promise";
 import {
+  AUTOCLEAR_BITMAPS,
   COMPAT_LAZY_REFCOUNTS,
+  EXT_BACKING_FORMAT,
+  EXT_BITMAPS,
+  EXT_FEATURE_TABLE,
   INCOMPAT_COMPRESSION,
   INCOMPAT_EXTL2,
+  decodeCompressedDescriptor,
+  decodeL1Entry,
+  decodeL2Entry,
+  encodeHeaderExtensions,
   getRefcountEntry,
+  l1EntriesNeeded,
+  nonZeroRefcounts,
+  parseFeatureNameTable,
+  readHeaderExtensions,
   readQcow2Header,
   readRefcountBlock,
   readRefcountBlocks,
   readRefcounts,
   refcountEntriesPerBlock,
   rewriteRefcountBlocks,
+  rewriteHeaderExtensions,
   setRefcountEntry,
+  withQcow2,
   writeRefcountBlock,
+  type L2Entry,
 } from "../harness/qcow2.ts";
 
 const WIDTHS = [1, 2, 4, 8, 16, 32, 64];
@@ -304,5 +319,155 @@ describe("refcount structures against qemu", () => {
     assert.equal(written, 1);
     assert.equal((await readRefcounts(p)).get(0), undefined);
     assert.equal((await check(p)).exitCode, 2);
+  });
+});
+
+describe("entry decoding", () => {
+  const fmt = { clusterBits: 16, extendedL2: false, dataFile: false };
+  test("compressed descriptors: offset / additional-sector split moves with cluster_bits", () => {
+    // 64 KiB clusters: x = 62 - 8 = 54 offset bits, 8 sector bits.
+    const raw = (1n << 62n) | (3n << 54n) | 0x12345n;
+    assert.deepEqual(decodeCompressedDescriptor(raw, 16), { offset: 0x12345, additionalSectors: 3, length: 4 * 512 - 0x145 });
+    // 2 MiB clusters: x = 49, 13 sector bits; 512 B clusters: x = 61, 1 sector bit.
+    assert.deepEqual(decodeCompressedDescriptor((0x1fffn << 49n) | 0x200n, 21), { offset: 0x200, additionalSectors: 0x1fff, length: 0x2000 * 512 });
+    assert.deepEqual(decodeCompressedDescriptor((1n << 61n) | 0x3ffn, 9), { offset: 0x3ff, additionalSectors: 1, length: 2 * 512 - 511 });
+    const e = decodeL2Entry(raw, fmt);
+    assert.equal(e.type, "compressed");
+  });
+
+  test("L1 and L2 flags: COPIED, compressed, zero; reserved bits ignored", () => {
+    assert.deepEqual(decodeL1Entry((1n << 63n) | 0x30000n | 0x1ffn), { offset: 0x30000, copied: true });
+    const cases: [bigint, L2Entry["type"]][] = [
+      [0n, "unallocated"],
+      [1n << 63n, "unallocated"], // COPIED without an offset maps nothing (no data file)
+      [1n, "zero-plain"],
+      [(1n << 63n) | 0x50000n | 1n, "zero-alloc"],
+      [(1n << 63n) | 0x50000n, "normal"],
+      [0x50000n, "normal"],
+      [(1n << 62n) | 0x50000n, "compressed"],
+    ];
+    for (const [raw, type] of cases) assert.equal(decodeL2Entry(raw, fmt).type, type, raw.toString(16));
+    // Extended L2: bit 0 is not a zero flag; the bitmap travels with the entry.
+    const ext = decodeL2Entry(0x50000n | 1n, { ...fmt, extendedL2: true }, 0xffn);
+    assert.deepEqual(ext, { type: "normal", offset: 0x50000, copied: false, bitmap: 0xffn });
+    // External data file: offset 0 with COPIED is guest cluster 0 of the data file.
+    assert.equal(decodeL2Entry(1n << 63n, { ...fmt, dataFile: true }).type, "normal");
+    assert.equal(l1EntriesNeeded(2 ** 30, 65536, false), 2);
+    assert.equal(l1EntriesNeeded(2 ** 30 + 1, 65536, false), 3);
+    assert.equal(l1EntriesNeeded(2 ** 30, 65536, true), 4);
+  });
+
+  for (const bits of WIDTHS) {
+    test(`nonZeroRefcounts agrees with getRefcountEntry at ${bits} bits`, () => {
+      const block = Buffer.alloc(512);
+      const n = (512 * 8) / bits;
+      const max = bits >= 53 ? 2 ** 53 - 1 : 2 ** bits - 1;
+      for (let i = 0; i < n; i += 1 + (i % 7)) setRefcountEntry(block, i, bits, 1 + ((i * 31) % max));
+      const expected = Array.from({ length: n }, (_, i) => [i, getRefcountEntry(block, i, bits)] as [number, number]).filter(([, v]) => v !== 0);
+      assert.deepEqual([...nonZeroRefcounts(block, bits)], expected);
+    });
+  }
+
+  test("header extensions encode padded to 8 bytes and end with a zero marker", () => {
+    const out = encodeHeaderExtensions([{ type: 0xe2792aca, data: Buffer.from("qcow2") }]);
+    assert.deepEqual([...out], [0xe2, 0x79, 0x2a, 0xca, 0, 0, 0, 5, ...Buffer.from("qcow2"), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  });
+});
+
+describe("structure reader against qemu", () => {
+  test("header extensions: qemu's feature name table, backing format; a rewrite keeps the image valid", async () => {
+    const base = await image("", "4M", ["write -P 1 0 64k"]);
+    const p = join(tmp.path, `img${seq++}.qcow2`);
+    await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", p]);
+    const exts = await readHeaderExtensions(p);
+    assert.deepEqual(exts.map((e) => e.name), ["backing-format", "feature-name-table"]);
+    assert.equal(exts[0]!.type, EXT_BACKING_FORMAT);
+    assert.equal(exts[0]!.data.toString(), "qcow2");
+    const names = parseFeatureNameTable(exts[1]!.data);
+    assert.deepEqual(names.slice(0, 2), [{ type: 0, bit: 0, name: "dirty bit" }, { type: 0, bit: 1, name: "corrupt bit" }]);
+    assert.ok(names.some((f) => f.type === 1 && f.bit === 0 && f.name === "lazy refcounts"));
+    // Drop the feature table: qemu still opens it, keeps the backing file and its format.
+    assert.equal(await rewriteHeaderExtensions(p, (xs) => xs.filter((x) => x.type !== EXT_FEATURE_TABLE)), true);
+    assert.deepEqual((await readHeaderExtensions(p)).map((e) => e.name), ["backing-format"]);
+    const i = await info(p);
+    assert.equal(i["backing-filename"], base);
+    assert.equal(i["backing-filename-format"], "qcow2");
+    assert.equal((await check(p)).exitCode, 0);
+    assert.equal(await rewriteHeaderExtensions(p, (xs) => xs), false);
+  });
+
+  test("L1/L2 walk maps guest clusters to the host offsets qemu-img map reports", async () => {
+    const p = await image("cluster_size=4096,refcount_bits=2", "8M", ["write -P 1 0 12k", "write -P 2 2M 8k", "write -z 4M 4k", "write -P 3 8188k 4k"]);
+    const cs = 4096;
+    const mapped = new Map<number, number>();
+    const map = JSON.parse((await execa("qemu-img", ["map", "--output=json", p])).stdout) as { start: number; length: number; data: boolean; offset?: number }[];
+    for (const e of map) if (e.data && e.offset !== undefined) for (let k = 0; k < e.length / cs; k++) mapped.set(e.start / cs + k, e.offset / cs + k);
+    const walked = new Map<number, number>();
+    await withQcow2(p, async (r) => {
+      const l1 = await r.readL1Table();
+      assert.equal(l1.length, 4); // 8M / (4K * 512 entries)
+      for (const [i, raw] of l1.entries()) {
+        const { offset, copied } = decodeL1Entry(raw);
+        if (!offset) continue;
+        assert.ok(copied);
+        for (const [j, e] of (await r.readL2Entries(offset)).entries()) {
+          if (e.type === "normal") walked.set(i * 512 + j, e.offset / cs);
+        }
+      }
+    });
+    assert.equal(mapped.size, 6);
+    assert.deepEqual(walked, mapped);
+  });
+
+  test("extended L2: subcluster bitmaps", async () => {
+    const p = await image("extended_l2=on,cluster_size=16k", "1M", ["write -P 1 4k 4k", "write -z 32k 16k"]);
+    await withQcow2(p, async (r) => {
+      const entries = await r.readL2Entries(decodeL1Entry((await r.readL1Table())[0]!).offset);
+      assert.equal(entries.length, 1024);
+      // 512-byte subclusters: 4k..8k are subclusters 8-15; cluster 2 reads as zero without a host cluster.
+      assert.deepEqual({ ...entries[0]!, offset: 0 }, { type: "normal", offset: 0, copied: true, bitmap: 0xff00n });
+      assert.deepEqual(entries[2], { type: "unallocated", copied: false, bitmap: 0xffffffffn << 32n });
+    });
+  });
+
+  test("snapshot table entries and their L1 tables", async () => {
+    const p = await image("refcount_bits=16", "4M", ["write -P 1 0 64k"]);
+    await execa("qemu-img", ["snapshot", "-c", "first", p]);
+    await execa("qemu-img", ["resize", "-q", p, "8M"]);
+    await execa("qemu-img", ["snapshot", "-c", "second-one", p]);
+    await withQcow2(p, async (r) => {
+      const { entries, size } = await r.readSnapshots();
+      assert.deepEqual(entries.map((s) => [s.id, s.name, s.diskSize, s.l1Size, s.vmStateSize]), [
+        ["1", "first", 4 * 2 ** 20, 1, 0],
+        ["2", "second-one", 8 * 2 ** 20, 1, 0],
+      ]);
+      assert.equal(size, entries.reduce((n, s) => n + s.entryLength, 0));
+      assert.ok(entries.every((s) => s.entryLength % 8 === 0 && s.extraData.length >= 16));
+      // Both snapshot L1 tables share the active L2 table: refcount 3.
+      const active = decodeL1Entry((await r.readL1Table())[0]!).offset;
+      for (const s of entries) assert.equal(decodeL1Entry((await r.readL1Table(s.l1TableOffset, s.l1Size))[0]!).offset, active);
+      assert.equal(await r.refcountOf(active / r.header.clusterSize), 3);
+    });
+  });
+
+  test("bitmaps extension and directory", async () => {
+    const p = await image("", "4M");
+    await execa("qemu-img", ["bitmap", "--add", "-g", "128k", p, "dirty-1"]);
+    await execa("qemu-img", ["bitmap", "--add", "--disable", p, "b2"]);
+    await execa("qemu-io", ["-f", "qcow2", "-c", "write -P 1 0 64k", p]);
+    await withQcow2(p, async (r) => {
+      assert.equal(r.header.autoclearFeatures & AUTOCLEAR_BITMAPS, AUTOCLEAR_BITMAPS);
+      assert.ok(r.extensions().some((e) => e.type === EXT_BITMAPS));
+      const bm = await r.readBitmaps();
+      assert.ok(bm);
+      assert.equal(bm.extension.nbBitmaps, 2);
+      assert.deepEqual(bm.directory.map((b) => [b.name, b.granularityBits, b.type, b.flags]), [
+        ["dirty-1", 17, 1, 2], // auto (enabled)
+        ["b2", 16, 1, 0],
+      ]);
+      // The enabled bitmap recorded the write: one allocated bitmap data cluster.
+      const tables = await Promise.all(bm.directory.map((b) => r.readBitmapTable(b)));
+      assert.deepEqual(tables.map((t) => t.filter((e) => e !== 0n).length), [1, 0]);
+    });
   });
 });

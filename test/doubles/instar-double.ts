@@ -1,30 +1,10 @@
-// Test double for `instar resize`: runs `qemu-img resize` underneath, then injects the fault named
-// by INSTAR_DOUBLE_FAULT. Lets the harness's oracles be tested where real instar (KVM) cannot run.
-import { spawn } from "node:child_process";
-import { appendFile, stat } from "node:fs/promises";
+// Test double for `instar resize`: runs `qemu-img resize` underneath and injects the fault named
+// by INSTAR_DOUBLE_FAULT (see faults.ts). Lets the harness's oracles be tested where real instar
+// (KVM) cannot run.
+import { stat } from "node:fs/promises";
 import { execa } from "execa";
-import {
-  COMPAT_LAZY_REFCOUNTS,
-  getRefcountEntry,
-  readQcow2Header,
-  refcountEntriesPerBlock,
-  rewriteRefcountBlocks,
-  writeCompatibleFeatures,
-  type Qcow2Header,
-} from "../../harness/qcow2.ts";
-
-const FAULTS = [
-  "none",
-  "365-stride",
-  "msb-first",
-  "refuse-unaligned-shrink",
-  "touch-on-refusal",
-  "drop-lazy-refcounts",
-  "stale-grow-tail",
-  "crash-on-shrink",
-  "hang-on-grow",
-] as const;
-type Fault = (typeof FAULTS)[number];
+import { readQcow2Header } from "../../harness/qcow2.ts";
+import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName } from "./faults.ts";
 
 const USAGE =
   "usage: instar resize [-f FMT] [--shrink] [--preallocation MODE] [-q] [--output human|json] FILENAME [+|-]SIZE";
@@ -109,33 +89,14 @@ async function virtualSize(file: string, format: string | undefined): Promise<nu
   }
 }
 
-// 365 defect 2: entries decoded at their true width, re-encoded at a hard-coded 16-bit stride.
-function restride16(block: Buffer, h: Qcow2Header): Buffer {
-  const out = Buffer.alloc(block.length);
-  const n = Math.min(refcountEntriesPerBlock(h.clusterSize, h.refcountBits), block.length / 2);
-  for (let i = 0; i < n; i++) out.writeUInt16BE(getRefcountEntry(block, i, h.refcountBits), i * 2);
-  return out;
-}
-
-// 365 defect 1: sub-byte fields packed from the most significant bit (reverse the fields in each byte).
-function msbFirst(block: Buffer, bits: number): Buffer {
-  const mask = (1 << bits) - 1;
-  return Buffer.from(block.map((byte) => {
-    let out = 0;
-    for (let j = 0; j < 8 / bits; j++) out |= ((byte >> (j * bits)) & mask) << (8 - bits * (j + 1));
-    return out;
-  }));
-}
-
-const SUB_BYTE = [1, 2, 4];
-
 async function main(): Promise<number> {
-  const fault = (process.env.INSTAR_DOUBLE_FAULT ?? "none") as Fault;
-  if (!FAULTS.includes(fault)) die(`unknown INSTAR_DOUBLE_FAULT '${fault}' (known: ${FAULTS.join(", ")})`, 2);
+  const name = process.env.INSTAR_DOUBLE_FAULT ?? "none";
+  if (!(FAULT_NAMES as string[]).includes(name)) die(`unknown INSTAR_DOUBLE_FAULT '${name}' (known: ${FAULT_NAMES.join(", ")})`, 2);
+  const fault: Fault = FAULTS[name as FaultName];
 
   const [cmd, ...rest] = process.argv.slice(2);
   if (cmd === "--version") {
-    process.stdout.write(`instar-double 0.1 (fault: ${fault})\n`);
+    process.stdout.write(`instar-double 0.1 (fault: ${name})\n`);
     return 0;
   }
   if (cmd !== "resize") die(`only 'resize' and '--version' are supported\n${USAGE}`);
@@ -146,55 +107,25 @@ async function main(): Promise<number> {
   const before = qcow2 ? await readQcow2Header(args.filename).catch(() => undefined) : undefined;
   const oldSize = await virtualSize(args.filename, format);
   const wanted = oldSize === undefined ? undefined : requestedSize(args.size, oldSize);
+  const quiet = args.quiet || args.output === "json";
+  const ctx: Context = { file: args.filename, format, before, oldSize, wanted, shrink: args.shrink, quiet };
 
-  // Faults that act before qemu-img runs.
-  if (oldSize !== undefined && wanted !== undefined) {
-    if (fault === "crash-on-shrink" && wanted < oldSize) {
-      process.kill(process.pid, "SIGSEGV");
-      return new Promise<number>(() => setInterval(() => {}, 1000)); // never run qemu-img meanwhile
-    }
-    if (fault === "hang-on-grow" && wanted > oldSize) {
-      spawn("sleep", ["3600"], { stdio: "ignore" }); // a process tree for the harness to kill
-      setInterval(() => {}, 1 << 30); // keep running even if the child is killed alone
-      return new Promise<number>(() => {});
-    }
-    if (fault === "refuse-unaligned-shrink" && before && wanted < oldSize && wanted % before.clusterSize !== 0) {
-      die(`refusing to shrink to ${wanted}: not a multiple of the cluster size ${before.clusterSize}`);
-    }
-  }
+  const early = await fault.before?.(ctx);
+  if (typeof early === "number") return early;
 
   const qemuArgs = ["resize", ...(format ? ["-f", format] : []), ...(args.shrink ? ["--shrink"] : [])];
   if (args.preallocation !== undefined) qemuArgs.push(`--preallocation=${args.preallocation}`);
-  if (args.quiet || args.output === "json") qemuArgs.push("-q"); // JSON replaces "Image resized."
+  if (quiet) qemuArgs.push("-q"); // JSON replaces "Image resized."
   const run = await execa("qemu-img", [...qemuArgs, args.filename, args.size], { stdio: "inherit", reject: false });
   if (run.exitCode !== 0) {
-    if (fault === "touch-on-refusal" && (await stat(args.filename).catch(() => undefined))?.isFile()) {
-      await appendFile(args.filename, Buffer.alloc(512));
-    }
-    return run.exitCode ?? 1;
+    const code = await fault.refused?.(ctx, run.exitCode ?? 1);
+    return typeof code === "number" ? code : (run.exitCode ?? 1);
   }
 
-  // Faults that act on the image qemu-img left behind.
   const after = qcow2 ? await readQcow2Header(args.filename) : undefined;
   const newSize = (await virtualSize(args.filename, format)) ?? 0;
-  if (before && after && SUB_BYTE.includes(after.refcountBits)) {
-    if (fault === "365-stride" && after.size < before.size) {
-      await rewriteRefcountBlocks(args.filename, (block, _ref, h) => restride16(block, h));
-    }
-    if (fault === "msb-first" && after.size !== before.size) {
-      await rewriteRefcountBlocks(args.filename, (block, _ref, h) => msbFirst(block, h.refcountBits));
-    }
-  }
-  if (fault === "drop-lazy-refcounts" && after && after.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) {
-    await writeCompatibleFeatures(args.filename, after.compatibleFeatures & ~COMPAT_LAZY_REFCOUNTS);
-  }
-  if (fault === "stale-grow-tail" && format && oldSize !== undefined && newSize > oldSize) {
-    const off = Math.floor(oldSize / 512) * 512;
-    await execa("qemu-io", ["-f", format, "-c", `write -P 0xa5 ${off} 512`, args.filename], {
-      stdout: "ignore",
-      reject: false,
-    });
-  }
+  const late = await fault.after?.({ ...ctx, after, newSize });
+  if (typeof late === "number") return late;
 
   if (args.output === "json") {
     const action = oldSize === undefined || newSize === oldSize ? "noop" : newSize > oldSize ? "grow" : "shrink";

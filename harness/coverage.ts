@@ -1,0 +1,79 @@
+import { REFCOUNT_WIDTHS, type Case } from './case.ts';
+import type { CaseResult } from './execute.ts';
+
+// What a run actually exercised, counted from the cases and the steps that ran (a case stops at
+// its first finding, so steps after it do not count). A narrow generator shows up here as zeros.
+
+type Counts = Record<string, number>;
+
+export interface CoverageSummary {
+  refcountBits: Counts;
+  clusterSize: Counts;
+  compat: Counts;
+  features: Counts;
+  dataOps: Counts;
+  stepKind: Counts;
+  outcomes: { reference: Counts; subject: Counts };
+  oracles: Counts;
+  /** Steps qemu-img accepted, per refcount width: grows, shrinks, and shrinks that discarded
+   * clusters holding data. */
+  refcountByStep: Record<string, { grow: number; shrink: number; shrinkDiscarding: number }>;
+}
+
+const bump = (counts: Counts, key: string | number, by = 1) => {
+  counts[String(key)] = (counts[String(key)] ?? 0) + by;
+};
+
+export function emptyCoverage(): CoverageSummary {
+  return {
+    refcountBits: {},
+    clusterSize: {},
+    compat: {},
+    features: {},
+    dataOps: {},
+    stepKind: {},
+    outcomes: { reference: {}, subject: {} },
+    oracles: {},
+    refcountByStep: Object.fromEntries(REFCOUNT_WIDTHS.map((b) => [String(b), { grow: 0, shrink: 0, shrinkDiscarding: 0 }])),
+  };
+}
+
+export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse'>) {
+  bump(cov.refcountBits, c.image.refcountBits);
+  bump(cov.clusterSize, c.image.clusterSize);
+  bump(cov.compat, c.image.compat);
+  if (c.image.lazyRefcounts) bump(cov.features, 'lazyRefcounts');
+  if (c.image.extendedL2) bump(cov.features, 'extendedL2');
+  for (const d of c.data) bump(cov.dataOps, d.op);
+  for (const s of result.steps) {
+    bump(cov.stepKind, s.plan.kind);
+    bump(cov.outcomes.reference, s.reference);
+    bump(cov.outcomes.subject, s.subject);
+    bump(cov.oracles, 'outcome');
+    if (s.reference === 'refused' || s.subject === 'refused') bump(cov.oracles, 'unchanged-on-refusal');
+    if (s.subjectCheck) ['check', 'structure', 'info', 'content'].forEach((o) => bump(cov.oracles, o));
+    const row = cov.refcountByStep[String(c.image.refcountBits)]!;
+    if (s.reference !== 'ok') continue;
+    if (s.plan.kind === 'grow') row.grow++;
+    if (s.plan.kind === 'shrink') {
+      row.shrink++;
+      if (s.discardsAllocated) row.shrinkDiscarding++;
+    }
+  }
+  if (result.afterUse) bump(cov.oracles, 'after-use');
+}
+
+/** Every refcount width x step kind combination that no case reached. */
+export function coverageGaps(cov: CoverageSummary): string[] {
+  return Object.entries(cov.refcountByStep).flatMap(([bits, row]) =>
+    Object.entries(row)
+      .filter(([, n]) => n === 0)
+      .map(([kind]) => `refcount_bits=${bits} x ${kind}`),
+  );
+}
+
+/** The refcount x step table for the console. */
+export function coverageTable(cov: CoverageSummary): string {
+  const rows = Object.entries(cov.refcountByStep).map(([bits, r]) => `  ${bits.padStart(2)}-bit  ${String(r.grow).padStart(6)}  ${String(r.shrink).padStart(7)}  ${String(r.shrinkDiscarding).padStart(17)}`);
+  return ['  refcount  grows  shrinks  shrinks discarding', ...rows].join('\n');
+}

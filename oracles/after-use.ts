@@ -1,0 +1,67 @@
+import type { Case, DataOp } from '../harness/case.ts';
+import { qemuIoCommand } from '../harness/case.ts';
+import { checkOracle, type CheckObservation } from './check.ts';
+import { contentOracle, type CompareObservation } from './content.ts';
+import type { Finding } from './finding.ts';
+
+// Some damage only shows when the image is used again: a wrong refcount makes the next allocation
+// overwrite live data, stale L2 entries past a shrink come back when the image grows. When both
+// sides succeeded, the same qemu-io workload runs on both results, then check and compare again.
+
+/** The workload, derived from the case alone so that replay and repro.sh run the same one. */
+export function afterUseWorkload(c: Case, size: number): string[] {
+  const cs = c.image.clusterSize;
+  const align = (n: number) => Math.floor(n / 512) * 512;
+  const ops: DataOp[] = [];
+  // fresh clusters at the new end
+  const endStart = Math.max(0, align(size - 2 * cs));
+  ops.push({ op: 'write', offset: endStart, length: Math.min(size - endStart, 2 * cs, 256 * 1024), pattern: 0xe1 });
+  // a rewrite of data the case wrote, where it is still inside the image
+  const kept = c.data.find((d): d is Extract<DataOp, { op: 'write' }> => d.op === 'write' && d.offset + d.length <= size);
+  if (kept) ops.push({ ...kept, pattern: 0xe2 });
+  // a whole-cluster discard (qemu ignores partial ones)
+  if (size >= cs) ops.push({ op: 'discard', offset: 0, length: cs });
+  const commands = ops.map(qemuIoCommand);
+  // grow past the end and write there: discarded data must not come back. Only from a
+  // cluster-aligned size: inside a partial cluster qemu itself shows old bytes again (a qemu quirk).
+  if (size % cs === 0) {
+    const grown = size + 4 * cs;
+    commands.push(`truncate ${grown}`, qemuIoCommand({ op: 'write', offset: grown - 512, length: 512, pattern: 0xe3 }));
+  }
+  return commands;
+}
+
+export interface AfterUseObservation {
+  /** The qemu-io commands run on both results. */
+  workload: string[];
+  /** qemu-io exit codes of the workload on each side. */
+  referenceExit: number | null;
+  subjectExit: number | null;
+  subjectStderr: string;
+  subjectCheck: CheckObservation;
+  referenceCheck: CheckObservation | null;
+  compare: CompareObservation;
+}
+
+/** The check and content oracles again, after the workload; findings carry the 'after-use'
+ * oracle so that damage seen only after use has a signature of its own. */
+export function afterUseOracle(o: AfterUseObservation): Finding[] {
+  if (o.referenceExit !== o.subjectExit) {
+    return [
+      {
+        oracle: 'after-use',
+        kind: 'workload-failed',
+        side: o.subjectExit === 0 ? 'reference' : 'subject',
+        detail: `reference=${o.referenceExit === 0 ? 'ok' : 'failed'},subject=${o.subjectExit === 0 ? 'ok' : 'failed'}`,
+        message: `the same qemu-io workload exited ${o.referenceExit} on qemu's result and ${o.subjectExit} on the subject's`,
+        evidence: { workload: o.workload, subjectStderr: o.subjectStderr },
+      },
+    ];
+  }
+  return [...checkOracle(o.subjectCheck, o.referenceCheck), ...contentOracle(o.compare)].map((f) => ({
+    ...f,
+    oracle: 'after-use' as const,
+    message: `after the same qemu-io workload on both results: ${f.message}`,
+    evidence: { workload: o.workload, ...(f.evidence as object | undefined) },
+  }));
+}

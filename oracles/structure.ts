@@ -1,0 +1,186 @@
+import {
+  AUTOCLEAR_BITMAPS,
+  AUTOCLEAR_DATA_FILE_RAW,
+  EXT_BACKING_FORMAT,
+  EXT_BITMAPS,
+  EXT_CRYPTO,
+  EXT_DATA_FILE,
+  EXT_FEATURE_TABLE,
+  INCOMPAT_COMPRESSION,
+  INCOMPAT_CORRUPT,
+  INCOMPAT_DATA_FILE,
+  INCOMPAT_DIRTY,
+  INCOMPAT_EXTL2,
+  COMPAT_LAZY_REFCOUNTS,
+  MAX_L1_BYTES,
+  MAX_REFTABLE_BYTES,
+  l1EntriesNeeded,
+  type HeaderSummary,
+  type RefcountMismatchClass,
+  type StructureObservation,
+} from '../harness/qcow2.ts';
+import type { Finding, Side } from './finding.ts';
+
+// The structure oracle reads the qcow2 metadata itself (harness/qcow2.ts structuralCheck) instead
+// of asking qemu: header fields that contradict each other or the file, refcounts recomputed from
+// the tables, COPIED flags, mappings a shrink must have dropped, and what a resize must preserve
+// compared with qemu's own result (refcount order, header extensions, feature bits qemu-img info
+// does not show). Details are field, structure or extension names only, never numbers.
+
+type Readable = Extract<StructureObservation, { readable: true }>;
+
+const KNOWN_INCOMPAT = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+/** Extensions qemu accepts at most once. Unknown types may repeat. */
+const SINGLETONS = [EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, EXT_BITMAPS, EXT_CRYPTO, EXT_DATA_FILE];
+
+/**
+ * Header fields that contradict each other, qemu's limits or the file length. Returns the names of
+ * the offending fields (qcow2.txt spelling), sorted; empty when the header is consistent.
+ */
+export function headerInconsistencies(o: Readable): string[] {
+  const h = o.header;
+  const bad = new Set<string>();
+  const cs = h.clusterSize;
+  const incompat = BigInt(h.incompatibleFeatures);
+  const autoclear = BigInt(h.autoclearFeatures);
+  const extL2 = (incompat & INCOMPAT_EXTL2) !== 0n;
+  const aligned = (n: number) => n % cs === 0;
+  const v3 = h.version >= 3;
+
+  if (h.version !== 2 && h.version !== 3) bad.add('version');
+  if (extL2 && h.clusterBits < 14) bad.add('cluster_bits');
+  if (h.size % 512 !== 0) bad.add('size');
+  // The L1 table must map the whole virtual disk, stay within qemu's limit and inside the file.
+  if (h.l1Size < l1EntriesNeeded(h.size, cs, extL2) || h.l1Size * 8 > MAX_L1_BYTES) bad.add('l1_size');
+  if (h.l1Size > 0 && (!aligned(h.l1TableOffset) || h.l1TableOffset === 0 || h.l1TableOffset + h.l1Size * 8 > o.fileLength)) bad.add('l1_table_offset');
+  // The refcount table: non-empty, within qemu's limit, aligned, after the header, inside the file.
+  if (!aligned(h.refcountTableOffset) || h.refcountTableOffset === 0 || h.refcountTableOffset >= o.fileLength) bad.add('refcount_table_offset');
+  else if (h.refcountTableOffset + h.refcountTableClusters * cs > o.fileLength) bad.add('refcount_table_clusters');
+  if (h.refcountTableClusters === 0 || h.refcountTableClusters * cs > MAX_REFTABLE_BYTES) bad.add('refcount_table_clusters');
+  if (h.refcountOrder > 6) bad.add('refcount_order');
+  if (v3 && (h.headerLength < 104 || h.headerLength % 8 !== 0 || h.headerLength > cs)) bad.add('header_length');
+  if (h.nbSnapshots > 0 && (!aligned(h.snapshotsOffset) || h.snapshotsOffset === 0 || h.snapshotsOffset >= o.fileLength)) bad.add('snapshots_offset');
+  // compression_type is non-zero exactly when its incompatible bit says so (zlib is 0, zstd 1).
+  if (((incompat & INCOMPAT_COMPRESSION) !== 0n) !== (h.compressionType !== 0) || h.compressionType > 1) bad.add('compression_type');
+  if (incompat & ~KNOWN_INCOMPAT) bad.add('incompatible_features');
+  const hasBitmapsExt = o.extensions.some((e) => e.type === EXT_BITMAPS);
+  if ((autoclear & AUTOCLEAR_BITMAPS && !hasBitmapsExt) || (autoclear & AUTOCLEAR_DATA_FILE_RAW && !(incompat & INCOMPAT_DATA_FILE))) {
+    bad.add('autoclear_features');
+  }
+  if (h.backingFileOffset > 0 && h.backingFileOffset + h.backingFileSize > cs) bad.add('backing_file_offset');
+  if (o.extensionError !== null || SINGLETONS.some((t) => o.extensions.filter((e) => e.type === t).length > 1)) bad.add('header-extensions');
+  return [...bad].sort();
+}
+
+const MISMATCH_ORDER: RefcountMismatchClass[] = ['undercounted', 'overcounted', 'leaked'];
+const uniqSorted = (xs: string[]) => [...new Set(xs)].sort();
+
+/** Findings about one image on its own: everything that must hold for any valid qcow2 result. */
+function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
+  const base = { oracle: 'structure' as const, side };
+  if (!o.readable) {
+    return [{ ...base, kind: 'unreadable', detail: o.reason, message: `the ${side} image cannot be read as qcow2: ${o.message}` }];
+  }
+  const findings: Finding[] = [];
+  const fields = headerInconsistencies(o);
+  if (fields.length > 0) {
+    findings.push({ ...base, kind: 'header-inconsistent', detail: fields.join(','), message: `the ${side} image's header is inconsistent in ${fields.join(', ')}`, evidence: { header: o.header, fileLength: o.fileLength, extensionError: o.extensionError } });
+  }
+  if (o.problems.length > 0) {
+    const what = uniqSorted(o.problems.map((p) => p.what));
+    findings.push({ ...base, kind: 'metadata-invalid', detail: what.join(','), message: `invalid metadata in the ${side} image: ${o.problems.map((p) => p.message).join('; ')}`, evidence: o.problems });
+  }
+  for (const cls of MISMATCH_ORDER) {
+    const n = o.mismatchCounts[cls];
+    if (n === 0) continue;
+    const listed = o.refcountMismatches.filter((m) => m.class === cls);
+    findings.push({
+      ...base,
+      kind: 'refcount-mismatch',
+      detail: cls,
+      message: `${n} host clusters of the ${side} image have a stored refcount ${cls === 'undercounted' ? 'below' : 'above'} the references the metadata makes${cls === 'leaked' ? ' (none)' : ''}, e.g. cluster ${listed[0]?.cluster}: stored ${listed[0]?.stored}, expected ${listed[0]?.expected}`,
+      evidence: listed,
+    });
+  }
+  if (o.copiedMismatchCount > 0) {
+    findings.push({ ...base, kind: 'copied-flag-mismatch', detail: uniqSorted(o.copiedMismatches.map((m) => m.table)).join(','), message: `${o.copiedMismatchCount} active L1/L2 entries of the ${side} image have a COPIED flag that disagrees with the refcount`, evidence: o.copiedMismatches });
+  }
+  if (o.beyondEofCount > 0) {
+    findings.push({ ...base, kind: 'beyond-eof', detail: uniqSorted(o.beyondEof.map((b) => b.role)).join(','), message: `the ${side} image references ${o.beyondEofCount} host clusters at or past the end of its ${o.fileLength}-byte file`, evidence: o.beyondEof });
+  }
+  if (o.mappingsBeyondEndCount > 0) {
+    findings.push({ ...base, kind: 'mapping-beyond-end', detail: uniqSorted(o.mappingsBeyondEnd.map((m) => m.table)).join(','), message: `the ${side} image still maps ${o.mappingsBeyondEndCount} L1/L2 entries past its virtual size of ${o.header.size}`, evidence: o.mappingsBeyondEnd });
+  }
+  return findings;
+}
+
+/** Header bits and fields a resize must keep that the info oracle does not already compare
+ * (it compares dirty, corrupt, compression type, extended L2 and lazy refcounts). */
+function changedFields(ref: HeaderSummary, sub: HeaderSummary, refBacking: string | null, subBacking: string | null): string[] {
+  const INFO_INCOMPAT = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+  const masked = (v: string, covered: bigint) => BigInt(v) & ~covered;
+  const changed: string[] = [];
+  if (ref.clusterBits !== sub.clusterBits) changed.push('cluster_bits');
+  if (ref.cryptMethod !== sub.cryptMethod) changed.push('crypt_method');
+  if (masked(ref.incompatibleFeatures, INFO_INCOMPAT) !== masked(sub.incompatibleFeatures, INFO_INCOMPAT)) changed.push('incompatible_features');
+  if (masked(ref.compatibleFeatures, COMPAT_LAZY_REFCOUNTS) !== masked(sub.compatibleFeatures, COMPAT_LAZY_REFCOUNTS)) changed.push('compatible_features');
+  if (BigInt(ref.autoclearFeatures) !== BigInt(sub.autoclearFeatures)) changed.push('autoclear_features');
+  if (refBacking !== subBacking) changed.push('backing_file');
+  return changed;
+}
+
+/** Extensions compared as multisets by type: lost, added, or present with different content. */
+function extensionFindings(ref: Readable, sub: Readable): Finding[] {
+  const base = { oracle: 'structure' as const, side: 'subject' as const };
+  const byType = (o: Readable) => {
+    const m = new Map<number, { name: string; contents: string[] }>();
+    for (const e of o.extensions) {
+      const entry = m.get(e.type) ?? { name: e.name, contents: [] };
+      entry.contents.push(e.content);
+      m.set(e.type, entry);
+    }
+    return m;
+  };
+  const r = byType(ref);
+  const s = byType(sub);
+  const lost: string[] = [];
+  const added: string[] = [];
+  const changed: string[] = [];
+  for (const [type, e] of r) {
+    const other = s.get(type);
+    if (!other) lost.push(e.name);
+    else if (JSON.stringify([...e.contents].sort()) !== JSON.stringify([...other.contents].sort())) changed.push(e.name);
+  }
+  for (const [type, e] of s) if (!r.has(type)) added.push(e.name);
+  const findings: Finding[] = [];
+  const names = (xs: string[]) => uniqSorted(xs).join(',');
+  const evidence = { reference: ref.extensions, subject: sub.extensions };
+  if (lost.length) findings.push({ ...base, kind: 'extension-lost', detail: names(lost), message: `the subject's result lost header extensions that qemu's keeps: ${names(lost)}`, evidence });
+  if (changed.length) findings.push({ ...base, kind: 'extension-changed', detail: names(changed), message: `header extensions differ from qemu's result: ${names(changed)}`, evidence });
+  if (added.length) findings.push({ ...base, kind: 'extension-added', detail: names(added), message: `the subject's result has header extensions qemu's lacks: ${names(added)}`, evidence });
+  return findings;
+}
+
+/**
+ * The structure oracle. `subject` is structuralCheck() of the subject's image after a successful
+ * resize step; `reference` the same for qemu's result of that step (null when not available: only
+ * the subject's own consistency is then judged). Intrinsic problems of qemu's result are reported
+ * with side 'reference' (a qemu bug or, more likely, a bug of this oracle).
+ */
+export function structureOracle(subject: StructureObservation, reference: StructureObservation | null): Finding[] {
+  const findings = intrinsicFindings('subject', subject);
+  if (reference === null) return findings;
+  if (subject.readable && reference.readable) {
+    const base = { oracle: 'structure' as const, side: 'subject' as const };
+    if (subject.header.refcountOrder !== reference.header.refcountOrder) {
+      findings.push({ ...base, kind: 'refcount-order-changed', detail: 'refcount_order', message: `refcount_order is ${subject.header.refcountOrder} in the subject's result and ${reference.header.refcountOrder} in qemu's`, evidence: { reference: reference.header.refcountOrder, subject: subject.header.refcountOrder } });
+    }
+    const changed = changedFields(reference.header, subject.header, reference.backingFile, subject.backingFile);
+    if (changed.length > 0) {
+      findings.push({ ...base, kind: 'header-field-changed', detail: changed.join(','), message: `header fields differ from qemu's result: ${changed.join(', ')}`, evidence: { reference: reference.header, subject: subject.header } });
+    }
+    findings.push(...extensionFindings(reference, subject));
+  }
+  findings.push(...intrinsicFindings('reference', reference));
+  return findings;
+}

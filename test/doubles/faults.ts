@@ -1,0 +1,261 @@
+// The faults the instar test double (instar-double.ts) can inject, one entry per
+// test/doubles/instar-<name> wrapper. Each fault hooks into the double's run: before qemu-img
+// runs, after it refused, or after it succeeded. A hook that returns a number ends the double with
+// that exit code right there (no "Image resized." / JSON output); returning nothing carries on.
+import { spawn } from "node:child_process";
+import { appendFile, open, rename, stat, truncate, unlink } from "node:fs/promises";
+import { execa } from "execa";
+import {
+  COMPAT_LAZY_REFCOUNTS,
+  EXT_FEATURE_TABLE,
+  getRefcountEntry,
+  refcountEntriesPerBlock,
+  rewriteHeaderExtensions,
+  rewriteRefcountBlocks,
+  withQcow2,
+  writeCompatibleFeatures,
+  type Qcow2Header,
+} from "../../harness/qcow2.ts";
+
+export interface Context {
+  file: string;
+  /** -f, or "qcow2" when probed; undefined when the format is unknown. */
+  format: string | undefined;
+  /** Header before the resize (qcow2 only). */
+  before: Qcow2Header | undefined;
+  oldSize: number | undefined;
+  /** The size the request asks for, when it parses. */
+  wanted: number | undefined;
+  /** Whether --shrink was given. */
+  shrink: boolean;
+  quiet: boolean;
+}
+
+export interface AfterContext extends Context {
+  /** Header after qemu-img's successful resize (qcow2 only). */
+  after: Qcow2Header | undefined;
+  newSize: number;
+}
+
+type Exit = number | void;
+
+export interface Fault {
+  /** What the fault does, for people. */
+  what: string;
+  before?: (c: Context) => Exit | Promise<Exit>;
+  refused?: (c: Context, exitCode: number) => Exit | Promise<Exit>;
+  after?: (c: AfterContext) => Exit | Promise<Exit>;
+}
+
+const SUB_BYTE = [1, 2, 4];
+const MiB = 2 ** 20;
+const isShrink = (c: Context) => c.oldSize !== undefined && c.wanted !== undefined && c.wanted < c.oldSize;
+const isGrow = (c: Context) => c.oldSize !== undefined && c.wanted !== undefined && c.wanted > c.oldSize;
+const resized = (c: AfterContext) => c.before !== undefined && c.after !== undefined && c.after.size !== c.before.size;
+const never = () => new Promise<never>(() => setInterval(() => {}, 1 << 30)); // keep the event loop alive
+
+// 365 defect 2: entries decoded at their true width, re-encoded at a hard-coded 16-bit stride.
+function restride16(block: Buffer, h: Qcow2Header): Buffer {
+  const out = Buffer.alloc(block.length);
+  const n = Math.min(refcountEntriesPerBlock(h.clusterSize, h.refcountBits), block.length / 2);
+  for (let i = 0; i < n; i++) out.writeUInt16BE(getRefcountEntry(block, i, h.refcountBits), i * 2);
+  return out;
+}
+
+// 365 defect 1: sub-byte fields packed from the most significant bit (reverse the fields in each byte).
+function msbFirst(block: Buffer, bits: number): Buffer {
+  const mask = (1 << bits) - 1;
+  return Buffer.from(block.map((byte) => {
+    let out = 0;
+    for (let j = 0; j < 8 / bits; j++) out |= ((byte >> (j * bits)) & mask) << (8 - bits * (j + 1));
+    return out;
+  }));
+}
+
+/**
+ * Marks the first free host cluster that an allocated refcount block covers as used (refcount 1),
+ * extending the file to include it if needed: qemu-img check only looks at clusters inside the
+ * file. The result is a pure leak (check exit 3). Returns the cluster, or undefined if none.
+ */
+export async function leakOneCluster(file: string): Promise<number | undefined> {
+  return withQcow2(
+    file,
+    async (r) => {
+      const h = r.header;
+      const perBlock = refcountEntriesPerBlock(h.clusterSize, h.refcountBits);
+      const used = await r.readRefcounts();
+      for (const block of await r.refcountBlocks()) {
+        for (let i = 0; i < perBlock; i++) {
+          const cluster = block.tableIndex * perBlock + i;
+          if (used.has(cluster)) continue;
+          if ((cluster + 1) * h.clusterSize > r.fileLength) await truncate(file, (cluster + 1) * h.clusterSize);
+          await r.setRefcount(cluster, 1);
+          return cluster;
+        }
+      }
+      return undefined;
+    },
+    "r+",
+  );
+}
+
+/** Appends `bytes` of non-zero data (really written, not a sparse hole) in 1 MiB chunks. */
+async function appendData(file: string, bytes: number): Promise<void> {
+  const fh = await open(file, "a");
+  try {
+    const chunk = Buffer.alloc(MiB, 0x5a);
+    for (let done = 0; done < bytes; done += MiB) await fh.write(chunk, 0, Math.min(MiB, bytes - done));
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Replaces the file (a new inode, by rename) with a fresh `qemu-img create -f qcow2` image. */
+async function replaceWithFresh(file: string, size: number): Promise<void> {
+  const tmp = `${file}.instar-double-new`;
+  await execa("qemu-img", ["create", "-q", "-f", "qcow2", tmp, String(size)]);
+  await rename(tmp, file);
+}
+
+/** Virtual size now on disk (after qemu-img ran or refused), falling back to the old one. */
+async function currentSize(c: Context): Promise<number> {
+  const size = await withQcow2(c.file, async (r) => r.header.size).catch(() => undefined);
+  return size ?? c.oldSize ?? MiB;
+}
+
+export const FAULTS = {
+  none: { what: "none: qemu-img resize, faithfully" },
+  "365-stride": {
+    what: "bug #365: after a shrink of a 1/2/4-bit image, refblock entries rewritten at a 16-bit stride",
+    after: async (c) => {
+      if (c.before && c.after && SUB_BYTE.includes(c.after.refcountBits) && c.after.size < c.before.size) {
+        await rewriteRefcountBlocks(c.file, (block, _ref, h) => restride16(block, h));
+      }
+    },
+  },
+  "msb-first": {
+    what: "sub-byte refcounts packed MSB-first after a resize",
+    after: async (c) => {
+      if (c.after && SUB_BYTE.includes(c.after.refcountBits) && resized(c)) {
+        await rewriteRefcountBlocks(c.file, (block, _ref, h) => msbFirst(block, h.refcountBits));
+      }
+    },
+  },
+  "refuse-unaligned-shrink": {
+    what: "refuses shrinks to sizes off the cluster grid",
+    before: (c) => {
+      if (c.before && c.wanted !== undefined && isShrink(c) && c.wanted % c.before.clusterSize !== 0) {
+        process.stderr.write(`instar-double: refusing to shrink to ${c.wanted}: not a multiple of the cluster size ${c.before.clusterSize}\n`);
+        return 1;
+      }
+    },
+  },
+  "touch-on-refusal": {
+    what: "appends 512 bytes to the image when qemu-img refuses",
+    refused: async (c) => {
+      if ((await stat(c.file).catch(() => undefined))?.isFile()) await appendFile(c.file, Buffer.alloc(512));
+    },
+  },
+  "drop-lazy-refcounts": {
+    what: "clears the lazy_refcounts feature bit after a successful resize",
+    after: async (c) => {
+      if (c.after && c.after.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) {
+        await writeCompatibleFeatures(c.file, c.after.compatibleFeatures & ~COMPAT_LAZY_REFCOUNTS);
+      }
+    },
+  },
+  "stale-grow-tail": {
+    what: "writes 512 bytes of 0xa5 at the old end after a grow",
+    after: async (c) => {
+      if (c.format && c.oldSize !== undefined && c.newSize > c.oldSize) {
+        const off = Math.floor(c.oldSize / 512) * 512;
+        await execa("qemu-io", ["-f", c.format, "-c", `write -P 0xa5 ${off} 512`, c.file], { stdout: "ignore", reject: false });
+      }
+    },
+  },
+  "crash-on-shrink": {
+    what: "dies by SIGSEGV on any shrink request, before touching the image",
+    before: (c) => {
+      if (!isShrink(c)) return;
+      process.kill(process.pid, "SIGSEGV");
+      return never(); // never run qemu-img while the signal is on its way
+    },
+  },
+  "hang-on-grow": {
+    what: "hangs on a grow request, with a child process, before touching the image",
+    before: (c) => {
+      if (!isGrow(c)) return;
+      spawn("sleep", ["3600"], { stdio: "ignore" }); // a process tree for the harness to kill
+      return never(); // keeps running even if the child is killed alone
+    },
+  },
+  "leak-on-shrink": {
+    what: "after a successful shrink, marks one free host cluster as used (refcount 1): a leak",
+    after: async (c) => {
+      if (c.before && c.after && c.after.size < c.before.size) await leakOneCluster(c.file);
+    },
+  },
+  "header-only-shrink": {
+    what: "shrinks by rewriting only the virtual size in the header: nothing is discarded",
+    before: async (c) => {
+      if (!c.before || c.wanted === undefined || !isShrink(c) || !c.shrink || c.wanted <= 0 || c.wanted % 512 !== 0) return;
+      const size = Buffer.alloc(8);
+      size.writeBigUInt64BE(BigInt(c.wanted));
+      await withQcow2(c.file, (r) => r.write(24, size), "r+");
+      if (!c.quiet) process.stdout.write("Image resized.\n");
+      return 0;
+    },
+  },
+  "drop-feature-table": {
+    what: "after a successful grow or shrink, removes the feature name table header extension",
+    after: async (c) => {
+      if (resized(c)) await rewriteHeaderExtensions(c.file, (exts) => exts.filter((e) => e.type !== EXT_FEATURE_TABLE));
+    },
+  },
+  "exit0-untouched": {
+    what: "exits 0 (and says 'Image resized.') without running qemu-img or touching the image",
+    before: (c) => {
+      if (!c.quiet) process.stdout.write("Image resized.\n");
+      return 0;
+    },
+  },
+  "delete-image": {
+    what: "runs qemu-img resize, then deletes the image file and exits 0, whatever qemu-img did",
+    refused: async (c) => (await unlink(c.file), 0),
+    after: async (c) => (await unlink(c.file), 0),
+  },
+  "replace-image": {
+    what: "runs qemu-img resize, then replaces the image with a fresh empty qcow2 image of the resulting virtual size (default options) and exits 0",
+    refused: async (c) => (await replaceWithFresh(c.file, await currentSize(c)), 0),
+    after: async (c) => (await replaceWithFresh(c.file, c.newSize), 0),
+  },
+  "truncate-zero": {
+    what: "runs qemu-img resize, then truncates the image file to 0 bytes and exits 0, whatever qemu-img did",
+    refused: async (c) => (await truncate(c.file, 0), 0),
+    after: async (c) => (await truncate(c.file, 0), 0),
+  },
+  "huge-file": {
+    what: "runs qemu-img resize, then appends 200 MiB of real (non-zero, non-sparse) data to the image file and exits 0, whatever qemu-img did",
+    refused: async (c) => (await appendData(c.file, 200 * MiB), 0),
+    after: async (c) => (await appendData(c.file, 200 * MiB), 0),
+  },
+  "stderr-flood": {
+    what: "writes 20 MiB to stderr before doing anything, then behaves faithfully",
+    before: () => {
+      const line = Buffer.from(`${"instar-double: stderr flood ".repeat(36)}\n`); // 1009 bytes
+      const chunk = Buffer.concat(Array.from({ length: 1039 }, () => line)); // about 1 MiB
+      // Synchronous on pipes and files: blocks until the reader takes it, as a real flood does.
+      for (let done = 0; done < 20 * MiB; done += chunk.length) process.stderr.write(chunk.subarray(0, Math.min(chunk.length, 20 * MiB - done)));
+    },
+  },
+  "sigkill-self": {
+    what: "kills itself with SIGKILL before touching the image",
+    before: () => {
+      process.kill(process.pid, "SIGKILL");
+      return never();
+    },
+  },
+} satisfies Record<string, Fault>;
+
+export type FaultName = keyof typeof FAULTS;
+export const FAULT_NAMES = Object.keys(FAULTS) as FaultName[];
