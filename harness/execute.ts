@@ -142,7 +142,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       const fill = qemuIoArgs(c.data, BASE);
       if (fill) await setup('qemu-io', fill, 'qemu-io');
       // exit 0 means no corruptions, leaks or check errors: the generator kept its promise
-      await setup('qemu-img', ['check', BASE], 'qemu-img check of the base image');
+      await setup('qemu-img', ['check', '-f', 'qcow2', BASE], 'qemu-img check of the base image');
       await copyFile(join(dir, BASE), join(dir, REFERENCE), constants.COPYFILE_FICLONE);
       await copyFile(join(dir, BASE), join(dir, SUBJECT), constants.COPYFILE_FICLONE);
 
@@ -151,7 +151,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       const checks = async (subCheck: CommandRecord) => {
         const subjectCheck = parseCheck(subCheck.exitCode, subCheck.stdout, subCheck.stderr);
         if (isClean(subjectCheck)) return { subjectCheck };
-        const refCheck = await run('qemu-img', ['check', '--output=json', REFERENCE]);
+        const refCheck = await run('qemu-img', ['check', '-f', 'qcow2', '--output=json', REFERENCE]);
         return { subjectCheck, referenceCheck: parseCheck(refCheck.exitCode, refCheck.stdout, refCheck.stderr) };
       };
 
@@ -173,9 +173,9 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
 
         if (record.reference === 'ok' && record.subject === 'ok') {
           const [subCheck, refInfo, subInfo, compare, subStructure, refStructure] = await Promise.all([
-            run('qemu-img', ['check', '--output=json', SUBJECT]),
-            run('qemu-img', ['info', '--output=json', REFERENCE]),
-            run('qemu-img', ['info', '--output=json', SUBJECT]),
+            run('qemu-img', ['check', '-f', 'qcow2', '--output=json', SUBJECT]),
+            run('qemu-img', ['info', '-f', 'qcow2', '--output=json', REFERENCE]),
+            run('qemu-img', ['info', '-f', 'qcow2', '--output=json', SUBJECT]),
             run('qemu-img', COMPARE_ARGS),
             structuralCheck(join(dir, SUBJECT)),
             structuralCheck(join(dir, REFERENCE)),
@@ -203,7 +203,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         afterUse = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
         // sizes from the headers: the workload grew both images, and this saves two info runs
         const [subCheck, compare, referenceSize, subjectSize] = await Promise.all([
-          run('qemu-img', ['check', '--output=json', SUBJECT]),
+          run('qemu-img', ['check', '-f', 'qcow2', '--output=json', SUBJECT]),
           run('qemu-img', COMPARE_ARGS),
           headerSize(join(dir, REFERENCE)),
           headerSize(join(dir, SUBJECT)),

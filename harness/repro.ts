@@ -19,7 +19,7 @@ trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 2
 # outcome class of an exit status from timeout(1): 124 timed out, above 128 killed by a signal
 outcome() { case $1 in 0) echo ok ;; 124) echo timed-out ;; *) if [ "$1" -gt 128 ]; then echo crashed; else echo refused; fi ;; esac; }
-fields() { qemu-img info --output=json "$1" | grep -E "$2"; }`;
+fields() { qemu-img info -f qcow2 --output=json "$1" | grep -E "$2"; }`;
 
 /** qcow2 magic numbers of header extensions, as od prints them. */
 const EXTENSION_MAGIC: Record<string, string> = {
@@ -69,9 +69,9 @@ function verdict(f: Finding): string[] {
       return [`if ! cmp -s before.qcow2 ${image}; then echo "${image} changed although the resize was refused"; reproduced=1; fi`];
     case 'check': {
       const want = { corruptions: '2', leaks: '3', 'check-errors': '1', 'check-failed': '1' }[f.kind] ?? '1';
-      const lines = [`qemu-img check ${image}; check=$?`, `[ "$check" = ${want} ] && reproduced=1`];
+      const lines = [`qemu-img check -f qcow2 ${image}; check=$?`, `[ "$check" = ${want} ] && reproduced=1`];
       // leaks count only where qemu's own result has none
-      if (f.kind === 'leaks') lines.push(`qemu-img check -q ${REFERENCE} || reproduced=0`);
+      if (f.kind === 'leaks') lines.push(`qemu-img check -q -f qcow2 ${REFERENCE} || reproduced=0`);
       return lines;
     }
     case 'info': {
