@@ -3,6 +3,7 @@ import {
   REFCOUNT_WIDTHS,
   l2Coverage,
   planStep,
+  plannedSizes,
   type Case,
   type DataOp,
   type ImageSpec,
@@ -32,7 +33,16 @@ const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, n
 /** A point in [lo, hi] chosen by a fraction in [0, 1). */
 const between = (lo: number, hi: number, f: number) => lo + Math.floor((hi - lo + 1) * f);
 
-const fraction = fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true });
+/** A point in [0, 1), uniform. Not fc.double: it draws uniformly over the representable doubles,
+ * nearly all of which are tiny, so every image, write and target would be near zero. fast-check
+ * also biases integers towards the ends of their range; boundaries come from the anchors instead,
+ * so only a fifth of the draws keep that bias. */
+const FRACTION_STEPS = 2 ** 30;
+const fractionOf = (arb: fc.Arbitrary<number>) => arb.map((n) => n / FRACTION_STEPS);
+const fraction = fc.oneof(
+  { weight: 4, arbitrary: fractionOf(fc.noBias(fc.integer({ min: 0, max: FRACTION_STEPS - 1 }))) },
+  { weight: 1, arbitrary: fractionOf(fc.integer({ min: 0, max: FRACTION_STEPS - 1 })) },
+);
 
 /** Every refcount width equally likely; compat 0.10 only where qemu accepts it (16-bit refcounts). */
 export const imageArb: fc.Arbitrary<ImageSpec> = fc
@@ -142,7 +152,7 @@ function materialiseStep(r: StepRecipe, image: ImageSpec, current: number): Resi
 }
 
 /** Where a data operation lands, relative to the image and to the first step's target. */
-const ANCHORS = ['start', 'aroundTarget', 'beyondTarget', 'beyondTarget', 'clusterBoundary', 'l2Boundary', 'end', 'anywhere'] as const;
+const ANCHORS = ['start', 'aroundTarget', 'beyondTarget', 'beyondTarget', 'beyondTarget', 'clusterBoundary', 'l2Boundary', 'end', 'anywhere'] as const;
 
 const dataRecipeArb = fc.record({
   op: fc.constantFrom<DataOp['op']>('write', 'write', 'write', 'zero', 'discard', 'compress'),
@@ -165,8 +175,11 @@ function materialiseData(r: DataRecipe, image: ImageSpec, target: number): DataO
         return 0;
       case 'aroundTarget':
         return target + align((r.offsetFraction - 0.5) * 4 * cs, 512);
-      case 'beyondTarget':
-        return between(target, size - 512, r.offsetFraction);
+      case 'beyondTarget': {
+        // past the cluster that holds the new end: a shrink to target discards it
+        const firstDiscarded = Math.ceil(target / cs) * cs;
+        return between(firstDiscarded < size ? firstDiscarded : target, size - 512, r.offsetFraction);
+      }
       case 'clusterBoundary':
         return between(1, Math.max(1, Math.floor(size / cs)), r.offsetFraction) * cs - length / 2;
       case 'l2Boundary':
@@ -207,8 +220,12 @@ export const caseArb: fc.Arbitrary<Case> = fc
     image: imageArb,
     steps: fc.array(stepRecipeArb, { minLength: 1, maxLength: 3 }),
     data: fc.array(dataRecipeArb, { minLength: 0, maxLength: 6 }),
+    // most cases also get one write past the first shrink's new end: a shrink that discards
+    // allocated clusters is where #365 lived
+    discardProbe: fc.option(dataRecipeArb.map((r) => ({ ...r, op: 'write' as const, anchor: 'beyondTarget' as const })), { freq: 4 }),
   })
-  .map(({ image, steps: stepRecipes, data }): Case => {
+  .map(({ image, steps: stepRecipes, data: recipes, discardProbe }): Case => {
+    const data = discardProbe ? [...recipes, discardProbe] : recipes;
     let current = image.virtualSize;
     const steps = stepRecipes.map((r) => {
       const step = materialiseStep(r, image, current);
@@ -216,9 +233,10 @@ export const caseArb: fc.Arbitrary<Case> = fc
       if (plan.accepted && plan.target !== null) current = plan.target;
       return step;
     });
-    // data is placed around the first step's new size, so shrinks discard allocated clusters
-    const first = planStep(steps[0]!, image.virtualSize);
-    const target = first.target !== null && first.target > 0 && first.target < image.virtualSize ? first.target : align(image.virtualSize / 2, 512);
+    // data is placed around the first accepted shrink's new size, so that shrinks discard
+    // allocated clusters; without a shrink, around the middle of the image
+    const shrink = plannedSizes({ image, data: [], steps }).find(({ plan }) => plan.kind === 'shrink' && plan.accepted);
+    const target = shrink?.plan.target ?? align(image.virtualSize / 2, 512);
     return { image, data: compressedFirst(data.map((r) => materialiseData(r, image, target))), steps };
   });
 
