@@ -4,9 +4,9 @@ import assert from "node:assert/strict";
 import { copyFile, open, readFile, readdir, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { execa } from "execa";
-import { dir, type DirectoryResult } from "tmp-promise";
+import { scratch } from "./scratch.ts";
 import { COMPAT_LAZY_REFCOUNTS, readHeaderExtensions, readQcow2Header, structuralCheck } from "../harness/qcow2.ts";
 import { checkOracle, parseCheck } from "../oracles/check.ts";
 import { contentOracle } from "../oracles/content.ts";
@@ -17,18 +17,11 @@ import { FAULT_NAMES } from "./doubles/faults.ts";
 
 const DOUBLES = join(dirname(fileURLToPath(import.meta.url)), "doubles");
 const MiB = 2 ** 20;
-let tmp: DirectoryResult;
-let seq = 0;
-before(async () => {
-  tmp = await dir({ unsafeCleanup: true });
-});
-after(async () => {
-  await tmp.cleanup();
-});
+const scratchDir = scratch();
 
 /** The bug #365 repro image: data at 0 and 12M in a 16M image, plus extra `-o` options. */
 async function image(opts = "refcount_bits=16", io = ["write -P 7 0 64k", "write -P 9 12M 128k"]): Promise<string> {
-  const path = join(tmp.path, `img${seq++}.qcow2`);
+  const path = scratchDir.path();
   await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-o", opts, path, "16M"]);
   if (io.length > 0) await execa("qemu-io", ["-f", "qcow2", ...io.flatMap((c) => ["-c", c]), path]);
   return path;
@@ -42,7 +35,7 @@ interface Run {
   stderr: string;
 }
 async function instar(fault: string, args: string[], opts: { timeout?: number } = {}): Promise<Run> {
-  const r = await execa(join(DOUBLES, `instar-${fault}`), args, { reject: false, cwd: tmp.path, ...opts });
+  const r = await execa(join(DOUBLES, `instar-${fault}`), args, { reject: false, cwd: scratchDir.dir(), ...opts });
   return { exitCode: r.exitCode, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 

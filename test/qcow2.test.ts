@@ -2,9 +2,9 @@
 import assert from "node:assert/strict";
 import { truncate } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { execa } from "execa";
-import { dir, type DirectoryResult } from "tmp-promise";
+import { scratch } from "./scratch.ts";
 import {
   AUTOCLEAR_BITMAPS,
   COMPAT_LAZY_REFCOUNTS,
@@ -36,22 +36,9 @@ import {
 } from "../harness/qcow2.ts";
 
 const WIDTHS = [1, 2, 4, 8, 16, 32, 64];
-let tmp: DirectoryResult;
-let seq = 0;
-before(async () => {
-  tmp = await dir({ unsafeCleanup: true });
-});
-after(async () => {
-  await tmp.cleanup();
-});
+const scratchDir = scratch();
 
-/** Creates an image with `-o opts` and runs the qemu-io commands on it. */
-async function image(opts: string, size: string, io: string[] = []): Promise<string> {
-  const path = join(tmp.path, `img${seq++}.qcow2`);
-  await execa("qemu-img", ["create", "-q", "-f", "qcow2", ...(opts ? ["-o", opts] : []), path, size]);
-  if (io.length > 0) await execa("qemu-io", ["-f", "qcow2", ...io.flatMap((c) => ["-c", c]), path]);
-  return path;
-}
+const image = scratchDir.image;
 
 interface Check {
   exitCode: number;
@@ -141,7 +128,7 @@ describe("readQcow2Header", () => {
   });
 
   test("rejects a non-qcow2 file", async () => {
-    const raw = join(tmp.path, "raw.img");
+    const raw = join(scratchDir.dir(), "raw.img");
     await execa("qemu-img", ["create", "-q", "-f", "raw", raw, "1M"]);
     await assert.rejects(readQcow2Header(raw), /not a qcow2/);
   });
@@ -377,7 +364,7 @@ describe("entry decoding", () => {
 describe("structure reader against qemu", () => {
   test("header extensions: qemu's feature name table, backing format; a rewrite keeps the image valid", async () => {
     const base = await image("", "4M", ["write -P 1 0 64k"]);
-    const p = join(tmp.path, `img${seq++}.qcow2`);
+    const p = scratchDir.path();
     await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", p]);
     const exts = await readHeaderExtensions(p);
     assert.deepEqual(exts.map((e) => e.name), ["backing-format", "feature-name-table"]);

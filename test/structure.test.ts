@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { copyFile, open, truncate, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { execa } from "execa";
-import { dir, type DirectoryResult } from "tmp-promise";
+import { scratch } from "./scratch.ts";
 import {
   EXT_BITMAPS,
   EXT_FEATURE_TABLE,
@@ -26,14 +26,12 @@ import { signatureOf, type Finding } from "../oracles/finding.ts";
 
 const KiB = 1024;
 const MiB = 2 ** 20;
-let tmp: DirectoryResult;
-let seq = 0;
+const scratchDir = scratch();
 /** Half random, half zero per 64 KiB: compresses to a bit over half a cluster, so compressed
  * clusters straddle host cluster boundaries. Deterministic (xorshift), so failures reproduce. */
 let halfRandom: string;
 before(async () => {
-  tmp = await dir({ unsafeCleanup: true });
-  halfRandom = join(tmp.path, "half-random.bin");
+  halfRandom = join(scratchDir.dir(), "half-random.bin");
   const buf = Buffer.alloc(8 * 64 * KiB);
   let x = 0x9e3779b9;
   for (let c = 0; c < 8; c++) {
@@ -46,19 +44,11 @@ before(async () => {
   }
   await writeFile(halfRandom, buf);
 });
-after(async () => {
-  await tmp.cleanup();
-});
 
-async function image(opts: string, size: string, io: string[] = []): Promise<string> {
-  const path = join(tmp.path, `img${seq++}.qcow2`);
-  await execa("qemu-img", ["create", "-q", "-f", "qcow2", ...(opts ? ["-o", opts] : []), path, size]);
-  if (io.length > 0) await execa("qemu-io", ["-f", "qcow2", ...io.flatMap((c) => ["-c", c]), path]);
-  return path;
-}
+const image = scratchDir.image;
 
 async function copy(path: string): Promise<string> {
-  const to = join(tmp.path, `img${seq++}.qcow2`);
+  const to = scratchDir.path();
   await copyFile(path, to);
   return to;
 }
@@ -197,7 +187,7 @@ describe("silent on qemu-built images and qemu's resizes; agrees with qemu-img c
 
   test("backing file with a backing format extension", async () => {
     const base = await image("", "4M", ["write -P 1 0 1M"]);
-    const p = join(tmp.path, `img${seq++}.qcow2`);
+    const p = scratchDir.path();
     await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", p]);
     await execa("qemu-io", ["-f", "qcow2", "-c", "write -P 2 64k 64k", p]);
     const o = await observe(p);
