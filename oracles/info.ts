@@ -1,3 +1,4 @@
+import type { StructureObservation } from '../harness/qcow2.ts';
 import type { Finding } from './finding.ts';
 
 /** The fields of `qemu-img info --output=json` that both tools must agree on. Host layout (file
@@ -36,6 +37,29 @@ export function parseInfo(exitCode: number | null, stdout: string, stderr: strin
   } catch {
     return { ok: false, exitCode, stderr: `qemu-img info printed no JSON: ${stdout.slice(0, 200)}` };
   }
+}
+
+/** The same fields read from the qcow2 header by harness/qcow2.ts, as `qemu-img info` reports
+ * them (v2 images have no lazy-refcounts, corrupt or extended-l2 field): two processes fewer per
+ * step. test/info.test.ts holds the two views equal on images of every kind the generators make. */
+export function infoFromStructure(o: StructureObservation): InfoObservation {
+  if (!o.readable) return { ok: false, exitCode: null, stderr: `not readable as qcow2 (${o.reason}): ${o.message}` };
+  const h = o.header;
+  const incompatible = BigInt(h.incompatibleFeatures);
+  const v3 = h.version >= 3;
+  return {
+    ok: true,
+    fields: {
+      'virtual-size': h.size,
+      'dirty-flag': (incompatible & 1n) !== 0n,
+      compat: v3 ? '1.1' : '0.10',
+      'refcount-bits': h.refcountBits,
+      'lazy-refcounts': v3 ? (BigInt(h.compatibleFeatures) & 1n) !== 0n : undefined,
+      'extended-l2': v3 ? (incompatible & 16n) !== 0n : undefined,
+      'compression-type': h.compressionType === 1 ? 'zstd' : 'zlib',
+      corrupt: v3 ? (incompatible & 2n) !== 0n : undefined,
+    },
+  };
 }
 
 export function infoOracle(reference: InfoObservation, subject: InfoObservation): Finding[] {

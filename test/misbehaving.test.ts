@@ -23,11 +23,14 @@ describe('a misbehaving subject', () => {
   for (const { fault, signature } of CASES) {
     it(`${fault} is reported as ${signature}`, async (t) => {
       const reports = await reportsDir(t);
-      const r = await fuzzCli(['--instar', instarDouble(fault), '--iterations', '30', '--seed', '1', '--fail-fast', '--reports', reports]);
+      const r = await fuzzCli(['--instar', instarDouble(fault), '--iterations', '20', '--seed', '1', '--reports', reports]);
       assert.equal(r.exitCode, 1, r.all);
-      const [sig] = (await readSummary(reports)).signatures;
-      assert.match(sig!.signature, signature);
-      const report = await readReportIn(reports, sig!.folder);
+      const s = await readSummary(reports);
+      assert.equal(s.iterations, 20, 'the run went on');
+      // faults that exit 0 whatever qemu did also show as outcome mismatches on refused steps
+      const sig = s.signatures.find((x) => signature.test(x.signature));
+      assert.ok(sig, JSON.stringify(s.signatures.map((x) => x.signature)));
+      const report = await readReportIn(reports, sig.folder);
       assert.ok(report.commands.length > 0);
       assert.ok((await diskUse(reports)) < 4096, 'a report stays small');
     });

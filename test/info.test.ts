@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { open } from 'node:fs/promises';
+import { describe, it } from 'node:test';
+import { execa } from 'execa';
+import fc from 'fast-check';
+import { createArgs, qemuIoArgs } from '../harness/case.ts';
+import { structuralCheck } from '../harness/qcow2.ts';
+import { caseArb } from '../generators/case.ts';
+import { infoFromStructure, parseInfo } from '../oracles/info.ts';
+import { scratch } from './scratch.ts';
+
+// The info oracle reads its fields from the qcow2 header instead of running `qemu-img info`; the
+// two must agree on every kind of image the harness meets.
+
+const images = scratch();
+
+async function bothViews(file: string) {
+  const r = await execa('qemu-img', ['info', '-f', 'qcow2', '--output=json', file], { reject: false });
+  return { qemu: parseInfo(r.exitCode ?? null, r.stdout, r.stderr), reader: infoFromStructure(await structuralCheck(file)) };
+}
+
+describe('info fields from the header', () => {
+  it('equal qemu-img info on generated base images', async () => {
+    for (const c of fc.sample(caseArb, { seed: 21, numRuns: 40 })) {
+      const file = images.path();
+      await execa('qemu-img', createArgs(c.image, file));
+      const fill = qemuIoArgs(c.data, file);
+      if (fill) await execa('qemu-io', fill);
+      const { qemu, reader } = await bothViews(file);
+      assert.deepEqual(reader, qemu, JSON.stringify(c.image));
+    }
+  });
+  it('equal qemu-img info on zstd, dirty and corrupt images', async () => {
+    const zstd = await images.image('compression_type=zstd,extended_l2=on', '1M');
+    const dirty = await images.image('lazy_refcounts=on', '1M');
+    const corrupt = await images.image('', '1M');
+    const setBit = async (file: string, bit: number) => {
+      const fh = await open(file, 'r+');
+      const b = Buffer.alloc(8);
+      await fh.read(b, 0, 8, 72);
+      b.writeBigUInt64BE(b.readBigUInt64BE(0) | (1n << BigInt(bit)));
+      await fh.write(b, 0, 8, 72);
+      await fh.close();
+    };
+    await setBit(dirty, 0);
+    await setBit(corrupt, 1);
+    for (const file of [zstd, dirty, corrupt]) {
+      const { qemu, reader } = await bothViews(file);
+      assert.deepEqual(reader, qemu, file);
+    }
+  });
+  it('fail where qemu-img info fails', async () => {
+    const empty = images.path('empty.qcow2');
+    await execa('truncate', ['-s', '0', empty]);
+    const { qemu, reader } = await bothViews(empty);
+    assert.equal(qemu.ok, false);
+    assert.equal(reader.ok, false);
+  });
+});
