@@ -25,8 +25,23 @@ export function maxVirtualSize(clusterSize: number, extendedL2: boolean): number
   return Math.min(GiB, Math.max(8 * MiB, 4 * l2Coverage(clusterSize, extendedL2)));
 }
 
-/** falloc/full preallocation writes or reserves the whole new area: keep those grows small. */
+/** From 64 KiB clusters up TiB images stay fast to create and grow; shrinks walk every L2 range
+ * they discard, so their span is capped (SHRINK_SPAN_TABLES). */
+const TiB = 1024 * GiB;
+export const HUGE_CLUSTER = 64 * KiB;
+/** L2 tables' worth of guest space one shrink may discard: above instar's staging limit of 256
+ * (so that limit is exercised) but bounded in time: 512 GiB at 64 KiB clusters took about 3 s. */
+const SHRINK_SPAN_TABLES = 1024;
+/** The largest virtual size any image or step reaches. */
+export function sizeLimit(clusterSize: number, extendedL2: boolean): number {
+  return clusterSize >= HUGE_CLUSTER ? 8 * TiB : 2 * maxVirtualSize(clusterSize, extendedL2);
+}
+
+/** falloc/full preallocation writes or reserves the whole new area: keep those grows small;
+ * metadata preallocation writes every L2 table of it. */
 const MAX_PREALLOCATED_SIZE = 64 * MiB;
+const MAX_METADATA_PREALLOCATED_SIZE = 1 * GiB;
+const MAX_AMEND_CLUSTER = 16 * KiB;
 
 const align = (n: number, unit: number) => Math.floor(n / unit) * unit;
 const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, n));
@@ -44,7 +59,8 @@ const fraction = fc.oneof(
   { weight: 1, arbitrary: fractionOf(fc.integer({ min: 0, max: FRACTION_STEPS - 1 })) },
 );
 
-/** Every refcount width equally likely; compat 0.10 only where qemu accepts it (16-bit refcounts). */
+/** Every refcount width equally likely; compat 0.10 only where qemu accepts it (16-bit refcounts);
+ * zstd, bitmaps, dirty images and amended refcount widths only on v3 images. */
 export const imageArb: fc.Arbitrary<ImageSpec> = fc
   .record({
     refcountBits: fc.constantFrom<RefcountBits>(...REFCOUNT_WIDTHS),
@@ -52,22 +68,35 @@ export const imageArb: fc.Arbitrary<ImageSpec> = fc
     v2: fc.boolean(),
     lazyRefcounts: fc.boolean(),
     extendedL2: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
-    sizeKind: fc.constantFrom('clusters', 'l2Boundary', 'sectors'),
+    zstd: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
+    amendFrom: fc.oneof({ weight: 5, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.constantFrom<RefcountBits>(...REFCOUNT_WIDTHS) }),
+    bitmaps: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 2 }) }),
+    dirty: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+    sizeKind: fc.constantFrom('clusters', 'clusters', 'sectors', 'sectors', 'l2Boundary', 'l1Boundary', 'refblockBoundary', 'huge'),
     sizeFraction: fraction,
     boundaryDelta: fc.constantFrom(-1, 0, 1, -512, 512),
   })
   .map((r): ImageSpec => {
     const clusterSize = 2 ** r.clusterBits;
     const compat = r.v2 && r.refcountBits === 16 ? '0.10' : '1.1';
-    const extendedL2 = compat === '1.1' && r.extendedL2 && clusterSize >= 16 * KiB;
+    const v3 = compat === '1.1';
+    const extendedL2 = v3 && r.extendedL2 && clusterSize >= 16 * KiB;
     const max = maxVirtualSize(clusterSize, extendedL2);
+    const limit = sizeLimit(clusterSize, extendedL2);
     const l2 = l2Coverage(clusterSize, extendedL2);
+    // one cluster / one sector either side of a boundary, or exactly on it
+    const near = (boundary: number) => boundary + (Math.abs(r.boundaryDelta) === 1 ? r.boundaryDelta * clusterSize : r.boundaryDelta);
+    const l1 = (clusterSize / 8) * l2; // one cluster of L1 table
+    const refblock = clusterSize * ((clusterSize * 8) / r.refcountBits); // one refcount block
     let virtualSize: number;
     if (r.sizeKind === 'l2Boundary' && l2 + clusterSize <= max) {
-      // exactly on an L2 table boundary, or one cluster / one sector either side of it
-      const tables = between(1, Math.floor((max - clusterSize) / l2), r.sizeFraction);
-      const delta = Math.abs(r.boundaryDelta) === 1 ? r.boundaryDelta * clusterSize : r.boundaryDelta;
-      virtualSize = tables * l2 + delta;
+      virtualSize = near(between(1, Math.floor((max - clusterSize) / l2), r.sizeFraction) * l2);
+    } else if (r.sizeKind === 'l1Boundary' && l1 + clusterSize <= limit / 2) {
+      virtualSize = near(l1);
+    } else if (r.sizeKind === 'refblockBoundary' && refblock + clusterSize <= limit / 2) {
+      virtualSize = near(refblock);
+    } else if (r.sizeKind === 'huge' && clusterSize >= HUGE_CLUSTER) {
+      virtualSize = align(between(TiB, 4 * TiB, r.sizeFraction), clusterSize);
     } else if (r.sizeKind === 'sectors') {
       virtualSize = align(between(512, max, r.sizeFraction), 512) || 512;
     } else {
@@ -78,8 +107,13 @@ export const imageArb: fc.Arbitrary<ImageSpec> = fc
       clusterSize,
       refcountBits: r.refcountBits,
       compat,
-      lazyRefcounts: compat === '1.1' && r.lazyRefcounts,
+      lazyRefcounts: v3 && r.lazyRefcounts,
       extendedL2,
+      compressionType: v3 && r.zstd ? 'zstd' : 'zlib',
+      // amend rewrites every refcount structure: seconds from 64 KiB clusters up, so small ones only
+      createdWithRefcountBits: v3 && clusterSize <= MAX_AMEND_CLUSTER && r.amendFrom !== null && r.amendFrom !== r.refcountBits ? r.amendFrom : null,
+      bitmaps: v3 ? r.bitmaps : 0,
+      dirty: v3 && r.lazyRefcounts && r.dirty,
     };
   });
 
@@ -125,12 +159,13 @@ function sizeArgument(target: number, current: number, form: StepRecipe['form'])
 
 function materialiseStep(r: StepRecipe, image: ImageSpec, current: number): ResizeStep {
   const unit = r.clusterAligned ? image.clusterSize : 512;
-  const cap = maxVirtualSize(image.clusterSize, image.extendedL2) * 2;
-  const shrinkTarget = () => clamp(align(between(512, current - 512, r.targetFraction), unit) || 512, 512, current - 512);
+  const cap = sizeLimit(image.clusterSize, image.extendedL2);
+  const lowest = Math.max(512, current - SHRINK_SPAN_TABLES * l2Coverage(image.clusterSize, image.extendedL2));
+  const shrinkTarget = () => clamp(align(between(lowest, current - 512, r.targetFraction), unit) || 512, lowest, current - 512);
   switch (r.kind) {
     case 'grow': {
       const preallocated = r.preallocation === 'falloc' || r.preallocation === 'full';
-      const limit = preallocated ? Math.min(cap, MAX_PREALLOCATED_SIZE) : cap;
+      const limit = Math.min(cap, preallocated ? MAX_PREALLOCATED_SIZE : r.preallocation === 'metadata' ? MAX_METADATA_PREALLOCATED_SIZE : cap);
       if (current + 512 > limit) return materialiseStep({ ...r, kind: 'shrink' }, image, current);
       const target = clamp(align(between(current + 512, limit, r.targetFraction), unit), current + 512, limit);
       return { size: sizeArgument(align(target, 512), current, r.form), shrink: false, preallocation: r.preallocation };
@@ -215,16 +250,48 @@ function compressedFirst(ops: DataOp[]): DataOp[] {
   return [...distinct, ...ops.filter((op) => op.op !== 'compress')];
 }
 
+const snapshotRecipeArb = fc.record({ position: fraction, create: fc.integer({ min: 0, max: 2 }).map((n) => n > 0) });
+type SnapshotRecipe = typeof snapshotRecipeArb extends fc.Arbitrary<infer T> ? T : never;
+/** At most this many snapshots exist at once. */
+const MAX_SNAPSHOTS = 3;
+
+/** Snapshots share clusters, so refcounts exceed 1: 1- and 2-bit refcounts cannot hold that
+ * (qemu fails the snapshot), before or after an amend. */
+const canSnapshot = (image: ImageSpec) => Math.min(image.refcountBits, image.createdWithRefcountBits ?? 64) >= 4;
+
+/** Snapshot creations and deletions between the writes: writes after a snapshot copy shared
+ * clusters, and a deletion leaves other refcounts above 1. */
+function withSnapshots(ops: DataOp[], recipes: SnapshotRecipe[]): DataOp[] {
+  const out = [...ops];
+  const alive: string[] = [];
+  let created = 0;
+  // decided in position order, spliced in from the back so that indices stay valid
+  const placed = recipes.map((r) => ({ ...r, at: Math.floor(r.position * (ops.length + 1)) }));
+  const inserts: { at: number; op: DataOp }[] = [];
+  for (const r of [...placed].sort((a, b) => a.at - b.at)) {
+    if (r.create && alive.length < MAX_SNAPSHOTS) {
+      const name = `snap${created++}`;
+      alive.push(name);
+      inserts.push({ at: r.at, op: { op: 'snapshot-create', name } });
+    } else if (!r.create && alive.length > 0) {
+      inserts.push({ at: r.at, op: { op: 'snapshot-delete', name: alive.shift()! } });
+    }
+  }
+  for (const { at, op } of inserts.reverse()) out.splice(at, 0, op);
+  return out;
+}
+
 export const caseArb: fc.Arbitrary<Case> = fc
   .record({
     image: imageArb,
-    steps: fc.array(stepRecipeArb, { minLength: 1, maxLength: 3 }),
+    steps: fc.array(stepRecipeArb, { minLength: 1, maxLength: 4 }),
     data: fc.array(dataRecipeArb, { minLength: 0, maxLength: 6 }),
     // most cases also get one write past the first shrink's new end: a shrink that discards
     // allocated clusters is where #365 lived
     discardProbe: fc.option(dataRecipeArb.map((r) => ({ ...r, op: 'write' as const, anchor: 'beyondTarget' as const })), { freq: 4 }),
+    snapshots: fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.array(snapshotRecipeArb, { minLength: 1, maxLength: 5 }) }),
   })
-  .map(({ image, steps: stepRecipes, data: recipes, discardProbe }): Case => {
+  .map(({ image, steps: stepRecipes, data: recipes, discardProbe, snapshots }): Case => {
     const data = discardProbe ? [...recipes, discardProbe] : recipes;
     let current = image.virtualSize;
     const steps = stepRecipes.map((r) => {
@@ -237,7 +304,8 @@ export const caseArb: fc.Arbitrary<Case> = fc
     // allocated clusters; without a shrink, around the middle of the image
     const shrink = plannedSizes({ image, data: [], steps }).find(({ plan }) => plan.kind === 'shrink' && plan.accepted);
     const target = shrink?.plan.target ?? align(image.virtualSize / 2, 512);
-    return { image, data: compressedFirst(data.map((r) => materialiseData(r, image, target))), steps };
+    const io = compressedFirst(data.map((r) => materialiseData(r, image, target)));
+    return { image, data: snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io, steps };
   });
 
 /** The case of run `iteration` of seed `seed`: the same pair always gives the same case, and

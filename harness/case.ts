@@ -11,19 +11,34 @@ export interface ImageSpec {
   /** Virtual size in bytes, a multiple of 512. */
   virtualSize: number;
   clusterSize: number;
+  /** The refcount width the image has when the steps run. */
   refcountBits: RefcountBits;
   compat: '1.1' | '0.10';
   lazyRefcounts: boolean;
   extendedL2: boolean;
+  compressionType: 'zlib' | 'zstd';
+  /** When set, the image is created with this width and converted to refcountBits by
+   * `qemu-img amend` after the data is written, which moves the refcount structures. */
+  createdWithRefcountBits: RefcountBits | null;
+  /** Persistent (consistent) dirty bitmaps added with `qemu-img bitmap --add`. */
+  bitmaps: number;
+  /** Left with the dirty bit set: lazy refcounts and a qemu-io that aborts after a write. */
+  dirty: boolean;
 }
 
-/** One qemu-io command. Offsets and lengths are bytes, multiples of 512. */
+/** One command that fills the base image. Offsets and lengths are bytes, multiples of 512. */
 export type DataOp =
   | { op: 'write'; offset: number; length: number; pattern: number }
   | { op: 'zero'; offset: number; length: number }
   | { op: 'discard'; offset: number; length: number }
   /** A compressed write: whole clusters only, cluster-aligned. */
-  | { op: 'compress'; offset: number; length: number; pattern: number };
+  | { op: 'compress'; offset: number; length: number; pattern: number }
+  /** Internal snapshots (`qemu-img snapshot -c/-d`): shared clusters, refcounts above 1. */
+  | { op: 'snapshot-create'; name: string }
+  | { op: 'snapshot-delete'; name: string };
+
+export type IoOp = Extract<DataOp, { offset: number }>;
+const isIoOp = (op: DataOp): op is IoOp => 'offset' in op;
 
 export interface ResizeStep {
   /** SIZE exactly as both tools get it on their command lines: "8388608", "8M", "+1536K", "-512". */
@@ -38,6 +53,9 @@ export interface Case {
   data: DataOp[];
   steps: ResizeStep[];
 }
+
+/** How many internal snapshots the base image ends up with. */
+export const liveSnapshots = (c: Case) => c.data.reduce((n, op) => n + (op.op === 'snapshot-create' ? 1 : op.op === 'snapshot-delete' ? -1 : 0), 0);
 
 /** Entries per L2 table times the cluster size: the guest range one L2 table maps. */
 export function l2Coverage(clusterSize: number, extendedL2: boolean): number {
@@ -92,18 +110,53 @@ export function plannedSizes(c: Case): { before: number; plan: StepPlan }[] {
 }
 
 export function createOptions(image: ImageSpec): string {
-  const opts = [`cluster_size=${image.clusterSize}`, `refcount_bits=${image.refcountBits}`, `compat=${image.compat}`];
+  const opts = [`cluster_size=${image.clusterSize}`, `refcount_bits=${image.createdWithRefcountBits ?? image.refcountBits}`, `compat=${image.compat}`];
   if (image.lazyRefcounts) opts.push('lazy_refcounts=on');
   if (image.extendedL2) opts.push('extended_l2=on');
+  if (image.compressionType === 'zstd') opts.push('compression_type=zstd');
   return opts.join(',');
 }
 
-/** Arguments of `qemu-img create` for the base image. */
-export function createArgs(image: ImageSpec, file: string): string[] {
-  return ['create', '-q', '-f', 'qcow2', '-o', createOptions(image), file, String(image.virtualSize)];
+/** One command of the base image's build. */
+export interface BuildCommand {
+  program: 'qemu-img' | 'qemu-io';
+  args: string[];
+  /** 'abort': the command is meant to die by SIGABRT (it leaves the image dirty). */
+  expect: 'ok' | 'abort';
+  what: string;
 }
 
-export function qemuIoCommand(op: DataOp): string {
+const io = (commands: string[], file: string): string[] => ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file];
+
+/** Every command that builds the base image, in order: the single source for execution, repro
+ * scripts and tests. Consecutive qemu-io operations share one qemu-io run. */
+export function buildCommands(c: Case, file: string): BuildCommand[] {
+  const { image } = c;
+  const out: BuildCommand[] = [{ program: 'qemu-img', args: ['create', '-q', '-f', 'qcow2', '-o', createOptions(image), file, String(image.virtualSize)], expect: 'ok', what: 'qemu-img create' }];
+  let pending: string[] = [];
+  const flush = () => {
+    if (pending.length) out.push({ program: 'qemu-io', args: io(pending, file), expect: 'ok', what: 'qemu-io' });
+    pending = [];
+  };
+  for (const op of c.data) {
+    if (isIoOp(op)) {
+      pending.push(qemuIoCommand(op));
+      continue;
+    }
+    flush();
+    const flag = op.op === 'snapshot-create' ? '-c' : '-d';
+    out.push({ program: 'qemu-img', args: ['snapshot', flag, op.name, file], expect: 'ok', what: `qemu-img snapshot ${flag}` });
+  }
+  flush();
+  for (let i = 0; i < image.bitmaps; i++) out.push({ program: 'qemu-img', args: ['bitmap', '-f', 'qcow2', '--add', file, `bitmap${i}`], expect: 'ok', what: 'qemu-img bitmap --add' });
+  if (image.createdWithRefcountBits !== null) {
+    out.push({ program: 'qemu-img', args: ['amend', '-f', 'qcow2', '-o', `refcount_bits=${image.refcountBits}`, file], expect: 'ok', what: 'qemu-img amend' });
+  }
+  if (image.dirty) out.push({ program: 'qemu-io', args: io(['write -P 17 0 512', 'abort'], file), expect: 'abort', what: 'qemu-io (aborted, leaving the dirty bit)' });
+  return out;
+}
+
+export function qemuIoCommand(op: IoOp): string {
   switch (op.op) {
     case 'write':
       return `write -P ${op.pattern} ${op.offset} ${op.length}`;
@@ -114,12 +167,6 @@ export function qemuIoCommand(op: DataOp): string {
     case 'compress':
       return `write -c -P ${op.pattern} ${op.offset} ${op.length}`;
   }
-}
-
-/** Arguments of the single `qemu-io` run that fills the base image (null when there is no data). */
-export function qemuIoArgs(data: DataOp[], file: string): string[] | null {
-  if (data.length === 0) return null;
-  return ['-f', 'qcow2', ...data.flatMap((op) => ['-c', qemuIoCommand(op)]), file];
 }
 
 export function referenceResizeArgs(step: ResizeStep, file: string): string[] {
@@ -152,11 +199,23 @@ export function parseCase(json: unknown, where = 'case'): Case {
   if (!Number.isInteger(Math.log2(int(image.clusterSize, 'image.clusterSize', 512)))) fail('image.clusterSize', 'must be a power of two');
   if (!REFCOUNT_WIDTHS.includes(image.refcountBits as RefcountBits)) fail('image.refcountBits', `must be one of ${REFCOUNT_WIDTHS.join(', ')}`);
   if (image.compat !== '1.1' && image.compat !== '0.10') fail('image.compat', 'must be "1.1" or "0.10"');
-  for (const flag of ['lazyRefcounts', 'extendedL2']) if (typeof image[flag] !== 'boolean') fail(`image.${flag}`, 'must be true or false');
+  // fields added after the first reports were filed take their old meaning when missing
+  image.compressionType ??= 'zlib';
+  image.createdWithRefcountBits ??= null;
+  image.bitmaps ??= 0;
+  image.dirty ??= false;
+  for (const flag of ['lazyRefcounts', 'extendedL2', 'dirty']) if (typeof image[flag] !== 'boolean') fail(`image.${flag}`, 'must be true or false');
+  if (image.compressionType !== 'zlib' && image.compressionType !== 'zstd') fail('image.compressionType', 'must be "zlib" or "zstd"');
+  if (image.createdWithRefcountBits !== null && !REFCOUNT_WIDTHS.includes(image.createdWithRefcountBits as RefcountBits)) fail('image.createdWithRefcountBits', `must be null or one of ${REFCOUNT_WIDTHS.join(', ')}`);
+  int(image.bitmaps, 'image.bitmaps', 0);
   if (!Array.isArray(c.data)) fail('data', 'must be an array');
   (c.data as unknown[]).forEach((d, i) => {
     const op = obj(d, `data[${i}]`);
-    if (!['write', 'zero', 'discard', 'compress'].includes(op.op as string)) fail(`data[${i}].op`, 'must be write, zero, discard or compress');
+    if (op.op === 'snapshot-create' || op.op === 'snapshot-delete') {
+      if (typeof op.name !== 'string' || !/^\w+$/.test(op.name)) fail(`data[${i}].name`, 'must be a snapshot name of letters, digits and _');
+      return;
+    }
+    if (!['write', 'zero', 'discard', 'compress'].includes(op.op as string)) fail(`data[${i}].op`, 'must be write, zero, discard, compress, snapshot-create or snapshot-delete');
     int(op.offset, `data[${i}].offset`, 0);
     int(op.length, `data[${i}].length`, 1);
     if (op.op === 'write' || op.op === 'compress') int(op.pattern, `data[${i}].pattern`, 0);

@@ -18,6 +18,9 @@ export interface CoverageSummary {
   /** Steps qemu-img accepted, per refcount width: grows, shrinks, and shrinks that discarded
    * clusters holding data. */
   refcountByStep: Record<string, { grow: number; shrink: number; shrinkDiscarding: number }>;
+  /** Base images whose allocated clusters the qcow2 reader counted as qemu-img check did, and
+   * those where it did not (a reader bug); dirty bases are not checked. */
+  readerSelfCheck: { agreed: number; disagreed: number };
 }
 
 const bump = (counts: Counts, key: string | number, by = 1) => {
@@ -35,16 +38,31 @@ export function emptyCoverage(): CoverageSummary {
     outcomes: { reference: {}, subject: {} },
     oracles: {},
     refcountByStep: Object.fromEntries(REFCOUNT_WIDTHS.map((b) => [String(b), { grow: 0, shrink: 0, shrinkDiscarding: 0 }])),
+    readerSelfCheck: { agreed: 0, disagreed: 0 },
   };
 }
 
-export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse'>) {
+export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse' | 'baseReader'>) {
   bump(cov.refcountBits, c.image.refcountBits);
   bump(cov.clusterSize, c.image.clusterSize);
   bump(cov.compat, c.image.compat);
-  if (c.image.lazyRefcounts) bump(cov.features, 'lazyRefcounts');
-  if (c.image.extendedL2) bump(cov.features, 'extendedL2');
+  const features = {
+    lazyRefcounts: c.image.lazyRefcounts,
+    extendedL2: c.image.extendedL2,
+    zstd: c.image.compressionType === 'zstd',
+    amendedRefcountBits: c.image.createdWithRefcountBits !== null,
+    bitmaps: c.image.bitmaps > 0,
+    dirty: c.image.dirty,
+    snapshots: c.data.some((d) => d.op === 'snapshot-create'),
+    snapshotsDeleted: c.data.some((d) => d.op === 'snapshot-delete'),
+    steps4: c.steps.length === 4,
+  };
+  for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);
   for (const d of c.data) bump(cov.dataOps, d.op);
+  if (result.baseReader) {
+    if (result.baseReader.byReader === result.baseReader.byCheck) cov.readerSelfCheck.agreed++;
+    else cov.readerSelfCheck.disagreed++;
+  }
   for (const s of result.steps) {
     bump(cov.stepKind, s.plan.kind);
     bump(cov.outcomes.reference, s.reference);
@@ -72,8 +90,10 @@ export function coverageGaps(cov: CoverageSummary): string[] {
   );
 }
 
-/** The refcount x step table for the console. */
+/** The refcount x step table and the feature counts, for the console. */
 export function coverageTable(cov: CoverageSummary): string {
   const rows = Object.entries(cov.refcountByStep).map(([bits, r]) => `  ${bits.padStart(2)}-bit  ${String(r.grow).padStart(6)}  ${String(r.shrink).padStart(7)}  ${String(r.shrinkDiscarding).padStart(17)}`);
-  return ['  refcount  grows  shrinks  shrinks discarding', ...rows].join('\n');
+  const features = Object.entries(cov.features).map(([k, n]) => `${k} ${n}`).join(', ');
+  const reader = `qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed`;
+  return ['  refcount  grows  shrinks  shrinks discarding', ...rows, `  features: ${features || 'none'}`, `  ${reader}`].join('\n');
 }

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { withDir } from 'tmp-promise';
 import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
-import { createArgs, plannedSizes, qemuIoArgs, type Case, type StepPlan } from './case.ts';
+import { buildCommands, plannedSizes, type Case, type StepPlan } from './case.ts';
 import { runCommand, type CommandRecord } from './process.ts';
 import { qemuImg, resizeArgs, type Resizer } from './subjects.ts';
 import { checkOracle, isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
@@ -61,6 +61,9 @@ export interface CaseResult {
   artifacts: { name: string; data: Buffer }[];
   /** Images not kept, and why (missing, or too large to store). */
   artifactsSkipped: string[];
+  /** Allocated clusters of the base image as qemu-img check and the qcow2 reader count them
+   * (null for a dirty base, whose check is skipped): a self-check of the reader. */
+  baseReader: { byCheck: number; byReader: number | null } | null;
 }
 
 /** The generator promised a valid, clean base image and qemu disagrees: a harness bug. */
@@ -132,17 +135,20 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         if (NO_SPACE.test(record.stderr)) throw new DiskFullError(`the work directory ${options.workdir} is full (${program}: ${record.stderr.trim().split('\n')[0]}); free space or pass --workdir DIR`);
         return record;
       };
-      const setup = async (program: string, args: string[], what: string) => {
-        const r = await run(program, args);
-        if (r.exitCode !== 0) throw new CaseSetupError(`${what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`, r);
-        return r;
-      };
-
-      await setup('qemu-img', createArgs(c.image, BASE), 'qemu-img create');
-      const fill = qemuIoArgs(c.data, BASE);
-      if (fill) await setup('qemu-io', fill, 'qemu-io');
-      // exit 0 means no corruptions, leaks or check errors: the generator kept its promise
-      await setup('qemu-img', ['check', '-f', 'qcow2', BASE], 'qemu-img check of the base image');
+      for (const cmd of buildCommands(c, BASE)) {
+        const r = await run(cmd.program, cmd.args);
+        const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
+        if (!ok) throw new CaseSetupError(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`, r);
+      }
+      // The generator promised a clean image (a dirty one's refcounts lag by design), and the
+      // qcow2 reader must count the same allocated clusters as qemu-img check: both are checked.
+      let baseReader: CaseResult['baseReader'] = null;
+      if (!c.image.dirty) {
+        const [baseCheck, baseStructure] = await Promise.all([run('qemu-img', ['check', '-f', 'qcow2', '--output=json', BASE]), structuralCheck(join(dir, BASE))]);
+        if (baseCheck.exitCode !== 0) throw new CaseSetupError(`the base image is not clean (qemu-img check exit ${baseCheck.exitCode ?? baseCheck.signal}): ${baseCheck.stdout.trim()}`, baseCheck);
+        const byCheck = parseCheck(baseCheck.exitCode, baseCheck.stdout, baseCheck.stderr).report?.['allocated-clusters'] ?? 0;
+        baseReader = { byCheck, byReader: baseStructure.readable ? baseStructure.allocatedClusters : null };
+      }
       await copyFile(join(dir, BASE), join(dir, REFERENCE), constants.COPYFILE_FICLONE);
       await copyFile(join(dir, BASE), join(dir, SUBJECT), constants.COPYFILE_FICLONE);
 
@@ -168,8 +174,14 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         const record: StepRecord = { index, sizeBefore: before, plan, reference: classifyOutcome(ref), subject: classifyOutcome(sub), discardsAllocated, subjectStderr: sub.stderr };
         steps.push(record);
         const found: Finding[] = outcomeOracle(ref, sub, plan.kind);
-        if (record.reference === 'refused') found.push(...unchangedOnRefusalOracle('reference', refHash, await sha256(join(dir, REFERENCE))));
-        if (record.subject === 'refused') found.push(...unchangedOnRefusalOracle('subject', subHash, await sha256(join(dir, SUBJECT))));
+        if (record.reference === 'refused' || record.subject === 'refused') {
+          found.push(
+            ...unchangedOnRefusalOracle({
+              reference: record.reference === 'refused' ? { before: refHash, after: await sha256(join(dir, REFERENCE)) } : null,
+              subject: record.subject === 'refused' ? { before: subHash, after: await sha256(join(dir, SUBJECT)) } : null,
+            }),
+          );
+        }
 
         if (record.reference === 'ok' && record.subject === 'ok') {
           // the info fields come from the headers the structure oracle reads anyway (test/info.test.ts
@@ -220,7 +232,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       }
 
       const kept = options.wantArtifacts(findings, steps) ? await collectArtifacts(dir) : { artifacts: [], artifactsSkipped: [] };
-      return { findings, steps, afterUse, commands, ...kept };
+      return { findings, steps, afterUse, commands, baseReader, ...kept };
     },
     { unsafeCleanup: true, prefix: 'instar-fuzz-', tmpdir: options.workdir },
   ).catch((err: unknown) => {

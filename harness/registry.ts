@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { FatalError } from './errors.ts';
-import { PREALLOCATION_MODES, REFCOUNT_WIDTHS, l2Coverage, type Case, type StepKind } from './case.ts';
+import { PREALLOCATION_MODES, REFCOUNT_WIDTHS, l2Coverage, liveSnapshots, type Case, type StepKind } from './case.ts';
 import type { StepRecord, StepFinding } from './execute.ts';
 import type { OracleName, Side } from '../oracles/finding.ts';
 
@@ -21,6 +21,13 @@ export interface CaseFacts {
   shrinkFlag: boolean;
   /** How many L2 tables the range a shrink discards touches (0 for other steps). */
   shrinkL2Tables: number;
+  compressionType: string;
+  /** The base image has persistent bitmaps. */
+  bitmaps: boolean;
+  /** The base image was left with the dirty bit set. */
+  dirty: boolean;
+  /** Internal snapshots exist when the steps run. */
+  snapshots: boolean;
 }
 
 interface CasePredicates {
@@ -34,6 +41,10 @@ interface CasePredicates {
   shrinkFlag?: boolean;
   /** At least this many L2 tables in the discarded range. */
   shrinkL2TablesAtLeast?: number;
+  compressionType?: string[];
+  bitmaps?: boolean;
+  dirty?: boolean;
+  snapshots?: boolean;
 }
 
 export interface KnownDivergence {
@@ -97,6 +108,10 @@ export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   preallocation: listOf(oneOf(['none', ...PREALLOCATION_MODES])),
   shrinkFlag: isBoolean,
   shrinkL2TablesAtLeast: isPositiveInteger,
+  compressionType: listOf(oneOf(['zlib', 'zstd'])),
+  bitmaps: isBoolean,
+  dirty: isBoolean,
+  snapshots: isBoolean,
 };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -163,6 +178,10 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     preallocation: s.preallocation ?? 'none',
     shrinkFlag: s.shrink,
     shrinkL2Tables: step.plan.kind === 'shrink' ? Math.ceil(step.sizeBefore / l2) - Math.floor(target / l2) : 0,
+    compressionType: c.image.compressionType,
+    bitmaps: c.image.bitmaps > 0,
+    dirty: c.image.dirty,
+    snapshots: liveSnapshots(c) > 0,
   };
 }
 
@@ -178,7 +197,11 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
     inList(p.stepKind, f.stepKind) &&
     inList(p.preallocation, f.preallocation) &&
     equal(p.shrinkFlag, f.shrinkFlag) &&
-    (p.shrinkL2TablesAtLeast === undefined || f.shrinkL2Tables >= p.shrinkL2TablesAtLeast)
+    (p.shrinkL2TablesAtLeast === undefined || f.shrinkL2Tables >= p.shrinkL2TablesAtLeast) &&
+    inList(p.compressionType, f.compressionType) &&
+    equal(p.bitmaps, f.bitmaps) &&
+    equal(p.dirty, f.dirty) &&
+    equal(p.snapshots, f.snapshots)
   );
 }
 

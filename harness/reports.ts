@@ -68,7 +68,8 @@ function markdown(r: Report, folder: string): string {
     '## Case',
     '',
     `- image: qcow2, virtual size ${c.image.virtualSize} bytes, \`-o ${createOptions(c.image)}\``,
-    `- data (qemu-io): ${c.data.length === 0 ? 'none' : c.data.map((d) => `\`${d.op} ${d.offset}+${d.length}\``).join(', ')}`,
+    `- image features: compression ${c.image.compressionType}, ${c.image.bitmaps} bitmaps${c.image.dirty ? ', dirty' : ''}${c.image.createdWithRefcountBits !== null ? `, created with refcount_bits=${c.image.createdWithRefcountBits} then amended` : ''}`,
+    `- data: ${c.data.length === 0 ? 'none' : c.data.map((d) => `\`${'offset' in d ? `${d.op} ${d.offset}+${d.length}` : `${d.op} ${d.name}`}\``).join(', ')}`,
     ...r.steps.map(
       (s) =>
         `- step ${s.index + 1}: \`${step(s.index).size}\`${step(s.index).shrink ? ' --shrink' : ''}${step(s.index).preallocation ? ` --preallocation=${step(s.index).preallocation}` : ''} (${s.plan.kind}, from ${s.sizeBefore}): qemu-img ${s.reference}, subject ${s.subject}`,

@@ -1,4 +1,4 @@
-import { createArgs, plannedSizes, qemuIoArgs, type Case } from './case.ts';
+import { buildCommands, plannedSizes, type Case } from './case.ts';
 import { BASE, REFERENCE, SUBJECT } from './execute.ts';
 import { qemuImg, resizeArgs, type Resizer } from './subjects.ts';
 import { signatureOf, type Finding } from '../oracles/finding.ts';
@@ -121,10 +121,12 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
     '# Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.',
     PRELUDE,
     '',
-    `${command(['qemu-img', ...createArgs(c.image, BASE)])} || exit 2`,
   ];
-  const fill = qemuIoArgs(c.data, BASE);
-  if (fill) lines.push(`${command(['qemu-io', ...fill])} >/dev/null || exit 2`);
+  for (const cmd of buildCommands(c, BASE)) {
+    const words = command([cmd.program, ...cmd.args]);
+    // an aborting qemu-io leaves the dirty bit on purpose; its exit status is expected to be 134
+    lines.push(cmd.expect === 'abort' ? `${words} >/dev/null 2>&1; [ $? -gt 128 ] || exit 2` : `${words} >/dev/null || exit 2`);
+  }
   lines.push(`cp ${BASE} ${REFERENCE} && cp ${BASE} ${SUBJECT} || exit 2`);
   for (const [index, { plan }] of plannedSizes(c).slice(0, finding.step + 1).entries()) {
     const step = c.steps[index]!;

@@ -1,4 +1,4 @@
-import type { Case, DataOp } from '../harness/case.ts';
+import type { Case, IoOp } from '../harness/case.ts';
 import { qemuIoCommand } from '../harness/case.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
 import { contentOracle, type CompareObservation } from './content.ts';
@@ -12,12 +12,12 @@ import type { Finding } from './finding.ts';
 export function afterUseWorkload(c: Case, size: number): string[] {
   const cs = c.image.clusterSize;
   const align = (n: number) => Math.floor(n / 512) * 512;
-  const ops: DataOp[] = [];
+  const ops: IoOp[] = [];
   // fresh clusters at the new end
   const endStart = Math.max(0, align(size - 2 * cs));
   ops.push({ op: 'write', offset: endStart, length: Math.min(size - endStart, 2 * cs, 256 * 1024), pattern: 0xe1 });
   // a rewrite of data the case wrote, where it is still inside the image
-  const kept = c.data.find((d): d is Extract<DataOp, { op: 'write' }> => d.op === 'write' && d.offset + d.length <= size);
+  const kept = c.data.find((d): d is Extract<IoOp, { op: 'write' }> => d.op === 'write' && d.offset + d.length <= size);
   if (kept) ops.push({ ...kept, pattern: 0xe2 });
   // a whole-cluster discard (qemu ignores partial ones)
   if (size >= cs) ops.push({ op: 'discard', offset: 0, length: cs });

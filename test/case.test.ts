@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { REFCOUNT_WIDTHS, parseCase, parseSize, planStep, plannedSizes, type Case } from '../harness/case.ts';
-import { caseArb, caseAt, formatBytes, maxVirtualSize } from '../generators/case.ts';
+import { REFCOUNT_WIDTHS, parseCase, parseSize, planStep, plannedSizes, type Case, type IoOp } from '../harness/case.ts';
+import { HUGE_CLUSTER, caseArb, caseAt, formatBytes, maxVirtualSize, sizeLimit } from '../generators/case.ts';
 
 describe('SIZE parsing, as qemu-img does it', () => {
   it('reads bytes, suffixes, fractions with a suffix and relative sizes', () => {
@@ -34,9 +34,15 @@ describe('case generator', () => {
     fc.assert(
       fc.property(caseArb, ({ image }) => {
         assert.ok(image.virtualSize >= 512 && image.virtualSize % 512 === 0);
-        assert.ok(image.virtualSize <= maxVirtualSize(image.clusterSize, image.extendedL2));
-        if (image.compat === '0.10') assert.ok(image.refcountBits === 16 && !image.lazyRefcounts && !image.extendedL2);
+        assert.ok(image.virtualSize <= sizeLimit(image.clusterSize, image.extendedL2) / 2);
+        if (image.clusterSize < HUGE_CLUSTER) assert.ok(image.virtualSize <= maxVirtualSize(image.clusterSize, image.extendedL2), 'small clusters keep images small');
+        if (image.compat === '0.10') {
+          assert.ok(image.refcountBits === 16 && !image.lazyRefcounts && !image.extendedL2);
+          assert.ok(image.compressionType === 'zlib' && image.bitmaps === 0 && image.createdWithRefcountBits === null);
+        }
         if (image.extendedL2) assert.ok(image.clusterSize >= 16384);
+        if (image.dirty) assert.ok(image.lazyRefcounts);
+        assert.notEqual(image.createdWithRefcountBits, image.refcountBits);
       }),
       { numRuns: 2000 },
     );
@@ -45,13 +51,29 @@ describe('case generator', () => {
     fc.assert(
       fc.property(caseArb, ({ image, data }) => {
         let compressedPhase = true;
-        for (const op of data) {
+        for (const op of data.filter((d): d is IoOp => 'offset' in d)) {
           assert.ok(op.offset % 512 === 0 && op.length % 512 === 0 && op.length > 0);
           assert.ok(op.offset + op.length <= image.virtualSize);
           if (op.op === 'compress') {
             assert.ok(compressedPhase, 'compressed writes come first');
             assert.ok(op.offset % image.clusterSize === 0 && op.length === image.clusterSize);
           } else compressedPhase = false;
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+  it('creates snapshots only where refcounts can exceed 1, and deletes only existing ones', () => {
+    fc.assert(
+      fc.property(caseArb, ({ image, data }) => {
+        const alive = new Set<string>();
+        for (const op of data) {
+          if (op.op === 'snapshot-create') {
+            assert.ok(Math.min(image.refcountBits, image.createdWithRefcountBits ?? 64) >= 4);
+            alive.add(op.name);
+            assert.ok(alive.size <= 3);
+          }
+          if (op.op === 'snapshot-delete') assert.ok(alive.delete(op.name), `${op.name} does not exist`);
         }
       }),
       { numRuns: 2000 },
@@ -68,7 +90,7 @@ describe('case generator', () => {
     for (const c of fc.sample(caseArb, { seed: 3, numRuns: 2000 })) {
       for (const { plan } of plannedSizes(c)) kinds.set(`${plan.kind}:${plan.accepted}`, (kinds.get(`${plan.kind}:${plan.accepted}`) ?? 0) + 1);
       const first = plannedSizes(c)[0]!.plan;
-      if (first.kind === 'shrink' && first.accepted && c.data.some((d) => d.op !== 'discard' && d.offset + d.length > first.target!)) discarding++;
+      if (first.kind === 'shrink' && first.accepted && c.data.some((d) => (d.op === 'write' || d.op === 'compress') && d.offset + d.length > first.target!)) discarding++;
     }
     for (const k of ['grow:true', 'shrink:true', 'shrink:false', 'same:true', 'same:false', 'invalid:false']) assert.ok((kinds.get(k) ?? 0) > 20, `${k}: ${kinds.get(k)}`);
     assert.ok(discarding > 500, `first-step shrinks that discard written data: ${discarding} of 2000`);

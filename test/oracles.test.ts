@@ -35,10 +35,15 @@ describe('outcome oracle', () => {
 });
 
 describe('unchanged-on-refusal oracle', () => {
-  it('is silent when the hash is the same and reports the side when it changed', () => {
-    assert.deepEqual(unchangedOnRefusalOracle('subject', 'aa', 'aa'), []);
-    const [f] = unchangedOnRefusalOracle('reference', 'aa', 'bb');
-    assert.equal(f!.side, 'reference');
+  const same = { before: 'aa', after: 'aa' };
+  const changed = { before: 'aa', after: 'bb' };
+  it('is silent when the hashes are the same', () => assert.deepEqual(unchangedOnRefusalOracle({ reference: same, subject: same }), []));
+  it('reports a subject that changed the image where qemu-img did not', () => {
+    assert.deepEqual(unchangedOnRefusalOracle({ reference: same, subject: changed }).map((f) => f.side), ['subject']);
+    assert.deepEqual(unchangedOnRefusalOracle({ reference: null, subject: changed }).map((f) => f.side), ['subject']);
+  });
+  it('reports qemu-img changing an image it refused, and a subject doing the same agrees', () => {
+    assert.deepEqual(unchangedOnRefusalOracle({ reference: changed, subject: changed }).map((f) => f.side), ['reference']);
   });
 });
 
