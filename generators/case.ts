@@ -187,7 +187,7 @@ function materialiseStep(r: StepRecipe, image: ImageSpec, current: number): Resi
 }
 
 /** Where a data operation lands, relative to the image and to the first step's target. */
-const ANCHORS = ['start', 'aroundTarget', 'beyondTarget', 'beyondTarget', 'beyondTarget', 'clusterBoundary', 'l2Boundary', 'end', 'anywhere'] as const;
+const ANCHORS = ['start', 'aroundTarget', 'targetCluster', 'beyondTarget', 'beyondTarget', 'beyondTarget', 'clusterBoundary', 'l2Boundary', 'end', 'anywhere'] as const;
 
 const dataRecipeArb = fc.record({
   op: fc.constantFrom<DataOp['op']>('write', 'write', 'write', 'zero', 'discard', 'compress'),
@@ -210,6 +210,9 @@ function materialiseData(r: DataRecipe, image: ImageSpec, target: number): DataO
         return 0;
       case 'aroundTarget':
         return target + align((r.offsetFraction - 0.5) * 4 * cs, 512);
+      case 'targetCluster':
+        // from the new end to the end of its cluster: what a shrink keeps and a grow shows again
+        return target;
       case 'beyondTarget': {
         // past the cluster that holds the new end: a shrink to target discards it
         const firstDiscarded = Math.ceil(target / cs) * cs;
@@ -288,10 +291,15 @@ export const caseArb: fc.Arbitrary<Case> = fc
     data: fc.array(dataRecipeArb, { minLength: 0, maxLength: 6 }),
     // most cases also get one write past the first shrink's new end: a shrink that discards
     // allocated clusters is where #365 lived
-    discardProbe: fc.option(dataRecipeArb.map((r) => ({ ...r, op: 'write' as const, anchor: 'beyondTarget' as const })), { freq: 4 }),
+    discardProbe: fc.option(
+      fc.tuple(dataRecipeArb, fc.constantFrom('beyondTarget' as const, 'beyondTarget' as const, 'targetCluster' as const)).map(([r, anchor]) => ({ ...r, op: 'write' as const, anchor })),
+      { freq: 4 },
+    ),
     snapshots: fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.array(snapshotRecipeArb, { minLength: 1, maxLength: 5 }) }),
+    // a grow right after the first shrink: discarded data must not come back
+    regrow: fc.integer({ min: 0, max: 2 }).map((n) => n === 0),
   })
-  .map(({ image, steps: stepRecipes, data: recipes, discardProbe, snapshots }): Case => {
+  .map(({ image, steps: stepRecipes, data: recipes, discardProbe, snapshots, regrow }): Case => {
     const data = discardProbe ? [...recipes, discardProbe] : recipes;
     let current = image.virtualSize;
     const steps = stepRecipes.map((r) => {
@@ -300,6 +308,10 @@ export const caseArb: fc.Arbitrary<Case> = fc
       if (plan.accepted && plan.target !== null) current = plan.target;
       return step;
     });
+    const firstShrink = plannedSizes({ image, data: [], steps }).findIndex(({ plan }) => plan.kind === 'shrink' && plan.accepted);
+    if (regrow && firstShrink >= 0 && steps.length < 4) {
+      steps.splice(firstShrink + 1, 0, { size: `+${formatBytes(2 * image.clusterSize, true)}`, shrink: false, preallocation: null });
+    }
     // data is placed around the first accepted shrink's new size, so that shrinks discard
     // allocated clusters; without a shrink, around the middle of the image
     const shrink = plannedSizes({ image, data: [], steps }).find(({ plan }) => plan.kind === 'shrink' && plan.accepted);

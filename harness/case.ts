@@ -54,6 +54,20 @@ export interface Case {
   steps: ResizeStep[];
 }
 
+/** Guest ranges where qemu shows old bytes again after the steps up to `step`: a shrink to a size
+ * inside a cluster keeps that cluster whole, and a later grow makes the rest of it readable
+ * (a qemu quirk, see the reference notes). One range per such shrink, to the end of its cluster. */
+export function regrowWindows(c: Case, step: number): { start: number; end: number }[] {
+  const plans = plannedSizes(c).slice(0, step + 1).map((p) => p.plan);
+  const cs = c.image.clusterSize;
+  return plans.flatMap((p, j) => {
+    const s = p.target;
+    if (p.kind !== 'shrink' || !p.accepted || s === null || s % cs === 0) return [];
+    const regrown = plans.slice(j + 1).some((q) => q.accepted && q.target !== null && q.target > s);
+    return regrown ? [{ start: s, end: Math.ceil(s / cs) * cs }] : [];
+  });
+}
+
 /** How many internal snapshots the base image ends up with. */
 export const liveSnapshots = (c: Case) => c.data.reduce((n, op) => n + (op.op === 'snapshot-create' ? 1 : op.op === 'snapshot-delete' ? -1 : 0), 0);
 

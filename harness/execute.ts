@@ -6,11 +6,11 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { withDir } from 'tmp-promise';
 import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
-import { buildCommands, plannedSizes, type Case, type StepPlan } from './case.ts';
+import { buildCommands, plannedSizes, regrowWindows, type Case, type StepPlan } from './case.ts';
 import { runCommand, type CommandRecord } from './process.ts';
 import { qemuImg, resizeArgs, type Resizer } from './subjects.ts';
 import { checkOracle, isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
-import { contentOracle } from '../oracles/content.ts';
+import { contentOracle, regrowQuirk } from '../oracles/content.ts';
 import type { Finding } from '../oracles/finding.ts';
 import { infoFromStructure, infoOracle, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, outcomeOracle, type OutcomeClass } from '../oracles/outcome.ts';
@@ -161,6 +161,17 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         return { subjectCheck, referenceCheck: parseCheck(refCheck.exitCode, refCheck.stdout, refCheck.stderr) };
       };
 
+      /** Re-attributes a content difference that is qemu's regrow quirk (two reads, only then). */
+      const withRegrowQuirk = async (content: Finding[], step: number): Promise<Finding[]> => {
+        const at = (content[0]?.evidence as { firstMismatch?: number | null } | undefined)?.firstMismatch;
+        const window = typeof at === 'number' ? (regrowWindows(c, step).find((w) => at >= w.start && at < w.end) ?? null) : null;
+        if (window === null) return content;
+        const readsZero = async (file: string) => (await run('qemu-io', ['-r', '-f', 'qcow2', '-c', `read -P 0 ${window.start} ${window.end - window.start}`, file])).exitCode === 0;
+        const [refZero, subZero] = await Promise.all([readsZero(REFERENCE), readsZero(SUBJECT)]);
+        const quirk = regrowQuirk(window, refZero, subZero);
+        return quirk ? [quirk] : content;
+      };
+
       const steps: StepRecord[] = [];
       const findings: StepFinding[] = [];
       for (const [index, { before, plan }] of plannedSizes(c).entries()) {
@@ -199,7 +210,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
             ...checkOracle(record.subjectCheck!, record.referenceCheck ?? null),
             ...structureOracle(subStructure, refStructure),
             ...infoOracle(record.referenceInfo, record.subjectInfo),
-            ...contentOracle({ ...compare, referenceSize: sizeOf(record.referenceInfo), subjectSize: sizeOf(record.subjectInfo) }),
+            ...(await withRegrowQuirk(contentOracle({ ...compare, referenceSize: sizeOf(record.referenceInfo), subjectSize: sizeOf(record.subjectInfo) }), index)),
           );
         }
         findings.push(...found.map((f) => ({ ...f, step: index })));

@@ -24,3 +24,18 @@ export function contentOracle(c: CompareObservation): Finding[] {
   }
   return [{ ...base, kind: 'compare-failed', detail: `exit=${c.exitCode}`, message: `qemu-img compare failed: ${c.stderr.trim()}` }];
 }
+
+/** A content difference inside a regrow window (see regrowWindows) where qemu's result shows old
+ * bytes and the subject's reads zeros is qemu's quirk, not the subject's bug: it is reported on the
+ * reference side. `window` is the range holding the first mismatch; null when it is in none. */
+export function regrowQuirk(window: { start: number; end: number } | null, referenceReadsZero: boolean, subjectReadsZero: boolean): Finding | null {
+  if (window === null || referenceReadsZero || !subjectReadsZero) return null;
+  return {
+    oracle: 'content',
+    kind: 'stale-bytes-after-regrow',
+    side: 'reference',
+    detail: 'partial-cluster',
+    message: 'qemu-img shows old bytes again in the partial cluster kept by a shrink and exposed by a later grow (a qemu quirk); the subject reads zeros there',
+    evidence: { window },
+  };
+}

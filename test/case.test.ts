@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { REFCOUNT_WIDTHS, parseCase, parseSize, planStep, plannedSizes, type Case, type IoOp } from '../harness/case.ts';
+import { REFCOUNT_WIDTHS, parseCase, parseSize, planStep, plannedSizes, regrowWindows, type Case, type IoOp } from '../harness/case.ts';
 import { HUGE_CLUSTER, caseArb, caseAt, formatBytes, maxVirtualSize, sizeLimit } from '../generators/case.ts';
 
 describe('SIZE parsing, as qemu-img does it', () => {
@@ -106,6 +106,18 @@ describe('case generator', () => {
   });
   it('produces cases that survive a JSON round trip and validation', () => {
     fc.assert(fc.property(caseArb, (c) => assert.deepEqual(parseCase(JSON.parse(JSON.stringify(c))), c)), { numRuns: 300 });
+  });
+});
+
+describe('regrow windows', () => {
+  const base = caseAt(1, 0);
+  const c = (steps: Case['steps']): Case => ({ ...base, image: { ...base.image, virtualSize: 1 << 20, clusterSize: 65536 }, steps });
+  it('open where a shrink inside a cluster is followed by a grow', () => {
+    assert.deepEqual(regrowWindows(c([{ size: '1536', shrink: true, preallocation: null }, { size: '1M', shrink: false, preallocation: null }]), 1), [{ start: 1536, end: 65536 }]);
+  });
+  it('stay closed for cluster-aligned shrinks and shrinks never followed by a grow', () => {
+    assert.deepEqual(regrowWindows(c([{ size: '64K', shrink: true, preallocation: null }, { size: '1M', shrink: false, preallocation: null }]), 1), []);
+    assert.deepEqual(regrowWindows(c([{ size: '1536', shrink: true, preallocation: null }]), 0), []);
   });
 });
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { checkOracle, parseCheck } from '../oracles/check.ts';
-import { contentOracle } from '../oracles/content.ts';
+import { contentOracle, regrowQuirk } from '../oracles/content.ts';
 import { signatureOf } from '../oracles/finding.ts';
 import { infoOracle, parseInfo } from '../oracles/info.ts';
 import { classifyOutcome, outcomeOracle } from '../oracles/outcome.ts';
@@ -95,6 +95,18 @@ describe('content oracle', () => {
     assert.match(f!.message, /4096/);
   });
   it('leaves a missing size to the info oracle', () => assert.deepEqual(contentOracle({ ...same, subjectSize: null }), []));
+});
+
+describe('regrow quirk', () => {
+  const window = { start: 1536, end: 65536 };
+  it("blames qemu when its result shows old bytes where the subject reads zeros", () => {
+    assert.equal(regrowQuirk(window, false, true)?.side, 'reference');
+  });
+  it('leaves the difference to the content oracle otherwise', () => {
+    assert.equal(regrowQuirk(null, false, true), null);
+    assert.equal(regrowQuirk(window, true, false), null, 'the subject shows bytes qemu does not');
+    assert.equal(regrowQuirk(window, false, false), null, 'both show old bytes, yet differ');
+  });
 });
 
 describe('signatures', () => {

@@ -206,6 +206,14 @@ export const FAULTS = {
       return 0;
     },
   },
+  "zero-regrow-tail": {
+    what: "after a grow from a size inside a cluster, zeroes the rest of that cluster (qemu shows old bytes there)",
+    after: async (c) => {
+      if (!c.format || !c.before || c.oldSize === undefined || c.newSize <= c.oldSize) return;
+      const end = Math.min(Math.ceil(c.oldSize / c.before.clusterSize) * c.before.clusterSize, c.newSize);
+      if (end > c.oldSize) await execa("qemu-io", ["-f", c.format, "-c", `write -z ${c.oldSize} ${end - c.oldSize}`, c.file], { stdout: "ignore", reject: false });
+    },
+  },
   "drop-feature-table": {
     what: "after a successful grow or shrink, removes the feature name table header extension",
     after: async (c) => {
