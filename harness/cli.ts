@@ -11,6 +11,7 @@ import { killAllChildren } from './process.ts';
 import { loadRegistry } from './registry.ts';
 import { replay } from './replay.ts';
 import { fuzz } from './run.ts';
+import { parseShard, type Shard } from './shard.ts';
 import { qemuImg, toolVersion, type Resizer } from './subjects.ts';
 
 // Exit codes: 0 no new divergence, 1 new divergences (or a replay that reproduced), 2 usage or
@@ -39,7 +40,9 @@ async function parseArgs(argv: string[]) {
     .scriptName('npm run fuzz --')
     .usage('$0 [options]\n\nDifferential fuzzer: qcow2 resize in instar against qemu-img.')
     .options({
-      iterations: { type: 'number', default: 250, describe: 'Cases to run' },
+      iterations: { type: 'number', describe: 'Cases to run: the case indices below N, across all shards (default: 250; unbounded with --duration alone)' },
+      duration: { type: 'number', describe: 'Time budget in seconds: no case starts after it, running ones finish (or are stopped after --timeout)' },
+      shard: { type: 'string', describe: 'K/N: run shard K of N (1-based), the case indices i with i % N == K-1; N machines with one seed run the cases of one' },
       seed: { type: 'number', describe: 'Seed of the case sequence (default: random, always printed)' },
       instar: { type: 'string', default: 'instar', describe: 'The instar binary under test (a path, or a name on PATH)' },
       control: { type: 'boolean', default: false, describe: 'Self-test: qemu-img on both sides; any divergence is a harness bug' },
@@ -52,7 +55,10 @@ async function parseArgs(argv: string[]) {
       replay: { type: 'string', describe: 'Re-run the case of a report folder; exit 1 if its signature reproduces' },
     })
     .check((a) => {
-      if (!Number.isSafeInteger(a.iterations) || a.iterations < 1) usageFail(`--iterations must be a whole number of at least 1, not ${a.iterations}`);
+      if (a.iterations !== undefined && (!Number.isSafeInteger(a.iterations) || a.iterations < 1)) usageFail(`--iterations must be a whole number of at least 1, not ${a.iterations}`);
+      // node's timers hold at most 2^31-1 ms (24.8 days)
+      if (a.duration !== undefined && (!Number.isFinite(a.duration) || a.duration <= 0 || a.duration * 1000 > 2 ** 31 - 1)) usageFail(`--duration must be a positive number of seconds, at most ${Math.floor((2 ** 31 - 1) / 1000)}, not ${a.duration}`);
+      if (a.shard !== undefined) shardOf(a.shard);
       if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < -(2 ** 31) || a.seed >= 2 ** 31)) usageFail(`--seed must be a 32-bit integer, not ${a.seed}`);
       if (!Number.isFinite(a.timeout) || a.timeout <= 0) usageFail(`--timeout must be a positive number of seconds, not ${a.timeout}`);
       if (!Number.isSafeInteger(a.jobs) || a.jobs < 1) usageFail(`--jobs must be a whole number of at least 1, not ${a.jobs}`);
@@ -65,6 +71,14 @@ async function parseArgs(argv: string[]) {
       throw err instanceof UsageError ? err : new UsageError(message ?? String(err));
     })
     .parseAsync();
+}
+
+function shardOf(text: string): Shard {
+  try {
+    return parseShard(text);
+  } catch (err) {
+    return usageFail((err as Error).message);
+  }
 }
 
 /** Finds an executable: a path as given, or a bare name on PATH. */
@@ -145,16 +159,22 @@ async function main(): Promise<number> {
   const registry = await loadRegistry(args.known);
   await writableDir(args.reports, '--reports', true);
   const seed = args.seed ?? Math.floor(Math.random() * 2 ** 31);
+  // --duration alone: unbounded iterations, the clock ends the run
+  const iterations = args.iterations ?? (args.duration !== undefined ? Infinity : 250);
+  const shard = args.shard === undefined ? null : shardOf(args.shard);
   const logFile = join(args.reports, `fuzz-${new Date().toISOString().replace(/[:.]/g, '-')}.log`);
   const log = pino({ base: { seed } }, destination({ dest: logFile, sync: true }));
   const tools = { qemuImg: qemuVersion, subject: subject.dialect === 'instar' ? await toolVersion(subject.program, timeoutMs) : qemuVersion };
-  console.log(`seed ${seed} (same cases again: --seed ${seed}); ${args.iterations} iterations, ${args.jobs} at a time; subject ${subject.dialect === 'instar' ? subject.program : 'qemu-img (control run)'}`);
+  const budget = [Number.isFinite(iterations) ? `${iterations} iterations` : 'iterations unbounded', args.duration !== undefined ? `for at most ${args.duration} s` : null, shard ? `shard ${shard.index}/${shard.count} (case indices i with i % ${shard.count} == ${shard.index - 1})` : null].filter(Boolean).join(', ');
+  console.log(`seed ${seed} (same cases again: --seed ${seed}); ${budget}; ${args.jobs} at a time; subject ${subject.dialect === 'instar' ? subject.program : 'qemu-img (control run)'}`);
   console.log(`log: ${logFile}`);
   log.info({ args, tools, subject }, 'run started');
 
   const s = await fuzz({
     seed,
-    iterations: args.iterations,
+    iterations,
+    durationMs: args.duration === undefined ? null : args.duration * 1000,
+    shard,
     jobs: args.jobs,
     subject,
     timeoutMs,

@@ -27,8 +27,8 @@ import {
 // Semantics are those of `qemu-img compare -f qcow2 -F qcow2 A B` (without -s): exit 0 identical,
 // 1 different with "Content mismatch at offset N!" on stdout (N the first differing 512-byte sector
 // in guest order, checked against the plain compare by test/content-compare.test.ts), 2 or more an
-// error; images of different sizes get "Warning: Image size mismatch!" first and the larger one's
-// tail must read as zeros. Small images (the usual fuzz case), images this reader is unsure about
+// error; for images of different sizes the larger one's tail must read as zeros, and "Warning: Image
+// size mismatch!" comes first unless the common part already differs. Small images (the usual fuzz case), images this reader is unsure about
 // (backing file, external data file, encryption, tables outside the file, unreadable metadata)
 // fall back to one plain compare, so this never spawns more processes than the plain compare except
 // when data is spread over far-apart regions (at most MAX_WINDOWS processes, then).
@@ -185,6 +185,7 @@ export async function compareContent(referencePath: string, subjectPath: string,
 
   const windows = windowsOf(ref.ranges, sub.ranges, Math.max(ref.size, sub.size), opts.mergeGap, opts.maxWindows);
   const warning = ref.size !== sub.size ? SIZE_WARNING : '';
+  const common = Math.min(ref.size, sub.size);
   let stderr = '';
   for (const [start, end] of windows) {
     if (opts.signal?.aborted || performance.now() > deadline) {
@@ -199,7 +200,11 @@ export async function compareContent(referencePath: string, subjectPath: string,
       continue;
     }
     const mismatch = MISMATCH.exec(r.stdout);
-    if (r.exitCode === 1 && mismatch) return done(1, `${warning}Content mismatch at offset ${start + Number(mismatch[1])}!\n`);
+    if (r.exitCode === 1 && mismatch) {
+      const offset = start + Number(mismatch[1]);
+      // qemu warns about the sizes only once the common part compared equal
+      return done(1, `${offset >= common ? warning : ''}Content mismatch at offset ${offset}!\n`);
+    }
     // an error: qemu's own message, with the real file names
     return plain(windows.map(([s, e]) => [s, e - s]));
   }

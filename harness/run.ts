@@ -6,6 +6,7 @@ import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
 import { CaseSetupError, runCase, type CaseResult } from './execute.ts';
 import { addCase, emptyCoverage, type CoverageSummary } from './coverage.ts';
 import { processesSpawned } from './process.ts';
+import { caseIndexAt, casesInShard, type Shard } from './shard.ts';
 import type { KnownDivergence } from './registry.ts';
 import { fileReport, writeAtomic, type Report } from './reports.ts';
 import type { Resizer } from './subjects.ts';
@@ -15,7 +16,13 @@ import { signatureOf } from '../oracles/finding.ts';
 
 export interface FuzzOptions {
   seed: number;
+  /** Case indices below this are run (by this shard); Infinity: until the duration is spent. */
   iterations: number;
+  /** Time budget: no case starts after it; running ones get up to timeoutMs to finish, then are
+   * stopped like an interrupted run. */
+  durationMs?: number | null;
+  /** Run only this shard's slice of the case indices (see shard.ts). */
+  shard?: Shard | null;
   /** Cases run at the same time. Results are committed in case order, so reports, hit counts and
    * the summary do not depend on it. */
   jobs: number;
@@ -35,11 +42,18 @@ export interface FuzzOptions {
 
 export interface RunSummary {
   seed: number;
-  iterationsRequested: number;
+  /** --iterations: the case indices below it, across all shards; null when only --duration
+   * bounded the run. */
+  iterationsRequested: number | null;
+  /** --duration in seconds, or null. */
+  durationSeconds: number | null;
+  /** The shard this run was (1-based index of count), or null for a whole run. */
+  shard: Shard | null;
   /** Cases run to the end and counted; an interrupted run counts only those. */
   iterations: number;
-  /** Why the run ended before its iterations: 'fail-fast' or 'interrupted'. */
-  stoppedEarly: 'fail-fast' | 'interrupted' | null;
+  /** Why the run ended before its iterations: 'fail-fast', 'interrupted', or 'duration' (the
+   * --duration budget was spent). */
+  stoppedEarly: 'fail-fast' | 'interrupted' | 'duration' | null;
   elapsedSeconds: number;
   jobs: number;
   subject: Resizer;
@@ -50,7 +64,7 @@ export interface RunSummary {
   knownDivergences: number;
   knownByEntry: Record<string, number>;
   /** Signatures of new findings seen in this run, with their report folders. */
-  signatures: { signature: string; folder: string; hitsThisRun: number; filedThisRun: boolean }[];
+  signatures: { signature: string; folder: string; hitsThisRun: number; filedThisRun: boolean; firstIteration: number }[];
   /** Registry entries that matched nothing in this run. */
   unusedKnown: string[];
   /** Cases whose base image could not be built: harness bugs, never divergences. */
@@ -90,6 +104,12 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   let stoppedEarly: RunSummary['stoppedEarly'] = null;
   let fatal: unknown = null;
   let accepting = true;
+  /** Child process wall time of the committed cases (for the log and benchmarks; not in the
+   * summary, which does not depend on timing). */
+  let childMs = 0;
+  const shard = o.shard ?? null;
+  /** Positions in this shard's sequence of case indices. */
+  const positions = casesInShard(shard, o.iterations);
 
   // `halt` stops new cases and kills running ones: on fail-fast, interruption or a fatal error
   const halt = new AbortController();
@@ -102,6 +122,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
 
   async function commit(iteration: number, attempt: Attempt) {
     const { c } = attempt;
+    childMs += 'setupError' in attempt ? attempt.setupError.command.durationMs : attempt.result.commands.reduce((sum, r) => sum + r.durationMs, 0);
     if ('setupError' in attempt) {
       const err = attempt.setupError;
       setupErrors.push({ iteration, message: err.message });
@@ -130,7 +151,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
       origin: { seed: o.seed, iteration, date: new Date().toISOString() },
     });
     const signature = signatureOf(primary);
-    const entry = signatures.get(signature) ?? { signature, folder: filed.folder, hitsThisRun: 0, filedThisRun: filed.isNew };
+    const entry = signatures.get(signature) ?? { signature, folder: filed.folder, hitsThisRun: 0, filedThisRun: filed.isNew, firstIteration: iteration };
     entry.hitsThisRun++;
     signatures.set(signature, entry);
     o.log.warn({ iteration, signature, folder: filed.folder, isNew: filed.isNew }, primary.message);
@@ -143,26 +164,46 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     }
   }
 
-  // Results arrive in any order; they are committed strictly in case order.
+  // --duration: at the deadline no further case starts; running ones may finish within one
+  // timeout, then they are stopped like an interrupted run's
+  let draining = false;
+  let graceTimer: NodeJS.Timeout | undefined;
+  const deadline = o.durationMs == null ? null : started + o.durationMs;
+  const deadlineTimer =
+    deadline === null
+      ? undefined
+      : setTimeout(() => {
+          draining = true;
+          graceTimer = setTimeout(() => {
+            stoppedEarly ??= 'duration';
+            halt.abort();
+          }, o.timeoutMs);
+        }, o.durationMs!);
+
+  // Results arrive in any order; they are committed strictly in case order (positions in this
+  // shard's sequence; `iteration` is always the real case index).
   const done = new Map<number, Attempt>();
   let commits = Promise.resolve();
   const commitReady = async () => {
     while (accepting && done.has(committed)) {
       const attempt = done.get(committed)!;
       done.delete(committed);
-      await commit(committed, attempt);
+      await commit(caseIndexAt(shard, committed), attempt);
       committed++;
-      if ((committed % 25 === 0 || committed === o.iterations) && !halt.signal.aborted) {
-        const rate = committed / ((performance.now() - started) / 1000);
-        o.say(`[${committed}/${o.iterations}] ${rate.toFixed(1)} cases/s, new ${newDivergences}, known ${knownDivergences}`);
+      if ((committed % 25 === 0 || committed === positions) && !halt.signal.aborted) {
+        const now = performance.now();
+        const rate = committed / ((now - started) / 1000);
+        const left = deadline === null ? '' : `, ${Math.max(0, Math.round((deadline - now) / 1000))} s left`;
+        o.say(`[${committed}${Number.isFinite(positions) ? `/${positions}` : ''}] ${rate.toFixed(1)} cases/s, new ${newDivergences}, known ${knownDivergences}${left}`);
       }
     }
   };
 
   let next = 0;
   async function worker() {
-    while (!halt.signal.aborted && next < o.iterations) {
-      const iteration = next++;
+    while (!halt.signal.aborted && !draining && next < positions) {
+      const position = next++;
+      const iteration = caseIndexAt(shard, position);
       const c = caseAt(o.seed, iteration);
       try {
         await ensureSpace(o.workdir, 'work directory', '--workdir');
@@ -174,10 +215,10 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
           signal: halt.signal,
           wantArtifacts: (findings, steps) => triage(c, { findings, steps }, o.registry).fresh.length > 0,
         });
-        done.set(iteration, { c, result });
+        done.set(position, { c, result });
       } catch (err) {
         if (err instanceof CaseAborted) return;
-        if (err instanceof CaseSetupError) done.set(iteration, { c, setupError: err });
+        if (err instanceof CaseSetupError) done.set(position, { c, setupError: err });
         else {
           fatal ??= isNoSpace(err) ? new DiskFullError(`no space left: ${(err as Error).message}; free space in --workdir and --reports`) : err;
           halt.abort();
@@ -191,15 +232,20 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
       await commits;
     }
   }
-  await Promise.all(Array.from({ length: Math.min(o.jobs, o.iterations) }, worker));
+  await Promise.all(Array.from({ length: Math.min(o.jobs, positions) }, worker));
   await commits;
+  clearTimeout(deadlineTimer);
+  clearTimeout(graceTimer);
   o.stop?.removeEventListener('abort', onStop);
   if (fatal) throw fatal;
+  if (draining && committed < positions) stoppedEarly ??= 'duration';
 
   const total = processesSpawned() - processesBefore;
   const summary: RunSummary = {
     seed: o.seed,
-    iterationsRequested: o.iterations,
+    iterationsRequested: Number.isFinite(o.iterations) ? o.iterations : null,
+    durationSeconds: o.durationMs == null ? null : o.durationMs / 1000,
+    shard,
     iterations: committed,
     stoppedEarly,
     elapsedSeconds: Math.round((performance.now() - started) / 10) / 100,
@@ -217,6 +263,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     processes: { total, perIteration: committed ? Math.round((total / committed) * 10) / 10 : 0 },
     coverage,
   };
+  o.log.info({ childSeconds: Math.round(childMs) / 1000, elapsedSeconds: summary.elapsedSeconds, iterations: committed, jobs: o.jobs }, 'run timing');
   await writeAtomic(join(o.reportsDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
   return summary;
 }

@@ -77,7 +77,8 @@ describe('a full disk', () => {
   });
   it('stops the run with exit 2 when the work directory fills up', async (t) => {
     const parent = await reportsDir(t);
-    const workdir = await smallDisk(t, 300);
+    // large enough for two cases at once above the 256 MiB minimum, until it is filled up
+    const workdir = await smallDisk(t, 1024);
     const run = startFuzz(['--control', '--iterations', '5000', '--seed', '4', '--reports', join(parent, 'reports'), '--workdir', workdir]);
     await run.line(/\[25\/5000\]/);
     await fill(workdir);

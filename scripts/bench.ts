@@ -1,0 +1,198 @@
+import { execFile } from 'node:child_process';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { execa } from 'execa';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { compareContent } from '../harness/content-compare.ts';
+import { runCommand } from '../harness/process.ts';
+import type { RunSummary } from '../harness/run.ts';
+
+// `npm run bench [-- --quick]`: how fast the harness is, as ratios measured in one invocation, and
+// whether it meets the targets of issue 5. Prints a table and appends it to docs/benchmarks.md.
+//  (a) cases per second at --jobs 1 and --jobs 2, same seed, control run and the faithful double;
+//  (b) overhead at --jobs 1: the run's wall time over the summed wall time of its child processes
+//      (from the run log's "run timing" line), and the harness's own CPU time per wall second;
+//  (c) content-oracle time for the same data in 16 MiB, 1 GiB and 1 TiB virtual images;
+//  (d) the harness's peak RSS over a long control run, sampled every 200 ms: first quarter of
+//      the run against the last.
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CLI = join(ROOT, 'harness', 'cli.ts');
+const NONE = join(ROOT, 'test', 'doubles', 'instar-none');
+
+const args = await yargs(hideBin(process.argv))
+  .scriptName('npm run bench --')
+  .options({
+    quick: { type: 'boolean', default: false, describe: 'A short smoke version (few cases, few repetitions)' },
+    seed: { type: 'number', default: 1, describe: 'Seed of the fuzz runs' },
+    iterations: { type: 'number', describe: 'Cases per throughput run (default 60; 8 with --quick)' },
+    'rss-iterations': { type: 'number', describe: 'Cases of the RSS run (default 1000; 60 with --quick)' },
+    reps: { type: 'number', describe: 'Repetitions of each content comparison (default 21; 5 with --quick)' },
+    out: { type: 'string', default: join(ROOT, 'docs', 'benchmarks.md'), describe: 'File the table is appended to' },
+    append: { type: 'boolean', default: true, describe: 'Append to --out (--no-append: print only)' },
+  })
+  .strict()
+  .help()
+  .version(false)
+  .parseAsync();
+
+const quick = args.quick;
+const iterations = args.iterations ?? (quick ? 8 : 60);
+const rssIterations = args['rss-iterations'] ?? (quick ? 60 : 1000);
+const reps = args.reps ?? (quick ? 5 : 21);
+const CLK_TCK = Number((await promisify(execFile)('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
+
+const say = (line: string) => process.stderr.write(`${line}\n`);
+
+interface Sample {
+  t: number;
+  rssKiB: number;
+  cpuSeconds: number;
+}
+
+async function sampleProc(pid: number, started: number): Promise<Sample | null> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state): utime and stime are fields 14 and 15
+    const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+    return Number.isFinite(rssKiB) ? { t: performance.now() - started, rssKiB, cpuSeconds } : null;
+  } catch {
+    return null; // the process has exited
+  }
+}
+
+interface FuzzRun {
+  summary: RunSummary;
+  childSeconds: number;
+  samples: Sample[];
+  rate: number;
+}
+
+/** Runs the fuzz CLI as a child, sampling its RSS and CPU time every 200 ms. */
+async function fuzzRun(extra: string[]): Promise<FuzzRun> {
+  const reports = await mkdtemp(join(tmpdir(), 'fuzz-bench-'));
+  try {
+    const started = performance.now();
+    const child = execa(process.execPath, ['--import', 'tsx', CLI, '--seed', String(args.seed), '--reports', reports, ...extra], { cwd: ROOT, reject: false, all: true });
+    const samples: Sample[] = [];
+    const timer = setInterval(() => {
+      if (child.pid) void sampleProc(child.pid, started).then((s) => s && samples.push(s));
+    }, 200);
+    const r = await child;
+    clearInterval(timer);
+    const summary = JSON.parse(await readFile(join(reports, 'summary.json'), 'utf8').catch(() => {
+      throw new Error(`the fuzz run wrote no summary (exit ${r.exitCode}):\n${r.all}`);
+    })) as RunSummary;
+    const log = (await readdir(reports)).find((n) => n.startsWith('fuzz-') && n.endsWith('.log'));
+    const timing = log ? (await readFile(join(reports, log), 'utf8')).split('\n').find((l) => l.includes('"run timing"')) : undefined;
+    const childSeconds = timing ? (JSON.parse(timing) as { childSeconds: number }).childSeconds : NaN;
+    return { summary, childSeconds, samples, rate: summary.iterations / summary.elapsedSeconds };
+  } finally {
+    await rm(reports, { recursive: true, force: true });
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+
+interface Row {
+  metric: string;
+  value: string;
+  target: string;
+  verdict: string;
+}
+const rows: Row[] = [];
+const row = (metric: string, value: string, target = '', pass?: boolean) => rows.push({ metric, value, target, verdict: pass === undefined ? '' : pass ? 'pass' : '**miss**' });
+
+// (a) and (b)
+const runs: Record<string, FuzzRun> = {};
+for (const [name, subject] of [
+  ['control', ['--control']],
+  ['none double', ['--instar', NONE]],
+] as const) {
+  for (const jobs of [1, 2]) {
+    say(`(a) ${name}, --jobs ${jobs}, ${iterations} cases ...`);
+    runs[`${name}/${jobs}`] = await fuzzRun([...subject, '--iterations', String(iterations), '--jobs', String(jobs)]);
+  }
+  const [one, two] = [runs[`${name}/1`]!, runs[`${name}/2`]!];
+  row(`(a) ${name}: cases/s at --jobs 1 / --jobs 2`, `${fmt(one.rate)} / ${fmt(two.rate)}`);
+  row(`(a) ${name}: --jobs 2 speed-up`, `${fmt(two.rate / one.rate)}x`, '>= 1.7x', two.rate / one.rate >= 1.7);
+}
+const c1 = runs['control/1']!;
+row('(b) control --jobs 1: run wall / summed child wall', `${fmt(c1.summary.elapsedSeconds)} s / ${fmt(c1.childSeconds)} s = ${fmt(c1.summary.elapsedSeconds / c1.childSeconds)}`, '<= 1.15', c1.summary.elapsedSeconds / c1.childSeconds <= 1.15);
+const cpu1 = c1.samples.at(-1)?.cpuSeconds ?? NaN;
+row('(b) control --jobs 1: harness CPU / run wall', `${fmt(cpu1)} s / ${fmt(c1.summary.elapsedSeconds)} s = ${fmt(cpu1 / c1.summary.elapsedSeconds)}`);
+row('(b) control: processes per case', `${c1.summary.processes.perIteration}`);
+
+// (c)
+say(`(c) content comparison, ${reps} repetitions ...`);
+const dir = await mkdtemp(join((await stat('/dev/shm').then((s) => s.isDirectory(), () => false)) ? '/dev/shm' : tmpdir(), 'fuzz-bench-cmp-'));
+const compareMs: Record<string, { content: number; plain: number; processes: number }> = {};
+try {
+  const data = ['write -P 1 0 1M', 'write -P 2 3M 2M', 'write -P 3 7M 1M', 'write -P 4 15M 64k'];
+  for (const size of ['16M', '1G', '1T']) {
+    const [a, b] = [join(dir, `a-${size}.qcow2`), join(dir, `b-${size}.qcow2`)];
+    for (const f of [a, b]) {
+      await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', f, size]);
+      await execa('qemu-io', ['-f', 'qcow2', ...data.flatMap((c) => ['-c', c]), f]);
+    }
+    const run = (program: string, argv: string[]) => runCommand(program, argv, { timeoutMs: 60_000 });
+    const content: number[] = [];
+    const plain: number[] = [];
+    let processes = 0;
+    for (let i = 0; i < reps; i++) {
+      let t = performance.now();
+      const r = await compareContent(a, b, { timeoutMs: 60_000, run });
+      content.push(performance.now() - t);
+      if (r.exitCode !== 0) throw new Error(`compareContent says the ${size} images differ: ${r.stdout}${r.stderr}`);
+      processes = r.processes;
+      t = performance.now();
+      await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', a, b]);
+      plain.push(performance.now() - t);
+    }
+    compareMs[size] = { content: median(content), plain: median(plain), processes };
+  }
+} finally {
+  await rm(dir, { recursive: true, force: true });
+}
+const cm = (s: string) => compareMs[s]!;
+row('(c) compareContent ms: 16 MiB / 1 GiB / 1 TiB (processes)', ['16M', '1G', '1T'].map((s) => `${fmt(cm(s).content, 1)} (${cm(s).processes})`).join(' / '));
+row('(c) compareContent: 1 TiB over 16 MiB', `${fmt(cm('1T').content / cm('16M').content)}x`, '<= 2x', cm('1T').content / cm('16M').content <= 2);
+row('(c) plain qemu-img compare ms: 16 MiB / 1 GiB / 1 TiB', ['16M', '1G', '1T'].map((s) => fmt(cm(s).plain, 1)).join(' / '));
+row('(c) plain qemu-img compare: 1 TiB over 16 MiB', `${fmt(cm('1T').plain / cm('16M').plain)}x`);
+
+// (d)
+say(`(d) peak RSS over a ${rssIterations}-case control run ...`);
+const long = await fuzzRun(['--control', '--iterations', String(rssIterations)]);
+const span = long.samples.at(-1)?.t ?? 0;
+const peak = (from: number, to: number) => Math.max(...long.samples.filter((s) => s.t >= from * span && s.t <= to * span).map((s) => s.rssKiB)) / 1024;
+const [q1, q4] = [peak(0, 0.25), peak(0.75, 1)];
+row(`(d) peak RSS, ${long.summary.iterations} control cases in ${fmt(long.summary.elapsedSeconds, 0)} s: first / last quarter`, `${fmt(q1, 1)} / ${fmt(q4, 1)} MiB (${fmt((q4 / q1 - 1) * 100, 1)}%)`, 'last within 10% of first', q4 <= q1 * 1.1);
+
+// report
+const qemu = (await execa('qemu-img', ['--version'])).stdout.split('\n')[0];
+const header = [
+  `## ${new Date().toISOString()}${quick ? ' (--quick)' : ''}`,
+  '',
+  `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${qemu}, node ${process.version}; seed ${args.seed}, ${iterations} cases per throughput run, ${rssIterations} in the RSS run, ${reps} repetitions per comparison.`,
+  '',
+];
+const widths = [0, 1, 2, 3].map((i) => Math.max(...[['metric', 'value', 'target', 'verdict'], ...rows.map((r) => [r.metric, r.value, r.target, r.verdict])].map((cells) => cells[i]!.length)));
+const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+const table = [line(['metric', 'value', 'target', 'verdict']), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line([r.metric, r.value, r.target, r.verdict]))];
+const text = [...header, ...table, ''].join('\n');
+console.log(text);
+if (args.append) {
+  await mkdir(join(args.out, '..'), { recursive: true });
+  const exists = await stat(args.out).then(() => true, () => false);
+  if (!exists) await writeFile(args.out, '# Benchmarks\n\nAppended by `npm run bench` (see README, "Benchmarks"). Newest last.\n\n');
+  await appendFile(args.out, `${text}\n`);
+  say(`appended to ${args.out}`);
+}
