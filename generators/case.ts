@@ -302,15 +302,21 @@ export const caseArb: fc.Arbitrary<Case> = fc
   .map(({ image, steps: stepRecipes, data: recipes, discardProbe, snapshots, regrow }): Case => {
     const data = discardProbe ? [...recipes, discardProbe] : recipes;
     let current = image.virtualSize;
-    const steps = stepRecipes.map((r) => {
-      const step = materialiseStep(r, image, current);
+    let pendingRegrow = regrow && stepRecipes.length < 4;
+    const steps: ResizeStep[] = [];
+    // each step is materialised from the size the steps before it leave, regrow included
+    const add = (step: ResizeStep) => {
       const plan = planStep(step, current);
       if (plan.accepted && plan.target !== null) current = plan.target;
-      return step;
-    });
-    const firstShrink = plannedSizes({ image, data: [], steps }).findIndex(({ plan }) => plan.kind === 'shrink' && plan.accepted);
-    if (regrow && firstShrink >= 0 && steps.length < 4) {
-      steps.splice(firstShrink + 1, 0, { size: `+${formatBytes(2 * image.clusterSize, true)}`, shrink: false, preallocation: null });
+      steps.push(step);
+      return plan;
+    };
+    for (const r of stepRecipes) {
+      const plan = add(materialiseStep(r, image, current));
+      if (pendingRegrow && plan.kind === 'shrink' && plan.accepted) {
+        pendingRegrow = false;
+        add({ size: `+${formatBytes(2 * image.clusterSize, true)}`, shrink: false, preallocation: null });
+      }
     }
     // data is placed around the first accepted shrink's new size, so that shrinks discard
     // allocated clusters; without a shrink, around the middle of the image

@@ -95,6 +95,19 @@ describe('case generator', () => {
     for (const k of ['grow:true', 'shrink:true', 'shrink:false', 'same:true', 'same:false', 'invalid:false']) assert.ok((kinds.get(k) ?? 0) > 20, `${k}: ${kinds.get(k)}`);
     assert.ok(discarding > 500, `first-step shrinks that discard written data: ${discarding} of 2000`);
   });
+  it('keeps preallocated grows small, whatever steps come before them', () => {
+    fc.assert(
+      fc.property(caseArb, (c) => {
+        for (const [i, { plan }] of plannedSizes(c).entries()) {
+          const mode = c.steps[i]!.preallocation;
+          if (!plan.accepted || plan.kind !== 'grow') continue;
+          if (mode === 'full' || mode === 'falloc') assert.ok(plan.target! <= 64 * 2 ** 20, `${mode} grow to ${plan.target}`);
+          if (mode === 'metadata') assert.ok(plan.target! <= 2 ** 30, `metadata grow to ${plan.target}`);
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
   it('spreads image sizes: few images of a single cluster', () => {
     const cases = fc.sample(caseArb, { seed: 11, numRuns: 2000 });
     const single = cases.filter((c) => c.image.virtualSize <= c.image.clusterSize).length;
