@@ -128,8 +128,12 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
     async ({ path: dir }) => {
       const commands: CommandRecord[] = [];
       const run = async (program: string, args: string[]) => {
+        // the slot is taken at the start: commands run side by side finish in any order, and
+        // reports must list them the same way every time
+        const slot = commands.length;
+        commands.length++;
         const record = await runCommand(program, args, { timeoutMs: options.timeoutMs, cwd: dir, signal: options.signal });
-        commands.push(record);
+        commands[slot] = record;
         if (options.signal?.aborted) throw new CaseAborted();
         // both sides write into the work directory: a full disk there is no divergence
         if (NO_SPACE.test(record.stderr)) throw new DiskFullError(`the work directory ${options.workdir} is full (${program}: ${record.stderr.trim().split('\n')[0]}); free space or pass --workdir DIR`);
