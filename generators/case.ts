@@ -1,6 +1,8 @@
 import fc from 'fast-check';
 import {
   REFCOUNT_WIDTHS,
+  type BackingSpec,
+  type DataFileKind,
   l2Coverage,
   planStep,
   plannedSizes,
@@ -37,6 +39,26 @@ export function sizeLimit(clusterSize: number, extendedL2: boolean): number {
   return clusterSize >= HUGE_CLUSTER ? 8 * TiB : 2 * maxVirtualSize(clusterSize, extendedL2);
 }
 
+/** Images with an external data file stay small: the data file is as long as the virtual disk
+ * (a resize truncates it to the new size, data_file_raw maps all of it), each side gets a copy,
+ * and a refused step hashes it to prove it unchanged. */
+export const MAX_DATA_FILE_IMAGE = 32 * MiB;
+/** A backing image longer than the image also stays small: qemu zero-fills the whole new area of a
+ * grow when the backing image is longer than the old size, so no TiB images or steps either. */
+export const MAX_BACKING_EXTRA = 64 * MiB;
+
+/** The largest virtual size the image itself may have. */
+export function imageSizeLimit(image: Pick<ImageSpec, 'clusterSize' | 'extendedL2' | 'dataFile'>): number {
+  const max = maxVirtualSize(image.clusterSize, image.extendedL2);
+  return image.dataFile !== 'none' ? Math.min(max, MAX_DATA_FILE_IMAGE) : max;
+}
+
+/** The largest virtual size any step of this image reaches. */
+export function stepSizeLimit(image: Pick<ImageSpec, 'clusterSize' | 'extendedL2' | 'dataFile' | 'backing'>): number {
+  if (image.dataFile !== 'none' || image.backing !== null) return 2 * imageSizeLimit(image);
+  return sizeLimit(image.clusterSize, image.extendedL2);
+}
+
 /** falloc/full preallocation writes or reserves the whole new area: keep those grows small;
  * metadata preallocation writes every L2 table of it. */
 const MAX_PREALLOCATED_SIZE = 64 * MiB;
@@ -59,19 +81,65 @@ const fraction = fc.oneof(
   { weight: 1, arbitrary: fractionOf(fc.integer({ min: 0, max: FRACTION_STEPS - 1 })) },
 );
 
+/** Backing images: none in most cases; otherwise shorter or longer than the image. */
+const backingArb = fc.oneof(
+  { weight: 6, arbitrary: fc.constant(null) },
+  { weight: 1, arbitrary: fc.record({ longer: fc.boolean(), sizeFraction: fraction }) },
+);
+/** External data files: none in most cases; otherwise data_file, or data_file with data_file_raw. */
+const dataFileArb = fc.oneof(
+  { weight: 6, arbitrary: fc.constant<DataFileKind>('none') },
+  { weight: 1, arbitrary: fc.constant<DataFileKind>('data_file') },
+  { weight: 1, arbitrary: fc.constant<DataFileKind>('data_file_raw') },
+);
+
+/** A backing image's size: shorter than the image (when it can be) or longer by a bounded amount. */
+function backingSize(longer: boolean, size: number, f: number): number {
+  if (!longer && size > 512) return align(between(512, size - 512, f), 512) || 512;
+  return size + (align(between(512, Math.min(size, MAX_BACKING_EXTRA), f), 512) || 512);
+}
+
+/** What decides a case's backing image and data file. Drawn after everything else (last in
+ * caseArb's record), so that adding them left every other draw of a seed as it was. */
+const externalArb = fc.record({
+  backing: backingArb,
+  dataFile: dataFileArb,
+  // a new virtual size for an image too large to have a data file or a backing image
+  sizeFraction: fraction,
+  clusterAligned: fc.boolean(),
+});
+type ExternalRecipe = typeof externalArb extends fc.Arbitrary<infer T> ? T : never;
+
+/** Gives an image its backing image (without data yet: caseArb places it) and data file. External
+ * data files only on v3 images (qemu refuses them on v2), never data_file_raw together with a
+ * backing image (qemu-img create refuses that); an image above the size bound of such images gets a
+ * new size below it. */
+function withExternalFiles(image: ImageSpec, r: ExternalRecipe): ImageSpec {
+  const dataFile: DataFileKind = image.compat !== '1.1' ? 'none' : r.dataFile === 'data_file_raw' && r.backing !== null ? 'data_file' : r.dataFile;
+  if (dataFile === 'none' && r.backing === null) return image;
+  const max = imageSizeLimit({ ...image, dataFile });
+  const unit = r.clusterAligned ? image.clusterSize : 512;
+  const virtualSize = image.virtualSize <= max ? image.virtualSize : Math.max(unit, align(between(512, max, r.sizeFraction), unit));
+  const backing = r.backing === null ? null : { virtualSize: backingSize(r.backing.longer, virtualSize, r.backing.sizeFraction), data: [] };
+  return { ...image, virtualSize, dataFile, backing };
+}
+
 /** Every refcount width equally likely; compat 0.10 only where qemu accepts it (16-bit refcounts);
- * zstd, bitmaps, dirty images and amended refcount widths only on v3 images. */
+ * zstd, bitmaps, dirty images and amended refcount widths only on v3 images. No backing image or
+ * data file: caseArb adds those (withExternalFiles). */
+// fast-check shrinks integers towards their minimum: every optional feature is on at the top of
+// its range, so a minimised case keeps a feature only when the finding needs it.
 export const imageArb: fc.Arbitrary<ImageSpec> = fc
   .record({
     refcountBits: fc.constantFrom<RefcountBits>(...REFCOUNT_WIDTHS),
     clusterBits: fc.integer({ min: 9, max: 21 }),
     v2: fc.boolean(),
     lazyRefcounts: fc.boolean(),
-    extendedL2: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
-    zstd: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
+    extendedL2: fc.integer({ min: 0, max: 4 }).map((n) => n === 4),
+    zstd: fc.integer({ min: 0, max: 4 }).map((n) => n === 4),
     amendFrom: fc.oneof({ weight: 5, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.constantFrom<RefcountBits>(...REFCOUNT_WIDTHS) }),
     bitmaps: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 2 }) }),
-    dirty: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+    dirty: fc.integer({ min: 0, max: 3 }).map((n) => n === 3),
     sizeKind: fc.constantFrom('clusters', 'clusters', 'sectors', 'sectors', 'l2Boundary', 'l1Boundary', 'refblockBoundary', 'huge'),
     sizeFraction: fraction,
     boundaryDelta: fc.constantFrom(-1, 0, 1, -512, 512),
@@ -114,6 +182,8 @@ export const imageArb: fc.Arbitrary<ImageSpec> = fc
       createdWithRefcountBits: v3 && clusterSize <= MAX_AMEND_CLUSTER && r.amendFrom !== null && r.amendFrom !== r.refcountBits ? r.amendFrom : null,
       bitmaps: v3 ? r.bitmaps : 0,
       dirty: v3 && r.lazyRefcounts && r.dirty,
+      backing: null,
+      dataFile: 'none',
     };
   });
 
@@ -159,7 +229,7 @@ function sizeArgument(target: number, current: number, form: StepRecipe['form'])
 
 function materialiseStep(r: StepRecipe, image: ImageSpec, current: number): ResizeStep {
   const unit = r.clusterAligned ? image.clusterSize : 512;
-  const cap = sizeLimit(image.clusterSize, image.extendedL2);
+  const cap = stepSizeLimit(image);
   const lowest = Math.max(512, current - SHRINK_SPAN_TABLES * l2Coverage(image.clusterSize, image.extendedL2));
   const shrinkTarget = () => clamp(align(between(lowest, current - 512, r.targetFraction), unit) || 512, lowest, current - 512);
   switch (r.kind) {
@@ -228,7 +298,9 @@ function materialiseData(r: DataRecipe, image: ImageSpec, target: number): DataO
         return between(0, size - 512, r.offsetFraction);
     }
   })();
-  if (r.op === 'compress' && size >= cs) {
+  // an external data file takes no compressed clusters (qemu-io's write -c fails with ENOTSUP), and
+  // compressed clusters share host clusters: qemu-img amend refuses to narrow refcounts below that
+  if (r.op === 'compress' && size >= cs && image.dataFile === 'none' && !amendsBelowSharing(image)) {
     // compressed writes take whole clusters that lie entirely inside the image
     const offset = clamp(align(centre, cs), 0, align(size, cs) - cs);
     return { op: 'compress', offset, length: cs, pattern: r.pattern };
@@ -245,6 +317,11 @@ function materialiseData(r: DataRecipe, image: ImageSpec, target: number): DataO
   }
 }
 
+/** An amend to 1- or 2-bit refcounts: qemu refuses it while a host cluster has more references than
+ * that width holds ("Cannot decrease refcount entry width to 1 bits: Cluster at offset 0xa000 has a
+ * refcount of 3"), as several compressed clusters sharing one do. */
+const amendsBelowSharing = (image: ImageSpec) => image.createdWithRefcountBits !== null && image.refcountBits < 4;
+
 /** qemu writes compressed data only into unallocated clusters: compressed writes go first, one
  * per cluster; later writes may still overwrite them, which qemu handles. */
 function compressedFirst(ops: DataOp[]): DataOp[] {
@@ -259,8 +336,44 @@ type SnapshotRecipe = typeof snapshotRecipeArb extends fc.Arbitrary<infer T> ? T
 const MAX_SNAPSHOTS = 3;
 
 /** Snapshots share clusters, so refcounts exceed 1: 1- and 2-bit refcounts cannot hold that
- * (qemu fails the snapshot), before or after an amend. */
-const canSnapshot = (image: ImageSpec) => Math.min(image.refcountBits, image.createdWithRefcountBits ?? 64) >= 4;
+ * (qemu fails the snapshot), before or after an amend. qemu refuses internal snapshots of images
+ * with an external data file (ENOTSUP). */
+const canSnapshot = (image: ImageSpec) => Math.min(image.refcountBits, image.createdWithRefcountBits ?? 64) >= 4 && image.dataFile === 'none';
+
+/** Where data written into the backing image lands: it reads through wherever the image has none,
+ * and a shrink and a later grow decide what of it shows again (qemu zero-fills a grow over a
+ * longer backing image). */
+const backingWriteArb = fc.record({
+  anchor: fc.constantFrom('start', 'aroundTarget', 'beyondTarget', 'imageEnd', 'backingEnd', 'anywhere'),
+  offsetFraction: fraction,
+  lengthFraction: fraction,
+  pattern: fc.integer({ min: 1, max: 255 }),
+});
+type BackingWrite = typeof backingWriteArb extends fc.Arbitrary<infer T> ? T : never;
+
+function materialiseBackingWrite(r: BackingWrite, image: ImageSpec, backing: number, target: number): BackingSpec['data'][number] {
+  const cs = image.clusterSize;
+  let length = align(between(512, Math.min(4 * cs, 256 * KiB, backing), r.lengthFraction), 512) || 512;
+  const start = (() => {
+    switch (r.anchor) {
+      case 'start':
+        return 0;
+      case 'aroundTarget':
+        return target + align((r.offsetFraction - 0.5) * 4 * cs, 512);
+      case 'beyondTarget':
+        return between(target, Math.max(target, Math.min(image.virtualSize, backing) - 512), r.offsetFraction);
+      case 'imageEnd':
+        return image.virtualSize - length / 2;
+      case 'backingEnd':
+        return backing - length;
+      case 'anywhere':
+        return between(0, backing - 512, r.offsetFraction);
+    }
+  })();
+  const offset = clamp(align(start, 512), 0, backing - length);
+  length = Math.min(length, backing - offset);
+  return { offset, length, pattern: r.pattern };
+}
 
 /** Snapshot creations and deletions between the writes: writes after a snapshot copy shared
  * clusters, and a deletion leaves other refcounts above 1. */
@@ -297,9 +410,13 @@ export const caseArb: fc.Arbitrary<Case> = fc
     ),
     snapshots: fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.array(snapshotRecipeArb, { minLength: 1, maxLength: 5 }) }),
     // a grow right after the first shrink: discarded data must not come back
-    regrow: fc.integer({ min: 0, max: 2 }).map((n) => n === 0),
+    regrow: fc.integer({ min: 0, max: 2 }).map((n) => n === 2),
+    // last: every draw above is the same as before backing images and data files existed
+    external: externalArb,
+    backingData: fc.array(backingWriteArb, { minLength: 1, maxLength: 3 }),
   })
-  .map(({ image, steps: stepRecipes, data: recipes, discardProbe, snapshots, regrow }): Case => {
+  .map(({ image: drawn, steps: stepRecipes, data: recipes, discardProbe, snapshots, regrow, external, backingData }): Case => {
+    let image = withExternalFiles(drawn, external);
     const data = discardProbe ? [...recipes, discardProbe] : recipes;
     let current = image.virtualSize;
     let pendingRegrow = regrow && stepRecipes.length < 4;
@@ -322,6 +439,10 @@ export const caseArb: fc.Arbitrary<Case> = fc
     // allocated clusters; without a shrink, around the middle of the image
     const shrink = plannedSizes({ image, data: [], steps }).find(({ plan }) => plan.kind === 'shrink' && plan.accepted);
     const target = shrink?.plan.target ?? align(image.virtualSize / 2, 512);
+    if (image.backing) {
+      const size = image.backing.virtualSize;
+      image = { ...image, backing: { virtualSize: size, data: backingData.map((r) => materialiseBackingWrite(r, image, size, target)) } };
+    }
     const io = compressedFirst(data.map((r) => materialiseData(r, image, target)));
     return { image, data: snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io, steps };
   });

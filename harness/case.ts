@@ -24,6 +24,21 @@ export interface ImageSpec {
   bitmaps: number;
   /** Left with the dirty bit set: lazy refcounts and a qemu-io that aborts after a write. */
   dirty: boolean;
+  /** A qcow2 backing image (`-b backing.qcow2 -F qcow2`), shorter or longer than the image, with
+   * data of its own that reads through where the image has none; null: no backing file. */
+  backing: BackingSpec | null;
+  /** An external data file (`data_file=data.raw`), with `data_file_raw=on` or without. */
+  dataFile: DataFileKind;
+}
+
+export const DATA_FILE_KINDS = ['none', 'data_file', 'data_file_raw'] as const;
+export type DataFileKind = (typeof DATA_FILE_KINDS)[number];
+
+export interface BackingSpec {
+  /** Virtual size of the backing image in bytes, a multiple of 512, different from the image's. */
+  virtualSize: number;
+  /** Pattern writes into the backing image before the image is created over it. */
+  data: { offset: number; length: number; pattern: number }[];
 }
 
 /** One command that fills the base image. Offsets and lengths are bytes, multiples of 512. */
@@ -128,7 +143,64 @@ export function createOptions(image: ImageSpec): string {
   if (image.lazyRefcounts) opts.push('lazy_refcounts=on');
   if (image.extendedL2) opts.push('extended_l2=on');
   if (image.compressionType === 'zstd') opts.push('compression_type=zstd');
+  if (image.dataFile !== 'none') opts.push(`data_file=${DATA_FILE}`);
+  if (image.dataFile === 'data_file_raw') opts.push('data_file_raw=on');
   return opts.join(',');
+}
+
+/** The backing image and the external data file, as the image names them: next to the image. */
+export const BACKING = 'backing.qcow2';
+export const DATA_FILE = 'data.raw';
+
+/** Where one side's files live: its directory (relative to the case's work directory; '.' for the
+ * work directory itself) and its image in there. Every command on that side runs with its
+ * directory as the working directory and names the image relative to it. */
+export interface SideFiles {
+  dir: string;
+  image: string;
+}
+
+/** The files of a case, relative to its work directory.
+ *
+ * qemu-img 7.2 resolves a relative backing file name against the image's directory, but a relative
+ * `data_file` name against the working directory of the process (verified: from another directory
+ * `qemu-img check DIR/img.qcow2` fails with "Could not open 'data.raw'"). Each side needs its own
+ * data file (a resize truncates or extends it), and the name stored in the header is the same in
+ * each copy of the image. So with a data file each side gets a directory of its own (base/,
+ * reference/, subject/) holding its image, its data file and its copy of the backing image, and
+ * every command on a side runs in that side's directory, where both resolutions agree; the one
+ * command on both sides at once, `qemu-img compare`, names each data file explicitly
+ * (compareArgs). Without a data file all files stay in the work directory, as before: the backing
+ * image is only ever opened read-only by qemu-img resize, check, compare and qemu-io (verified),
+ * so both sides share it. */
+export interface Layout {
+  base: SideFiles;
+  reference: SideFiles;
+  subject: SideFiles;
+  /** The backing image, relative to each side's directory, or null. */
+  backing: string | null;
+  /** The data file, relative to each side's directory, or null. */
+  dataFile: string | null;
+}
+
+export const hasOwnDirectories = (c: Case) => c.image.dataFile !== 'none';
+
+export function layoutOf(c: Case): Layout {
+  const own = hasOwnDirectories(c);
+  const side = (name: 'base' | 'reference' | 'subject'): SideFiles => ({ dir: own ? name : '.', image: `${name}.qcow2` });
+  return { base: side('base'), reference: side('reference'), subject: side('subject'), backing: c.image.backing ? BACKING : null, dataFile: own ? DATA_FILE : null };
+}
+
+/** A side's image relative to the work directory. */
+export const imagePath = (s: SideFiles) => (s.dir === '.' ? s.image : `${s.dir}/${s.image}`);
+
+/** `qemu-img compare` of the two results, run in the work directory. With a data file each image
+ * names its own through --image-opts; the backing file resolves against the image either way. */
+export function compareArgs(layout: Layout): string[] {
+  const { reference: r, subject: s, dataFile } = layout;
+  if (dataFile === null) return ['compare', '-f', 'qcow2', '-F', 'qcow2', imagePath(r), imagePath(s)];
+  const opts = (side: SideFiles) => `driver=qcow2,file.filename=${imagePath(side)},data-file.filename=${side.dir}/${dataFile}`;
+  return ['compare', '--image-opts', opts(r), opts(s)];
 }
 
 /** One command of the base image's build. */
@@ -143,10 +215,20 @@ export interface BuildCommand {
 const io = (commands: string[], file: string): string[] => ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file];
 
 /** Every command that builds the base image, in order: the single source for execution, repro
- * scripts and tests. Consecutive qemu-io operations share one qemu-io run. */
+ * scripts and tests. They run in the base image's directory (layoutOf(c).base.dir), where they
+ * also make the backing image (BACKING) and the data file (DATA_FILE) when the case has them.
+ * Consecutive qemu-io operations share one qemu-io run. */
 export function buildCommands(c: Case, file: string): BuildCommand[] {
   const { image } = c;
-  const out: BuildCommand[] = [{ program: 'qemu-img', args: ['create', '-q', '-f', 'qcow2', '-o', createOptions(image), file, String(image.virtualSize)], expect: 'ok', what: 'qemu-img create' }];
+  const out: BuildCommand[] = [];
+  const backing: string[] = [];
+  if (image.backing) {
+    const { virtualSize, data } = image.backing;
+    out.push({ program: 'qemu-img', args: ['create', '-q', '-f', 'qcow2', BACKING, String(virtualSize)], expect: 'ok', what: 'qemu-img create (backing image)' });
+    if (data.length > 0) out.push({ program: 'qemu-io', args: io(data.map((d) => qemuIoCommand({ op: 'write', ...d })), BACKING), expect: 'ok', what: 'qemu-io (backing image)' });
+    backing.push('-b', BACKING, '-F', 'qcow2');
+  }
+  out.push({ program: 'qemu-img', args: ['create', '-q', '-f', 'qcow2', '-o', createOptions(image), ...backing, file, String(image.virtualSize)], expect: 'ok', what: 'qemu-img create' });
   let pending: string[] = [];
   const flush = () => {
     if (pending.length) out.push({ program: 'qemu-io', args: io(pending, file), expect: 'ok', what: 'qemu-io' });
@@ -218,10 +300,26 @@ export function parseCase(json: unknown, where = 'case'): Case {
   image.createdWithRefcountBits ??= null;
   image.bitmaps ??= 0;
   image.dirty ??= false;
+  image.backing ??= null;
+  image.dataFile ??= 'none';
   for (const flag of ['lazyRefcounts', 'extendedL2', 'dirty']) if (typeof image[flag] !== 'boolean') fail(`image.${flag}`, 'must be true or false');
   if (image.compressionType !== 'zlib' && image.compressionType !== 'zstd') fail('image.compressionType', 'must be "zlib" or "zstd"');
   if (image.createdWithRefcountBits !== null && !REFCOUNT_WIDTHS.includes(image.createdWithRefcountBits as RefcountBits)) fail('image.createdWithRefcountBits', `must be null or one of ${REFCOUNT_WIDTHS.join(', ')}`);
   int(image.bitmaps, 'image.bitmaps', 0);
+  if (!DATA_FILE_KINDS.includes(image.dataFile as DataFileKind)) fail('image.dataFile', `must be one of ${DATA_FILE_KINDS.join(', ')}`);
+  if (image.dataFile !== 'none' && image.compat !== '1.1') fail('image.dataFile', 'needs compat "1.1"');
+  if (image.backing !== null) {
+    const backing = obj(image.backing, 'image.backing');
+    if (int(backing.virtualSize, 'image.backing.virtualSize', 512) % 512 !== 0) fail('image.backing.virtualSize', 'must be a multiple of 512');
+    if (!Array.isArray(backing.data)) fail('image.backing.data', 'must be an array');
+    (backing.data as unknown[]).forEach((d, i) => {
+      const w = obj(d, `image.backing.data[${i}]`);
+      int(w.offset, `image.backing.data[${i}].offset`, 0);
+      int(w.length, `image.backing.data[${i}].length`, 1);
+      int(w.pattern, `image.backing.data[${i}].pattern`, 0);
+    });
+    if (image.dataFile === 'data_file_raw') fail('image.dataFile', 'data_file_raw cannot have a backing file');
+  }
   if (!Array.isArray(c.data)) fail('data', 'must be an array');
   (c.data as unknown[]).forEach((d, i) => {
     const op = obj(d, `data[${i}]`);

@@ -55,6 +55,11 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
     dirty: c.image.dirty,
     snapshots: c.data.some((d) => d.op === 'snapshot-create'),
     snapshotsDeleted: c.data.some((d) => d.op === 'snapshot-delete'),
+    // backing images shorter and longer than the image, and both kinds of external data file
+    backingShorter: c.image.backing !== null && c.image.backing.virtualSize < c.image.virtualSize,
+    backingLonger: c.image.backing !== null && c.image.backing.virtualSize > c.image.virtualSize,
+    dataFile: c.image.dataFile === 'data_file',
+    dataFileRaw: c.image.dataFile === 'data_file_raw',
     steps4: c.steps.length === 4,
   };
   for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);

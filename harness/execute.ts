@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { copyFile, readFile, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { withDir } from 'tmp-promise';
 import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
-import { buildCommands, plannedSizes, regrowWindows, type Case, type StepPlan } from './case.ts';
+import { buildCommands, compareArgs, imagePath, layoutOf, plannedSizes, regrowWindows, type Case, type Layout, type SideFiles, type StepPlan } from './case.ts';
 import { runCommand, type CommandRecord } from './process.ts';
 import { qemuImg, resizeArgs, type Resizer } from './subjects.ts';
 import { checkOracle, isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
@@ -19,9 +19,9 @@ import { afterUseOracle, afterUseWorkload } from '../oracles/after-use.ts';
 import { hasHostClustersFrom, readQcow2Header, structuralCheck } from './qcow2.ts';
 import { structureOracle } from '../oracles/structure.ts';
 
-export const BASE = 'base.qcow2';
-export const REFERENCE = 'reference.qcow2';
-export const SUBJECT = 'subject.qcow2';
+// Where each side's files are is the case's layout (layoutOf in case.ts): base.qcow2,
+// reference.qcow2 and subject.qcow2 in the work directory, or, with an external data file, each in
+// a directory of its own with its data file and backing image.
 
 export interface StepRecord {
   index: number;
@@ -87,36 +87,71 @@ export interface ExecuteOptions {
   wantArtifacts: (findings: StepFinding[], steps: StepRecord[]) => boolean;
 }
 
-/** The file's hash; a subject may delete the image, which is evidence, not a harness error. */
-async function sha256(file: string): Promise<string> {
+/** The files' hash; a subject may delete the image, which is evidence, not a harness error. */
+async function sha256(...files: string[]): Promise<string> {
   const hash = createHash('sha256');
-  try {
-    for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
-    throw err;
+  for (const file of files) {
+    try {
+      for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') hash.update(`${file} missing`);
+      else throw err;
+    }
+    hash.update('\0');
   }
   return hash.digest('hex');
+}
+
+/** Copies a file, keeping its holes: a data file is as long as the virtual disk and mostly a hole,
+ * and copyFile on tmpfs writes every byte of it. */
+async function copySparse(from: string, to: string): Promise<void> {
+  const src = await open(from, 'r');
+  const dst = await open(to, 'w');
+  try {
+    const size = (await src.stat()).size;
+    await dst.truncate(size);
+    const chunk = Buffer.alloc(1 << 20);
+    const BLOCK = 64 * 1024;
+    const zero = Buffer.alloc(BLOCK);
+    for (let at = 0; at < size; at += chunk.length) {
+      const { bytesRead } = await src.read(chunk, 0, chunk.length, at);
+      for (let b = 0; b < bytesRead; b += BLOCK) {
+        const block = chunk.subarray(b, Math.min(b + BLOCK, bytesRead));
+        if (!block.equals(zero.subarray(0, block.length))) await dst.write(block, 0, block.length, at + b);
+      }
+    }
+  } finally {
+    await Promise.all([src.close(), dst.close()]);
+  }
 }
 
 /** Images above this host size are not stored in reports (a subject may write a huge file). */
 export const MAX_STORED_IMAGE = 128 * 1024 * 1024;
 
-async function collectArtifacts(dir: string) {
+/** The files a report keeps, as (stored name, path relative to the work directory): the three
+ * images, the backing image once (no side writes it) and each side's data file. */
+export function artifactFiles(layout: Layout): { name: string; path: string }[] {
+  const sides = [layout.base, layout.reference, layout.subject];
+  const files = sides.map((s) => ({ name: s.image, path: imagePath(s) }));
+  if (layout.backing) files.push({ name: layout.backing, path: join(layout.base.dir, layout.backing) });
+  if (layout.dataFile) for (const s of sides) files.push({ name: `${s.dir}.${layout.dataFile}`, path: join(s.dir, layout.dataFile) });
+  return files;
+}
+
+async function collectArtifacts(dir: string, layout: Layout) {
   const artifacts: CaseResult['artifacts'] = [];
   const artifactsSkipped: string[] = [];
-  for (const name of [BASE, REFERENCE, SUBJECT]) {
-    const size = await stat(join(dir, name)).then((s) => s.size, () => null);
+  for (const { name, path } of artifactFiles(layout)) {
+    const size = await stat(join(dir, path)).then((s) => s.size, () => null);
     if (size === null) artifactsSkipped.push(`${name}: missing after the run`);
     else if (size > MAX_STORED_IMAGE) artifactsSkipped.push(`${name}: ${size} bytes, above the ${MAX_STORED_IMAGE}-byte limit for stored images`);
-    else artifacts.push({ name: `${name}.gz`, data: await promisify(gzip)(await readFile(join(dir, name))) });
+    else artifacts.push({ name: `${name}.gz`, data: await promisify(gzip)(await readFile(join(dir, path))) });
   }
   return { artifacts, artifactsSkipped };
 }
 
 const NO_SPACE = /No space left on device/i;
 
-const COMPARE_ARGS = ['compare', '-f', 'qcow2', '-F', 'qcow2', REFERENCE, SUBJECT];
 const headerSize = (file: string) => readQcow2Header(file).then((h) => h.size, () => null);
 
 const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
@@ -124,23 +159,32 @@ const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual
 /** Builds the base image, copies it for each side, runs the steps and the oracles after each.
  * The case stops at the first step with a finding: later steps would compare diverged images. */
 export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseResult> {
+  const layout = layoutOf(c);
+  const { base, reference, subject } = layout;
   return withDir(
     async ({ path: dir }) => {
       const commands: CommandRecord[] = [];
-      const run = async (program: string, args: string[]) => {
+      /** Runs a command in a side's directory (the work directory itself without a data file). */
+      const run = async (program: string, args: string[], where: SideFiles | null = null) => {
         // the slot is taken at the start: commands run side by side finish in any order, and
         // reports must list them the same way every time
         const slot = commands.length;
         commands.length++;
-        const record = await runCommand(program, args, { timeoutMs: options.timeoutMs, cwd: dir, signal: options.signal });
+        const record = await runCommand(program, args, { timeoutMs: options.timeoutMs, cwd: where ? join(dir, where.dir) : dir, signal: options.signal });
         commands[slot] = record;
         if (options.signal?.aborted) throw new CaseAborted();
         // both sides write into the work directory: a full disk there is no divergence
         if (NO_SPACE.test(record.stderr)) throw new DiskFullError(`the work directory ${options.workdir} is full (${program}: ${record.stderr.trim().split('\n')[0]}); free space or pass --workdir DIR`);
         return record;
       };
-      for (const cmd of buildCommands(c, BASE)) {
-        const r = await run(cmd.program, cmd.args);
+      const path = (side: SideFiles) => join(dir, imagePath(side));
+      /** What a refused step must leave as it was: the image and its data file. */
+      const fingerprint = (side: SideFiles) => (layout.dataFile ? sha256(path(side), join(dir, side.dir, layout.dataFile)) : sha256(path(side)));
+      const check = (side: SideFiles) => run('qemu-img', ['check', '-f', 'qcow2', '--output=json', side.image], side);
+
+      if (layout.dataFile) await Promise.all([base, reference, subject].map((s) => mkdir(join(dir, s.dir))));
+      for (const cmd of buildCommands(c, base.image)) {
+        const r = await run(cmd.program, cmd.args, base);
         const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
         if (!ok) throw new CaseSetupError(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`, r);
       }
@@ -148,20 +192,24 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       // qcow2 reader must count the same allocated clusters as qemu-img check: both are checked.
       let baseReader: CaseResult['baseReader'] = null;
       if (!c.image.dirty) {
-        const [baseCheck, baseStructure] = await Promise.all([run('qemu-img', ['check', '-f', 'qcow2', '--output=json', BASE]), structuralCheck(join(dir, BASE))]);
+        const [baseCheck, baseStructure] = await Promise.all([check(base), structuralCheck(path(base))]);
         if (baseCheck.exitCode !== 0) throw new CaseSetupError(`the base image is not clean (qemu-img check exit ${baseCheck.exitCode ?? baseCheck.signal}): ${baseCheck.stdout.trim()}`, baseCheck);
         const byCheck = parseCheck(baseCheck.exitCode, baseCheck.stdout, baseCheck.stderr).report?.['allocated-clusters'] ?? 0;
         baseReader = { byCheck, byReader: baseStructure.readable ? baseStructure.allocatedClusters : null };
       }
-      await copyFile(join(dir, BASE), join(dir, REFERENCE), constants.COPYFILE_FICLONE);
-      await copyFile(join(dir, BASE), join(dir, SUBJECT), constants.COPYFILE_FICLONE);
+      for (const side of [reference, subject]) {
+        await copyFile(path(base), path(side), constants.COPYFILE_FICLONE);
+        // with a data file each side has its own directory: its own data file and backing image
+        if (layout.dataFile) await copySparse(join(dir, base.dir, layout.dataFile), join(dir, side.dir, layout.dataFile));
+        if (layout.dataFile && layout.backing) await copyFile(join(dir, base.dir, layout.backing), join(dir, side.dir, layout.backing), constants.COPYFILE_FICLONE);
+      }
 
       /** The subject's check, and qemu's own result's only when needed: to tell subject leaks
        * and corruptions from ones qemu's result has too. */
       const checks = async (subCheck: CommandRecord) => {
         const subjectCheck = parseCheck(subCheck.exitCode, subCheck.stdout, subCheck.stderr);
         if (isClean(subjectCheck)) return { subjectCheck };
-        const refCheck = await run('qemu-img', ['check', '-f', 'qcow2', '--output=json', REFERENCE]);
+        const refCheck = await check(reference);
         return { subjectCheck, referenceCheck: parseCheck(refCheck.exitCode, refCheck.stdout, refCheck.stderr) };
       };
 
@@ -170,8 +218,8 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         const at = (content[0]?.evidence as { firstMismatch?: number | null } | undefined)?.firstMismatch;
         const window = typeof at === 'number' ? (regrowWindows(c, step).find((w) => at >= w.start && at < w.end) ?? null) : null;
         if (window === null) return content;
-        const readsZero = async (file: string) => (await run('qemu-io', ['-r', '-f', 'qcow2', '-c', `read -P 0 ${window.start} ${window.end - window.start}`, file])).exitCode === 0;
-        const [refZero, subZero] = await Promise.all([readsZero(REFERENCE), readsZero(SUBJECT)]);
+        const readsZero = async (side: SideFiles) => (await run('qemu-io', ['-r', '-f', 'qcow2', '-c', `read -P 0 ${window.start} ${window.end - window.start}`, side.image], side)).exitCode === 0;
+        const [refZero, subZero] = await Promise.all([readsZero(reference), readsZero(subject)]);
         const quirk = regrowQuirk(window, refZero, subZero);
         return quirk ? [quirk] : content;
       };
@@ -181,19 +229,22 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       for (const [index, { before, plan }] of plannedSizes(c).entries()) {
         const step = c.steps[index]!;
         const [refHash, subHash, discardsAllocated] = await Promise.all([
-          sha256(join(dir, REFERENCE)),
-          sha256(join(dir, SUBJECT)),
-          plan.kind === 'shrink' && plan.accepted ? hasHostClustersFrom(join(dir, REFERENCE), plan.target!) : undefined,
+          fingerprint(reference),
+          fingerprint(subject),
+          plan.kind === 'shrink' && plan.accepted ? hasHostClustersFrom(path(reference), plan.target!) : undefined,
         ]);
-        const [ref, sub] = await Promise.all([run(qemuImg.program, resizeArgs(qemuImg, step, REFERENCE)), run(options.subject.program, resizeArgs(options.subject, step, SUBJECT))]);
+        const [ref, sub] = await Promise.all([
+          run(qemuImg.program, resizeArgs(qemuImg, step, reference.image), reference),
+          run(options.subject.program, resizeArgs(options.subject, step, subject.image), subject),
+        ]);
         const record: StepRecord = { index, sizeBefore: before, plan, reference: classifyOutcome(ref), subject: classifyOutcome(sub), discardsAllocated, subjectStderr: sub.stderr };
         steps.push(record);
         const found: Finding[] = outcomeOracle(ref, sub, plan.kind);
         if (record.reference === 'refused' || record.subject === 'refused') {
           found.push(
             ...unchangedOnRefusalOracle({
-              reference: record.reference === 'refused' ? { before: refHash, after: await sha256(join(dir, REFERENCE)) } : null,
-              subject: record.subject === 'refused' ? { before: subHash, after: await sha256(join(dir, SUBJECT)) } : null,
+              reference: record.reference === 'refused' ? { before: refHash, after: await fingerprint(reference) } : null,
+              subject: record.subject === 'refused' ? { before: subHash, after: await fingerprint(subject) } : null,
             }),
           );
         }
@@ -202,10 +253,10 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
           // the info fields come from the headers the structure oracle reads anyway (test/info.test.ts
           // holds them equal to `qemu-img info`): two processes fewer per step
           const [subCheck, compare, subStructure, refStructure] = await Promise.all([
-            run('qemu-img', ['check', '-f', 'qcow2', '--output=json', SUBJECT]),
-            run('qemu-img', COMPARE_ARGS),
-            structuralCheck(join(dir, SUBJECT)),
-            structuralCheck(join(dir, REFERENCE)),
+            check(subject),
+            run('qemu-img', compareArgs(layout)),
+            structuralCheck(path(subject)),
+            structuralCheck(path(reference)),
           ]);
           Object.assign(record, await checks(subCheck));
           record.referenceInfo = infoFromStructure(refStructure);
@@ -225,16 +276,11 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       const last = steps.at(-1)!;
       if (findings.length === 0 && last.reference === 'ok' && last.subject === 'ok' && last.referenceInfo?.ok) {
         const workload = afterUseWorkload(c, Number(last.referenceInfo.fields['virtual-size']));
-        const io = (file: string) => run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), file]);
-        const [refIo, subIo] = await Promise.all([io(REFERENCE), io(SUBJECT)]);
+        const io = (side: SideFiles) => run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), side.image], side);
+        const [refIo, subIo] = await Promise.all([io(reference), io(subject)]);
         afterUse = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
         // sizes from the headers: the workload grew both images, and this saves two info runs
-        const [subCheck, compare, referenceSize, subjectSize] = await Promise.all([
-          run('qemu-img', ['check', '-f', 'qcow2', '--output=json', SUBJECT]),
-          run('qemu-img', COMPARE_ARGS),
-          headerSize(join(dir, REFERENCE)),
-          headerSize(join(dir, SUBJECT)),
-        ]);
+        const [subCheck, compare, referenceSize, subjectSize] = await Promise.all([check(subject), run('qemu-img', compareArgs(layout)), headerSize(path(reference)), headerSize(path(subject))]);
         const { subjectCheck, referenceCheck } = await checks(subCheck);
         const found = afterUseOracle({
           ...afterUse,
@@ -246,7 +292,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         findings.push(...found.map((f) => ({ ...f, step: last.index })));
       }
 
-      const kept = options.wantArtifacts(findings, steps) ? await collectArtifacts(dir) : { artifacts: [], artifactsSkipped: [] };
+      const kept = options.wantArtifacts(findings, steps) ? await collectArtifacts(dir, layout) : { artifacts: [], artifactsSkipped: [] };
       return { findings, steps, afterUse, commands, baseReader, ...kept };
     },
     { unsafeCleanup: true, prefix: 'instar-fuzz-', tmpdir: options.workdir },

@@ -1075,6 +1075,8 @@ async function walk(r: Qcow2Reader): Promise<StructureObservation> {
         // qemu's shrink fully discards these (entry and subcluster bitmap zeroed): any bit left is stale.
         if (active && guest >= guestClusters) beyondEnd("l2", guest);
         if (e.type === "compressed") {
+          // qcow2.txt: an image with an external data file has no compressed clusters
+          if (dataFile) problem("data-file-compressed", `guest cluster ${guest} is compressed in an image with an external data file`);
           if (active) {
             allocatedClusters++;
             compressedClusters++;
@@ -1087,7 +1089,12 @@ async function walk(r: Qcow2Reader): Promise<StructureObservation> {
             problem("data-offset", `data cluster at ${e.offset} is not cluster-aligned`);
             continue;
           }
-          if (dataFile) continue; // clusters in an external data file are not refcounted
+          if (dataFile) {
+            // qcow2.txt: with an external data file the host offset must be the guest offset (qemu
+            // marks the image corrupt when it meets another); those clusters are not refcounted
+            if (e.offset !== guest * cs) problem("data-file-offset", `guest cluster ${guest} maps to data file offset ${e.offset}, not to its guest offset`);
+            continue;
+          }
           exp.add(e.offset, cs, active ? "data" : "snapshot-data");
           if (active && e.copied !== (storedOf(e.offset / cs) === 1)) copied("l2", e.offset / cs);
         }
@@ -1103,6 +1110,7 @@ async function walk(r: Qcow2Reader): Promise<StructureObservation> {
 
   // Snapshots: each L1 table and what it maps, then the snapshot table itself.
   let snapshots = 0;
+  if (h.nbSnapshots > 0 && dataFile) problem("data-file-snapshots", "an image with an external data file has internal snapshots");
   if (h.nbSnapshots > 0) {
     try {
       if (!aligned(h.snapshotsOffset)) throw new Error(`snapshot table at ${h.snapshotsOffset} is not cluster-aligned`);

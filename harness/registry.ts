@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { FatalError } from './errors.ts';
-import { PREALLOCATION_MODES, REFCOUNT_WIDTHS, l2Coverage, liveSnapshots, type Case, type StepKind } from './case.ts';
+import { DATA_FILE_KINDS, PREALLOCATION_MODES, REFCOUNT_WIDTHS, l2Coverage, liveSnapshots, type Case, type DataFileKind, type StepKind } from './case.ts';
 import type { StepRecord, StepFinding } from './execute.ts';
 import type { OracleName, Side } from '../oracles/finding.ts';
 
@@ -28,7 +28,15 @@ export interface CaseFacts {
   dirty: boolean;
   /** Internal snapshots exist when the steps run. */
   snapshots: boolean;
+  /** The backing image, compared with the image's virtual size before the step: 'longer' when it
+   * is larger (qemu zero-fills a grow then), 'shorter' when not, 'none' without one. */
+  backingFile: BackingFact;
+  /** The external data file: 'none', 'data_file', or 'data_file_raw' (data_file_raw=on). */
+  dataFile: DataFileKind;
 }
+
+export const BACKING_FACTS = ['none', 'shorter', 'longer'] as const;
+export type BackingFact = (typeof BACKING_FACTS)[number];
 
 interface CasePredicates {
   refcountBits?: number[];
@@ -45,12 +53,18 @@ interface CasePredicates {
   bitmaps?: boolean;
   dirty?: boolean;
   snapshots?: boolean;
+  backingFile?: BackingFact[];
+  dataFile?: DataFileKind[];
 }
 
 export interface KnownDivergence {
   id: string;
   description: string;
   link: string;
+  /** YYYY-MM-DD: from this day on the entry no longer suppresses anything, and runs list it. */
+  expires?: string;
+  /** The issue that tracks the divergence (a URL). */
+  issue?: string;
   match: {
     oracle?: OracleName;
     kind: string;
@@ -92,11 +106,13 @@ const isRegex: Check = (v) => {
     return `is not a valid regular expression (${(err as Error).message})`;
   }
 };
+const isDay: Check = (v) => (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(v) && !Number.isNaN(Date.parse(`${v}T00:00:00Z`)) ? null : 'must be a date written YYYY-MM-DD');
+const isUrl: Check = (v) => (typeof v === 'string' && /^https?:\/\/\S+$/.test(v) ? null : 'must be an http(s) URL');
 const isPositiveInteger: Check = (v) => (Number.isInteger(v) && (v as number) > 0 ? null : 'must be a positive integer');
 const isClusterSize: Check = (v) => (Number.isInteger(v) && (v as number) >= 512 && (v as number) <= 2 ** 21 && Number.isInteger(Math.log2(v as number)) ? null : 'must be a power of two from 512 to 2097152');
 
 /** The fields the registry accepts at each level; known-divergences.schema.json says the same. */
-export const ENTRY_FIELDS: Record<string, Check> = { id: isString, description: isString, link: isString };
+export const ENTRY_FIELDS: Record<string, Check> = { id: isString, description: isString, link: isString, expires: isDay, issue: isUrl };
 export const MATCH_FIELDS: Record<string, Check> = { oracle: oneOf(ORACLES), kind: isString, side: oneOf(['subject', 'reference']), detail: isRegex, subjectStderr: isRegex };
 export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   refcountBits: listOf(oneOf(REFCOUNT_WIDTHS)),
@@ -112,6 +128,8 @@ export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   bitmaps: isBoolean,
   dirty: isBoolean,
   snapshots: isBoolean,
+  backingFile: listOf(oneOf(BACKING_FACTS)),
+  dataFile: listOf(oneOf(DATA_FILE_KINDS)),
 };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -154,6 +172,12 @@ export function parseRegistry(text: string, source: string): KnownDivergence[] {
   });
 }
 
+/** Splits the registry at `today` (YYYY-MM-DD, UTC): expired entries stop suppressing. */
+export function byExpiry(entries: KnownDivergence[], today: string): { active: KnownDivergence[]; expired: KnownDivergence[] } {
+  const expired = entries.filter((e) => e.expires !== undefined && e.expires <= today);
+  return { active: entries.filter((e) => !expired.includes(e)), expired };
+}
+
 export async function loadRegistry(file: string): Promise<KnownDivergence[]> {
   let text: string;
   try {
@@ -182,6 +206,8 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     bitmaps: c.image.bitmaps > 0,
     dirty: c.image.dirty,
     snapshots: liveSnapshots(c) > 0,
+    backingFile: c.image.backing === null ? 'none' : c.image.backing.virtualSize > step.sizeBefore ? 'longer' : 'shorter',
+    dataFile: c.image.dataFile,
   };
 }
 
@@ -201,7 +227,9 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
     inList(p.compressionType, f.compressionType) &&
     equal(p.bitmaps, f.bitmaps) &&
     equal(p.dirty, f.dirty) &&
-    equal(p.snapshots, f.snapshots)
+    equal(p.snapshots, f.snapshots) &&
+    inList(p.backingFile, f.backingFile) &&
+    inList(p.dataFile, f.dataFile)
   );
 }
 

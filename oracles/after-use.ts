@@ -1,5 +1,5 @@
 import type { Case, IoOp } from '../harness/case.ts';
-import { qemuIoCommand } from '../harness/case.ts';
+import { plannedSizes, qemuIoCommand } from '../harness/case.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
 import { contentOracle, type CompareObservation } from './content.ts';
 import type { Finding } from './finding.ts';
@@ -22,10 +22,13 @@ export function afterUseWorkload(c: Case, size: number): string[] {
   // a whole-cluster discard (qemu ignores partial ones)
   if (size >= cs) ops.push({ op: 'discard', offset: 0, length: cs });
   const commands = ops.map(qemuIoCommand);
-  // grow past the end and write there: discarded data must not come back. Only from a
-  // cluster-aligned size: inside a partial cluster qemu itself shows old bytes again (a qemu quirk).
+  // grow past the end and write there: discarded data must not come back. The grow covers at least
+  // four clusters and every size the image had before, so all a shrink discarded is read again
+  // (data left past the new end, in the image or in an external data file, shows there). Only from
+  // a cluster-aligned size: inside a partial cluster qemu itself shows old bytes again (a qemu quirk).
   if (size % cs === 0) {
-    const grown = size + 4 * cs;
+    const largest = Math.max(c.image.virtualSize, ...plannedSizes(c).map(({ plan }) => (plan.accepted && plan.target !== null ? plan.target : 0)));
+    const grown = Math.max(size + 4 * cs, Math.ceil(largest / cs) * cs);
     commands.push(`truncate ${grown}`, qemuIoCommand({ op: 'write', offset: grown - 512, length: 512, pattern: 0xe3 }));
   }
   return commands;

@@ -63,6 +63,8 @@ export function headerInconsistencies(o: Readable): string[] {
   // compression_type is non-zero exactly when its incompatible bit says so (zlib is 0, zstd 1).
   if (((incompat & INCOMPAT_COMPRESSION) !== 0n) !== (h.compressionType !== 0) || h.compressionType > 1) bad.add('compression_type');
   if (incompat & ~KNOWN_INCOMPAT) bad.add('incompatible_features');
+  // the external data file bit with no data file name: qemu cannot open the image on its own
+  if (incompat & INCOMPAT_DATA_FILE && !o.extensions.some((e) => e.type === EXT_DATA_FILE)) bad.add('incompatible_features');
   const hasBitmapsExt = o.extensions.some((e) => e.type === EXT_BITMAPS);
   if ((autoclear & AUTOCLEAR_BITMAPS && !hasBitmapsExt) || (autoclear & AUTOCLEAR_DATA_FILE_RAW && !(incompat & INCOMPAT_DATA_FILE))) {
     bad.add('autoclear_features');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { REFCOUNT_WIDTHS, parseCase, parseSize, planStep, plannedSizes, regrowWindows, type Case, type IoOp } from '../harness/case.ts';
-import { HUGE_CLUSTER, caseArb, caseAt, formatBytes, maxVirtualSize, sizeLimit } from '../generators/case.ts';
+import { HUGE_CLUSTER, MAX_DATA_FILE_IMAGE, caseArb, caseAt, formatBytes, imageSizeLimit, maxVirtualSize, sizeLimit, stepSizeLimit } from '../generators/case.ts';
 
 describe('SIZE parsing, as qemu-img does it', () => {
   it('reads bytes, suffixes, fractions with a suffix and relative sizes', () => {
@@ -79,6 +79,14 @@ describe('case generator', () => {
       { numRuns: 2000 },
     );
   });
+  it('writes no compressed clusters into images amended down to 1 or 2 bits (qemu-img amend refuses shared clusters there)', () => {
+    fc.assert(
+      fc.property(caseArb, ({ image, data }) => {
+        if (image.createdWithRefcountBits !== null && image.refcountBits < 4) assert.ok(data.every((d) => d.op !== 'compress'));
+      }),
+      { numRuns: 2000 },
+    );
+  });
   it('draws every refcount width equally often (no default-16 bias)', () => {
     const counts = new Map<number, number>();
     for (const c of fc.sample(caseArb, { seed: 7, numRuns: 7000 })) counts.set(c.image.refcountBits, (counts.get(c.image.refcountBits) ?? 0) + 1);
@@ -113,6 +121,45 @@ describe('case generator', () => {
     const single = cases.filter((c) => c.image.virtualSize <= c.image.clusterSize).length;
     assert.ok(single < 200, `${single} of 2000 images fit in one cluster`);
   });
+  it('makes backing images and external data files only as qemu-img builds them', () => {
+    fc.assert(
+      fc.property(caseArb, (c) => {
+        const { image, data } = c;
+        if (image.dataFile !== 'none') {
+          // qemu: data_file needs compat 1.1; no internal snapshots, no compressed clusters
+          assert.equal(image.compat, '1.1');
+          assert.ok(data.every((d) => d.op !== 'snapshot-create' && d.op !== 'compress'), JSON.stringify(data));
+          assert.ok(image.virtualSize <= MAX_DATA_FILE_IMAGE);
+        }
+        // qemu-img create refuses data_file_raw with a backing file
+        if (image.dataFile === 'data_file_raw') assert.equal(image.backing, null);
+        if (image.backing) {
+          const { virtualSize, data: writes } = image.backing;
+          assert.ok(virtualSize % 512 === 0 && virtualSize >= 512 && virtualSize !== image.virtualSize);
+          assert.ok(virtualSize <= image.virtualSize + 64 * 2 ** 20, 'a longer backing image is longer by a bounded amount');
+          assert.ok(writes.length > 0, 'data in the backing image, so that content through it matters');
+          for (const w of writes) assert.ok(w.offset % 512 === 0 && w.length % 512 === 0 && w.length > 0 && w.offset + w.length <= virtualSize);
+        }
+        if (image.backing || image.dataFile !== 'none') {
+          // no TiB images or steps: a grow over a longer backing image zero-fills the new area
+          assert.ok(image.virtualSize <= imageSizeLimit(image));
+          for (const { plan } of plannedSizes(c)) if (plan.accepted && plan.target !== null) assert.ok(plan.target <= stepSizeLimit(image), `${plan.target}`);
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+  it('draws backing images shorter and longer than the image and both kinds of data file, in a minority of cases', () => {
+    const cases = fc.sample(caseArb, { seed: 13, numRuns: 2000 });
+    const count = (f: (c: Case) => boolean) => cases.filter(f).length;
+    const shorter = count((c) => c.image.backing !== null && c.image.backing.virtualSize < c.image.virtualSize);
+    const longer = count((c) => c.image.backing !== null && c.image.backing.virtualSize > c.image.virtualSize);
+    const dataFile = count((c) => c.image.dataFile === 'data_file');
+    const raw = count((c) => c.image.dataFile === 'data_file_raw');
+    const both = count((c) => c.image.backing !== null && c.image.dataFile !== 'none');
+    for (const [what, n] of Object.entries({ shorter, longer, dataFile, raw, both })) assert.ok(n > 30, `${what}: ${n} of 2000`);
+    assert.ok(count((c) => c.image.backing === null && c.image.dataFile === 'none') > 1200, 'most cases have neither');
+  });
   it('gives the same case for the same seed and iteration', () => {
     assert.deepEqual(caseAt(42, 17), caseAt(42, 17));
     assert.notDeepEqual(caseAt(42, 17), caseAt(43, 17));
@@ -140,5 +187,13 @@ describe('case validation', () => {
     assert.throws(() => parseCase({ ...good, image: { ...good.image, refcountBits: 3 } }), /case\.image\.refcountBits must be one of/);
     assert.throws(() => parseCase({ ...good, steps: [] }), /case\.steps must be a non-empty array/);
     assert.throws(() => parseCase({ ...good, data: [{ op: 'erase', offset: 0, length: 1 }] }), /case\.data\[0\]\.op/);
+    assert.throws(() => parseCase({ ...good, image: { ...good.image, dataFile: 'raw' } }), /case\.image\.dataFile must be one of none, data_file, data_file_raw/);
+    assert.throws(() => parseCase({ ...good, image: { ...good.image, backing: { virtualSize: 1000, data: [] } } }), /case\.image\.backing\.virtualSize must be a multiple of 512/);
+  });
+  it('reads cases filed before backing images and data files existed as having neither', () => {
+    const { backing: _b, dataFile: _d, ...old } = good.image;
+    const c = parseCase(JSON.parse(JSON.stringify({ ...good, image: old })));
+    assert.equal(c.image.backing, null);
+    assert.equal(c.image.dataFile, 'none');
   });
 });

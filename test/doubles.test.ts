@@ -1,7 +1,7 @@
 // Tests of the instar test doubles (test/doubles/instar-*) with real qemu-img: each fault fires in
 // one scenario and stays silent in another, so the harness's oracles can be tested against them.
 import assert from "node:assert/strict";
-import { copyFile, open, readFile, readdir, stat } from "node:fs/promises";
+import { copyFile, mkdir, open, readFile, readdir, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
@@ -14,6 +14,7 @@ import { infoOracle, parseInfo } from "../oracles/info.ts";
 import { structureOracle } from "../oracles/structure.ts";
 import { signatureOf } from "../oracles/finding.ts";
 import { FAULT_NAMES } from "./doubles/faults.ts";
+import { fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, runRepro } from "./helpers.ts";
 
 const DOUBLES = join(dirname(fileURLToPath(import.meta.url)), "doubles");
 const MiB = 2 ** 20;
@@ -68,7 +69,18 @@ async function infoJson(path: string): Promise<Record<string, unknown>> {
 
 describe("instar doubles", { concurrency: 6 }, () => {
   test("one executable wrapper per fault, and every wrapper runs its own fault", async () => {
-    const names = (await readdir(DOUBLES)).filter((f) => f.startsWith("instar-") && !f.endsWith(".ts"));
+    const wrappers = (await readdir(DOUBLES)).filter((f) => f.startsWith("instar-") && !f.endsWith(".ts"));
+    // wrappers of several faults at once (INSTAR_DOUBLE_FAULT=a+b) are named freely
+    const combined = new Map<string, string>();
+    for (const n of wrappers) {
+      const fault = /INSTAR_DOUBLE_FAULT=(\S+)/.exec(await readFile(join(DOUBLES, n), "utf8"))?.[1] ?? "";
+      if (fault.includes("+")) combined.set(n, fault);
+    }
+    for (const [n, fault] of combined) {
+      assert.ok(fault.split("+").every((f) => (FAULT_NAMES as string[]).includes(f)), `${n}: ${fault}`);
+      assert.equal((await instar(n.slice("instar-".length), ["--version"])).stdout, `instar-double 0.1 (fault: ${fault})`);
+    }
+    const names = wrappers.filter((n) => !combined.has(n));
     assert.deepEqual(names.map((n) => n.slice("instar-".length)).sort(), [...FAULT_NAMES].sort());
     const template = await readFile(join(DOUBLES, "instar-none"), "utf8");
     await Promise.all(
@@ -344,6 +356,57 @@ describe("instar doubles", { concurrency: 6 }, () => {
     assert.deepEqual(await readFile(v2), await readFile(v2ref));
   });
 
+  test("every double refuses backing images and external data files, as instar documents", async () => {
+    const backing = await image();
+    const backed = scratchDir.path();
+    await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", backing, "-F", "qcow2", backed, "16M"]);
+    const data = await image(`data_file=${scratchDir.path("refused-data.raw")}`, []);
+    for (const [p, why] of [[backed, /backing file/], [data, /external data file/]] as const) {
+      for (const fault of ["none", "365-stride"]) {
+        const before = await readFile(p);
+        const r = await instar(fault, ["resize", p, "+1M"]);
+        assert.equal(r.exitCode, 1, fault);
+        assert.match(r.stderr, why);
+        assert.deepEqual(await readFile(p), before, "untouched");
+      }
+    }
+  });
+
+  test("keep-data-file-tail: qemu's qcow2 file and guest view after a shrink; the old bytes come back at a later grow", async () => {
+    // each image in a directory of its own with a relative data file name, as the harness lays
+    // them out: qemu-img 7.2 resolves it against the working directory
+    const side = async (name: string) => {
+      const dir = join(scratchDir.dir(), name);
+      await mkdir(dir);
+      await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-o", "data_file=data.raw,data_file_raw=on", "img.qcow2", "4M"], { cwd: dir });
+      await execa("qemu-io", ["-f", "qcow2", "-c", "write -P 7 0 64k", "-c", "write -P 9 3M 64k", "img.qcow2"], { cwd: dir });
+      return dir;
+    };
+    const [ref, sub, plain] = [await side("kdt-ref"), await side("kdt-sub"), await side("kdt-none")];
+    await execa("qemu-img", ["resize", "-q", "-f", "qcow2", "--shrink", "img.qcow2", "1M"], { cwd: ref });
+    const r = await execa(join(DOUBLES, "instar-keep-data-file-tail"), ["resize", "--shrink", "-f", "qcow2", "img.qcow2", "1M"], { cwd: sub, reject: false });
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout, "Image resized.");
+    // the qcow2 file is qemu's byte for byte: check, info and the structure oracle see nothing
+    assert.deepEqual(await readFile(join(sub, "img.qcow2")), await readFile(join(ref, "img.qcow2")));
+    assert.equal((await execa("qemu-img", ["check", "-q", "img.qcow2"], { cwd: sub, reject: false })).exitCode, 0);
+    // only the data file keeps its old length, and its bytes past the new end
+    assert.equal((await stat(join(ref, "data.raw"))).size, 1 * MiB);
+    assert.equal((await stat(join(sub, "data.raw"))).size, 4 * MiB);
+    const compare = () =>
+      execa("qemu-img", ["compare", "--image-opts", ...[ref, sub].map((d) => `driver=qcow2,file.filename=${d}/img.qcow2,data-file.filename=${d}/data.raw`)], { reject: false });
+    assert.equal((await compare()).exitCode, 0, "the guest reads the same");
+    // a later grow: with data_file_raw qemu maps the new area straight onto the data file
+    for (const d of [ref, sub]) await execa("qemu-io", ["-f", "qcow2", "-c", "truncate 4M", "img.qcow2"], { cwd: d });
+    const after = await compare();
+    assert.equal(after.exitCode, 1);
+    assert.match(after.stdout, /Content mismatch at offset 3145728/);
+    // silent on a grow; the faithful double refuses such images
+    assert.equal((await execa(join(DOUBLES, "instar-keep-data-file-tail"), ["resize", "img.qcow2", "5M"], { cwd: sub, reject: false })).exitCode, 0);
+    assert.equal((await stat(join(sub, "data.raw"))).size, 5 * MiB);
+    assert.equal((await execa(join(DOUBLES, "instar-none"), ["resize", "--shrink", "img.qcow2", "1M"], { cwd: plain, reject: false })).exitCode, 1);
+  });
+
   // The misbehaving subjects below act on every resize request, successful or refused; each test
   // shows the act and what stays faithful (exit status, output, or the other requests).
 
@@ -425,5 +488,42 @@ describe("instar doubles", { concurrency: 6 }, () => {
       assert.equal(r.signal, "SIGKILL", size);
       assert.deepEqual(await readFile(p), before);
     }
+  });
+});
+
+// Latent damage: every fault tried before (a header-only shrink, stale refcounts past the end of the
+// file) was also caught by the static structure oracle. This one passes check, compare, info and
+// structure right after the resize and goes wrong only when qemu next grows the image.
+describe("a fault only the after-use oracle catches", () => {
+  test("keep-data-file-tail: found within 250 iterations, by after-use alone", async (t) => {
+    const reports = await reportsDir(t);
+    const instarPath = instarDouble("keep-data-file-tail");
+    const r = await fuzzCli(["--instar", instarPath, "--iterations", "250", "--seed", "1", "--minimise-runs", "0", "--reports", reports]);
+    assert.equal(r.exitCode, 1, r.all);
+    const s = await readSummary(reports);
+    const signatures = s.signatures.map((x) => x.signature).sort();
+    // seen after use, or right away by compare where a later step of the case grows the image;
+    // never by check, info or structure: the qcow2 file is qemu's
+    assert.deepEqual(signatures, ["after-use/content-differs/subject/content-differs", "content/content-differs/subject/content-differs"]);
+    const { folder } = s.signatures.find((x) => x.signature.startsWith("after-use/"))!;
+    const report = await readReportIn(reports, folder);
+    assert.equal(report.case.image.dataFile, "data_file_raw");
+    assert.deepEqual([...new Set(report.findings.map((f) => f.oracle))], ["after-use"]);
+    // every step both sides accepted ran check, structure, info and compare, which found nothing;
+    // both sides refused the others alike
+    assert.ok(report.steps.some((step) => step.plan.kind === "shrink" && step.subject === "ok"));
+    for (const step of report.steps) {
+      assert.equal(step.reference, step.subject);
+      if (step.subject === "ok") assert.ok(step.subjectCheck && step.subjectInfo && step.referenceInfo);
+    }
+
+    const replayed = await fuzzCli(["--replay", join(reports, folder), "--instar", instarPath]);
+    assert.equal(replayed.exitCode, 1, replayed.all);
+    assert.equal((await fuzzCli(["--replay", join(reports, folder), "--instar", instarDouble("none")])).exitCode, 0);
+    const repro = await runRepro(reports, folder, instarPath);
+    assert.equal(repro.exitCode, 1, repro.all);
+    assert.match(repro.stdout, /REPRODUCED/);
+    const fixed = await runRepro(reports, folder, instarDouble("none"));
+    assert.equal(fixed.exitCode, 0, fixed.all);
   });
 });

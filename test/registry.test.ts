@@ -49,6 +49,29 @@ describe('registry matching', () => {
     const reg = registry({ kind: 'outcome-mismatch', case: { refcountBits: [4] } });
     assert.equal(matchKnown(reg, { ...finding, oracle: 'check', kind: 'corruptions', detail: 'corruptions' }, facts, ''), null);
   });
+  it('states backing images (against the size before the step) and data files as facts', () => {
+    const neither = caseFacts({ ...c, image: { ...c.image, backing: null, dataFile: 'none' } }, step);
+    const backed: Case = { ...c, image: { ...c.image, backing: { virtualSize: 8 * 2 ** 20, data: [] }, dataFile: 'data_file' } };
+    assert.equal(neither.backingFile, 'none');
+    assert.equal(neither.dataFile, 'none');
+    assert.equal(caseFacts(backed, step).backingFile, 'shorter');
+    assert.equal(caseFacts(backed, { ...step, sizeBefore: 4 * 2 ** 20 }).backingFile, 'longer');
+    assert.equal(caseFacts(backed, step).dataFile, 'data_file');
+  });
+  it("the shipped registry knows instar's refusal of backing images and data files, and qemu's v2 grow over a longer backing image", async () => {
+    const shipped = await loadRegistry('known-divergences.json');
+    const refused = { ...finding, detail: 'reference=ok,subject=refused,step=grow' };
+    const plain: Case = { ...c, image: { ...c.image, bitmaps: 0, dirty: false, compressionType: 'zlib', backing: null, dataFile: 'none' }, steps: [{ size: '32M', shrink: false, preallocation: null }] };
+    const grow: StepRecord = { ...step, plan: planStep(plain.steps[0]!, 16 * 2 ** 20) };
+    const id = (x: Case, f: StepFinding = refused, s: StepRecord = grow) => matchKnown(shipped, f, caseFacts(x, s), '')?.id ?? null;
+    assert.equal(id(plain), null);
+    assert.equal(id({ ...plain, image: { ...plain.image, backing: { virtualSize: 2 ** 20, data: [] } } }), 'instar-refuses-backing-files');
+    assert.equal(id({ ...plain, image: { ...plain.image, dataFile: 'data_file_raw' } }), 'instar-refuses-external-data-files');
+    const modified: StepFinding = { oracle: 'unchanged-on-refusal', kind: 'image-modified-on-refusal', side: 'reference', detail: 'hash-changed', message: '', step: 0 };
+    const v2 = { ...plain, image: { ...plain.image, compat: '0.10' as const, refcountBits: 16 as const, backing: { virtualSize: 32 * 2 ** 20, data: [] } } };
+    assert.equal(id(v2, modified, { ...grow, reference: 'refused', subject: 'refused' }), 'qemu-v2-grow-over-longer-backing');
+    assert.equal(id({ ...v2, image: { ...v2.image, compat: '1.1' } }, modified, grow), null, 'only version 2 images');
+  });
   it('does not match when any predicate fails', () => {
     for (const match of [{ kind: 'outcome-mismatch', case: { refcountBits: [16] } }, { kind: 'outcome-mismatch', subjectStderr: 'bitmap' }, { kind: 'outcome-mismatch', side: 'reference' }, { kind: 'outcome-mismatch', case: { shrinkL2TablesAtLeast: 1000 } }]) {
       assert.equal(matchKnown(registry(match), finding, facts, step.subjectStderr), null, JSON.stringify(match));

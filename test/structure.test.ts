@@ -185,6 +185,19 @@ describe("silent on qemu-built images and qemu's resizes; agrees with qemu-img c
     await assertSilentThroughResizes(p, ["+1M"], ["--shrink", "4M"]);
   });
 
+  for (const raw of [false, true]) {
+    test(`external data file${raw ? " with data_file_raw" : ""}: data clusters live in the data file, unrefcounted`, async () => {
+      // an absolute name: qemu-img 7.2 resolves a relative one against its working directory
+      const data = scratchDir.path(`data-${raw ? "raw" : "plain"}.raw`);
+      const io = ["write -P 1 0 100k", "write -z 1M 64k", "write -P 2 2M 64k", "discard 2M 64k", "write -P 3 3M 64k"];
+      const p = await image(`data_file=${data}${raw ? ",data_file_raw=on" : ""},refcount_bits=2,cluster_size=4096`, "4M", io);
+      const o = await observe(p);
+      assert.equal(o.fileLength < 4 * MiB, true, "no guest data in the qcow2 file");
+      assert.ok(o.extensions.some((e) => e.name === "data-file" && e.content === Buffer.from(data).toString("hex")));
+      await assertSilentThroughResizes(p, ["+1M"], ["--shrink", "1M"]);
+    });
+  }
+
   test("backing file with a backing format extension", async () => {
     const base = await image("", "4M", ["write -P 1 0 1M"]);
     const p = scratchDir.path();
@@ -400,6 +413,26 @@ describe("fires on damaged images", { concurrency: 4 }, () => {
       await truncate(p, o.fileLength - 65536);
     });
     assert.deepEqual(sigs(findings), ["structure/beyond-eof/subject/data"]);
+  });
+
+  test("external data file: a host offset other than the guest offset, a compressed cluster, a missing name", async () => {
+    const data = scratchDir.path("data-damaged.raw");
+    const opts = `data_file=${data}`;
+    const io = ["write -P 7 0 64k", "write -P 9 1M 64k"];
+    // guest cluster 0 pointed at the data of guest cluster 16: qemu-img check does not look, qemu
+    // marks the image corrupt when it reads there
+    const moved = await damaged(opts, async (p) => {
+      await withQcow2(p, async (r) => r.write(decodeL1Entry((await r.readL1Table())[0]!).offset, u64((1n << 63n) | BigInt(MiB))), "r+");
+    }, io);
+    assert.deepEqual(sigs(moved.findings), ["structure/metadata-invalid/subject/data-file-offset"]);
+    assert.equal((await check(moved.path)).exitCode, 0);
+    const compressed = await damaged(opts, async (p) => {
+      await withQcow2(p, async (r) => r.write(decodeL1Entry((await r.readL1Table())[0]!).offset, u64(1n << 62n)), "r+");
+    }, io);
+    // the descriptor also points into the qcow2 file itself (its header cluster, here)
+    assert.deepEqual(sigs(compressed.findings), ["structure/metadata-invalid/subject/data-file-compressed", "structure/refcount-mismatch/subject/undercounted"]);
+    const unnamed = await damaged(opts, (p) => rewriteHeaderExtensions(p, (xs) => xs.filter((x) => x.name !== "data-file")).then(() => {}), io);
+    assert.deepEqual(sigs(unnamed.findings), ["structure/header-inconsistent/subject/incompatible_features", "structure/extension-lost/subject/data-file"]);
   });
 
   test("unreadable: missing, empty, not qcow2", async () => {

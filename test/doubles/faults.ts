@@ -4,10 +4,13 @@
 // that exit code right there (no "Image resized." / JSON output); returning nothing carries on.
 import { spawn } from "node:child_process";
 import { appendFile, open, rename, stat, truncate, unlink } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { execa } from "execa";
 import {
   COMPAT_LAZY_REFCOUNTS,
+  EXT_DATA_FILE,
   EXT_FEATURE_TABLE,
+  INCOMPAT_DATA_FILE,
   getRefcountEntry,
   refcountEntriesPerBlock,
   rewriteHeaderExtensions,
@@ -42,6 +45,8 @@ type Exit = number | void;
 export interface Fault {
   /** What the fault does, for people. */
   what: string;
+  /** Images instar documents refusing that this fault accepts (the double refuses them otherwise). */
+  accepts?: ("backing-file" | "data-file")[];
   before?: (c: Context) => Exit | Promise<Exit>;
   refused?: (c: Context, exitCode: number) => Exit | Promise<Exit>;
   after?: (c: AfterContext) => Exit | Promise<Exit>;
@@ -116,6 +121,17 @@ async function replaceWithFresh(file: string, size: number): Promise<void> {
   await execa("qemu-img", ["create", "-q", "-f", "qcow2", tmp, String(size)]);
   await rename(tmp, file);
 }
+
+/** The external data file an image names (relative to the image's directory), or undefined. */
+async function dataFileOf(c: Context): Promise<string | undefined> {
+  if (!c.before || !(c.before.incompatibleFeatures & INCOMPAT_DATA_FILE)) return undefined;
+  const ext = await withQcow2(c.file, async (r) => r.extensions().find((e) => e.type === EXT_DATA_FILE));
+  return ext ? resolve(dirname(c.file), ext.data.toString("utf8")) : undefined;
+}
+
+/** The bytes of a data file past the new end of a shrink, kept by the keep-data-file-tail fault
+ * between its before and after hooks (one resize per process). */
+let dataFileTail: { file: string; from: number; length: number; blocks: { at: number; data: Buffer }[] } | undefined;
 
 /** Virtual size now on disk (after qemu-img ran or refused), falling back to the old one. */
 async function currentSize(c: Context): Promise<number> {
@@ -212,6 +228,41 @@ export const FAULTS = {
       if (!c.format || !c.before || c.oldSize === undefined || c.newSize <= c.oldSize) return;
       const end = Math.min(Math.ceil(c.oldSize / c.before.clusterSize) * c.before.clusterSize, c.newSize);
       if (end > c.oldSize) await execa("qemu-io", ["-f", c.format, "-c", `write -z ${c.oldSize} ${end - c.oldSize}`, c.file], { stdout: "ignore", reject: false });
+    },
+  },
+  "keep-data-file-tail": {
+    what:
+      "accepts images with an external data file (instar documents refusing them) and, on a shrink, leaves the data file at its old length: the bytes past the new end stay in the data file",
+    accepts: ["data-file"],
+    before: async (c) => {
+      const file = await dataFileOf(c);
+      if (!file || c.wanted === undefined || !isShrink(c) || !c.shrink || c.wanted <= 0) return;
+      const fh = await open(file, "r");
+      try {
+        const length = (await fh.stat()).size;
+        const blocks: { at: number; data: Buffer }[] = [];
+        const BLOCK = 64 * 1024;
+        for (let at = c.wanted; at < length; at += BLOCK) {
+          const data = Buffer.alloc(Math.min(BLOCK, length - at));
+          await fh.read(data, 0, data.length, at);
+          if (data.some((b) => b !== 0)) blocks.push({ at, data });
+        }
+        dataFileTail = { file, from: c.wanted, length, blocks };
+      } finally {
+        await fh.close();
+      }
+    },
+    after: async (c) => {
+      // qemu-img truncated the data file to the new size; put back what was past it
+      if (!dataFileTail || c.newSize >= (c.oldSize ?? 0)) return;
+      const { file, length, blocks } = dataFileTail;
+      await truncate(file, length);
+      const fh = await open(file, "r+");
+      try {
+        for (const b of blocks) await fh.write(b.data, 0, b.data.length, b.at);
+      } finally {
+        await fh.close();
+      }
     },
   },
   "drop-feature-table": {

@@ -1,0 +1,21 @@
+import { mkdir, mkdtemp } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { buildCommands, imagePath, layoutOf, type Case } from '../harness/case.ts';
+
+/** Builds a case's base image the way harness/execute.ts does: in a fresh directory below `parent`,
+ * in the base side's own directory when the case has one (an external data file: qemu-img 7.2
+ * resolves its relative name against the working directory, see layoutOf). Returns the image's
+ * path and the directory every qemu command on it must run in. */
+export async function buildBase(c: Case, parent: string): Promise<{ dir: string; image: string; cwd: string }> {
+  const dir = await mkdtemp(join(parent, 'case-'));
+  const { base } = layoutOf(c);
+  const cwd = join(dir, base.dir);
+  await mkdir(cwd, { recursive: true });
+  for (const cmd of buildCommands(c, base.image)) {
+    const r = await execa(cmd.program, cmd.args, { cwd, reject: false });
+    const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
+    if (!ok) throw new Error(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr}\ncase: ${JSON.stringify(c)}`);
+  }
+  return { dir, image: join(dir, imagePath(base)), cwd };
+}
