@@ -8,7 +8,11 @@ import { hideBin } from 'yargs/helpers';
 import { coverageGaps, coverageTable } from './coverage.ts';
 import { FatalError } from './errors.ts';
 import { killAllChildren } from './process.ts';
-import { loadRegistry } from './registry.ts';
+import { loadCorpus, promote } from './corpus.ts';
+import { fileIssues } from './file-issues.ts';
+import { writeReportsIndex } from './report-index.ts';
+import { recheckReports } from './recheck.ts';
+import { byExpiry, loadRegistry } from './registry.ts';
 import { replay } from './replay.ts';
 import { fuzz } from './run.ts';
 import { parseShard, type Shard } from './shard.ts';
@@ -53,6 +57,16 @@ async function parseArgs(argv: string[]) {
       jobs: { type: 'number', default: availableParallelism(), describe: 'Cases run at the same time (default: the number of cores); results do not depend on it' },
       workdir: { type: 'string', describe: 'Where cases build their images (default: /dev/shm when present, else the system temp dir)' },
       replay: { type: 'string', describe: 'Re-run the case of a report folder; exit 1 if its signature reproduces' },
+      recheck: { type: 'boolean', default: false, describe: 'Re-run every report in --reports against the subject and mark each still reproducing or fixed; exit 1 if any still reproduces' },
+      promote: { type: 'string', describe: "Copy a report folder's smallest case into --corpus as a regression case" },
+      corpus: { type: 'string', default: 'corpus', describe: 'Regression cases, replayed before the generated cases of every run' },
+      'corpus-share': { type: 'number', default: 0.2, describe: 'The corpus takes at most this share of the run: of --iterations in cases, of --duration in time' },
+      confirm: { type: 'number', default: 2, describe: 'Re-runs of a new finding in fresh directories before it is filed; none reproducing files it as flaky (0: no confirmation)' },
+      'minimise-runs': { type: 'number', default: 100, describe: "Cases tried at most while shrinking a new finding's case (0: file cases as generated)" },
+      'minimise-time': { type: 'number', default: 300, describe: 'Seconds at most spent shrinking one new finding' },
+      'strict-known': { type: 'boolean', default: false, describe: 'Exit 1 when a registry entry matched nothing (a strict expected failure)' },
+      'file-issues': { type: 'boolean', default: false, describe: "Write an issue (issue.md, issue-title.txt) for each signature new in this run, and file it with gh when gh is installed and logged in, skipping signatures an open issue already carries" },
+      'max-issues': { type: 'number', default: 5, describe: 'Issues filed at most per run with --file-issues' },
     })
     .check((a) => {
       if (a.iterations !== undefined && (!Number.isSafeInteger(a.iterations) || a.iterations < 1)) usageFail(`--iterations must be a whole number of at least 1, not ${a.iterations}`);
@@ -62,6 +76,13 @@ async function parseArgs(argv: string[]) {
       if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < -(2 ** 31) || a.seed >= 2 ** 31)) usageFail(`--seed must be a 32-bit integer, not ${a.seed}`);
       if (!Number.isFinite(a.timeout) || a.timeout <= 0) usageFail(`--timeout must be a positive number of seconds, not ${a.timeout}`);
       if (!Number.isSafeInteger(a.jobs) || a.jobs < 1) usageFail(`--jobs must be a whole number of at least 1, not ${a.jobs}`);
+      if (!Number.isSafeInteger(a['max-issues']) || a['max-issues'] < 0) usageFail(`--max-issues must be a whole number of at least 0, not ${a['max-issues']}`);
+      if (!Number.isSafeInteger(a.confirm) || a.confirm < 0) usageFail(`--confirm must be a whole number of at least 0, not ${a.confirm}`);
+      if (!Number.isSafeInteger(a['minimise-runs']) || a['minimise-runs'] < 0) usageFail(`--minimise-runs must be a whole number of at least 0, not ${a['minimise-runs']}`);
+      if (!Number.isFinite(a['minimise-time']) || a['minimise-time'] <= 0) usageFail(`--minimise-time must be a positive number of seconds, not ${a['minimise-time']}`);
+      if (!Number.isFinite(a['corpus-share']) || a['corpus-share'] < 0 || a['corpus-share'] > 1) usageFail(`--corpus-share must be a number from 0 to 1, not ${a['corpus-share']}`);
+      const modes = ['replay', 'recheck', 'promote'].filter((m) => a[m] !== undefined && a[m] !== false);
+      if (modes.length > 1) usageFail(`--${modes.join(' and --')} cannot be combined: pick one`);
       return true;
     })
     .strict()
@@ -143,6 +164,11 @@ function stopOnSignals(): AbortSignal {
 
 async function main(): Promise<number> {
   const args = await parseArgs(hideBin(process.argv));
+  if (args.promote !== undefined) {
+    const file = await promote(args.promote, args.corpus);
+    console.log(`promoted to ${file}: every run replays it before its generated cases`);
+    return 0;
+  }
   const timeoutMs = args.timeout * 1000;
   const qemuVersion = await checkQemu(timeoutMs);
   const subject = await subjectFrom(args);
@@ -156,7 +182,19 @@ async function main(): Promise<number> {
     return r.reproduced ? 1 : 0;
   }
 
-  const registry = await loadRegistry(args.known);
+  if (args.recheck) {
+    await writableDir(args.reports, '--reports', false);
+    const subjectVersion = subject.dialect === 'instar' ? await toolVersion(subject.program, timeoutMs) : qemuVersion;
+    const results = await recheckReports({ reportsDir: args.reports, subject, subjectVersion, timeoutMs, workdir, signal: stopOnSignals(), say: (l) => console.log(l) });
+    const still = results.filter((r) => r.reproduced).length;
+    console.log(`${results.length} reports rechecked against ${subjectVersion}: ${still} still reproduce, ${results.length - still} fixed`);
+    console.log(`index: ${(await writeReportsIndex(args.reports)).html}`);
+    return still > 0 ? 1 : 0;
+  }
+
+  const { active: registry, expired } = byExpiry(await loadRegistry(args.known), new Date().toISOString().slice(0, 10));
+  for (const e of expired) console.log(`registry entry ${e.id} expired on ${e.expires}: it no longer suppresses anything${e.issue ? ` (${e.issue})` : ''}; renew or remove it in ${args.known}`);
+  const corpus = await loadCorpus(args.corpus);
   await writableDir(args.reports, '--reports', true);
   const seed = args.seed ?? Math.floor(Math.random() * 2 ** 31);
   // --duration alone: unbounded iterations, the clock ends the run
@@ -186,20 +224,37 @@ async function main(): Promise<number> {
     log,
     stop: stopOnSignals(),
     say: (l) => console.log(l),
+    confirmRuns: args.confirm,
+    minimise: args['minimise-runs'] > 0 ? { runs: args['minimise-runs'], timeMs: args['minimise-time'] * 1000 } : null,
+    corpus,
+    corpusShare: args['corpus-share'],
+    expiredKnown: expired.map((e) => e.id),
   });
 
   log.info({ summary: s }, 'run finished');
   const early = s.stoppedEarly ? ` (stopped early: ${s.stoppedEarly})` : '';
   console.log(`\n${s.iterations} cases in ${s.elapsedSeconds} s${early} (${s.processes.perIteration} processes per case); seed ${s.seed}`);
+  if (s.corpus.available > 0) console.log(`corpus: ${s.corpus.run} of ${s.corpus.available} regression cases run; new divergences ${s.corpus.newDivergences}, known ${s.corpus.knownDivergences}`);
   console.log(`new divergences: ${s.newDivergences} (${s.signatures.length} signatures); known: ${s.knownDivergences}`);
   for (const sig of s.signatures) console.log(`  ${sig.filedThisRun ? 'NEW  ' : 'AGAIN'} x${sig.hitsThisRun} ${sig.signature}\n        ${join(args.reports, sig.folder)}`);
+  for (const sig of s.flaky) console.log(`  FLAKY x${sig.hitsThisRun} ${sig.signature} (did not reproduce when re-run)\n        ${join(args.reports, sig.folder)}`);
   console.log(`\ncoverage (steps qemu-img accepted):\n${coverageTable(s.coverage)}`);
   const gaps = coverageGaps(s.coverage);
   // a run stopped early has gaps by construction
   if (gaps.length && !s.stoppedEarly) console.log(`warning: no cases for ${gaps.join(', ')}`);
   if (s.unusedKnown.length) console.log(`registry entries that matched nothing: ${s.unusedKnown.join(', ')}`);
   console.log(`summary: ${join(args.reports, 'summary.json')}`);
-  if (s.newDivergences > 0) return 1;
+  console.log(`index: ${(await writeReportsIndex(args.reports)).html}`);
+  if (args['file-issues']) {
+    const fresh = s.signatures.filter((x) => x.filedThisRun).map((x) => x.folder);
+    if (fresh.length === 0) console.log('--file-issues: no signature is new in this run, nothing to file');
+    else await fileIssues(args.reports, fresh, { maxIssues: args['max-issues'], timeoutMs, say: (l) => console.log(l) });
+  }
+  if (s.newDivergences > 0 || s.corpus.newDivergences > 0 || s.flaky.length > 0) return 1;
+  if (args['strict-known'] && s.unusedKnown.length > 0 && !s.stoppedEarly) {
+    console.error(`--strict-known: ${s.unusedKnown.length} registry entries matched nothing in this run: ${s.unusedKnown.join(', ')}; remove them from ${args.known} or fix their match`);
+    return 1;
+  }
   if (s.setupErrors.length > 0) {
     console.error(`${s.setupErrors.length} generated cases could not be built: a harness bug, see ${logFile}`);
     return 2;

@@ -1,10 +1,11 @@
 import { cp, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { FatalError } from './errors.ts';
-import { writeAtomic, type Origin, type Report } from './reports.ts';
+import { smaller } from './minimise.ts';
+import { FLAKY_DIR, writeAtomic, type Origin, type Report } from './reports.ts';
 import type { RunSummary } from './run.ts';
 import type { Shard } from './shard.ts';
 
@@ -66,6 +67,9 @@ const earlier = (a: Origin, b: Origin) => {
   return ia !== ib ? ia < ib : da < db;
 };
 
+/** Corpus cases (no index) run first. */
+const firstOf = (sig: RunSummary['signatures'][number]) => (sig.firstCorpusCase !== null ? -1 : (sig.firstIteration ?? Infinity));
+
 const STOP_PRIORITY: NonNullable<RunSummary['stoppedEarly']>[] = ['interrupted', 'fail-fast', 'duration'];
 
 export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedSummary {
@@ -91,18 +95,19 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
   for (const s of summaries) {
     for (const sig of s.signatures) {
       const prev = signatures.get(sig.signature);
-      const firstIteration = sig.firstIteration ?? Infinity;
-      if (!prev) signatures.set(sig.signature, { ...sig, firstIteration });
+      if (!prev) signatures.set(sig.signature, { ...sig });
       else {
         prev.hitsThisRun += sig.hitsThisRun;
         prev.filedThisRun ||= sig.filedThisRun;
-        prev.firstIteration = Math.min(prev.firstIteration, firstIteration);
+        // corpus cases run before the generated ones
+        if (sig.firstCorpusCase !== null || (prev.firstCorpusCase === null && firstOf(sig) < firstOf(prev))) Object.assign(prev, { firstIteration: sig.firstIteration, firstCorpusCase: sig.firstCorpusCase });
       }
     }
   }
   const knownByEntry = summaries.reduce<Record<string, number>>((acc, s) => sumCounts(acc, s.knownByEntry), {});
   const iterations = summaries.reduce((n, s) => n + s.iterations, 0);
   const processes = summaries.reduce((n, s) => n + s.processes.total, 0);
+  const filing = summaries.reduce((n, s) => n + (s.processes.filing ?? 0), 0);
   const stops = summaries.map((s) => s.stoppedEarly);
   return {
     seed: first.seed,
@@ -119,12 +124,15 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
     newDivergences: summaries.reduce((n, s) => n + s.newDivergences, 0),
     knownDivergences: summaries.reduce((n, s) => n + s.knownDivergences, 0),
     knownByEntry,
-    signatures: [...signatures.values()].sort((a, b) => a.firstIteration - b.firstIteration || a.signature.localeCompare(b.signature)),
+    signatures: [...signatures.values()].sort((a, b) => firstOf(a) - firstOf(b) || a.signature.localeCompare(b.signature)),
+    flaky: summaries.flatMap((s) => s.flaky ?? []),
+    corpus: summaries.map((s) => s.corpus ?? { available: 0, run: 0, newDivergences: 0, knownDivergences: 0 }).reduce((a, b) => sumCounts(a, b)),
     unusedKnown: Object.entries(knownByEntry)
       .filter(([, n]) => n === 0)
       .map(([id]) => id),
+    expiredKnown: [...new Set(summaries.flatMap((s) => s.expiredKnown ?? []))].sort(),
     setupErrors: summaries.flatMap((s) => s.setupErrors).sort((a, b) => a.iteration - b.iteration),
-    processes: { total: processes, perIteration: iterations ? Math.round((processes / iterations) * 10) / 10 : 0 },
+    processes: { total: processes, perIteration: iterations ? Math.round(((processes - filing) / iterations) * 10) / 10 : 0, filing },
     coverage: summaries.map((s) => s.coverage).reduce((a, b) => sumCounts(a, b)),
     merged: {
       from: dirs,
@@ -134,27 +142,32 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
   };
 }
 
-/** Report folders of a reports directory (staging folders, hidden, are skipped). */
-async function reportFolders(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { withFileTypes: true });
+/** Report folders of a reports directory, flaky/ ones as `flaky/<name>` (staging folders, hidden,
+ * are skipped). */
+async function reportFolders(dir: string, under = ''): Promise<string[]> {
+  const entries = await readdir(join(dir, under), { withFileTypes: true }).catch(() => []);
   const folders: string[] = [];
   for (const e of entries) {
     if (!e.isDirectory() || e.name.startsWith('.')) continue;
-    if (await stat(join(dir, e.name, 'report.json')).then(() => true, () => false)) folders.push(e.name);
+    if (under === '' && e.name === FLAKY_DIR) folders.push(...(await reportFolders(dir, FLAKY_DIR)));
+    else if (await stat(join(dir, under, e.name, 'report.json')).then(() => true, () => false)) folders.push(join(under, e.name));
   }
   return folders.sort();
 }
 
-/** Merges one signature's folders: hits summed, the earliest first sighting's folder is the base
- * (its case, images and repro.sh), firstSeen the earliest and lastSeen the latest sighting. */
+/** Merges one signature's folders: hits summed, firstSeen the earliest and lastSeen the latest
+ * sighting; the folder with the smallest case (the earliest among equals) is the base: its case,
+ * images and repro.sh. */
 async function mergeFolder(folder: string, sources: { dir: string; report: Report }[], out: string) {
-  const base = sources.reduce((a, b) => (earlier(b.report.firstSeen, a.report.firstSeen) ? b : a));
+  const first = sources.reduce((a, b) => (earlier(b.report.firstSeen, a.report.firstSeen) ? b : a));
+  const base = sources.reduce((a, b) => (smaller(b.report.case, a.report.case) || (!smaller(a.report.case, b.report.case) && earlier(b.report.firstSeen, a.report.firstSeen)) ? b : a));
   for (const s of sources) if (s.report.signature !== base.report.signature) fail(`${join(s.dir, folder)} and ${join(base.dir, folder)} hold different signatures`);
   const report: Report = {
     ...base.report,
     hits: sources.reduce((n, s) => n + s.report.hits, 0),
-    firstSeen: base.report.firstSeen,
+    firstSeen: first.report.firstSeen,
     lastSeen: sources.map((s) => s.report.lastSeen).reduce((a, b) => (earlier(a, b) ? b : a)),
+    originalCase: first.report.originalCase ?? first.report.case,
   };
   const json = `${JSON.stringify(report, null, 2)}\n`;
   const target = join(out, folder);
@@ -164,13 +177,15 @@ async function mergeFolder(folder: string, sources: { dir: string; report: Repor
   }
   // a whole folder is staged under a hidden temporary name and renamed into place; a fuzz run on
   // the directory removes leftovers of an interrupted merge, like its own
-  const staging = join(out, `.${folder}.tmp-${process.pid}`);
-  const old = join(out, `.${folder}.old.tmp-${process.pid}`);
+  const flat = folder.replace('/', '-');
+  const staging = join(out, `.${flat}.tmp-${process.pid}`);
+  const old = join(out, `.${flat}.old.tmp-${process.pid}`);
   await rm(staging, { recursive: true, force: true });
   await cp(join(base.dir, folder), staging, { recursive: true });
   await writeAtomic(join(staging, 'report.json'), json);
   const exists = await stat(target).then(() => true, () => false);
   if (exists) await rename(target, old);
+  await mkdir(dirname(target), { recursive: true });
   await rename(staging, target);
   if (exists) await rm(old, { recursive: true, force: true });
 }

@@ -5,10 +5,13 @@ import type { Case } from './case.ts';
 import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
 import { CaseSetupError, runCase, type CaseResult } from './execute.ts';
 import { addCase, emptyCoverage, type CoverageSummary } from './coverage.ts';
+import type { CorpusEntry } from './corpus.ts';
+import { fileFinding, type CaseSource } from './filing.ts';
+import type { MinimiseBudget } from './minimise.ts';
 import { processesSpawned } from './process.ts';
 import { caseIndexAt, casesInShard, type Shard } from './shard.ts';
 import type { KnownDivergence } from './registry.ts';
-import { fileReport, writeAtomic, type Report } from './reports.ts';
+import { writeAtomic, type Report } from './reports.ts';
 import type { Resizer } from './subjects.ts';
 import { triage } from './triage.ts';
 import { caseAt } from '../generators/case.ts';
@@ -38,6 +41,17 @@ export interface FuzzOptions {
   stop?: AbortSignal;
   /** Readable progress for the console. */
   say: (line: string) => void;
+  /** Re-runs of a new signature before it is filed (k of n); 0 files without confirming. */
+  confirmRuns: number;
+  /** Budget for shrinking a new signature's case; null files cases as generated. */
+  minimise: MinimiseBudget | null;
+  /** Regression cases replayed before the generated ones (this shard's share of them). */
+  corpus: CorpusEntry[];
+  /** Ids of the registry entries left out because they expired. */
+  expiredKnown: string[];
+  /** The corpus may take at most this share of the run: of --iterations in cases, or of
+   * --duration in time. */
+  corpusShare: number;
 }
 
 export interface RunSummary {
@@ -63,13 +77,22 @@ export interface RunSummary {
   /** Cases whose findings the registry explains entirely. */
   knownDivergences: number;
   knownByEntry: Record<string, number>;
-  /** Signatures of new findings seen in this run, with their report folders. */
-  signatures: { signature: string; folder: string; hitsThisRun: number; filedThisRun: boolean; firstIteration: number }[];
+  /** Signatures of new findings seen in this run, with their report folders (generated and
+   * corpus cases alike; flaky ones are listed apart, under `flaky`). */
+  signatures: SignatureSeen[];
+  /** Findings that never reproduced when re-run: filed under flaky/, not counted as divergences. */
+  flaky: SignatureSeen[];
+  /** Regression cases from the corpus, run before the generated ones and counted apart from them. */
+  corpus: { available: number; run: number; newDivergences: number; knownDivergences: number };
   /** Registry entries that matched nothing in this run. */
   unusedKnown: string[];
+  /** Registry entries past their `expires` day: they suppressed nothing in this run. */
+  expiredKnown: string[];
   /** Cases whose base image could not be built: harness bugs, never divergences. */
   setupErrors: { iteration: number; message: string }[];
-  processes: { total: number; perIteration: number };
+  /** Child processes: all of them; per case run (generated or corpus), counting the case's own
+   * commands; and those spent confirming and minimising new findings. */
+  processes: { total: number; perIteration: number; filing: number };
   coverage: CoverageSummary;
 }
 
@@ -91,15 +114,34 @@ async function removeStaleStaging(reportsDir: string) {
 
 type Attempt = { c: Case; result: CaseResult } | { c: Case; setupError: CaseSetupError };
 
+export interface SignatureSeen {
+  signature: string;
+  folder: string;
+  hitsThisRun: number;
+  filedThisRun: boolean;
+  /** The first case of this run that hit it: a case index, or null for a corpus case (named in
+   * firstCorpusCase). */
+  firstIteration: number | null;
+  firstCorpusCase: string | null;
+  confirmation: { runs: number; reproduced: number } | null;
+  /** Steps and data operations of the case filed when new, and how it was shrunk. */
+  minimised: { steps: number; data: number; runs: number; stoppedBy: string } | null;
+}
+
+/** This shard's corpus cases, in name order: case j goes to shard (j mod N) + 1. */
+export const corpusInShard = (corpus: CorpusEntry[], shard: Shard | null) => (shard ? corpus.filter((_, j) => j % shard.count === shard.index - 1) : corpus);
+
 export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   const started = performance.now();
   const processesBefore = processesSpawned();
   const knownByEntry: Record<string, number> = Object.fromEntries(o.registry.map((e) => [e.id, 0]));
-  const signatures = new Map<string, RunSummary['signatures'][number]>();
+  const signatures = new Map<string, SignatureSeen>();
+  const flaky = new Map<string, SignatureSeen>();
   const setupErrors: RunSummary['setupErrors'] = [];
   const coverage = emptyCoverage();
   let newDivergences = 0;
   let knownDivergences = 0;
+  /** Positions committed: corpus cases first, then this shard's generated cases. */
   let committed = 0;
   let stoppedEarly: RunSummary['stoppedEarly'] = null;
   let fatal: unknown = null;
@@ -107,9 +149,19 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   /** Child process wall time of the committed cases (for the log and benchmarks; not in the
    * summary, which does not depend on timing). */
   let childMs = 0;
+  let caseProcesses = 0;
   const shard = o.shard ?? null;
-  /** Positions in this shard's sequence of case indices. */
-  const positions = casesInShard(shard, o.iterations);
+  const corpusCases = corpusInShard(o.corpus, shard);
+  // the corpus's share of an iteration budget, in cases; a --duration budget is checked in time
+  const corpusLimit = Number.isFinite(o.iterations) ? Math.min(corpusCases.length, Math.ceil(o.corpusShare * o.iterations)) : corpusCases.length;
+  const corpusSummary: RunSummary['corpus'] = { available: corpusCases.length, run: 0, newDivergences: 0, knownDivergences: 0 };
+  /** Positions in this run's sequence: corpus cases, then this shard's case indices. */
+  const generated = casesInShard(shard, o.iterations);
+  const positions = corpusLimit + generated;
+  const sourceAt = (position: number): CaseSource =>
+    position < corpusLimit ? { corpus: corpusCases[position]!.name } : { seed: o.seed, iteration: caseIndexAt(shard, position - corpusLimit) };
+  const caseOf = (source: CaseSource) => ('corpus' in source ? corpusCases.find((e) => e.name === source.corpus)!.case : caseAt(source.seed, source.iteration));
+  const label = (source: CaseSource) => ('corpus' in source ? `corpus ${source.corpus}` : String(source.iteration));
 
   // `halt` stops new cases and kills running ones: on fail-fast, interruption or a fatal error
   const halt = new AbortController();
@@ -120,42 +172,66 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   o.stop?.addEventListener('abort', onStop, { once: true });
   await removeStaleStaging(o.reportsDir);
 
-  async function commit(iteration: number, attempt: Attempt) {
+  async function commit(source: CaseSource, attempt: Attempt) {
     const { c } = attempt;
+    const where = label(source);
+    const fromCorpus = 'corpus' in source;
+    if (fromCorpus) corpusSummary.run++;
+    caseProcesses += 'setupError' in attempt ? 1 : attempt.result.commands.length;
     childMs += 'setupError' in attempt ? attempt.setupError.command.durationMs : attempt.result.commands.reduce((sum, r) => sum + r.durationMs, 0);
     if ('setupError' in attempt) {
       const err = attempt.setupError;
-      setupErrors.push({ iteration, message: err.message });
-      o.log.error({ iteration, case: c, command: err.command }, `case could not be built: ${err.message}`);
-      o.say(`[${iteration}] harness bug: the generated case could not be built: ${err.message}`);
+      setupErrors.push({ iteration: fromCorpus ? -1 : source.iteration, message: `${fromCorpus ? `corpus case ${source.corpus}: ` : ''}${err.message}` });
+      o.log.error({ source, case: c, command: err.command }, `case could not be built: ${err.message}`);
+      o.say(`[${where}] harness bug: the case could not be built: ${err.message}`);
       return;
     }
     const { result } = attempt;
-    addCase(coverage, c, result);
+    if (!fromCorpus) addCase(coverage, c, result);
     const { known, fresh } = triage(c, result, o.registry);
     for (const { entry } of known) knownByEntry[entry.id]! += 1;
-    o.log.info({ iteration, steps: result.steps.map((s) => `${s.plan.kind}:${s.reference}/${s.subject}`), known: known.map((k) => k.entry.id), fresh: fresh.map(signatureOf) }, 'case done');
+    o.log.info({ source, steps: result.steps.map((s) => `${s.plan.kind}:${s.reference}/${s.subject}`), known: known.map((k) => k.entry.id), fresh: fresh.map(signatureOf) }, 'case done');
     if (fresh.length === 0) {
-      if (known.length > 0) knownDivergences++;
+      if (known.length > 0) {
+        if (fromCorpus) corpusSummary.knownDivergences++;
+        else knownDivergences++;
+      }
       return;
     }
-    newDivergences++;
     const primary = fresh[0]!;
-    const filed = await fileReport(o.reportsDir, {
-      finding: primary,
-      findings: result.findings,
-      case: c,
-      result,
-      subject: o.subject,
-      tools: o.tools,
-      origin: { seed: o.seed, iteration, date: new Date().toISOString() },
-    });
     const signature = signatureOf(primary);
-    const entry = signatures.get(signature) ?? { signature, folder: filed.folder, hitsThisRun: 0, filedThisRun: filed.isNew, firstIteration: iteration };
+    const firstThisRun = !signatures.has(signature) && !flaky.has(signature);
+    if (firstThisRun) o.say(`[${where}] ${primary.message}: confirming${o.minimise && !fromCorpus ? ' and minimising' : ''} before filing`);
+    const filed = await fileFinding(
+      { reportsDir: o.reportsDir, subject: o.subject, tools: o.tools, registry: o.registry, timeoutMs: o.timeoutMs, workdir: o.workdir, signal: halt.signal, confirmRuns: o.confirmRuns, minimise: o.minimise, log: o.log },
+      c,
+      result,
+      primary,
+      source,
+    );
+    const seen = filed.flaky ? flaky : signatures;
+    const entry = seen.get(signature) ?? {
+      signature,
+      folder: filed.folder,
+      hitsThisRun: 0,
+      filedThisRun: filed.isNew,
+      firstIteration: fromCorpus ? null : source.iteration,
+      firstCorpusCase: fromCorpus ? source.corpus : null,
+      confirmation: filed.confirmation,
+      minimised: filed.minimisation && filed.isNew ? { steps: c.steps.length, data: c.data.length, runs: filed.minimisation.runs, stoppedBy: filed.minimisation.stoppedBy } : null,
+    };
     entry.hitsThisRun++;
-    signatures.set(signature, entry);
-    o.log.warn({ iteration, signature, folder: filed.folder, isNew: filed.isNew }, primary.message);
-    o.say(`[${iteration}] ${filed.isNew ? 'NEW' : 'again'}: ${primary.message} -> ${join(o.reportsDir, filed.folder)}`);
+    seen.set(signature, entry);
+    if (filed.flaky) {
+      o.log.warn({ source, signature, folder: filed.folder }, `flaky: ${primary.message}`);
+      o.say(`[${where}] FLAKY (did not reproduce in ${filed.confirmation?.runs} re-runs): ${primary.message} -> ${join(o.reportsDir, filed.folder)}`);
+      return;
+    }
+    if (fromCorpus) corpusSummary.newDivergences++;
+    else newDivergences++;
+    const how = filed.isNew ? ` (reproduced ${filed.confirmation ? `${filed.confirmation.reproduced}/${filed.confirmation.runs}` : 'unconfirmed'}${filed.minimisation ? `; minimised in ${filed.minimisation.runs} runs, ${filed.minimisation.stoppedBy}` : ''})` : '';
+    o.log.warn({ source, signature, folder: filed.folder, isNew: filed.isNew }, primary.message);
+    o.say(`[${where}] ${filed.isNew ? 'NEW' : 'again'}: ${primary.message}${how} -> ${join(o.reportsDir, filed.folder)}`);
     if (o.failFast) {
       // later cases may have finished already: they are not counted, as if they never ran
       accepting = false;
@@ -169,6 +245,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   let draining = false;
   let graceTimer: NodeJS.Timeout | undefined;
   const deadline = o.durationMs == null ? null : started + o.durationMs;
+  const corpusDeadline = o.durationMs == null ? Infinity : started + o.corpusShare * o.durationMs;
   const deadlineTimer =
     deadline === null
       ? undefined
@@ -180,21 +257,21 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
           }, o.timeoutMs);
         }, o.durationMs!);
 
-  // Results arrive in any order; they are committed strictly in case order (positions in this
-  // shard's sequence; `iteration` is always the real case index).
-  const done = new Map<number, Attempt>();
+  // Results arrive in any order; they are committed strictly in position order.
+  const done = new Map<number, Attempt | 'skipped'>();
   let commits = Promise.resolve();
   const commitReady = async () => {
     while (accepting && done.has(committed)) {
       const attempt = done.get(committed)!;
       done.delete(committed);
-      await commit(caseIndexAt(shard, committed), attempt);
+      if (attempt !== 'skipped') await commit(sourceAt(committed), attempt);
       committed++;
-      if ((committed % 25 === 0 || committed === positions) && !halt.signal.aborted) {
+      const cases = committed - corpusLimit;
+      if (cases > 0 && (cases % 25 === 0 || cases === generated) && !halt.signal.aborted) {
         const now = performance.now();
         const rate = committed / ((now - started) / 1000);
         const left = deadline === null ? '' : `, ${Math.max(0, Math.round((deadline - now) / 1000))} s left`;
-        o.say(`[${committed}${Number.isFinite(positions) ? `/${positions}` : ''}] ${rate.toFixed(1)} cases/s, new ${newDivergences}, known ${knownDivergences}${left}`);
+        o.say(`[${cases}${Number.isFinite(generated) ? `/${generated}` : ''}] ${rate.toFixed(1)} cases/s, new ${newDivergences}, known ${knownDivergences}${left}`);
       }
     }
   };
@@ -203,19 +280,24 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   async function worker() {
     while (!halt.signal.aborted && !draining && next < positions) {
       const position = next++;
-      const iteration = caseIndexAt(shard, position);
-      const c = caseAt(o.seed, iteration);
+      const source = sourceAt(position);
+      const c = caseOf(source);
       try {
-        await ensureSpace(o.workdir, 'work directory', '--workdir');
-        await ensureSpace(o.reportsDir, 'reports directory', '--reports');
-        const result = await runCase(c, {
-          subject: o.subject,
-          timeoutMs: o.timeoutMs,
-          workdir: o.workdir,
-          signal: halt.signal,
-          wantArtifacts: (findings, steps) => triage(c, { findings, steps }, o.registry).fresh.length > 0,
-        });
-        done.set(position, { c, result });
+        // under --duration the corpus gets its share of the time, then the generated cases start
+        if ('corpus' in source && performance.now() > corpusDeadline) {
+          done.set(position, 'skipped');
+        } else {
+          await ensureSpace(o.workdir, 'work directory', '--workdir');
+          await ensureSpace(o.reportsDir, 'reports directory', '--reports');
+          const result = await runCase(c, {
+            subject: o.subject,
+            timeoutMs: o.timeoutMs,
+            workdir: o.workdir,
+            signal: halt.signal,
+            wantArtifacts: (findings, steps) => triage(c, { findings, steps }, o.registry).fresh.length > 0,
+          });
+          done.set(position, { c, result });
+        }
       } catch (err) {
         if (err instanceof CaseAborted) return;
         if (err instanceof CaseSetupError) done.set(position, { c, setupError: err });
@@ -226,6 +308,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
         }
       }
       commits = commits.then(commitReady).catch((err: unknown) => {
+        if (err instanceof CaseAborted) return;
         fatal ??= isNoSpace(err) ? new DiskFullError(`the reports directory ${o.reportsDir} is full: ${(err as Error).message}; reports already filed are intact`) : err;
         halt.abort();
       });
@@ -238,7 +321,8 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   clearTimeout(graceTimer);
   o.stop?.removeEventListener('abort', onStop);
   if (fatal) throw fatal;
-  if (draining && committed < positions) stoppedEarly ??= 'duration';
+  const iterations = Math.max(0, committed - corpusLimit);
+  if (draining && iterations < generated) stoppedEarly ??= 'duration';
 
   const total = processesSpawned() - processesBefore;
   const summary: RunSummary = {
@@ -246,7 +330,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     iterationsRequested: Number.isFinite(o.iterations) ? o.iterations : null,
     durationSeconds: o.durationMs == null ? null : o.durationMs / 1000,
     shard,
-    iterations: committed,
+    iterations,
     stoppedEarly,
     elapsedSeconds: Math.round((performance.now() - started) / 10) / 100,
     jobs: o.jobs,
@@ -256,14 +340,17 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     knownDivergences,
     knownByEntry,
     signatures: [...signatures.values()],
+    flaky: [...flaky.values()],
+    corpus: corpusSummary,
     unusedKnown: Object.entries(knownByEntry)
       .filter(([, n]) => n === 0)
       .map(([id]) => id),
+    expiredKnown: o.expiredKnown,
     setupErrors,
-    processes: { total, perIteration: committed ? Math.round((total / committed) * 10) / 10 : 0 },
+    processes: { total, perIteration: committed ? Math.round((caseProcesses / committed) * 10) / 10 : 0, filing: total - caseProcesses },
     coverage,
   };
-  o.log.info({ childSeconds: Math.round(childMs) / 1000, elapsedSeconds: summary.elapsedSeconds, iterations: committed, jobs: o.jobs }, 'run timing');
+  o.log.info({ childSeconds: Math.round(childMs) / 1000, elapsedSeconds: summary.elapsedSeconds, iterations, jobs: o.jobs }, 'run timing');
   await writeAtomic(join(o.reportsDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
   return summary;
 }

@@ -44,7 +44,8 @@ describe('every fault is found within 250 iterations, by its own oracles alone',
     it(`${fault}: ${why}`, async (t) => {
       const reports = await reportsDir(t);
       const instar = instarDouble(fault);
-      const r = await fuzzCli(['--instar', instar, '--iterations', '250', '--seed', '1', '--fail-fast', '--reports', reports]);
+      // a short minimisation: the minimal case's findings must still be those of this oracle alone
+      const r = await fuzzCli(['--instar', instar, '--iterations', '250', '--seed', '1', '--fail-fast', '--minimise-runs', '25', '--reports', reports]);
       assert.equal(r.exitCode, 1, r.all);
       const s = await readSummary(reports);
       assert.equal(s.signatures.length, 1, JSON.stringify(s.signatures));
@@ -90,7 +91,7 @@ describe('a hanging subject', () => {
     const iterations = 12;
     const timeout = 2;
     const started = Date.now();
-    const r = await fuzzCli(['--instar', instarDouble('hang-on-grow'), '--iterations', String(iterations), '--seed', '1', '--timeout', String(timeout), '--reports', reports]);
+    const r = await fuzzCli(['--instar', instarDouble('hang-on-grow'), '--iterations', String(iterations), '--seed', '1', '--timeout', String(timeout), '--confirm', '1', '--minimise-runs', '0', '--reports', reports]);
     const elapsed = (Date.now() - started) / 1000;
     assert.equal(r.exitCode, 1, r.all);
     const s = await readSummary(reports);

@@ -32,7 +32,7 @@ describe('a run killed with SIGKILL', () => {
   it('leaves only complete reports, and the next run on the same directory works', async (t) => {
     const reports = await reportsDir(t);
     const instar = instarDouble('msb-first');
-    const run = startFuzz(['--instar', instar, '--iterations', '500', '--seed', '4', '--reports', reports]);
+    const run = startFuzz(['--instar', instar, '--iterations', '500', '--seed', '4', '--minimise-runs', '10', '--reports', reports]);
     await run.line(/\] again: /);
     run.child.kill('SIGKILL');
     await run.child;
@@ -40,7 +40,7 @@ describe('a run killed with SIGKILL', () => {
     assert.ok(files.length > 0);
     for (const file of files) JSON.parse(await readFile(file, 'utf8'));
 
-    const next = await fuzzCli(['--instar', instar, '--iterations', '10', '--seed', '4', '--reports', reports]);
+    const next = await fuzzCli(['--instar', instar, '--iterations', '10', '--seed', '4', '--minimise-runs', '10', '--reports', reports]);
     assert.equal(next.exitCode, 1, next.all);
     assert.match(next.stdout, /\] again: /, 'the next run adds hits to the reports of the killed one');
     assert.deepEqual((await readdir(reports)).filter((n) => n.startsWith('.')), [], 'no staging folder left over');
@@ -106,7 +106,7 @@ describe('hostile names', () => {
     const reports = join(weird, 'reports');
     const workdir = join(weird, 'work');
     await mkdir(workdir);
-    const r = await fuzzCli(['--instar', instar, '--iterations', '30', '--seed', '1', '--fail-fast', '--reports', reports, '--workdir', workdir]);
+    const r = await fuzzCli(['--instar', instar, '--iterations', '30', '--seed', '1', '--fail-fast', '--minimise-runs', '5', '--reports', reports, '--workdir', workdir]);
     assert.equal(r.exitCode, 1, r.all);
     const [sig] = (await readSummary(reports)).signatures;
     const report = JSON.parse(await readFile(join(reports, sig!.folder, 'report.json'), 'utf8'));
@@ -122,7 +122,7 @@ describe('determinism', () => {
     const summaries = [];
     for (const jobs of ['1', '2']) {
       const reports = await reportsDir(t);
-      const r = await fuzzCli(['--instar', instarDouble('msb-first'), '--iterations', '30', '--seed', '8', '--jobs', jobs, '--reports', reports]);
+      const r = await fuzzCli(['--instar', instarDouble('msb-first'), '--iterations', '30', '--seed', '8', '--jobs', jobs, '--minimise-runs', '20', '--reports', reports]);
       assert.equal(r.exitCode, 1, r.all);
       const { elapsedSeconds: _e, jobs: _j, ...rest } = await readSummary(reports);
       summaries.push(rest);

@@ -1,0 +1,65 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CaseSetupError, runCase } from './execute.ts';
+import { FLAKY_DIR, readStoredReport, writeReportJson, type Recheck } from './reports.ts';
+import type { Resizer } from './subjects.ts';
+import { signatureOf } from '../oracles/finding.ts';
+
+// --recheck: every stored report is run again against today's subject and marked still
+// reproducing or fixed. Nothing is deleted: a fixed report keeps its history and can regress.
+
+export interface RecheckResult {
+  folder: string;
+  signature: string;
+  reproduced: boolean;
+  /** What the case gave instead, when it did not reproduce. */
+  signatures: string[];
+}
+
+/** Report folders, the flaky ones as flaky/<name>, in name order. */
+export async function storedReportFolders(reportsDir: string): Promise<string[]> {
+  const list = async (under: string) =>
+    (await readdir(join(reportsDir, under), { withFileTypes: true }).catch(() => []))
+      .filter((e) => e.isDirectory() && !e.name.startsWith('.') && !(under === '' && e.name === FLAKY_DIR))
+      .map((e) => join(under, e.name));
+  const folders = [...(await list('')), ...(await list(FLAKY_DIR))];
+  const withReports = await Promise.all(folders.map(async (f) => ((await readStoredReport(join(reportsDir, f))) ? f : null)));
+  return withReports.filter((f): f is string => f !== null).sort();
+}
+
+export interface RecheckOptions {
+  reportsDir: string;
+  subject: Resizer;
+  subjectVersion: string;
+  timeoutMs: number;
+  workdir: string;
+  signal?: AbortSignal;
+  say: (line: string) => void;
+}
+
+export async function recheckReports(o: RecheckOptions): Promise<RecheckResult[]> {
+  const results: RecheckResult[] = [];
+  for (const folder of await storedReportFolders(o.reportsDir)) {
+    if (o.signal?.aborted) break;
+    const path = join(o.reportsDir, folder);
+    const report = (await readStoredReport(path))!;
+    let signatures: string[];
+    try {
+      const result = await runCase(report.case, { subject: o.subject, timeoutMs: o.timeoutMs, workdir: o.workdir, signal: o.signal, wantArtifacts: () => false });
+      signatures = result.findings.map(signatureOf);
+    } catch (err) {
+      // a case that no longer builds says nothing about the subject
+      if (!(err instanceof CaseSetupError)) throw err;
+      o.say(`${folder}: the case could not be built (${err.message}); left as it was`);
+      continue;
+    }
+    const reproduced = signatures.includes(report.signature);
+    const recheck: Recheck = { date: new Date().toISOString(), subjectVersion: o.subjectVersion, reproduced };
+    // re-read: a fuzz run may have counted a hit in the meantime
+    const latest = (await readStoredReport(path)) ?? report;
+    await writeReportJson(path, { ...latest, rechecks: [...latest.rechecks, recheck] });
+    results.push({ folder, signature: report.signature, reproduced, signatures });
+    o.say(`${reproduced ? 'STILL REPRODUCES' : 'fixed'}: ${folder}${reproduced || signatures.length === 0 ? '' : ` (findings now: ${signatures.join('; ')})`}`);
+  }
+  return results;
+}
