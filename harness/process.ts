@@ -1,22 +1,15 @@
-import type { Readable } from 'node:stream';
-import { execa } from 'execa';
+import { fileURLToPath } from 'node:url';
+import { execaNode, type ResultPromise } from 'execa';
+import type { CommandRecord, CommandRequest } from './spawn-local.ts';
+import type { SpawnerMessage, SpawnerReply } from './spawner.ts';
 
 // Every child process of the harness goes through runCommand: argument arrays (never a shell
 // string), a timeout that kills the whole process tree, output capture with a bound, an abort
-// signal for interrupted runs, and a count for the run summary.
+// signal for interrupted runs, and a count for the run summary. The commands are started by the
+// spawner process (spawner.ts), which keeps fork costs off the harness (see there).
 
-export interface CommandRecord {
-  argv: string[];
-  /** null when the process was killed by a signal or never started. */
-  exitCode: number | null;
-  signal: string | null;
-  timedOut: boolean;
-  /** Set when the program could not be started at all (missing, not executable). */
-  spawnError: string | null;
-  stdout: string;
-  stderr: string;
-  durationMs: number;
-}
+export type { CommandRecord } from './spawn-local.ts';
+export { MAX_STORED_OUTPUT } from './spawn-local.ts';
 
 export interface RunOptions {
   timeoutMs: number;
@@ -26,80 +19,69 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
-/** Stored output is bounded: a misbehaving tool may print megabytes, and reports keep it. */
-export const MAX_STORED_OUTPUT = 64 * 1024;
-
-/** Keeps the first MAX_STORED_OUTPUT bytes of a stream and drains the rest, so the child never
- * blocks on a full pipe and the harness never holds more than the bound. */
-function capture(stream: Readable | null): () => string {
-  const chunks: Buffer[] = [];
-  let kept = 0;
-  let dropped = 0;
-  stream?.on('data', (chunk: Buffer) => {
-    const room = MAX_STORED_OUTPUT - kept;
-    if (room > 0) {
-      chunks.push(chunk.subarray(0, room));
-      kept += Math.min(room, chunk.length);
-    }
-    dropped += Math.max(0, chunk.length - room);
-  });
-  return () => Buffer.concat(chunks).toString('utf8') + (dropped > 0 ? `\n[... ${dropped} more bytes not kept]` : '');
-}
-
 let spawned = 0;
 /** How many child processes this harness has started so far. */
 export const processesSpawned = () => spawned;
 
-/** Process groups still running, killed on exit so that no child outlives the harness. */
-const liveGroups = new Set<number>();
-const killGroup = (pid: number) => {
-  try {
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // the group is already gone
-  }
-};
-/** Kills every process tree the harness still has running. */
-export const killAllChildren = () => liveGroups.forEach(killGroup);
+const SPAWNER = fileURLToPath(new URL('./spawner.ts', import.meta.url));
+
+// tsx by its own path: the harness may run from any directory
+const SPAWNER_OPTIONS = { ipc: true, serialization: 'json', nodeOptions: ['--import', import.meta.resolve('tsx')], detached: true, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], reject: false } as const;
+
+interface Spawner {
+  child: ResultPromise<typeof SPAWNER_OPTIONS>;
+  pending: Map<number, { resolve: (r: CommandRecord) => void; reject: (e: Error) => void }>;
+}
+let current: Spawner | null = null;
+let nextId = 0;
+
+/** The spawner process, started on first use and again if it died. Its channel holds the event
+ * loop open only while commands are running, so a process that is done can exit. */
+function spawner(): Spawner {
+  if (current) return current;
+  // detached: Ctrl-C reaches the harness, which stops its cases; the spawner follows the harness
+  const child = execaNode(SPAWNER, [], SPAWNER_OPTIONS);
+  const s: Spawner = { child, pending: new Map() };
+  child.on('message', (m: SpawnerReply) => {
+    const p = s.pending.get(m.id);
+    if (!p) return;
+    s.pending.delete(m.id);
+    if (s.pending.size === 0) child.channel?.unref();
+    if ('record' in m) p.resolve(m.record);
+    else p.reject(new Error(`the spawner could not run the command: ${m.error}`));
+  });
+  const gone = () => {
+    if (current === s) current = null;
+    for (const p of s.pending.values()) p.reject(new Error('the spawner process (harness/spawner.ts) died; its commands were killed'));
+    s.pending.clear();
+  };
+  child.on('exit', gone);
+  void child.catch(gone);
+  child.unref();
+  child.channel?.unref();
+  current = s;
+  return s;
+}
+
+/** Stops the spawner, which kills every process tree it still has running. */
+export const killAllChildren = () => current?.child.kill('SIGTERM');
 process.once('exit', killAllChildren);
 
 export async function runCommand(file: string, args: string[], options: RunOptions): Promise<CommandRecord> {
-  const started = performance.now();
   spawned++;
-  // detached: the child leads its own process group, so a timeout can kill its descendants too
-  const child = execa(file, args, { reject: false, detached: true, stdin: 'ignore', cwd: options.cwd, env: options.env, buffer: false });
-  const stdout = capture(child.stdout);
-  const stderr = capture(child.stderr);
-  const pid = child.pid;
-  let timedOut = false;
-  let timer: NodeJS.Timeout | undefined;
-  const abort = () => pid !== undefined && killGroup(pid);
-  if (pid !== undefined) {
-    liveGroups.add(pid);
-    timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(pid);
-    }, options.timeoutMs);
-    options.signal?.addEventListener('abort', abort, { once: true });
-    if (options.signal?.aborted) abort();
+  const s = spawner();
+  const id = nextId++;
+  const request: CommandRequest = { file, args, timeoutMs: options.timeoutMs, cwd: options.cwd, env: options.env };
+  const send = (m: SpawnerMessage) => s.child.connected && s.child.send(m);
+  const abort = () => send({ type: 'kill', id });
+  const done = new Promise<CommandRecord>((resolve, reject) => s.pending.set(id, { resolve, reject }));
+  s.child.channel?.ref();
+  send({ type: 'run', id, request });
+  options.signal?.addEventListener('abort', abort, { once: true });
+  if (options.signal?.aborted) abort();
+  try {
+    return await done;
+  } finally {
+    options.signal?.removeEventListener('abort', abort);
   }
-  const result = await child;
-  clearTimeout(timer);
-  options.signal?.removeEventListener('abort', abort);
-  if (pid !== undefined) {
-    // grandchildren left behind by a child that exited are killed too
-    killGroup(pid);
-    liveGroups.delete(pid);
-  }
-  const spawnError = pid === undefined || (result.failed && result.exitCode === undefined && !result.signal) ? (result.message ?? 'could not start') : null;
-  return {
-    argv: [file, ...args],
-    exitCode: result.exitCode ?? null,
-    signal: result.signal ?? null,
-    timedOut,
-    spawnError,
-    stdout: stdout(),
-    stderr: stderr(),
-    durationMs: Math.round(performance.now() - started),
-  };
 }
