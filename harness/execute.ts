@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { constants, createReadStream } from 'node:fs';
+import { constants } from 'node:fs';
 import { copyFile, mkdir, open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,6 +16,7 @@ import { infoFromStructure, infoOracle, type InfoObservation } from '../oracles/
 import { classifyOutcome, outcomeOracle, type OutcomeClass } from '../oracles/outcome.ts';
 import { unchangedOnRefusalOracle } from '../oracles/unchanged.ts';
 import { afterUseOracle, afterUseWorkload } from '../oracles/after-use.ts';
+import { compareContent } from './content-compare.ts';
 import { hasHostClustersFrom, readQcow2Header, structuralCheck } from './qcow2.ts';
 import { structureOracle } from '../oracles/structure.ts';
 
@@ -87,20 +88,52 @@ export interface ExecuteOptions {
   wantArtifacts: (findings: StepFinding[], steps: StepRecord[]) => boolean;
 }
 
-/** The files' hash; a subject may delete the image, which is evidence, not a harness error. */
-async function sha256(...files: string[]): Promise<string> {
+/** Hash blocks: an all-zero block (a hole, or preallocated space) is hashed as one marker byte
+ * instead of its 64 KiB, so images mostly made of holes cost a read, not a hash. */
+const HASH_BLOCK = 64 * 1024;
+const ZERO_BLOCK = Buffer.alloc(HASH_BLOCK);
+/** One read buffer for every hash: reads are sequential within a case, and allocating a fresh
+ * buffer per chunk kept the garbage collector busy. */
+const hashBuffer = Buffer.alloc(16 * HASH_BLOCK);
+
+/** The files' content hash; a subject may delete the image, which is evidence, not a harness
+ * error. */
+async function contentHash(...files: string[]): Promise<string> {
   const hash = createHash('sha256');
-  for (const file of files) {
-    try {
-      for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') hash.update(`${file} missing`);
-      else throw err;
+  // a buffer of its own while another case's hash holds the shared one
+  const buffer = hashBufferFree ? ((hashBufferFree = false), hashBuffer) : Buffer.alloc(hashBuffer.length);
+  try {
+    for (const file of files) {
+      const fd = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return null;
+        throw err;
+      });
+      if (fd === null) {
+        hash.update(`${file} missing\0`);
+        continue;
+      }
+      try {
+        for (let at = 0, filled = -1; filled !== 0; at += filled) {
+          // the buffer is filled to the end (or to EOF), so blocks always start at the same offsets
+          filled = 0;
+          for (let n = -1; n !== 0 && filled < buffer.length; filled += n) n = (await fd.read(buffer, filled, buffer.length - filled, at + filled)).bytesRead;
+          for (let b = 0; b < filled; b += HASH_BLOCK) {
+            const block = buffer.subarray(b, Math.min(b + HASH_BLOCK, filled));
+            if (block.length === HASH_BLOCK && block.equals(ZERO_BLOCK)) hash.update('z');
+            else hash.update('d').update(block);
+          }
+        }
+      } finally {
+        await fd.close();
+      }
+      hash.update('\0');
     }
-    hash.update('\0');
+  } finally {
+    if (buffer === hashBuffer) hashBufferFree = true;
   }
   return hash.digest('hex');
 }
+let hashBufferFree = true;
 
 /** Copies a file, keeping its holes: a data file is as long as the virtual disk and mostly a hole,
  * and copyFile on tmpfs writes every byte of it. */
@@ -157,7 +190,11 @@ const headerSize = (file: string) => readQcow2Header(file).then((h) => h.size, (
 const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
 
 /** Builds the base image, copies it for each side, runs the steps and the oracles after each.
- * The case stops at the first step with a finding: later steps would compare diverged images. */
+ * The case stops at the first step with a finding: later steps would compare diverged images.
+ * A case runs its commands one after the other: a case takes one core, and --jobs spreads the
+ * cases over the cores (side-by-side commands made --jobs 1 take 1.4 cores, so --jobs 2 could
+ * not double it), and commands are listed in the order they ran. The harness's own reading of the
+ * images overlaps the commands that do not write them. */
 export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseResult> {
   const layout = layoutOf(c);
   const { base, reference, subject } = layout;
@@ -166,12 +203,8 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       const commands: CommandRecord[] = [];
       /** Runs a command in a side's directory (the work directory itself without a data file). */
       const run = async (program: string, args: string[], where: SideFiles | null = null) => {
-        // the slot is taken at the start: commands run side by side finish in any order, and
-        // reports must list them the same way every time
-        const slot = commands.length;
-        commands.length++;
         const record = await runCommand(program, args, { timeoutMs: options.timeoutMs, cwd: where ? join(dir, where.dir) : dir, signal: options.signal });
-        commands[slot] = record;
+        commands.push(record);
         if (options.signal?.aborted) throw new CaseAborted();
         // both sides write into the work directory: a full disk there is no divergence
         if (NO_SPACE.test(record.stderr)) throw new DiskFullError(`the work directory ${options.workdir} is full (${program}: ${record.stderr.trim().split('\n')[0]}); free space or pass --workdir DIR`);
@@ -179,8 +212,14 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       };
       const path = (side: SideFiles) => join(dir, imagePath(side));
       /** What a refused step must leave as it was: the image and its data file. */
-      const fingerprint = (side: SideFiles) => (layout.dataFile ? sha256(path(side), join(dir, side.dir, layout.dataFile)) : sha256(path(side)));
+      const fingerprint = (side: SideFiles) => (layout.dataFile ? contentHash(path(side), join(dir, side.dir, layout.dataFile)) : contentHash(path(side)));
       const check = (side: SideFiles) => run('qemu-img', ['check', '-f', 'qcow2', '--output=json', side.image], side);
+      /** Guest content of both results, at a cost that grows with the allocated data, not the
+       * virtual size (content-compare.ts); a data file needs its name given: a plain compare. */
+      const compareContents = () =>
+        layout.dataFile
+          ? run('qemu-img', compareArgs(layout))
+          : compareContent(imagePath(reference), imagePath(subject), { timeoutMs: options.timeoutMs, cwd: dir, signal: options.signal, run: (program, args) => run(program, args) });
 
       if (layout.dataFile) await Promise.all([base, reference, subject].map((s) => mkdir(join(dir, s.dir))));
       for (const cmd of buildCommands(c, base.image)) {
@@ -192,7 +231,9 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       // qcow2 reader must count the same allocated clusters as qemu-img check: both are checked.
       let baseReader: CaseResult['baseReader'] = null;
       if (!c.image.dirty) {
-        const [baseCheck, baseStructure] = await Promise.all([check(base), structuralCheck(path(base))]);
+        const structure = structuralCheck(path(base));
+        const baseCheck = await check(base);
+        const baseStructure = await structure;
         if (baseCheck.exitCode !== 0) throw new CaseSetupError(`the base image is not clean (qemu-img check exit ${baseCheck.exitCode ?? baseCheck.signal}): ${baseCheck.stdout.trim()}`, baseCheck);
         const byCheck = parseCheck(baseCheck.exitCode, baseCheck.stdout, baseCheck.stderr).report?.['allocated-clusters'] ?? 0;
         baseReader = { byCheck, byReader: baseStructure.readable ? baseStructure.allocatedClusters : null };
@@ -219,7 +260,8 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         const window = typeof at === 'number' ? (regrowWindows(c, step).find((w) => at >= w.start && at < w.end) ?? null) : null;
         if (window === null) return content;
         const readsZero = async (side: SideFiles) => (await run('qemu-io', ['-r', '-f', 'qcow2', '-c', `read -P 0 ${window.start} ${window.end - window.start}`, side.image], side)).exitCode === 0;
-        const [refZero, subZero] = await Promise.all([readsZero(reference), readsZero(subject)]);
+        const refZero = await readsZero(reference);
+        const subZero = await readsZero(subject);
         const quirk = regrowQuirk(window, refZero, subZero);
         return quirk ? [quirk] : content;
       };
@@ -228,15 +270,14 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       const findings: StepFinding[] = [];
       for (const [index, { before, plan }] of plannedSizes(c).entries()) {
         const step = c.steps[index]!;
-        const [refHash, subHash, discardsAllocated] = await Promise.all([
-          fingerprint(reference),
-          fingerprint(subject),
-          plan.kind === 'shrink' && plan.accepted ? hasHostClustersFrom(path(reference), plan.target!) : undefined,
-        ]);
-        const [ref, sub] = await Promise.all([
-          run(qemuImg.program, resizeArgs(qemuImg, step, reference.image), reference),
-          run(options.subject.program, resizeArgs(options.subject, step, subject.image), subject),
-        ]);
+        // reading a side's image must end before that side's resize starts; the subject's is read
+        // while qemu-img resizes the reference
+        const subHashing = fingerprint(subject);
+        const refHash = await fingerprint(reference);
+        const discardsAllocated = plan.kind === 'shrink' && plan.accepted ? await hasHostClustersFrom(path(reference), plan.target!) : undefined;
+        const ref = await run(qemuImg.program, resizeArgs(qemuImg, step, reference.image), reference);
+        const subHash = await subHashing;
+        const sub = await run(options.subject.program, resizeArgs(options.subject, step, subject.image), subject);
         const record: StepRecord = { index, sizeBefore: before, plan, reference: classifyOutcome(ref), subject: classifyOutcome(sub), discardsAllocated, subjectStderr: sub.stderr };
         steps.push(record);
         const found: Finding[] = outcomeOracle(ref, sub, plan.kind);
@@ -252,12 +293,11 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         if (record.reference === 'ok' && record.subject === 'ok') {
           // the info fields come from the headers the structure oracle reads anyway (test/info.test.ts
           // holds them equal to `qemu-img info`): two processes fewer per step
-          const [subCheck, compare, subStructure, refStructure] = await Promise.all([
-            check(subject),
-            run('qemu-img', compareArgs(layout)),
-            structuralCheck(path(subject)),
-            structuralCheck(path(reference)),
-          ]);
+          // the structure oracle reads both images in-process while qemu-img checks and compares
+          const structures = Promise.all([structuralCheck(path(subject)), structuralCheck(path(reference))]);
+          const subCheck = await check(subject);
+          const compare = await compareContents();
+          const [subStructure, refStructure] = await structures;
           Object.assign(record, await checks(subCheck));
           record.referenceInfo = infoFromStructure(refStructure);
           record.subjectInfo = infoFromStructure(subStructure);
@@ -277,10 +317,14 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       if (findings.length === 0 && last.reference === 'ok' && last.subject === 'ok' && last.referenceInfo?.ok) {
         const workload = afterUseWorkload(c, Number(last.referenceInfo.fields['virtual-size']));
         const io = (side: SideFiles) => run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), side.image], side);
-        const [refIo, subIo] = await Promise.all([io(reference), io(subject)]);
+        const refIo = await io(reference);
+        const subIo = await io(subject);
         afterUse = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
         // sizes from the headers: the workload grew both images, and this saves two info runs
-        const [subCheck, compare, referenceSize, subjectSize] = await Promise.all([check(subject), run('qemu-img', compareArgs(layout)), headerSize(path(reference)), headerSize(path(subject))]);
+        const subCheck = await check(subject);
+        const compare = await compareContents();
+        const referenceSize = await headerSize(path(reference));
+        const subjectSize = await headerSize(path(subject));
         const { subjectCheck, referenceCheck } = await checks(subCheck);
         const found = afterUseOracle({
           ...afterUse,

@@ -7,18 +7,18 @@ import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, run
 // within 250 iterations by the oracle meant for it, and every report replays and reproduces alone.
 
 describe('no false alarms', () => {
-  it('a control run (qemu-img on both sides) of 1000 iterations reports nothing', async (t) => {
+  it('a control run (qemu-img on both sides) of 500 iterations reports nothing', async (t) => {
     const reports = await reportsDir(t);
-    const r = await fuzzCli(['--control', '--iterations', '1000', '--seed', '11', '--reports', reports]);
+    const r = await fuzzCli(['--control', '--iterations', '500', '--seed', '11', '--reports', reports]);
     assert.equal(r.exitCode, 0, r.all);
     const s = await readSummary(reports);
-    assert.equal(s.iterations, 1000);
+    assert.equal(s.iterations, 500);
     assert.equal(s.newDivergences, 0);
     assert.deepEqual(s.setupErrors, []);
   });
-  it('the faithful double (no fault) over 500 iterations reports nothing', async (t) => {
+  it('the faithful double (no fault) over 250 iterations reports nothing', async (t) => {
     const reports = await reportsDir(t);
-    const r = await fuzzCli(['--instar', instarDouble('none'), '--iterations', '500', '--seed', '12', '--reports', reports]);
+    const r = await fuzzCli(['--instar', instarDouble('none'), '--iterations', '250', '--seed', '12', '--reports', reports]);
     assert.equal(r.exitCode, 0, r.all);
     assert.equal((await readSummary(reports)).newDivergences, 0);
   });
