@@ -48,7 +48,13 @@ export interface CompareContentOptions {
   /** Tuning, for tests: see MERGE_GAP and MAX_WINDOWS. */
   mergeGap?: number;
   maxWindows?: number;
+  /** The reading of both images, when it was started earlier (planComparison with the same
+   * paths and options): the harness reads while another command runs. */
+  plan?: Promise<ComparePlan>;
 }
+
+/** What the reading of both images decided: one plain compare, or windows over their data. */
+export type ComparePlan = { kind: 'plain' } | { kind: 'windows'; windows: Range[]; referenceSize: number; subjectSize: number };
 
 export interface CompareContentResult {
   /** 0 same, 1 different, 2+ error, null when the compare was killed (timeout, signal). */
@@ -162,6 +168,19 @@ export const windowOpts = (file: string, offset: number, length: number) =>
 const SIZE_WARNING = 'Warning: Image size mismatch!\n';
 const MISMATCH = /Content mismatch at offset (\d+)!/;
 
+/** Reads both images (in-process, read-only) and decides how to compare them. */
+export async function planComparison(referencePath: string, subjectPath: string, opts: Pick<CompareContentOptions, 'cwd' | 'plainUpTo' | 'mergeGap' | 'maxWindows'>): Promise<ComparePlan> {
+  const at = (p: string) => resolve(opts.cwd ?? '.', p);
+  const sizes = await Promise.all([readQcow2Header(at(referencePath)), readQcow2Header(at(subjectPath))]).then(
+    (hs) => hs.map((h) => sectorFloor(h.size)),
+    () => null,
+  );
+  if (!sizes || Math.max(sizes[0]!, sizes[1]!) <= (opts.plainUpTo ?? PLAIN_UP_TO)) return { kind: 'plain' };
+  const [ref, sub] = await Promise.all([layoutOf(at(referencePath)), layoutOf(at(subjectPath))]);
+  if (!ref || !sub) return { kind: 'plain' };
+  return { kind: 'windows', windows: windowsOf(ref.ranges, sub.ranges, Math.max(ref.size, sub.size), opts.mergeGap, opts.maxWindows), referenceSize: ref.size, subjectSize: sub.size };
+}
+
 export async function compareContent(referencePath: string, subjectPath: string, opts: CompareContentOptions): Promise<CompareContentResult> {
   const deadline = performance.now() + opts.timeoutMs;
   let processes = 0;
@@ -174,16 +193,11 @@ export async function compareContent(referencePath: string, subjectPath: string,
     return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, method: 'plain', processes, windows };
   };
 
-  const at = (p: string) => resolve(opts.cwd ?? '.', p);
-  const sizes = await Promise.all([readQcow2Header(at(referencePath)), readQcow2Header(at(subjectPath))]).then(
-    (hs) => hs.map((h) => sectorFloor(h.size)),
-    () => null,
-  );
-  if (!sizes || Math.max(sizes[0]!, sizes[1]!) <= (opts.plainUpTo ?? PLAIN_UP_TO)) return plain();
-  const [ref, sub] = await Promise.all([layoutOf(at(referencePath)), layoutOf(at(subjectPath))]);
-  if (!ref || !sub) return plain();
-
-  const windows = windowsOf(ref.ranges, sub.ranges, Math.max(ref.size, sub.size), opts.mergeGap, opts.maxWindows);
+  const plan = await (opts.plan ?? planComparison(referencePath, subjectPath, opts));
+  if (plan.kind === 'plain') return plain();
+  const { windows } = plan;
+  const ref = { size: plan.referenceSize };
+  const sub = { size: plan.subjectSize };
   const warning = ref.size !== sub.size ? SIZE_WARNING : '';
   const common = Math.min(ref.size, sub.size);
   let stderr = '';

@@ -16,7 +16,7 @@ import { infoFromStructure, infoOracle, type InfoObservation } from '../oracles/
 import { classifyOutcome, outcomeOracle, type OutcomeClass } from '../oracles/outcome.ts';
 import { unchangedOnRefusalOracle } from '../oracles/unchanged.ts';
 import { afterUseOracle, afterUseWorkload } from '../oracles/after-use.ts';
-import { compareContent } from './content-compare.ts';
+import { compareContent, planComparison, type ComparePlan } from './content-compare.ts';
 import { hasHostClustersFrom, readQcow2Header, structuralCheck } from './qcow2.ts';
 import { structureOracle } from '../oracles/structure.ts';
 
@@ -200,148 +200,176 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
   const { base, reference, subject } = layout;
   return withDir(
     async ({ path: dir }) => {
-      const commands: CommandRecord[] = [];
-      /** Runs a command in a side's directory (the work directory itself without a data file). */
-      const run = async (program: string, args: string[], where: SideFiles | null = null) => {
-        const record = await runCommand(program, args, { timeoutMs: options.timeoutMs, cwd: where ? join(dir, where.dir) : dir, signal: options.signal });
-        commands.push(record);
-        if (options.signal?.aborted) throw new CaseAborted();
-        // both sides write into the work directory: a full disk there is no divergence
-        if (NO_SPACE.test(record.stderr)) throw new DiskFullError(`the work directory ${options.workdir} is full (${program}: ${record.stderr.trim().split('\n')[0]}); free space or pass --workdir DIR`);
-        return record;
+      /** In-process work that runs while commands do (copies, reading images): awaited where its
+       * result is needed, and always before the case directory is removed. */
+      const inFlight: Promise<unknown>[] = [];
+      const background = <T>(work: Promise<T>): Promise<T> => {
+        inFlight.push(work.catch(() => undefined));
+        return work;
       };
-      const path = (side: SideFiles) => join(dir, imagePath(side));
-      /** What a refused step must leave as it was: the image and its data file. */
-      const fingerprint = (side: SideFiles) => (layout.dataFile ? contentHash(path(side), join(dir, side.dir, layout.dataFile)) : contentHash(path(side)));
-      const check = (side: SideFiles) => run('qemu-img', ['check', '-f', 'qcow2', '--output=json', side.image], side);
-      /** Guest content of both results, at a cost that grows with the allocated data, not the
-       * virtual size (content-compare.ts); a data file needs its name given: a plain compare. */
-      const compareContents = () =>
-        layout.dataFile
-          ? run('qemu-img', compareArgs(layout))
-          : compareContent(imagePath(reference), imagePath(subject), { timeoutMs: options.timeoutMs, cwd: dir, signal: options.signal, run: (program, args) => run(program, args) });
-
-      if (layout.dataFile) await Promise.all([base, reference, subject].map((s) => mkdir(join(dir, s.dir))));
-      for (const cmd of buildCommands(c, base.image)) {
-        const r = await run(cmd.program, cmd.args, base);
-        const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
-        if (!ok) throw new CaseSetupError(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`, r);
+      try {
+        return await caseBody(dir, background);
+      } finally {
+        await Promise.all(inFlight);
       }
-      // The generator promised a clean image (a dirty one's refcounts lag by design), and the
-      // qcow2 reader must count the same allocated clusters as qemu-img check: both are checked.
-      let baseReader: CaseResult['baseReader'] = null;
-      if (!c.image.dirty) {
-        const structure = structuralCheck(path(base));
-        const baseCheck = await check(base);
-        const baseStructure = await structure;
-        if (baseCheck.exitCode !== 0) throw new CaseSetupError(`the base image is not clean (qemu-img check exit ${baseCheck.exitCode ?? baseCheck.signal}): ${baseCheck.stdout.trim()}`, baseCheck);
-        const byCheck = parseCheck(baseCheck.exitCode, baseCheck.stdout, baseCheck.stderr).report?.['allocated-clusters'] ?? 0;
-        baseReader = { byCheck, byReader: baseStructure.readable ? baseStructure.allocatedClusters : null };
-      }
-      for (const side of [reference, subject]) {
-        await copyFile(path(base), path(side), constants.COPYFILE_FICLONE);
-        // with a data file each side has its own directory: its own data file and backing image
-        if (layout.dataFile) await copySparse(join(dir, base.dir, layout.dataFile), join(dir, side.dir, layout.dataFile));
-        if (layout.dataFile && layout.backing) await copyFile(join(dir, base.dir, layout.backing), join(dir, side.dir, layout.backing), constants.COPYFILE_FICLONE);
-      }
-
-      /** The subject's check, and qemu's own result's only when needed: to tell subject leaks
-       * and corruptions from ones qemu's result has too. */
-      const checks = async (subCheck: CommandRecord) => {
-        const subjectCheck = parseCheck(subCheck.exitCode, subCheck.stdout, subCheck.stderr);
-        if (isClean(subjectCheck)) return { subjectCheck };
-        const refCheck = await check(reference);
-        return { subjectCheck, referenceCheck: parseCheck(refCheck.exitCode, refCheck.stdout, refCheck.stderr) };
-      };
-
-      /** Re-attributes a content difference that is qemu's regrow quirk (two reads, only then). */
-      const withRegrowQuirk = async (content: Finding[], step: number): Promise<Finding[]> => {
-        const at = (content[0]?.evidence as { firstMismatch?: number | null } | undefined)?.firstMismatch;
-        const window = typeof at === 'number' ? (regrowWindows(c, step).find((w) => at >= w.start && at < w.end) ?? null) : null;
-        if (window === null) return content;
-        const readsZero = async (side: SideFiles) => (await run('qemu-io', ['-r', '-f', 'qcow2', '-c', `read -P 0 ${window.start} ${window.end - window.start}`, side.image], side)).exitCode === 0;
-        const refZero = await readsZero(reference);
-        const subZero = await readsZero(subject);
-        const quirk = regrowQuirk(window, refZero, subZero);
-        return quirk ? [quirk] : content;
-      };
-
-      const steps: StepRecord[] = [];
-      const findings: StepFinding[] = [];
-      for (const [index, { before, plan }] of plannedSizes(c).entries()) {
-        const step = c.steps[index]!;
-        // reading a side's image must end before that side's resize starts; the subject's is read
-        // while qemu-img resizes the reference
-        const subHashing = fingerprint(subject);
-        const refHash = await fingerprint(reference);
-        const discardsAllocated = plan.kind === 'shrink' && plan.accepted ? await hasHostClustersFrom(path(reference), plan.target!) : undefined;
-        const ref = await run(qemuImg.program, resizeArgs(qemuImg, step, reference.image), reference);
-        const subHash = await subHashing;
-        const sub = await run(options.subject.program, resizeArgs(options.subject, step, subject.image), subject);
-        const record: StepRecord = { index, sizeBefore: before, plan, reference: classifyOutcome(ref), subject: classifyOutcome(sub), discardsAllocated, subjectStderr: sub.stderr };
-        steps.push(record);
-        const found: Finding[] = outcomeOracle(ref, sub, plan.kind);
-        if (record.reference === 'refused' || record.subject === 'refused') {
-          found.push(
-            ...unchangedOnRefusalOracle({
-              reference: record.reference === 'refused' ? { before: refHash, after: await fingerprint(reference) } : null,
-              subject: record.subject === 'refused' ? { before: subHash, after: await fingerprint(subject) } : null,
-            }),
-          );
-        }
-
-        if (record.reference === 'ok' && record.subject === 'ok') {
-          // the info fields come from the headers the structure oracle reads anyway (test/info.test.ts
-          // holds them equal to `qemu-img info`): two processes fewer per step
-          // the structure oracle reads both images in-process while qemu-img checks and compares
-          const structures = Promise.all([structuralCheck(path(subject)), structuralCheck(path(reference))]);
-          const subCheck = await check(subject);
-          const compare = await compareContents();
-          const [subStructure, refStructure] = await structures;
-          Object.assign(record, await checks(subCheck));
-          record.referenceInfo = infoFromStructure(refStructure);
-          record.subjectInfo = infoFromStructure(subStructure);
-          found.push(
-            ...checkOracle(record.subjectCheck!, record.referenceCheck ?? null),
-            ...structureOracle(subStructure, refStructure),
-            ...infoOracle(record.referenceInfo, record.subjectInfo),
-            ...(await withRegrowQuirk(contentOracle({ ...compare, referenceSize: sizeOf(record.referenceInfo), subjectSize: sizeOf(record.subjectInfo) }), index)),
-          );
-        }
-        findings.push(...found.map((f) => ({ ...f, step: index })));
-        if (found.length > 0 || record.reference !== record.subject) break;
-      }
-
-      let afterUse: AfterUseRecord | null = null;
-      const last = steps.at(-1)!;
-      if (findings.length === 0 && last.reference === 'ok' && last.subject === 'ok' && last.referenceInfo?.ok) {
-        const workload = afterUseWorkload(c, Number(last.referenceInfo.fields['virtual-size']));
-        const io = (side: SideFiles) => run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), side.image], side);
-        const refIo = await io(reference);
-        const subIo = await io(subject);
-        afterUse = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
-        // sizes from the headers: the workload grew both images, and this saves two info runs
-        const subCheck = await check(subject);
-        const compare = await compareContents();
-        const referenceSize = await headerSize(path(reference));
-        const subjectSize = await headerSize(path(subject));
-        const { subjectCheck, referenceCheck } = await checks(subCheck);
-        const found = afterUseOracle({
-          ...afterUse,
-          subjectStderr: subIo.stderr,
-          subjectCheck,
-          referenceCheck: referenceCheck ?? null,
-          compare: { ...compare, referenceSize, subjectSize },
-        });
-        findings.push(...found.map((f) => ({ ...f, step: last.index })));
-      }
-
-      const kept = options.wantArtifacts(findings, steps) ? await collectArtifacts(dir, layout) : { artifacts: [], artifactsSkipped: [] };
-      return { findings, steps, afterUse, commands, baseReader, ...kept };
     },
     { unsafeCleanup: true, prefix: 'instar-fuzz-', tmpdir: options.workdir },
   ).catch((err: unknown) => {
     if (isNoSpace(err)) throw new DiskFullError(`the work directory ${options.workdir} is full: ${(err as Error).message}; free space or pass --workdir DIR`);
     throw err;
   });
+
+  async function caseBody(dir: string, background: <T>(work: Promise<T>) => Promise<T>): Promise<CaseResult> {
+    const commands: CommandRecord[] = [];
+    /** Runs a command in a side's directory (the work directory itself without a data file). */
+    const run = async (program: string, args: string[], where: SideFiles | null = null) => {
+      const record = await runCommand(program, args, { timeoutMs: options.timeoutMs, cwd: where ? join(dir, where.dir) : dir, signal: options.signal });
+      commands.push(record);
+      if (options.signal?.aborted) throw new CaseAborted();
+      // both sides write into the work directory: a full disk there is no divergence
+      if (NO_SPACE.test(record.stderr)) throw new DiskFullError(`the work directory ${options.workdir} is full (${program}: ${record.stderr.trim().split('\n')[0]}); free space or pass --workdir DIR`);
+      return record;
+    };
+    const path = (side: SideFiles) => join(dir, imagePath(side));
+    /** What a refused step must leave as it was: the image and its data file. */
+    const fingerprint = (side: SideFiles) => (layout.dataFile ? contentHash(path(side), join(dir, side.dir, layout.dataFile)) : contentHash(path(side)));
+    const check = (side: SideFiles) => run('qemu-img', ['check', '-f', 'qcow2', '--output=json', side.image], side);
+    /** Guest content of both results, at a cost that grows with the allocated data, not the
+     * virtual size (content-compare.ts); a data file needs its name given: a plain compare. */
+    const compareContents = (plan: Promise<ComparePlan> | undefined) =>
+      layout.dataFile
+        ? run('qemu-img', compareArgs(layout))
+        : compareContent(imagePath(reference), imagePath(subject), { timeoutMs: options.timeoutMs, cwd: dir, signal: options.signal, run: (program, args) => run(program, args), plan });
+    /** compareContent's reading of both images, started while another command runs. */
+    const planCompare = () => (layout.dataFile ? undefined : background(planComparison(imagePath(reference), imagePath(subject), { cwd: dir })));
+
+    if (layout.dataFile) await Promise.all([base, reference, subject].map((s) => mkdir(join(dir, s.dir))));
+    for (const cmd of buildCommands(c, base.image)) {
+      const r = await run(cmd.program, cmd.args, base);
+      const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
+      if (!ok) throw new CaseSetupError(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`, r);
+    }
+    const plans = plannedSizes(c);
+    /** What a step needs to know of both images before either is resized: their hashes and
+     * whether a shrink discards data. Read while the commands before it only read them. */
+    const prepare = (index: number) => {
+      const { plan } = plans[index]!;
+      return Promise.all([fingerprint(reference), fingerprint(subject), plan.kind === 'shrink' && plan.accepted ? hasHostClustersFrom(path(reference), plan.target!) : undefined]);
+    };
+    // the copies and the first step's reading go on while qemu-img checks the base image
+    const copied = (async () => {
+      for (const side of [reference, subject]) {
+        await copyFile(path(base), path(side), constants.COPYFILE_FICLONE);
+        // with a data file each side has its own directory: its own data file and backing image
+        if (layout.dataFile) await copySparse(join(dir, base.dir, layout.dataFile), join(dir, side.dir, layout.dataFile));
+        if (layout.dataFile && layout.backing) await copyFile(join(dir, base.dir, layout.backing), join(dir, side.dir, layout.backing), constants.COPYFILE_FICLONE);
+      }
+    })();
+    let prepared: ReturnType<typeof prepare> | null = background(copied.then(() => prepare(0)));
+    // The generator promised a clean image (a dirty one's refcounts lag by design), and the
+    // qcow2 reader must count the same allocated clusters as qemu-img check: both are checked.
+    let baseReader: CaseResult['baseReader'] = null;
+    if (!c.image.dirty) {
+      const structure = background(structuralCheck(path(base)));
+      const baseCheck = await check(base);
+      const baseStructure = await structure;
+      if (baseCheck.exitCode !== 0) throw new CaseSetupError(`the base image is not clean (qemu-img check exit ${baseCheck.exitCode ?? baseCheck.signal}): ${baseCheck.stdout.trim()}`, baseCheck);
+      const byCheck = parseCheck(baseCheck.exitCode, baseCheck.stdout, baseCheck.stderr).report?.['allocated-clusters'] ?? 0;
+      baseReader = { byCheck, byReader: baseStructure.readable ? baseStructure.allocatedClusters : null };
+    }
+
+    /** The subject's check, and qemu's own result's only when needed: to tell subject leaks
+     * and corruptions from ones qemu's result has too. */
+    const checks = async (subCheck: CommandRecord) => {
+      const subjectCheck = parseCheck(subCheck.exitCode, subCheck.stdout, subCheck.stderr);
+      if (isClean(subjectCheck)) return { subjectCheck };
+      const refCheck = await check(reference);
+      return { subjectCheck, referenceCheck: parseCheck(refCheck.exitCode, refCheck.stdout, refCheck.stderr) };
+    };
+
+    /** Re-attributes a content difference that is qemu's regrow quirk (two reads, only then). */
+    const withRegrowQuirk = async (content: Finding[], step: number): Promise<Finding[]> => {
+      const at = (content[0]?.evidence as { firstMismatch?: number | null } | undefined)?.firstMismatch;
+      const window = typeof at === 'number' ? (regrowWindows(c, step).find((w) => at >= w.start && at < w.end) ?? null) : null;
+      if (window === null) return content;
+      const readsZero = async (side: SideFiles) => (await run('qemu-io', ['-r', '-f', 'qcow2', '-c', `read -P 0 ${window.start} ${window.end - window.start}`, side.image], side)).exitCode === 0;
+      const refZero = await readsZero(reference);
+      const subZero = await readsZero(subject);
+      const quirk = regrowQuirk(window, refZero, subZero);
+      return quirk ? [quirk] : content;
+    };
+
+    const steps: StepRecord[] = [];
+    const findings: StepFinding[] = [];
+    for (const [index, { before, plan }] of plans.entries()) {
+      const step = c.steps[index]!;
+      const [refHash, subHash, discardsAllocated] = await (prepared ?? prepare(index));
+      prepared = null;
+      const ref = await run(qemuImg.program, resizeArgs(qemuImg, step, reference.image), reference);
+      const sub = await run(options.subject.program, resizeArgs(options.subject, step, subject.image), subject);
+      const record: StepRecord = { index, sizeBefore: before, plan, reference: classifyOutcome(ref), subject: classifyOutcome(sub), discardsAllocated, subjectStderr: sub.stderr };
+      steps.push(record);
+      const found: Finding[] = outcomeOracle(ref, sub, plan.kind);
+      if (record.reference === 'refused' || record.subject === 'refused') {
+        found.push(
+          ...unchangedOnRefusalOracle({
+            reference: record.reference === 'refused' ? { before: refHash, after: await fingerprint(reference) } : null,
+            subject: record.subject === 'refused' ? { before: subHash, after: await fingerprint(subject) } : null,
+          }),
+        );
+      }
+
+      if (record.reference === 'ok' && record.subject === 'ok') {
+        // the info fields come from the headers the structure oracle reads anyway (test/info.test.ts
+        // holds them equal to `qemu-img info`): two processes fewer per step
+        // the structure oracle reads both images in-process while qemu-img checks and compares
+        const structures = background(Promise.all([structuralCheck(path(subject)), structuralCheck(path(reference))]));
+        // and the next step's reading too: nothing writes the images until it starts
+        if (index + 1 < plans.length) prepared = background(prepare(index + 1));
+        const comparePlan = planCompare();
+        const subCheck = await check(subject);
+        const compare = await compareContents(comparePlan);
+        const [subStructure, refStructure] = await structures;
+        Object.assign(record, await checks(subCheck));
+        record.referenceInfo = infoFromStructure(refStructure);
+        record.subjectInfo = infoFromStructure(subStructure);
+        found.push(
+          ...checkOracle(record.subjectCheck!, record.referenceCheck ?? null),
+          ...structureOracle(subStructure, refStructure),
+          ...infoOracle(record.referenceInfo, record.subjectInfo),
+          ...(await withRegrowQuirk(contentOracle({ ...compare, referenceSize: sizeOf(record.referenceInfo), subjectSize: sizeOf(record.subjectInfo) }), index)),
+        );
+      }
+      findings.push(...found.map((f) => ({ ...f, step: index })));
+      if (found.length > 0 || record.reference !== record.subject) break;
+    }
+
+    let afterUse: AfterUseRecord | null = null;
+    const last = steps.at(-1)!;
+    if (findings.length === 0 && last.reference === 'ok' && last.subject === 'ok' && last.referenceInfo?.ok) {
+      const workload = afterUseWorkload(c, Number(last.referenceInfo.fields['virtual-size']));
+      const io = (side: SideFiles) => run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), side.image], side);
+      const refIo = await io(reference);
+      const subIo = await io(subject);
+      afterUse = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
+      // sizes from the headers: the workload grew both images, and this saves two info runs
+      const sizes = background(Promise.all([headerSize(path(reference)), headerSize(path(subject))]));
+      const comparePlan = planCompare();
+      const subCheck = await check(subject);
+      const compare = await compareContents(comparePlan);
+      const [referenceSize, subjectSize] = await sizes;
+      const { subjectCheck, referenceCheck } = await checks(subCheck);
+      const found = afterUseOracle({
+        ...afterUse,
+        subjectStderr: subIo.stderr,
+        subjectCheck,
+        referenceCheck: referenceCheck ?? null,
+        compare: { ...compare, referenceSize, subjectSize },
+      });
+      findings.push(...found.map((f) => ({ ...f, step: last.index })));
+    }
+
+    const kept = options.wantArtifacts(findings, steps) ? await collectArtifacts(dir, layout) : { artifacts: [], artifactsSkipped: [] };
+    return { findings, steps, afterUse, commands, baseReader, ...kept };
+  }
 }
