@@ -5,6 +5,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { FatalError } from './errors.ts';
 import { smaller } from './minimise.ts';
+import { writeReportsIndex } from './report-index.ts';
 import { FLAKY_DIR, writeAtomic, type Origin, type Report } from './reports.ts';
 import type { RunSummary } from './run.ts';
 import type { Shard } from './shard.ts';
@@ -239,8 +240,10 @@ async function main(): Promise<number> {
   console.log(`new divergences: ${s.newDivergences} (${s.signatures.length} signatures); known: ${s.knownDivergences}`);
   for (const sig of s.signatures) console.log(`  x${sig.hitsThisRun} ${sig.signature}\n        ${join(args.out, sig.folder)}`);
   if (s.unusedKnown.length) console.log(`registry entries that matched nothing: ${s.unusedKnown.join(', ')}`);
+  for (const sig of s.flaky) console.log(`  FLAKY x${sig.hitsThisRun} ${sig.signature}\n        ${join(args.out, sig.folder)}`);
   console.log(`summary: ${join(args.out, 'summary.json')}`);
-  if (s.newDivergences > 0) return 1;
+  console.log(`index: ${(await writeReportsIndex(args.out)).html}`);
+  if (s.newDivergences > 0 || s.corpus.newDivergences > 0 || s.flaky.length > 0) return 1;
   if (s.setupErrors.length > 0) {
     console.error(`${s.setupErrors.length} generated cases could not be built: a harness bug, see the shards' logs`);
     return 2;

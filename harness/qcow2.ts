@@ -508,13 +508,6 @@ async function readAt(fh: FileHandle, offset: number, length: number): Promise<B
   return buf;
 }
 
-/** `length` bytes of `data` from `offset`, zeros past its end, in a buffer of their own. */
-function copyAt(data: Buffer, offset: number, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  if (offset < data.length) data.copy(out, 0, offset, Math.min(data.length, offset + length));
-  return out;
-}
-
 async function withFile<T>(path: string, flags: "r" | "r+", fn: (fh: FileHandle) => Promise<T>): Promise<T> {
   const fh = await open(path, flags);
   try {
@@ -532,14 +525,9 @@ export async function readQcow2Header(path: string): Promise<Qcow2Header> {
   return withFile(path, "r", headerOf);
 }
 
-/** A read-only image up to this size is read whole when opened: one read instead of one per
- * table, which is most of the reader's time on the small images of a fuzz run. */
-const READ_WHOLE_UP_TO = 8 * 1024 * 1024;
-
 /**
  * An open qcow2 image. Each method reads one structure at the offset the metadata names; nothing
- * is cached except the header and its extensions (and, read-only and small, the whole file).
- * Close it, or use withQcow2().
+ * is cached except the header and its extensions. Close it, or use withQcow2().
  */
 export class Qcow2Reader {
   private constructor(
@@ -549,17 +537,15 @@ export class Qcow2Reader {
     readonly fileLength: number,
     /** The first cluster (header, extensions, backing file name). */
     readonly headerCluster: Buffer,
-    private readonly whole: Buffer | null,
   ) {}
 
   static async open(path: string, flags: "r" | "r+" = "r"): Promise<Qcow2Reader> {
     const fh = await open(path, flags);
     try {
       const fileLength = (await fh.stat()).size;
-      const whole = flags === "r" && fileLength <= READ_WHOLE_UP_TO ? await readAt(fh, 0, fileLength) : null;
-      const header = parseQcow2Header(whole ? copyAt(whole, 0, 112) : await readAt(fh, 0, 112));
+      const header = await headerOf(fh);
       if (header.clusterBits < 9 || header.clusterBits > 21) throw new Error(`cluster_bits ${header.clusterBits} out of range 9..21`);
-      return new Qcow2Reader(fh, header, fileLength, whole ? copyAt(whole, 0, header.clusterSize) : await readAt(fh, 0, header.clusterSize), whole);
+      return new Qcow2Reader(fh, header, fileLength, await readAt(fh, 0, header.clusterSize));
     } catch (e) {
       await fh.close();
       throw e;
@@ -572,7 +558,7 @@ export class Qcow2Reader {
 
   /** Raw bytes at an offset (zeros past EOF). */
   read(offset: number, length: number): Promise<Buffer> {
-    return this.whole ? Promise.resolve(copyAt(this.whole, offset, length)) : readAt(this.fh, offset, length);
+    return readAt(this.fh, offset, length);
   }
 
   async write(offset: number, data: Buffer): Promise<void> {
