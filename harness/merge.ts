@@ -6,7 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { FatalError } from './errors.ts';
 import { smaller } from './minimise.ts';
 import { writeReportsIndex } from './report-index.ts';
-import { FLAKY_DIR, writeAtomic, type Origin, type Report } from './reports.ts';
+import { reportFolders, writeAtomic, type Origin, type Report } from './reports.ts';
 import type { RunSummary } from './run.ts';
 import type { Shard } from './shard.ts';
 
@@ -141,19 +141,6 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
       missingShards,
     },
   };
-}
-
-/** Report folders of a reports directory, flaky/ ones as `flaky/<name>` (staging folders, hidden,
- * are skipped). */
-async function reportFolders(dir: string, under = ''): Promise<string[]> {
-  const entries = await readdir(join(dir, under), { withFileTypes: true }).catch(() => []);
-  const folders: string[] = [];
-  for (const e of entries) {
-    if (!e.isDirectory() || e.name.startsWith('.')) continue;
-    if (under === '' && e.name === FLAKY_DIR) folders.push(...(await reportFolders(dir, FLAKY_DIR)));
-    else if (await stat(join(dir, under, e.name, 'report.json')).then(() => true, () => false)) folders.push(join(under, e.name));
-  }
-  return folders.sort();
 }
 
 /** Merges one signature's folders: hits summed, firstSeen the earliest and lastSeen the latest

@@ -1,7 +1,6 @@
-import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CaseSetupError, runCase } from './execute.ts';
-import { FLAKY_DIR, readStoredReport, writeReportJson, type Recheck } from './reports.ts';
+import { readStoredReport, reportFolders, writeReportJson, type Recheck } from './reports.ts';
 import type { Resizer } from './subjects.ts';
 import { signatureOf } from '../oracles/finding.ts';
 
@@ -16,17 +15,6 @@ export interface RecheckResult {
   signatures: string[];
 }
 
-/** Report folders, the flaky ones as flaky/<name>, in name order. */
-export async function storedReportFolders(reportsDir: string): Promise<string[]> {
-  const list = async (under: string) =>
-    (await readdir(join(reportsDir, under), { withFileTypes: true }).catch(() => []))
-      .filter((e) => e.isDirectory() && !e.name.startsWith('.') && !(under === '' && e.name === FLAKY_DIR))
-      .map((e) => join(under, e.name));
-  const folders = [...(await list('')), ...(await list(FLAKY_DIR))];
-  const withReports = await Promise.all(folders.map(async (f) => ((await readStoredReport(join(reportsDir, f))) ? f : null)));
-  return withReports.filter((f): f is string => f !== null).sort();
-}
-
 export interface RecheckOptions {
   reportsDir: string;
   subject: Resizer;
@@ -39,7 +27,7 @@ export interface RecheckOptions {
 
 export async function recheckReports(o: RecheckOptions): Promise<RecheckResult[]> {
   const results: RecheckResult[] = [];
-  for (const folder of await storedReportFolders(o.reportsDir)) {
+  for (const folder of await reportFolders(o.reportsDir)) {
     if (o.signal?.aborted) break;
     const path = join(o.reportsDir, folder);
     const report = (await readStoredReport(path))!;

@@ -1,6 +1,6 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeAtomic } from './reports.ts';
+import { FLAKY_DIR, reportFolders, writeAtomic } from './reports.ts';
 
 // The reports index: reports/index.html and reports/index.md, rebuilt from what is on disk (every
 // report folder's report.json and the last run's summary.json), so it is always whole and never
@@ -189,27 +189,24 @@ export function sortEntries(entries: IndexEntry[]): IndexEntry[] {
   return [...entries].sort((a, b) => fixed(a) - fixed(b) || (b.hits ?? 0) - (a.hits ?? 0) || a.signature.localeCompare(b.signature) || a.path.localeCompare(b.path));
 }
 
-/** Report folders directly under `dir` (hidden staging folders and `flaky` excluded). */
-async function readFolders(dir: string, prefix: string, into: { entries: IndexEntry[]; unreadable: ReportsIndex['unreadable'] }, flaky: boolean) {
-  const names = await readdir(dir, { withFileTypes: true }).catch(() => []);
-  for (const d of names) {
-    if (!d.isDirectory() || d.name.startsWith('.') || (prefix === '' && d.name === 'flaky')) continue;
-    const path = `${prefix}${d.name}`;
+/** Reads every report folder; one whose report.json cannot be read or parsed is listed as such. */
+async function readEntries(reportsDir: string): Promise<{ entries: IndexEntry[]; unreadable: ReportsIndex['unreadable'] }> {
+  const out = { entries: [] as IndexEntry[], unreadable: [] as ReportsIndex['unreadable'] };
+  for (const path of await reportFolders(reportsDir)) {
     let text: string;
     try {
-      text = await readFile(join(dir, d.name, 'report.json'), 'utf8');
+      text = await readFile(join(reportsDir, path, 'report.json'), 'utf8');
     } catch (err) {
-      // a folder without report.json is not a report (e.g. something a user put there)
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      into.unreadable.push({ path, error: (err as Error).message });
+      out.unreadable.push({ path, error: (err as Error).message });
       continue;
     }
     try {
-      into.entries.push(indexEntry(JSON.parse(text), path, flaky));
+      out.entries.push(indexEntry(JSON.parse(text), path, path.startsWith(`${FLAKY_DIR}/`)));
     } catch (err) {
-      into.unreadable.push({ path, error: `report.json is not valid JSON: ${(err as Error).message}` });
+      out.unreadable.push({ path, error: `report.json is not valid JSON: ${(err as Error).message}` });
     }
   }
+  return out;
 }
 
 function coverageView(v: unknown): CoverageView | null {
@@ -267,9 +264,7 @@ async function readRun(reportsDir: string): Promise<RunHeadline | null> {
 /** Reads every report folder (`<dir>/*\/report.json`, `<dir>/flaky/*\/report.json`) and the last
  * run's summary.json. Never throws on a bad report: it is listed in `unreadable`. */
 export async function collectIndex(reportsDir: string, now = new Date()): Promise<ReportsIndex> {
-  const acc = { entries: [] as IndexEntry[], unreadable: [] as ReportsIndex['unreadable'] };
-  await readFolders(reportsDir, '', acc, false);
-  await readFolders(join(reportsDir, 'flaky'), 'flaky/', acc, true);
+  const acc = await readEntries(reportsDir);
   return {
     reports: sortEntries(acc.entries.filter((e) => !e.flaky)),
     flaky: sortEntries(acc.entries.filter((e) => e.flaky)),

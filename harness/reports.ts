@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createOptions, type Case } from './case.ts';
 import type { CaseResult, StepFinding } from './execute.ts';
@@ -149,6 +149,19 @@ export async function readStoredReport(path: string): Promise<Report | null> {
   if (text === null) return null;
   const r = JSON.parse(text) as Report;
   return { ...r, formatVersion: 2, originalCase: r.originalCase ?? r.case, minimisation: r.minimisation ?? null, confirmation: r.confirmation ?? null, flaky: r.flaky ?? false, rechecks: r.rechecks ?? [] };
+}
+
+/** Report folders of a reports directory, those under flaky/ as `flaky/<name>`, in name order.
+ * Hidden (staging) folders and folders without a report.json are not reports. */
+export async function reportFolders(reportsDir: string, under = ''): Promise<string[]> {
+  const entries = await readdir(join(reportsDir, under), { withFileTypes: true }).catch(() => []);
+  const folders: string[] = [];
+  for (const e of entries) {
+    if (!e.isDirectory() || e.name.startsWith('.')) continue;
+    if (under === '' && e.name === FLAKY_DIR) folders.push(...(await reportFolders(reportsDir, FLAKY_DIR)));
+    else if (await stat(join(reportsDir, under, e.name, 'report.json')).then(() => true, () => false)) folders.push(join(under, e.name));
+  }
+  return folders.sort();
 }
 
 export const writeReportJson = (path: string, report: Report) => writeAtomic(join(path, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
