@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, mkdir, open, readFile, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
@@ -88,52 +88,50 @@ export interface ExecuteOptions {
   wantArtifacts: (findings: StepFinding[], steps: StepRecord[]) => boolean;
 }
 
-/** Hash blocks: an all-zero block (a hole, or preallocated space) is hashed as one marker byte
- * instead of its 64 KiB, so images mostly made of holes cost a read, not a hash. */
-const HASH_BLOCK = 64 * 1024;
-const ZERO_BLOCK = Buffer.alloc(HASH_BLOCK);
-/** One read buffer for every hash: reads are sequential within a case, and allocating a fresh
- * buffer per chunk kept the garbage collector busy. */
-const hashBuffer = Buffer.alloc(16 * HASH_BLOCK);
+/** Files are read in blocks: an all-zero block (a hole, or preallocated space) is hashed as one
+ * marker byte and not copied, so files mostly made of holes cost a read, not a hash or a write. */
+const BLOCK = 64 * 1024;
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+/** The blocks of an open file with their offsets, the last one possibly short. Reads fill the
+ * buffer to the end (or to EOF), so blocks always start at the same offsets. */
+async function* blocksOf(fd: FileHandle): AsyncGenerator<{ at: number; block: Buffer; zero: boolean }> {
+  const buffer = Buffer.allocUnsafe(16 * BLOCK);
+  for (let at = 0, filled = -1; filled !== 0; at += filled) {
+    filled = 0;
+    for (let n = -1; n !== 0 && filled < buffer.length; filled += n) n = (await fd.read(buffer, filled, buffer.length - filled, at + filled)).bytesRead;
+    for (let b = 0; b < filled; b += BLOCK) {
+      const block = buffer.subarray(b, Math.min(b + BLOCK, filled));
+      yield { at: at + b, block, zero: block.equals(ZERO_BLOCK.subarray(0, block.length)) };
+    }
+  }
+}
 
 /** The files' content hash; a subject may delete the image, which is evidence, not a harness
  * error. */
 async function contentHash(...files: string[]): Promise<string> {
   const hash = createHash('sha256');
-  // a buffer of its own while another case's hash holds the shared one
-  const buffer = hashBufferFree ? ((hashBufferFree = false), hashBuffer) : Buffer.alloc(hashBuffer.length);
-  try {
-    for (const file of files) {
-      const fd = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return null;
-        throw err;
-      });
-      if (fd === null) {
-        hash.update(`${file} missing\0`);
-        continue;
-      }
-      try {
-        for (let at = 0, filled = -1; filled !== 0; at += filled) {
-          // the buffer is filled to the end (or to EOF), so blocks always start at the same offsets
-          filled = 0;
-          for (let n = -1; n !== 0 && filled < buffer.length; filled += n) n = (await fd.read(buffer, filled, buffer.length - filled, at + filled)).bytesRead;
-          for (let b = 0; b < filled; b += HASH_BLOCK) {
-            const block = buffer.subarray(b, Math.min(b + HASH_BLOCK, filled));
-            if (block.length === HASH_BLOCK && block.equals(ZERO_BLOCK)) hash.update('z');
-            else hash.update('d').update(block);
-          }
-        }
-      } finally {
-        await fd.close();
-      }
-      hash.update('\0');
+  for (const file of files) {
+    const fd = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    if (fd === null) {
+      hash.update(`${file} missing\0`);
+      continue;
     }
-  } finally {
-    if (buffer === hashBuffer) hashBufferFree = true;
+    try {
+      for await (const { block, zero } of blocksOf(fd)) {
+        if (zero && block.length === BLOCK) hash.update('z');
+        else hash.update('d').update(block);
+      }
+    } finally {
+      await fd.close();
+    }
+    hash.update('\0');
   }
   return hash.digest('hex');
 }
-let hashBufferFree = true;
 
 /** Copies a file, keeping its holes: a data file is as long as the virtual disk and mostly a hole,
  * and copyFile on tmpfs writes every byte of it. */
@@ -141,18 +139,8 @@ async function copySparse(from: string, to: string): Promise<void> {
   const src = await open(from, 'r');
   const dst = await open(to, 'w');
   try {
-    const size = (await src.stat()).size;
-    await dst.truncate(size);
-    const chunk = Buffer.alloc(1 << 20);
-    const BLOCK = 64 * 1024;
-    const zero = Buffer.alloc(BLOCK);
-    for (let at = 0; at < size; at += chunk.length) {
-      const { bytesRead } = await src.read(chunk, 0, chunk.length, at);
-      for (let b = 0; b < bytesRead; b += BLOCK) {
-        const block = chunk.subarray(b, Math.min(b + BLOCK, bytesRead));
-        if (!block.equals(zero.subarray(0, block.length))) await dst.write(block, 0, block.length, at + b);
-      }
-    }
+    await dst.truncate((await src.stat()).size);
+    for await (const { at, block, zero } of blocksOf(src)) if (!zero) await dst.write(block, 0, block.length, at);
   } finally {
     await Promise.all([src.close(), dst.close()]);
   }
