@@ -3,7 +3,9 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { dir } from 'tmp-promise';
-import type { Report } from '../harness/reports.ts';
+import type { Case } from '../harness/case.ts';
+import { fileReport, type Report } from '../harness/reports.ts';
+import { caseAt } from '../generators/case.ts';
 import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, runRepro } from './helpers.ts';
 
 // Findings a maintainer can act on: confirmed, minimal, one report per bug, rechecked, tracked by
@@ -184,5 +186,61 @@ describe('the registry over time', () => {
     const r = await fuzzCli(['--control', '--iterations', '1', '--known', await registry(t, [entry({ expires: 'next year' })]), '--reports', await reportsDir(t)]);
     assert.equal(r.exitCode, 2, r.all);
     assert.match(r.stderr, /"unaligned-shrink-refusal-is-known"\)\.expires must be a date written YYYY-MM-DD/);
+  });
+});
+
+describe('one report per bug', () => {
+  const finding = { oracle: 'check' as const, kind: 'corruptions', side: 'subject' as const, detail: 'corruptions', message: 'qemu-img check found corruptions', step: 0 };
+  const resultOf = () => ({ findings: [finding], steps: [], afterUse: null, commands: [], artifacts: [], artifactsSkipped: [], baseReader: null });
+  const input = (c: Case, iteration: number) => ({
+    finding,
+    case: c,
+    result: resultOf(),
+    originalCase: c,
+    minimisation: null,
+    confirmation: null,
+    flaky: false,
+    subject: { dialect: 'instar' as const, program: 'instar' },
+    tools: { qemuImg: 'q', subject: 's' },
+    origin: { seed: 1, iteration, date: new Date().toISOString() },
+  });
+
+  it('a later hit with a smaller case replaces the stored case and repro.sh; a larger one only counts', async (t) => {
+    const reports = await reportsDir(t);
+    const big = caseAt(1, 0);
+    assert.ok(big.steps.length + big.data.length > 1);
+    const small: Case = { ...big, steps: big.steps.slice(0, 1), data: [] };
+    const { folder } = await fileReport(reports, input(big, 0));
+    const before = await readFile(join(reports, folder, 'repro.sh'), 'utf8');
+    await fileReport(reports, input(small, 5));
+    let r = await readReportIn(reports, folder);
+    assert.deepEqual([r.hits, r.case, r.originalCase, r.firstSeen.iteration, r.lastSeen.iteration], [2, small, big, 0, 5]);
+    assert.notEqual(await readFile(join(reports, folder, 'repro.sh'), 'utf8'), before, 'repro.sh follows the stored case');
+    await fileReport(reports, input(big, 9));
+    r = await readReportIn(reports, folder);
+    assert.deepEqual([r.hits, r.case, r.lastSeen.iteration], [3, small, 9]);
+  });
+});
+
+describe('the corpus share and --file-issues', () => {
+  it('replays at most --corpus-share of the iterations from the corpus, and writes issues for new signatures', async (t) => {
+    const corpus = await reportsDir(t);
+    const bin = await reportsDir(t);
+    // gh that is not logged in: issues are written, not filed
+    await writeFile(join(bin, 'gh'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+    for (const name of ['a', 'b', 'c']) {
+      await writeFile(join(corpus, `${name}.json`), JSON.stringify({ formatVersion: 1, signature: 'x', promotedFrom: name, promotedAt: '', message: '', case: caseAt(7, 0) }));
+    }
+    const reports = await reportsDir(t);
+    const r = await fuzzCli(['--instar', instarDouble('365-stride'), '--iterations', '5', '--seed', '1', '--corpus', corpus, '--minimise-runs', '0', '--file-issues', '--reports', reports], { PATH: `${bin}:${process.env.PATH}` });
+    assert.equal(r.exitCode, 1, r.all);
+    const s = await readSummary(reports);
+    // 0.2 of 5 iterations: one corpus case of three
+    assert.deepEqual([s.corpus.available, s.corpus.run, s.iterations], [3, 1, 5]);
+    for (const sig of s.signatures) {
+      assert.match(await readFile(join(reports, sig.folder, 'issue.md'), 'utf8'), new RegExp(`fuzzer-signature: ${sig.signature.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`));
+      assert.ok((await readFile(join(reports, sig.folder, 'issue-title.txt'), 'utf8')).length > 0);
+    }
+    assert.ok(s.signatures.length > 0);
   });
 });
