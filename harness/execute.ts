@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, mkdir, open, readFile, stat, type FileHandle } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
-import { withDir } from 'tmp-promise';
+import { dir as tmpDir } from 'tmp-promise';
 import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
 import { buildCommands, compareArgs, imagePath, layoutOf, plannedSizes, regrowWindows, type Case, type Layout, type SideFiles, type StepPlan } from './case.ts';
 import { runCommand, type CommandRecord } from './process.ts';
@@ -16,8 +15,10 @@ import { infoFromStructure, infoOracle, type InfoObservation } from '../oracles/
 import { classifyOutcome, outcomeOracle, type OutcomeClass } from '../oracles/outcome.ts';
 import { unchangedOnRefusalOracle } from '../oracles/unchanged.ts';
 import { afterUseOracle, afterUseWorkload } from '../oracles/after-use.ts';
-import { compareContent, planComparison, type ComparePlan } from './content-compare.ts';
-import { hasHostClustersFrom, readQcow2Header, structuralCheck } from './qcow2.ts';
+import { compareContent, type ComparePlan } from './content-compare.ts';
+import { copySparse } from './files.ts';
+import { readQcow2Header } from './qcow2.ts';
+import { reader } from './readers.ts';
 import { structureOracle } from '../oracles/structure.ts';
 
 // Where each side's files are is the case's layout (layoutOf in case.ts): base.qcow2,
@@ -88,64 +89,6 @@ export interface ExecuteOptions {
   wantArtifacts: (findings: StepFinding[], steps: StepRecord[]) => boolean;
 }
 
-/** Files are read in blocks: an all-zero block (a hole, or preallocated space) is hashed as one
- * marker byte and not copied, so files mostly made of holes cost a read, not a hash or a write. */
-const BLOCK = 64 * 1024;
-const ZERO_BLOCK = Buffer.alloc(BLOCK);
-
-/** The blocks of an open file with their offsets, the last one possibly short. Reads fill the
- * buffer to the end (or to EOF), so blocks always start at the same offsets. */
-async function* blocksOf(fd: FileHandle): AsyncGenerator<{ at: number; block: Buffer; zero: boolean }> {
-  const buffer = Buffer.allocUnsafe(16 * BLOCK);
-  for (let at = 0, filled = -1; filled !== 0; at += filled) {
-    filled = 0;
-    for (let n = -1; n !== 0 && filled < buffer.length; filled += n) n = (await fd.read(buffer, filled, buffer.length - filled, at + filled)).bytesRead;
-    for (let b = 0; b < filled; b += BLOCK) {
-      const block = buffer.subarray(b, Math.min(b + BLOCK, filled));
-      yield { at: at + b, block, zero: block.equals(ZERO_BLOCK.subarray(0, block.length)) };
-    }
-  }
-}
-
-/** The files' content hash; a subject may delete the image, which is evidence, not a harness
- * error. */
-async function contentHash(...files: string[]): Promise<string> {
-  const hash = createHash('sha256');
-  for (const file of files) {
-    const fd = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return null;
-      throw err;
-    });
-    if (fd === null) {
-      hash.update(`${file} missing\0`);
-      continue;
-    }
-    try {
-      for await (const { block, zero } of blocksOf(fd)) {
-        if (zero && block.length === BLOCK) hash.update('z');
-        else hash.update('d').update(block);
-      }
-    } finally {
-      await fd.close();
-    }
-    hash.update('\0');
-  }
-  return hash.digest('hex');
-}
-
-/** Copies a file, keeping its holes: a data file is as long as the virtual disk and mostly a hole,
- * and copyFile on tmpfs writes every byte of it. */
-async function copySparse(from: string, to: string): Promise<void> {
-  const src = await open(from, 'r');
-  const dst = await open(to, 'w');
-  try {
-    await dst.truncate((await src.stat()).size);
-    for await (const { at, block, zero } of blocksOf(src)) if (!zero) await dst.write(block, 0, block.length, at);
-  } finally {
-    await Promise.all([src.close(), dst.close()]);
-  }
-}
-
 /** Images above this host size are not stored in reports (a subject may write a huge file). */
 export const MAX_STORED_IMAGE = 128 * 1024 * 1024;
 
@@ -173,9 +116,44 @@ async function collectArtifacts(dir: string, layout: Layout) {
 
 const NO_SPACE = /No space left on device/i;
 
+/** Files' identity, size and change times: any write or truncation changes them (ctime even
+ * when mtime is set back). */
+const stampOf = async (files: string[]) =>
+  (await Promise.all(files.map((f) => stat(f, { bigint: true }).then((s) => `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`, () => 'missing')))).join('|');
+
+/** A side's files as they were before a step. */
+interface Snapshot {
+  stamp: string;
+  hash: string;
+}
+
 const headerSize = (file: string) => readQcow2Header(file).then((h) => h.size, () => null);
 
 const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
+
+/** Case directories being removed. Freeing a large file on tmpfs takes milliseconds, so a case
+ * does not wait for it: the next one starts, and whoever ran the cases awaits workDirsRemoved(). */
+const removals = new Set<Promise<void>>();
+let removalError: Error | null = null;
+
+function removeInBackground(removal: Promise<void>) {
+  const tracked = removal.then(
+    () => undefined,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') removalError ??= err;
+    },
+  );
+  removals.add(tracked);
+  void tracked.then(() => removals.delete(tracked));
+}
+
+/** Waits until every case directory is gone; throws if one could not be removed. */
+export async function workDirsRemoved(): Promise<void> {
+  await Promise.all(removals);
+  const err = removalError;
+  removalError = null;
+  if (err) throw new Error(`a case directory could not be removed: ${err.message}`);
+}
 
 /** Builds the base image, copies it for each side, runs the steps and the oracles after each.
  * The case stops at the first step with a finding: later steps would compare diverged images.
@@ -186,26 +164,25 @@ const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual
 export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseResult> {
   const layout = layoutOf(c);
   const { base, reference, subject } = layout;
-  return withDir(
-    async ({ path: dir }) => {
-      /** In-process work that runs while commands do (copies, reading images): awaited where its
-       * result is needed, and always before the case directory is removed. */
-      const inFlight: Promise<unknown>[] = [];
-      const background = <T>(work: Promise<T>): Promise<T> => {
-        inFlight.push(work.catch(() => undefined));
-        return work;
-      };
-      try {
-        return await caseBody(dir, background);
-      } finally {
-        await Promise.all(inFlight);
-      }
-    },
-    { unsafeCleanup: true, prefix: 'instar-fuzz-', tmpdir: options.workdir },
-  ).catch((err: unknown) => {
+  try {
+    const { path: dir, cleanup } = await tmpDir({ unsafeCleanup: true, prefix: 'instar-fuzz-', tmpdir: options.workdir });
+    /** In-process work that runs while commands do (copies, reading images): awaited where its
+     * result is needed, and always before the case directory is removed. */
+    const inFlight: Promise<unknown>[] = [];
+    const background = <T>(work: Promise<T>): Promise<T> => {
+      inFlight.push(work.catch(() => undefined));
+      return work;
+    };
+    try {
+      return await caseBody(dir, background);
+    } finally {
+      await Promise.all(inFlight);
+      removeInBackground(cleanup());
+    }
+  } catch (err) {
     if (isNoSpace(err)) throw new DiskFullError(`the work directory ${options.workdir} is full: ${(err as Error).message}; free space or pass --workdir DIR`);
     throw err;
-  });
+  }
 
   async function caseBody(dir: string, background: <T>(work: Promise<T>) => Promise<T>): Promise<CaseResult> {
     const commands: CommandRecord[] = [];
@@ -220,7 +197,21 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
     };
     const path = (side: SideFiles) => join(dir, imagePath(side));
     /** What a refused step must leave as it was: the image and its data file. */
-    const fingerprint = (side: SideFiles) => (layout.dataFile ? contentHash(path(side), join(dir, side.dir, layout.dataFile)) : contentHash(path(side)));
+    const filesOf = (side: SideFiles) => (layout.dataFile ? [path(side), join(dir, side.dir, layout.dataFile)] : [path(side)]);
+    const fingerprint = (side: SideFiles) => reader.contentHash(...filesOf(side));
+    /** The last snapshot of each side's files. */
+    const snapshots = new Map<SideFiles, Snapshot>();
+    /** A side's files now: their stamp, and their hash (by `hash`, which may read other files of
+     * the same content) unless the stamp is the last snapshot's: nothing wrote them since. */
+    const snapshot = async (side: SideFiles, hash: () => Promise<string>): Promise<Snapshot> => {
+      const stamp = await stampOf(filesOf(side));
+      const last = snapshots.get(side);
+      const taken = { stamp, hash: last?.stamp === stamp ? last.hash : await hash() };
+      snapshots.set(side, taken);
+      return taken;
+    };
+    /** The before and after hashes of a refused step's side. */
+    const sinceSnapshot = async (side: SideFiles, before: Snapshot) => ({ before: before.hash, after: (await snapshot(side, () => fingerprint(side))).hash });
     const check = (side: SideFiles) => run('qemu-img', ['check', '-f', 'qcow2', '--output=json', side.image], side);
     /** Guest content of both results, at a cost that grows with the allocated data, not the
      * virtual size (content-compare.ts); a data file needs its name given: a plain compare. */
@@ -229,7 +220,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
         ? run('qemu-img', compareArgs(layout))
         : compareContent(imagePath(reference), imagePath(subject), { timeoutMs: options.timeoutMs, cwd: dir, signal: options.signal, run: (program, args) => run(program, args), plan });
     /** compareContent's reading of both images, started while another command runs. */
-    const planCompare = () => (layout.dataFile ? undefined : background(planComparison(imagePath(reference), imagePath(subject), { cwd: dir })));
+    const planCompare = () => (layout.dataFile ? undefined : background(reader.planComparison(imagePath(reference), imagePath(subject), { cwd: dir })));
 
     if (layout.dataFile) await Promise.all([base, reference, subject].map((s) => mkdir(join(dir, s.dir))));
     for (const cmd of buildCommands(c, base.image)) {
@@ -239,31 +230,38 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
     }
     const plans = plannedSizes(c);
     /** What a step needs to know of both images before either is resized: their hashes and
-     * whether a shrink discards data. Read while the commands before it only read them. */
+     * whether a shrink discards data. Read while the commands before it only read them. Before
+     * the first step both sides are still copies of the base image: it is read once for both. */
     const prepare = (index: number) => {
       const { plan } = plans[index]!;
-      return Promise.all([fingerprint(reference), fingerprint(subject), plan.kind === 'shrink' && plan.accepted ? hasHostClustersFrom(path(reference), plan.target!) : undefined]);
+      const before = index === 0 ? base : reference;
+      const discards = plan.kind === 'shrink' && plan.accepted ? reader.hasHostClustersFrom(path(before), plan.target!) : undefined;
+      if (index > 0) return Promise.all([snapshot(reference, () => fingerprint(reference)), snapshot(subject, () => fingerprint(subject)), discards]);
+      const both = fingerprint(base);
+      return Promise.all([copied.then(() => snapshot(reference, () => both)), copied.then(() => snapshot(subject, () => both)), discards]);
     };
-    // the copies and the first step's reading go on while qemu-img checks the base image
-    const copied = (async () => {
-      for (const side of [reference, subject]) {
-        await copyFile(path(base), path(side), constants.COPYFILE_FICLONE);
-        // with a data file each side has its own directory: its own data file and backing image
-        if (layout.dataFile) await copySparse(join(dir, base.dir, layout.dataFile), join(dir, side.dir, layout.dataFile));
-        if (layout.dataFile && layout.backing) await copyFile(join(dir, base.dir, layout.backing), join(dir, side.dir, layout.backing), constants.COPYFILE_FICLONE);
-      }
-    })();
-    let prepared: ReturnType<typeof prepare> | null = background(copied.then(() => prepare(0)));
+    // the copies and the reading go on while qemu-img checks the base image
+    const copied = background(
+      (async () => {
+        for (const side of [reference, subject]) {
+          await copyFile(path(base), path(side), constants.COPYFILE_FICLONE);
+          // with a data file each side has its own directory: its own data file and backing image
+          if (layout.dataFile) await copySparse(join(dir, base.dir, layout.dataFile), join(dir, side.dir, layout.dataFile));
+          if (layout.dataFile && layout.backing) await copyFile(join(dir, base.dir, layout.backing), join(dir, side.dir, layout.backing), constants.COPYFILE_FICLONE);
+        }
+      })(),
+    );
     // The generator promised a clean image (a dirty one's refcounts lag by design), and the
     // qcow2 reader must count the same allocated clusters as qemu-img check: both are checked.
+    const baseStructure = c.image.dirty ? null : background(reader.structuralCheck(path(base)));
+    let prepared: ReturnType<typeof prepare> | null = background(prepare(0));
     let baseReader: CaseResult['baseReader'] = null;
-    if (!c.image.dirty) {
-      const structure = background(structuralCheck(path(base)));
+    if (baseStructure) {
       const baseCheck = await check(base);
-      const baseStructure = await structure;
+      const structure = await baseStructure;
       if (baseCheck.exitCode !== 0) throw new CaseSetupError(`the base image is not clean (qemu-img check exit ${baseCheck.exitCode ?? baseCheck.signal}): ${baseCheck.stdout.trim()}`, baseCheck);
       const byCheck = parseCheck(baseCheck.exitCode, baseCheck.stdout, baseCheck.stderr).report?.['allocated-clusters'] ?? 0;
-      baseReader = { byCheck, byReader: baseStructure.readable ? baseStructure.allocatedClusters : null };
+      baseReader = { byCheck, byReader: structure.readable ? structure.allocatedClusters : null };
     }
 
     /** The subject's check, and qemu's own result's only when needed: to tell subject leaks
@@ -291,7 +289,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
     const findings: StepFinding[] = [];
     for (const [index, { before, plan }] of plans.entries()) {
       const step = c.steps[index]!;
-      const [refHash, subHash, discardsAllocated] = await (prepared ?? prepare(index));
+      const [refBefore, subBefore, discardsAllocated] = await (prepared ?? prepare(index));
       prepared = null;
       const ref = await run(qemuImg.program, resizeArgs(qemuImg, step, reference.image), reference);
       const sub = await run(options.subject.program, resizeArgs(options.subject, step, subject.image), subject);
@@ -301,20 +299,21 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       if (record.reference === 'refused' || record.subject === 'refused') {
         found.push(
           ...unchangedOnRefusalOracle({
-            reference: record.reference === 'refused' ? { before: refHash, after: await fingerprint(reference) } : null,
-            subject: record.subject === 'refused' ? { before: subHash, after: await fingerprint(subject) } : null,
+            reference: record.reference === 'refused' ? await sinceSnapshot(reference, refBefore) : null,
+            subject: record.subject === 'refused' ? await sinceSnapshot(subject, subBefore) : null,
           }),
         );
       }
 
       if (record.reference === 'ok' && record.subject === 'ok') {
-        // the info fields come from the headers the structure oracle reads anyway (test/info.test.ts
-        // holds them equal to `qemu-img info`): two processes fewer per step
-        // the structure oracle reads both images in-process while qemu-img checks and compares
-        const structures = background(Promise.all([structuralCheck(path(subject)), structuralCheck(path(reference))]));
-        // and the next step's reading too: nothing writes the images until it starts
-        if (index + 1 < plans.length) prepared = background(prepare(index + 1));
+        // The reader threads read both images while qemu-img checks and compares, asked in the
+        // order the answers are needed: the compare plan, the structures (the structure oracle,
+        // and the info fields: test/info.test.ts holds them equal to `qemu-img info`, two
+        // processes fewer per step), the next step's reading (nothing writes the images until
+        // it starts).
         const comparePlan = planCompare();
+        const structures = background(Promise.all([reader.structuralCheck(path(subject)), reader.structuralCheck(path(reference))]));
+        if (index + 1 < plans.length) prepared = background(prepare(index + 1));
         const subCheck = await check(subject);
         const compare = await compareContents(comparePlan);
         const [subStructure, refStructure] = await structures;

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { CaseSetupError, runCase } from './execute.ts';
+import { CaseSetupError, runCase, workDirsRemoved } from './execute.ts';
 import { readStoredReport, reportFolders, writeReportJson, type Recheck } from './reports.ts';
 import type { Resizer } from './subjects.ts';
 import { signatureOf } from '../oracles/finding.ts';
@@ -49,5 +49,6 @@ export async function recheckReports(o: RecheckOptions): Promise<RecheckResult[]
     results.push({ folder, signature: report.signature, reproduced, signatures });
     o.say(`${reproduced ? 'STILL REPRODUCES' : 'fixed'}: ${folder}${reproduced || signatures.length === 0 ? '' : ` (findings now: ${signatures.join('; ')})`}`);
   }
+  await workDirsRemoved();
   return results;
 }

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseCase, type Case } from './case.ts';
 import { FatalError } from './errors.ts';
-import { runCase } from './execute.ts';
+import { runCase, workDirsRemoved } from './execute.ts';
 import type { Report } from './reports.ts';
 import type { Resizer } from './subjects.ts';
 import { signatureOf } from '../oracles/finding.ts';
@@ -35,6 +35,7 @@ export async function readReport(folder: string): Promise<{ report: Report; case
 export async function replay(folder: string, subject: Resizer, timeoutMs: number, workdir: string) {
   const { report, case: c } = await readReport(folder);
   const result = await runCase(c, { subject, timeoutMs, workdir, wantArtifacts: () => false });
+  await workDirsRemoved();
   const signatures = result.findings.map(signatureOf);
   return { expected: report.signature, reproduced: signatures.includes(report.signature), signatures };
 }

@@ -3,12 +3,13 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Case } from './case.ts';
 import { CaseAborted, DiskFullError, isNoSpace } from './errors.ts';
-import { CaseSetupError, runCase, type CaseResult } from './execute.ts';
+import { CaseSetupError, runCase, workDirsRemoved, type CaseResult } from './execute.ts';
 import { addCase, emptyCoverage, type CoverageSummary } from './coverage.ts';
 import type { CorpusEntry } from './corpus.ts';
 import { fileFinding, type CaseSource } from './filing.ts';
 import type { MinimiseBudget } from './minimise.ts';
 import { processesSpawned } from './process.ts';
+import { startReaders } from './readers.ts';
 import { caseIndexAt, casesInShard, type Shard } from './shard.ts';
 import type { KnownDivergence } from './registry.ts';
 import { writeAtomic, type Report } from './reports.ts';
@@ -170,6 +171,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     halt.abort();
   };
   o.stop?.addEventListener('abort', onStop, { once: true });
+  startReaders(o.jobs);
   await removeStaleStaging(o.reportsDir);
 
   async function commit(source: CaseSource, attempt: Attempt) {
@@ -317,6 +319,9 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
   }
   await Promise.all(Array.from({ length: Math.min(o.jobs, positions) }, worker));
   await commits;
+  await workDirsRemoved().catch((err: unknown) => {
+    fatal ??= err;
+  });
   clearTimeout(deadlineTimer);
   clearTimeout(graceTimer);
   o.stop?.removeEventListener('abort', onStop);

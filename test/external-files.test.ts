@@ -3,14 +3,14 @@
 // running through harness/execute.ts in that layout with qemu-img on both sides.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import fc from 'fast-check';
 import { gunzipSync } from 'node:zlib';
 import { BACKING, DATA_FILE, layoutOf, type Case } from '../harness/case.ts';
-import { runCase } from '../harness/execute.ts';
+import { runCase, workDirsRemoved } from '../harness/execute.ts';
 import { structuralCheck } from '../harness/qcow2.ts';
 import { qemuImg } from '../harness/subjects.ts';
 import { caseArb } from '../generators/case.ts';
@@ -125,9 +125,12 @@ describe('whole cases in the layout, qemu-img on both sides', () => {
       // no preallocated grows: the images stay small enough to be kept
       const [c] = pick((x) => want(x) && x.steps.length >= 2 && x.steps.every((s) => s.preallocation === null), 1, 41);
       assert.ok(c);
-      const workdir = dirs.dir();
+      const workdir = await mkdtemp(join(dirs.dir(), 'work-'));
       const result = await runCase(c, { subject: qemuImg, timeoutMs: 60_000, workdir, wantArtifacts: () => true });
       assert.deepEqual(result.findings, [], JSON.stringify(c));
+      // the case directory is removed in the background, and gone once workDirsRemoved says so
+      await workDirsRemoved();
+      assert.deepEqual(await readdir(workdir), []);
       const layout = layoutOf(c);
       const names = result.artifacts.map((a) => a.name).sort();
       const expected = ['base.qcow2.gz', 'reference.qcow2.gz', 'subject.qcow2.gz'];

@@ -355,6 +355,17 @@ describe("entry decoding", () => {
     });
   }
 
+  for (const bits of WIDTHS) {
+    test(`nonZeroRefcounts skips zero runs of a 64 KiB block but not the entries around them, at ${bits} bits`, () => {
+      const block = Buffer.alloc(65536);
+      const perByte = 8 / bits;
+      // entries at the first and last byte of 4 KiB runs, one run apart, and the block's last
+      const at = [0, 4095, 4096, 8191, 12288, 65535].map((byte) => Math.floor(byte * perByte));
+      for (const i of at) setRefcountEntry(block, i, bits, 1);
+      assert.deepEqual([...nonZeroRefcounts(block, bits)], [...new Set(at)].map((i) => [i, 1]));
+    });
+  }
+
   test("header extensions encode padded to 8 bytes and end with a zero marker", () => {
     const out = encodeHeaderExtensions([{ type: 0xe2792aca, data: Buffer.from("qcow2") }]);
     assert.deepEqual([...out], [0xe2, 0x79, 0x2a, 0xca, 0, 0, 0, 5, ...Buffer.from("qcow2"), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);

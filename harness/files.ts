@@ -1,0 +1,63 @@
+import { createHash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
+
+// Whole-file reading of images and data files: the content hash of a refused step's files, and
+// sparse copies. Files are read in blocks: an all-zero block (a hole, or preallocated space) is
+// hashed as one marker byte and not copied, so files mostly made of holes cost a read, not a hash
+// or a write.
+
+const BLOCK = 64 * 1024;
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+/** The blocks of an open file with their offsets, the last one possibly short. Reads fill the
+ * buffer to the end (or to EOF), so blocks always start at the same offsets. */
+async function* blocksOf(fd: FileHandle): AsyncGenerator<{ at: number; block: Buffer; zero: boolean }> {
+  const buffer = Buffer.allocUnsafe(16 * BLOCK);
+  for (let at = 0, filled = -1; filled !== 0; at += filled) {
+    filled = 0;
+    for (let n = -1; n !== 0 && filled < buffer.length; filled += n) n = (await fd.read(buffer, filled, buffer.length - filled, at + filled)).bytesRead;
+    for (let b = 0; b < filled; b += BLOCK) {
+      const block = buffer.subarray(b, Math.min(b + BLOCK, filled));
+      yield { at: at + b, block, zero: block.equals(ZERO_BLOCK.subarray(0, block.length)) };
+    }
+  }
+}
+
+/** The files' content hash; a subject may delete the image, which is evidence, not a harness
+ * error. */
+export async function contentHash(...files: string[]): Promise<string> {
+  const hash = createHash('sha256');
+  for (const file of files) {
+    const fd = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return null;
+      throw err;
+    });
+    if (fd === null) {
+      hash.update(`${file} missing\0`);
+      continue;
+    }
+    try {
+      for await (const { block, zero } of blocksOf(fd)) {
+        if (zero && block.length === BLOCK) hash.update('z');
+        else hash.update('d').update(block);
+      }
+    } finally {
+      await fd.close();
+    }
+    hash.update('\0');
+  }
+  return hash.digest('hex');
+}
+
+/** Copies a file, keeping its holes: a data file is as long as the virtual disk and mostly a hole,
+ * and copyFile on tmpfs writes every byte of it. */
+export async function copySparse(from: string, to: string): Promise<void> {
+  const src = await open(from, 'r');
+  const dst = await open(to, 'w');
+  try {
+    await dst.truncate((await src.stat()).size);
+    for await (const { at, block, zero } of blocksOf(src)) if (!zero) await dst.write(block, 0, block.length, at);
+  } finally {
+    await Promise.all([src.close(), dst.close()]);
+  }
+}
