@@ -9,7 +9,7 @@ import type { CorpusEntry } from './corpus.ts';
 import { fileFinding, type CaseSource } from './filing.ts';
 import type { MinimiseBudget } from './minimise.ts';
 import { processesSpawned } from './process.ts';
-import { startReaders } from './readers.ts';
+import { readerThreadsFor, startReaders } from './readers.ts';
 import { caseIndexAt, casesInShard, type Shard } from './shard.ts';
 import type { KnownDivergence } from './registry.ts';
 import { writeAtomic, type Report } from './reports.ts';
@@ -171,7 +171,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     halt.abort();
   };
   o.stop?.addEventListener('abort', onStop, { once: true });
-  startReaders(o.jobs);
+  startReaders(readerThreadsFor(o.jobs));
   await removeStaleStaging(o.reportsDir);
 
   async function commit(source: CaseSource, attempt: Attempt) {

@@ -22,6 +22,8 @@ import type { RunSummary } from '../harness/run.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(ROOT, 'harness', 'cli.ts');
+/** The node options of `npm run fuzz`, so that the runs measured are the runs people make. */
+const FUZZ_NODE_OPTIONS = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { scripts: { fuzz: string } }).scripts.fuzz.split(/\s+/).slice(1, -1);
 const NONE = join(ROOT, 'test', 'doubles', 'instar-none');
 
 const args = await yargs(hideBin(process.argv))
@@ -91,7 +93,7 @@ async function fuzzRun(extra: string[]): Promise<FuzzRun> {
   const reports = await mkdtemp(join(tmpdir(), 'fuzz-bench-'));
   try {
     const started = performance.now();
-    const child = execa(process.execPath, ['--import', 'tsx', CLI, '--seed', String(args.seed), '--reports', reports, ...extra], { cwd: ROOT, reject: false, all: true });
+    const child = execa(process.execPath, [...FUZZ_NODE_OPTIONS, CLI, '--seed', String(args.seed), '--reports', reports, ...extra], { cwd: ROOT, reject: false, all: true });
     const samples: Sample[] = [];
     const timer = setInterval(() => {
       if (child.pid) void sampleProc(child.pid, started).then((s) => s && samples.push(s));
