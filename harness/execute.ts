@@ -16,7 +16,7 @@ import { classifyOutcome, outcomeOracle, type OutcomeClass } from '../oracles/ou
 import { unchangedOnRefusalOracle } from '../oracles/unchanged.ts';
 import { afterUseOracle, afterUseWorkload } from '../oracles/after-use.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
-import { copySparse } from './files.ts';
+import { copySparse, provenUnchanged, stampOf, type Stamp } from './files.ts';
 import { readQcow2Header } from './qcow2.ts';
 import { reader } from './readers.ts';
 import { structureOracle } from '../oracles/structure.ts';
@@ -116,17 +116,6 @@ async function collectArtifacts(dir: string, layout: Layout) {
 
 const NO_SPACE = /No space left on device/i;
 
-/** Files' identity, size and change times: any write or truncation changes them (ctime even
- * when mtime is set back). */
-const stampOf = async (files: string[]) =>
-  (await Promise.all(files.map((f) => stat(f, { bigint: true }).then((s) => `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`, () => 'missing')))).join('|');
-
-/** A side's files as they were before a step. */
-interface Snapshot {
-  stamp: string;
-  hash: string;
-}
-
 const headerSize = (file: string) => readQcow2Header(file).then((h) => h.size, () => null);
 
 const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
@@ -199,19 +188,9 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
     /** What a refused step must leave as it was: the image and its data file. */
     const filesOf = (side: SideFiles) => (layout.dataFile ? [path(side), join(dir, side.dir, layout.dataFile)] : [path(side)]);
     const fingerprint = (side: SideFiles) => reader.contentHash(...filesOf(side));
-    /** The last snapshot of each side's files. */
-    const snapshots = new Map<SideFiles, Snapshot>();
-    /** A side's files now: their stamp, and their hash (by `hash`, which may read other files of
-     * the same content) unless the stamp is the last snapshot's: nothing wrote them since. */
-    const snapshot = async (side: SideFiles, hash: () => Promise<string>): Promise<Snapshot> => {
-      const stamp = await stampOf(filesOf(side));
-      const last = snapshots.get(side);
-      const taken = { stamp, hash: last?.stamp === stamp ? last.hash : await hash() };
-      snapshots.set(side, taken);
-      return taken;
-    };
-    /** The before and after hashes of a refused step's side. */
-    const sinceSnapshot = async (side: SideFiles, before: Snapshot) => ({ before: before.hash, after: (await snapshot(side, () => fingerprint(side))).hash });
+    /** The hash of a refused step's side after the step: no read when its stamp proves the
+     * files unchanged since `stamp` (taken with `hash`'s content, before the step). */
+    const hashAfterRefusal = async (side: SideFiles, hash: string, stamp: Stamp): Promise<string> => (provenUnchanged(stamp, await stampOf(filesOf(side))) ? hash : fingerprint(side));
     const check = (side: SideFiles) => run('qemu-img', ['check', '-f', 'qcow2', '--output=json', side.image], side);
     /** Guest content of both results, at a cost that grows with the allocated data, not the
      * virtual size (content-compare.ts); a data file needs its name given: a plain compare. */
@@ -229,16 +208,19 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       if (!ok) throw new CaseSetupError(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`, r);
     }
     const plans = plannedSizes(c);
-    /** What a step needs to know of both images before either is resized: their hashes and
-     * whether a shrink discards data. Read while the commands before it only read them. Before
-     * the first step both sides are still copies of the base image: it is read once for both. */
-    const prepare = (index: number) => {
+    /** What a step needs to know of both images before either is resized: their hashes (when
+     * not `known`) and whether a shrink discards data. Read while the commands before it only
+     * read them. Before the first step both sides are still copies of the base image: it is read
+     * once for both. */
+    type Prepared = [refHash: string, subHash: string, discardsAllocated: boolean | undefined];
+    const prepare = (index: number, known?: [string, string]): Promise<Prepared> => {
       const { plan } = plans[index]!;
       const before = index === 0 ? base : reference;
       const discards = plan.kind === 'shrink' && plan.accepted ? reader.hasHostClustersFrom(path(before), plan.target!) : undefined;
-      if (index > 0) return Promise.all([snapshot(reference, () => fingerprint(reference)), snapshot(subject, () => fingerprint(subject)), discards]);
+      if (known) return Promise.all([known[0], known[1], discards]);
+      if (index > 0) return Promise.all([fingerprint(reference), fingerprint(subject), discards]);
       const both = fingerprint(base);
-      return Promise.all([copied.then(() => snapshot(reference, () => both)), copied.then(() => snapshot(subject, () => both)), discards]);
+      return Promise.all([both, both, discards]);
     };
     // the copies and the reading go on while qemu-img checks the base image
     const copied = background(
@@ -254,7 +236,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
     // The generator promised a clean image (a dirty one's refcounts lag by design), and the
     // qcow2 reader must count the same allocated clusters as qemu-img check: both are checked.
     const baseStructure = c.image.dirty ? null : background(reader.structuralCheck(path(base)));
-    let prepared: ReturnType<typeof prepare> | null = background(prepare(0));
+    let prepared: Promise<Prepared> | null = background(Promise.all([prepare(0), copied]).then(([first]) => first));
     let baseReader: CaseResult['baseReader'] = null;
     if (baseStructure) {
       const baseCheck = await check(base);
@@ -289,20 +271,25 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
     const findings: StepFinding[] = [];
     for (const [index, { before, plan }] of plans.entries()) {
       const step = c.steps[index]!;
-      const [refBefore, subBefore, discardsAllocated] = await (prepared ?? prepare(index));
+      const [refHash, subHash, discardsAllocated]: Prepared = await (prepared ?? prepare(index));
       prepared = null;
+      const [refStamp, subStamp] = await Promise.all([stampOf(filesOf(reference)), stampOf(filesOf(subject))]);
       const ref = await run(qemuImg.program, resizeArgs(qemuImg, step, reference.image), reference);
       const sub = await run(options.subject.program, resizeArgs(options.subject, step, subject.image), subject);
       const record: StepRecord = { index, sizeBefore: before, plan, reference: classifyOutcome(ref), subject: classifyOutcome(sub), discardsAllocated, subjectStderr: sub.stderr };
       steps.push(record);
       const found: Finding[] = outcomeOracle(ref, sub, plan.kind);
       if (record.reference === 'refused' || record.subject === 'refused') {
+        const refAfter: string | null = record.reference === 'refused' ? await hashAfterRefusal(reference, refHash, refStamp) : null;
+        const subAfter: string | null = record.subject === 'refused' ? await hashAfterRefusal(subject, subHash, subStamp) : null;
         found.push(
           ...unchangedOnRefusalOracle({
-            reference: record.reference === 'refused' ? await sinceSnapshot(reference, refBefore) : null,
-            subject: record.subject === 'refused' ? await sinceSnapshot(subject, subBefore) : null,
+            reference: refAfter === null ? null : { before: refHash, after: refAfter },
+            subject: subAfter === null ? null : { before: subHash, after: subAfter },
           }),
         );
+        // both refused: the next step starts from the files as they are now, hashed just now
+        if (refAfter !== null && subAfter !== null && index + 1 < plans.length) prepared = background(prepare(index + 1, [refAfter, subAfter]));
       }
 
       if (record.reference === 'ok' && record.subject === 'ok') {

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 
-// Whole-file reading of images and data files: the content hash of a refused step's files, and
-// sparse copies. Files are read in blocks: an all-zero block (a hole, or preallocated space) is
+// Whole-file reading of images and data files: the content hash of a refused step's files,
+// sparse copies, and the stamps that spare a second hash of files nothing wrote. Files are read in blocks: an all-zero block (a hole, or preallocated space) is
 // hashed as one marker byte and not copied, so files mostly made of holes cost a read, not a hash
 // or a write.
 
@@ -61,3 +61,30 @@ export async function copySparse(from: string, to: string): Promise<void> {
     await Promise.all([src.close(), dst.close()]);
   }
 }
+
+/** File timestamps may be a kernel tick coarse (up to 10 ms): two writes within one tick can
+ * leave the same mtime and ctime. */
+export const TICK_MARGIN_MS = 20;
+
+/** Files' identity, size and change times, taken right before a command that may write them. */
+export interface Stamp {
+  id: string;
+  /** The latest ctime among the files, in ms. */
+  changedMs: number;
+  takenMs: number;
+}
+
+export async function stampOf(files: string[]): Promise<Stamp> {
+  const takenMs = Date.now();
+  const stats = await Promise.all(files.map((f) => stat(f, { bigint: true }).catch(() => null)));
+  return {
+    id: stats.map((s) => (s ? `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}` : 'missing')).join('|'),
+    changedMs: Math.max(0, ...stats.map((s) => (s ? Number(s.ctimeNs / 1_000_000n) : 0))),
+    takenMs,
+  };
+}
+
+/** Whether files are as they were at `before`, from their stamps alone: any write or truncation
+ * changes ctime (even when mtime is set back), and a write after `before` lands in a later tick
+ * than the last change before it when that change was a margin before the stamp. */
+export const provenUnchanged = (before: Stamp, now: Stamp) => now.id === before.id && before.changedMs < before.takenMs - TICK_MARGIN_MS;
