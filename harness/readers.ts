@@ -21,7 +21,8 @@ let size = 1;
 let nextId = 0;
 
 /** Reader threads for `jobs` jobs. A thread is busy about an eighth of a job's time and costs
- * ~32 MiB; at --jobs 2 on 2 cores one thread ran 100 control cases in 20 s, two in 21.5 s. */
+ * ~32 MiB; at --jobs 2 on 2 cores one thread was no slower than two (100 control cases, two runs
+ * each: 20.3 and 19.7 s against 21.2 and 21.7 s). */
 export const readerThreadsFor = (jobs: number) => Math.ceil(jobs / 4);
 
 /** Uses up to `n` reader threads and starts them now: a thread takes ~150 ms to load, which the
