@@ -32,6 +32,7 @@ const args = await yargs(hideBin(process.argv))
     quick: { type: 'boolean', default: false, describe: 'A short smoke version (few cases, few repetitions)' },
     seed: { type: 'number', default: 1, describe: 'Seed of the fuzz runs' },
     iterations: { type: 'number', describe: 'Cases per throughput run (default 60; 8 with --quick)' },
+    rounds: { type: 'number', describe: 'Throughput runs per subject and --jobs value, alternated (default 2; 1 with --quick)' },
     'rss-iterations': { type: 'number', describe: 'Cases of the RSS run (default 1000; 60 with --quick)' },
     reps: { type: 'number', describe: 'Repetitions of each content comparison (default 21; 5 with --quick)' },
     out: { type: 'string', default: join(ROOT, 'docs', 'benchmarks.md'), describe: 'File the table is appended to' },
@@ -44,6 +45,7 @@ const args = await yargs(hideBin(process.argv))
 
 const quick = args.quick;
 const iterations = args.iterations ?? (quick ? 8 : 60);
+const rounds = args.rounds ?? (quick ? 1 : 2);
 const rssIterations = args['rss-iterations'] ?? (quick ? 60 : 1000);
 const reps = args.reps ?? (quick ? 5 : 21);
 const CLK_TCK = Number((await promisify(execFile)('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
@@ -85,7 +87,6 @@ interface FuzzRun {
   summary: RunSummary;
   childSeconds: number;
   samples: Sample[];
-  rate: number;
 }
 
 /** Runs the fuzz CLI as a child, sampling its RSS and CPU time every 200 ms. */
@@ -106,7 +107,7 @@ async function fuzzRun(extra: string[]): Promise<FuzzRun> {
     const log = (await readdir(reports)).find((n) => n.startsWith('fuzz-') && n.endsWith('.log'));
     const timing = log ? (await readFile(join(reports, log), 'utf8')).split('\n').find((l) => l.includes('"run timing"')) : undefined;
     const childSeconds = timing ? (JSON.parse(timing) as { childSeconds: number }).childSeconds : NaN;
-    return { summary, childSeconds, samples, rate: summary.iterations / summary.elapsedSeconds };
+    return { summary, childSeconds, samples };
   } finally {
     await rm(reports, { recursive: true, force: true });
   }
@@ -124,25 +125,40 @@ interface Row {
 const rows: Row[] = [];
 const row = (metric: string, value: string, target = '', pass?: boolean) => rows.push({ metric, value, target, verdict: pass === undefined ? '' : pass ? 'pass' : '**miss**' });
 
-// (a) and (b)
-const runs: Record<string, FuzzRun> = {};
+// (a) and (b): each subject alternates --jobs 1 and --jobs 2 runs over `rounds` rounds, and the
+// rates come from the totals: one run of 60 cases varies by about 10% on a shared machine.
+interface Totals {
+  cases: number;
+  elapsed: number;
+  child: number;
+  cpu: number;
+  perCase: number;
+}
+const totals: Record<string, Totals> = {};
 for (const [name, subject] of [
   ['control', ['--control']],
   ['none double', ['--instar', NONE]],
 ] as const) {
-  for (const jobs of [1, 2]) {
-    say(`(a) ${name}, --jobs ${jobs}, ${iterations} cases ...`);
-    runs[`${name}/${jobs}`] = await fuzzRun([...subject, '--iterations', String(iterations), '--jobs', String(jobs)]);
+  for (let round = 1; round <= rounds; round++) {
+    for (const jobs of [1, 2]) {
+      say(`(a) ${name}, --jobs ${jobs}, ${iterations} cases, round ${round} of ${rounds} ...`);
+      const r = await fuzzRun([...subject, '--iterations', String(iterations), '--jobs', String(jobs)]);
+      const t = (totals[`${name}/${jobs}`] ??= { cases: 0, elapsed: 0, child: 0, cpu: 0, perCase: 0 });
+      t.cases += r.summary.iterations;
+      t.elapsed += r.summary.elapsedSeconds;
+      t.child += r.childSeconds;
+      t.cpu += r.samples.at(-1)?.cpuSeconds ?? NaN;
+      t.perCase = r.summary.processes.perIteration;
+    }
   }
-  const [one, two] = [runs[`${name}/1`]!, runs[`${name}/2`]!];
-  row(`(a) ${name}: cases/s at --jobs 1 / --jobs 2`, `${fmt(one.rate)} / ${fmt(two.rate)}`);
-  row(`(a) ${name}: --jobs 2 speed-up`, `${fmt(two.rate / one.rate)}x`, '>= 1.7x', two.rate / one.rate >= 1.7);
+  const [one, two] = [totals[`${name}/1`]!, totals[`${name}/2`]!].map((t) => t.cases / t.elapsed) as [number, number];
+  row(`(a) ${name}: cases/s at --jobs 1 / --jobs 2`, `${fmt(one)} / ${fmt(two)}`);
+  row(`(a) ${name}: --jobs 2 speed-up`, `${fmt(two / one)}x`, '>= 1.7x', two / one >= 1.7);
 }
-const c1 = runs['control/1']!;
-row('(b) control --jobs 1: run wall / summed child wall', `${fmt(c1.summary.elapsedSeconds)} s / ${fmt(c1.childSeconds)} s = ${fmt(c1.summary.elapsedSeconds / c1.childSeconds)}`, '<= 1.15', c1.summary.elapsedSeconds / c1.childSeconds <= 1.15);
-const cpu1 = c1.samples.at(-1)?.cpuSeconds ?? NaN;
-row('(b) control --jobs 1: harness and spawner CPU / run wall', `${fmt(cpu1)} s / ${fmt(c1.summary.elapsedSeconds)} s = ${fmt(cpu1 / c1.summary.elapsedSeconds)}`);
-row('(b) control: processes per case', `${c1.summary.processes.perIteration}`);
+const c1 = totals['control/1']!;
+row('(b) control --jobs 1: run wall / summed child wall', `${fmt(c1.elapsed)} s / ${fmt(c1.child)} s = ${fmt(c1.elapsed / c1.child)}`, '<= 1.15', c1.elapsed / c1.child <= 1.15);
+row('(b) control --jobs 1: harness and spawner CPU / run wall', `${fmt(c1.cpu)} s / ${fmt(c1.elapsed)} s = ${fmt(c1.cpu / c1.elapsed)}`);
+row('(b) control: processes per case', `${c1.perCase}`);
 
 // (c)
 say(`(c) content comparison, ${reps} repetitions ...`);
@@ -194,7 +210,7 @@ const qemu = (await execa('qemu-img', ['--version'])).stdout.split('\n')[0];
 const header = [
   `## ${new Date().toISOString()}${quick ? ' (--quick)' : ''}`,
   '',
-  `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${qemu}, node ${process.version}; seed ${args.seed}, ${iterations} cases per throughput run, ${rssIterations} in the RSS run, ${reps} repetitions per comparison.`,
+  `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${qemu}, node ${process.version}; seed ${args.seed}, ${rounds} x ${iterations} cases per subject and --jobs value, ${rssIterations} in the RSS run, ${reps} repetitions per comparison.`,
   '',
 ];
 const widths = [0, 1, 2, 3].map((i) => Math.max(...[['metric', 'value', 'target', 'verdict'], ...rows.map((r) => [r.metric, r.value, r.target, r.verdict])].map((cells) => cells[i]!.length)));
