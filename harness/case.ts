@@ -248,20 +248,22 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
   if (image.createdWithRefcountBits !== null) {
     out.push({ program: 'qemu-img', args: ['amend', '-f', 'qcow2', '-o', `refcount_bits=${image.refcountBits}`, file], expect: 'ok', what: 'qemu-img amend' });
   }
-  if (image.dirty) out.push({ program: 'qemu-io', args: io(['write -P 17 0 512', 'abort'], file), expect: 'abort', what: 'qemu-io (aborted, leaving the dirty bit)' });
+  if (image.dirty) out.push({ program: 'qemu-io', args: io(['write -q -P 17 0 512', 'abort'], file), expect: 'abort', what: 'qemu-io (aborted, leaving the dirty bit)' });
   return out;
 }
 
+/** A qemu-io command for a data operation. -q leaves out qemu-io's I/O statistics (bytes per
+ * second), which differ from run to run and would make reports of the same case differ. */
 export function qemuIoCommand(op: IoOp): string {
   switch (op.op) {
     case 'write':
-      return `write -P ${op.pattern} ${op.offset} ${op.length}`;
+      return `write -q -P ${op.pattern} ${op.offset} ${op.length}`;
     case 'zero':
-      return `write -z ${op.offset} ${op.length}`;
+      return `write -q -z ${op.offset} ${op.length}`;
     case 'discard':
-      return `discard ${op.offset} ${op.length}`;
+      return `discard -q ${op.offset} ${op.length}`;
     case 'compress':
-      return `write -c -P ${op.pattern} ${op.offset} ${op.length}`;
+      return `write -q -c -P ${op.pattern} ${op.offset} ${op.length}`;
   }
 }
 

@@ -260,7 +260,7 @@ export async function runCase(c: Case, options: ExecuteOptions): Promise<CaseRes
       const at = (content[0]?.evidence as { firstMismatch?: number | null } | undefined)?.firstMismatch;
       const window = typeof at === 'number' ? (regrowWindows(c, step).find((w) => at >= w.start && at < w.end) ?? null) : null;
       if (window === null) return content;
-      const readsZero = async (side: SideFiles) => (await run('qemu-io', ['-r', '-f', 'qcow2', '-c', `read -P 0 ${window.start} ${window.end - window.start}`, side.image], side)).exitCode === 0;
+      const readsZero = async (side: SideFiles) => (await run('qemu-io', ['-r', '-f', 'qcow2', '-c', `read -q -P 0 ${window.start} ${window.end - window.start}`, side.image], side)).exitCode === 0;
       const refZero = await readsZero(reference);
       const subZero = await readsZero(subject);
       const quirk = regrowQuirk(window, refZero, subZero);
