@@ -8,6 +8,7 @@ import {
   OFLAG_COMPRESSED,
   l1EntriesNeeded,
   l2EntriesPerTable,
+  nonZeroChunks,
   readQcow2Header,
   withQcow2,
 } from './qcow2.ts';
@@ -120,16 +121,18 @@ async function layoutOf(path: string): Promise<Layout | null> {
         // qemu fails on such a table: leave the verdict and its message to the plain compare
         if (l2Offset % cs !== 0 || l2Offset + cs > r.fileLength) return null;
         const table = await r.readL2Table(l2Offset);
-        for (let j = 0; j < perTable; j++) {
-          const guest = (i * perTable + j) * cs;
-          if (guest >= size) break;
-          const off = j * entryBytes;
-          // the common case, an all-zero entry, without BigInt
-          if (table.readUInt32BE(off) === 0 && table.readUInt32BE(off + 4) === 0 && (!extended || table.readUInt32BE(off + 12) === 0)) continue;
-          const raw = table.readBigUInt64BE(off);
-          const allocBits = extended ? table.readUInt32BE(off + 12) : 0;
-          const readsZero = (raw & OFLAG_COMPRESSED) === 0n && (raw & L2E_OFFSET_MASK) === 0n && allocBits === 0;
-          if (!readsZero) pushRange(ranges, guest, Math.min(guest + cs, size));
+        // the entries of guest clusters before the virtual size's end
+        const entries = Math.min(perTable, Math.ceil(size / cs) - i * perTable);
+        for (const [start, end] of nonZeroChunks(table.subarray(0, entries * entryBytes))) {
+          for (let off = start; off < end; off += entryBytes) {
+            const guest = (i * perTable + off / entryBytes) * cs;
+            // the common case, an all-zero entry, without BigInt
+            if (table.readUInt32BE(off) === 0 && table.readUInt32BE(off + 4) === 0 && (!extended || table.readUInt32BE(off + 12) === 0)) continue;
+            const raw = table.readBigUInt64BE(off);
+            const allocBits = extended ? table.readUInt32BE(off + 12) : 0;
+            const readsZero = (raw & OFLAG_COMPRESSED) === 0n && (raw & L2E_OFFSET_MASK) === 0n && allocBits === 0;
+            if (!readsZero) pushRange(ranges, guest, Math.min(guest + cs, size));
+          }
         }
       }
       return { size, ranges };

@@ -409,14 +409,20 @@ export function refcountEntriesPerBlock(clusterSize: number, bits: number): numb
   return (clusterSize * 8) / bits;
 }
 
-/** Tables are mostly zero: runs of this many zero bytes are skipped with one memcmp instead of
- * being read entry by entry (most of the structure oracle's time, before). */
 const ZERO_CHUNK = Buffer.alloc(4096);
 
-/** Whether the ZERO_CHUNK.length bytes of `buf` from `start` (fewer at its end) are all zero. */
-function zeroChunk(buf: Buffer, start: number): boolean {
-  const end = Math.min(start + ZERO_CHUNK.length, buf.length);
-  return ZERO_CHUNK.compare(buf, start, end, 0, end - start) === 0;
+/**
+ * The [start, end) byte ranges of `buf`, from `from` on, that may hold non-zero bytes: 4 KiB-aligned
+ * chunks that are all zero are left out, each found with one memcmp. Tables are mostly zero, and
+ * reading them entry by entry was most of the structure oracle's time. Entries of 1 to 16 bytes
+ * at their natural alignment never straddle two chunks.
+ */
+export function* nonZeroChunks(buf: Buffer, from = 0): Generator<[number, number]> {
+  for (let start = from; start < buf.length; ) {
+    const end = Math.min((Math.floor(start / ZERO_CHUNK.length) + 1) * ZERO_CHUNK.length, buf.length);
+    if (ZERO_CHUNK.compare(buf, start, end, 0, end - start) !== 0) yield [start, end];
+    start = end;
+  }
 }
 
 function checkBits(bits: number): void {
@@ -481,30 +487,26 @@ export function* nonZeroRefcounts(block: Buffer, bits: number): Generator<[numbe
   checkBits(bits);
   if (bits < 8) {
     const perByte = 8 / bits;
-    for (let b = 0; b < block.length; b++) {
-      if (b % ZERO_CHUNK.length === 0 && zeroChunk(block, b)) {
-        b += ZERO_CHUNK.length - 1;
-        continue;
-      }
-      if (block[b] === 0) continue;
-      for (let k = 0; k < perByte; k++) {
-        const v = getRefcountEntry(block, b * perByte + k, bits);
-        if (v !== 0) yield [b * perByte + k, v];
+    for (const [from, to] of nonZeroChunks(block)) {
+      for (let b = from; b < to; b++) {
+        if (block[b] === 0) continue;
+        for (let k = 0; k < perByte; k++) {
+          const v = getRefcountEntry(block, b * perByte + k, bits);
+          if (v !== 0) yield [b * perByte + k, v];
+        }
       }
     }
     return;
   }
   const bytes = bits / 8;
-  for (let b = 0; b < block.length; b++) {
-    if (b % ZERO_CHUNK.length === 0 && zeroChunk(block, b)) {
-      b += ZERO_CHUNK.length - 1;
-      continue;
+  for (const [from, to] of nonZeroChunks(block)) {
+    for (let b = from; b < to; b++) {
+      if (block[b] === 0) continue;
+      const i = Math.floor(b / bytes);
+      const v = getRefcountEntry(block, i, bits);
+      if (v !== 0) yield [i, v];
+      b = (i + 1) * bytes - 1; // next entry
     }
-    if (block[b] === 0) continue;
-    const i = Math.floor(b / bytes);
-    const v = getRefcountEntry(block, i, bits);
-    if (v !== 0) yield [i, v];
-    b = (i + 1) * bytes - 1; // next entry
   }
 }
 
@@ -638,14 +640,12 @@ export class Qcow2Reader {
     const offsets = new Float64Array(bytes / 8);
     const blocks: RefcountBlockRef[] = [];
     // most entries are zero: only the others take the BigInt path
-    for (let i = 0; i < offsets.length; i++) {
-      if ((i * 8) % ZERO_CHUNK.length === 0 && zeroChunk(table, i * 8)) {
-        i += ZERO_CHUNK.length / 8 - 1;
-        continue;
+    for (const [from, to] of nonZeroChunks(table)) {
+      for (let i = from / 8; i < to / 8; i++) {
+        if (isZero(table, i * 8, 8)) continue;
+        offsets[i] = Number(table.readBigUInt64BE(i * 8) & REFTABLE_OFFSET_MASK);
+        if (offsets[i]) blocks.push({ tableIndex: i, offset: offsets[i]! });
       }
-      if (isZero(table, i * 8, 8)) continue;
-      offsets[i] = Number(table.readBigUInt64BE(i * 8) & REFTABLE_OFFSET_MASK);
-      if (offsets[i]) blocks.push({ tableIndex: i, offset: offsets[i]! });
     }
     return { offsets, blocks };
   }
@@ -1096,41 +1096,38 @@ async function walk(r: Qcow2Reader): Promise<StructureObservation> {
       if (active && l1Copied !== (storedOf(l2Offset / cs) === 1)) copied("l1", l2Offset / cs);
       if (l2Offset >= r.fileLength) continue; // reported as beyond EOF; it would read as zeros
       const table = await r.readL2Table(l2Offset);
-      for (let j = 0; j < l2Entries; j++) {
-        const at = j * l2Step;
-        if (at % ZERO_CHUNK.length === 0 && zeroChunk(table, at)) {
-          j += ZERO_CHUNK.length / l2Step - 1;
-          continue;
-        }
-        // the common case: an empty entry (and, with extended L2, an empty subcluster bitmap)
-        if (isZero(table, at, l2Step)) continue;
-        const e = decodeL2Entry(table.readBigUInt64BE(at), fmt);
-        const guest = i * l2Entries + j;
-        // qemu's shrink fully discards these (entry and subcluster bitmap zeroed): any bit left is stale.
-        if (active && guest >= guestClusters) beyondEnd("l2", guest);
-        if (e.type === "compressed") {
-          // qcow2.txt: an image with an external data file has no compressed clusters
-          if (dataFile) problem("data-file-compressed", `guest cluster ${guest} is compressed in an image with an external data file`);
-          if (active) {
-            allocatedClusters++;
-            compressedClusters++;
-            if (e.copied) copied("compressed", Math.floor(e.offset / cs));
+      for (const [from, to] of nonZeroChunks(table)) {
+        for (let at = from; at < to; at += l2Step) {
+          // the common case: an empty entry (and, with extended L2, an empty subcluster bitmap)
+          if (isZero(table, at, l2Step)) continue;
+          const e = decodeL2Entry(table.readBigUInt64BE(at), fmt);
+          const guest = i * l2Entries + at / l2Step;
+          // qemu's shrink fully discards these (entry and subcluster bitmap zeroed): any bit left is stale.
+          if (active && guest >= guestClusters) beyondEnd("l2", guest);
+          if (e.type === "compressed") {
+            // qcow2.txt: an image with an external data file has no compressed clusters
+            if (dataFile) problem("data-file-compressed", `guest cluster ${guest} is compressed in an image with an external data file`);
+            if (active) {
+              allocatedClusters++;
+              compressedClusters++;
+              if (e.copied) copied("compressed", Math.floor(e.offset / cs));
+            }
+            exp.add(e.offset, e.length, active ? "compressed" : "snapshot-data");
+          } else if (e.type === "normal" || e.type === "zero-alloc") {
+            if (active) allocatedClusters++;
+            if (!aligned(e.offset)) {
+              problem("data-offset", `data cluster at ${e.offset} is not cluster-aligned`);
+              continue;
+            }
+            if (dataFile) {
+              // qcow2.txt: with an external data file the host offset must be the guest offset (qemu
+              // marks the image corrupt when it meets another); those clusters are not refcounted
+              if (e.offset !== guest * cs) problem("data-file-offset", `guest cluster ${guest} maps to data file offset ${e.offset}, not to its guest offset`);
+              continue;
+            }
+            exp.add(e.offset, cs, active ? "data" : "snapshot-data");
+            if (active && e.copied !== (storedOf(e.offset / cs) === 1)) copied("l2", e.offset / cs);
           }
-          exp.add(e.offset, e.length, active ? "compressed" : "snapshot-data");
-        } else if (e.type === "normal" || e.type === "zero-alloc") {
-          if (active) allocatedClusters++;
-          if (!aligned(e.offset)) {
-            problem("data-offset", `data cluster at ${e.offset} is not cluster-aligned`);
-            continue;
-          }
-          if (dataFile) {
-            // qcow2.txt: with an external data file the host offset must be the guest offset (qemu
-            // marks the image corrupt when it meets another); those clusters are not refcounted
-            if (e.offset !== guest * cs) problem("data-file-offset", `guest cluster ${guest} maps to data file offset ${e.offset}, not to its guest offset`);
-            continue;
-          }
-          exp.add(e.offset, cs, active ? "data" : "snapshot-data");
-          if (active && e.copied !== (storedOf(e.offset / cs) === 1)) copied("l2", e.offset / cs);
         }
       }
     }
@@ -1264,9 +1261,11 @@ export async function hasHostClustersFrom(path: string, guestOffset: number): Pr
       const table = await r.readL2Table(offset);
       const step = fmt.extendedL2 ? 16 : 8;
       const from = i * perTable < firstCluster ? firstCluster - i * perTable : 0;
-      for (let off = from * step; off + step <= table.length; off += step) {
-        const hi = table.readUInt32BE(off);
-        if (hi & 0x40000000 || hi & 0x00ffffff || table.readUInt32BE(off + 4) & 0xfffffe00) return true;
+      for (const [start, end] of nonZeroChunks(table, from * step)) {
+        for (let off = start; off + step <= end; off += step) {
+          const hi = table.readUInt32BE(off);
+          if (hi & 0x40000000 || hi & 0x00ffffff || table.readUInt32BE(off + 4) & 0xfffffe00) return true;
+        }
       }
     }
     return false;

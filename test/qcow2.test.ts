@@ -19,6 +19,7 @@ import {
   encodeHeaderExtensions,
   getRefcountEntry,
   l1EntriesNeeded,
+  nonZeroChunks,
   nonZeroRefcounts,
   parseFeatureNameTable,
   readHeaderExtensions,
@@ -354,6 +355,17 @@ describe("entry decoding", () => {
       assert.deepEqual([...nonZeroRefcounts(block, bits)], expected);
     });
   }
+
+  test("nonZeroChunks leaves out exactly the all-zero 4 KiB chunks, from any start", () => {
+    const buf = Buffer.alloc(5 * 4096 + 100);
+    buf[4095] = 1; // last byte of chunk 0
+    buf[3 * 4096] = 1; // first byte of chunk 3
+    buf[5 * 4096 + 99] = 1; // last byte of the short tail
+    assert.deepEqual([...nonZeroChunks(buf)], [[0, 4096], [3 * 4096, 4 * 4096], [5 * 4096, 5 * 4096 + 100]]);
+    assert.deepEqual([...nonZeroChunks(buf, 4000)], [[4000, 4096], [3 * 4096, 4 * 4096], [5 * 4096, 5 * 4096 + 100]]);
+    assert.deepEqual([...nonZeroChunks(buf, 4096)], [[3 * 4096, 4 * 4096], [5 * 4096, 5 * 4096 + 100]]);
+    assert.deepEqual([...nonZeroChunks(Buffer.alloc(3 * 4096))], []);
+  });
 
   for (const bits of WIDTHS) {
     test(`nonZeroRefcounts skips zero runs of a 64 KiB block but not the entries around them, at ${bits} bits`, () => {
