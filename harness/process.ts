@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { execaNode, type ResultPromise } from 'execa';
 import type { CommandRecord, CommandRequest } from './spawn-local.ts';
 import type { SpawnerMessage, SpawnerReply } from './spawner.ts';
+import { PendingReplies } from './pending-replies.ts';
 
 // Every child process of the harness goes through runCommand: argument arrays (never a shell
 // string), a timeout that kills the whole process tree, output capture with a bound, an abort
@@ -30,10 +31,9 @@ const SPAWNER_OPTIONS = { ipc: true, serialization: 'json', nodeOptions: ['--imp
 
 interface Spawner {
   child: ResultPromise<typeof SPAWNER_OPTIONS>;
-  pending: Map<number, { resolve: (r: CommandRecord) => void; reject: (e: Error) => void }>;
+  pending: PendingReplies<CommandRecord>;
 }
 let current: Spawner | null = null;
-let nextId = 0;
 
 /** The spawner process, started on first use and again if it died. Its channel holds the event
  * loop open only while commands are running, so a process that is done can exit. */
@@ -41,19 +41,11 @@ function spawner(): Spawner {
   if (current) return current;
   // detached: Ctrl-C reaches the harness, which stops its cases; the spawner follows the harness
   const child = execaNode(SPAWNER, [], SPAWNER_OPTIONS);
-  const s: Spawner = { child, pending: new Map() };
-  child.on('message', (m: SpawnerReply) => {
-    const p = s.pending.get(m.id);
-    if (!p) return;
-    s.pending.delete(m.id);
-    if (s.pending.size === 0) child.channel?.unref();
-    if ('record' in m) p.resolve(m.record);
-    else p.reject(new Error(`the spawner could not run the command: ${m.error}`));
-  });
+  const s: Spawner = { child, pending: new PendingReplies(() => child.channel?.unref()) };
+  child.on('message', (m: SpawnerReply) => s.pending.settle(m.id, 'record' in m ? { value: m.record } : { error: new Error(`the spawner could not run the command: ${m.error}`) }));
   const gone = () => {
     if (current === s) current = null;
-    for (const p of s.pending.values()) p.reject(new Error('the spawner process (harness/spawner.ts) died; its commands were killed'));
-    s.pending.clear();
+    s.pending.failAll(new Error('the spawner process (harness/spawner.ts) died; its commands were killed'));
   };
   child.on('exit', gone);
   void child.catch(gone);
@@ -70,11 +62,10 @@ process.once('exit', killAllChildren);
 export async function runCommand(file: string, args: string[], options: RunOptions): Promise<CommandRecord> {
   spawned++;
   const s = spawner();
-  const id = nextId++;
+  const { id, reply: done } = s.pending.open();
   const request: CommandRequest = { file, args, timeoutMs: options.timeoutMs, cwd: options.cwd, env: options.env };
   const send = (m: SpawnerMessage) => s.child.connected && s.child.send(m);
   const abort = () => send({ type: 'kill', id });
-  const done = new Promise<CommandRecord>((resolve, reject) => s.pending.set(id, { resolve, reject }));
   s.child.channel?.ref();
   send({ type: 'run', id, request });
   options.signal?.addEventListener('abort', abort, { once: true });

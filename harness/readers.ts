@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { PendingReplies } from './pending-replies.ts';
 import type { ReaderReply, ReaderRequest, ReaderTasks } from './reader-worker.ts';
 
 // The harness reads images in-process while commands run: content hashes, the structure oracle,
@@ -13,12 +14,11 @@ const BOOT = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then
 
 interface ReaderThread {
   worker: Worker;
-  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
+  pending: PendingReplies<unknown>;
 }
 
 const pool: ReaderThread[] = [];
 let size = 1;
-let nextId = 0;
 
 /** Reader threads for `jobs` jobs. A thread is busy about an eighth of a job's time and costs
  * ~32 MiB; at --jobs 2 on 2 cores one thread was no slower than two (100 control cases, two runs
@@ -34,20 +34,14 @@ export function startReaders(n: number): void {
 
 function start(): ReaderThread {
   const worker = new Worker(BOOT, { eval: true });
-  const thread: ReaderThread = { worker, pending: new Map() };
-  worker.on('message', (m: ReaderReply) => {
-    const p = thread.pending.get(m.id);
-    if (!p) return;
-    thread.pending.delete(m.id);
-    if (thread.pending.size === 0) worker.unref();
-    if ('error' in m) p.reject(Object.assign(new Error(m.error.message), m.error.code ? { code: m.error.code } : {}));
-    else p.resolve(m.value);
-  });
+  const thread: ReaderThread = { worker, pending: new PendingReplies(() => worker.unref()) };
+  worker.on('message', (m: ReaderReply) =>
+    thread.pending.settle(m.id, 'error' in m ? { error: Object.assign(new Error(m.error.message), m.error.code ? { code: m.error.code } : {}) } : { value: m.value }),
+  );
   const gone = (why: string) => {
     const at = pool.indexOf(thread);
     if (at >= 0) pool.splice(at, 1);
-    for (const p of thread.pending.values()) p.reject(new Error(`a reader thread (harness/reader-worker.ts) ${why}; its reads were lost`));
-    thread.pending.clear();
+    thread.pending.failAll(new Error(`a reader thread (harness/reader-worker.ts) ${why}; its reads were lost`));
   };
   worker.on('error', (err) => gone(`failed: ${err.message}`));
   worker.on('exit', (code) => gone(`exited with code ${code}`));
@@ -64,11 +58,10 @@ function pick(): ReaderThread {
 
 function call<K extends keyof ReaderTasks>(task: K, ...args: Parameters<ReaderTasks[K]>): ReturnType<ReaderTasks[K]> {
   const thread = pick();
-  const id = nextId++;
-  const answer = new Promise((resolve, reject) => thread.pending.set(id, { resolve, reject }));
+  const { id, reply } = thread.pending.open();
   thread.worker.ref();
   thread.worker.postMessage({ id, task, args } satisfies ReaderRequest);
-  return answer as ReturnType<ReaderTasks[K]>;
+  return reply as ReturnType<ReaderTasks[K]>;
 }
 
 /** The reading tasks, each run on a reader thread (same arguments and results as the functions). */
