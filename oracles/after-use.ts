@@ -1,5 +1,6 @@
-import type { Case, IoOp } from '../harness/case.ts';
-import { plannedSizes, qemuIoCommand } from '../harness/case.ts';
+import type { Case, IoOp } from '../model/case.ts';
+import { qemuIoCommand } from '../model/commands.ts';
+import { largestPlannedSize } from '../model/plan.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
 import { contentOracle, type CompareObservation } from './content.ts';
 import type { Finding } from './finding.ts';
@@ -27,8 +28,7 @@ export function afterUseWorkload(c: Case, size: number): string[] {
   // (data left past the new end, in the image or in an external data file, shows there). Only from
   // a cluster-aligned size: inside a partial cluster qemu itself shows old bytes again (a qemu quirk).
   if (size % cs === 0) {
-    const largest = Math.max(c.image.virtualSize, ...plannedSizes(c).map(({ plan }) => (plan.accepted && plan.target !== null ? plan.target : 0)));
-    const grown = Math.max(size + 4 * cs, Math.ceil(largest / cs) * cs);
+    const grown = Math.max(size + 4 * cs, Math.ceil(largestPlannedSize(c) / cs) * cs);
     commands.push(`truncate ${grown}`, qemuIoCommand({ op: 'write', offset: grown - 512, length: 512, pattern: 0xe3 }));
   }
   return commands;

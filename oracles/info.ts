@@ -1,4 +1,4 @@
-import type { StructureObservation } from '../harness/qcow2.ts';
+import type { StructureObservation } from '../qcow2/structure.ts';
 import type { Finding } from './finding.ts';
 
 /** The fields of `qemu-img info --output=json` that both tools must agree on. Host layout (file
@@ -39,7 +39,7 @@ export function parseInfo(exitCode: number | null, stdout: string, stderr: strin
   }
 }
 
-/** The same fields read from the qcow2 header by harness/qcow2.ts, as `qemu-img info` reports
+/** The same fields read from the qcow2 header by qcow2/structure.ts, as `qemu-img info` reports
  * them (v2 images have no lazy-refcounts, corrupt or extended-l2 field): two processes fewer per
  * step. test/info.test.ts holds the two views equal on images of every kind the generators make. */
 export function infoFromStructure(o: StructureObservation): InfoObservation {

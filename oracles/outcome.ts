@@ -1,5 +1,5 @@
-import type { StepKind } from '../harness/case.ts';
-import type { CommandRecord } from '../harness/process.ts';
+import type { StepKind } from '../model/plan.ts';
+import type { CommandRecord } from '../model/commands.ts';
 import type { Finding, Side } from './finding.ts';
 
 export type OutcomeClass = 'ok' | 'refused' | 'crashed' | 'timed-out';

@@ -1,6 +1,7 @@
 import {
   AUTOCLEAR_BITMAPS,
   AUTOCLEAR_DATA_FILE_RAW,
+  COMPAT_LAZY_REFCOUNTS,
   EXT_BACKING_FORMAT,
   EXT_BITMAPS,
   EXT_CRYPTO,
@@ -11,17 +12,14 @@ import {
   INCOMPAT_DATA_FILE,
   INCOMPAT_DIRTY,
   INCOMPAT_EXTL2,
-  COMPAT_LAZY_REFCOUNTS,
   MAX_L1_BYTES,
   MAX_REFTABLE_BYTES,
-  l1EntriesNeeded,
-  type HeaderSummary,
-  type RefcountMismatchClass,
-  type StructureObservation,
-} from '../harness/qcow2.ts';
+} from '../qcow2/format.ts';
+import type { HeaderSummary, RefcountMismatchClass, StructureObservation } from '../qcow2/structure.ts';
+import { l1EntriesNeeded } from '../qcow2/tables.ts';
 import type { Finding, Side } from './finding.ts';
 
-// The structure oracle reads the qcow2 metadata itself (harness/qcow2.ts structuralCheck) instead
+// The structure oracle reads the qcow2 metadata itself (qcow2/structure.ts structuralCheck) instead
 // of asking qemu: header fields that contradict each other or the file, refcounts recomputed from
 // the tables, COPIED flags, mappings a shrink must have dropped, and what a resize must preserve
 // compared with qemu's own result (refcount order, header extensions, feature bits qemu-img info

@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { execa } from 'execa';
-import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { compareContent } from '../harness/content-compare.ts';
-import { runCommand } from '../harness/process.ts';
-import type { RunSummary } from '../harness/run.ts';
+import { commandLine } from '../cli/args.ts';
+import { compareContent } from '../exec/content-compare.ts';
+import { runCommand } from '../exec/process.ts';
+import type { RunSummary } from '../reporting/summary.ts';
 
 // `npm run bench [-- --quick]`: how fast the harness is, as ratios measured in one invocation, and
 // whether it meets the targets of issue 5. Prints a table and appends it to docs/benchmarks.md.
@@ -21,13 +21,12 @@ import type { RunSummary } from '../harness/run.ts';
 //      the run against the last.
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = join(ROOT, 'harness', 'cli.ts');
+const CLI = join(ROOT, 'cli', 'fuzz.ts');
 /** The node options of `npm run fuzz`, so that the runs measured are the runs people make. */
 const FUZZ_NODE_OPTIONS = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { scripts: { fuzz: string } }).scripts.fuzz.split(/\s+/).slice(1, -1);
 const NONE = join(ROOT, 'test', 'doubles', 'instar-none');
 
-const args = await yargs(hideBin(process.argv))
-  .scriptName('npm run bench --')
+const args = await commandLine(hideBin(process.argv), 'npm run bench --', '$0 [options]\n\nHow fast the harness is; appends the results to docs/benchmarks.md.')
   .options({
     quick: { type: 'boolean', default: false, describe: 'A short smoke version (few cases, few repetitions)' },
     seed: { type: 'number', default: 1, describe: 'Seed of the fuzz runs' },
@@ -38,9 +37,6 @@ const args = await yargs(hideBin(process.argv))
     out: { type: 'string', default: join(ROOT, 'docs', 'benchmarks.md'), describe: 'File the table is appended to' },
     append: { type: 'boolean', default: true, describe: 'Append to --out (--no-append: print only)' },
   })
-  .strict()
-  .help()
-  .version(false)
   .parseAsync();
 
 const quick = args.quick;
@@ -65,7 +61,7 @@ async function cpuOf(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }
 
-/** The harness's RSS, and the CPU time of the harness and of its spawner process (harness/spawner.ts,
+/** The harness's RSS, and the CPU time of the harness and of its spawner process (exec/spawner.ts,
  * which starts the child processes for it): both are the harness's cost. */
 async function sampleProc(pid: number, started: number): Promise<Sample | null> {
   try {

@@ -1,15 +1,17 @@
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { buildCommands, imagePath, layoutOf, type Case } from '../harness/case.ts';
+import { type Case } from '../model/case.ts';
+import { buildCommands } from '../model/commands.ts';
+import { imagePath, caseLayout } from '../model/layout.ts';
 
-/** Builds a case's base image the way harness/execute.ts does: in a fresh directory below `parent`,
+/** Builds a case's base image the way exec/run-case.ts does: in a fresh directory below `parent`,
  * in the base side's own directory when the case has one (an external data file: qemu-img 7.2
- * resolves its relative name against the working directory, see layoutOf). Returns the image's
+ * resolves its relative name against the working directory, see caseLayout). Returns the image's
  * path and the directory every qemu command on it must run in. */
 export async function buildBase(c: Case, parent: string): Promise<{ dir: string; image: string; cwd: string }> {
   const dir = await mkdtemp(join(parent, 'case-'));
-  const { base } = layoutOf(c);
+  const { base } = caseLayout(c);
   const cwd = join(dir, base.dir);
   await mkdir(cwd, { recursive: true });
   for (const cmd of buildCommands(c, base.image)) {

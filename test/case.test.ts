@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { REFCOUNT_WIDTHS, parseCase, parseSize, planStep, plannedSizes, regrowWindows, type Case, type IoOp } from '../harness/case.ts';
-import { HUGE_CLUSTER, MAX_DATA_FILE_IMAGE, caseArb, caseAt, formatBytes, imageSizeLimit, maxVirtualSize, sizeLimit, stepSizeLimit } from '../generators/case.ts';
+import { REFCOUNT_WIDTHS, parseCase, type Case, type IoOp } from '../model/case.ts';
+import { parseSize, planStep, plannedSizes, regrowWindows } from '../model/plan.ts';
+import { HUGE_CLUSTER, MAX_DATA_FILE_IMAGE, imageSizeLimit, maxVirtualSize, sizeLimit, stepSizeLimit } from '../generators/bounds.ts';
+import { caseArb, caseAt } from '../generators/cases.ts';
+import { formatBytes } from '../generators/steps.ts';
 
 describe('SIZE parsing, as qemu-img does it', () => {
   it('reads bytes, suffixes, fractions with a suffix and relative sizes', () => {

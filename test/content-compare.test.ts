@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
-import { compareContent, windowsOf, type CompareContentOptions } from '../harness/content-compare.ts';
-import { runCommand } from '../harness/process.ts';
+import { compareContent, windowsOf, type CompareContentOptions } from '../exec/content-compare.ts';
+import { runCommand } from '../exec/process.ts';
 import { scratch } from './scratch.ts';
 
 // compareContent against `qemu-img compare` itself, on real images: the same exit code, the same

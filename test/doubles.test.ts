@@ -7,12 +7,15 @@ import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
 import { execa } from "execa";
 import { scratch } from "./scratch.ts";
-import { COMPAT_LAZY_REFCOUNTS, readHeaderExtensions, readQcow2Header, structuralCheck } from "../harness/qcow2.ts";
+import { COMPAT_LAZY_REFCOUNTS } from '../qcow2/format.ts';
+import { readQcow2Header } from '../qcow2/reader.ts';
+import { structuralCheck } from '../qcow2/structure.ts';
+import { readHeaderExtensions } from './doubles/qcow2-edit.ts';
 import { checkOracle, parseCheck } from "../oracles/check.ts";
 import { contentOracle } from "../oracles/content.ts";
 import { infoOracle, parseInfo } from "../oracles/info.ts";
 import { structureOracle } from "../oracles/structure.ts";
-import { signatureOf } from "../oracles/finding.ts";
+import { signatureOf } from '../oracles/finding.ts';
 import { FAULT_NAMES } from "./doubles/faults.ts";
 import { fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, runRepro } from "./helpers.ts";
 

@@ -1,6 +1,6 @@
 // Backing images and external data files: the qemu-img 7.2 behaviour the case layout relies on
-// (harness/case.ts layoutOf), generated base images of every kind building clean, and whole cases
-// running through harness/execute.ts in that layout with qemu-img on both sides.
+// (model/layout.ts caseLayout), generated base images of every kind building clean, and whole cases
+// running through exec/run-case.ts in that layout with qemu-img on both sides.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, stat } from 'node:fs/promises';
@@ -9,11 +9,13 @@ import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import fc from 'fast-check';
 import { gunzipSync } from 'node:zlib';
-import { BACKING, DATA_FILE, layoutOf, type Case } from '../harness/case.ts';
-import { runCase, workDirsRemoved } from '../harness/execute.ts';
-import { structuralCheck } from '../harness/qcow2.ts';
-import { qemuImg } from '../harness/subjects.ts';
-import { caseArb } from '../generators/case.ts';
+import { type Case } from '../model/case.ts';
+import { BACKING, DATA_FILE, caseLayout } from '../model/layout.ts';
+import { runCase } from '../exec/run-case.ts';
+import { workDirsRemoved } from '../exec/work-dir.ts';
+import { structuralCheck } from '../qcow2/structure.ts';
+import { qemuImg } from '../model/commands.ts';
+import { caseArb } from '../generators/cases.ts';
 import { structureOracle } from '../oracles/structure.ts';
 import { buildBase } from './build-case.ts';
 import { scratch } from './scratch.ts';
@@ -131,7 +133,7 @@ describe('whole cases in the layout, qemu-img on both sides', () => {
       // the case directory is removed in the background, and gone once workDirsRemoved says so
       await workDirsRemoved();
       assert.deepEqual(await readdir(workdir), []);
-      const layout = layoutOf(c);
+      const layout = caseLayout(c);
       const names = result.artifacts.map((a) => a.name).sort();
       const expected = ['base.qcow2.gz', 'reference.qcow2.gz', 'subject.qcow2.gz'];
       if (layout.backing) expected.push(`${BACKING}.gz`);

@@ -3,9 +3,10 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { dir } from 'tmp-promise';
-import { fileIssues, issueText, MAX_TITLE, signatureLine, type IssueResult } from '../harness/file-issues.ts';
+import { openIssues, issueText, MAX_TITLE, signatureLine, type IssueResult } from '../reporting/issues.ts';
+import { parseReport } from '../reporting/store.ts';
 
-// harness/file-issues.ts against a fake gh: a bash script that logs its arguments and answers
+// reporting/issues.ts against a fake gh: a bash script that logs its arguments and answers
 // `auth status`, `issue list` and `issue create` from files in its directory.
 
 const SIG_A = 'check/corruptions/subject/corruptions';
@@ -98,49 +99,53 @@ esac
   return { reports, fake, gh, calls, lines, say: (l: string) => lines.push(l) };
 }
 
+const asReport = (json: object) => parseReport(JSON.stringify(json), 'report.json');
+
 const FOLDERS = ['subject-check-corruptions-aaaaaaaaaa', 'subject-outcome-outcome-mismatch-bbbbbbbbbb', 'flaky/subject-structure-refcount-mismatch-cccccccccc'];
 const statuses = (rs: IssueResult[]) => rs.map((r) => [r.folder, r.status]);
 const readJson = async (file: string) => JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
 
 test('issueText: a short title, the signature line, the finding, repro.sh inline and the replay command', () => {
   const long = `qemu-img check found ${'many '.repeat(40)}corruptions`;
-  const { title, body } = issueText(reportJson(SIG_A, long) as never, 'subject-check-corruptions-aaaaaaaaaa', REPRO);
+  const { title, body } = issueText(asReport(reportJson(SIG_A, long)), 'subject-check-corruptions-aaaaaaaaaa', REPRO);
   assert.ok(title.length <= MAX_TITLE, `title of ${title.length} characters`);
   assert.match(title, /^fuzz: subject check\/corruptions: qemu-img check found many/);
   assert.ok(title.endsWith('…'));
   assert.ok(body.split('\n').includes(signatureLine(SIG_A)), 'the signature on a line of its own');
   assert.ok(body.includes(`\`\`\`bash\n${REPRO.trimEnd()}\n\`\`\``), 'repro.sh inline');
   assert.ok(body.includes('npm run fuzz -- --replay reports/subject-check-corruptions-aaaaaaaaaa --instar /path/to/instar'));
-  assert.match(body, /hits: 4; first seen seed 1, iteration 0 \(2026-11-26 02:00 UTC\); last seen corpus refcount-4bit\.json \(2026-11-26 03:00 UTC\)/);
+  assert.match(body, /hits: 4; first seen seed 1, iteration 0, 2026-11-26 02:00 UTC; last seen corpus refcount-4bit\.json, 2026-11-26 03:00 UTC/);
   assert.match(body, /confirmation: reproduced in 3 of 3 re-runs/);
   assert.match(body, /latest recheck: not rechecked/);
-  assert.match(body, /stored case: 1 step, 1 data operation; minimised from 2 steps, 1 data operation in 12 runs, 3\.5 s/);
+  assert.match(body, /stored case: 1 step, 1 data operation, minimised from 2 steps, 1 data operation in 12 runs \(3\.5 s/);
   assert.match(body, /tools: qemu-img version 7\.2\.22 .*; subject: instar 0\.3\.0/);
   assert.ok(body.includes(long), 'the whole message in the body');
 
   // a control run replays with --control; a repro.sh with a fence in it gets a longer fence
-  const control = issueText(reportJson(SIG_B, 'x', { subject: { dialect: 'qemu-img', program: 'qemu-img' } }) as never, 'b', 'echo ```\n');
+  const control = issueText(asReport(reportJson(SIG_B, 'x', { subject: { dialect: 'qemu-img', program: 'qemu-img' } })), 'b', 'echo ```\n');
   assert.ok(control.body.includes('npm run fuzz -- --replay reports/b --control'));
   assert.ok(control.body.includes('````bash\necho ```\n````'));
   // a huge repro.sh is cut so that the body stays under GitHub's 65536 characters
-  const huge = issueText(reportJson(SIG_A, 'm') as never, 'a', `${'echo 0123456789abcdef\n'.repeat(6000)}`);
+  const huge = issueText(asReport(reportJson(SIG_A, 'm')), 'a', `${'echo 0123456789abcdef\n'.repeat(6000)}`);
   assert.ok(huge.body.length <= 65536, `body of ${huge.body.length}`);
   assert.ok(huge.body.includes('repro.sh is cut short here') && huge.body.includes(signatureLine(SIG_A)) && huge.body.includes('## Case'));
   // an old report without the triage fields still gives an issue
-  const old = issueText({ signature: SIG_A, finding: { oracle: 'check', kind: 'corruptions', side: 'subject', message: 'm' }, hits: 1 }, 'a');
+  const v1 = reportJson(SIG_A, 'm');
+  for (const k of ['originalCase', 'minimisation', 'confirmation', 'flaky', 'rechecks'] as const) delete (v1 as Record<string, unknown>)[k];
+  const old = issueText(asReport({ ...v1, formatVersion: 1 }), 'a');
   assert.match(old.body, /confirmation: not confirmed/);
   assert.match(old.body, /repro\.sh is in the report folder `reports\/a`/);
 });
 
 test('without gh: issue.md and issue-title.txt are written, and it says once how to file them', async (t) => {
   const s = await setup(t);
-  const results = await fileIssues(s.reports, FOLDERS, { maxIssues: 5, gh: join(s.fake, 'no-such-gh'), timeoutMs: 10_000, say: s.say });
+  const results = await openIssues(s.reports, FOLDERS, { maxIssues: 5, gh: join(s.fake, 'no-such-gh'), timeoutMs: 10_000, say: s.say });
   assert.deepEqual(statuses(results), FOLDERS.map((f) => [f, 'written-only']));
   for (const f of FOLDERS) {
     const title = await readFile(join(s.reports, f, 'issue-title.txt'), 'utf8');
     const body = await readFile(join(s.reports, f, 'issue.md'), 'utf8');
     const report = await readJson(join(s.reports, f, 'report.json'));
-    assert.equal(title, `${issueText(report, f, REPRO).title}\n`);
+    assert.equal(title, `${issueText(asReport(report), f, REPRO).title}\n`);
     assert.ok(body.includes(signatureLine(report.signature as string)));
     assert.equal(report.issue, undefined, 'nothing recorded');
   }
@@ -153,7 +158,7 @@ test('without gh: issue.md and issue-title.txt are written, and it says once how
 test('gh not authenticated: files written only, nothing listed or created', async (t) => {
   const s = await setup(t);
   await writeFile(join(s.fake, 'auth-rc'), '1');
-  const results = await fileIssues(s.reports, FOLDERS, { maxIssues: 5, gh: s.gh, timeoutMs: 10_000, say: s.say });
+  const results = await openIssues(s.reports, FOLDERS, { maxIssues: 5, gh: s.gh, timeoutMs: 10_000, say: s.say });
   assert.deepEqual(statuses(results), FOLDERS.map((f) => [f, 'written-only']));
   assert.deepEqual(await s.calls(), [['auth', 'status']]);
   assert.equal(s.lines.length, 1);
@@ -168,7 +173,7 @@ test('an open issue carrying the signature is a duplicate; a prefix of another s
     { number: 8, title: 'other', url: 'https://github.com/example/instar/issues/8', body: `${signatureLine(`${SIG_B}/more`)}\nlike ${SIG_B}` },
   ];
   await writeFile(join(s.fake, 'open-issues.json'), JSON.stringify(open));
-  const results = await fileIssues(s.reports, FOLDERS.slice(0, 2), { maxIssues: 5, gh: s.gh, timeoutMs: 10_000, say: s.say });
+  const results = await openIssues(s.reports, FOLDERS.slice(0, 2), { maxIssues: 5, gh: s.gh, timeoutMs: 10_000, say: s.say });
   assert.deepEqual(
     results.map((r) => [r.status, 'url' in r ? r.url : null]),
     [
@@ -185,7 +190,7 @@ test('an open issue carrying the signature is a duplicate; a prefix of another s
 
 test('the cap: at most maxIssues created per call, the rest reported and filed by the next call', async (t) => {
   const s = await setup(t);
-  const first = await fileIssues(s.reports, FOLDERS, { maxIssues: 1, gh: s.gh, timeoutMs: 10_000, say: s.say });
+  const first = await openIssues(s.reports, FOLDERS, { maxIssues: 1, gh: s.gh, timeoutMs: 10_000, say: s.say });
   assert.deepEqual(statuses(first), [
     [FOLDERS[0], 'filed'],
     [FOLDERS[1], 'skipped-cap'],
@@ -195,7 +200,7 @@ test('the cap: at most maxIssues created per call, the rest reported and filed b
   assert.ok(s.lines.some((l) => /^2 issues left unfiled: the cap of 1 per call was reached/.test(l)), s.lines.join('\n'));
   // the issue filed is open now; the next call skips it and files the other two
   await writeFile(join(s.fake, 'open-issues.json'), JSON.stringify([{ number: 101, title: 't', url: 'https://github.com/example/instar/issues/101', body: await readFile(join(s.fake, 'body-101.md'), 'utf8') }]));
-  const second = await fileIssues(s.reports, FOLDERS, { maxIssues: 10, gh: s.gh, timeoutMs: 10_000, say: s.say });
+  const second = await openIssues(s.reports, FOLDERS, { maxIssues: 10, gh: s.gh, timeoutMs: 10_000, say: s.say });
   assert.deepEqual(
     second.map((r) => [r.status, 'url' in r ? r.url : null]),
     [
@@ -211,7 +216,7 @@ test('a filed issue: gh gets the title and body file, and report.json records th
   const folder = FOLDERS[2]!;
   const before = await readJson(join(s.reports, folder, 'report.json'));
   const started = Date.now();
-  const [result] = await fileIssues(s.reports, [folder], { maxIssues: 1, gh: s.gh, timeoutMs: 10_000, say: s.say, repo: 'example/instar' });
+  const [result] = await openIssues(s.reports, [folder], { maxIssues: 1, gh: s.gh, timeoutMs: 10_000, say: s.say, repo: 'example/instar' });
   assert.equal(result!.status, 'filed');
   const title = (await readFile(join(s.reports, folder, 'issue-title.txt'), 'utf8')).trimEnd();
   const bodyFile = join(s.reports, folder, 'issue.md');
@@ -226,7 +231,7 @@ test('a filed issue: gh gets the title and body file, and report.json records th
   assert.equal(issue.title, title);
   assert.ok(Date.parse(issue.filedAt) >= started - 1000);
   const { issue: _, ...rest } = after;
-  assert.deepEqual(rest, before, 'nothing else in report.json changed');
+  assert.deepEqual(rest, asReport(before), 'nothing else in report.json changed (the store upgrades what it writes)');
   const body = await readFile(bodyFile, 'utf8');
   assert.match(body, /flaky: it does not reproduce every time/);
   assert.ok(body.includes('npm run fuzz -- --replay reports/flaky/subject-structure-refcount-mismatch-cccccccccc --instar /path/to/instar'));
@@ -235,7 +240,7 @@ test('a filed issue: gh gets the title and body file, and report.json records th
 test('a failing gh issue list files nothing for that signature', async (t) => {
   const s = await setup(t);
   await writeFile(join(s.fake, 'list-rc'), '1');
-  const results = await fileIssues(s.reports, FOLDERS.slice(0, 1), { maxIssues: 5, gh: s.gh, timeoutMs: 10_000, say: s.say });
+  const results = await openIssues(s.reports, FOLDERS.slice(0, 1), { maxIssues: 5, gh: s.gh, timeoutMs: 10_000, say: s.say });
   assert.equal(results[0]!.status, 'error');
   assert.match((results[0] as { error: string }).error, /gh issue list failed: exit 1: HTTP 502/);
   assert.equal((await s.calls()).filter((c) => c[1] === 'create').length, 0);

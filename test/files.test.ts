@@ -3,7 +3,7 @@ import { open, readFile, stat, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
-import { contentHash, copySparse, provenUnchanged, stampOf, TICK_MARGIN_MS } from '../harness/files.ts';
+import { contentHash, copySparse, provenUnchanged, stampOf, TICK_MARGIN_MS } from '../exec/files.ts';
 import { scratch } from './scratch.ts';
 
 // The unchanged-on-refusal oracle rests on these: the hash sees every byte, holes and written

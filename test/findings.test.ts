@@ -3,9 +3,10 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { dir } from 'tmp-promise';
-import type { Case } from '../harness/case.ts';
-import { fileReport, type Report } from '../harness/reports.ts';
-import { caseAt } from '../generators/case.ts';
+import { type Case } from '../model/case.ts';
+import { saveSighting } from '../reporting/sighting.ts';
+import { type Report } from '../reporting/store.ts';
+import { caseAt } from '../generators/cases.ts';
 import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, runRepro } from './helpers.ts';
 
 // Findings a maintainer can act on: confirmed, minimal, one report per bug, rechecked, tracked by
@@ -210,13 +211,13 @@ describe('one report per bug', () => {
     const big = caseAt(1, 0);
     assert.ok(big.steps.length + big.data.length > 1);
     const small: Case = { ...big, steps: big.steps.slice(0, 1), data: [] };
-    const { folder } = await fileReport(reports, input(big, 0));
+    const { folder } = await saveSighting(reports, input(big, 0));
     const before = await readFile(join(reports, folder, 'repro.sh'), 'utf8');
-    await fileReport(reports, input(small, 5));
+    await saveSighting(reports, input(small, 5));
     let r = await readReportIn(reports, folder);
     assert.deepEqual([r.hits, r.case, r.originalCase, r.firstSeen.iteration, r.lastSeen.iteration], [2, small, big, 0, 5]);
     assert.notEqual(await readFile(join(reports, folder, 'repro.sh'), 'utf8'), before, 'repro.sh follows the stored case');
-    await fileReport(reports, input(big, 9));
+    await saveSighting(reports, input(big, 9));
     r = await readReportIn(reports, folder);
     assert.deepEqual([r.hits, r.case, r.lastSeen.iteration], [3, small, 9]);
   });

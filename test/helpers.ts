@@ -3,11 +3,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { dir } from 'tmp-promise';
-import type { RunSummary } from '../harness/run.ts';
-import type { Report } from '../harness/reports.ts';
+import { type RunSummary } from '../reporting/summary.ts';
+import { type Report } from '../reporting/store.ts';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
-export const CLI = join(ROOT, 'harness', 'cli.ts');
+export const CLI = join(ROOT, 'cli', 'fuzz.ts');
 
 /** The test double of instar that injects `fault` (see test/doubles/instar-double.ts). */
 export const instarDouble = (fault: string) => join(ROOT, 'test', 'doubles', `instar-${fault}`);

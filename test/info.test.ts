@@ -3,8 +3,8 @@ import { open } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import fc from 'fast-check';
-import { structuralCheck } from '../harness/qcow2.ts';
-import { caseArb } from '../generators/case.ts';
+import { structuralCheck } from '../qcow2/structure.ts';
+import { caseArb } from '../generators/cases.ts';
 import { infoFromStructure, parseInfo } from '../oracles/info.ts';
 import { buildBase } from './build-case.ts';
 import { scratch } from './scratch.ts';
@@ -14,7 +14,7 @@ import { scratch } from './scratch.ts';
 
 const images = scratch();
 
-/** `cwd`: where qemu-img must run to find a relative data file name (see layoutOf). */
+/** `cwd`: where qemu-img must run to find a relative data file name (see caseLayout). */
 async function bothViews(file: string, cwd?: string) {
   const r = await execa('qemu-img', ['info', '-f', 'qcow2', '--output=json', file], { reject: false, cwd });
   return { qemu: parseInfo(r.exitCode ?? null, r.stdout, r.stderr), reader: infoFromStructure(await structuralCheck(file)) };

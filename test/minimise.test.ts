@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { plannedSizes, type Case } from '../harness/case.ts';
-import { CaseAborted } from '../harness/errors.ts';
-import { minimise, smaller } from '../harness/minimise.ts';
-import { caseAt } from '../generators/case.ts';
+import { type Case } from '../model/case.ts';
+import { plannedSizes } from '../model/plan.ts';
+import { CaseAborted } from '../model/errors.ts';
+import { smaller } from '../model/case.ts';
+import { minimise } from '../run/minimise.ts';
+import { caseAt } from '../generators/cases.ts';
 
 // The minimiser against predicates that stand in for a subject's bug: fast, and exact about what
 // must be left.

@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { checkOracle, parseCheck } from '../oracles/check.ts';
-import { contentOracle, regrowQuirk } from '../oracles/content.ts';
+import { contentOracle, type RegrowProbe } from '../oracles/content.ts';
 import { signatureOf } from '../oracles/finding.ts';
 import { infoOracle, parseInfo } from '../oracles/info.ts';
 import { classifyOutcome, outcomeOracle } from '../oracles/outcome.ts';
-import { unchangedOnRefusalOracle } from '../oracles/unchanged.ts';
-import type { CommandRecord } from '../harness/process.ts';
+import { unchangedOnRefusalOracle } from '../oracles/unchanged-on-refusal.ts';
+import { type CommandRecord } from '../model/commands.ts';
+
+/** The content oracle's finding on a mismatch, given the regrow probe: the quirk, or null. */
+const quirk = (probe: RegrowProbe | null) => {
+  const [f] = contentOracle({ exitCode: 1, stdout: 'Content mismatch at offset 5!', stderr: '', referenceSize: 9, subjectSize: 9 }, probe);
+  return f?.kind === 'stale-bytes-after-regrow' ? f : null;
+};
 
 const cmd = (over: Partial<CommandRecord>): CommandRecord => ({ argv: [], exitCode: 0, signal: null, timedOut: false, spawnError: null, stdout: '', stderr: '', durationMs: 1, ...over });
 
@@ -100,12 +106,12 @@ describe('content oracle', () => {
 describe('regrow quirk', () => {
   const window = { start: 1536, end: 65536 };
   it("blames qemu when its result shows old bytes where the subject reads zeros", () => {
-    assert.equal(regrowQuirk(window, false, true)?.side, 'reference');
+    assert.equal(quirk({ window, referenceReadsZero: false, subjectReadsZero: true })?.side, 'reference');
   });
   it('leaves the difference to the content oracle otherwise', () => {
-    assert.equal(regrowQuirk(null, false, true), null);
-    assert.equal(regrowQuirk(window, true, false), null, 'the subject shows bytes qemu does not');
-    assert.equal(regrowQuirk(window, false, false), null, 'both show old bytes, yet differ');
+    assert.equal(quirk(null), null);
+    assert.equal(quirk({ window, referenceReadsZero: true, subjectReadsZero: false }), null, 'the subject shows bytes qemu does not');
+    assert.equal(quirk({ window, referenceReadsZero: false, subjectReadsZero: false }), null, 'both show old bytes, yet differ');
   });
 });
 

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import { dir } from 'tmp-promise';
-import { MAX_STORED_OUTPUT, processesSpawned, runCommand } from '../harness/process.ts';
+import { processesSpawned, runCommand } from '../exec/process.ts';
+import { MAX_STORED_OUTPUT } from '../exec/spawn-local.ts';
 import { ROOT } from './helpers.ts';
 
-// runCommand hands every command to the spawner process (harness/spawner.ts). These tests hold it
+// runCommand hands every command to the spawner process (exec/spawner.ts). These tests hold it
 // to what the harness relies on: output, bounds, timeouts and aborts that kill whole process
 // trees, and no child left behind when the harness goes away, however it goes.
 
@@ -75,7 +76,7 @@ describe('runCommand', () => {
       await writeFile(
         script,
         [
-          `import { runCommand } from ${JSON.stringify(join(ROOT, 'harness', 'process.ts'))};`,
+          `import { runCommand } from ${JSON.stringify(join(ROOT, 'exec', 'process.ts'))};`,
           `void runCommand('sh', ['-c', ${JSON.stringify(`${marker} & ${marker}`)}], { timeoutMs: 60_000 });`,
           `setTimeout(() => ${death === 'exit' ? 'process.exit(3)' : "process.kill(process.pid, 'SIGKILL')"}, 2000);`,
         ].join('\n'),

@@ -1,40 +1,14 @@
-// Tests of harness/qcow2.ts against real images built by qemu-img / qemu-io.
+// Tests of qcow2/ against real images built by qemu-img / qemu-io.
 import assert from "node:assert/strict";
 import { truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { execa } from "execa";
 import { scratch } from "./scratch.ts";
-import {
-  AUTOCLEAR_BITMAPS,
-  COMPAT_LAZY_REFCOUNTS,
-  EXT_BACKING_FORMAT,
-  EXT_BITMAPS,
-  EXT_FEATURE_TABLE,
-  INCOMPAT_COMPRESSION,
-  INCOMPAT_EXTL2,
-  decodeCompressedDescriptor,
-  decodeL1Entry,
-  decodeL2Entry,
-  encodeHeaderExtensions,
-  getRefcountEntry,
-  l1EntriesNeeded,
-  nonZeroChunks,
-  nonZeroRefcounts,
-  parseFeatureNameTable,
-  readHeaderExtensions,
-  readQcow2Header,
-  readRefcountBlock,
-  readRefcountBlocks,
-  readRefcounts,
-  refcountEntriesPerBlock,
-  rewriteRefcountBlocks,
-  rewriteHeaderExtensions,
-  setRefcountEntry,
-  withQcow2,
-  writeRefcountBlock,
-  type L2Entry,
-} from "../harness/qcow2.ts";
+import { AUTOCLEAR_BITMAPS, COMPAT_LAZY_REFCOUNTS, EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_FEATURE_TABLE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2, parseFeatureNameTable } from '../qcow2/format.ts';
+import { readQcow2Header, withQcow2 } from '../qcow2/reader.ts';
+import { decodeCompressedDescriptor, decodeL1Entry, decodeL2Entry, getRefcountEntry, l1EntriesNeeded, nonZeroChunks, nonZeroRefcounts, refcountEntriesPerBlock, type L2Entry } from '../qcow2/tables.ts';
+import { encodeHeaderExtensions, readHeaderExtensions, readRefcountBlock, readRefcountBlocks, readRefcounts, rewriteRefcountBlocks, rewriteHeaderExtensions, setRefcountEntry, writeRefcountBlock } from './doubles/qcow2-edit.ts';
 
 const WIDTHS = [1, 2, 4, 8, 16, 32, 64];
 const scratchDir = scratch();

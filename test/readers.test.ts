@@ -3,10 +3,11 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
-import { planComparison } from '../harness/content-compare.ts';
-import { contentHash } from '../harness/files.ts';
-import { hasHostClustersFrom, structuralCheck } from '../harness/qcow2.ts';
-import { reader, startReaders } from '../harness/readers.ts';
+import { planComparison } from '../exec/content-compare.ts';
+import { contentHash } from '../exec/files.ts';
+import { hasHostClustersFrom } from '../qcow2/reader.ts';
+import { structuralCheck } from '../qcow2/structure.ts';
+import { reader, startReaders } from '../exec/readers.ts';
 import { ROOT } from './helpers.ts';
 import { scratch } from './scratch.ts';
 
@@ -50,7 +51,7 @@ describe('reader threads', () => {
   });
 
   it('do not keep a process alive once its work is done', async () => {
-    const script = `import { reader, startReaders } from ${JSON.stringify(new URL('../harness/readers.ts', import.meta.url).href)};
+    const script = `import { reader, startReaders } from ${JSON.stringify(new URL('../exec/readers.ts', import.meta.url).href)};
 startReaders(2);
 console.log((await reader.contentHash('/etc/hostname')).length);`;
     const r = await execa(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, timeout: 30_000, reject: false });

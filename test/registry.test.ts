@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
-import { caseAt } from '../generators/case.ts';
-import { CASE_FIELDS, ENTRY_FIELDS, MATCH_FIELDS, caseFacts, loadRegistry, matchKnown, parseRegistry, type KnownDivergence } from '../harness/registry.ts';
-import { planStep, type Case } from '../harness/case.ts';
-import type { StepFinding, StepRecord } from '../harness/execute.ts';
+import { caseAt } from '../generators/cases.ts';
+import { CASE_FIELDS, ENTRY_FIELDS, MATCH_FIELDS, caseFacts, loadRegistry, matchKnown, parseRegistry, type KnownDivergence } from '../triage/registry.ts';
+import { type Case } from '../model/case.ts';
+import { planStep } from '../model/plan.ts';
+import { type StepRecord } from '../exec/run-case.ts';
+import { type StepFinding } from '../oracles/finding.ts';
 
 const entry = (match: Record<string, unknown>, id = 'e1') => ({ id, description: 'd', link: 'l', match });
 const parse = (divergences: unknown[]) => parseRegistry(JSON.stringify({ divergences }), 'reg.json');
@@ -36,7 +38,7 @@ describe('registry validation', () => {
 
 describe('registry matching', () => {
   const c: Case = { ...caseAt(1, 0), image: { ...caseAt(1, 0).image, refcountBits: 4, clusterSize: 512, extendedL2: false }, steps: [{ size: '1048576', shrink: true, preallocation: null }] };
-  const step: StepRecord = { index: 0, sizeBefore: 16 * 2 ** 20, plan: planStep(c.steps[0]!, 16 * 2 ** 20), reference: 'ok', subject: 'refused', subjectStderr: 'too many L2 tables to stage' };
+  const step: StepRecord = { index: 0, sizeBefore: 16 * 2 ** 20, plan: planStep(c.steps[0]!, 16 * 2 ** 20), reference: 'ok', subject: 'refused', subjectStderr: 'too many L2 tables to stage', oracles: [] };
   const finding: StepFinding = { oracle: 'outcome', kind: 'outcome-mismatch', side: 'subject', detail: 'reference=ok,subject=refused,step=shrink', message: '', step: 0 };
   const registry = (match: Record<string, unknown>): KnownDivergence[] => parse([entry(match)]);
   const facts = caseFacts(c, step);

@@ -5,18 +5,19 @@ import { delimiter, dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { dir } from 'tmp-promise';
-import { runCommand } from '../harness/process.ts';
-import { collectIndex, writeReportsIndex } from '../harness/report-index.ts';
+import { runCommand } from '../exec/process.ts';
+import { collectIndex, writeReportsIndex } from '../reporting/index-page.ts';
+import { latestRecheck, storedCaseText } from '../reporting/render.ts';
 
-// The reports index (harness/report-index.ts): index.md's content, and index.html rendered by a
-// real headless browser (Debian's chromium, installed by `bash harness/ensure-deps.sh
+// The reports index (reporting/index-page.ts): index.md's content, and index.html rendered by a
+// real headless browser (Debian's chromium, installed by `bash scripts/ensure-deps.sh
 // --with-browser`, which `npm test` runs first). The browser test is skipped only when chromium
 // is missing outside CI; in CI (CI=true) a missing browser fails it.
 // REPORT_INDEX_SCREENSHOT=PATH keeps a copy of the screenshot (docs/reports-index.png is one).
 
 const SCRIPT_MESSAGE = `subject exited 0 but printed <script>alert("pwned")</script> & 'quotes'`;
 
-/** A report.json of the shape fileReport writes, with the triage fields given in `extra`. */
+/** A report.json of the shape saveSighting writes, with the triage fields given in `extra`. */
 function reportJson(signature: string, message: string, hits: number, extra: Record<string, unknown> = {}) {
   const [oracle, kind, side, detail] = signature.split('/') as [string, string, string, string];
   const step = { size: '8M', shrink: true, preallocation: null };
@@ -125,7 +126,7 @@ test('collectIndex reads old and new reports, keeps flaky apart and sorts not fi
   await buildReports(reports);
   const ix = await collectIndex(reports);
   assert.deepEqual(
-    ix.reports.map((e) => e.signature),
+    ix.reports.map((e) => e.report.signature),
     [SIG.open, SIG.script, SIG.old, SIG.fixed],
   );
   assert.deepEqual(
@@ -135,14 +136,13 @@ test('collectIndex reads old and new reports, keeps flaky apart and sorts not fi
   assert.deepEqual(ix.unreadable.map((u) => u.path), ['broken-report']);
   const [open, , old, fixed] = ix.reports;
   assert.equal(open!.status, 'reproducing');
-  assert.deepEqual(open!.size, { steps: 1, dataOps: 2 });
-  assert.deepEqual(open!.originalSize, { steps: 4, dataOps: 7 });
-  assert.equal(open!.lastSeen!.corpus, 'refcount-4bit-shrink.json');
+  assert.match(storedCaseText(open!.report), /^1 step, 2 data operations, minimised from 4 steps, 7 data operations/);
+  assert.equal(open!.report.lastSeen.corpus, 'refcount-4bit-shrink.json');
   assert.equal(fixed!.status, 'fixed');
-  assert.equal(fixed!.recheck!.subjectVersion, 'instar 0.3.1');
+  assert.equal(latestRecheck(fixed!.report)!.subjectVersion, 'instar 0.3.1');
   assert.equal(old!.status, 'not rechecked');
-  assert.equal(old!.confirmation, null);
-  assert.equal(old!.minimisation, null);
+  assert.equal(old!.report.confirmation, null);
+  assert.equal(old!.report.minimisation, null);
   assert.equal(ix.run!.seed, 20261125);
   assert.equal(ix.run!.coverage!.refcountByStep.length, 7);
 });
@@ -170,7 +170,7 @@ test('writeReportsIndex writes index.md and index.html atomically, with every re
   assert.match(md, /reproducing \(2026-11-24 10:00 UTC, instar 0\.3\.0\)/);
   assert.match(md, /not rechecked/);
   assert.match(md, /not confirmed/);
-  assert.match(md, /1 step, 2 data ops \(generated: 4 steps, 7 data ops\)/);
+  assert.match(md, /1 step, 2 data operations, minimised from 4 steps, 7 data operations/);
   assert.match(md, /\[report\.md\]\(subject-check-corruptions-aaaaaaaaaa\/report\.md\) · \[repro\.sh\]\(subject-check-corruptions-aaaaaaaaaa\/repro\.sh\)/);
   assert.match(md, /\[repro\.sh\]\(flaky\/subject-content-content-mismatch-eeeeeeeeee\/repro\.sh\)/);
   assert.match(md, /seed 20261125 · 250 iterations · new 6 · known 31/);
@@ -207,8 +207,8 @@ async function findChromium(): Promise<string | null> {
 const chromium = await findChromium();
 const inCi = process.env.CI === 'true';
 
-test('index.html renders in headless chromium: one row per report, flaky apart, escaped', { skip: chromium === null && !inCi ? 'chromium is not installed (bash harness/ensure-deps.sh --with-browser installs it)' : false, timeout: 240_000 }, async (t) => {
-  assert.ok(chromium, 'chromium is needed in CI: bash harness/ensure-deps.sh --with-browser installs it');
+test('index.html renders in headless chromium: one row per report, flaky apart, escaped', { skip: chromium === null && !inCi ? 'chromium is not installed (bash scripts/ensure-deps.sh --with-browser installs it)' : false, timeout: 240_000 }, async (t) => {
+  assert.ok(chromium, 'chromium is needed in CI: bash scripts/ensure-deps.sh --with-browser installs it');
   const reports = await tempDir(t, 'index-test-');
   const profile = await tempDir(t, 'index-chromium-');
   await buildReports(reports);

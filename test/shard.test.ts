@@ -3,17 +3,17 @@ import { cp, mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
-import type { MergedSummary } from '../harness/merge.ts';
-import { mergeSummaries, sumCounts } from '../harness/merge.ts';
-import type { Report } from '../harness/reports.ts';
-import type { RunSummary } from '../harness/run.ts';
-import { caseIndexAt, casesInShard, parseShard } from '../harness/shard.ts';
+import { type MergedSummary } from '../reporting/merge.ts';
+import { mergeSummaries, sumCounts } from '../reporting/merge.ts';
+import { type Report } from '../reporting/store.ts';
+import { type RunSummary } from '../reporting/summary.ts';
+import { caseIndexAt, casesInShard, parseShard } from '../model/shard.ts';
 import { ROOT, fuzzCli, instarDouble, readSummary, reportsDir } from './helpers.ts';
 
 // Sharding (--shard K/N), merging (npm run merge) and time budgets (--duration), end to end with
 // the real qemu-img: N shards of a seed, merged, are the run one machine makes of that seed.
 
-const MERGE = join(ROOT, 'harness', 'merge.ts');
+const MERGE = join(ROOT, 'cli', 'merge.ts');
 const mergeCli = (args: string[]) => execa(process.execPath, ['--import', 'tsx', MERGE, ...args], { cwd: ROOT, reject: false, all: true });
 
 /** What must not depend on how a run was split: everything but timing and the split itself. */

@@ -1,4 +1,4 @@
-// The structure oracle (oracles/structure.ts over harness/qcow2.ts structuralCheck) on real images
+// The structure oracle (oracles/structure.ts over qcow2/ structuralCheck) on real images
 // built by qemu-img / qemu-io: silent on everything qemu builds and on qemu's own grow and shrink
 // results, in agreement with `qemu-img check` on allocated clusters, and firing on images damaged
 // on purpose, one kind of damage per test.
@@ -8,21 +8,13 @@ import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { execa } from "execa";
 import { scratch } from "./scratch.ts";
-import {
-  EXT_BITMAPS,
-  EXT_FEATURE_TABLE,
-  HEADER_OFFSET,
-  INCOMPAT_DIRTY,
-  decodeL1Entry,
-  readQcow2Header,
-  rewriteHeaderExtensions,
-  structuralCheck,
-  withQcow2,
-  type Qcow2Reader,
-  type StructureObservation,
-} from "../harness/qcow2.ts";
+import { EXT_BITMAPS, EXT_FEATURE_TABLE, HEADER_OFFSET, INCOMPAT_DIRTY } from '../qcow2/format.ts';
+import { readQcow2Header, withQcow2, type Qcow2Reader } from '../qcow2/reader.ts';
+import { structuralCheck, type StructureObservation } from '../qcow2/structure.ts';
+import { decodeL1Entry } from '../qcow2/tables.ts';
+import { rewriteHeaderExtensions, setRefcount as setStoredRefcount, writeBytes } from './doubles/qcow2-edit.ts';
 import { headerInconsistencies, structureOracle } from "../oracles/structure.ts";
-import { signatureOf, type Finding } from "../oracles/finding.ts";
+import { signatureOf, type Finding } from '../oracles/finding.ts';
 
 const KiB = 1024;
 const MiB = 2 ** 20;
@@ -238,8 +230,11 @@ async function firstDataCluster(path: string): Promise<number> {
 }
 
 async function setRefcount(path: string, cluster: number, value: number): Promise<void> {
-  await withQcow2(path, async (r) => assert.ok(await r.setRefcount(cluster, value)), "r+");
+  assert.ok(await setStoredRefcount(path, cluster, value));
 }
+
+/** The host offset of the first L2 table of an image. */
+const firstL2 = (path: string) => withQcow2(path, async (r) => decodeL1Entry((await r.readL1Table())[0]!).offset);
 
 /** Oracle findings for `path` judged against a pristine copy made before the damage. */
 async function damaged(opts: string, damage: (p: string) => Promise<void>, io = ["write -P 7 0 128k", "write -P 9 3M 64k"]) {
@@ -313,11 +308,11 @@ describe("fires on damaged images", { concurrency: 4 }, () => {
 
   test("COPIED flags: cleared on an active L1 entry, set on a compressed L2 entry", async () => {
     const flip = async (p: string, where: (r: Qcow2Reader) => Promise<number>, bit: bigint) => {
-      await withQcow2(p, async (r) => {
+      const { at, raw } = await withQcow2(p, async (r) => {
         const at = await where(r);
-        const raw = (await r.read(at, 8)).readBigUInt64BE();
-        await r.write(at, u64(raw ^ bit));
-      }, "r+");
+        return { at, raw: (await r.read(at, 8)).readBigUInt64BE() };
+      });
+      await writeBytes(p, at, u64(raw ^ bit));
     };
     const l1 = await damaged("", (p) => flip(p, async (r) => r.header.l1TableOffset, 1n << 63n));
     assert.deepEqual(sigs(l1.findings), ["structure/copied-flag-mismatch/subject/l1"]);
@@ -330,10 +325,8 @@ describe("fires on damaged images", { concurrency: 4 }, () => {
 
   test("an L1 entry pointing into the middle of a cluster; an oversized refcount table", async () => {
     const { findings } = await damaged("", async (p) => {
-      await withQcow2(p, async (r) => {
-        const raw = (await r.read(r.header.l1TableOffset, 8)).readBigUInt64BE();
-        await r.write(r.header.l1TableOffset, u64(raw + 512n));
-      }, "r+");
+      const { at, raw } = await withQcow2(p, async (r) => ({ at: r.header.l1TableOffset, raw: (await r.read(r.header.l1TableOffset, 8)).readBigUInt64BE() }));
+      await writeBytes(p, at, u64(raw + 512n));
     });
     // The real L2 table is now referenced by nothing.
     assert.deepEqual(sigs(findings), ["structure/metadata-invalid/subject/l2-offset", "structure/refcount-mismatch/subject/leaked"]);
@@ -422,12 +415,12 @@ describe("fires on damaged images", { concurrency: 4 }, () => {
     // guest cluster 0 pointed at the data of guest cluster 16: qemu-img check does not look, qemu
     // marks the image corrupt when it reads there
     const moved = await damaged(opts, async (p) => {
-      await withQcow2(p, async (r) => r.write(decodeL1Entry((await r.readL1Table())[0]!).offset, u64((1n << 63n) | BigInt(MiB))), "r+");
+      await writeBytes(p, await firstL2(p), u64((1n << 63n) | BigInt(MiB)));
     }, io);
     assert.deepEqual(sigs(moved.findings), ["structure/metadata-invalid/subject/data-file-offset"]);
     assert.equal((await check(moved.path)).exitCode, 0);
     const compressed = await damaged(opts, async (p) => {
-      await withQcow2(p, async (r) => r.write(decodeL1Entry((await r.readL1Table())[0]!).offset, u64(1n << 62n)), "r+");
+      await writeBytes(p, await firstL2(p), u64(1n << 62n));
     }, io);
     // the descriptor also points into the qcow2 file itself (its header cluster, here)
     assert.deepEqual(sigs(compressed.findings), ["structure/metadata-invalid/subject/data-file-compressed", "structure/refcount-mismatch/subject/undercounted"]);

@@ -6,19 +6,10 @@ import { spawn } from "node:child_process";
 import { appendFile, open, rename, stat, truncate, unlink } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { execa } from "execa";
-import {
-  COMPAT_LAZY_REFCOUNTS,
-  EXT_DATA_FILE,
-  EXT_FEATURE_TABLE,
-  INCOMPAT_DATA_FILE,
-  getRefcountEntry,
-  refcountEntriesPerBlock,
-  rewriteHeaderExtensions,
-  rewriteRefcountBlocks,
-  withQcow2,
-  writeCompatibleFeatures,
-  type Qcow2Header,
-} from "../../harness/qcow2.ts";
+import { COMPAT_LAZY_REFCOUNTS, EXT_DATA_FILE, EXT_FEATURE_TABLE, INCOMPAT_DATA_FILE, type Qcow2Header } from "../../qcow2/format.ts";
+import { withQcow2 } from "../../qcow2/reader.ts";
+import { getRefcountEntry, refcountEntriesPerBlock } from "../../qcow2/tables.ts";
+import { rewriteHeaderExtensions, rewriteRefcountBlocks, setRefcount, writeCompatibleFeatures, writeVirtualSize } from "./qcow2-edit.ts";
 
 export interface Context {
   file: string;
@@ -83,25 +74,22 @@ function msbFirst(block: Buffer, bits: number): Buffer {
  * file. The result is a pure leak (check exit 3). Returns the cluster, or undefined if none.
  */
 export async function leakOneCluster(file: string): Promise<number | undefined> {
-  return withQcow2(
-    file,
-    async (r) => {
-      const h = r.header;
-      const perBlock = refcountEntriesPerBlock(h.clusterSize, h.refcountBits);
-      const used = await r.readRefcounts();
-      for (const block of await r.refcountBlocks()) {
-        for (let i = 0; i < perBlock; i++) {
-          const cluster = block.tableIndex * perBlock + i;
-          if (used.has(cluster)) continue;
-          if ((cluster + 1) * h.clusterSize > r.fileLength) await truncate(file, (cluster + 1) * h.clusterSize);
-          await r.setRefcount(cluster, 1);
-          return cluster;
-        }
+  const free = await withQcow2(file, async (r) => {
+    const h = r.header;
+    const perBlock = refcountEntriesPerBlock(h.clusterSize, h.refcountBits);
+    const used = await r.readRefcounts();
+    for (const block of await r.refcountBlocks()) {
+      for (let i = 0; i < perBlock; i++) {
+        const cluster = block.tableIndex * perBlock + i;
+        if (!used.has(cluster)) return { cluster, end: (cluster + 1) * h.clusterSize, fileLength: r.fileLength };
       }
-      return undefined;
-    },
-    "r+",
-  );
+    }
+    return undefined;
+  });
+  if (free === undefined) return undefined;
+  if (free.end > free.fileLength) await truncate(file, free.end);
+  await setRefcount(file, free.cluster, 1);
+  return free.cluster;
 }
 
 /** Appends `bytes` of non-zero data (really written, not a sparse hole) in 1 MiB chunks. */
@@ -215,9 +203,7 @@ export const FAULTS = {
     what: "shrinks by rewriting only the virtual size in the header: nothing is discarded",
     before: async (c) => {
       if (!c.before || c.wanted === undefined || !isShrink(c) || !c.shrink || c.wanted <= 0 || c.wanted % 512 !== 0) return;
-      const size = Buffer.alloc(8);
-      size.writeBigUInt64BE(BigInt(c.wanted));
-      await withQcow2(c.file, (r) => r.write(24, size), "r+");
+      await writeVirtualSize(c.file, c.wanted);
       if (!c.quiet) process.stdout.write("Image resized.\n");
       return 0;
     },

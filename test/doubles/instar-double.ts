@@ -3,7 +3,8 @@
 // (KVM) cannot run.
 import { stat } from "node:fs/promises";
 import { execa } from "execa";
-import { INCOMPAT_DATA_FILE, readQcow2Header, type Qcow2Header } from "../../harness/qcow2.ts";
+import { INCOMPAT_DATA_FILE, type Qcow2Header } from "../../qcow2/format.ts";
+import { readQcow2Header } from "../../qcow2/reader.ts";
 import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName } from "./faults.ts";
 
 const USAGE =

@@ -6,7 +6,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$(dirname "$here")")
 bundle=$here/.bundle/instar-double.mjs
-if [ ! -f "$bundle" ] || [ -n "$(find "$here" "$root/harness" -name '*.ts' -newer "$bundle" -print -quit)" ]; then
+if [ ! -f "$bundle" ] || [ -n "$(find "$here" "$root/qcow2" -name '*.ts' -newer "$bundle" -print -quit)" ]; then
   mkdir -p "$here/.bundle"
   tmp=$here/.bundle/build-$$.mjs
   # each builder writes its own file and renames it into place: concurrent first runs are safe

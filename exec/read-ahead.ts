@@ -1,0 +1,94 @@
+import type { StepPlan } from '../model/plan.ts';
+import type { SideFiles } from '../model/layout.ts';
+import type { StructureObservation } from '../qcow2/structure.ts';
+import type { CaseRun } from './case-run.ts';
+import type { ComparePlan } from './content-compare.ts';
+import { provenUnchanged, stampOf, type Stamp } from './files.ts';
+import { reader } from './readers.ts';
+
+// The harness's own reading of a case's images (hashes, the structure oracle, compare plans, the
+// shrink-discard probe) runs on reader threads while the commands that only read the images run,
+// and is asked for in the order the answers are needed. This is that scheduling, kept beside the
+// pipeline (run-case.ts) so that the pipeline reads as what it does.
+
+/** What a step needs to know of both images before either is resized. */
+export interface StepInputs {
+  referenceHash: string;
+  subjectHash: string;
+  /** For a shrink qemu-img should accept: whether clusters holding data lie past the new end. */
+  discardsAllocated: boolean | undefined;
+}
+
+export class ReadAhead {
+  private nextInputs: Promise<StepInputs> | null = null;
+
+  constructor(
+    private readonly run: CaseRun,
+    private readonly plans: { plan: StepPlan }[],
+  ) {}
+
+  /** The structure of the base image, read while qemu-img checks it. */
+  baseStructure(): Promise<StructureObservation> {
+    return this.run.background(reader.structuralCheck(this.run.path(this.run.layout.base)));
+  }
+
+  /** Step 0's inputs, read once both copies are made: both sides are still the base image, which
+   * is read once for both. */
+  firstStep(copied: Promise<void>): void {
+    this.nextInputs = this.run.background(Promise.all([this.inputsFor(0), copied]).then(([inputs]) => inputs));
+  }
+
+  /** The inputs of step `index`: read ahead when they could be, else now. */
+  take(index: number): Promise<StepInputs> {
+    const inputs = this.nextInputs ?? this.inputsFor(index);
+    this.nextInputs = null;
+    return inputs;
+  }
+
+  /** Both sides refused step `index`: the next step starts from the files as hashed after it. */
+  afterRefusal(index: number, hashes: [reference: string, subject: string]): void {
+    if (index + 1 < this.plans.length) this.nextInputs = this.run.background(this.inputsFor(index + 1, hashes));
+  }
+
+  /** Both sides accepted step `index`: while qemu-img checks and compares, the reader threads read
+   * the compare plan, then both structures, then the next step's inputs (nothing writes the
+   * images until that step starts). */
+  afterAcceptance(index: number): { comparePlan: Promise<ComparePlan> | undefined; structures: Promise<[StructureObservation, StructureObservation]> } {
+    const comparePlan = this.comparePlan();
+    const { reference, subject } = this.run.layout;
+    const structures = this.run.background(Promise.all([reader.structuralCheck(this.run.path(subject)), reader.structuralCheck(this.run.path(reference))]));
+    if (index + 1 < this.plans.length) this.nextInputs = this.run.background(this.inputsFor(index + 1));
+    return { comparePlan, structures };
+  }
+
+  /** compareContent's reading of both results; none with a data file, which gets a plain compare. */
+  comparePlan(): Promise<ComparePlan> | undefined {
+    const { layout, dir } = this.run;
+    if (layout.dataFile) return undefined;
+    return this.run.background(reader.planComparison(this.run.path(layout.reference), this.run.path(layout.subject), { cwd: dir }));
+  }
+
+  /** A side's files hashed after a step it refused: not read again when their stamp proves them
+   * unchanged since `before` (taken with the hash, right before the step). */
+  async hashAfterRefusal(side: SideFiles, before: { hash: string; stamp: Stamp }): Promise<string> {
+    return provenUnchanged(before.stamp, await stampOf(this.run.files(side))) ? before.hash : this.hash(side);
+  }
+
+  private hash(side: SideFiles): Promise<string> {
+    return reader.contentHash(...this.run.files(side));
+  }
+
+  private inputsFor(index: number, known?: [string, string]): Promise<StepInputs> {
+    const { plan } = this.plans[index]!;
+    const { base, reference, subject } = this.run.layout;
+    const before = index === 0 ? base : reference;
+    const discards = plan.kind === 'shrink' && plan.accepted ? reader.hasHostClustersFrom(this.run.path(before), plan.target!) : undefined;
+    const baseHash = index === 0 && !known ? this.hash(base) : null;
+    const hashes = known ?? (baseHash ? [baseHash, baseHash] : [this.hash(reference), this.hash(subject)]);
+    return Promise.all([...hashes, discards]).then(([referenceHash, subjectHash, discardsAllocated]) => ({
+      referenceHash: referenceHash as string,
+      subjectHash: subjectHash as string,
+      discardsAllocated: discardsAllocated as boolean | undefined,
+    }));
+  }
+}

@@ -1,0 +1,291 @@
+import { constants } from 'node:fs';
+import { copyFile, mkdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
+import type { Case } from '../model/case.ts';
+import { buildCommands, compareArgs, qemuImg, resizeArgs, type CommandRecord } from '../model/commands.ts';
+import { imagePath, keptFiles, type SideFiles } from '../model/layout.ts';
+import { plannedSizes, regrowWindows, type StepPlan } from '../model/plan.ts';
+import { afterUseWorkload } from '../oracles/after-use.ts';
+import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
+import { firstMismatch, type CompareObservation, type RegrowProbe } from '../oracles/content.ts';
+import type { StepFinding } from '../oracles/finding.ts';
+import { infoFromStructure, type InfoObservation } from '../oracles/info.ts';
+import { classifyOutcome, type OutcomeClass } from '../oracles/outcome.ts';
+import { judgeAfterUse, judgeStep, type OracleName, type ResultsObservation, type StepObservation } from '../oracles/table.ts';
+import { readQcow2Header } from '../qcow2/reader.ts';
+import { CaseRun, type ExecuteOptions } from './case-run.ts';
+import { compareContent, type ComparePlan } from './content-compare.ts';
+import { copySparse, stampOf } from './files.ts';
+import { ReadAhead } from './read-ahead.ts';
+import { inCaseDirectory } from './work-dir.ts';
+
+// A case as a pipeline: build the base image and check it, copy it for each side, then per step
+// resize both copies, observe what each side did and left, and let the oracles judge it; after the
+// last step, use both results the same way and judge again. The case stops at the first step with a
+// finding: later steps would compare diverged images. Commands run one after the other (a case
+// takes one core; --jobs spreads cases over the cores), and the harness's own reading of the images
+// overlaps the commands that do not write them (read-ahead.ts).
+
+export type { ExecuteOptions } from './case-run.ts';
+
+export interface StepRecord {
+  index: number;
+  sizeBefore: number;
+  plan: StepPlan;
+  reference: OutcomeClass;
+  subject: OutcomeClass;
+  /** For a shrink qemu-img accepted: whether clusters holding data lay past the new end. */
+  discardsAllocated?: boolean;
+  /** What the subject printed on stderr for this step; registry entries may match on it. */
+  subjectStderr: string;
+  /** The oracles that judged the step (oracles/table.ts). */
+  oracles: OracleName[];
+  subjectCheck?: CheckObservation;
+  referenceCheck?: CheckObservation;
+  referenceInfo?: InfoObservation;
+  subjectInfo?: InfoObservation;
+}
+
+/** The qemu-io workload run on both results after the last step, and what followed. */
+export interface AfterUseRecord {
+  workload: string[];
+  referenceExit: number | null;
+  subjectExit: number | null;
+}
+
+export interface CaseResult {
+  findings: StepFinding[];
+  steps: StepRecord[];
+  afterUse: AfterUseRecord | null;
+  /** Every command run, in order, with paths relative to the work directory. */
+  commands: CommandRecord[];
+  /** The base image and both results, gzipped; only when asked for. */
+  artifacts: { name: string; data: Buffer }[];
+  /** Images not kept, and why (missing, or too large to store). */
+  artifactsSkipped: string[];
+  /** Allocated clusters of the base image as qemu-img check and the qcow2 reader count them
+   * (null for a dirty base, whose check is skipped): a self-check of the reader. */
+  baseReader: { byCheck: number; byReader: number | null } | null;
+}
+
+/** The generator promised a valid, clean base image and qemu disagrees: a harness bug. */
+export class CaseSetupError extends Error {
+  constructor(
+    message: string,
+    readonly command: CommandRecord,
+  ) {
+    super(message);
+  }
+}
+
+export interface RunCaseOptions extends ExecuteOptions {
+  /** Called with the findings of a case; true keeps the images for a report. */
+  wantArtifacts: (findings: StepFinding[], steps: StepRecord[]) => boolean;
+}
+
+/** Images above this host size are not stored in reports (a subject may write a huge file). */
+export const MAX_STORED_IMAGE = 128 * 1024 * 1024;
+
+export function runCase(c: Case, options: RunCaseOptions): Promise<CaseResult> {
+  return inCaseDirectory(options.workdir, async (dir) => {
+    const run = new CaseRun(c, dir, options);
+    try {
+      return await pipeline(run, options);
+    } finally {
+      await run.settled();
+    }
+  });
+}
+
+async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResult> {
+  const plans = plannedSizes(run.c);
+  const ahead = new ReadAhead(run, plans);
+  await buildBase(run);
+  // the copies and the reading go on while qemu-img checks the base image
+  ahead.firstStep(run.background(copySides(run)));
+  const baseReader = await checkBase(run, ahead);
+
+  const steps: StepRecord[] = [];
+  const findings: StepFinding[] = [];
+  for (const [index, { before, plan }] of plans.entries()) {
+    const { record, observation } = await resizeStep(run, ahead, index, before, plan);
+    const judged = judgeStep(observation);
+    record.oracles = judged.oracles;
+    steps.push(record);
+    findings.push(...judged.findings.map((f) => ({ ...f, step: index })));
+    if (judged.findings.length > 0 || record.reference !== record.subject) break;
+  }
+
+  const last = steps.at(-1)!;
+  const afterUse = findings.length === 0 ? await useBothResults(run, ahead, last) : null;
+  if (afterUse) findings.push(...afterUse.findings.map((f) => ({ ...f, step: last.index })));
+
+  const kept = options.wantArtifacts(findings, steps) ? await collectArtifacts(run) : { artifacts: [], artifactsSkipped: [] };
+  return { findings, steps, afterUse: afterUse?.record ?? null, commands: run.commands, baseReader, ...kept };
+}
+
+/** Runs the build commands in the base image's directory; each must do what it is meant to. */
+async function buildBase(run: CaseRun) {
+  const { base, reference, subject } = run.layout;
+  if (run.layout.dataFile) await Promise.all([base, reference, subject].map((s) => mkdir(join(run.dir, s.dir))));
+  for (const cmd of buildCommands(run.c, base.image)) {
+    const r = await run.run(cmd.program, cmd.args, base);
+    const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
+    if (!ok) throw new CaseSetupError(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`, r);
+  }
+}
+
+/** Each side's copy of the base image; with a data file each side has its own directory, with
+ * its own data file and backing image. */
+async function copySides(run: CaseRun) {
+  const { base, dataFile, backing } = run.layout;
+  const inBase = (file: string) => join(run.dir, base.dir, file);
+  for (const side of [run.layout.reference, run.layout.subject]) {
+    await copyFile(run.path(base), run.path(side), constants.COPYFILE_FICLONE);
+    if (dataFile) await copySparse(inBase(dataFile), join(run.dir, side.dir, dataFile));
+    if (dataFile && backing) await copyFile(inBase(backing), join(run.dir, side.dir, backing), constants.COPYFILE_FICLONE);
+  }
+}
+
+/** The generator promised a clean image (a dirty one's refcounts lag by design), and the qcow2
+ * reader must count the same allocated clusters as qemu-img check: both are checked. */
+async function checkBase(run: CaseRun, ahead: ReadAhead): Promise<CaseResult['baseReader']> {
+  if (run.c.image.dirty) return null;
+  const structure = ahead.baseStructure();
+  const check = await run.check(run.layout.base);
+  const read = await structure;
+  if (check.exitCode !== 0) {
+    throw new CaseSetupError(`the base image is not clean (qemu-img check exit ${check.exitCode ?? check.signal}): ${check.stdout.trim()}`, check);
+  }
+  const byCheck = parseCheck(check.exitCode, check.stdout, check.stderr).report?.['allocated-clusters'] ?? 0;
+  return { byCheck, byReader: read.readable ? read.allocatedClusters : null };
+}
+
+/** Both resizes of one step, and what the oracles need to judge it. */
+async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before: number, plan: StepPlan) {
+  const step = run.c.steps[index]!;
+  const { reference, subject } = run.layout;
+  const inputs = await ahead.take(index);
+  const [refStamp, subStamp] = await Promise.all([stampOf(run.files(reference)), stampOf(run.files(subject))]);
+  const ref = await run.run(qemuImg.program, resizeArgs(qemuImg, step, reference.image), reference);
+  const sub = await run.run(run.options.subject.program, resizeArgs(run.options.subject, step, subject.image), subject);
+  const record: StepRecord = {
+    index,
+    sizeBefore: before,
+    plan,
+    reference: classifyOutcome(ref),
+    subject: classifyOutcome(sub),
+    discardsAllocated: inputs.discardsAllocated,
+    subjectStderr: sub.stderr,
+    oracles: [],
+  };
+  const observation: StepObservation = { kind: plan.kind, reference: ref, subject: sub, refusal: null, results: null };
+  if (record.reference === 'refused' || record.subject === 'refused') {
+    const refAfter = record.reference === 'refused' ? await ahead.hashAfterRefusal(reference, { hash: inputs.referenceHash, stamp: refStamp }) : null;
+    const subAfter = record.subject === 'refused' ? await ahead.hashAfterRefusal(subject, { hash: inputs.subjectHash, stamp: subStamp }) : null;
+    observation.refusal = {
+      reference: refAfter === null ? null : { before: inputs.referenceHash, after: refAfter },
+      subject: subAfter === null ? null : { before: inputs.subjectHash, after: subAfter },
+    };
+    if (refAfter !== null && subAfter !== null) ahead.afterRefusal(index, [refAfter, subAfter]);
+  }
+  if (record.reference === 'ok' && record.subject === 'ok') {
+    observation.results = await observeResults(run, ahead, index);
+    Object.assign(record, {
+      subjectCheck: observation.results.subjectCheck,
+      ...(observation.results.referenceCheck ? { referenceCheck: observation.results.referenceCheck } : {}),
+      referenceInfo: observation.results.referenceInfo,
+      subjectInfo: observation.results.subjectInfo,
+    });
+  }
+  return { record, observation };
+}
+
+/** Both results of a step both sides accepted: checked, read and compared. The info fields come
+ * from the structures (test/info.test.ts holds them equal to `qemu-img info`: two processes fewer
+ * per step). */
+async function observeResults(run: CaseRun, ahead: ReadAhead, index: number): Promise<ResultsObservation> {
+  const { comparePlan, structures } = ahead.afterAcceptance(index);
+  const subCheck = await run.check(run.layout.subject);
+  const compared = await compareResults(run, comparePlan);
+  const [subjectStructure, referenceStructure] = await structures;
+  const { subjectCheck, referenceCheck } = await checks(run, subCheck);
+  const referenceInfo = infoFromStructure(referenceStructure);
+  const subjectInfo = infoFromStructure(subjectStructure);
+  const compare: CompareObservation = { ...compared, referenceSize: sizeOf(referenceInfo), subjectSize: sizeOf(subjectInfo) };
+  const regrow = await probeRegrowWindow(run, index, compare);
+  return { subjectCheck, referenceCheck, subjectStructure, referenceStructure, subjectInfo, referenceInfo, compare, regrow };
+}
+
+const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
+
+/** The subject's check, and qemu's own result's only when needed: to tell subject leaks and
+ * corruptions from ones qemu's result has too. */
+async function checks(run: CaseRun, subCheck: CommandRecord) {
+  const subjectCheck = parseCheck(subCheck.exitCode, subCheck.stdout, subCheck.stderr);
+  if (isClean(subjectCheck)) return { subjectCheck, referenceCheck: null };
+  const refCheck = await run.check(run.layout.reference);
+  return { subjectCheck, referenceCheck: parseCheck(refCheck.exitCode, refCheck.stdout, refCheck.stderr) };
+}
+
+/** Guest content of both results, at a cost that grows with the allocated data, not the virtual
+ * size (content-compare.ts); a data file needs its name given: a plain compare. */
+function compareResults(run: CaseRun, plan: Promise<ComparePlan> | undefined) {
+  const { layout, dir, options } = run;
+  if (layout.dataFile) return run.run('qemu-img', compareArgs(layout));
+  const runInDir = (program: string, args: string[]) => run.run(program, args);
+  return compareContent(imagePath(layout.reference), imagePath(layout.subject), { timeoutMs: options.timeoutMs, cwd: dir, signal: options.signal, run: runInDir, plan });
+}
+
+/** When the first difference lies in a partial cluster a shrink kept and a later grow exposed,
+ * what each result reads there (two reads, only then): qemu's quirk or the subject's bug. */
+async function probeRegrowWindow(run: CaseRun, index: number, compare: CompareObservation): Promise<RegrowProbe | null> {
+  const at = firstMismatch(compare);
+  const window = at === null ? undefined : regrowWindows(run.c, index).find((w) => at >= w.start && at < w.end);
+  if (!window) return null;
+  const readsZero = async (side: SideFiles) => {
+    const args = ['-r', '-f', 'qcow2', '-c', `read -q -P 0 ${window.start} ${window.end - window.start}`, side.image];
+    return (await run.run('qemu-io', args, side)).exitCode === 0;
+  };
+  const referenceReadsZero = await readsZero(run.layout.reference);
+  const subjectReadsZero = await readsZero(run.layout.subject);
+  return { window, referenceReadsZero, subjectReadsZero };
+}
+
+/** When every step both sides ran succeeded: the same qemu-io workload on both results, then
+ * check and compare again (some damage shows only at the next allocation). */
+async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord) {
+  if (last.reference !== 'ok' || last.subject !== 'ok' || !last.referenceInfo?.ok) return null;
+  const { reference, subject } = run.layout;
+  const workload = afterUseWorkload(run.c, Number(last.referenceInfo.fields['virtual-size']));
+  const io = (side: SideFiles) => run.run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), side.image], side);
+  const refIo = await io(reference);
+  const subIo = await io(subject);
+  const record: AfterUseRecord = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
+  // sizes from the headers: the workload grew both images, and this saves two info runs
+  const headerSize = (side: SideFiles) => readQcow2Header(run.path(side)).then((h) => h.size, () => null);
+  const sizes = run.background(Promise.all([headerSize(reference), headerSize(subject)]));
+  const comparePlan = ahead.comparePlan();
+  const subCheck = await run.check(subject);
+  const compared = await compareResults(run, comparePlan);
+  const [referenceSize, subjectSize] = await sizes;
+  const { subjectCheck, referenceCheck } = await checks(run, subCheck);
+  const compare = { ...compared, referenceSize, subjectSize };
+  const findings = judgeAfterUse({ ...record, subjectStderr: subIo.stderr, subjectCheck, referenceCheck, compare });
+  return { record, findings };
+}
+
+async function collectArtifacts(run: CaseRun) {
+  const artifacts: CaseResult['artifacts'] = [];
+  const artifactsSkipped: string[] = [];
+  for (const { name, path } of keptFiles(run.layout)) {
+    const file = join(run.dir, path);
+    const size = await stat(file).then((s) => s.size, () => null);
+    if (size === null) artifactsSkipped.push(`${name}: missing after the run`);
+    else if (size > MAX_STORED_IMAGE) artifactsSkipped.push(`${name}: ${size} bytes, above the ${MAX_STORED_IMAGE}-byte limit for stored images`);
+    else artifacts.push({ name: `${name}.gz`, data: await promisify(gzip)(await readFile(file)) });
+  }
+  return { artifacts, artifactsSkipped };
+}

@@ -1,0 +1,170 @@
+// A case is the one currency of the harness: plain JSON that fully describes the base image, the
+// data written into it and the resize steps. Everything downstream (execution, oracles, reports,
+// replay, repro scripts) is derived from it and from nothing else.
+
+export const REFCOUNT_WIDTHS = [1, 2, 4, 8, 16, 32, 64] as const;
+export type RefcountBits = (typeof REFCOUNT_WIDTHS)[number];
+export const PREALLOCATION_MODES = ['off', 'metadata', 'falloc', 'full'] as const;
+export type Preallocation = (typeof PREALLOCATION_MODES)[number];
+export const DATA_FILE_KINDS = ['none', 'data_file', 'data_file_raw'] as const;
+export type DataFileKind = (typeof DATA_FILE_KINDS)[number];
+
+export interface ImageSpec {
+  /** Virtual size in bytes, a multiple of 512. */
+  virtualSize: number;
+  clusterSize: number;
+  /** The refcount width the image has when the steps run. */
+  refcountBits: RefcountBits;
+  compat: '1.1' | '0.10';
+  lazyRefcounts: boolean;
+  extendedL2: boolean;
+  compressionType: 'zlib' | 'zstd';
+  /** When set, the image is created with this width and converted to refcountBits by
+   * `qemu-img amend` after the data is written, which moves the refcount structures. */
+  createdWithRefcountBits: RefcountBits | null;
+  /** Persistent (consistent) dirty bitmaps added with `qemu-img bitmap --add`. */
+  bitmaps: number;
+  /** Left with the dirty bit set: lazy refcounts and a qemu-io that aborts after a write. */
+  dirty: boolean;
+  /** A qcow2 backing image (`-b backing.qcow2 -F qcow2`), shorter or longer than the image, with
+   * data of its own that reads through where the image has none; null: no backing file. */
+  backing: BackingSpec | null;
+  /** An external data file (`data_file=data.raw`), with `data_file_raw=on` or without. */
+  dataFile: DataFileKind;
+}
+
+export interface BackingSpec {
+  /** Virtual size of the backing image in bytes, a multiple of 512, different from the image's. */
+  virtualSize: number;
+  /** Pattern writes into the backing image before the image is created over it. */
+  data: { offset: number; length: number; pattern: number }[];
+}
+
+/** One command that fills the base image. Offsets and lengths are bytes, multiples of 512. */
+export type DataOp =
+  | { op: 'write'; offset: number; length: number; pattern: number }
+  | { op: 'zero'; offset: number; length: number }
+  | { op: 'discard'; offset: number; length: number }
+  /** A compressed write: whole clusters only, cluster-aligned. */
+  | { op: 'compress'; offset: number; length: number; pattern: number }
+  /** Internal snapshots (`qemu-img snapshot -c/-d`): shared clusters, refcounts above 1. */
+  | { op: 'snapshot-create'; name: string }
+  | { op: 'snapshot-delete'; name: string };
+
+export type IoOp = Extract<DataOp, { offset: number }>;
+export const isIoOp = (op: DataOp): op is IoOp => 'offset' in op;
+
+export interface ResizeStep {
+  /** SIZE exactly as both tools get it on their command lines: "8388608", "8M", "+1536K", "-512". */
+  size: string;
+  shrink: boolean;
+  /** null: no --preallocation option at all. */
+  preallocation: Preallocation | null;
+}
+
+export interface Case {
+  image: ImageSpec;
+  data: DataOp[];
+  steps: ResizeStep[];
+}
+
+/** How many internal snapshots the base image ends up with. */
+export const liveSnapshots = (c: Case) =>
+  c.data.reduce((n, op) => n + (op.op === 'snapshot-create' ? 1 : op.op === 'snapshot-delete' ? -1 : 0), 0);
+
+/** Entries per L2 table times the cluster size: the guest range one L2 table maps. */
+export function l2Coverage(clusterSize: number, extendedL2: boolean): number {
+  return clusterSize * (clusterSize / (extendedL2 ? 16 : 8));
+}
+
+/** Weight of a case for "smallest": steps first, then data operations, then virtual size. */
+export const caseWeight = (c: Case) => [c.steps.length, c.data.length, c.image.virtualSize] as const;
+
+/** Whether `a` is a smaller case than `b` (see caseWeight). */
+export function smaller(a: Case, b: Case): boolean {
+  const [x, y] = [caseWeight(a), caseWeight(b)];
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i]! < y[i]!;
+  return false;
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/** "1 step, 2 data operations": the size of a case, as reports and the index say it. */
+export const caseSizeText = (c: { steps: number; dataOps: number }) =>
+  `${plural(c.steps, 'step')}, ${plural(c.dataOps, 'data operation')}`;
+
+/** Thrown for a case that is not well-formed, e.g. from a damaged report. */
+export class CaseFormatError extends Error {}
+
+/** Checks that JSON from a report is a well-formed case; names the first bad field. */
+export function parseCase(json: unknown, where = 'case'): Case {
+  const fail = (field: string, why: string): never => {
+    throw new CaseFormatError(`${where}.${field} ${why}`);
+  };
+  const obj = (v: unknown, field: string) =>
+    typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : fail(field, 'must be an object');
+  const int = (v: unknown, field: string, min: number) =>
+    Number.isSafeInteger(v) && (v as number) >= min ? (v as number) : fail(field, `must be an integer >= ${min}`);
+  const oneOf = (v: unknown, field: string, allowed: readonly unknown[]) => {
+    if (!allowed.includes(v)) fail(field, `must be one of ${allowed.join(', ')}`);
+  };
+  const c = obj(json, '');
+  const image = obj(c.image, 'image');
+  int(image.virtualSize, 'image.virtualSize', 512);
+  if (!Number.isInteger(Math.log2(int(image.clusterSize, 'image.clusterSize', 512)))) {
+    fail('image.clusterSize', 'must be a power of two');
+  }
+  oneOf(image.refcountBits, 'image.refcountBits', REFCOUNT_WIDTHS);
+  oneOf(image.compat, 'image.compat', ['1.1', '0.10']);
+  // fields added after the first reports were filed take their old meaning when missing
+  image.compressionType ??= 'zlib';
+  image.createdWithRefcountBits ??= null;
+  image.bitmaps ??= 0;
+  image.dirty ??= false;
+  image.backing ??= null;
+  image.dataFile ??= 'none';
+  for (const flag of ['lazyRefcounts', 'extendedL2', 'dirty']) {
+    if (typeof image[flag] !== 'boolean') fail(`image.${flag}`, 'must be true or false');
+  }
+  oneOf(image.compressionType, 'image.compressionType', ['zlib', 'zstd']);
+  oneOf(image.createdWithRefcountBits, 'image.createdWithRefcountBits', [null, ...REFCOUNT_WIDTHS]);
+  int(image.bitmaps, 'image.bitmaps', 0);
+  oneOf(image.dataFile, 'image.dataFile', DATA_FILE_KINDS);
+  if (image.dataFile !== 'none' && image.compat !== '1.1') fail('image.dataFile', 'needs compat "1.1"');
+  if (image.backing !== null) {
+    const backing = obj(image.backing, 'image.backing');
+    if (int(backing.virtualSize, 'image.backing.virtualSize', 512) % 512 !== 0) {
+      fail('image.backing.virtualSize', 'must be a multiple of 512');
+    }
+    if (!Array.isArray(backing.data)) fail('image.backing.data', 'must be an array');
+    (backing.data as unknown[]).forEach((d, i) => {
+      const w = obj(d, `image.backing.data[${i}]`);
+      int(w.offset, `image.backing.data[${i}].offset`, 0);
+      int(w.length, `image.backing.data[${i}].length`, 1);
+      int(w.pattern, `image.backing.data[${i}].pattern`, 0);
+    });
+    if (image.dataFile === 'data_file_raw') fail('image.dataFile', 'data_file_raw cannot have a backing file');
+  }
+  if (!Array.isArray(c.data)) fail('data', 'must be an array');
+  (c.data as unknown[]).forEach((d, i) => {
+    const op = obj(d, `data[${i}]`);
+    if (op.op === 'snapshot-create' || op.op === 'snapshot-delete') {
+      if (typeof op.name !== 'string' || !/^\w+$/.test(op.name)) {
+        fail(`data[${i}].name`, 'must be a snapshot name of letters, digits and _');
+      }
+      return;
+    }
+    oneOf(op.op, `data[${i}].op`, ['write', 'zero', 'discard', 'compress', 'snapshot-create', 'snapshot-delete']);
+    int(op.offset, `data[${i}].offset`, 0);
+    int(op.length, `data[${i}].length`, 1);
+    if (op.op === 'write' || op.op === 'compress') int(op.pattern, `data[${i}].pattern`, 0);
+  });
+  if (!Array.isArray(c.steps) || c.steps.length === 0) fail('steps', 'must be a non-empty array');
+  (c.steps as unknown[]).forEach((s, i) => {
+    const step = obj(s, `steps[${i}]`);
+    if (typeof step.size !== 'string' || step.size === '') fail(`steps[${i}].size`, 'must be a non-empty string');
+    if (typeof step.shrink !== 'boolean') fail(`steps[${i}].shrink`, 'must be true or false');
+    oneOf(step.preallocation, `steps[${i}].preallocation`, [null, ...PREALLOCATION_MODES]);
+  });
+  return json as Case;
+}

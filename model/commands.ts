@@ -1,0 +1,161 @@
+import { isIoOp, type Case, type ImageSpec, type IoOp, type ResizeStep } from './case.ts';
+import { BACKING, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
+
+// Every command line the harness runs for a case, derived from the case alone: the single source
+// for execution, repro scripts and tests. And what running one command leaves behind.
+
+/** One command of the base image's build. */
+export interface BuildCommand {
+  program: 'qemu-img' | 'qemu-io';
+  args: string[];
+  /** 'abort': the command is meant to die by SIGABRT (it leaves the image dirty). */
+  expect: 'ok' | 'abort';
+  what: string;
+}
+
+/** The `qemu-img create -o` options of an image. */
+export function createOptions(image: ImageSpec): string {
+  const opts = [
+    `cluster_size=${image.clusterSize}`,
+    `refcount_bits=${image.createdWithRefcountBits ?? image.refcountBits}`,
+    `compat=${image.compat}`,
+  ];
+  if (image.lazyRefcounts) opts.push('lazy_refcounts=on');
+  if (image.extendedL2) opts.push('extended_l2=on');
+  if (image.compressionType === 'zstd') opts.push('compression_type=zstd');
+  if (image.dataFile !== 'none') opts.push(`data_file=${DATA_FILE}`);
+  if (image.dataFile === 'data_file_raw') opts.push('data_file_raw=on');
+  return opts.join(',');
+}
+
+const io = (commands: string[], file: string): string[] => ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file];
+
+/** Every command that builds the base image, in order. They run in the base image's directory
+ * (caseLayout(c).base.dir), where they also make the backing image (BACKING) and the data file
+ * when the case has them. Consecutive qemu-io operations share one qemu-io run. */
+export function buildCommands(c: Case, file: string): BuildCommand[] {
+  const { image } = c;
+  const out: BuildCommand[] = [];
+  const backing: string[] = [];
+  if (image.backing) {
+    const { virtualSize, data } = image.backing;
+    out.push({
+      program: 'qemu-img',
+      args: ['create', '-q', '-f', 'qcow2', BACKING, String(virtualSize)],
+      expect: 'ok',
+      what: 'qemu-img create (backing image)',
+    });
+    if (data.length > 0) {
+      const writes = data.map((d) => qemuIoCommand({ op: 'write', ...d }));
+      out.push({ program: 'qemu-io', args: io(writes, BACKING), expect: 'ok', what: 'qemu-io (backing image)' });
+    }
+    backing.push('-b', BACKING, '-F', 'qcow2');
+  }
+  out.push({
+    program: 'qemu-img',
+    args: ['create', '-q', '-f', 'qcow2', '-o', createOptions(image), ...backing, file, String(image.virtualSize)],
+    expect: 'ok',
+    what: 'qemu-img create',
+  });
+  let pending: string[] = [];
+  const flush = () => {
+    if (pending.length) out.push({ program: 'qemu-io', args: io(pending, file), expect: 'ok', what: 'qemu-io' });
+    pending = [];
+  };
+  for (const op of c.data) {
+    if (isIoOp(op)) {
+      pending.push(qemuIoCommand(op));
+      continue;
+    }
+    flush();
+    const flag = op.op === 'snapshot-create' ? '-c' : '-d';
+    out.push({ program: 'qemu-img', args: ['snapshot', flag, op.name, file], expect: 'ok', what: `qemu-img snapshot ${flag}` });
+  }
+  flush();
+  for (let i = 0; i < image.bitmaps; i++) {
+    const args = ['bitmap', '-f', 'qcow2', '--add', file, `bitmap${i}`];
+    out.push({ program: 'qemu-img', args, expect: 'ok', what: 'qemu-img bitmap --add' });
+  }
+  if (image.createdWithRefcountBits !== null) {
+    const args = ['amend', '-f', 'qcow2', '-o', `refcount_bits=${image.refcountBits}`, file];
+    out.push({ program: 'qemu-img', args, expect: 'ok', what: 'qemu-img amend' });
+  }
+  if (image.dirty) {
+    out.push({
+      program: 'qemu-io',
+      args: io(['write -q -P 17 0 512', 'abort'], file),
+      expect: 'abort',
+      what: 'qemu-io (aborted, leaving the dirty bit)',
+    });
+  }
+  return out;
+}
+
+/** A qemu-io command for a data operation. -q leaves out qemu-io's I/O statistics (bytes per
+ * second), which differ from run to run and would make reports of the same case differ. */
+export function qemuIoCommand(op: IoOp): string {
+  switch (op.op) {
+    case 'write':
+      return `write -q -P ${op.pattern} ${op.offset} ${op.length}`;
+    case 'zero':
+      return `write -q -z ${op.offset} ${op.length}`;
+    case 'discard':
+      return `discard -q ${op.offset} ${op.length}`;
+    case 'compress':
+      return `write -q -c -P ${op.pattern} ${op.offset} ${op.length}`;
+  }
+}
+
+/** `qemu-img compare` of the two results, run in the work directory. With a data file each image
+ * names its own through --image-opts; the backing file resolves against the image either way. */
+export function compareArgs(layout: Layout): string[] {
+  const { reference: r, subject: s, dataFile } = layout;
+  if (dataFile === null) return ['compare', '-f', 'qcow2', '-F', 'qcow2', imagePath(r), imagePath(s)];
+  const opts = (side: SideFiles) =>
+    `driver=qcow2,file.filename=${imagePath(side)},data-file.filename=${side.dir}/${dataFile}`;
+  return ['compare', '--image-opts', opts(r), opts(s)];
+}
+
+/** A program that resizes an image in place. The reference is always qemu-img; the subject is
+ * instar, or qemu-img again in a control run (where every divergence is a harness bug). */
+export interface Resizer {
+  /** 'instar' speaks instar's command line; 'qemu-img' speaks qemu-img's. */
+  dialect: 'instar' | 'qemu-img';
+  program: string;
+}
+
+export const qemuImg: Resizer = { dialect: 'qemu-img', program: 'qemu-img' };
+
+/** The resize command line of a step, in the resizer's dialect. */
+export function resizeArgs(resizer: Resizer, step: ResizeStep, file: string): string[] {
+  const args = ['resize', '-f', 'qcow2'];
+  if (step.shrink) args.push('--shrink');
+  if (step.preallocation !== null) {
+    if (resizer.dialect === 'instar') args.push('--preallocation', step.preallocation);
+    else args.push(`--preallocation=${step.preallocation}`);
+  }
+  return [...args, file, step.size];
+}
+
+/** A command for a child process. */
+export interface CommandRequest {
+  file: string;
+  args: string[];
+  timeoutMs: number;
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+/** What one child process did. */
+export interface CommandRecord {
+  argv: string[];
+  /** null when the process was killed by a signal or never started. */
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  /** Set when the program could not be started at all (missing, not executable). */
+  spawnError: string | null;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}

@@ -1,0 +1,80 @@
+import type { Case, ResizeStep } from './case.ts';
+
+// What qemu's rules say each step of a case is, from the case alone: the size it asks for, its
+// kind, whether qemu-img should accept it. Used for registry predicates, coverage, the generator
+// and the after-use workload; never as an oracle (the oracle is what qemu-img actually does).
+
+export type StepKind = 'grow' | 'shrink' | 'same' | 'invalid';
+export const STEP_KINDS: readonly StepKind[] = ['grow', 'shrink', 'same', 'invalid'];
+
+export interface StepPlan {
+  kind: StepKind;
+  /** The requested new size in bytes, or null when SIZE does not parse. */
+  target: number | null;
+  /** Whether qemu-img is expected to accept it. */
+  accepted: boolean;
+}
+
+const SUFFIXES: Record<string, number> = {
+  '': 1,
+  B: 1,
+  K: 2 ** 10,
+  M: 2 ** 20,
+  G: 2 ** 30,
+  T: 2 ** 40,
+  P: 2 ** 50,
+  E: 2 ** 60,
+};
+
+/** Parses SIZE the way qemu-img does: optional sign, a number (fractions need a suffix), a suffix. */
+export function parseSize(size: string, current: number): number | null {
+  const m = /^([+-]?)(\d+(?:\.\d+)?)([bBkKmMgGtTpPeE]?)$/.exec(size);
+  if (!m) return null;
+  const [, sign, num, suffix] = m as unknown as [string, string, string, string];
+  if (num.includes('.') && (suffix === '' || suffix.toUpperCase() === 'B')) return null;
+  const bytes = Number(num) * SUFFIXES[suffix.toUpperCase()]!;
+  if (!Number.isSafeInteger(bytes)) return null;
+  if (sign === '+') return current + bytes;
+  if (sign === '-') return current - bytes;
+  return bytes;
+}
+
+export function planStep(step: ResizeStep, current: number): StepPlan {
+  const target = parseSize(step.size, current);
+  if (target === null || target <= 0 || target % 512 !== 0) return { kind: 'invalid', target, accepted: false };
+  const prealloc = step.preallocation !== null && step.preallocation !== 'off';
+  if (target === current) return { kind: 'same', target, accepted: !prealloc };
+  if (target > current) return { kind: 'grow', target, accepted: true };
+  return { kind: 'shrink', target, accepted: step.shrink && !prealloc };
+}
+
+/** The virtual size before each step, assuming qemu's rules decide acceptance. */
+export function plannedSizes(c: Case): { before: number; plan: StepPlan }[] {
+  let current = c.image.virtualSize;
+  return c.steps.map((step) => {
+    const plan = planStep(step, current);
+    const before = current;
+    if (plan.accepted && plan.target !== null) current = plan.target;
+    return { before, plan };
+  });
+}
+
+/** The largest virtual size the image has at any point of its planned steps. */
+export const largestPlannedSize = (c: Case) =>
+  Math.max(c.image.virtualSize, ...plannedSizes(c).map(({ plan }) => (plan.accepted && plan.target !== null ? plan.target : 0)));
+
+/** Guest ranges where qemu shows old bytes again after the steps up to `step`: a shrink to a size
+ * inside a cluster keeps that cluster whole, and a later grow makes the rest of it readable
+ * (a qemu quirk, see the reference notes). One range per such shrink, to the end of its cluster. */
+export function regrowWindows(c: Case, step: number): { start: number; end: number }[] {
+  const plans = plannedSizes(c)
+    .slice(0, step + 1)
+    .map((p) => p.plan);
+  const cs = c.image.clusterSize;
+  return plans.flatMap((p, j) => {
+    const s = p.target;
+    if (p.kind !== 'shrink' || !p.accepted || s === null || s % cs === 0) return [];
+    const regrown = plans.slice(j + 1).some((q) => q.accepted && q.target !== null && q.target > s);
+    return regrown ? [{ start: s, end: Math.ceil(s / cs) * cs }] : [];
+  });
+}

@@ -1,0 +1,97 @@
+import type { CommandRecord } from '../model/commands.ts';
+import type { StepKind } from '../model/plan.ts';
+import type { StructureObservation } from '../qcow2/structure.ts';
+import { afterUseOracle, type AfterUseObservation } from './after-use.ts';
+import { checkOracle, type CheckObservation } from './check.ts';
+import { contentOracle, type CompareObservation, type RegrowProbe } from './content.ts';
+import type { Finding } from './finding.ts';
+import { infoOracle, type InfoObservation } from './info.ts';
+import { outcomeOracle } from './outcome.ts';
+import { structureOracle } from './structure.ts';
+import { unchangedOnRefusalOracle, type RefusalHashes } from './unchanged-on-refusal.ts';
+
+// The oracles, in the order they judge a step: the one table that execution (which oracles run
+// when), the registry (which names an entry may match) and coverage (which oracles ran) derive
+// their lists from. Each oracle is a pure function of what a step's execution observed.
+
+/** Everything observed of one resize step on both sides. */
+export interface StepObservation {
+  kind: StepKind;
+  /** The two resize commands. */
+  reference: CommandRecord;
+  subject: CommandRecord;
+  /** When either side refused: the refusing sides' files hashed before and after the step. */
+  refusal: { reference: RefusalHashes; subject: RefusalHashes } | null;
+  /** When both sides accepted: the two results, checked, read and compared. */
+  results: ResultsObservation | null;
+}
+
+export interface ResultsObservation {
+  subjectCheck: CheckObservation;
+  /** qemu's own result is checked only when the subject's check is not clean. */
+  referenceCheck: CheckObservation | null;
+  subjectStructure: StructureObservation;
+  referenceStructure: StructureObservation;
+  subjectInfo: InfoObservation;
+  referenceInfo: InfoObservation;
+  compare: CompareObservation;
+  regrow: RegrowProbe | null;
+}
+
+type StepOracle = {
+  name: string;
+  stage: 'step';
+  /** Whether the oracle has something to judge in this step. */
+  runs: (o: StepObservation) => boolean;
+  judge: (o: StepObservation) => Finding[];
+};
+type AfterUseStage = { name: string; stage: 'after-use'; judge: (o: AfterUseObservation) => Finding[] };
+
+const refused = (o: StepObservation) => o.refusal !== null;
+const accepted = (o: StepObservation) => o.results !== null;
+
+export const ORACLES = [
+  { name: 'outcome', stage: 'step', runs: () => true, judge: (o) => outcomeOracle(o.reference, o.subject, o.kind) },
+  { name: 'unchanged-on-refusal', stage: 'step', runs: refused, judge: (o) => unchangedOnRefusalOracle(o.refusal!) },
+  {
+    name: 'check',
+    stage: 'step',
+    runs: accepted,
+    judge: (o) => checkOracle(o.results!.subjectCheck, o.results!.referenceCheck),
+  },
+  {
+    name: 'structure',
+    stage: 'step',
+    runs: accepted,
+    judge: (o) => structureOracle(o.results!.subjectStructure, o.results!.referenceStructure),
+  },
+  {
+    name: 'info',
+    stage: 'step',
+    runs: accepted,
+    judge: (o) => infoOracle(o.results!.referenceInfo, o.results!.subjectInfo),
+  },
+  {
+    name: 'content',
+    stage: 'step',
+    runs: accepted,
+    judge: (o) => contentOracle(o.results!.compare, o.results!.regrow),
+  },
+  { name: 'after-use', stage: 'after-use', judge: afterUseOracle },
+] as const satisfies readonly (StepOracle | AfterUseStage)[];
+
+export type OracleName = (typeof ORACLES)[number]['name'];
+export const ORACLE_NAMES: readonly OracleName[] = ORACLES.map((o) => o.name);
+
+type Entry = (typeof ORACLES)[number];
+const STEP_ORACLES: readonly StepOracle[] = ORACLES.filter((o): o is Extract<Entry, { stage: 'step' }> => o.stage === 'step');
+const AFTER_USE_ORACLES: readonly AfterUseStage[] = ORACLES.filter((o): o is Extract<Entry, { stage: 'after-use' }> => o.stage === 'after-use');
+
+/** The findings of one step, in table order, and the oracles that judged it. */
+export function judgeStep(o: StepObservation): { findings: Finding[]; oracles: OracleName[] } {
+  const ran = STEP_ORACLES.filter((oracle) => oracle.runs(o));
+  return { findings: ran.flatMap((oracle) => oracle.judge(o)), oracles: ran.map((oracle) => oracle.name as OracleName) };
+}
+
+/** The findings of the workload run on both results after the last step. */
+export const judgeAfterUse = (o: AfterUseObservation): Finding[] => AFTER_USE_ORACLES.flatMap((oracle) => oracle.judge(o));

@@ -1,0 +1,70 @@
+import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { parseCase, type Case } from '../model/case.ts';
+import { FatalError } from '../model/errors.ts';
+import { readReport, writeJsonAtomic } from './store.ts';
+
+// corpus/ holds regression cases: the minimal cases of filed reports, promoted by hand with
+// --promote. Every run replays them before its generated cases; a corpus case that gives a new
+// finding is a regression.
+
+export interface CorpusEntry {
+  /** The file name without .json: names the case in reports and the summary. */
+  name: string;
+  case: Case;
+  /** The signature the case was promoted for. */
+  signature: string;
+}
+
+interface CorpusFile {
+  formatVersion: 1;
+  signature: string;
+  promotedFrom: string;
+  promotedAt: string;
+  /** What the finding was, for a reader of the file. */
+  message: string;
+  case: Case;
+}
+
+/** Every *.json in `dir`, sorted by name; a missing directory is an empty corpus. */
+export async function loadCorpus(dir: string): Promise<CorpusEntry[]> {
+  const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [] as string[];
+    throw new FatalError(`cannot read the corpus directory ${dir}: ${err.message} (pass --corpus DIR)`);
+  });
+  const entries: CorpusEntry[] = [];
+  for (const file of names.filter((n) => n.endsWith('.json')).sort()) {
+    const path = join(dir, file);
+    let json: CorpusFile;
+    try {
+      json = JSON.parse(await readFile(path, 'utf8')) as CorpusFile;
+    } catch (err) {
+      throw new FatalError(`corpus case ${path} is not valid JSON: ${(err as Error).message}; fix or remove it`);
+    }
+    if (typeof json?.signature !== 'string') throw new FatalError(`corpus case ${path} has no signature: make corpus cases with --promote`);
+    try {
+      entries.push({ name: basename(file, '.json'), signature: json.signature, case: parseCase(json.case, `${path}: case`) });
+    } catch (err) {
+      throw new FatalError(`${(err as Error).message}; fix or remove ${path}`);
+    }
+  }
+  return entries;
+}
+
+/** Copies a report's (smallest) case into the corpus, named after the report folder. */
+export async function promote(reportFolder: string, corpusDir: string): Promise<string> {
+  const report = await readReport(reportFolder);
+  const name = basename(resolve(reportFolder));
+  const file: CorpusFile = {
+    formatVersion: 1,
+    signature: report.signature,
+    promotedFrom: name,
+    promotedAt: new Date().toISOString(),
+    message: report.finding.message,
+    case: report.case,
+  };
+  await mkdir(corpusDir, { recursive: true });
+  const path = join(corpusDir, `${name}.json`);
+  await writeJsonAtomic(path, file);
+  return path;
+}

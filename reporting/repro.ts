@@ -1,0 +1,171 @@
+import type { Case } from '../model/case.ts';
+import { buildCommands, compareArgs, qemuImg, resizeArgs, type Resizer } from '../model/commands.ts';
+import { caseLayout, imagePath, type Layout, type SideFiles } from '../model/layout.ts';
+import { plannedSizes } from '../model/plan.ts';
+import { signatureOf, type Finding, type StepFinding } from '../oracles/finding.ts';
+
+// repro.sh is what maintainers paste into a bug tracker: standalone bash that needs only qemu-img,
+// qemu-io, $INSTAR and coreutils. It rebuilds the base image, runs every step on both sides and,
+// at the step that diverged, runs the one oracle that fired and shows its evidence.
+
+/** Single-quotes a word for bash: safe for spaces, quotes, $ and newlines. */
+export const shellQuote = (word: string) => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`);
+const command = (words: string[]) => words.map(shellQuote).join(' ');
+/** A command line run in a side's directory, when the case gives each side one (an external data
+ * file: qemu-img 7.2 resolves its relative name against the working directory, see layout.ts). */
+const at = (side: SideFiles, line: string) => (side.dir === '.' ? line : `(cd ${shellQuote(side.dir)} && ${line})`);
+
+// kept short: a minimal case's script is meant to be read whole in a bug tracker
+const PRELUDE = String.raw`set -u; INSTAR=${'$'}{INSTAR:-instar}; TIMEOUT=${'$'}{TIMEOUT:-30}
+work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2
+# outcome class of an exit status from timeout(1): 124 timed out, above 128 killed by a signal
+outcome() { case $1 in 0) echo ok ;; 124) echo timed-out ;; *) if [ "$1" -gt 128 ]; then echo crashed; else echo refused; fi ;; esac; }`;
+/** Only the verdicts that compare info fields need it. */
+const FIELDS = 'fields() { qemu-img info -f qcow2 --output=json "$1" | grep -E "$2"; }';
+
+/** qcow2 magic numbers of header extensions, as od prints them. */
+const EXTENSION_MAGIC: Record<string, string> = {
+  'feature-name-table': '68 03 f8 57',
+  bitmaps: '23 85 28 75',
+  'backing-format': 'e2 79 2a ca',
+  'data-file': '44 41 54 41',
+  'crypto-header': '05 37 be 77',
+};
+
+/** The structure oracle reads metadata that qemu-img does not show. With a checkout of the fuzzer
+ * (FUZZER=DIR) repro.sh runs that oracle itself; without one it shows what od can: the extension
+ * magic numbers and refcount_order of both header clusters. */
+function structureVerdict(f: Finding, layout: Layout): string[] {
+  const [REFERENCE, SUBJECT] = [imagePath(layout.reference), imagePath(layout.subject)];
+  const exact = [
+    'if [ -n "${FUZZER:-}" ]; then',
+    `  node --import "$FUZZER/node_modules/tsx/dist/loader.mjs" "$FUZZER/cli/structure.ts" ${SUBJECT} ${REFERENCE} ${shellQuote(signatureOf(f))}; [ $? = 1 ] && reproduced=1`,
+  ];
+  const header = (image: string) => `od -An -tx1 -v -w1 -N 65536 ${image} | tr -d '\n'`;
+  const magic = f.detail.split(',').map((name) => EXTENSION_MAGIC[name]);
+  let fallback: string[];
+  if (f.kind === 'refcount-order-changed') {
+    fallback = [`  ref_order=$(od -An -tu1 -j 99 -N 1 ${REFERENCE}); sub_order=$(od -An -tu1 -j 99 -N 1 ${SUBJECT})`, '  echo "refcount_order: qemu-img result $ref_order, subject result $sub_order"', '  [ "$ref_order" != "$sub_order" ] && reproduced=1'];
+  } else if (/^extension-(lost|added)$/.test(f.kind) && magic.every(Boolean)) {
+    const [has, lacks] = f.kind === 'extension-lost' ? [REFERENCE, SUBJECT] : [SUBJECT, REFERENCE];
+    fallback = magic.map((m) => `  ${header(has)} | grep -q ' ${m}' && ! ${header(lacks)} | grep -q ' ${m}' && reproduced=1 && echo 'extension ${m} is in ${has}, not in ${lacks}'`);
+  } else {
+    fallback = [`  echo 'this structure finding needs the fuzzer: FUZZER=/path/to/fuzzer-checkout bash repro.sh'`, '  exit 2'];
+  }
+  return [...exact, 'else', ...fallback, 'fi'];
+}
+
+const CHECK_KINDS = ['corruptions', 'leaks', 'check-errors', 'check-failed'];
+
+/** The shell test that decides whether the finding reproduced; it sets reproduced=1 if so. */
+function verdict(f: Finding, layout: Layout): string[] {
+  const { reference: ref, subject: sub } = layout;
+  const side = f.side === 'subject' ? sub : ref;
+  const image = imagePath(side);
+  switch (f.oracle) {
+    case 'outcome': {
+      if (f.kind === 'outcome-mismatch') {
+        const [, ref, sub] = /reference=([\w-]+),subject=([\w-]+)/.exec(f.detail) ?? [];
+        return [`[ "$ref" = ${ref} ] && [ "$sub" = ${sub} ] && reproduced=1`];
+      }
+      return [`[ "$${f.side === 'subject' ? 'sub' : 'ref'}" = ${f.kind} ] && reproduced=1`];
+    }
+    case 'unchanged-on-refusal': {
+      // with a data file, a refused step must leave that as it was too
+      const data = layout.dataFile ? ` || ! cmp -s before.${layout.dataFile} ${side.dir}/${layout.dataFile}` : '';
+      return [`if ! cmp -s before.qcow2 ${image}${data}; then echo "${image} changed although the resize was refused"; reproduced=1; fi`];
+    }
+    case 'check': {
+      const want = { corruptions: '2', leaks: '3', 'check-errors': '1', 'check-failed': '1' }[f.kind] ?? '1';
+      const lines = [`${at(side, `qemu-img check -f qcow2 ${side.image}`)}; check=$?`, `[ "$check" = ${want} ] && reproduced=1`];
+      // leaks count only where qemu's own result has none
+      if (f.kind === 'leaks') lines.push(`${at(ref, `qemu-img check -q -f qcow2 ${ref.image}`)} || reproduced=0`);
+      return lines;
+    }
+    case 'info': {
+      const pattern = shellQuote(`"(${f.detail.split(',').join('|')})":`);
+      return [
+        `${at(ref, `fields ${ref.image} ${pattern}`)} >reference.fields; ${at(sub, `fields ${sub.image} ${pattern}`)} >subject.fields`,
+        `if ! diff -u reference.fields subject.fields; then reproduced=1; fi`,
+      ];
+    }
+    case 'after-use': {
+      const { workload } = f.evidence as { workload: string[] };
+      const io = (s: SideFiles) => at(s, command(['qemu-io', '-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), s.image]));
+      const lines = [
+        `echo '== the same qemu-io workload on both results'`,
+        `${io(ref)} >/dev/null; ref_io=$?`,
+        `${io(sub)} >/dev/null; sub_io=$?`,
+        'echo "qemu-io exit: qemu-img result $ref_io, subject result $sub_io"',
+      ];
+      // the workload runs only on two results of a step both sides accepted
+      const bothOk = '[ "$ref$sub" = okok ] || reproduced=0';
+      if (f.kind === 'workload-failed') return [...lines, '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1', bothOk];
+      return [...lines, ...verdict({ ...f, oracle: CHECK_KINDS.includes(f.kind) ? 'check' : 'content' }, layout), bothOk];
+    }
+    case 'structure':
+      return structureVerdict(f, layout);
+    case 'content':
+      if (f.kind === 'size-differs') {
+        const size = (s: SideFiles) => `<(${at(s, `fields ${s.image} '"virtual-size":'`)})`;
+        return [`if ! diff -u ${size(ref)} ${size(sub)}; then reproduced=1; fi`];
+      }
+      return [`${command(['qemu-img', ...compareArgs(layout)])}; [ $? = ${f.kind === 'content-differs' ? 1 : 2} ] && reproduced=1`];
+  }
+}
+
+/** The lines that build the base image and give each side its copy. With an external data file
+ * each side has a directory of its own (see model/layout.ts): three lines more. */
+function buildLines(c: Case, layout: Layout): string[] {
+  const { base, reference, subject } = layout;
+  const own = base.dir !== '.';
+  const lines = own ? [`mkdir ${base.dir} ${reference.dir} ${subject.dir} && cd ${base.dir} || exit 2`] : [];
+  for (const cmd of buildCommands(c, base.image)) {
+    const words = command([cmd.program, ...cmd.args]);
+    // an aborting qemu-io leaves the dirty bit on purpose; its exit status is expected to be 134
+    lines.push(cmd.expect === 'abort' ? `${words} >/dev/null 2>&1; [ $? -gt 128 ] || exit 2` : `${words} >/dev/null || exit 2`);
+  }
+  if (!own) return [...lines, `cp ${base.image} ${reference.image} && cp ${base.image} ${subject.image} || exit 2`];
+  const files = [layout.dataFile, layout.backing].filter((f): f is string => f !== null).map((f) => `${base.dir}/${f}`);
+  return [...lines, 'cd .. || exit 2', `for s in ${reference.dir} ${subject.dir}; do cp ${imagePath(base)} "$s/$s.qcow2" && cp --sparse=always ${files.join(' ')} "$s/" || exit 2; done`];
+}
+
+export interface ReproInput {
+  finding: StepFinding;
+  case: Case;
+  subject: Resizer;
+  origin: string;
+}
+
+export function reproScript({ finding, case: c, subject, origin }: ReproInput): string {
+  const subjectProgram = subject.dialect === 'instar' ? '"$INSTAR"' : 'qemu-img';
+  const layout = caseLayout(c);
+  const { reference: ref, subject: sub } = layout;
+  const checks = verdict(finding, layout);
+  const lines = [
+    '#!/usr/bin/env bash',
+    `# Reproduces ${signatureOf(finding)}: ${finding.message.replace(/\n/g, ' ')}`,
+    `# Found by the instar resize fuzzer (${origin}). ${subject.dialect === 'instar' ? 'Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh' : 'A control run (qemu-img on both sides): a harness bug.'}`,
+    '# Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.',
+    PRELUDE,
+    ...(checks.some((l) => l.includes('fields ')) ? [FIELDS] : []),
+  ];
+  lines.push(...buildLines(c, layout));
+  for (const [index, { plan }] of plannedSizes(c).slice(0, finding.step + 1).entries()) {
+    const step = c.steps[index]!;
+    const last = index === finding.step;
+    if (last && finding.oracle === 'unchanged-on-refusal') {
+      const side = finding.side === 'subject' ? sub : ref;
+      lines.push(`cp ${imagePath(side)} before.qcow2${layout.dataFile ? ` && cp --sparse=always ${side.dir}/${layout.dataFile} before.${layout.dataFile}` : ''}`);
+    }
+    lines.push(
+      `${at(ref, `timeout -k 5 "$TIMEOUT" ${command(['qemu-img', ...resizeArgs(qemuImg, step, ref.image)])}`)}; ref=$(outcome $?)`,
+      `${at(sub, `timeout -k 5 "$TIMEOUT" ${subjectProgram} ${command(resizeArgs(subject, step, sub.image))}`)}; sub=$(outcome $?)`,
+      `echo ${shellQuote(`== step ${index + 1}, resize to ${step.size} (${plan.kind}):`)} "qemu-img $ref, subject $sub"`,
+    );
+  }
+  lines.push('reproduced=0', ...checks);
+  lines.push(`if [ "$reproduced" = 1 ]; then echo ${shellQuote(`REPRODUCED: ${signatureOf(finding)}`)}; exit 1; fi`);
+  lines.push(`echo 'did not reproduce'; exit 0`, '');
+  return lines.join('\n');
+}

@@ -1,0 +1,83 @@
+import fc from 'fast-check';
+import { caseArb } from '../generators/cases.ts';
+import type { Case } from '../model/case.ts';
+import { CaseAborted } from '../model/errors.ts';
+import type { MinimisationRecord } from '../reporting/store.ts';
+
+// A finding is filed with the smallest case that still gives its signature. fast-check does the
+// shrinking: it replays the generated case from its seed and path and walks its shrink tree, so
+// every candidate is a case the generator could have made (valid by construction), and a feature,
+// step or write survives only when the finding needs it. Reductions that fast-check's shrink tree
+// may not reach follow, all valid by construction: steps after the one that diverged never run,
+// so they go; then each earlier step and each data operation is dropped in turn (any sequence of
+// steps is a valid case: a step that no longer makes sense is refused by both tools; snapshot
+// operations stay, as a deletion needs its creation).
+
+export interface MinimiseBudget {
+  /** Candidate cases run at most; then the smallest case so far is kept. */
+  runs: number;
+  /** Wall-clock bound in ms. Reached only when cases are slow; a run that hits it is no longer
+   * independent of machine speed, which the report records (stoppedBy: 'time'). */
+  timeMs: number;
+}
+
+export interface Minimised extends MinimisationRecord {
+  case: Case;
+}
+
+/** Runs one candidate in a fresh directory: the step of the finding with the same signature, or
+ * null when the signature did not come back. */
+export type Reproduces = (c: Case) => Promise<{ step: number } | null>;
+
+/** Shrinks case `iteration` of `seed` while `reproduces` finds the same signature. */
+export async function minimise(seed: number, iteration: number, original: Case, reproduces: Reproduces, budget: MinimiseBudget, originalStep: number): Promise<Minimised> {
+  const started = performance.now();
+  let runs = 0;
+  let best = original;
+  let bestStep = originalStep;
+  let stoppedBy: Minimised['stoppedBy'] = 'done';
+  let first = true;
+  let failure: unknown = null;
+  const property = fc.asyncProperty(caseArb, async (c) => {
+    // the first value is the generated case itself, already known to reproduce; if the generator
+    // no longer makes it (a case from an older version), it passes and nothing is shrunk
+    if (first) {
+      first = false;
+      return JSON.stringify(c) !== JSON.stringify(original);
+    }
+    // once the budget is spent every candidate "passes", and shrinking ends
+    const found = await attempt(c);
+    if (found === null) return true;
+    [best, bestStep] = [c, found.step];
+    return false;
+  });
+  /** One budgeted run; null when the signature did not come back or the search must stop. */
+  const attempt = async (c: Case) => {
+    if (runs >= budget.runs) stoppedBy = 'runs';
+    else if (performance.now() - started >= budget.timeMs) stoppedBy = 'time';
+    if (stoppedBy !== 'done' || failure !== null) return null;
+    runs++;
+    try {
+      return await reproduces(c);
+    } catch (err) {
+      // fast-check would take a thrown error for a reproduction: stop instead
+      if (err instanceof CaseAborted) stoppedBy = 'interrupted';
+      else failure = err;
+      return null;
+    }
+  };
+  await fc.check(property, { seed, path: String(iteration), numRuns: 1 });
+
+  const keepIf = async (c: Case) => {
+    const found = await attempt(c);
+    if (found !== null) [best, bestStep] = [c, found.step];
+  };
+  if (best.steps.length > bestStep + 1) await keepIf({ ...best, steps: best.steps.slice(0, bestStep + 1) });
+  for (let i = bestStep - 1; i >= 0; i--) await keepIf({ ...best, steps: best.steps.filter((_, j) => j !== i) });
+  for (let i = best.data.length - 1; i >= 0; i--) {
+    const op = best.data[i]!.op;
+    if (op !== 'snapshot-create' && op !== 'snapshot-delete') await keepIf({ ...best, data: best.data.filter((_, j) => j !== i) });
+  }
+  if (failure !== null) throw failure;
+  return { case: best, runs, seconds: Math.round((performance.now() - started) / 10) / 100, stoppedBy };
+}

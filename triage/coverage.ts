@@ -1,0 +1,103 @@
+import type { CaseResult } from '../exec/run-case.ts';
+import { REFCOUNT_WIDTHS, type Case } from '../model/case.ts';
+import type { OracleName } from '../oracles/table.ts';
+
+// What a run actually exercised, counted from the cases and the steps that ran (a case stops at
+// its first finding, so steps after it do not count). A narrow generator shows up here as zeros.
+
+type Counts = Record<string, number>;
+
+export interface CoverageSummary {
+  refcountBits: Counts;
+  clusterSize: Counts;
+  compat: Counts;
+  features: Counts;
+  dataOps: Counts;
+  stepKind: Counts;
+  outcomes: { reference: Counts; subject: Counts };
+  oracles: Counts;
+  /** Steps qemu-img accepted, per refcount width: grows, shrinks, and shrinks that discarded
+   * clusters holding data. */
+  refcountByStep: Record<string, { grow: number; shrink: number; shrinkDiscarding: number }>;
+  /** Base images whose allocated clusters the qcow2 reader counted as qemu-img check did, and
+   * those where it did not (a reader bug); dirty bases are not checked. */
+  readerSelfCheck: { agreed: number; disagreed: number };
+}
+
+const bump = (counts: Counts, key: string | number, by = 1) => {
+  counts[String(key)] = (counts[String(key)] ?? 0) + by;
+};
+
+export function emptyCoverage(): CoverageSummary {
+  return {
+    refcountBits: {},
+    clusterSize: {},
+    compat: {},
+    features: {},
+    dataOps: {},
+    stepKind: {},
+    outcomes: { reference: {}, subject: {} },
+    oracles: {},
+    refcountByStep: Object.fromEntries(REFCOUNT_WIDTHS.map((b) => [String(b), { grow: 0, shrink: 0, shrinkDiscarding: 0 }])),
+    readerSelfCheck: { agreed: 0, disagreed: 0 },
+  };
+}
+
+export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse' | 'baseReader'>) {
+  bump(cov.refcountBits, c.image.refcountBits);
+  bump(cov.clusterSize, c.image.clusterSize);
+  bump(cov.compat, c.image.compat);
+  const features = {
+    lazyRefcounts: c.image.lazyRefcounts,
+    extendedL2: c.image.extendedL2,
+    zstd: c.image.compressionType === 'zstd',
+    amendedRefcountBits: c.image.createdWithRefcountBits !== null,
+    bitmaps: c.image.bitmaps > 0,
+    dirty: c.image.dirty,
+    snapshots: c.data.some((d) => d.op === 'snapshot-create'),
+    snapshotsDeleted: c.data.some((d) => d.op === 'snapshot-delete'),
+    // backing images shorter and longer than the image, and both kinds of external data file
+    backingShorter: c.image.backing !== null && c.image.backing.virtualSize < c.image.virtualSize,
+    backingLonger: c.image.backing !== null && c.image.backing.virtualSize > c.image.virtualSize,
+    dataFile: c.image.dataFile === 'data_file',
+    dataFileRaw: c.image.dataFile === 'data_file_raw',
+    steps4: c.steps.length === 4,
+  };
+  for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);
+  for (const d of c.data) bump(cov.dataOps, d.op);
+  if (result.baseReader) {
+    if (result.baseReader.byReader === result.baseReader.byCheck) cov.readerSelfCheck.agreed++;
+    else cov.readerSelfCheck.disagreed++;
+  }
+  for (const s of result.steps) {
+    bump(cov.stepKind, s.plan.kind);
+    bump(cov.outcomes.reference, s.reference);
+    bump(cov.outcomes.subject, s.subject);
+    for (const oracle of s.oracles) bump(cov.oracles, oracle);
+    const row = cov.refcountByStep[String(c.image.refcountBits)]!;
+    if (s.reference !== 'ok') continue;
+    if (s.plan.kind === 'grow') row.grow++;
+    if (s.plan.kind === 'shrink') {
+      row.shrink++;
+      if (s.discardsAllocated) row.shrinkDiscarding++;
+    }
+  }
+  if (result.afterUse) bump(cov.oracles, 'after-use' satisfies OracleName);
+}
+
+/** Every refcount width x step kind combination that no case reached. */
+export function coverageGaps(cov: CoverageSummary): string[] {
+  return Object.entries(cov.refcountByStep).flatMap(([bits, row]) =>
+    Object.entries(row)
+      .filter(([, n]) => n === 0)
+      .map(([kind]) => `refcount_bits=${bits} x ${kind}`),
+  );
+}
+
+/** The refcount x step table and the feature counts, for the console. */
+export function coverageTable(cov: CoverageSummary): string {
+  const rows = Object.entries(cov.refcountByStep).map(([bits, r]) => `  ${bits.padStart(2)}-bit  ${String(r.grow).padStart(6)}  ${String(r.shrink).padStart(7)}  ${String(r.shrinkDiscarding).padStart(17)}`);
+  const features = Object.entries(cov.features).map(([k, n]) => `${k} ${n}`).join(', ');
+  const reader = `qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed`;
+  return ['  refcount  grows  shrinks  shrinks discarding', ...rows, `  features: ${features || 'none'}`, `  ${reader}`].join('\n');
+}

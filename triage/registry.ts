@@ -1,0 +1,248 @@
+import { readFile } from 'node:fs/promises';
+import { DATA_FILE_KINDS, PREALLOCATION_MODES, REFCOUNT_WIDTHS, l2Coverage, liveSnapshots, type Case, type DataFileKind } from '../model/case.ts';
+import { FatalError } from '../model/errors.ts';
+import { STEP_KINDS, type StepKind } from '../model/plan.ts';
+import type { StepRecord } from '../exec/run-case.ts';
+import type { Side, StepFinding } from '../oracles/finding.ts';
+import { ORACLE_NAMES, type OracleName } from '../oracles/table.ts';
+
+// The known-divergence registry: expected refusals and differences that are not filed as new.
+// Entries match the kind of failure (oracle, kind, side, detail, stderr), not only the input, so
+// a case that starts failing differently is new again. The file is validated before any work.
+
+/** Facts about a case and the step a finding came from, that entries can test. */
+export interface CaseFacts {
+  refcountBits: number;
+  clusterSize: number;
+  compat: string;
+  lazyRefcounts: boolean;
+  extendedL2: boolean;
+  stepKind: StepKind;
+  /** 'none' when the step has no --preallocation option. */
+  preallocation: string;
+  shrinkFlag: boolean;
+  /** How many L2 tables the range a shrink discards touches (0 for other steps). */
+  shrinkL2Tables: number;
+  compressionType: string;
+  /** The base image has persistent bitmaps. */
+  bitmaps: boolean;
+  /** The base image was left with the dirty bit set. */
+  dirty: boolean;
+  /** Internal snapshots exist when the steps run. */
+  snapshots: boolean;
+  /** The backing image, compared with the image's virtual size before the step: 'longer' when it
+   * is larger (qemu zero-fills a grow then), 'shorter' when not, 'none' without one. */
+  backingFile: BackingFact;
+  /** The external data file: 'none', 'data_file', or 'data_file_raw' (data_file_raw=on). */
+  dataFile: DataFileKind;
+}
+
+export const BACKING_FACTS = ['none', 'shorter', 'longer'] as const;
+export type BackingFact = (typeof BACKING_FACTS)[number];
+
+interface CasePredicates {
+  refcountBits?: number[];
+  clusterSize?: number[];
+  compat?: string[];
+  lazyRefcounts?: boolean;
+  extendedL2?: boolean;
+  stepKind?: StepKind[];
+  preallocation?: string[];
+  shrinkFlag?: boolean;
+  /** At least this many L2 tables in the discarded range. */
+  shrinkL2TablesAtLeast?: number;
+  compressionType?: string[];
+  bitmaps?: boolean;
+  dirty?: boolean;
+  snapshots?: boolean;
+  backingFile?: BackingFact[];
+  dataFile?: DataFileKind[];
+}
+
+export interface KnownDivergence {
+  id: string;
+  description: string;
+  link: string;
+  /** YYYY-MM-DD: from this day on the entry no longer suppresses anything, and runs list it. */
+  expires?: string;
+  /** The issue that tracks the divergence (a URL). */
+  issue?: string;
+  match: {
+    oracle?: OracleName;
+    kind: string;
+    side?: Side;
+    /** A regular expression that the finding's normalised detail must match. */
+    detail?: string;
+    /** A regular expression that the subject's stderr of that step must match. */
+    subjectStderr?: string;
+    case?: CasePredicates;
+  };
+}
+
+export class RegistryError extends FatalError {}
+
+
+type Check = (value: unknown) => string | null;
+const isString: Check = (v) => (typeof v === 'string' && v.trim() !== '' ? null : 'must be a non-empty string');
+const isBoolean: Check = (v) => (typeof v === 'boolean' ? null : 'must be true or false');
+const oneOf =
+  (allowed: readonly (string | number)[]): Check =>
+  (v) =>
+    allowed.includes(v as string | number) ? null : `must be one of ${allowed.join(', ')}`;
+const listOf =
+  (item: Check): Check =>
+  (v) => {
+    if (!Array.isArray(v) || v.length === 0) return 'must be a non-empty array';
+    const bad = v.map(item).find((e) => e !== null);
+    return bad ? `has an element that ${bad}` : null;
+  };
+const isRegex: Check = (v) => {
+  const e = isString(v);
+  if (e) return e;
+  try {
+    new RegExp(v as string);
+    return null;
+  } catch (err) {
+    return `is not a valid regular expression (${(err as Error).message})`;
+  }
+};
+const isDay: Check = (v) => (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(v) && !Number.isNaN(Date.parse(`${v}T00:00:00Z`)) ? null : 'must be a date written YYYY-MM-DD');
+const isUrl: Check = (v) => (typeof v === 'string' && /^https?:\/\/\S+$/.test(v) ? null : 'must be an http(s) URL');
+const isPositiveInteger: Check = (v) => (Number.isInteger(v) && (v as number) > 0 ? null : 'must be a positive integer');
+const isClusterSize: Check = (v) => (Number.isInteger(v) && (v as number) >= 512 && (v as number) <= 2 ** 21 && Number.isInteger(Math.log2(v as number)) ? null : 'must be a power of two from 512 to 2097152');
+
+/** The fields the registry accepts at each level; known-divergences.schema.json says the same. */
+export const ENTRY_FIELDS: Record<string, Check> = { id: isString, description: isString, link: isString, expires: isDay, issue: isUrl };
+export const MATCH_FIELDS: Record<string, Check> = { oracle: oneOf(ORACLE_NAMES), kind: isString, side: oneOf(['subject', 'reference']), detail: isRegex, subjectStderr: isRegex };
+export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
+  refcountBits: listOf(oneOf(REFCOUNT_WIDTHS)),
+  clusterSize: listOf(isClusterSize),
+  compat: listOf(oneOf(['1.1', '0.10'])),
+  lazyRefcounts: isBoolean,
+  extendedL2: isBoolean,
+  stepKind: listOf(oneOf(STEP_KINDS)),
+  preallocation: listOf(oneOf(['none', ...PREALLOCATION_MODES])),
+  shrinkFlag: isBoolean,
+  shrinkL2TablesAtLeast: isPositiveInteger,
+  compressionType: listOf(oneOf(['zlib', 'zstd'])),
+  bitmaps: isBoolean,
+  dirty: isBoolean,
+  snapshots: isBoolean,
+  backingFile: listOf(oneOf(BACKING_FACTS)),
+  dataFile: listOf(oneOf(DATA_FILE_KINDS)),
+};
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Checks an object's fields against a table; names the first bad one as `where.field`. */
+function checkFields(obj: Record<string, unknown>, fields: Record<string, Check>, required: string[], where: string) {
+  for (const name of required) if (!(name in obj)) throw new RegistryError(`${where}.${name} is missing`);
+  for (const [name, value] of Object.entries(obj)) {
+    const check = fields[name];
+    if (!check) throw new RegistryError(`${where}.${name} is not a known field (known: ${Object.keys(fields).join(', ')})`);
+    const problem = check(value);
+    if (problem) throw new RegistryError(`${where}.${name} ${problem}`);
+  }
+}
+
+export function parseRegistry(text: string, source: string): KnownDivergence[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new RegistryError(`${source} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(json) || !Array.isArray(json.divergences)) throw new RegistryError(`${source} must be an object {"divergences": [...]}`);
+  const ids = new Set<string>();
+  return json.divergences.map((entry: unknown, i: number) => {
+    const where = `${source}: divergences[${i}]${isObject(entry) && typeof entry.id === 'string' ? ` ("${entry.id}")` : ''}`;
+    if (!isObject(entry)) throw new RegistryError(`${where} must be an object`);
+    const { match, $comment: _comment, ...rest } = entry;
+    checkFields(rest, ENTRY_FIELDS, ['id', 'description', 'link'], where);
+    if (ids.has(entry.id as string)) throw new RegistryError(`${where}.id is used by an earlier entry too`);
+    ids.add(entry.id as string);
+    if (!isObject(match)) throw new RegistryError(`${where}.match must be an object`);
+    const { case: predicates, ...matchRest } = match;
+    checkFields(matchRest, MATCH_FIELDS, ['kind'], `${where}.match`);
+    if (predicates !== undefined) {
+      if (!isObject(predicates)) throw new RegistryError(`${where}.match.case must be an object`);
+      checkFields(predicates, CASE_FIELDS, [], `${where}.match.case`);
+    }
+    return entry as unknown as KnownDivergence;
+  });
+}
+
+/** Splits the registry at `today` (YYYY-MM-DD, UTC): expired entries stop suppressing. */
+export function byExpiry(entries: KnownDivergence[], today: string): { active: KnownDivergence[]; expired: KnownDivergence[] } {
+  const expired = entries.filter((e) => e.expires !== undefined && e.expires <= today);
+  return { active: entries.filter((e) => !expired.includes(e)), expired };
+}
+
+export async function loadRegistry(file: string): Promise<KnownDivergence[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new RegistryError(`cannot read the known-divergence registry ${file}: ${(err as Error).message} (pass another with --known FILE)`);
+  }
+  return parseRegistry(text, file);
+}
+
+export function caseFacts(c: Case, step: StepRecord): CaseFacts {
+  const s = c.steps[step.index]!;
+  const l2 = l2Coverage(c.image.clusterSize, c.image.extendedL2);
+  const target = step.plan.target ?? 0;
+  return {
+    refcountBits: c.image.refcountBits,
+    clusterSize: c.image.clusterSize,
+    compat: c.image.compat,
+    lazyRefcounts: c.image.lazyRefcounts,
+    extendedL2: c.image.extendedL2,
+    stepKind: step.plan.kind,
+    preallocation: s.preallocation ?? 'none',
+    shrinkFlag: s.shrink,
+    shrinkL2Tables: step.plan.kind === 'shrink' ? Math.ceil(step.sizeBefore / l2) - Math.floor(target / l2) : 0,
+    compressionType: c.image.compressionType,
+    bitmaps: c.image.bitmaps > 0,
+    dirty: c.image.dirty,
+    snapshots: liveSnapshots(c) > 0,
+    backingFile: c.image.backing === null ? 'none' : c.image.backing.virtualSize > step.sizeBefore ? 'longer' : 'shorter',
+    dataFile: c.image.dataFile,
+  };
+}
+
+function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
+  const inList = <T>(list: T[] | undefined, v: T) => list === undefined || list.includes(v);
+  const equal = <T>(want: T | undefined, v: T) => want === undefined || want === v;
+  return (
+    inList(p.refcountBits, f.refcountBits) &&
+    inList(p.clusterSize, f.clusterSize) &&
+    inList(p.compat, f.compat) &&
+    equal(p.lazyRefcounts, f.lazyRefcounts) &&
+    equal(p.extendedL2, f.extendedL2) &&
+    inList(p.stepKind, f.stepKind) &&
+    inList(p.preallocation, f.preallocation) &&
+    equal(p.shrinkFlag, f.shrinkFlag) &&
+    (p.shrinkL2TablesAtLeast === undefined || f.shrinkL2Tables >= p.shrinkL2TablesAtLeast) &&
+    inList(p.compressionType, f.compressionType) &&
+    equal(p.bitmaps, f.bitmaps) &&
+    equal(p.dirty, f.dirty) &&
+    equal(p.snapshots, f.snapshots) &&
+    inList(p.backingFile, f.backingFile) &&
+    inList(p.dataFile, f.dataFile)
+  );
+}
+
+/** The first entry that explains this finding, or null. */
+export function matchKnown(entries: KnownDivergence[], finding: StepFinding, facts: CaseFacts, subjectStderr: string): KnownDivergence | null {
+  return (
+    entries.find(({ match: m }) => {
+      if (m.kind !== finding.kind) return false;
+      if (m.oracle !== undefined && m.oracle !== finding.oracle) return false;
+      if (m.side !== undefined && m.side !== finding.side) return false;
+      if (m.detail !== undefined && !new RegExp(m.detail).test(finding.detail)) return false;
+      if (m.subjectStderr !== undefined && !new RegExp(m.subjectStderr).test(subjectStderr)) return false;
+      return m.case === undefined || predicatesHold(m.case, facts);
+    }) ?? null
+  );
+}
