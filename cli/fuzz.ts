@@ -20,45 +20,126 @@ import { checkQemu, defaultWorkdir, stopOnSignals, subjectFrom, subjectVersion, 
 // setup error, before any work is done.
 
 async function parseArgs(argv: string[]) {
-  return commandLine(argv, 'npm run fuzz --', '$0 [options]\n\nDifferential fuzzer: qcow2 resize in instar against qemu-img.')
+  return commandLine(
+    argv,
+    'npm run fuzz --',
+    '$0 [options]\n\nDifferential fuzzer: qcow2 resize in instar against qemu-img.',
+  )
     .options({
-      iterations: { type: 'number', describe: 'Cases to run: the case indices below N, across all shards (default: 250; unbounded with --duration alone)' },
-      duration: { type: 'number', describe: 'Time budget in seconds: no case starts after it, running ones finish (or are stopped after --timeout)' },
-      shard: { type: 'string', describe: 'K/N: run shard K of N (1-based), the case indices i with i % N == K-1; N machines with one seed run the cases of one' },
+      iterations: {
+        type: 'number',
+        describe:
+          'Cases to run: the case indices below N, across all shards (default: 250; unbounded with --duration alone)',
+      },
+      duration: {
+        type: 'number',
+        describe:
+          'Time budget in seconds: no case starts after it, running ones finish (or are stopped after --timeout)',
+      },
+      shard: {
+        type: 'string',
+        describe:
+          'K/N: run shard K of N (1-based), the case indices i with i % N == K-1; N machines with one seed run the cases of one',
+      },
       seed: { type: 'number', describe: 'Seed of the case sequence (default: random, always printed)' },
-      instar: { type: 'string', default: 'instar', describe: 'The instar binary under test (a path, or a name on PATH)' },
-      control: { type: 'boolean', default: false, describe: 'Self-test: qemu-img on both sides; any divergence is a harness bug' },
-      timeout: { type: 'number', default: 30, describe: 'Seconds before any child process is killed with its children' },
+      instar: {
+        type: 'string',
+        default: 'instar',
+        describe: 'The instar binary under test (a path, or a name on PATH)',
+      },
+      control: {
+        type: 'boolean',
+        default: false,
+        describe: 'Self-test: qemu-img on both sides; any divergence is a harness bug',
+      },
+      timeout: {
+        type: 'number',
+        default: 30,
+        describe: 'Seconds before any child process is killed with its children',
+      },
       reports: { type: 'string', default: 'reports', describe: 'Directory for reports, summary.json and the run log' },
       known: { type: 'string', default: 'known-divergences.json', describe: 'Known-divergence registry' },
       'fail-fast': { type: 'boolean', default: false, describe: 'Stop at the first new divergence' },
-      jobs: { type: 'number', default: availableParallelism(), describe: 'Cases run at the same time (default: the number of cores); results do not depend on it' },
-      workdir: { type: 'string', describe: 'Where cases build their images (default: /dev/shm when present, else the system temp dir)' },
+      jobs: {
+        type: 'number',
+        default: availableParallelism(),
+        describe: 'Cases run at the same time (default: the number of cores); results do not depend on it',
+      },
+      workdir: {
+        type: 'string',
+        describe: 'Where cases build their images (default: /dev/shm when present, else the system temp dir)',
+      },
       replay: { type: 'string', describe: 'Re-run the case of a report folder; exit 1 if its signature reproduces' },
-      recheck: { type: 'boolean', default: false, describe: 'Re-run every report in --reports against the subject and mark each still reproducing or fixed; exit 1 if any still reproduces' },
+      recheck: {
+        type: 'boolean',
+        default: false,
+        describe:
+          'Re-run every report in --reports against the subject and mark each still reproducing or fixed; exit 1 if any still reproduces',
+      },
       promote: { type: 'string', describe: "Copy a report folder's smallest case into --corpus as a regression case" },
-      corpus: { type: 'string', default: 'corpus', describe: 'Regression cases, replayed before the generated cases of every run' },
-      'corpus-share': { type: 'number', default: 0.2, describe: 'The corpus takes at most this share of the run: of --iterations in cases, of --duration in time' },
-      confirm: { type: 'number', default: 2, describe: 'Re-runs of a new finding in fresh directories before it is filed; none reproducing files it as flaky (0: no confirmation)' },
-      'minimise-runs': { type: 'number', default: 100, describe: "Cases tried at most while shrinking a new finding's case (0: file cases as generated)" },
+      corpus: {
+        type: 'string',
+        default: 'corpus',
+        describe: 'Regression cases, replayed before the generated cases of every run',
+      },
+      'corpus-share': {
+        type: 'number',
+        default: 0.2,
+        describe: 'The corpus takes at most this share of the run: of --iterations in cases, of --duration in time',
+      },
+      confirm: {
+        type: 'number',
+        default: 2,
+        describe:
+          'Re-runs of a new finding in fresh directories before it is filed; none reproducing files it as flaky (0: no confirmation)',
+      },
+      'minimise-runs': {
+        type: 'number',
+        default: 100,
+        describe: "Cases tried at most while shrinking a new finding's case (0: file cases as generated)",
+      },
       'minimise-time': { type: 'number', default: 300, describe: 'Seconds at most spent shrinking one new finding' },
-      'strict-known': { type: 'boolean', default: false, describe: 'Exit 1 when a registry entry matched nothing (a strict expected failure)' },
-      'file-issues': { type: 'boolean', default: false, describe: "Write an issue (issue.md, issue-title.txt) for each signature new in this run, and file it with gh when gh is installed and logged in, skipping signatures an open issue already carries" },
+      'strict-known': {
+        type: 'boolean',
+        default: false,
+        describe: 'Exit 1 when a registry entry matched nothing (a strict expected failure)',
+      },
+      'file-issues': {
+        type: 'boolean',
+        default: false,
+        describe:
+          'Write an issue (issue.md, issue-title.txt) for each signature new in this run, and file it with gh when gh is installed and logged in, skipping signatures an open issue already carries',
+      },
       'max-issues': { type: 'number', default: 5, describe: 'Issues filed at most per run with --file-issues' },
     })
     .check((a) => {
-      if (a.iterations !== undefined && (!Number.isSafeInteger(a.iterations) || a.iterations < 1)) usageFail(`--iterations must be a whole number of at least 1, not ${a.iterations}`);
+      if (a.iterations !== undefined && (!Number.isSafeInteger(a.iterations) || a.iterations < 1))
+        usageFail(`--iterations must be a whole number of at least 1, not ${a.iterations}`);
       // node's timers hold at most 2^31-1 ms (24.8 days)
-      if (a.duration !== undefined && (!Number.isFinite(a.duration) || a.duration <= 0 || a.duration * 1000 > 2 ** 31 - 1)) usageFail(`--duration must be a positive number of seconds, at most ${Math.floor((2 ** 31 - 1) / 1000)}, not ${a.duration}`);
+      if (
+        a.duration !== undefined &&
+        (!Number.isFinite(a.duration) || a.duration <= 0 || a.duration * 1000 > 2 ** 31 - 1)
+      )
+        usageFail(
+          `--duration must be a positive number of seconds, at most ${Math.floor((2 ** 31 - 1) / 1000)}, not ${a.duration}`,
+        );
       if (a.shard !== undefined) shardOf(a.shard);
-      if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < -(2 ** 31) || a.seed >= 2 ** 31)) usageFail(`--seed must be a 32-bit integer, not ${a.seed}`);
-      if (!Number.isFinite(a.timeout) || a.timeout <= 0) usageFail(`--timeout must be a positive number of seconds, not ${a.timeout}`);
-      if (!Number.isSafeInteger(a.jobs) || a.jobs < 1) usageFail(`--jobs must be a whole number of at least 1, not ${a.jobs}`);
-      if (!Number.isSafeInteger(a['max-issues']) || a['max-issues'] < 0) usageFail(`--max-issues must be a whole number of at least 0, not ${a['max-issues']}`);
-      if (!Number.isSafeInteger(a.confirm) || a.confirm < 0) usageFail(`--confirm must be a whole number of at least 0, not ${a.confirm}`);
-      if (!Number.isSafeInteger(a['minimise-runs']) || a['minimise-runs'] < 0) usageFail(`--minimise-runs must be a whole number of at least 0, not ${a['minimise-runs']}`);
-      if (!Number.isFinite(a['minimise-time']) || a['minimise-time'] <= 0) usageFail(`--minimise-time must be a positive number of seconds, not ${a['minimise-time']}`);
-      if (!Number.isFinite(a['corpus-share']) || a['corpus-share'] < 0 || a['corpus-share'] > 1) usageFail(`--corpus-share must be a number from 0 to 1, not ${a['corpus-share']}`);
+      if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < -(2 ** 31) || a.seed >= 2 ** 31))
+        usageFail(`--seed must be a 32-bit integer, not ${a.seed}`);
+      if (!Number.isFinite(a.timeout) || a.timeout <= 0)
+        usageFail(`--timeout must be a positive number of seconds, not ${a.timeout}`);
+      if (!Number.isSafeInteger(a.jobs) || a.jobs < 1)
+        usageFail(`--jobs must be a whole number of at least 1, not ${a.jobs}`);
+      if (!Number.isSafeInteger(a['max-issues']) || a['max-issues'] < 0)
+        usageFail(`--max-issues must be a whole number of at least 0, not ${a['max-issues']}`);
+      if (!Number.isSafeInteger(a.confirm) || a.confirm < 0)
+        usageFail(`--confirm must be a whole number of at least 0, not ${a.confirm}`);
+      if (!Number.isSafeInteger(a['minimise-runs']) || a['minimise-runs'] < 0)
+        usageFail(`--minimise-runs must be a whole number of at least 0, not ${a['minimise-runs']}`);
+      if (!Number.isFinite(a['minimise-time']) || a['minimise-time'] <= 0)
+        usageFail(`--minimise-time must be a positive number of seconds, not ${a['minimise-time']}`);
+      if (!Number.isFinite(a['corpus-share']) || a['corpus-share'] < 0 || a['corpus-share'] > 1)
+        usageFail(`--corpus-share must be a number from 0 to 1, not ${a['corpus-share']}`);
       const modes = ['replay', 'recheck', 'promote'].filter((m) => a[m] !== undefined && a[m] !== false);
       if (modes.length > 1) usageFail(`--${modes.join(' and --')} cannot be combined: pick one`);
       return true;
@@ -94,21 +175,37 @@ async function main(): Promise<number> {
   return fuzzMode(args, setup);
 }
 
-type Setup = { timeoutMs: number; qemuVersion: string; subject: Awaited<ReturnType<typeof subjectFrom>>; workdir: string };
+type Setup = {
+  timeoutMs: number;
+  qemuVersion: string;
+  subject: Awaited<ReturnType<typeof subjectFrom>>;
+  workdir: string;
+};
 
 async function replayMode(folder: string, { subject, timeoutMs, workdir }: Setup): Promise<number> {
   const r = await replay(folder, subject, timeoutMs, workdir);
   console.log(r.reproduced ? `REPRODUCED: ${r.expected}` : `did not reproduce: ${r.expected}`);
-  if (!r.reproduced) console.log(r.signatures.length ? `findings this time: ${r.signatures.join('; ')}` : 'no findings this time');
+  if (!r.reproduced)
+    console.log(r.signatures.length ? `findings this time: ${r.signatures.join('; ')}` : 'no findings this time');
   return r.reproduced ? 1 : 0;
 }
 
 async function recheckMode(args: Args, { subject, timeoutMs, workdir, qemuVersion }: Setup): Promise<number> {
   await writableDir(args.reports, '--reports', false);
   const version = await subjectVersion(subject, qemuVersion, timeoutMs);
-  const results = await recheckReports({ reportsDir: args.reports, subject, subjectVersion: version, timeoutMs, workdir, signal: stopOnSignals(), say: (l) => console.log(l) });
+  const results = await recheckReports({
+    reportsDir: args.reports,
+    subject,
+    subjectVersion: version,
+    timeoutMs,
+    workdir,
+    signal: stopOnSignals(),
+    say: (l) => console.log(l),
+  });
   const still = results.filter((r) => r.reproduced).length;
-  console.log(`${results.length} reports rechecked against ${version}: ${still} still reproduce, ${results.length - still} fixed`);
+  console.log(
+    `${results.length} reports rechecked against ${version}: ${still} still reproduce, ${results.length - still} fixed`,
+  );
   console.log(`index: ${(await writeReportsIndex(args.reports)).html}`);
   return still > 0 ? 1 : 0;
 }
@@ -116,7 +213,9 @@ async function recheckMode(args: Args, { subject, timeoutMs, workdir, qemuVersio
 async function fuzzMode(args: Args, { subject, timeoutMs, workdir, qemuVersion }: Setup): Promise<number> {
   const { active: registry, expired } = byExpiry(await loadRegistry(args.known), new Date().toISOString().slice(0, 10));
   for (const e of expired) {
-    console.log(`registry entry ${e.id} expired on ${e.expires}: it no longer suppresses anything${e.issue ? ` (${e.issue})` : ''}; renew or remove it in ${args.known}`);
+    console.log(
+      `registry entry ${e.id} expired on ${e.expires}: it no longer suppresses anything${e.issue ? ` (${e.issue})` : ''}; renew or remove it in ${args.known}`,
+    );
   }
   const corpus = await loadCorpus(args.corpus);
   await writableDir(args.reports, '--reports', true);
@@ -133,7 +232,9 @@ async function fuzzMode(args: Args, { subject, timeoutMs, workdir, qemuVersion }
     shard ? `shard ${shard.index}/${shard.count} (case indices i with i % ${shard.count} == ${shard.index - 1})` : null,
   ].filter(Boolean);
   const who = subject.dialect === 'instar' ? subject.program : 'qemu-img (control run)';
-  console.log(`seed ${seed} (same cases again: --seed ${seed}); ${budget.join(', ')}; ${args.jobs} at a time; subject ${who}`);
+  console.log(
+    `seed ${seed} (same cases again: --seed ${seed}); ${budget.join(', ')}; ${args.jobs} at a time; subject ${who}`,
+  );
   console.log(`log: ${logFile}`);
   log.info({ args, tools, subject }, 'run started');
 
@@ -165,11 +266,14 @@ async function fuzzMode(args: Args, { subject, timeoutMs, workdir, qemuVersion }
   if (args['file-issues']) {
     const fresh = s.signatures.filter((x) => x.filedThisRun).map((x) => x.folder);
     if (fresh.length === 0) console.log('--file-issues: no signature is new in this run, nothing to file');
-    else await openIssues(args.reports, fresh, { maxIssues: args['max-issues'], timeoutMs, say: (l) => console.log(l) });
+    else
+      await openIssues(args.reports, fresh, { maxIssues: args['max-issues'], timeoutMs, say: (l) => console.log(l) });
   }
   if (s.newDivergences > 0 || s.corpus.newDivergences > 0 || s.flaky.length > 0) return 1;
   if (args['strict-known'] && s.unusedKnown.length > 0 && !s.stoppedEarly) {
-    console.error(`--strict-known: ${s.unusedKnown.length} registry entries matched nothing in this run: ${s.unusedKnown.join(', ')}; remove them from ${args.known} or fix their match`);
+    console.error(
+      `--strict-known: ${s.unusedKnown.length} registry entries matched nothing in this run: ${s.unusedKnown.join(', ')}; remove them from ${args.known} or fix their match`,
+    );
     return 1;
   }
   if (s.setupErrors.length > 0) {
@@ -182,13 +286,23 @@ async function fuzzMode(args: Args, { subject, timeoutMs, workdir, qemuVersion }
 /** The end of a run on the console: counts, signatures, coverage, registry entries unused. */
 function printSummary(s: RunSummary, reports: string) {
   const early = s.stoppedEarly ? ` (stopped early: ${s.stoppedEarly})` : '';
-  console.log(`\n${s.iterations} cases in ${s.elapsedSeconds} s${early} (${s.processes.perIteration} processes per case); seed ${s.seed}`);
+  console.log(
+    `\n${s.iterations} cases in ${s.elapsedSeconds} s${early} (${s.processes.perIteration} processes per case); seed ${s.seed}`,
+  );
   if (s.corpus.available > 0) {
-    console.log(`corpus: ${s.corpus.run} of ${s.corpus.available} regression cases run; new divergences ${s.corpus.newDivergences}, known ${s.corpus.knownDivergences}`);
+    console.log(
+      `corpus: ${s.corpus.run} of ${s.corpus.available} regression cases run; new divergences ${s.corpus.newDivergences}, known ${s.corpus.knownDivergences}`,
+    );
   }
   console.log(`new divergences: ${s.newDivergences} (${s.signatures.length} signatures); known: ${s.knownDivergences}`);
-  for (const sig of s.signatures) console.log(`  ${sig.filedThisRun ? 'NEW  ' : 'AGAIN'} x${sig.hitsThisRun} ${sig.signature}\n        ${join(reports, sig.folder)}`);
-  for (const sig of s.flaky) console.log(`  FLAKY x${sig.hitsThisRun} ${sig.signature} (did not reproduce when re-run)\n        ${join(reports, sig.folder)}`);
+  for (const sig of s.signatures)
+    console.log(
+      `  ${sig.filedThisRun ? 'NEW  ' : 'AGAIN'} x${sig.hitsThisRun} ${sig.signature}\n        ${join(reports, sig.folder)}`,
+    );
+  for (const sig of s.flaky)
+    console.log(
+      `  FLAKY x${sig.hitsThisRun} ${sig.signature} (did not reproduce when re-run)\n        ${join(reports, sig.folder)}`,
+    );
   console.log(`\ncoverage (steps qemu-img accepted):\n${coverageTable(s.coverage)}`);
   const gaps = coverageGaps(s.coverage);
   // a run stopped early has gaps by construction

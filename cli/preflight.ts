@@ -24,7 +24,9 @@ export async function defaultWorkdir(): Promise<string> {
 
 /** Finds an executable: a path as given, or a bare name on PATH. */
 export async function findExecutable(program: string): Promise<string | null> {
-  const candidates = program.includes('/') ? [resolve(program)] : (process.env.PATH ?? '').split(delimiter).map((d) => join(d, program));
+  const candidates = program.includes('/')
+    ? [resolve(program)]
+    : (process.env.PATH ?? '').split(delimiter).map((d) => join(d, program));
   for (const candidate of candidates) {
     try {
       await access(candidate, constants.X_OK);
@@ -41,12 +43,15 @@ const MIN_QEMU = [7, 2];
 /** qemu-img and qemu-io on PATH, and qemu-img's version line (at least MIN_QEMU). */
 export async function checkQemu(timeoutMs: number): Promise<string> {
   for (const tool of ['qemu-img', 'qemu-io']) {
-    if (!(await findExecutable(tool))) usageFail(`${tool} not found on PATH: install Debian's qemu-utils (apt-get install qemu-utils)`);
+    if (!(await findExecutable(tool)))
+      usageFail(`${tool} not found on PATH: install Debian's qemu-utils (apt-get install qemu-utils)`);
   }
   const version = await toolVersion('qemu-img', timeoutMs);
   const [major = 0, minor = 0] = (/version (\d+)\.(\d+)/.exec(version) ?? []).slice(1).map(Number);
   if (major < MIN_QEMU[0]! || (major === MIN_QEMU[0] && minor < MIN_QEMU[1]!)) {
-    usageFail(`qemu-img ${major}.${minor} is older than ${MIN_QEMU.join('.')}, the oldest this harness is verified against: upgrade qemu-utils`);
+    usageFail(
+      `qemu-img ${major}.${minor} is older than ${MIN_QEMU.join('.')}, the oldest this harness is verified against: upgrade qemu-utils`,
+    );
   }
   return version;
 }
@@ -55,7 +60,10 @@ export async function checkQemu(timeoutMs: number): Promise<string> {
 export async function subjectFrom(args: { control: boolean; instar: string }): Promise<Resizer> {
   if (args.control) return qemuImg;
   const found = await findExecutable(args.instar);
-  if (!found) usageFail(`instar not found or not executable: ${args.instar}. Pass the binary with --instar PATH, or run --control for a self-test`);
+  if (!found)
+    usageFail(
+      `instar not found or not executable: ${args.instar}. Pass the binary with --instar PATH, or run --control for a self-test`,
+    );
   return { dialect: 'instar', program: found! };
 }
 

@@ -36,11 +36,16 @@ export class CaseRun {
   /** Runs a command in a side's directory (the work directory itself without a data file). */
   async run(program: string, args: string[], where: SideFiles | null = null): Promise<CommandRecord> {
     const cwd = where ? join(this.dir, where.dir) : this.dir;
-    const record = await runCommand(program, args, { timeoutMs: this.options.timeoutMs, cwd, signal: this.options.signal });
+    const record = await runCommand(program, args, {
+      timeoutMs: this.options.timeoutMs,
+      cwd,
+      signal: this.options.signal,
+    });
     this.commands.push(record);
     if (this.options.signal?.aborted) throw new CaseAborted();
     // both sides write into the work directory: a full disk there is no divergence
-    if (NO_SPACE.test(record.stderr)) throw diskFull(this.options.workdir, `${program}: ${record.stderr.trim().split('\n')[0]}`);
+    if (NO_SPACE.test(record.stderr))
+      throw diskFull(this.options.workdir, `${program}: ${record.stderr.trim().split('\n')[0]}`);
     return record;
   }
 

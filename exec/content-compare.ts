@@ -2,7 +2,14 @@ import { resolve } from 'node:path';
 import type { CommandRecord } from '../model/commands.ts';
 import { INCOMPAT_DATA_FILE, INCOMPAT_EXTL2 } from '../qcow2/format.ts';
 import { readQcow2Header, withQcow2 } from '../qcow2/reader.ts';
-import { L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, l1EntriesNeeded, l2EntriesPerTable, nonZeroChunks } from '../qcow2/tables.ts';
+import {
+  L1E_OFFSET_MASK,
+  L2E_OFFSET_MASK,
+  OFLAG_COMPRESSED,
+  l1EntriesNeeded,
+  l2EntriesPerTable,
+  nonZeroChunks,
+} from '../qcow2/tables.ts';
 
 // Guest-content comparison whose cost grows with the allocated data, not the virtual size.
 //
@@ -46,7 +53,8 @@ export interface CompareContentOptions {
 }
 
 /** What the reading of both images decided: one plain compare, or windows over their data. */
-export type ComparePlan = { kind: 'plain' } | { kind: 'windows'; windows: Range[]; referenceSize: number; subjectSize: number };
+export type ComparePlan =
+  { kind: 'plain' } | { kind: 'windows'; windows: Range[]; referenceSize: number; subjectSize: number };
 
 export interface CompareContentResult {
   /** 0 same, 1 different, 2+ error, null when the compare was killed (timeout, signal). */
@@ -118,7 +126,12 @@ async function dataRangesOf(path: string): Promise<DataRanges | null> {
           for (let off = start; off < end; off += entryBytes) {
             const guest = (i * perTable + off / entryBytes) * cs;
             // the common case, an all-zero entry, without BigInt
-            if (table.readUInt32BE(off) === 0 && table.readUInt32BE(off + 4) === 0 && (!extended || table.readUInt32BE(off + 12) === 0)) continue;
+            if (
+              table.readUInt32BE(off) === 0 &&
+              table.readUInt32BE(off + 4) === 0 &&
+              (!extended || table.readUInt32BE(off + 12) === 0)
+            )
+              continue;
             const raw = table.readBigUInt64BE(off);
             const allocBits = extended ? table.readUInt32BE(off + 12) : 0;
             const readsZero = (raw & OFLAG_COMPRESSED) === 0n && (raw & L2E_OFFSET_MASK) === 0n && allocBits === 0;
@@ -135,7 +148,13 @@ async function dataRangesOf(path: string): Promise<DataRanges | null> {
 
 /** Union of both images' ranges, merged into at most MAX_WINDOWS windows; never empty, so that
  * qemu opens (and validates) both images at least once. */
-export function windowsOf(a: Range[], b: Range[], end: number, mergeGap = MERGE_GAP, maxWindows = MAX_WINDOWS): Range[] {
+export function windowsOf(
+  a: Range[],
+  b: Range[],
+  end: number,
+  mergeGap = MERGE_GAP,
+  maxWindows = MAX_WINDOWS,
+): Range[] {
   const all = [...a, ...b].sort((x, y) => x[0] - y[0]);
   const merged: Range[] = [];
   for (const [s, e] of all) {
@@ -145,7 +164,8 @@ export function windowsOf(a: Range[], b: Range[], end: number, mergeGap = MERGE_
   }
   while (merged.length > maxWindows) {
     let best = 1;
-    for (let i = 2; i < merged.length; i++) if (merged[i]![0] - merged[i - 1]![1] < merged[best]![0] - merged[best - 1]![1]) best = i;
+    for (let i = 2; i < merged.length; i++)
+      if (merged[i]![0] - merged[i - 1]![1] < merged[best]![0] - merged[best - 1]![1]) best = i;
     merged[best - 1]![1] = Math.max(merged[best - 1]![1], merged[best]![1]);
     merged.splice(best, 1);
   }
@@ -163,7 +183,11 @@ const SIZE_WARNING = 'Warning: Image size mismatch!\n';
 const MISMATCH = /Content mismatch at offset (\d+)!/;
 
 /** Reads both images (in-process, read-only) and decides how to compare them. */
-export async function planComparison(referencePath: string, subjectPath: string, opts: Pick<CompareContentOptions, 'cwd' | 'plainUpTo' | 'mergeGap' | 'maxWindows'>): Promise<ComparePlan> {
+export async function planComparison(
+  referencePath: string,
+  subjectPath: string,
+  opts: Pick<CompareContentOptions, 'cwd' | 'plainUpTo' | 'mergeGap' | 'maxWindows'>,
+): Promise<ComparePlan> {
   const at = (p: string) => resolve(opts.cwd ?? '.', p);
   const sizes = await Promise.all([readQcow2Header(at(referencePath)), readQcow2Header(at(subjectPath))]).then(
     (hs) => hs.map((h) => sectorFloor(h.size)),
@@ -172,10 +196,19 @@ export async function planComparison(referencePath: string, subjectPath: string,
   if (!sizes || Math.max(sizes[0]!, sizes[1]!) <= (opts.plainUpTo ?? PLAIN_UP_TO)) return { kind: 'plain' };
   const [ref, sub] = await Promise.all([dataRangesOf(at(referencePath)), dataRangesOf(at(subjectPath))]);
   if (!ref || !sub) return { kind: 'plain' };
-  return { kind: 'windows', windows: windowsOf(ref.ranges, sub.ranges, Math.max(ref.size, sub.size), opts.mergeGap, opts.maxWindows), referenceSize: ref.size, subjectSize: sub.size };
+  return {
+    kind: 'windows',
+    windows: windowsOf(ref.ranges, sub.ranges, Math.max(ref.size, sub.size), opts.mergeGap, opts.maxWindows),
+    referenceSize: ref.size,
+    subjectSize: sub.size,
+  };
 }
 
-export async function compareContent(referencePath: string, subjectPath: string, opts: CompareContentOptions): Promise<CompareContentResult> {
+export async function compareContent(
+  referencePath: string,
+  subjectPath: string,
+  opts: CompareContentOptions,
+): Promise<CompareContentResult> {
   const deadline = performance.now() + opts.timeoutMs;
   let processes = 0;
   const run = (args: string[]) => {
@@ -197,11 +230,30 @@ export async function compareContent(referencePath: string, subjectPath: string,
   let stderr = '';
   for (const [start, end] of windows) {
     if (opts.signal?.aborted || performance.now() > deadline) {
-      return { exitCode: null, stdout: '', stderr: `${stderr}content comparison stopped before window ${start}+${end - start}: ${opts.signal?.aborted ? 'aborted' : 'out of time'}\n`, method: 'windows', processes, windows: windows.map(([s, e]) => [s, e - s]) };
+      return {
+        exitCode: null,
+        stdout: '',
+        stderr: `${stderr}content comparison stopped before window ${start}+${end - start}: ${opts.signal?.aborted ? 'aborted' : 'out of time'}\n`,
+        method: 'windows',
+        processes,
+        windows: windows.map(([s, e]) => [s, e - s]),
+      };
     }
     const len = (size: number) => Math.max(0, Math.min(end, size) - start);
-    const r = await run(['compare', '--image-opts', windowOpts(referencePath, start, len(ref.size)), windowOpts(subjectPath, start, len(sub.size))]);
-    const done = (exitCode: number | null, stdout: string): CompareContentResult => ({ exitCode, stdout, stderr: stderr + r.stderr, method: 'windows', processes, windows: windows.map(([s, e]) => [s, e - s]) });
+    const r = await run([
+      'compare',
+      '--image-opts',
+      windowOpts(referencePath, start, len(ref.size)),
+      windowOpts(subjectPath, start, len(sub.size)),
+    ]);
+    const done = (exitCode: number | null, stdout: string): CompareContentResult => ({
+      exitCode,
+      stdout,
+      stderr: stderr + r.stderr,
+      method: 'windows',
+      processes,
+      windows: windows.map(([s, e]) => [s, e - s]),
+    });
     if (r.exitCode === null) return done(null, r.stdout); // killed: a timeout is a timeout either way
     if (r.exitCode === 0) {
       stderr += r.stderr;
@@ -216,5 +268,12 @@ export async function compareContent(referencePath: string, subjectPath: string,
     // an error: qemu's own message, with the real file names
     return plain(windows.map(([s, e]) => [s, e - s]));
   }
-  return { exitCode: 0, stdout: `${warning}Images are identical.\n`, stderr, method: 'windows', processes, windows: windows.map(([s, e]) => [s, e - s]) };
+  return {
+    exitCode: 0,
+    stdout: `${warning}Images are identical.\n`,
+    stderr,
+    method: 'windows',
+    processes,
+    windows: windows.map(([s, e]) => [s, e - s]),
+  };
 }

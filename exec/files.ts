@@ -15,7 +15,8 @@ async function* blocksOf(fd: FileHandle): AsyncGenerator<{ at: number; block: Bu
   const buffer = Buffer.allocUnsafe(16 * BLOCK);
   for (let at = 0, filled = -1; filled !== 0; at += filled) {
     filled = 0;
-    for (let n = -1; n !== 0 && filled < buffer.length; filled += n) n = (await fd.read(buffer, filled, buffer.length - filled, at + filled)).bytesRead;
+    for (let n = -1; n !== 0 && filled < buffer.length; filled += n)
+      n = (await fd.read(buffer, filled, buffer.length - filled, at + filled)).bytesRead;
     for (let b = 0; b < filled; b += BLOCK) {
       const block = buffer.subarray(b, Math.min(b + BLOCK, filled));
       yield { at: at + b, block, zero: block.equals(ZERO_BLOCK.subarray(0, block.length)) };
@@ -87,4 +88,5 @@ export async function stampOf(files: string[]): Promise<Stamp> {
 /** Whether files are as they were at `before`, from their stamps alone: any write or truncation
  * changes ctime (even when mtime is set back), and a write after `before` lands in a later tick
  * than the last change before it when that change was a margin before the stamp. */
-export const provenUnchanged = (before: Stamp, now: Stamp) => now.id === before.id && before.changedMs < before.takenMs - TICK_MARGIN_MS;
+export const provenUnchanged = (before: Stamp, now: Stamp) =>
+  now.id === before.id && before.changedMs < before.takenMs - TICK_MARGIN_MS;

@@ -9,7 +9,6 @@ import { PendingReplies } from './pending-replies.ts';
 // signal for interrupted runs, and a count for the run summary. The commands are started by the
 // spawner process (spawner.ts), which keeps fork costs off the harness (see there).
 
-
 export interface RunOptions {
   timeoutMs: number;
   cwd?: string;
@@ -25,7 +24,14 @@ export const processesSpawned = () => spawned;
 const SPAWNER = fileURLToPath(new URL('./spawner.ts', import.meta.url));
 
 // tsx by its own path: the harness may run from any directory
-const SPAWNER_OPTIONS = { ipc: true, serialization: 'json', nodeOptions: ['--import', import.meta.resolve('tsx')], detached: true, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], reject: false } as const;
+const SPAWNER_OPTIONS = {
+  ipc: true,
+  serialization: 'json',
+  nodeOptions: ['--import', import.meta.resolve('tsx')],
+  detached: true,
+  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  reject: false,
+} as const;
 
 interface Spawner {
   child: ResultPromise<typeof SPAWNER_OPTIONS>;
@@ -40,7 +46,12 @@ function spawner(): Spawner {
   // detached: Ctrl-C reaches the harness, which stops its cases; the spawner follows the harness
   const child = execaNode(SPAWNER, [], SPAWNER_OPTIONS);
   const s: Spawner = { child, pending: new PendingReplies(() => child.channel?.unref()) };
-  child.on('message', (m: SpawnerReply) => s.pending.settle(m.id, 'record' in m ? { value: m.record } : { error: new Error(`the spawner could not run the command: ${m.error}`) }));
+  child.on('message', (m: SpawnerReply) =>
+    s.pending.settle(
+      m.id,
+      'record' in m ? { value: m.record } : { error: new Error(`the spawner could not run the command: ${m.error}`) },
+    ),
+  );
   const gone = () => {
     if (current === s) current = null;
     s.pending.failAll(new Error('the spawner process (exec/spawner.ts) died; its commands were killed'));

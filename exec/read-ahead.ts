@@ -53,10 +53,15 @@ export class ReadAhead {
   /** Both sides accepted step `index`: while qemu-img checks and compares, the reader threads read
    * the compare plan, then both structures, then the next step's inputs (nothing writes the
    * images until that step starts). */
-  afterAcceptance(index: number): { comparePlan: Promise<ComparePlan> | undefined; structures: Promise<[StructureObservation, StructureObservation]> } {
+  afterAcceptance(index: number): {
+    comparePlan: Promise<ComparePlan> | undefined;
+    structures: Promise<[StructureObservation, StructureObservation]>;
+  } {
     const comparePlan = this.comparePlan();
     const { reference, subject } = this.run.layout;
-    const structures = this.run.background(Promise.all([reader.structuralCheck(this.run.path(subject)), reader.structuralCheck(this.run.path(reference))]));
+    const structures = this.run.background(
+      Promise.all([reader.structuralCheck(this.run.path(subject)), reader.structuralCheck(this.run.path(reference))]),
+    );
     if (index + 1 < this.plans.length) this.nextInputs = this.run.background(this.inputsFor(index + 1));
     return { comparePlan, structures };
   }
@@ -65,7 +70,9 @@ export class ReadAhead {
   comparePlan(): Promise<ComparePlan> | undefined {
     const { layout, dir } = this.run;
     if (layout.dataFile) return undefined;
-    return this.run.background(reader.planComparison(this.run.path(layout.reference), this.run.path(layout.subject), { cwd: dir }));
+    return this.run.background(
+      reader.planComparison(this.run.path(layout.reference), this.run.path(layout.subject), { cwd: dir }),
+    );
   }
 
   /** A side's files hashed after a step it refused: not read again when their stamp proves them
@@ -82,7 +89,10 @@ export class ReadAhead {
     const { plan } = this.plans[index]!;
     const { base, reference, subject } = this.run.layout;
     const before = index === 0 ? base : reference;
-    const discards = plan.kind === 'shrink' && plan.accepted ? reader.hasHostClustersFrom(this.run.path(before), plan.target!) : undefined;
+    const discards =
+      plan.kind === 'shrink' && plan.accepted
+        ? reader.hasHostClustersFrom(this.run.path(before), plan.target!)
+        : undefined;
     const baseHash = index === 0 && !known ? this.hash(base) : null;
     const hashes = known ?? (baseHash ? [baseHash, baseHash] : [this.hash(reference), this.hash(subject)]);
     return Promise.all([...hashes, discards]).then(([referenceHash, subjectHash, discardsAllocated]) => ({

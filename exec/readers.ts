@@ -36,7 +36,12 @@ function start(): ReaderThread {
   const worker = new Worker(BOOT, { eval: true });
   const thread: ReaderThread = { worker, pending: new PendingReplies(() => worker.unref()) };
   worker.on('message', (m: ReaderReply) =>
-    thread.pending.settle(m.id, 'error' in m ? { error: Object.assign(new Error(m.error.message), m.error.code ? { code: m.error.code } : {}) } : { value: m.value }),
+    thread.pending.settle(
+      m.id,
+      'error' in m
+        ? { error: Object.assign(new Error(m.error.message), m.error.code ? { code: m.error.code } : {}) }
+        : { value: m.value },
+    ),
   );
   const gone = (why: string) => {
     const at = pool.indexOf(thread);
@@ -52,7 +57,10 @@ function start(): ReaderThread {
 
 /** The least busy thread, starting another while there is room and every one is busy. */
 function pick(): ReaderThread {
-  const idle = pool.reduce<ReaderThread | undefined>((best, t) => (!best || t.pending.size < best.pending.size ? t : best), undefined);
+  const idle = pool.reduce<ReaderThread | undefined>(
+    (best, t) => (!best || t.pending.size < best.pending.size ? t : best),
+    undefined,
+  );
   return idle && (idle.pending.size === 0 || pool.length >= size) ? idle : start();
 }
 

@@ -13,7 +13,13 @@ import { firstMismatch, type CompareObservation, type RegrowProbe } from '../ora
 import type { StepFinding } from '../oracles/finding.ts';
 import { infoFromStructure, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, type OutcomeClass } from '../oracles/outcome.ts';
-import { judgeAfterUse, judgeStep, type OracleName, type ResultsObservation, type StepObservation } from '../oracles/table.ts';
+import {
+  judgeAfterUse,
+  judgeStep,
+  type OracleName,
+  type ResultsObservation,
+  type StepObservation,
+} from '../oracles/table.ts';
 import { readQcow2Header } from '../qcow2/reader.ts';
 import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
@@ -122,7 +128,9 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
   const afterUse = findings.length === 0 ? await useBothResults(run, ahead, last) : null;
   if (afterUse) findings.push(...afterUse.findings.map((f) => ({ ...f, step: last.index })));
 
-  const kept = options.wantArtifacts(findings, steps) ? await collectArtifacts(run) : { artifacts: [], artifactsSkipped: [] };
+  const kept = options.wantArtifacts(findings, steps)
+    ? await collectArtifacts(run)
+    : { artifacts: [], artifactsSkipped: [] };
   return { findings, steps, afterUse: afterUse?.record ?? null, commands: run.commands, baseReader, ...kept };
 }
 
@@ -133,7 +141,11 @@ async function buildBase(run: CaseRun) {
   for (const cmd of buildCommands(run.c, base.image)) {
     const r = await run.run(cmd.program, cmd.args, base);
     const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
-    if (!ok) throw new CaseSetupError(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`, r);
+    if (!ok)
+      throw new CaseSetupError(
+        `${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`,
+        r,
+      );
   }
 }
 
@@ -145,7 +157,8 @@ async function copySides(run: CaseRun) {
   for (const side of [run.layout.reference, run.layout.subject]) {
     await copyFile(run.path(base), run.path(side), constants.COPYFILE_FICLONE);
     if (dataFile) await copySparse(inBase(dataFile), join(run.dir, side.dir, dataFile));
-    if (dataFile && backing) await copyFile(inBase(backing), join(run.dir, side.dir, backing), constants.COPYFILE_FICLONE);
+    if (dataFile && backing)
+      await copyFile(inBase(backing), join(run.dir, side.dir, backing), constants.COPYFILE_FICLONE);
   }
 }
 
@@ -157,7 +170,10 @@ async function checkBase(run: CaseRun, ahead: ReadAhead): Promise<CaseResult['ba
   const check = await run.check(run.layout.base);
   const read = await structure;
   if (check.exitCode !== 0) {
-    throw new CaseSetupError(`the base image is not clean (qemu-img check exit ${check.exitCode ?? check.signal}): ${check.stdout.trim()}`, check);
+    throw new CaseSetupError(
+      `the base image is not clean (qemu-img check exit ${check.exitCode ?? check.signal}): ${check.stdout.trim()}`,
+      check,
+    );
   }
   const byCheck = parseCheck(check.exitCode, check.stdout, check.stderr).report?.['allocated-clusters'] ?? 0;
   return { byCheck, byReader: read.readable ? read.allocatedClusters : null };
@@ -183,8 +199,14 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
   };
   const observation: StepObservation = { kind: plan.kind, reference: ref, subject: sub, refusal: null, results: null };
   if (record.reference === 'refused' || record.subject === 'refused') {
-    const refAfter = record.reference === 'refused' ? await ahead.hashAfterRefusal(reference, { hash: inputs.referenceHash, stamp: refStamp }) : null;
-    const subAfter = record.subject === 'refused' ? await ahead.hashAfterRefusal(subject, { hash: inputs.subjectHash, stamp: subStamp }) : null;
+    const refAfter =
+      record.reference === 'refused'
+        ? await ahead.hashAfterRefusal(reference, { hash: inputs.referenceHash, stamp: refStamp })
+        : null;
+    const subAfter =
+      record.subject === 'refused'
+        ? await ahead.hashAfterRefusal(subject, { hash: inputs.subjectHash, stamp: subStamp })
+        : null;
     observation.refusal = {
       reference: refAfter === null ? null : { before: inputs.referenceHash, after: refAfter },
       subject: subAfter === null ? null : { before: inputs.subjectHash, after: subAfter },
@@ -214,9 +236,22 @@ async function observeResults(run: CaseRun, ahead: ReadAhead, index: number): Pr
   const { subjectCheck, referenceCheck } = await checks(run, subCheck);
   const referenceInfo = infoFromStructure(referenceStructure);
   const subjectInfo = infoFromStructure(subjectStructure);
-  const compare: CompareObservation = { ...compared, referenceSize: sizeOf(referenceInfo), subjectSize: sizeOf(subjectInfo) };
+  const compare: CompareObservation = {
+    ...compared,
+    referenceSize: sizeOf(referenceInfo),
+    subjectSize: sizeOf(subjectInfo),
+  };
   const regrow = await probeRegrowWindow(run, index, compare);
-  return { subjectCheck, referenceCheck, subjectStructure, referenceStructure, subjectInfo, referenceInfo, compare, regrow };
+  return {
+    subjectCheck,
+    referenceCheck,
+    subjectStructure,
+    referenceStructure,
+    subjectInfo,
+    referenceInfo,
+    compare,
+    regrow,
+  };
 }
 
 const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
@@ -236,12 +271,22 @@ function compareResults(run: CaseRun, plan: Promise<ComparePlan> | undefined) {
   const { layout, dir, options } = run;
   if (layout.dataFile) return run.run('qemu-img', compareArgs(layout));
   const runInDir = (program: string, args: string[]) => run.run(program, args);
-  return compareContent(imagePath(layout.reference), imagePath(layout.subject), { timeoutMs: options.timeoutMs, cwd: dir, signal: options.signal, run: runInDir, plan });
+  return compareContent(imagePath(layout.reference), imagePath(layout.subject), {
+    timeoutMs: options.timeoutMs,
+    cwd: dir,
+    signal: options.signal,
+    run: runInDir,
+    plan,
+  });
 }
 
 /** When the first difference lies in a partial cluster a shrink kept and a later grow exposed,
  * what each result reads there (two reads, only then): qemu's quirk or the subject's bug. */
-async function probeRegrowWindow(run: CaseRun, index: number, compare: CompareObservation): Promise<RegrowProbe | null> {
+async function probeRegrowWindow(
+  run: CaseRun,
+  index: number,
+  compare: CompareObservation,
+): Promise<RegrowProbe | null> {
   const at = firstMismatch(compare);
   const window = at === null ? undefined : regrowWindows(run.c, index).find((w) => at >= w.start && at < w.end);
   if (!window) return null;
@@ -260,12 +305,17 @@ async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord) 
   if (last.reference !== 'ok' || last.subject !== 'ok' || !last.referenceInfo?.ok) return null;
   const { reference, subject } = run.layout;
   const workload = afterUseWorkload(run.c, Number(last.referenceInfo.fields['virtual-size']));
-  const io = (side: SideFiles) => run.run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), side.image], side);
+  const io = (side: SideFiles) =>
+    run.run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), side.image], side);
   const refIo = await io(reference);
   const subIo = await io(subject);
   const record: AfterUseRecord = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
   // sizes from the headers: the workload grew both images, and this saves two info runs
-  const headerSize = (side: SideFiles) => readQcow2Header(run.path(side)).then((h) => h.size, () => null);
+  const headerSize = (side: SideFiles) =>
+    readQcow2Header(run.path(side)).then(
+      (h) => h.size,
+      () => null,
+    );
   const sizes = run.background(Promise.all([headerSize(reference), headerSize(subject)]));
   const comparePlan = ahead.comparePlan();
   const subCheck = await run.check(subject);
@@ -282,9 +332,13 @@ async function collectArtifacts(run: CaseRun) {
   const artifactsSkipped: string[] = [];
   for (const { name, path } of keptFiles(run.layout)) {
     const file = join(run.dir, path);
-    const size = await stat(file).then((s) => s.size, () => null);
+    const size = await stat(file).then(
+      (s) => s.size,
+      () => null,
+    );
     if (size === null) artifactsSkipped.push(`${name}: missing after the run`);
-    else if (size > MAX_STORED_IMAGE) artifactsSkipped.push(`${name}: ${size} bytes, above the ${MAX_STORED_IMAGE}-byte limit for stored images`);
+    else if (size > MAX_STORED_IMAGE)
+      artifactsSkipped.push(`${name}: ${size} bytes, above the ${MAX_STORED_IMAGE}-byte limit for stored images`);
     else artifacts.push({ name: `${name}.gz`, data: await promisify(gzip)(await readFile(file)) });
   }
   return { artifacts, artifactsSkipped };

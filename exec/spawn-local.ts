@@ -40,11 +40,21 @@ const killGroup = (pid: number) => {
 export const killAllGroups = () => liveGroups.forEach(killGroup);
 
 /** Runs one command to its end; `kill` (set by the caller) stops it early, like a timeout. */
-export async function spawnLocal(request: CommandRequest, onStart?: (kill: () => void) => void): Promise<CommandRecord> {
+export async function spawnLocal(
+  request: CommandRequest,
+  onStart?: (kill: () => void) => void,
+): Promise<CommandRecord> {
   const started = performance.now();
   const { file, args } = request;
   // detached: the child leads its own process group, so a timeout can kill its descendants too
-  const child = execa(file, args, { reject: false, detached: true, stdin: 'ignore', cwd: request.cwd, env: request.env, buffer: false });
+  const child = execa(file, args, {
+    reject: false,
+    detached: true,
+    stdin: 'ignore',
+    cwd: request.cwd,
+    env: request.env,
+    buffer: false,
+  });
   const stdout = capture(child.stdout);
   const stderr = capture(child.stderr);
   const pid = child.pid;
@@ -65,7 +75,10 @@ export async function spawnLocal(request: CommandRequest, onStart?: (kill: () =>
     killGroup(pid);
     liveGroups.delete(pid);
   }
-  const spawnError = pid === undefined || (result.failed && result.exitCode === undefined && !result.signal) ? (result.message ?? 'could not start') : null;
+  const spawnError =
+    pid === undefined || (result.failed && result.exitCode === undefined && !result.signal)
+      ? (result.message ?? 'could not start')
+      : null;
   return {
     argv: [file, ...args],
     exitCode: result.exitCode ?? null,

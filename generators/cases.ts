@@ -2,7 +2,16 @@ import fc from 'fast-check';
 import type { Case, ResizeStep } from '../model/case.ts';
 import { planStep, plannedSizes } from '../model/plan.ts';
 import { align } from './bounds.ts';
-import { backingWriteArb, canSnapshot, compressedFirst, dataRecipeArb, materialiseBackingWrite, materialiseData, snapshotRecipeArb, withSnapshots } from './data.ts';
+import {
+  backingWriteArb,
+  canSnapshot,
+  compressedFirst,
+  dataRecipeArb,
+  materialiseBackingWrite,
+  materialiseData,
+  snapshotRecipeArb,
+  withSnapshots,
+} from './data.ts';
 import { externalArb, imageArb, withExternalFiles } from './image.ts';
 import { formatBytes, materialiseStep, stepRecipeArb } from './steps.ts';
 
@@ -19,47 +28,71 @@ export const caseArb: fc.Arbitrary<Case> = fc
     // most cases also get one write past the first shrink's new end: a shrink that discards
     // allocated clusters is where #365 lived
     discardProbe: fc.option(
-      fc.tuple(dataRecipeArb, fc.constantFrom('beyondTarget' as const, 'beyondTarget' as const, 'targetCluster' as const)).map(([r, anchor]) => ({ ...r, op: 'write' as const, anchor })),
+      fc
+        .tuple(
+          dataRecipeArb,
+          fc.constantFrom('beyondTarget' as const, 'beyondTarget' as const, 'targetCluster' as const),
+        )
+        .map(([r, anchor]) => ({ ...r, op: 'write' as const, anchor })),
       { freq: 4 },
     ),
-    snapshots: fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.array(snapshotRecipeArb, { minLength: 1, maxLength: 5 }) }),
+    snapshots: fc.oneof(
+      { weight: 2, arbitrary: fc.constant(null) },
+      { weight: 1, arbitrary: fc.array(snapshotRecipeArb, { minLength: 1, maxLength: 5 }) },
+    ),
     // a grow right after the first shrink: discarded data must not come back
     regrow: fc.integer({ min: 0, max: 2 }).map((n) => n === 2),
     // last: every draw above is the same as before backing images and data files existed
     external: externalArb,
     backingData: fc.array(backingWriteArb, { minLength: 1, maxLength: 3 }),
   })
-  .map(({ image: drawn, steps: stepRecipes, data: recipes, discardProbe, snapshots, regrow, external, backingData }): Case => {
-    let image = withExternalFiles(drawn, external);
-    const data = discardProbe ? [...recipes, discardProbe] : recipes;
-    let current = image.virtualSize;
-    let pendingRegrow = regrow && stepRecipes.length < 4;
-    const steps: ResizeStep[] = [];
-    // each step is materialised from the size the steps before it leave, regrow included
-    const add = (step: ResizeStep) => {
-      const plan = planStep(step, current);
-      if (plan.accepted && plan.target !== null) current = plan.target;
-      steps.push(step);
-      return plan;
-    };
-    for (const r of stepRecipes) {
-      const plan = add(materialiseStep(r, image, current));
-      if (pendingRegrow && plan.kind === 'shrink' && plan.accepted) {
-        pendingRegrow = false;
-        add({ size: `+${formatBytes(2 * image.clusterSize, true)}`, shrink: false, preallocation: null });
+  .map(
+    ({
+      image: drawn,
+      steps: stepRecipes,
+      data: recipes,
+      discardProbe,
+      snapshots,
+      regrow,
+      external,
+      backingData,
+    }): Case => {
+      let image = withExternalFiles(drawn, external);
+      const data = discardProbe ? [...recipes, discardProbe] : recipes;
+      let current = image.virtualSize;
+      let pendingRegrow = regrow && stepRecipes.length < 4;
+      const steps: ResizeStep[] = [];
+      // each step is materialised from the size the steps before it leave, regrow included
+      const add = (step: ResizeStep) => {
+        const plan = planStep(step, current);
+        if (plan.accepted && plan.target !== null) current = plan.target;
+        steps.push(step);
+        return plan;
+      };
+      for (const r of stepRecipes) {
+        const plan = add(materialiseStep(r, image, current));
+        if (pendingRegrow && plan.kind === 'shrink' && plan.accepted) {
+          pendingRegrow = false;
+          add({ size: `+${formatBytes(2 * image.clusterSize, true)}`, shrink: false, preallocation: null });
+        }
       }
-    }
-    // data is placed around the first accepted shrink's new size, so that shrinks discard
-    // allocated clusters; without a shrink, around the middle of the image
-    const shrink = plannedSizes({ image, data: [], steps }).find(({ plan }) => plan.kind === 'shrink' && plan.accepted);
-    const target = shrink?.plan.target ?? align(image.virtualSize / 2, 512);
-    if (image.backing) {
-      const size = image.backing.virtualSize;
-      image = { ...image, backing: { virtualSize: size, data: backingData.map((r) => materialiseBackingWrite(r, image, size, target)) } };
-    }
-    const io = compressedFirst(data.map((r) => materialiseData(r, image, target)));
-    return { image, data: snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io, steps };
-  });
+      // data is placed around the first accepted shrink's new size, so that shrinks discard
+      // allocated clusters; without a shrink, around the middle of the image
+      const shrink = plannedSizes({ image, data: [], steps }).find(
+        ({ plan }) => plan.kind === 'shrink' && plan.accepted,
+      );
+      const target = shrink?.plan.target ?? align(image.virtualSize / 2, 512);
+      if (image.backing) {
+        const size = image.backing.virtualSize;
+        image = {
+          ...image,
+          backing: { virtualSize: size, data: backingData.map((r) => materialiseBackingWrite(r, image, size, target)) },
+        };
+      }
+      const io = compressedFirst(data.map((r) => materialiseData(r, image, target)));
+      return { image, data: snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io, steps };
+    },
+  );
 
 /** The case of run `iteration` of seed `seed`: the same pair always gives the same case, and
  * fast-check reaches any index directly, so runs can be resumed or split without replaying. */

@@ -6,7 +6,18 @@ import { KiB, align, clamp, between, fraction } from './bounds.ts';
 // matters, internal snapshots between them, and the backing image's own writes.
 
 /** Where a data operation lands, relative to the image and to the first step's target. */
-const ANCHORS = ['start', 'aroundTarget', 'targetCluster', 'beyondTarget', 'beyondTarget', 'beyondTarget', 'clusterBoundary', 'l2Boundary', 'end', 'anywhere'] as const;
+const ANCHORS = [
+  'start',
+  'aroundTarget',
+  'targetCluster',
+  'beyondTarget',
+  'beyondTarget',
+  'beyondTarget',
+  'clusterBoundary',
+  'l2Boundary',
+  'end',
+  'anywhere',
+] as const;
 
 export const dataRecipeArb = fc.record({
   op: fc.constantFrom<DataOp['op']>('write', 'write', 'write', 'zero', 'discard', 'compress'),
@@ -79,7 +90,10 @@ export function compressedFirst(ops: DataOp[]): DataOp[] {
   return [...distinct, ...ops.filter((op) => op.op !== 'compress')];
 }
 
-export const snapshotRecipeArb = fc.record({ position: fraction, create: fc.integer({ min: 0, max: 2 }).map((n) => n > 0) });
+export const snapshotRecipeArb = fc.record({
+  position: fraction,
+  create: fc.integer({ min: 0, max: 2 }).map((n) => n > 0),
+});
 export type SnapshotRecipe = typeof snapshotRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 /** At most this many snapshots exist at once. */
 const MAX_SNAPSHOTS = 3;
@@ -87,7 +101,8 @@ const MAX_SNAPSHOTS = 3;
 /** Snapshots share clusters, so refcounts exceed 1: 1- and 2-bit refcounts cannot hold that
  * (qemu fails the snapshot), before or after an amend. qemu refuses internal snapshots of images
  * with an external data file (ENOTSUP). */
-export const canSnapshot = (image: ImageSpec) => Math.min(image.refcountBits, image.createdWithRefcountBits ?? 64) >= 4 && image.dataFile === 'none';
+export const canSnapshot = (image: ImageSpec) =>
+  Math.min(image.refcountBits, image.createdWithRefcountBits ?? 64) >= 4 && image.dataFile === 'none';
 
 /** Where data written into the backing image lands: it reads through wherever the image has none,
  * and a shrink and a later grow decide what of it shows again (qemu zero-fills a grow over a
@@ -100,7 +115,12 @@ export const backingWriteArb = fc.record({
 });
 export type BackingWrite = typeof backingWriteArb extends fc.Arbitrary<infer T> ? T : never;
 
-export function materialiseBackingWrite(r: BackingWrite, image: ImageSpec, backing: number, target: number): BackingSpec['data'][number] {
+export function materialiseBackingWrite(
+  r: BackingWrite,
+  image: ImageSpec,
+  backing: number,
+  target: number,
+): BackingSpec['data'][number] {
   const cs = image.clusterSize;
   let length = align(between(512, Math.min(4 * cs, 256 * KiB, backing), r.lengthFraction), 512) || 512;
   const start = (() => {

@@ -1,6 +1,18 @@
 import fc from 'fast-check';
 import { REFCOUNT_WIDTHS, l2Coverage, type DataFileKind, type ImageSpec, type RefcountBits } from '../model/case.ts';
-import { KiB, TiB, maxVirtualSize, HUGE_CLUSTER, sizeLimit, MAX_BACKING_EXTRA, imageSizeLimit, MAX_AMEND_CLUSTER, align, between, fraction } from './bounds.ts';
+import {
+  KiB,
+  TiB,
+  maxVirtualSize,
+  HUGE_CLUSTER,
+  sizeLimit,
+  MAX_BACKING_EXTRA,
+  imageSizeLimit,
+  MAX_AMEND_CLUSTER,
+  align,
+  between,
+  fraction,
+} from './bounds.ts';
 
 // The base image: its format options, its size, and its backing image and external data file.
 
@@ -38,12 +50,17 @@ export type ExternalRecipe = typeof externalArb extends fc.Arbitrary<infer T> ? 
  * backing image (qemu-img create refuses that); an image above the size bound of such images gets a
  * new size below it. */
 export function withExternalFiles(image: ImageSpec, r: ExternalRecipe): ImageSpec {
-  const dataFile: DataFileKind = image.compat !== '1.1' ? 'none' : r.dataFile === 'data_file_raw' && r.backing !== null ? 'data_file' : r.dataFile;
+  const dataFile: DataFileKind =
+    image.compat !== '1.1' ? 'none' : r.dataFile === 'data_file_raw' && r.backing !== null ? 'data_file' : r.dataFile;
   if (dataFile === 'none' && r.backing === null) return image;
   const max = imageSizeLimit({ ...image, dataFile });
   const unit = r.clusterAligned ? image.clusterSize : 512;
-  const virtualSize = image.virtualSize <= max ? image.virtualSize : Math.max(unit, align(between(512, max, r.sizeFraction), unit));
-  const backing = r.backing === null ? null : { virtualSize: backingSize(r.backing.longer, virtualSize, r.backing.sizeFraction), data: [] };
+  const virtualSize =
+    image.virtualSize <= max ? image.virtualSize : Math.max(unit, align(between(512, max, r.sizeFraction), unit));
+  const backing =
+    r.backing === null
+      ? null
+      : { virtualSize: backingSize(r.backing.longer, virtualSize, r.backing.sizeFraction), data: [] };
   return { ...image, virtualSize, dataFile, backing };
 }
 
@@ -60,10 +77,25 @@ export const imageArb: fc.Arbitrary<ImageSpec> = fc
     lazyRefcounts: fc.boolean(),
     extendedL2: fc.integer({ min: 0, max: 4 }).map((n) => n === 4),
     zstd: fc.integer({ min: 0, max: 4 }).map((n) => n === 4),
-    amendFrom: fc.oneof({ weight: 5, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.constantFrom<RefcountBits>(...REFCOUNT_WIDTHS) }),
-    bitmaps: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 2 }) }),
+    amendFrom: fc.oneof(
+      { weight: 5, arbitrary: fc.constant(null) },
+      { weight: 1, arbitrary: fc.constantFrom<RefcountBits>(...REFCOUNT_WIDTHS) },
+    ),
+    bitmaps: fc.oneof(
+      { weight: 6, arbitrary: fc.constant(0) },
+      { weight: 1, arbitrary: fc.integer({ min: 1, max: 2 }) },
+    ),
     dirty: fc.integer({ min: 0, max: 3 }).map((n) => n === 3),
-    sizeKind: fc.constantFrom('clusters', 'clusters', 'sectors', 'sectors', 'l2Boundary', 'l1Boundary', 'refblockBoundary', 'huge'),
+    sizeKind: fc.constantFrom(
+      'clusters',
+      'clusters',
+      'sectors',
+      'sectors',
+      'l2Boundary',
+      'l1Boundary',
+      'refblockBoundary',
+      'huge',
+    ),
     sizeFraction: fraction,
     boundaryDelta: fc.constantFrom(-1, 0, 1, -512, 512),
   })
@@ -76,7 +108,8 @@ export const imageArb: fc.Arbitrary<ImageSpec> = fc
     const limit = sizeLimit(clusterSize, extendedL2);
     const l2 = l2Coverage(clusterSize, extendedL2);
     // one cluster / one sector either side of a boundary, or exactly on it
-    const near = (boundary: number) => boundary + (Math.abs(r.boundaryDelta) === 1 ? r.boundaryDelta * clusterSize : r.boundaryDelta);
+    const near = (boundary: number) =>
+      boundary + (Math.abs(r.boundaryDelta) === 1 ? r.boundaryDelta * clusterSize : r.boundaryDelta);
     const l1 = (clusterSize / 8) * l2; // one cluster of L1 table
     const refblock = clusterSize * ((clusterSize * 8) / r.refcountBits); // one refcount block
     let virtualSize: number;
@@ -102,7 +135,10 @@ export const imageArb: fc.Arbitrary<ImageSpec> = fc
       extendedL2,
       compressionType: v3 && r.zstd ? 'zstd' : 'zlib',
       // amend rewrites every refcount structure: seconds from 64 KiB clusters up, so small ones only
-      createdWithRefcountBits: v3 && clusterSize <= MAX_AMEND_CLUSTER && r.amendFrom !== null && r.amendFrom !== r.refcountBits ? r.amendFrom : null,
+      createdWithRefcountBits:
+        v3 && clusterSize <= MAX_AMEND_CLUSTER && r.amendFrom !== null && r.amendFrom !== r.refcountBits
+          ? r.amendFrom
+          : null,
       bitmaps: v3 ? r.bitmaps : 0,
       dirty: v3 && r.lazyRefcounts && r.dirty,
       backing: null,

@@ -102,7 +102,9 @@ export function parseCase(json: unknown, where = 'case'): Case {
     throw new CaseFormatError(`${where}.${field} ${why}`);
   };
   const obj = (v: unknown, field: string) =>
-    typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : fail(field, 'must be an object');
+    typeof v === 'object' && v !== null && !Array.isArray(v)
+      ? (v as Record<string, unknown>)
+      : fail(field, 'must be an object');
   const int = (v: unknown, field: string, min: number) =>
     Number.isSafeInteger(v) && (v as number) >= min ? (v as number) : fail(field, `must be an integer >= ${min}`);
   const oneOf = (v: unknown, field: string, allowed: readonly unknown[]) => {

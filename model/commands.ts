@@ -69,7 +69,12 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
     }
     flush();
     const flag = op.op === 'snapshot-create' ? '-c' : '-d';
-    out.push({ program: 'qemu-img', args: ['snapshot', flag, op.name, file], expect: 'ok', what: `qemu-img snapshot ${flag}` });
+    out.push({
+      program: 'qemu-img',
+      args: ['snapshot', flag, op.name, file],
+      expect: 'ok',
+      what: `qemu-img snapshot ${flag}`,
+    });
   }
   flush();
   for (let i = 0; i < image.bitmaps; i++) {

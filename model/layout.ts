@@ -40,7 +40,10 @@ export const hasOwnDirectories = (c: Case) => c.image.dataFile !== 'none';
 
 export function caseLayout(c: Case): Layout {
   const own = hasOwnDirectories(c);
-  const side = (name: 'base' | 'reference' | 'subject'): SideFiles => ({ dir: own ? name : '.', image: `${name}.qcow2` });
+  const side = (name: 'base' | 'reference' | 'subject'): SideFiles => ({
+    dir: own ? name : '.',
+    image: `${name}.qcow2`,
+  });
   return {
     base: side('base'),
     reference: side('reference'),

@@ -61,7 +61,10 @@ export function plannedSizes(c: Case): { before: number; plan: StepPlan }[] {
 
 /** The largest virtual size the image has at any point of its planned steps. */
 export const largestPlannedSize = (c: Case) =>
-  Math.max(c.image.virtualSize, ...plannedSizes(c).map(({ plan }) => (plan.accepted && plan.target !== null ? plan.target : 0)));
+  Math.max(
+    c.image.virtualSize,
+    ...plannedSizes(c).map(({ plan }) => (plan.accepted && plan.target !== null ? plan.target : 0)),
+  );
 
 /** Guest ranges where qemu shows old bytes again after the steps up to `step`: a shrink to a size
  * inside a cluster keeps that cluster whole, and a later grow makes the rest of it readable

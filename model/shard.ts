@@ -15,7 +15,8 @@ export function parseShard(text: string): Shard {
   const index = Number(m[1]);
   const count = Number(m[2]);
   if (!Number.isSafeInteger(count) || count < 1) throw new Error(`--shard ${text}: N must be at least 1`);
-  if (!Number.isSafeInteger(index) || index < 1 || index > count) throw new Error(`--shard ${text}: K must be between 1 and N (${count})`);
+  if (!Number.isSafeInteger(index) || index < 1 || index > count)
+    throw new Error(`--shard ${text}: K must be between 1 and N (${count})`);
   return { index, count };
 }
 

@@ -33,10 +33,34 @@ export const isClean = (c: CheckObservation) =>
 function checkFinding(side: Side, c: CheckObservation, otherHasLeaks: boolean): Finding | null {
   const r = c.report;
   const base = { oracle: 'check' as const, side, evidence: { exitCode: c.exitCode, report: r, stderr: c.stderr } };
-  if (r === null) return { ...base, kind: 'check-failed', detail: `exit=${c.exitCode}`, message: `qemu-img check could not check the ${side} image: ${c.stderr.trim()}` };
-  if (r.corruptions) return { ...base, kind: 'corruptions', detail: 'corruptions', message: `qemu-img check found ${r.corruptions} corruptions in the ${side} image` };
-  if (r['check-errors']) return { ...base, kind: 'check-errors', detail: 'check-errors', message: `qemu-img check hit ${r['check-errors']} errors on the ${side} image` };
-  if (r.leaks && !otherHasLeaks) return { ...base, kind: 'leaks', detail: 'leaks', message: `qemu-img check found ${r.leaks} leaked clusters in the ${side} image and none in the other` };
+  if (r === null)
+    return {
+      ...base,
+      kind: 'check-failed',
+      detail: `exit=${c.exitCode}`,
+      message: `qemu-img check could not check the ${side} image: ${c.stderr.trim()}`,
+    };
+  if (r.corruptions)
+    return {
+      ...base,
+      kind: 'corruptions',
+      detail: 'corruptions',
+      message: `qemu-img check found ${r.corruptions} corruptions in the ${side} image`,
+    };
+  if (r['check-errors'])
+    return {
+      ...base,
+      kind: 'check-errors',
+      detail: 'check-errors',
+      message: `qemu-img check hit ${r['check-errors']} errors on the ${side} image`,
+    };
+  if (r.leaks && !otherHasLeaks)
+    return {
+      ...base,
+      kind: 'leaks',
+      detail: 'leaks',
+      message: `qemu-img check found ${r.leaks} leaked clusters in the ${side} image and none in the other`,
+    };
   return null;
 }
 

@@ -48,7 +48,14 @@ export function contentOracle(c: CompareObservation, regrow: RegrowProbe | null 
       },
     ];
   }
-  return [{ ...base, kind: 'compare-failed', detail: `exit=${c.exitCode}`, message: `qemu-img compare failed: ${c.stderr.trim()}` }];
+  return [
+    {
+      ...base,
+      kind: 'compare-failed',
+      detail: `exit=${c.exitCode}`,
+      message: `qemu-img compare failed: ${c.stderr.trim()}`,
+    },
+  ];
 }
 
 const regrowQuirk = (window: RegrowProbe['window']): Finding => ({

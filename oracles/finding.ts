@@ -22,4 +22,5 @@ export interface StepFinding extends Finding {
   step: number;
 }
 
-export const signatureOf = (f: Pick<Finding, 'oracle' | 'kind' | 'side' | 'detail'>) => `${f.oracle}/${f.kind}/${f.side}/${f.detail}`;
+export const signatureOf = (f: Pick<Finding, 'oracle' | 'kind' | 'side' | 'detail'>) =>
+  `${f.oracle}/${f.kind}/${f.side}/${f.detail}`;

@@ -19,7 +19,9 @@ export type InfoObservation = { ok: true; fields: InfoFields } | { ok: false; ex
 export function parseInfo(exitCode: number | null, stdout: string, stderr: string): InfoObservation {
   if (exitCode !== 0) return { ok: false, exitCode, stderr };
   try {
-    const info = JSON.parse(stdout) as Record<string, unknown> & { 'format-specific'?: { data?: Record<string, unknown> } };
+    const info = JSON.parse(stdout) as Record<string, unknown> & {
+      'format-specific'?: { data?: Record<string, unknown> };
+    };
     const data = info['format-specific']?.data ?? {};
     return {
       ok: true,
@@ -64,15 +66,33 @@ export function infoFromStructure(o: StructureObservation): InfoObservation {
 
 export function infoOracle(reference: InfoObservation, subject: InfoObservation): Finding[] {
   if (!subject.ok) {
-    return [{ oracle: 'info', kind: 'info-failed', side: 'subject', detail: 'info-failed', message: `qemu-img info failed on the subject image: ${subject.stderr.trim()}` }];
+    return [
+      {
+        oracle: 'info',
+        kind: 'info-failed',
+        side: 'subject',
+        detail: 'info-failed',
+        message: `qemu-img info failed on the subject image: ${subject.stderr.trim()}`,
+      },
+    ];
   }
   if (!reference.ok) {
-    return [{ oracle: 'info', kind: 'info-failed', side: 'reference', detail: 'info-failed', message: `qemu-img info failed on the reference image: ${reference.stderr.trim()}` }];
+    return [
+      {
+        oracle: 'info',
+        kind: 'info-failed',
+        side: 'reference',
+        detail: 'info-failed',
+        message: `qemu-img info failed on the reference image: ${reference.stderr.trim()}`,
+      },
+    ];
   }
   const fields = Object.keys(reference.fields) as (keyof InfoFields)[];
   const differing = fields.filter((k) => reference.fields[k] !== subject.fields[k]).sort();
   if (differing.length === 0) return [];
-  const diff = Object.fromEntries(differing.map((k) => [k, { reference: reference.fields[k], subject: subject.fields[k] }]));
+  const diff = Object.fromEntries(
+    differing.map((k) => [k, { reference: reference.fields[k], subject: subject.fields[k] }]),
+  );
   return [
     {
       oracle: 'info',

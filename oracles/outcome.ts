@@ -4,7 +4,9 @@ import type { Finding, Side } from './finding.ts';
 
 export type OutcomeClass = 'ok' | 'refused' | 'crashed' | 'timed-out';
 
-export function classifyOutcome(r: Pick<CommandRecord, 'exitCode' | 'signal' | 'timedOut' | 'spawnError'>): OutcomeClass {
+export function classifyOutcome(
+  r: Pick<CommandRecord, 'exitCode' | 'signal' | 'timedOut' | 'spawnError'>,
+): OutcomeClass {
   if (r.timedOut) return 'timed-out';
   if (r.signal !== null) return 'crashed';
   return r.exitCode === 0 ? 'ok' : 'refused';
@@ -12,10 +14,22 @@ export function classifyOutcome(r: Pick<CommandRecord, 'exitCode' | 'signal' | '
 
 function abnormal(side: Side, outcome: OutcomeClass, signal: string | null, stepKind: StepKind): Finding | null {
   if (outcome === 'crashed') {
-    return { oracle: 'outcome', kind: 'crashed', side, detail: `signal=${signal},step=${stepKind}`, message: `${side} was killed by ${signal} on a ${stepKind} step` };
+    return {
+      oracle: 'outcome',
+      kind: 'crashed',
+      side,
+      detail: `signal=${signal},step=${stepKind}`,
+      message: `${side} was killed by ${signal} on a ${stepKind} step`,
+    };
   }
   if (outcome === 'timed-out') {
-    return { oracle: 'outcome', kind: 'timed-out', side, detail: `step=${stepKind}`, message: `${side} ran past the timeout on a ${stepKind} step and was killed` };
+    return {
+      oracle: 'outcome',
+      kind: 'timed-out',
+      side,
+      detail: `step=${stepKind}`,
+      message: `${side} ran past the timeout on a ${stepKind} step and was killed`,
+    };
   }
   return null;
 }
@@ -25,9 +39,10 @@ function abnormal(side: Side, outcome: OutcomeClass, signal: string | null, step
 export function outcomeOracle(reference: CommandRecord, subject: CommandRecord, stepKind: StepKind): Finding[] {
   const ref = classifyOutcome(reference);
   const sub = classifyOutcome(subject);
-  const findings = [abnormal('subject', sub, subject.signal, stepKind), abnormal('reference', ref, reference.signal, stepKind)].filter(
-    (f): f is Finding => f !== null,
-  );
+  const findings = [
+    abnormal('subject', sub, subject.signal, stepKind),
+    abnormal('reference', ref, reference.signal, stepKind),
+  ].filter((f): f is Finding => f !== null);
   if (findings.length === 0 && ref !== sub) {
     findings.push({
       oracle: 'outcome',

@@ -50,25 +50,41 @@ export function headerInconsistencies(o: Readable): string[] {
   if (h.size % 512 !== 0) bad.add('size');
   // The L1 table must map the whole virtual disk, stay within qemu's limit and inside the file.
   if (h.l1Size < l1EntriesNeeded(h.size, cs, extL2) || h.l1Size * 8 > MAX_L1_BYTES) bad.add('l1_size');
-  if (h.l1Size > 0 && (!aligned(h.l1TableOffset) || h.l1TableOffset === 0 || h.l1TableOffset + h.l1Size * 8 > o.fileLength)) bad.add('l1_table_offset');
+  if (
+    h.l1Size > 0 &&
+    (!aligned(h.l1TableOffset) || h.l1TableOffset === 0 || h.l1TableOffset + h.l1Size * 8 > o.fileLength)
+  )
+    bad.add('l1_table_offset');
   // The refcount table: non-empty, within qemu's limit, aligned, after the header, inside the file.
-  if (!aligned(h.refcountTableOffset) || h.refcountTableOffset === 0 || h.refcountTableOffset >= o.fileLength) bad.add('refcount_table_offset');
+  if (!aligned(h.refcountTableOffset) || h.refcountTableOffset === 0 || h.refcountTableOffset >= o.fileLength)
+    bad.add('refcount_table_offset');
   else if (h.refcountTableOffset + h.refcountTableClusters * cs > o.fileLength) bad.add('refcount_table_clusters');
-  if (h.refcountTableClusters === 0 || h.refcountTableClusters * cs > MAX_REFTABLE_BYTES) bad.add('refcount_table_clusters');
+  if (h.refcountTableClusters === 0 || h.refcountTableClusters * cs > MAX_REFTABLE_BYTES)
+    bad.add('refcount_table_clusters');
   if (h.refcountOrder > 6) bad.add('refcount_order');
   if (v3 && (h.headerLength < 104 || h.headerLength % 8 !== 0 || h.headerLength > cs)) bad.add('header_length');
-  if (h.nbSnapshots > 0 && (!aligned(h.snapshotsOffset) || h.snapshotsOffset === 0 || h.snapshotsOffset >= o.fileLength)) bad.add('snapshots_offset');
+  if (
+    h.nbSnapshots > 0 &&
+    (!aligned(h.snapshotsOffset) || h.snapshotsOffset === 0 || h.snapshotsOffset >= o.fileLength)
+  )
+    bad.add('snapshots_offset');
   // compression_type is non-zero exactly when its incompatible bit says so (zlib is 0, zstd 1).
-  if (((incompat & INCOMPAT_COMPRESSION) !== 0n) !== (h.compressionType !== 0) || h.compressionType > 1) bad.add('compression_type');
+  if (((incompat & INCOMPAT_COMPRESSION) !== 0n) !== (h.compressionType !== 0) || h.compressionType > 1)
+    bad.add('compression_type');
   if (incompat & ~KNOWN_INCOMPAT) bad.add('incompatible_features');
   // the external data file bit with no data file name: qemu cannot open the image on its own
-  if (incompat & INCOMPAT_DATA_FILE && !o.extensions.some((e) => e.type === EXT_DATA_FILE)) bad.add('incompatible_features');
+  if (incompat & INCOMPAT_DATA_FILE && !o.extensions.some((e) => e.type === EXT_DATA_FILE))
+    bad.add('incompatible_features');
   const hasBitmapsExt = o.extensions.some((e) => e.type === EXT_BITMAPS);
-  if ((autoclear & AUTOCLEAR_BITMAPS && !hasBitmapsExt) || (autoclear & AUTOCLEAR_DATA_FILE_RAW && !(incompat & INCOMPAT_DATA_FILE))) {
+  if (
+    (autoclear & AUTOCLEAR_BITMAPS && !hasBitmapsExt) ||
+    (autoclear & AUTOCLEAR_DATA_FILE_RAW && !(incompat & INCOMPAT_DATA_FILE))
+  ) {
     bad.add('autoclear_features');
   }
   if (h.backingFileOffset > 0 && h.backingFileOffset + h.backingFileSize > cs) bad.add('backing_file_offset');
-  if (o.extensionError !== null || SINGLETONS.some((t) => o.extensions.filter((e) => e.type === t).length > 1)) bad.add('header-extensions');
+  if (o.extensionError !== null || SINGLETONS.some((t) => o.extensions.filter((e) => e.type === t).length > 1))
+    bad.add('header-extensions');
   return [...bad].sort();
 }
 
@@ -79,16 +95,35 @@ const uniqSorted = (xs: string[]) => [...new Set(xs)].sort();
 function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
   const base = { oracle: 'structure' as const, side };
   if (!o.readable) {
-    return [{ ...base, kind: 'unreadable', detail: o.reason, message: `the ${side} image cannot be read as qcow2: ${o.message}` }];
+    return [
+      {
+        ...base,
+        kind: 'unreadable',
+        detail: o.reason,
+        message: `the ${side} image cannot be read as qcow2: ${o.message}`,
+      },
+    ];
   }
   const findings: Finding[] = [];
   const fields = headerInconsistencies(o);
   if (fields.length > 0) {
-    findings.push({ ...base, kind: 'header-inconsistent', detail: fields.join(','), message: `the ${side} image's header is inconsistent in ${fields.join(', ')}`, evidence: { header: o.header, fileLength: o.fileLength, extensionError: o.extensionError } });
+    findings.push({
+      ...base,
+      kind: 'header-inconsistent',
+      detail: fields.join(','),
+      message: `the ${side} image's header is inconsistent in ${fields.join(', ')}`,
+      evidence: { header: o.header, fileLength: o.fileLength, extensionError: o.extensionError },
+    });
   }
   if (o.problems.length > 0) {
     const what = uniqSorted(o.problems.map((p) => p.what));
-    findings.push({ ...base, kind: 'metadata-invalid', detail: what.join(','), message: `invalid metadata in the ${side} image: ${o.problems.map((p) => p.message).join('; ')}`, evidence: o.problems });
+    findings.push({
+      ...base,
+      kind: 'metadata-invalid',
+      detail: what.join(','),
+      message: `invalid metadata in the ${side} image: ${o.problems.map((p) => p.message).join('; ')}`,
+      evidence: o.problems,
+    });
   }
   for (const cls of MISMATCH_ORDER) {
     const n = o.mismatchCounts[cls];
@@ -103,27 +138,52 @@ function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
     });
   }
   if (o.copiedMismatchCount > 0) {
-    findings.push({ ...base, kind: 'copied-flag-mismatch', detail: uniqSorted(o.copiedMismatches.map((m) => m.table)).join(','), message: `${o.copiedMismatchCount} active L1/L2 entries of the ${side} image have a COPIED flag that disagrees with the refcount`, evidence: o.copiedMismatches });
+    findings.push({
+      ...base,
+      kind: 'copied-flag-mismatch',
+      detail: uniqSorted(o.copiedMismatches.map((m) => m.table)).join(','),
+      message: `${o.copiedMismatchCount} active L1/L2 entries of the ${side} image have a COPIED flag that disagrees with the refcount`,
+      evidence: o.copiedMismatches,
+    });
   }
   if (o.beyondEofCount > 0) {
-    findings.push({ ...base, kind: 'beyond-eof', detail: uniqSorted(o.beyondEof.map((b) => b.role)).join(','), message: `the ${side} image references ${o.beyondEofCount} host clusters at or past the end of its ${o.fileLength}-byte file`, evidence: o.beyondEof });
+    findings.push({
+      ...base,
+      kind: 'beyond-eof',
+      detail: uniqSorted(o.beyondEof.map((b) => b.role)).join(','),
+      message: `the ${side} image references ${o.beyondEofCount} host clusters at or past the end of its ${o.fileLength}-byte file`,
+      evidence: o.beyondEof,
+    });
   }
   if (o.mappingsBeyondEndCount > 0) {
-    findings.push({ ...base, kind: 'mapping-beyond-end', detail: uniqSorted(o.mappingsBeyondEnd.map((m) => m.table)).join(','), message: `the ${side} image still maps ${o.mappingsBeyondEndCount} L1/L2 entries past its virtual size of ${o.header.size}`, evidence: o.mappingsBeyondEnd });
+    findings.push({
+      ...base,
+      kind: 'mapping-beyond-end',
+      detail: uniqSorted(o.mappingsBeyondEnd.map((m) => m.table)).join(','),
+      message: `the ${side} image still maps ${o.mappingsBeyondEndCount} L1/L2 entries past its virtual size of ${o.header.size}`,
+      evidence: o.mappingsBeyondEnd,
+    });
   }
   return findings;
 }
 
 /** Header bits and fields a resize must keep that the info oracle does not already compare
  * (it compares dirty, corrupt, compression type, extended L2 and lazy refcounts). */
-function changedFields(ref: HeaderSummary, sub: HeaderSummary, refBacking: string | null, subBacking: string | null): string[] {
+function changedFields(
+  ref: HeaderSummary,
+  sub: HeaderSummary,
+  refBacking: string | null,
+  subBacking: string | null,
+): string[] {
   const INFO_INCOMPAT = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
   const masked = (v: string, covered: bigint) => BigInt(v) & ~covered;
   const changed: string[] = [];
   if (ref.clusterBits !== sub.clusterBits) changed.push('cluster_bits');
   if (ref.cryptMethod !== sub.cryptMethod) changed.push('crypt_method');
-  if (masked(ref.incompatibleFeatures, INFO_INCOMPAT) !== masked(sub.incompatibleFeatures, INFO_INCOMPAT)) changed.push('incompatible_features');
-  if (masked(ref.compatibleFeatures, COMPAT_LAZY_REFCOUNTS) !== masked(sub.compatibleFeatures, COMPAT_LAZY_REFCOUNTS)) changed.push('compatible_features');
+  if (masked(ref.incompatibleFeatures, INFO_INCOMPAT) !== masked(sub.incompatibleFeatures, INFO_INCOMPAT))
+    changed.push('incompatible_features');
+  if (masked(ref.compatibleFeatures, COMPAT_LAZY_REFCOUNTS) !== masked(sub.compatibleFeatures, COMPAT_LAZY_REFCOUNTS))
+    changed.push('compatible_features');
   if (BigInt(ref.autoclearFeatures) !== BigInt(sub.autoclearFeatures)) changed.push('autoclear_features');
   if (refBacking !== subBacking) changed.push('backing_file');
   return changed;
@@ -149,15 +209,37 @@ function extensionFindings(ref: Readable, sub: Readable): Finding[] {
   for (const [type, e] of r) {
     const other = s.get(type);
     if (!other) lost.push(e.name);
-    else if (JSON.stringify([...e.contents].sort()) !== JSON.stringify([...other.contents].sort())) changed.push(e.name);
+    else if (JSON.stringify([...e.contents].sort()) !== JSON.stringify([...other.contents].sort()))
+      changed.push(e.name);
   }
   for (const [type, e] of s) if (!r.has(type)) added.push(e.name);
   const findings: Finding[] = [];
   const names = (xs: string[]) => uniqSorted(xs).join(',');
   const evidence = { reference: ref.extensions, subject: sub.extensions };
-  if (lost.length) findings.push({ ...base, kind: 'extension-lost', detail: names(lost), message: `the subject's result lost header extensions that qemu's keeps: ${names(lost)}`, evidence });
-  if (changed.length) findings.push({ ...base, kind: 'extension-changed', detail: names(changed), message: `header extensions differ from qemu's result: ${names(changed)}`, evidence });
-  if (added.length) findings.push({ ...base, kind: 'extension-added', detail: names(added), message: `the subject's result has header extensions qemu's lacks: ${names(added)}`, evidence });
+  if (lost.length)
+    findings.push({
+      ...base,
+      kind: 'extension-lost',
+      detail: names(lost),
+      message: `the subject's result lost header extensions that qemu's keeps: ${names(lost)}`,
+      evidence,
+    });
+  if (changed.length)
+    findings.push({
+      ...base,
+      kind: 'extension-changed',
+      detail: names(changed),
+      message: `header extensions differ from qemu's result: ${names(changed)}`,
+      evidence,
+    });
+  if (added.length)
+    findings.push({
+      ...base,
+      kind: 'extension-added',
+      detail: names(added),
+      message: `the subject's result has header extensions qemu's lacks: ${names(added)}`,
+      evidence,
+    });
   return findings;
 }
 
@@ -173,11 +255,23 @@ export function structureOracle(subject: StructureObservation, reference: Struct
   if (subject.readable && reference.readable) {
     const base = { oracle: 'structure' as const, side: 'subject' as const };
     if (subject.header.refcountOrder !== reference.header.refcountOrder) {
-      findings.push({ ...base, kind: 'refcount-order-changed', detail: 'refcount_order', message: `refcount_order is ${subject.header.refcountOrder} in the subject's result and ${reference.header.refcountOrder} in qemu's`, evidence: { reference: reference.header.refcountOrder, subject: subject.header.refcountOrder } });
+      findings.push({
+        ...base,
+        kind: 'refcount-order-changed',
+        detail: 'refcount_order',
+        message: `refcount_order is ${subject.header.refcountOrder} in the subject's result and ${reference.header.refcountOrder} in qemu's`,
+        evidence: { reference: reference.header.refcountOrder, subject: subject.header.refcountOrder },
+      });
     }
     const changed = changedFields(reference.header, subject.header, reference.backingFile, subject.backingFile);
     if (changed.length > 0) {
-      findings.push({ ...base, kind: 'header-field-changed', detail: changed.join(','), message: `header fields differ from qemu's result: ${changed.join(', ')}`, evidence: { reference: reference.header, subject: subject.header } });
+      findings.push({
+        ...base,
+        kind: 'header-field-changed',
+        detail: changed.join(','),
+        message: `header fields differ from qemu's result: ${changed.join(', ')}`,
+        evidence: { reference: reference.header, subject: subject.header },
+      });
     }
     findings.push(...extensionFindings(reference, subject));
   }

@@ -84,14 +84,22 @@ export type OracleName = (typeof ORACLES)[number]['name'];
 export const ORACLE_NAMES: readonly OracleName[] = ORACLES.map((o) => o.name);
 
 type Entry = (typeof ORACLES)[number];
-const STEP_ORACLES: readonly StepOracle[] = ORACLES.filter((o): o is Extract<Entry, { stage: 'step' }> => o.stage === 'step');
-const AFTER_USE_ORACLES: readonly AfterUseStage[] = ORACLES.filter((o): o is Extract<Entry, { stage: 'after-use' }> => o.stage === 'after-use');
+const STEP_ORACLES: readonly StepOracle[] = ORACLES.filter(
+  (o): o is Extract<Entry, { stage: 'step' }> => o.stage === 'step',
+);
+const AFTER_USE_ORACLES: readonly AfterUseStage[] = ORACLES.filter(
+  (o): o is Extract<Entry, { stage: 'after-use' }> => o.stage === 'after-use',
+);
 
 /** The findings of one step, in table order, and the oracles that judged it. */
 export function judgeStep(o: StepObservation): { findings: Finding[]; oracles: OracleName[] } {
   const ran = STEP_ORACLES.filter((oracle) => oracle.runs(o));
-  return { findings: ran.flatMap((oracle) => oracle.judge(o)), oracles: ran.map((oracle) => oracle.name as OracleName) };
+  return {
+    findings: ran.flatMap((oracle) => oracle.judge(o)),
+    oracles: ran.map((oracle) => oracle.name as OracleName),
+  };
 }
 
 /** The findings of the workload run on both results after the last step. */
-export const judgeAfterUse = (o: AfterUseObservation): Finding[] => AFTER_USE_ORACLES.flatMap((oracle) => oracle.judge(o));
+export const judgeAfterUse = (o: AfterUseObservation): Finding[] =>
+  AFTER_USE_ORACLES.flatMap((oracle) => oracle.judge(o));

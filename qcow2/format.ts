@@ -87,7 +87,7 @@ export function u64(buf: Buffer, off: number): number {
 /** Parses the first 112 (or fewer for v2: 72) bytes of a qcow2 file. */
 export function parseQcow2Header(buf: Buffer): Qcow2Header {
   if (buf.length < V2_HEADER_LENGTH || buf.readUInt32BE(0) !== QCOW2_MAGIC) {
-    throw new Error("not a qcow2 image (bad magic or short header)");
+    throw new Error('not a qcow2 image (bad magic or short header)');
   }
   const version = buf.readUInt32BE(HEADER_OFFSET.version);
   const clusterBits = buf.readUInt32BE(HEADER_OFFSET.clusterBits);
@@ -137,15 +137,16 @@ export const EXT_CRYPTO = 0x0537be77;
 export const EXT_DATA_FILE = 0x44415441;
 
 const EXTENSION_NAMES: Record<number, string> = {
-  [EXT_BACKING_FORMAT]: "backing-format",
-  [EXT_FEATURE_TABLE]: "feature-name-table",
-  [EXT_BITMAPS]: "bitmaps",
-  [EXT_CRYPTO]: "crypto-header",
-  [EXT_DATA_FILE]: "data-file",
+  [EXT_BACKING_FORMAT]: 'backing-format',
+  [EXT_FEATURE_TABLE]: 'feature-name-table',
+  [EXT_BITMAPS]: 'bitmaps',
+  [EXT_CRYPTO]: 'crypto-header',
+  [EXT_DATA_FILE]: 'data-file',
 };
 
 /** A stable name for an extension type; unknown types keep their number (it is not a size). */
-export const extensionName = (type: number) => EXTENSION_NAMES[type] ?? `unknown-0x${type.toString(16).padStart(8, "0")}`;
+export const extensionName = (type: number) =>
+  EXTENSION_NAMES[type] ?? `unknown-0x${type.toString(16).padStart(8, '0')}`;
 
 export interface HeaderExtension {
   type: number;
@@ -170,12 +171,18 @@ export function extensionAreaEnd(h: Qcow2Header): number {
 export function parseHeaderExtensions(cluster0: Buffer, h: Qcow2Header): HeaderExtension[] {
   const end = Math.min(extensionAreaEnd(h), cluster0.length);
   const exts: HeaderExtension[] = [];
-  for (let off = h.headerLength; off + 8 <= end; ) {
+  for (let off = h.headerLength; off + 8 <= end;) {
     const type = cluster0.readUInt32BE(off);
     const length = cluster0.readUInt32BE(off + 4);
     if (type === EXT_END) break;
     if (off + 8 + length > end) throw new Error(`header extension ${extensionName(type)} runs past the extension area`);
-    exts.push({ type, name: extensionName(type), offset: off, length, data: Buffer.from(cluster0.subarray(off + 8, off + 8 + length)) });
+    exts.push({
+      type,
+      name: extensionName(type),
+      offset: off,
+      length,
+      data: Buffer.from(cluster0.subarray(off + 8, off + 8 + length)),
+    });
     off += 8 + Math.ceil(length / 8) * 8; // data is padded to a multiple of 8
   }
   return exts;
@@ -194,7 +201,11 @@ export function parseFeatureNameTable(data: Buffer): FeatureNameEntry[] {
   for (let off = 0; off + 48 <= data.length; off += 48) {
     const raw = data.subarray(off + 2, off + 48);
     const nul = raw.indexOf(0);
-    out.push({ type: data[off]!, bit: data[off + 1]!, name: raw.subarray(0, nul < 0 ? raw.length : nul).toString("latin1") });
+    out.push({
+      type: data[off]!,
+      bit: data[off + 1]!,
+      name: raw.subarray(0, nul < 0 ? raw.length : nul).toString('latin1'),
+    });
   }
   return out;
 }
@@ -206,7 +217,7 @@ export interface BitmapsExtension {
 }
 
 export function parseBitmapsExtension(data: Buffer): BitmapsExtension {
-  if (data.length < 24) throw new Error("bitmaps extension shorter than 24 bytes");
+  if (data.length < 24) throw new Error('bitmaps extension shorter than 24 bytes');
   return { nbBitmaps: data.readUInt32BE(0), directorySize: u64(data, 8), directoryOffset: u64(data, 16) };
 }
 
@@ -216,7 +227,7 @@ export interface CryptoHeaderExtension {
 }
 
 export function parseCryptoHeaderExtension(data: Buffer): CryptoHeaderExtension {
-  if (data.length < 16) throw new Error("crypto header extension shorter than 16 bytes");
+  if (data.length < 16) throw new Error('crypto header extension shorter than 16 bytes');
   return { offset: u64(data, 0), length: u64(data, 8) };
 }
 
@@ -237,11 +248,11 @@ export function parseBitmapDirectory(buf: Buffer, nbBitmaps: number): BitmapDire
   const out: BitmapDirectoryEntry[] = [];
   let off = 0;
   for (let i = 0; i < nbBitmaps; i++) {
-    if (off + 24 > buf.length) throw new Error("bitmap directory entry runs past the directory");
+    if (off + 24 > buf.length) throw new Error('bitmap directory entry runs past the directory');
     const nameSize = buf.readUInt16BE(off + 18);
     const extraSize = buf.readUInt32BE(off + 20);
     const end = off + 24 + extraSize + nameSize;
-    if (end > buf.length) throw new Error("bitmap directory entry runs past the directory");
+    if (end > buf.length) throw new Error('bitmap directory entry runs past the directory');
     out.push({
       tableOffset: u64(buf, off),
       tableSize: buf.readUInt32BE(off + 8),
@@ -249,7 +260,7 @@ export function parseBitmapDirectory(buf: Buffer, nbBitmaps: number): BitmapDire
       type: buf[off + 16]!,
       granularityBits: buf[off + 17]!,
       extraData: Buffer.from(buf.subarray(off + 24, off + 24 + extraSize)),
-      name: buf.subarray(off + 24 + extraSize, end).toString("utf8"),
+      name: buf.subarray(off + 24 + extraSize, end).toString('utf8'),
     });
     off = Math.ceil(end / 8) * 8;
   }

@@ -2,7 +2,7 @@
 // tables (L1, L2, refcount table and blocks, snapshot table, bitmap directory and tables) at the
 // offsets the image names, never the whole file. Read-only: the writers the test doubles use are
 // in test/doubles/qcow2-edit.ts.
-import { open, type FileHandle } from "node:fs/promises";
+import { open, type FileHandle } from 'node:fs/promises';
 import {
   AUTOCLEAR_BITMAPS,
   EXT_BITMAPS,
@@ -20,7 +20,7 @@ import {
   type HeaderExtension,
   type Qcow2Header,
   type RefcountBlockRef,
-} from "./format.ts";
+} from './format.ts';
 import {
   REFTABLE_OFFSET_MASK,
   decodeL1Entry,
@@ -34,11 +34,15 @@ import {
   refcountEntriesPerBlock,
   type L2Entry,
   type SnapshotEntry,
-} from "./tables.ts";
+} from './tables.ts';
 
 /** Thrown when a header or directory claims a table larger than qemu would ever open. */
 export class TableTooLargeError extends Error {
-  constructor(readonly table: string, bytes: number, limit: number) {
+  constructor(
+    readonly table: string,
+    bytes: number,
+    limit: number,
+  ) {
     super(`${table} of ${bytes} bytes exceeds qemu's limit of ${limit}`);
   }
 }
@@ -47,12 +51,13 @@ export async function readAt(fh: FileHandle, offset: number, length: number): Pr
   // A table that runs past EOF reads as zeros (qemu would fail; callers report what is there).
   const buf = Buffer.allocUnsafe(length);
   let done = 0;
-  for (let n = -1; done < length && n !== 0; done += n) n = (await fh.read(buf, done, length - done, offset + done)).bytesRead;
+  for (let n = -1; done < length && n !== 0; done += n)
+    n = (await fh.read(buf, done, length - done, offset + done)).bytesRead;
   return buf.fill(0, done);
 }
 
 async function withFile<T>(path: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
-  const fh = await open(path, "r");
+  const fh = await open(path, 'r');
   try {
     return await fn(fh);
   } finally {
@@ -83,11 +88,12 @@ export class Qcow2Reader {
   ) {}
 
   static async open(path: string): Promise<Qcow2Reader> {
-    const fh = await open(path, "r");
+    const fh = await open(path, 'r');
     try {
       const fileLength = (await fh.stat()).size;
       const header = await headerOf(fh);
-      if (header.clusterBits < 9 || header.clusterBits > 21) throw new Error(`cluster_bits ${header.clusterBits} out of range 9..21`);
+      if (header.clusterBits < 9 || header.clusterBits > 21)
+        throw new Error(`cluster_bits ${header.clusterBits} out of range 9..21`);
       return new Qcow2Reader(fh, header, fileLength, await readAt(fh, 0, header.clusterSize));
     } catch (e) {
       await fh.close();
@@ -112,12 +118,12 @@ export class Qcow2Reader {
   backingFile(): string | null {
     const h = this.header;
     if (h.backingFileOffset === 0) return null;
-    return this.headerCluster.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString("utf8");
+    return this.headerCluster.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString('utf8');
   }
 
   /** Raw u64 entries of an L1 table (the active one by default). */
   async readL1Table(offset = this.header.l1TableOffset, entries = this.header.l1Size): Promise<bigint[]> {
-    if (entries * 8 > MAX_L1_BYTES) throw new TableTooLargeError("l1 table", entries * 8, MAX_L1_BYTES);
+    if (entries * 8 > MAX_L1_BYTES) throw new TableTooLargeError('l1 table', entries * 8, MAX_L1_BYTES);
     const buf = await this.read(offset, entries * 8);
     return Array.from({ length: entries }, (_, i) => buf.readBigUInt64BE(i * 8));
   }
@@ -152,7 +158,7 @@ export class Qcow2Reader {
   private async loadRefcountTable(): Promise<{ offsets: Float64Array; blocks: RefcountBlockRef[] }> {
     const h = this.header;
     const bytes = h.refcountTableClusters * h.clusterSize;
-    if (bytes > MAX_REFTABLE_BYTES) throw new TableTooLargeError("refcount table", bytes, MAX_REFTABLE_BYTES);
+    if (bytes > MAX_REFTABLE_BYTES) throw new TableTooLargeError('refcount table', bytes, MAX_REFTABLE_BYTES);
     const table = await this.read(h.refcountTableOffset, bytes);
     const offsets = new Float64Array(bytes / 8);
     const blocks: RefcountBlockRef[] = [];
@@ -200,7 +206,7 @@ export class Qcow2Reader {
    */
   async readSnapshots(): Promise<{ entries: SnapshotEntry[]; size: number }> {
     const h = this.header;
-    if (h.nbSnapshots > MAX_SNAPSHOTS) throw new TableTooLargeError("snapshot table", h.nbSnapshots, MAX_SNAPSHOTS);
+    if (h.nbSnapshots > MAX_SNAPSHOTS) throw new TableTooLargeError('snapshot table', h.nbSnapshots, MAX_SNAPSHOTS);
     const entries: SnapshotEntry[] = [];
     let rel = 0;
     for (let i = 0; i < h.nbSnapshots; i++) {
@@ -208,15 +214,15 @@ export class Qcow2Reader {
       const idSize = fixed.readUInt16BE(12);
       const nameSize = fixed.readUInt16BE(14);
       const extraSize = fixed.readUInt32BE(36);
-      if (extraSize > 1024) throw new TableTooLargeError("snapshot extra data", extraSize, 1024); // qemu's limit
+      if (extraSize > 1024) throw new TableTooLargeError('snapshot extra data', extraSize, 1024); // qemu's limit
       const rest = await this.read(h.snapshotsOffset + rel + 40, extraSize + idSize + nameSize);
       const extraData = Buffer.from(rest.subarray(0, extraSize));
       const entryLength = Math.ceil((40 + extraSize + idSize + nameSize) / 8) * 8;
       entries.push({
         l1TableOffset: u64(fixed, 0),
         l1Size: fixed.readUInt32BE(8),
-        id: rest.subarray(extraSize, extraSize + idSize).toString("utf8"),
-        name: rest.subarray(extraSize + idSize, extraSize + idSize + nameSize).toString("utf8"),
+        id: rest.subarray(extraSize, extraSize + idSize).toString('utf8'),
+        name: rest.subarray(extraSize + idSize, extraSize + idSize + nameSize).toString('utf8'),
         dateSec: fixed.readUInt32BE(16),
         dateNsec: fixed.readUInt32BE(20),
         vmClockNsec: u64(fixed, 24),
@@ -239,19 +245,21 @@ export class Qcow2Reader {
     const ext = this.extensions().find((e) => e.type === EXT_BITMAPS);
     if (!ext || !(this.header.autoclearFeatures & AUTOCLEAR_BITMAPS)) return null;
     const extension = parseBitmapsExtension(ext.data);
-    if (extension.nbBitmaps > MAX_BITMAPS) throw new TableTooLargeError("bitmap directory", extension.nbBitmaps, MAX_BITMAPS);
-    if (extension.directorySize > 64 * 2 ** 20) throw new TableTooLargeError("bitmap directory", extension.directorySize, 64 * 2 ** 20);
+    if (extension.nbBitmaps > MAX_BITMAPS)
+      throw new TableTooLargeError('bitmap directory', extension.nbBitmaps, MAX_BITMAPS);
+    if (extension.directorySize > 64 * 2 ** 20)
+      throw new TableTooLargeError('bitmap directory', extension.directorySize, 64 * 2 ** 20);
     const dir = await this.read(extension.directoryOffset, extension.directorySize);
     return { extension, directory: parseBitmapDirectory(dir, extension.nbBitmaps) };
   }
 
   /** Raw u64 entries of one bitmap table. */
   async readBitmapTable(entry: BitmapDirectoryEntry): Promise<bigint[]> {
-    if (entry.tableSize * 8 > MAX_L1_BYTES) throw new TableTooLargeError("bitmap table", entry.tableSize * 8, MAX_L1_BYTES);
+    if (entry.tableSize * 8 > MAX_L1_BYTES)
+      throw new TableTooLargeError('bitmap table', entry.tableSize * 8, MAX_L1_BYTES);
     const buf = await this.read(entry.tableOffset, entry.tableSize * 8);
     return Array.from({ length: entry.tableSize }, (_, i) => buf.readBigUInt64BE(i * 8));
   }
-
 }
 
 /** Opens an image, runs `fn`, closes the image. */

@@ -2,7 +2,7 @@
 // qemu's `qemu-img check` does (block/qcow2-refcount.c), and compared with the stored refcounts:
 // an independent second opinion beside qemu-img check. Also COPIED flags, references past the end
 // of the file, mappings past the virtual size, and what a resize must keep of the header.
-import { stat } from "node:fs/promises";
+import { stat } from 'node:fs/promises';
 import {
   EXT_BITMAPS,
   EXT_CRYPTO,
@@ -14,31 +14,39 @@ import {
   type HeaderExtension,
   type Qcow2Header,
   type RefcountBlockRef,
-} from "./format.ts";
-import { Qcow2Reader, TableTooLargeError } from "./reader.ts";
-import { L1E_OFFSET_MASK, decodeL1Entry, decodeL2Entry, isZero, l2EntriesPerTable, l2FormatOf, nonZeroChunks, type L2Format } from "./tables.ts";
-
+} from './format.ts';
+import { Qcow2Reader, TableTooLargeError } from './reader.ts';
+import {
+  L1E_OFFSET_MASK,
+  decodeL1Entry,
+  decodeL2Entry,
+  isZero,
+  l2EntriesPerTable,
+  l2FormatOf,
+  nonZeroChunks,
+  type L2Format,
+} from './tables.ts';
 
 /** What a host cluster is referenced as (the first reference found, for reports). */
 export type ClusterRole =
-  | "header"
-  | "l1"
-  | "l2"
-  | "data"
-  | "compressed"
-  | "refcount-table"
-  | "refcount-block"
-  | "snapshot-table"
-  | "snapshot-l1"
-  | "snapshot-l2"
-  | "snapshot-data"
-  | "crypto-header"
-  | "bitmap-directory"
-  | "bitmap-table"
-  | "bitmap-data";
+  | 'header'
+  | 'l1'
+  | 'l2'
+  | 'data'
+  | 'compressed'
+  | 'refcount-table'
+  | 'refcount-block'
+  | 'snapshot-table'
+  | 'snapshot-l1'
+  | 'snapshot-l2'
+  | 'snapshot-data'
+  | 'crypto-header'
+  | 'bitmap-directory'
+  | 'bitmap-table'
+  | 'bitmap-data';
 
 /** A mismatch as qemu-img check classifies it: below the references is a corruption, above a leak. */
-export type RefcountMismatchClass = "undercounted" | "overcounted" | "leaked";
+export type RefcountMismatchClass = 'undercounted' | 'overcounted' | 'leaked';
 
 export interface RefcountMismatch {
   cluster: number;
@@ -59,7 +67,7 @@ export interface StructureProblem {
 export const MAX_LISTED = 50;
 
 /** The header in JSON-safe form (feature fields as hex strings). */
-export type HeaderSummary = Omit<Qcow2Header, "incompatibleFeatures" | "compatibleFeatures" | "autoclearFeatures"> & {
+export type HeaderSummary = Omit<Qcow2Header, 'incompatibleFeatures' | 'compatibleFeatures' | 'autoclearFeatures'> & {
   incompatibleFeatures: string;
   compatibleFeatures: string;
   autoclearFeatures: string;
@@ -94,13 +102,13 @@ export type StructureObservation =
       refcountMismatches: RefcountMismatch[];
       /** Active L1/L2 entries whose COPIED bit disagrees with "stored refcount is exactly 1". */
       copiedMismatchCount: number;
-      copiedMismatches: { table: "l1" | "l2" | "compressed"; cluster: number; stored: number }[];
+      copiedMismatches: { table: 'l1' | 'l2' | 'compressed'; cluster: number; stored: number }[];
       /** Referenced host clusters at or beyond the end of the file. */
       beyondEofCount: number;
       beyondEof: { role: ClusterRole; cluster: number }[];
       /** Active mappings of guest clusters past the virtual size (a shrink must drop them). */
       mappingsBeyondEndCount: number;
-      mappingsBeyondEnd: { table: "l1" | "l2"; index: number }[];
+      mappingsBeyondEnd: { table: 'l1' | 'l2'; index: number }[];
       problems: StructureProblem[];
       /** As `qemu-img check` counts them: active guest clusters with a host cluster or compressed. */
       allocatedClusters: number;
@@ -109,12 +117,17 @@ export type StructureObservation =
       referencedClusters: number;
       storedClusters: number;
     }
-  | { readable: false; reason: "missing" | "not-qcow2" | "error"; message: string };
+  | { readable: false; reason: 'missing' | 'not-qcow2' | 'error'; message: string };
 
 const hex = (n: bigint) => `0x${n.toString(16)}`;
 
 function summariseHeader(h: Qcow2Header): HeaderSummary {
-  return { ...h, incompatibleFeatures: hex(h.incompatibleFeatures), compatibleFeatures: hex(h.compatibleFeatures), autoclearFeatures: hex(h.autoclearFeatures) };
+  return {
+    ...h,
+    incompatibleFeatures: hex(h.incompatibleFeatures),
+    compatibleFeatures: hex(h.compatibleFeatures),
+    autoclearFeatures: hex(h.autoclearFeatures),
+  };
 }
 
 const MAX_RANGE_BYTES = 64 * 2 ** 20;
@@ -125,7 +138,10 @@ class Expected {
   readonly roles = new Map<number, ClusterRole>();
   readonly beyondEof: { role: ClusterRole; cluster: number }[] = [];
   beyondEofCount = 0;
-  constructor(private readonly clusterBits: number, private readonly fileClusters: number) {}
+  constructor(
+    private readonly clusterBits: number,
+    private readonly fileClusters: number,
+  ) {}
 
   /** Every host cluster that [offset, offset + length) touches gets one more reference. */
   add(offset: number, length: number, role: ClusterRole): void {
@@ -153,7 +169,7 @@ function extensionContent(e: HeaderExtension): string {
   } catch {
     // malformed: fall back to the raw bytes
   }
-  return e.data.toString("hex");
+  return e.data.toString('hex');
 }
 
 /**
@@ -167,24 +183,26 @@ function extensionContent(e: HeaderExtension): string {
 export async function structuralCheck(path: string): Promise<StructureObservation> {
   let r: Qcow2Reader;
   try {
-    if (!(await stat(path)).isFile()) return { readable: false, reason: "missing", message: `${path} is not a regular file` };
+    if (!(await stat(path)).isFile())
+      return { readable: false, reason: 'missing', message: `${path} is not a regular file` };
     r = await Qcow2Reader.open(path);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (err.code === "ENOENT") return { readable: false, reason: "missing", message: err.message };
-    if (/not a qcow2|cluster_bits/.test(err.message)) return { readable: false, reason: "not-qcow2", message: err.message };
-    return { readable: false, reason: "error", message: err.message };
+    if (err.code === 'ENOENT') return { readable: false, reason: 'missing', message: err.message };
+    if (/not a qcow2|cluster_bits/.test(err.message))
+      return { readable: false, reason: 'not-qcow2', message: err.message };
+    return { readable: false, reason: 'error', message: err.message };
   }
   try {
     return await new StructureWalk(r).run();
   } catch (e) {
-    return { readable: false, reason: "error", message: (e as Error).message };
+    return { readable: false, reason: 'error', message: (e as Error).message };
   } finally {
     await r.close();
   }
 }
 
-type CopiedTable = "l1" | "l2" | "compressed";
+type CopiedTable = 'l1' | 'l2' | 'compressed';
 
 /** One walk over an image's metadata, in qemu's order (qcow2-refcount.c check_refcounts): each
  * structure adds its references to `expected`; what does not add up is collected on the way. */
@@ -200,7 +218,7 @@ class StructureWalk {
   private reftable: RefcountBlockRef[] = [];
   private readonly copiedMismatches: { table: CopiedTable; cluster: number; stored: number }[] = [];
   private copiedMismatchCount = 0;
-  private readonly mappingsBeyondEnd: { table: "l1" | "l2"; index: number }[] = [];
+  private readonly mappingsBeyondEnd: { table: 'l1' | 'l2'; index: number }[] = [];
   private mappingsBeyondEndCount = 0;
   private allocatedClusters = 0;
   private compressedClusters = 0;
@@ -220,14 +238,14 @@ class StructureWalk {
     } catch (e) {
       this.extensionError = (e as Error).message;
     }
-    this.expected.add(0, this.cs, "header");
+    this.expected.add(0, this.cs, 'header');
     // stored refcounts first: the COPIED checks compare against them, like qemu's
-    await this.guarded("refcount-table", () => this.readStoredRefcounts());
-    await this.guarded("l1-table", () => this.walkL1(this.h.l1TableOffset, this.h.l1Size, true));
+    await this.guarded('refcount-table', () => this.readStoredRefcounts());
+    await this.guarded('l1-table', () => this.walkL1(this.h.l1TableOffset, this.h.l1Size, true));
     await this.walkSnapshots();
     this.addRefcountStructures();
     this.addCryptoHeader();
-    await this.guarded("bitmaps", () => this.walkBitmaps());
+    await this.guarded('bitmaps', () => this.walkBitmaps());
     return this.observation();
   }
 
@@ -254,10 +272,11 @@ class StructureWalk {
 
   private copied(table: CopiedTable, cluster: number) {
     this.copiedMismatchCount++;
-    if (this.copiedMismatches.length < MAX_LISTED) this.copiedMismatches.push({ table, cluster, stored: this.storedOf(cluster) });
+    if (this.copiedMismatches.length < MAX_LISTED)
+      this.copiedMismatches.push({ table, cluster, stored: this.storedOf(cluster) });
   }
 
-  private beyondEnd(table: "l1" | "l2", index: number) {
+  private beyondEnd(table: 'l1' | 'l2', index: number) {
     this.mappingsBeyondEndCount++;
     if (this.mappingsBeyondEnd.length < MAX_LISTED) this.mappingsBeyondEnd.push({ table, index });
   }
@@ -272,22 +291,25 @@ class StructureWalk {
   private async walkL1(offset: number, entries: number, active: boolean) {
     if (entries === 0) return;
     if (!this.aligned(offset)) {
-      return this.problem(active ? "l1-table-offset" : "snapshot-l1-offset", `L1 table at ${offset} is not cluster-aligned`);
+      return this.problem(
+        active ? 'l1-table-offset' : 'snapshot-l1-offset',
+        `L1 table at ${offset} is not cluster-aligned`,
+      );
     }
     const l1 = await this.r.readL1Table(offset, entries);
-    this.expected.add(offset, entries * 8, active ? "l1" : "snapshot-l1");
+    this.expected.add(offset, entries * 8, active ? 'l1' : 'snapshot-l1');
     const guestClusters = Math.ceil(this.h.size / this.cs);
     const l2Entries = l2EntriesPerTable(this.cs, this.fmt.extendedL2);
     for (let i = 0; i < l1.length; i++) {
       const { offset: l2Offset, copied } = decodeL1Entry(l1[i]!);
       if (!l2Offset) continue;
-      if (active && i * l2Entries >= guestClusters) this.beyondEnd("l1", i);
+      if (active && i * l2Entries >= guestClusters) this.beyondEnd('l1', i);
       if (!this.aligned(l2Offset)) {
-        this.problem("l2-offset", `L2 table at ${l2Offset} is not cluster-aligned`);
+        this.problem('l2-offset', `L2 table at ${l2Offset} is not cluster-aligned`);
         continue;
       }
-      this.expected.add(l2Offset, this.cs, active ? "l2" : "snapshot-l2");
-      if (active && copied !== (this.storedOf(l2Offset / this.cs) === 1)) this.copied("l1", l2Offset / this.cs);
+      this.expected.add(l2Offset, this.cs, active ? 'l2' : 'snapshot-l2');
+      if (active && copied !== (this.storedOf(l2Offset / this.cs) === 1)) this.copied('l1', l2Offset / this.cs);
       // past EOF it is reported as beyond EOF; it would read as zeros
       if (l2Offset < this.r.fileLength) await this.walkL2(l2Offset, i * l2Entries, guestClusters, active);
     }
@@ -305,32 +327,39 @@ class StructureWalk {
         if (isZero(table, at, step)) continue;
         const e = decodeL2Entry(table.readBigUInt64BE(at), this.fmt);
         const guest = firstGuest + at / step;
-        if (active && guest >= guestClusters) this.beyondEnd("l2", guest);
-        if (e.type === "compressed") {
+        if (active && guest >= guestClusters) this.beyondEnd('l2', guest);
+        if (e.type === 'compressed') {
           // qcow2.txt: an image with an external data file has no compressed clusters
-          if (dataFile) this.problem("data-file-compressed", `guest cluster ${guest} is compressed in an image with an external data file`);
+          if (dataFile)
+            this.problem(
+              'data-file-compressed',
+              `guest cluster ${guest} is compressed in an image with an external data file`,
+            );
           if (active) {
             this.allocatedClusters++;
             this.compressedClusters++;
-            if (e.copied) this.copied("compressed", Math.floor(e.offset / this.cs));
+            if (e.copied) this.copied('compressed', Math.floor(e.offset / this.cs));
           }
-          this.expected.add(e.offset, e.length, active ? "compressed" : "snapshot-data");
-        } else if (e.type === "normal" || e.type === "zero-alloc") {
+          this.expected.add(e.offset, e.length, active ? 'compressed' : 'snapshot-data');
+        } else if (e.type === 'normal' || e.type === 'zero-alloc') {
           if (active) this.allocatedClusters++;
           if (!this.aligned(e.offset)) {
-            this.problem("data-offset", `data cluster at ${e.offset} is not cluster-aligned`);
+            this.problem('data-offset', `data cluster at ${e.offset} is not cluster-aligned`);
             continue;
           }
           if (dataFile) {
             // qcow2.txt: with an external data file the host offset must be the guest offset (qemu
             // marks the image corrupt when it meets another); those clusters are not refcounted
             if (e.offset !== guest * this.cs) {
-              this.problem("data-file-offset", `guest cluster ${guest} maps to data file offset ${e.offset}, not to its guest offset`);
+              this.problem(
+                'data-file-offset',
+                `guest cluster ${guest} maps to data file offset ${e.offset}, not to its guest offset`,
+              );
             }
             continue;
           }
-          this.expected.add(e.offset, this.cs, active ? "data" : "snapshot-data");
-          if (active && e.copied !== (this.storedOf(e.offset / this.cs) === 1)) this.copied("l2", e.offset / this.cs);
+          this.expected.add(e.offset, this.cs, active ? 'data' : 'snapshot-data');
+          if (active && e.copied !== (this.storedOf(e.offset / this.cs) === 1)) this.copied('l2', e.offset / this.cs);
         }
       }
     }
@@ -339,23 +368,26 @@ class StructureWalk {
   /** Each snapshot's L1 table and what it maps, then the snapshot table itself. */
   private async walkSnapshots() {
     if (this.h.nbSnapshots === 0) return;
-    if (this.fmt.dataFile) this.problem("data-file-snapshots", "an image with an external data file has internal snapshots");
-    await this.guarded("snapshot-table", async () => {
-      if (!this.aligned(this.h.snapshotsOffset)) throw new Error(`snapshot table at ${this.h.snapshotsOffset} is not cluster-aligned`);
+    if (this.fmt.dataFile)
+      this.problem('data-file-snapshots', 'an image with an external data file has internal snapshots');
+    await this.guarded('snapshot-table', async () => {
+      if (!this.aligned(this.h.snapshotsOffset))
+        throw new Error(`snapshot table at ${this.h.snapshotsOffset} is not cluster-aligned`);
       const { entries, size } = await this.r.readSnapshots();
       this.snapshots = entries.length;
       for (const sn of entries) await this.walkL1(sn.l1TableOffset, sn.l1Size, false);
-      this.expected.add(this.h.snapshotsOffset, size, "snapshot-table");
+      this.expected.add(this.h.snapshotsOffset, size, 'snapshot-table');
     });
   }
 
   /** The refcount table and the blocks it points to (an oversized table is a header finding). */
   private addRefcountStructures() {
     const bytes = this.h.refcountTableClusters * this.cs;
-    if (bytes <= MAX_REFTABLE_BYTES) this.expected.add(this.h.refcountTableOffset, bytes, "refcount-table");
+    if (bytes <= MAX_REFTABLE_BYTES) this.expected.add(this.h.refcountTableOffset, bytes, 'refcount-table');
     for (const { offset } of this.reftable) {
-      if (!this.aligned(offset)) this.problem("refcount-block-offset", `refcount block at ${offset} is not cluster-aligned`);
-      else this.expected.add(offset, this.cs, "refcount-block");
+      if (!this.aligned(offset))
+        this.problem('refcount-block-offset', `refcount block at ${offset} is not cluster-aligned`);
+      else this.expected.add(offset, this.cs, 'refcount-block');
     }
   }
 
@@ -365,9 +397,9 @@ class StructureWalk {
     if (!crypto) return;
     try {
       const c = parseCryptoHeaderExtension(crypto.data);
-      this.expected.add(c.offset, c.length, "crypto-header");
+      this.expected.add(c.offset, c.length, 'crypto-header');
     } catch (e) {
-      this.problem("crypto-header", (e as Error).message);
+      this.problem('crypto-header', (e as Error).message);
     }
   }
 
@@ -376,13 +408,13 @@ class StructureWalk {
     const bm = this.extensionError ? null : await this.r.readBitmaps();
     if (!bm) return;
     this.bitmapDirectory = bm.directory;
-    this.expected.add(bm.extension.directoryOffset, bm.extension.directorySize, "bitmap-directory");
+    this.expected.add(bm.extension.directoryOffset, bm.extension.directorySize, 'bitmap-directory');
     for (const entry of bm.directory) {
-      this.expected.add(entry.tableOffset, entry.tableSize * 8, "bitmap-table");
+      this.expected.add(entry.tableOffset, entry.tableSize * 8, 'bitmap-table');
       for (const raw of await this.r.readBitmapTable(entry)) {
         const offset = Number(raw & L1E_OFFSET_MASK);
-        if (offset && this.aligned(offset)) this.expected.add(offset, this.cs, "bitmap-data");
-        else if (offset) this.problem("bitmap-data-offset", `bitmap data cluster at ${offset} is not cluster-aligned`);
+        if (offset && this.aligned(offset)) this.expected.add(offset, this.cs, 'bitmap-data');
+        else if (offset) this.problem('bitmap-data-offset', `bitmap data cluster at ${offset} is not cluster-aligned`);
       }
     }
   }
@@ -398,9 +430,10 @@ class StructureWalk {
       const stored = this.storedOf(cluster);
       const expected = this.expected.counts.get(cluster) ?? 0;
       if (stored === expected) continue;
-      const cls: RefcountMismatchClass = stored < expected ? "undercounted" : expected === 0 ? "leaked" : "overcounted";
+      const cls: RefcountMismatchClass = stored < expected ? 'undercounted' : expected === 0 ? 'leaked' : 'overcounted';
       counts[cls]++;
-      if (listed.length < MAX_LISTED) listed.push({ cluster, stored, expected, role: this.expected.roles.get(cluster) ?? null, class: cls });
+      if (listed.length < MAX_LISTED)
+        listed.push({ cluster, stored, expected, role: this.expected.roles.get(cluster) ?? null, class: cls });
     }
     return { counts, listed };
   }
@@ -408,10 +441,21 @@ class StructureWalk {
   /** What a resize must keep of the extensions; the bitmap directory without host offsets
    * (sizes follow the disk). */
   private extensionSummaries(): ExtensionSummary[] {
-    const summaries = this.extensions.map((e) => ({ type: e.type, name: e.name, length: e.length, content: extensionContent(e) }));
+    const summaries = this.extensions.map((e) => ({
+      type: e.type,
+      name: e.name,
+      length: e.length,
+      content: extensionContent(e),
+    }));
     const bitmaps = summaries.find((e) => e.type === EXT_BITMAPS);
     if (bitmaps && this.bitmapDirectory.length > 0) {
-      const kept = this.bitmapDirectory.map((b) => ({ name: b.name, flags: b.flags, type: b.type, granularityBits: b.granularityBits, extraData: b.extraData.toString("hex") }));
+      const kept = this.bitmapDirectory.map((b) => ({
+        name: b.name,
+        flags: b.flags,
+        type: b.type,
+        granularityBits: b.granularityBits,
+        extraData: b.extraData.toString('hex'),
+      }));
       bitmaps.content += `;${JSON.stringify(kept)}`;
     }
     return summaries;

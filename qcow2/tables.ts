@@ -58,12 +58,12 @@ export function decodeCompressedDescriptor(raw: bigint, clusterBits: number): Co
 }
 
 export type L2Entry =
-  | { type: "unallocated"; copied: boolean; bitmap?: bigint }
+  | { type: 'unallocated'; copied: boolean; bitmap?: bigint }
   /** v3 "reads as zero" with no host cluster (never with extended L2). */
-  | { type: "zero-plain"; copied: boolean; bitmap?: bigint }
+  | { type: 'zero-plain'; copied: boolean; bitmap?: bigint }
   /** A host cluster that holds data ("normal") or is preallocated but reads as zero. */
-  | { type: "normal" | "zero-alloc"; offset: number; copied: boolean; bitmap?: bigint }
-  | ({ type: "compressed"; copied: boolean; bitmap?: bigint } & CompressedDescriptor);
+  | { type: 'normal' | 'zero-alloc'; offset: number; copied: boolean; bitmap?: bigint }
+  | ({ type: 'compressed'; copied: boolean; bitmap?: bigint } & CompressedDescriptor);
 
 export interface L2Format {
   clusterBits: number;
@@ -72,25 +72,31 @@ export interface L2Format {
   dataFile: boolean;
 }
 
-export const l2FormatOf = (h: Qcow2Header): L2Format => ({ clusterBits: h.clusterBits, extendedL2: hasExtendedL2(h), dataFile: hasDataFile(h) });
+export const l2FormatOf = (h: Qcow2Header): L2Format => ({
+  clusterBits: h.clusterBits,
+  extendedL2: hasExtendedL2(h),
+  dataFile: hasDataFile(h),
+});
 
 /** Classifies an L2 entry the way qemu's qcow2_get_cluster_type() does. */
 export function decodeL2Entry(raw: bigint, f: L2Format, bitmap?: bigint): L2Entry {
   const copied = (raw & OFLAG_COPIED) !== 0n;
   const extra = bitmap === undefined ? {} : { bitmap };
-  if (raw & OFLAG_COMPRESSED) return { type: "compressed", copied, ...extra, ...decodeCompressedDescriptor(raw, f.clusterBits) };
+  if (raw & OFLAG_COMPRESSED)
+    return { type: 'compressed', copied, ...extra, ...decodeCompressedDescriptor(raw, f.clusterBits) };
   const offset = Number(raw & L2E_OFFSET_MASK);
   // Bit 0 means "reads as zero" only without extended L2 (there the bitmap says it per subcluster).
-  if (raw & OFLAG_ZERO && !f.extendedL2) return offset ? { type: "zero-alloc", offset, copied, ...extra } : { type: "zero-plain", copied, ...extra };
-  if (offset === 0 && !(f.dataFile && copied)) return { type: "unallocated", copied, ...extra };
-  return { type: "normal", offset, copied, ...extra };
+  if (raw & OFLAG_ZERO && !f.extendedL2)
+    return offset ? { type: 'zero-alloc', offset, copied, ...extra } : { type: 'zero-plain', copied, ...extra };
+  if (offset === 0 && !(f.dataFile && copied)) return { type: 'unallocated', copied, ...extra };
+  return { type: 'normal', offset, copied, ...extra };
 }
 
 /** Decodes a whole L2 table (one cluster). */
 /** Shared results for all-zero entries, the vast majority in a sparse table: decoding those
  * through BigInt dominated the cost of reading large (2 MiB-cluster) tables. */
-const UNALLOCATED: L2Entry = Object.freeze({ type: "unallocated", copied: false });
-const UNALLOCATED_EXTENDED: L2Entry = Object.freeze({ type: "unallocated", copied: false, bitmap: 0n });
+const UNALLOCATED: L2Entry = Object.freeze({ type: 'unallocated', copied: false });
+const UNALLOCATED_EXTENDED: L2Entry = Object.freeze({ type: 'unallocated', copied: false, bitmap: 0n });
 export const isZero = (buf: Buffer, off: number, bytes: number) => {
   for (let i = off; i < off + bytes; i += 4) if (buf.readUInt32BE(i) !== 0) return false;
   return true;
@@ -101,7 +107,8 @@ export function decodeL2Table(table: Buffer, f: L2Format): L2Entry[] {
   const out: L2Entry[] = [];
   for (let off = 0; off + step <= table.length; off += step) {
     if (isZero(table, off, step)) out.push(f.extendedL2 ? UNALLOCATED_EXTENDED : UNALLOCATED);
-    else out.push(decodeL2Entry(table.readBigUInt64BE(off), f, f.extendedL2 ? table.readBigUInt64BE(off + 8) : undefined));
+    else
+      out.push(decodeL2Entry(table.readBigUInt64BE(off), f, f.extendedL2 ? table.readBigUInt64BE(off + 8) : undefined));
   }
   return out;
 }
@@ -146,7 +153,7 @@ const ZERO_CHUNK = Buffer.alloc(4096);
  * at their natural alignment never straddle two chunks.
  */
 export function* nonZeroChunks(buf: Buffer, from = 0): Generator<[number, number]> {
-  for (let start = from; start < buf.length; ) {
+  for (let start = from; start < buf.length;) {
     const end = Math.min((Math.floor(start / ZERO_CHUNK.length) + 1) * ZERO_CHUNK.length, buf.length);
     if (ZERO_CHUNK.compare(buf, start, end, 0, end - start) !== 0) yield [start, end];
     start = end;

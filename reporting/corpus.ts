@@ -41,9 +41,14 @@ export async function loadCorpus(dir: string): Promise<CorpusEntry[]> {
     } catch (err) {
       throw new FatalError(`corpus case ${path} is not valid JSON: ${(err as Error).message}; fix or remove it`);
     }
-    if (typeof json?.signature !== 'string') throw new FatalError(`corpus case ${path} has no signature: make corpus cases with --promote`);
+    if (typeof json?.signature !== 'string')
+      throw new FatalError(`corpus case ${path} has no signature: make corpus cases with --promote`);
     try {
-      entries.push({ name: basename(file, '.json'), signature: json.signature, case: parseCase(json.case, `${path}: case`) });
+      entries.push({
+        name: basename(file, '.json'),
+        signature: json.signature,
+        case: parseCase(json.case, `${path}: case`),
+      });
     } catch (err) {
       throw new FatalError(`${(err as Error).message}; fix or remove ${path}`);
     }

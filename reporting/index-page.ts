@@ -1,6 +1,15 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { confirmationText, inlineCode, latestRecheck, originText, originWhere, recheckText, shortDate, storedCaseText } from './render.ts';
+import {
+  confirmationText,
+  inlineCode,
+  latestRecheck,
+  originText,
+  originWhere,
+  recheckText,
+  shortDate,
+  storedCaseText,
+} from './render.ts';
 import { FLAKY_DIR, readAllReports, writeAtomic, type Origin, type Report } from './store.ts';
 
 // The reports index: reports/index.html and reports/index.md, rebuilt from what is on disk (every
@@ -74,19 +83,31 @@ export function indexEntry(report: Report, path: string): IndexEntry {
 export function sortEntries(entries: IndexEntry[]): IndexEntry[] {
   const fixed = (e: IndexEntry) => (e.status === 'fixed' ? 1 : 0);
   return [...entries].sort(
-    (a, b) => fixed(a) - fixed(b) || b.report.hits - a.report.hits || a.report.signature.localeCompare(b.report.signature) || a.path.localeCompare(b.path),
+    (a, b) =>
+      fixed(a) - fixed(b) ||
+      b.report.hits - a.report.hits ||
+      a.report.signature.localeCompare(b.report.signature) ||
+      a.path.localeCompare(b.path),
   );
 }
 
 function coverageView(v: unknown): CoverageView | null {
   if (!isObj(v)) return null;
-  const counts = (x: unknown): [string, number][] => (isObj(x) ? Object.entries(x).flatMap(([k, n]) => (num(n) === null ? [] : [[k, n as number] as [string, number]])) : []);
+  const counts = (x: unknown): [string, number][] =>
+    isObj(x)
+      ? Object.entries(x).flatMap(([k, n]) => (num(n) === null ? [] : [[k, n as number] as [string, number]]))
+      : [];
   const rows = isObj(v.refcountByStep)
     ? Object.entries(v.refcountByStep)
         .filter(([, row]) => isObj(row))
         .map(([bits, row]) => {
           const r = row as Record<string, unknown>;
-          return { bits, grow: num(r.grow) ?? 0, shrink: num(r.shrink) ?? 0, shrinkDiscarding: num(r.shrinkDiscarding) ?? 0 };
+          return {
+            bits,
+            grow: num(r.grow) ?? 0,
+            shrink: num(r.shrink) ?? 0,
+            shrinkDiscarding: num(r.shrinkDiscarding) ?? 0,
+          };
         })
         .sort((a, b) => Number(a.bits) - Number(b.bits))
     : [];
@@ -110,7 +131,8 @@ async function readRun(reportsDir: string): Promise<RunHeadline | null> {
     return null;
   }
   if (!isObj(raw)) return null;
-  const shard = isObj(raw.shard) && num(raw.shard.index) !== null ? `${raw.shard.index}/${num(raw.shard.count) ?? '?'}` : null;
+  const shard =
+    isObj(raw.shard) && num(raw.shard.index) !== null ? `${raw.shard.index}/${num(raw.shard.count) ?? '?'}` : null;
   const subject = isObj(raw.subject) ? str(raw.subject.program) : null;
   const tools = isObj(raw.tools) ? raw.tools : {};
   return {
@@ -166,7 +188,14 @@ function headlineText(r: RunHeadline): string {
 // ---- markdown -----------------------------------------------------------------------------------
 
 /** Text safe in a markdown table cell: no pipes or newlines, and no raw HTML. */
-const mdCell = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/\s*\r?\n\s*/g, ' ');
+const mdCell = (s: string) =>
+  s
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/\\/g, '\\\\')
+    .replace(/\|/g, '\\|')
+    .replace(/\s*\r?\n\s*/g, ' ');
 /** An inline code span in a table cell: pipes escaped. */
 const mdCode = (s: string) => inlineCode(s).replace(/\|/g, '\\|');
 
@@ -193,14 +222,30 @@ function mdRow(e: IndexEntry): string {
 function mdTable(entries: IndexEntry[]): string[] {
   if (entries.length === 0) return ['None.'];
   const rows = entries.map(mdRow);
-  return ['| status | signature and finding | side / oracle / kind | hits | first seen | last seen | confirmed | latest recheck | stored case | files |', '| --- | --- | --- | ---: | --- | --- | --- | --- | --- | --- |', ...rows];
+  return [
+    '| status | signature and finding | side / oracle / kind | hits | first seen | last seen | confirmed | latest recheck | stored case | files |',
+    '| --- | --- | --- | ---: | --- | --- | --- | --- | --- | --- |',
+    ...rows,
+  ];
 }
 
 function mdCoverage(cov: CoverageView): string[] {
-  const lines = ['| refcount | grows | shrinks | shrinks discarding |', '| ---: | ---: | ---: | ---: |', ...cov.refcountByStep.map((r) => `| ${r.bits}-bit | ${r.grow} | ${r.shrink} | ${r.shrinkDiscarding} |`), ''];
-  lines.push(`Features: ${cov.features.length ? cov.features.map(([k, n]) => `${mdCell(k)} ${n}`).join(', ') : 'none'}.`);
-  if (cov.oracles.length) lines.push('', `Oracle runs: ${cov.oracles.map(([k, n]) => `${mdCell(k)} ${n}`).join(', ')}.`);
-  if (cov.readerSelfCheck) lines.push('', `qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed.`);
+  const lines = [
+    '| refcount | grows | shrinks | shrinks discarding |',
+    '| ---: | ---: | ---: | ---: |',
+    ...cov.refcountByStep.map((r) => `| ${r.bits}-bit | ${r.grow} | ${r.shrink} | ${r.shrinkDiscarding} |`),
+    '',
+  ];
+  lines.push(
+    `Features: ${cov.features.length ? cov.features.map(([k, n]) => `${mdCell(k)} ${n}`).join(', ') : 'none'}.`,
+  );
+  if (cov.oracles.length)
+    lines.push('', `Oracle runs: ${cov.oracles.map(([k, n]) => `${mdCell(k)} ${n}`).join(', ')}.`);
+  if (cov.readerSelfCheck)
+    lines.push(
+      '',
+      `qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed.`,
+    );
   return lines;
 }
 
@@ -227,15 +272,30 @@ export function indexMarkdown(ix: ReportsIndex): string {
     ...mdTable(ix.flaky),
     '',
   ];
-  if (ix.unreadable.length) lines.push('## Unreadable report folders', '', ...ix.unreadable.map((u) => `- ${mdCode(u.path)}: ${mdCell(u.error)}`), '');
-  if (ix.run?.coverage) lines.push('## Coverage of the last run', '', 'Steps qemu-img accepted, per refcount width:', '', ...mdCoverage(ix.run.coverage), '');
+  if (ix.unreadable.length)
+    lines.push(
+      '## Unreadable report folders',
+      '',
+      ...ix.unreadable.map((u) => `- ${mdCode(u.path)}: ${mdCell(u.error)}`),
+      '',
+    );
+  if (ix.run?.coverage)
+    lines.push(
+      '## Coverage of the last run',
+      '',
+      'Steps qemu-img accepted, per refcount width:',
+      '',
+      ...mdCoverage(ix.run.coverage),
+      '',
+    );
   return lines.join('\n');
 }
 
 // ---- HTML ---------------------------------------------------------------------------------------
 
 /** Escapes text for HTML element content and quoted attribute values. */
-export const escapeHtml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
+export const escapeHtml = (s: string) =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
 const h = escapeHtml;
 
 const CSS = `
@@ -294,9 +354,15 @@ function htmlRow(e: IndexEntry): string {
   const status = [`<span class="badge ${badgeClass}">${h(e.status)}</span>`];
   const latest = latestRecheck(r);
   // the day only: the time does not fit the column, and the markdown index has it
-  if (latest) status.push(`<div class="small">${h(shortDate(latest.date, false).slice(0, 10))}<br>${h(latest.subjectVersion)}</div>`);
+  if (latest)
+    status.push(
+      `<div class="small">${h(shortDate(latest.date, false).slice(0, 10))}<br>${h(latest.subjectVersion)}</div>`,
+    );
   const size = [h(storedCaseText(r))];
-  const files = [`<a href="${h(fileLink(e.path, 'report.md'))}">report.md</a>`, `<a href="${h(fileLink(e.path, 'repro.sh'))}">repro.sh</a>`];
+  const files = [
+    `<a href="${h(fileLink(e.path, 'report.md'))}">report.md</a>`,
+    `<a href="${h(fileLink(e.path, 'repro.sh'))}">repro.sh</a>`,
+  ];
   if (r.issue?.url && /^https?:\/\//.test(r.issue.url)) files.push(`<a href="${h(r.issue.url)}">issue</a>`);
   return [
     `<tr class="report ${h(badgeClass)}" data-signature="${h(r.signature)}">`,
@@ -315,28 +381,38 @@ function htmlRow(e: IndexEntry): string {
 
 function htmlTable(entries: IndexEntry[], id: string): string {
   if (entries.length === 0) return `<p class="empty" id="${id}-empty">None.</p>`;
-  const cols = '<colgroup><col class="status"><col class="signature"><col class="where"><col class="hits"><col class="seen"><col class="seen"><col class="confirmed"><col class="case"><col class="files"></colgroup>';
-  const head = '<tr><th>status</th><th>signature and finding</th><th>side / oracle / kind</th><th class="num">hits</th><th>first seen (UTC)</th><th>last seen (UTC)</th><th>confirmed</th><th>stored case</th><th>files</th></tr>';
+  const cols =
+    '<colgroup><col class="status"><col class="signature"><col class="where"><col class="hits"><col class="seen"><col class="seen"><col class="confirmed"><col class="case"><col class="files"></colgroup>';
+  const head =
+    '<tr><th>status</th><th>signature and finding</th><th>side / oracle / kind</th><th class="num">hits</th><th>first seen (UTC)</th><th>last seen (UTC)</th><th>confirmed</th><th>stored case</th><th>files</th></tr>';
   return `<table class="reports" id="${id}-table">${cols}<thead>${head}</thead><tbody>\n${entries.map(htmlRow).join('\n')}\n</tbody></table>`;
 }
 
 function htmlCoverage(cov: CoverageView): string {
   const cell = (n: number) => `<td class="num${n === 0 ? ' zero' : ''}">${n}</td>`;
-  const rows = cov.refcountByStep.map((r) => `<tr><td class="num">${h(r.bits)}-bit</td>${cell(r.grow)}${cell(r.shrink)}${cell(r.shrinkDiscarding)}</tr>`).join('');
+  const rows = cov.refcountByStep
+    .map(
+      (r) =>
+        `<tr><td class="num">${h(r.bits)}-bit</td>${cell(r.grow)}${cell(r.shrink)}${cell(r.shrinkDiscarding)}</tr>`,
+    )
+    .join('');
   const list = (xs: [string, number][]) => (xs.length ? xs.map(([k, n]) => `${h(k)} ${n}`).join(', ') : 'none');
   return [
     '<p class="note">Steps qemu-img accepted, per refcount width; a zero is a combination no case reached.</p>',
     `<table class="coverage"><thead><tr><th class="num">refcount</th><th class="num">grows</th><th class="num">shrinks</th><th class="num">shrinks discarding</th></tr></thead><tbody>${rows}</tbody></table>`,
     `<p>Features: ${list(cov.features)}.</p>`,
     cov.oracles.length ? `<p>Oracle runs: ${list(cov.oracles)}.</p>` : '',
-    cov.readerSelfCheck ? `<p>qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed.</p>` : '',
+    cov.readerSelfCheck
+      ? `<p>qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed.</p>`
+      : '',
   ].join('\n');
 }
 
 /** index.html: static HTML with inline CSS and no JavaScript; every value from a report is escaped. */
 export function indexHtml(ix: ReportsIndex): string {
   const notFixed = ix.reports.filter((e) => e.status !== 'fixed').length;
-  const card = (n: number | string | null, label: string) => `<div class="card"><b>${h(String(n ?? '?'))}</b><span>${h(label)}</span></div>`;
+  const card = (n: number | string | null, label: string) =>
+    `<div class="card"><b>${h(String(n ?? '?'))}</b><span>${h(label)}</span></div>`;
   const run = ix.run;
   const body = [
     '<h1>Fuzzer reports</h1>',
@@ -349,7 +425,9 @@ export function indexHtml(ix: ReportsIndex): string {
     ...(run ? [card(run.newDivergences, 'new, last run'), card(run.knownDivergences, 'known, last run')] : []),
     '</div>',
     '<section id="last-run"><h2>Last run</h2>',
-    run === null ? '<p class="empty">No summary.json.</p>' : `<p>${h(headlineText(run))}</p>${run.subject || run.qemuImg ? `<p class="small">${h([run.qemuImg, run.subject && `subject: ${run.subject}`].filter(Boolean).join(' · '))}</p>` : ''}`,
+    run === null
+      ? '<p class="empty">No summary.json.</p>'
+      : `<p>${h(headlineText(run))}</p>${run.subject || run.qemuImg ? `<p class="small">${h([run.qemuImg, run.subject && `subject: ${run.subject}`].filter(Boolean).join(' · '))}</p>` : ''}`,
     '</section>',
     `<section id="signatures"><h2>Signatures <span class="count">${ix.reports.length}</span></h2>`,
     '<p class="note">Not fixed first, then by hits. Fixed: the latest recheck no longer reproduces.</p>',
@@ -362,7 +440,9 @@ export function indexHtml(ix: ReportsIndex): string {
     ix.unreadable.length
       ? `<section id="unreadable"><h2>Unreadable report folders</h2><ul>${ix.unreadable.map((u) => `<li><code>${h(u.path)}</code>: ${h(u.error)}</li>`).join('')}</ul></section>`
       : '',
-    run?.coverage ? `<section id="coverage"><h2>Coverage of the last run</h2>\n${htmlCoverage(run.coverage)}</section>` : '',
+    run?.coverage
+      ? `<section id="coverage"><h2>Coverage of the last run</h2>\n${htmlCoverage(run.coverage)}</section>`
+      : '',
     '<footer>Rebuilt from the report folders and summary.json; replay a report with <code>npm run fuzz -- --replay reports/&lt;folder&gt; --instar /path/to/instar</code>.</footer>',
   ];
   return `<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>Fuzzer reports</title>\n<style>${CSS}</style>\n</head>\n<body>\n${body.filter(Boolean).join('\n')}\n</body>\n</html>\n`;

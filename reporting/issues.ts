@@ -40,7 +40,10 @@ export function caseJson(c: object): string {
  * strings (stderr of qemu-img check, of the subject) as text blocks, the rest as JSON. */
 function evidenceBlocks(evidence: unknown): string[] {
   if (evidence === undefined || evidence === null) return [];
-  const cut = (text: string) => (text.length > 4000 ? `${text.slice(0, 4000)}\n... (${text.length} characters; the whole evidence is in report.json)` : text);
+  const cut = (text: string) =>
+    text.length > 4000
+      ? `${text.slice(0, 4000)}\n... (${text.length} characters; the whole evidence is in report.json)`
+      : text;
   const texts: [string, string][] = [];
   let rest = evidence;
   if (typeof evidence === 'object' && !Array.isArray(evidence)) {
@@ -51,7 +54,10 @@ function evidenceBlocks(evidence: unknown): string[] {
     }
     rest = other;
   }
-  const json = typeof rest === 'object' && rest !== null && Object.keys(rest).length === 0 ? [] : [codeBlock('json', cut(JSON.stringify(rest, null, 2)))];
+  const json =
+    typeof rest === 'object' && rest !== null && Object.keys(rest).length === 0
+      ? []
+      : [codeBlock('json', cut(JSON.stringify(rest, null, 2)))];
   const parts = [...json, ...texts.map(([k, v]) => `${k}:\n\n${codeBlock('text', cut(v))}`)];
   return parts.flatMap((x, i) => (i === 0 ? [x] : ['', x]));
 }
@@ -64,7 +70,11 @@ function evidenceBlocks(evidence: unknown): string[] {
  * `flaky/<name>`); `repro` the text of its repro.sh, or null when it has none (the body then
  * points to the folder).
  */
-export function issueText(report: Report, folder: string, repro: string | null = null): { title: string; body: string } {
+export function issueText(
+  report: Report,
+  folder: string,
+  repro: string | null = null,
+): { title: string; body: string } {
   const f = report.finding;
   const title = clip(`fuzz: ${f.side} ${f.oracle}/${f.kind}: ${oneLine(f.message || report.signature)}`, MAX_TITLE);
   const evidence = evidenceBlocks(f.evidence);
@@ -104,7 +114,10 @@ export function issueText(report: Report, folder: string, repro: string | null =
   if (repro === null) body = compose(null, `repro.sh is in the report folder \`reports/${folder}\`.`);
   else if (body.length > MAX_BODY) {
     const room = Math.max(0, repro.length - (body.length - MAX_BODY) - 200);
-    body = compose(`${repro.slice(0, room)}\n# ...`, `repro.sh is cut short here (${repro.length} characters); the whole script is in \`reports/${folder}\`.`);
+    body = compose(
+      `${repro.slice(0, room)}\n# ...`,
+      `repro.sh is cut short here (${repro.length} characters); the whole script is in \`reports/${folder}\`.`,
+    );
   }
   return { title, body };
 }
@@ -132,7 +145,13 @@ interface Written {
   titleFile: string;
 }
 
-const strip = (w: Written): Written => ({ folder: w.folder, signature: w.signature, title: w.title, bodyFile: w.bodyFile, titleFile: w.titleFile });
+const strip = (w: Written): Written => ({
+  folder: w.folder,
+  signature: w.signature,
+  title: w.title,
+  bodyFile: w.bodyFile,
+  titleFile: w.titleFile,
+});
 
 /** What became of one folder. */
 export type IssueResult =
@@ -165,7 +184,8 @@ async function ghUnavailable(gh: string, timeoutMs: number): Promise<string | nu
   const r = await runCommand(gh, ['auth', 'status'], { timeoutMs });
   if (r.spawnError !== null) return `${gh} is not installed or cannot be run (${oneLine(r.spawnError)})`;
   if (r.timedOut) return `\`${gh} auth status\` timed out`;
-  if (r.exitCode !== 0) return `\`${gh} auth status\` exited ${r.exitCode ?? r.signal}: ${clip(oneLine(r.stderr || r.stdout), 200) || 'not logged in'}`;
+  if (r.exitCode !== 0)
+    return `\`${gh} auth status\` exited ${r.exitCode ?? r.signal}: ${clip(oneLine(r.stderr || r.stdout), 200) || 'not logged in'}`;
   return null;
 }
 
@@ -183,7 +203,11 @@ const recordIssue = (path: string, issue: NonNullable<Report['issue']>) => updat
  * says once which files it wrote and the command that files them. Returns one result per folder,
  * in the order given.
  */
-export async function openIssues(reportsDir: string, folders: string[], options: OpenIssuesOptions): Promise<IssueResult[]> {
+export async function openIssues(
+  reportsDir: string,
+  folders: string[],
+  options: OpenIssuesOptions,
+): Promise<IssueResult[]> {
   const gh = options.gh ?? 'gh';
   const timeoutMs = options.timeoutMs ?? 60_000;
   const say = options.say ?? (() => {});
@@ -200,7 +224,15 @@ export async function openIssues(reportsDir: string, folders: string[], options:
       const report = await readReport(path);
       const repro = await readFile(join(path, 'repro.sh'), 'utf8').catch(() => null);
       const { title, body } = issueText(report, folder, repro);
-      const w = { at: results.length, folder, path, signature: report.signature, title, bodyFile: join(path, 'issue.md'), titleFile: join(path, 'issue-title.txt') };
+      const w = {
+        at: results.length,
+        folder,
+        path,
+        signature: report.signature,
+        title,
+        bodyFile: join(path, 'issue.md'),
+        titleFile: join(path, 'issue-title.txt'),
+      };
       await writeAtomic(w.bodyFile, body);
       await writeAtomic(w.titleFile, `${title}\n`);
       written.push(w);
@@ -216,7 +248,9 @@ export async function openIssues(reportsDir: string, folders: string[], options:
     say(
       [
         `not filing issues: ${unavailable}. Wrote issue-title.txt and issue.md in ${written.length} report folder${written.length === 1 ? '' : 's'}; file them with:`,
-        ...written.map((w) => `  gh issue create --title "$(cat ${shellQuote(w.titleFile)})" --body-file ${shellQuote(w.bodyFile)}`),
+        ...written.map(
+          (w) => `  gh issue create --title "$(cat ${shellQuote(w.titleFile)})" --body-file ${shellQuote(w.bodyFile)}`,
+        ),
       ].join('\n'),
     );
     return results;
@@ -235,7 +269,23 @@ export async function openIssues(reportsDir: string, folders: string[], options:
       continue;
     }
     const search = `"${w.signature.replace(/"/g, ' ')}" in:body`;
-    const list = await runCommand(gh, ['issue', 'list', '--state', 'open', '--search', search, '--json', 'number,title,body,url', '--limit', '100', ...repoArgs], { timeoutMs });
+    const list = await runCommand(
+      gh,
+      [
+        'issue',
+        'list',
+        '--state',
+        'open',
+        '--search',
+        search,
+        '--json',
+        'number,title,body,url',
+        '--limit',
+        '100',
+        ...repoArgs,
+      ],
+      { timeoutMs },
+    );
     let open: OpenIssue[];
     try {
       if (list.exitCode !== 0) throw new Error(ghFailure('gh issue list', list));
@@ -261,21 +311,35 @@ export async function openIssues(reportsDir: string, folders: string[], options:
       continue;
     }
     created++;
-    const r = await runCommand(gh, ['issue', 'create', '--title', w.title, '--body-file', w.bodyFile, ...repoArgs], { timeoutMs });
+    const r = await runCommand(gh, ['issue', 'create', '--title', w.title, '--body-file', w.bodyFile, ...repoArgs], {
+      timeoutMs,
+    });
     if (r.exitCode !== 0) {
       set(w, { folder: w.folder, status: 'error', error: ghFailure('gh issue create', r) });
       continue;
     }
-    const url = r.stdout.split('\n').map((l) => l.trim()).reverse().find((l) => /^https?:\/\/\S+$/.test(l)) ?? null;
+    const url =
+      r.stdout
+        .split('\n')
+        .map((l) => l.trim())
+        .reverse()
+        .find((l) => /^https?:\/\/\S+$/.test(l)) ?? null;
     seen.set(w.signature, url);
     try {
       await recordIssue(w.path, { url, title: w.title, filedAt: new Date().toISOString() });
       set(w, { ...strip(w), status: 'filed', url });
       say(`filed ${url ?? '(gh printed no URL)'} for ${w.signature}`);
     } catch (err) {
-      set(w, { folder: w.folder, status: 'error', error: `filed ${url ?? '(no URL)'} but could not record it in report.json: ${(err as Error).message}` });
+      set(w, {
+        folder: w.folder,
+        status: 'error',
+        error: `filed ${url ?? '(no URL)'} but could not record it in report.json: ${(err as Error).message}`,
+      });
     }
   }
-  if (capped > 0) say(`${capped} issue${capped === 1 ? '' : 's'} left unfiled: the cap of ${options.maxIssues} per call was reached; their issue.md and issue-title.txt are written, and the next call files them`);
+  if (capped > 0)
+    say(
+      `${capped} issue${capped === 1 ? '' : 's'} left unfiled: the cap of ${options.maxIssues} per call was reached; their issue.md and issue-title.txt are written, and the next call files them`,
+    );
   return results;
 }

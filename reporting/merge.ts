@@ -3,7 +3,15 @@ import { join, resolve } from 'node:path';
 import { smaller } from '../model/case.ts';
 import { FatalError } from '../model/errors.ts';
 import type { Shard } from '../model/shard.ts';
-import { publishStaged, readReport, reportFolders, stagingFolder, writeReport, type Origin, type Report } from './store.ts';
+import {
+  publishStaged,
+  readReport,
+  reportFolders,
+  stagingFolder,
+  writeReport,
+  type Origin,
+  type Report,
+} from './store.ts';
 import { readSummary, writeSummary, type RunSummary } from './summary.ts';
 
 // `npm run merge -- [--out DIR] REPORTS_DIR...`: merges the reports directories of the shards of
@@ -16,7 +24,14 @@ export interface MergedSummary extends RunSummary {
   merged: {
     /** The directories merged, as given. */
     from: string[];
-    shards: { dir: string; shard: Shard | null; iterations: number; elapsedSeconds: number; stoppedEarly: RunSummary['stoppedEarly']; jobs: number }[];
+    shards: {
+      dir: string;
+      shard: Shard | null;
+      iterations: number;
+      elapsedSeconds: number;
+      stoppedEarly: RunSummary['stoppedEarly'];
+      jobs: number;
+    }[];
     /** Shard indices of 1..N with no input: the merged run does not cover their cases. */
     missingShards: number[];
   };
@@ -34,9 +49,11 @@ export function sumCounts<T>(a: T, b: T): T {
   if (typeof a === 'number' && typeof b === 'number') return (a + b) as T;
   if (a === undefined) return b;
   if (b === undefined) return a;
-  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return fail(`cannot add ${JSON.stringify(a)} and ${JSON.stringify(b)} in coverage`);
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null)
+    return fail(`cannot add ${JSON.stringify(a)} and ${JSON.stringify(b)} in coverage`);
   const out: Counts = {};
-  for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) out[key] = sumCounts((a as Counts)[key], (b as Counts)[key]) as number | Counts;
+  for (const key of new Set([...Object.keys(a), ...Object.keys(b)]))
+    out[key] = sumCounts((a as Counts)[key], (b as Counts)[key]) as number | Counts;
   return out as T;
 }
 
@@ -49,7 +66,8 @@ const earlier = (a: Origin, b: Origin) => {
 };
 
 /** Corpus cases (no index) run first. */
-const firstOf = (sig: RunSummary['signatures'][number]) => (sig.firstCorpusCase !== null ? -1 : (sig.firstIteration ?? Infinity));
+const firstOf = (sig: RunSummary['signatures'][number]) =>
+  sig.firstCorpusCase !== null ? -1 : (sig.firstIteration ?? Infinity);
 
 const STOP_PRIORITY: NonNullable<RunSummary['stoppedEarly']>[] = ['interrupted', 'fail-fast', 'duration'];
 
@@ -57,10 +75,20 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
   const first = summaries[0]!;
   summaries.forEach((s, i) => {
     const where = `${dirs[i]}/summary.json`;
-    if (s.seed !== first.seed) fail(`${where} is of seed ${s.seed}, ${dirs[0]}/summary.json of seed ${first.seed}: only the shards of one seed can be merged`);
-    if ((s.iterationsRequested ?? null) !== (first.iterationsRequested ?? null)) fail(`${where} ran --iterations ${s.iterationsRequested}, ${dirs[0]}/summary.json ${first.iterationsRequested}: shards must share --iterations`);
-    if (summaries.length > 1 && !s.shard) fail(`${where} is of a whole run (no --shard): only shards are merged, or one run alone`);
-    if (s.shard && first.shard && s.shard.count !== first.shard.count) fail(`${where} is shard ${s.shard.index}/${s.shard.count}, ${dirs[0]}/summary.json shard ${first.shard.index}/${first.shard.count}: shards must share N`);
+    if (s.seed !== first.seed)
+      fail(
+        `${where} is of seed ${s.seed}, ${dirs[0]}/summary.json of seed ${first.seed}: only the shards of one seed can be merged`,
+      );
+    if ((s.iterationsRequested ?? null) !== (first.iterationsRequested ?? null))
+      fail(
+        `${where} ran --iterations ${s.iterationsRequested}, ${dirs[0]}/summary.json ${first.iterationsRequested}: shards must share --iterations`,
+      );
+    if (summaries.length > 1 && !s.shard)
+      fail(`${where} is of a whole run (no --shard): only shards are merged, or one run alone`);
+    if (s.shard && first.shard && s.shard.count !== first.shard.count)
+      fail(
+        `${where} is shard ${s.shard.index}/${s.shard.count}, ${dirs[0]}/summary.json shard ${first.shard.index}/${first.shard.count}: shards must share N`,
+      );
   });
   const seen = new Map<number, string>();
   summaries.forEach((s, i) => {
@@ -81,7 +109,8 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
         prev.hitsThisRun += sig.hitsThisRun;
         prev.filedThisRun ||= sig.filedThisRun;
         // corpus cases run before the generated ones
-        if (sig.firstCorpusCase !== null || (prev.firstCorpusCase === null && firstOf(sig) < firstOf(prev))) Object.assign(prev, { firstIteration: sig.firstIteration, firstCorpusCase: sig.firstCorpusCase });
+        if (sig.firstCorpusCase !== null || (prev.firstCorpusCase === null && firstOf(sig) < firstOf(prev)))
+          Object.assign(prev, { firstIteration: sig.firstIteration, firstCorpusCase: sig.firstCorpusCase });
       }
     }
   }
@@ -105,19 +134,34 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
     newDivergences: summaries.reduce((n, s) => n + s.newDivergences, 0),
     knownDivergences: summaries.reduce((n, s) => n + s.knownDivergences, 0),
     knownByEntry,
-    signatures: [...signatures.values()].sort((a, b) => firstOf(a) - firstOf(b) || a.signature.localeCompare(b.signature)),
+    signatures: [...signatures.values()].sort(
+      (a, b) => firstOf(a) - firstOf(b) || a.signature.localeCompare(b.signature),
+    ),
     flaky: summaries.flatMap((s) => s.flaky ?? []),
-    corpus: summaries.map((s) => s.corpus ?? { available: 0, run: 0, newDivergences: 0, knownDivergences: 0 }).reduce((a, b) => sumCounts(a, b)),
+    corpus: summaries
+      .map((s) => s.corpus ?? { available: 0, run: 0, newDivergences: 0, knownDivergences: 0 })
+      .reduce((a, b) => sumCounts(a, b)),
     unusedKnown: Object.entries(knownByEntry)
       .filter(([, n]) => n === 0)
       .map(([id]) => id),
     expiredKnown: [...new Set(summaries.flatMap((s) => s.expiredKnown ?? []))].sort(),
     setupErrors: summaries.flatMap((s) => s.setupErrors).sort((a, b) => a.iteration - b.iteration),
-    processes: { total: processes, perIteration: iterations ? Math.round(((processes - filing) / iterations) * 10) / 10 : 0, filing },
+    processes: {
+      total: processes,
+      perIteration: iterations ? Math.round(((processes - filing) / iterations) * 10) / 10 : 0,
+      filing,
+    },
     coverage: summaries.map((s) => s.coverage).reduce((a, b) => sumCounts(a, b)),
     merged: {
       from: dirs,
-      shards: summaries.map((s, i) => ({ dir: dirs[i]!, shard: s.shard ?? null, iterations: s.iterations, elapsedSeconds: s.elapsedSeconds, stoppedEarly: s.stoppedEarly, jobs: s.jobs })),
+      shards: summaries.map((s, i) => ({
+        dir: dirs[i]!,
+        shard: s.shard ?? null,
+        iterations: s.iterations,
+        elapsedSeconds: s.elapsedSeconds,
+        stoppedEarly: s.stoppedEarly,
+        jobs: s.jobs,
+      })),
       missingShards,
     },
   };
@@ -128,8 +172,15 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
  * images and repro.sh. */
 async function mergeFolder(folder: string, sources: { dir: string; report: Report }[], out: string) {
   const first = sources.reduce((a, b) => (earlier(b.report.firstSeen, a.report.firstSeen) ? b : a));
-  const base = sources.reduce((a, b) => (smaller(b.report.case, a.report.case) || (!smaller(a.report.case, b.report.case) && earlier(b.report.firstSeen, a.report.firstSeen)) ? b : a));
-  for (const s of sources) if (s.report.signature !== base.report.signature) fail(`${join(s.dir, folder)} and ${join(base.dir, folder)} hold different signatures`);
+  const base = sources.reduce((a, b) =>
+    smaller(b.report.case, a.report.case) ||
+    (!smaller(a.report.case, b.report.case) && earlier(b.report.firstSeen, a.report.firstSeen))
+      ? b
+      : a,
+  );
+  for (const s of sources)
+    if (s.report.signature !== base.report.signature)
+      fail(`${join(s.dir, folder)} and ${join(base.dir, folder)} hold different signatures`);
   const report: Report = {
     ...base.report,
     hits: sources.reduce((n, s) => n + s.report.hits, 0),
@@ -154,7 +205,13 @@ export async function mergeReports(dirs: string[], out: string): Promise<MergedS
   if (dirs.length === 0) fail('name the reports directories to merge');
   if (new Set(dirs.map((d) => resolve(d))).size !== dirs.length) fail('a reports directory is named twice');
   for (const d of dirs) {
-    if (!(await stat(d).then((s) => s.isDirectory(), () => false))) fail(`${d} is not a directory`);
+    if (
+      !(await stat(d).then(
+        (s) => s.isDirectory(),
+        () => false,
+      ))
+    )
+      fail(`${d} is not a directory`);
   }
   const summaries = await Promise.all(dirs.map(readSummary));
   const merged = mergeSummaries(dirs, summaries);
@@ -162,7 +219,8 @@ export async function mergeReports(dirs: string[], out: string): Promise<MergedS
   const inPlace = dirs.some((d) => resolve(d) === resolve(out));
   if (!inPlace) {
     const existing = await readdir(out).catch(() => null);
-    if (existing && existing.length > 0) fail(`--out ${out} is not empty: name a new directory, or one of the inputs to merge into it`);
+    if (existing && existing.length > 0)
+      fail(`--out ${out} is not empty: name a new directory, or one of the inputs to merge into it`);
     await mkdir(out, { recursive: true });
   }
   const bySignature = new Map<string, { dir: string; report: Report }[]>();

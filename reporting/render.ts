@@ -54,7 +54,10 @@ export const isControl = (r: Pick<Report, 'subject'>) => r.subject.dialect === '
 /** The facts of a report as a markdown list: report.md and issue.md both start with these. */
 export function factLines(r: Report): string[] {
   const f = r.finding;
-  const side = f.side === 'reference' ? 'reference (qemu-img itself)' : `subject${isControl(r) ? ' (control run: qemu-img on both sides)' : ''}`;
+  const side =
+    f.side === 'reference'
+      ? 'reference (qemu-img itself)'
+      : `subject${isControl(r) ? ' (control run: qemu-img on both sides)' : ''}`;
   const confirmation = r.confirmation
     ? `reproduced in ${r.confirmation.reproduced} of ${r.confirmation.runs} re-runs in fresh directories${r.flaky ? ' (flaky: it does not reproduce every time)' : ''}`
     : 'not confirmed';
@@ -73,7 +76,9 @@ export function factLines(r: Report): string[] {
 export function reproduceCommands(r: Report, folder: string): { repro: string; replay: string } {
   const control = isControl(r);
   return {
-    repro: control ? 'bash repro.sh        # exit 1: it reproduces' : 'INSTAR=/path/to/instar bash repro.sh        # exit 1: it reproduces',
+    repro: control
+      ? 'bash repro.sh        # exit 1: it reproduces'
+      : 'INSTAR=/path/to/instar bash repro.sh        # exit 1: it reproduces',
     replay: `npm run fuzz -- --replay reports/${folder}${control ? ' --control' : ' --instar /path/to/instar'}`,
   };
 }
@@ -113,7 +118,9 @@ export function reportMarkdown(r: Report, folder: string): string {
     `compression ${c.image.compressionType}`,
     `${c.image.bitmaps} bitmaps`,
     ...(c.image.dirty ? ['dirty'] : []),
-    ...(c.image.createdWithRefcountBits !== null ? [`created with refcount_bits=${c.image.createdWithRefcountBits} then amended`] : []),
+    ...(c.image.createdWithRefcountBits !== null
+      ? [`created with refcount_bits=${c.image.createdWithRefcountBits} then amended`]
+      : []),
   ];
   const data = c.data.map((d) => `\`${'offset' in d ? `${d.op} ${d.offset}+${d.length}` : `${d.op} ${d.name}`}\``);
   return [

@@ -45,12 +45,22 @@ function structureVerdict(f: Finding, layout: Layout): string[] {
   const magic = f.detail.split(',').map((name) => EXTENSION_MAGIC[name]);
   let fallback: string[];
   if (f.kind === 'refcount-order-changed') {
-    fallback = [`  ref_order=$(od -An -tu1 -j 99 -N 1 ${REFERENCE}); sub_order=$(od -An -tu1 -j 99 -N 1 ${SUBJECT})`, '  echo "refcount_order: qemu-img result $ref_order, subject result $sub_order"', '  [ "$ref_order" != "$sub_order" ] && reproduced=1'];
+    fallback = [
+      `  ref_order=$(od -An -tu1 -j 99 -N 1 ${REFERENCE}); sub_order=$(od -An -tu1 -j 99 -N 1 ${SUBJECT})`,
+      '  echo "refcount_order: qemu-img result $ref_order, subject result $sub_order"',
+      '  [ "$ref_order" != "$sub_order" ] && reproduced=1',
+    ];
   } else if (/^extension-(lost|added)$/.test(f.kind) && magic.every(Boolean)) {
     const [has, lacks] = f.kind === 'extension-lost' ? [REFERENCE, SUBJECT] : [SUBJECT, REFERENCE];
-    fallback = magic.map((m) => `  ${header(has)} | grep -q ' ${m}' && ! ${header(lacks)} | grep -q ' ${m}' && reproduced=1 && echo 'extension ${m} is in ${has}, not in ${lacks}'`);
+    fallback = magic.map(
+      (m) =>
+        `  ${header(has)} | grep -q ' ${m}' && ! ${header(lacks)} | grep -q ' ${m}' && reproduced=1 && echo 'extension ${m} is in ${has}, not in ${lacks}'`,
+    );
   } else {
-    fallback = [`  echo 'this structure finding needs the fuzzer: FUZZER=/path/to/fuzzer-checkout bash repro.sh'`, '  exit 2'];
+    fallback = [
+      `  echo 'this structure finding needs the fuzzer: FUZZER=/path/to/fuzzer-checkout bash repro.sh'`,
+      '  exit 2',
+    ];
   }
   return [...exact, 'else', ...fallback, 'fi'];
 }
@@ -73,11 +83,16 @@ function verdict(f: Finding, layout: Layout): string[] {
     case 'unchanged-on-refusal': {
       // with a data file, a refused step must leave that as it was too
       const data = layout.dataFile ? ` || ! cmp -s before.${layout.dataFile} ${side.dir}/${layout.dataFile}` : '';
-      return [`if ! cmp -s before.qcow2 ${image}${data}; then echo "${image} changed although the resize was refused"; reproduced=1; fi`];
+      return [
+        `if ! cmp -s before.qcow2 ${image}${data}; then echo "${image} changed although the resize was refused"; reproduced=1; fi`,
+      ];
     }
     case 'check': {
       const want = { corruptions: '2', leaks: '3', 'check-errors': '1', 'check-failed': '1' }[f.kind] ?? '1';
-      const lines = [`${at(side, `qemu-img check -f qcow2 ${side.image}`)}; check=$?`, `[ "$check" = ${want} ] && reproduced=1`];
+      const lines = [
+        `${at(side, `qemu-img check -f qcow2 ${side.image}`)}; check=$?`,
+        `[ "$check" = ${want} ] && reproduced=1`,
+      ];
       // leaks count only where qemu's own result has none
       if (f.kind === 'leaks') lines.push(`${at(ref, `qemu-img check -q -f qcow2 ${ref.image}`)} || reproduced=0`);
       return lines;
@@ -91,7 +106,8 @@ function verdict(f: Finding, layout: Layout): string[] {
     }
     case 'after-use': {
       const { workload } = f.evidence as { workload: string[] };
-      const io = (s: SideFiles) => at(s, command(['qemu-io', '-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), s.image]));
+      const io = (s: SideFiles) =>
+        at(s, command(['qemu-io', '-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), s.image]));
       const lines = [
         `echo '== the same qemu-io workload on both results'`,
         `${io(ref)} >/dev/null; ref_io=$?`,
@@ -100,8 +116,13 @@ function verdict(f: Finding, layout: Layout): string[] {
       ];
       // the workload runs only on two results of a step both sides accepted
       const bothOk = '[ "$ref$sub" = okok ] || reproduced=0';
-      if (f.kind === 'workload-failed') return [...lines, '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1', bothOk];
-      return [...lines, ...verdict({ ...f, oracle: CHECK_KINDS.includes(f.kind) ? 'check' : 'content' }, layout), bothOk];
+      if (f.kind === 'workload-failed')
+        return [...lines, '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1', bothOk];
+      return [
+        ...lines,
+        ...verdict({ ...f, oracle: CHECK_KINDS.includes(f.kind) ? 'check' : 'content' }, layout),
+        bothOk,
+      ];
     }
     case 'structure':
       return structureVerdict(f, layout);
@@ -110,7 +131,9 @@ function verdict(f: Finding, layout: Layout): string[] {
         const size = (s: SideFiles) => `<(${at(s, `fields ${s.image} '"virtual-size":'`)})`;
         return [`if ! diff -u ${size(ref)} ${size(sub)}; then reproduced=1; fi`];
       }
-      return [`${command(['qemu-img', ...compareArgs(layout)])}; [ $? = ${f.kind === 'content-differs' ? 1 : 2} ] && reproduced=1`];
+      return [
+        `${command(['qemu-img', ...compareArgs(layout)])}; [ $? = ${f.kind === 'content-differs' ? 1 : 2} ] && reproduced=1`,
+      ];
   }
 }
 
@@ -123,11 +146,17 @@ function buildLines(c: Case, layout: Layout): string[] {
   for (const cmd of buildCommands(c, base.image)) {
     const words = command([cmd.program, ...cmd.args]);
     // an aborting qemu-io leaves the dirty bit on purpose; its exit status is expected to be 134
-    lines.push(cmd.expect === 'abort' ? `${words} >/dev/null 2>&1; [ $? -gt 128 ] || exit 2` : `${words} >/dev/null || exit 2`);
+    lines.push(
+      cmd.expect === 'abort' ? `${words} >/dev/null 2>&1; [ $? -gt 128 ] || exit 2` : `${words} >/dev/null || exit 2`,
+    );
   }
   if (!own) return [...lines, `cp ${base.image} ${reference.image} && cp ${base.image} ${subject.image} || exit 2`];
   const files = [layout.dataFile, layout.backing].filter((f): f is string => f !== null).map((f) => `${base.dir}/${f}`);
-  return [...lines, 'cd .. || exit 2', `for s in ${reference.dir} ${subject.dir}; do cp ${imagePath(base)} "$s/$s.qcow2" && cp --sparse=always ${files.join(' ')} "$s/" || exit 2; done`];
+  return [
+    ...lines,
+    'cd .. || exit 2',
+    `for s in ${reference.dir} ${subject.dir}; do cp ${imagePath(base)} "$s/$s.qcow2" && cp --sparse=always ${files.join(' ')} "$s/" || exit 2; done`,
+  ];
 }
 
 export interface ReproInput {
@@ -151,12 +180,16 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
     ...(checks.some((l) => l.includes('fields ')) ? [FIELDS] : []),
   ];
   lines.push(...buildLines(c, layout));
-  for (const [index, { plan }] of plannedSizes(c).slice(0, finding.step + 1).entries()) {
+  for (const [index, { plan }] of plannedSizes(c)
+    .slice(0, finding.step + 1)
+    .entries()) {
     const step = c.steps[index]!;
     const last = index === finding.step;
     if (last && finding.oracle === 'unchanged-on-refusal') {
       const side = finding.side === 'subject' ? sub : ref;
-      lines.push(`cp ${imagePath(side)} before.qcow2${layout.dataFile ? ` && cp --sparse=always ${side.dir}/${layout.dataFile} before.${layout.dataFile}` : ''}`);
+      lines.push(
+        `cp ${imagePath(side)} before.qcow2${layout.dataFile ? ` && cp --sparse=always ${side.dir}/${layout.dataFile} before.${layout.dataFile}` : ''}`,
+      );
     }
     lines.push(
       `${at(ref, `timeout -k 5 "$TIMEOUT" ${command(['qemu-img', ...resizeArgs(qemuImg, step, ref.image)])}`)}; ref=$(outcome $?)`,

@@ -42,7 +42,10 @@ export interface Sighting {
 
 /** Stores a sighting: a new folder for a new signature, or one more hit in the existing one,
  * whose stored case (and files) are replaced when this one is smaller. */
-export async function saveSighting(reportsDir: string, s: Sighting): Promise<{ folder: string; isNew: boolean; hits: number }> {
+export async function saveSighting(
+  reportsDir: string,
+  s: Sighting,
+): Promise<{ folder: string; isNew: boolean; hits: number }> {
   const folder = reportFolder(s.finding, s.flaky);
   const path = join(reportsDir, folder);
   const existing = await readReportIfAny(path);
@@ -92,7 +95,15 @@ export async function saveSighting(reportsDir: string, s: Sighting): Promise<{ f
 async function writeFolderFiles(dir: string, report: Report, folder: string, artifacts: CaseResult['artifacts']) {
   await writeAtomic(join(dir, 'report.md'), reportMarkdown(report, folder));
   const repro = join(dir, 'repro.sh');
-  await writeAtomic(repro, reproScript({ finding: report.finding, case: report.case, subject: report.subject, origin: originText(report.firstSeen) }));
+  await writeAtomic(
+    repro,
+    reproScript({
+      finding: report.finding,
+      case: report.case,
+      subject: report.subject,
+      origin: originText(report.firstSeen),
+    }),
+  );
   await chmod(repro, 0o755);
   for (const a of artifacts) await writeAtomic(join(dir, a.name), a.data);
 }

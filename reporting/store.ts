@@ -91,7 +91,8 @@ export function parseReport(text: string, file: string): Report {
   } catch (err) {
     throw new ReportFormatError(`${file} is not valid JSON: ${(err as Error).message}`);
   }
-  if (!isObject(json) || typeof json.signature !== 'string') throw new ReportFormatError(`${file} has no signature: it is not a fuzzer report`);
+  if (!isObject(json) || typeof json.signature !== 'string')
+    throw new ReportFormatError(`${file} has no signature: it is not a fuzzer report`);
   let c: Case;
   try {
     c = parseCase(json.case, `${file}: case`);
@@ -108,7 +109,8 @@ export function parseReport(text: string, file: string): Report {
  * meant then. */
 function upgrade(json: Record<string, unknown>, c: Case): Report {
   const r = json as unknown as Report;
-  const original = isObject(json.originalCase) && Array.isArray(json.originalCase.steps) ? (json.originalCase as unknown as Case) : c;
+  const original =
+    isObject(json.originalCase) && Array.isArray(json.originalCase.steps) ? (json.originalCase as unknown as Case) : c;
   return {
     ...r,
     formatVersion: REPORT_FORMAT,
@@ -133,7 +135,9 @@ export async function readReport(folder: string): Promise<Report> {
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new ReportFormatError(`cannot read ${file}: ${(err as Error).message} (pass a folder made by a fuzz run, e.g. reports/<folder>)`);
+    throw new ReportFormatError(
+      `cannot read ${file}: ${(err as Error).message} (pass a folder made by a fuzz run, e.g. reports/<folder>)`,
+    );
   }
   return parseReport(text, file);
 }
@@ -146,8 +150,13 @@ export async function readReportIfAny(folder: string): Promise<Report | null> {
 
 /** Every report of a reports directory, tolerantly: a folder whose report.json cannot be read
  * or parsed is listed in `unreadable` with the reason. Folders as reportFolders names them. */
-export async function readAllReports(reportsDir: string): Promise<{ reports: { folder: string; report: Report }[]; unreadable: { folder: string; error: string }[] }> {
-  const out = { reports: [] as { folder: string; report: Report }[], unreadable: [] as { folder: string; error: string }[] };
+export async function readAllReports(
+  reportsDir: string,
+): Promise<{ reports: { folder: string; report: Report }[]; unreadable: { folder: string; error: string }[] }> {
+  const out = {
+    reports: [] as { folder: string; report: Report }[],
+    unreadable: [] as { folder: string; error: string }[],
+  };
   for (const folder of await reportFolders(reportsDir)) {
     try {
       out.reports.push({ folder, report: await readReport(join(reportsDir, folder)) });
@@ -166,16 +175,26 @@ export async function reportFolders(reportsDir: string, under = ''): Promise<str
   for (const e of entries) {
     if (!e.isDirectory() || e.name.startsWith('.')) continue;
     if (under === '' && e.name === FLAKY_DIR) folders.push(...(await reportFolders(reportsDir, FLAKY_DIR)));
-    else if (await stat(join(reportsDir, under, e.name, REPORT_FILE)).then(() => true, () => false)) folders.push(join(under, e.name));
+    else if (
+      await stat(join(reportsDir, under, e.name, REPORT_FILE)).then(
+        () => true,
+        () => false,
+      )
+    )
+      folders.push(join(under, e.name));
   }
   return folders.sort();
 }
 
 export const folderName = (f: StepFinding) =>
-  `${f.side}-${f.oracle}-${f.kind}-${createHash('sha256').update(signatureOf(f)).digest('hex').slice(0, 10)}`.replace(/[^\w.-]/g, '_');
+  `${f.side}-${f.oracle}-${f.kind}-${createHash('sha256').update(signatureOf(f)).digest('hex').slice(0, 10)}`.replace(
+    /[^\w.-]/g,
+    '_',
+  );
 
 /** Where a finding's folder lives, relative to the reports directory. */
-export const reportFolder = (finding: StepFinding, flaky: boolean) => (flaky ? join(FLAKY_DIR, folderName(finding)) : folderName(finding));
+export const reportFolder = (finding: StepFinding, flaky: boolean) =>
+  flaky ? join(FLAKY_DIR, folderName(finding)) : folderName(finding);
 
 export async function writeAtomic(file: string, data: string | Buffer) {
   const tmp = `${file}.tmp-${process.pid}`;
@@ -183,7 +202,8 @@ export async function writeAtomic(file: string, data: string | Buffer) {
   await rename(tmp, file);
 }
 
-export const writeJsonAtomic = (file: string, value: unknown) => writeAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
+export const writeJsonAtomic = (file: string, value: unknown) =>
+  writeAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
 
 export const writeReport = (folder: string, report: Report) => writeJsonAtomic(join(folder, REPORT_FILE), report);
 
@@ -210,7 +230,10 @@ export async function removeStaleStaging(reportsDir: string) {
 export async function publishStaged(reportsDir: string, staging: string, folder: string) {
   const target = join(reportsDir, folder);
   const old = stagingFolder(reportsDir, folder, 'old');
-  const exists = await stat(target).then(() => true, () => false);
+  const exists = await stat(target).then(
+    () => true,
+    () => false,
+  );
   if (exists) await rename(target, old);
   await mkdir(join(target, '..'), { recursive: true });
   await rename(staging, target);

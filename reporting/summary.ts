@@ -67,7 +67,8 @@ export interface SignatureSeen {
 
 const SUMMARY_FILE = 'summary.json';
 
-export const writeSummary = (reportsDir: string, summary: RunSummary) => writeJsonAtomic(join(reportsDir, SUMMARY_FILE), summary);
+export const writeSummary = (reportsDir: string, summary: RunSummary) =>
+  writeJsonAtomic(join(reportsDir, SUMMARY_FILE), summary);
 
 /** The summary of a finished run; an error that says what is wrong when there is none. */
 export async function readSummary(reportsDir: string): Promise<RunSummary> {
@@ -76,7 +77,9 @@ export async function readSummary(reportsDir: string): Promise<RunSummary> {
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new FatalError(`cannot read ${file}: ${(err as Error).message} (every input must be the reports directory of a finished run)`);
+    throw new FatalError(
+      `cannot read ${file}: ${(err as Error).message} (every input must be the reports directory of a finished run)`,
+    );
   }
   try {
     return JSON.parse(text) as RunSummary;

@@ -10,5 +10,7 @@ export async function ensureSpace(dir: string, what: string, flag: string) {
   const free = s.bavail * s.bsize;
   if (free >= MIN_FREE_BYTES) return;
   const mib = (n: number) => Math.floor(n / 2 ** 20);
-  throw new DiskFullError(`the ${what} ${dir} has only ${mib(free)} MiB free (at least ${mib(MIN_FREE_BYTES)} MiB needed): free space or pass ${flag} DIR`);
+  throw new DiskFullError(
+    `the ${what} ${dir} has only ${mib(free)} MiB free (at least ${mib(MIN_FREE_BYTES)} MiB needed): free space or pass ${flag} DIR`,
+  );
 }

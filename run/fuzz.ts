@@ -69,10 +69,14 @@ export const corpusInShard = (corpus: CorpusEntry[], shard: Shard | null) =>
 function runPositions(o: FuzzOptions) {
   const shard = o.shard ?? null;
   const corpus = corpusInShard(o.corpus, shard);
-  const corpusCases = Number.isFinite(o.iterations) ? Math.min(corpus.length, Math.ceil(o.corpusShare * o.iterations)) : corpus.length;
+  const corpusCases = Number.isFinite(o.iterations)
+    ? Math.min(corpus.length, Math.ceil(o.corpusShare * o.iterations))
+    : corpus.length;
   const generated = casesInShard(shard, o.iterations);
   const sourceAt = (position: number): CaseSource =>
-    position < corpusCases ? { corpus: corpus[position]!.name } : { seed: o.seed, iteration: caseIndexAt(shard, position - corpusCases) };
+    position < corpusCases
+      ? { corpus: corpus[position]!.name }
+      : { seed: o.seed, iteration: caseIndexAt(shard, position - corpusCases) };
   const caseOf = (source: CaseSource) =>
     'corpus' in source ? corpus.find((e) => e.name === source.corpus)!.case : caseAt(source.seed, source.iteration);
   return { shard, corpus, corpusCases, generated, total: corpusCases + generated, sourceAt, caseOf };
@@ -110,7 +114,8 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
       return { c, result, triage: triaged! };
     } catch (err) {
       if (err instanceof CaseSetupError) return { c, setupError: err };
-      if (isNoSpace(err)) throw new DiskFullError(`no space left: ${(err as Error).message}; free space in --workdir and --reports`);
+      if (isNoSpace(err))
+        throw new DiskFullError(`no space left: ${(err as Error).message}; free space in --workdir and --reports`);
       throw err;
     }
   };
@@ -135,25 +140,34 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
       return;
     }
     const signature = signatureOf(primary);
-    if (!tally.seen(signature)) o.say(`[${where}] ${primary.message}: confirming${o.minimise && !('corpus' in source) ? ' and minimising' : ''} before filing`);
-    const recorded = await recordFinding(
-      { ...o, signal: s.signal },
-      c,
-      result,
-      primary,
-      source,
-    ).catch((err: unknown) => {
-      throw isNoSpace(err) ? new DiskFullError(`the reports directory ${o.reportsDir} is full: ${(err as Error).message}; reports already filed are intact`) : err;
-    });
+    if (!tally.seen(signature))
+      o.say(
+        `[${where}] ${primary.message}: confirming${o.minimise && !('corpus' in source) ? ' and minimising' : ''} before filing`,
+      );
+    const recorded = await recordFinding({ ...o, signal: s.signal }, c, result, primary, source).catch(
+      (err: unknown) => {
+        throw isNoSpace(err)
+          ? new DiskFullError(
+              `the reports directory ${o.reportsDir} is full: ${(err as Error).message}; reports already filed are intact`,
+            )
+          : err;
+      },
+    );
     tally.triaged(source, t, signature, recorded);
     const folder = join(o.reportsDir, recorded.folder);
     if (recorded.flaky) {
       o.log.warn({ source, signature, folder: recorded.folder }, `flaky: ${primary.message}`);
-      o.say(`[${where}] FLAKY (did not reproduce in ${recorded.confirmation?.runs} re-runs): ${primary.message} -> ${folder}`);
+      o.say(
+        `[${where}] FLAKY (did not reproduce in ${recorded.confirmation?.runs} re-runs): ${primary.message} -> ${folder}`,
+      );
       return;
     }
-    const confirmed = recorded.confirmation ? `${recorded.confirmation.reproduced}/${recorded.confirmation.runs}` : 'unconfirmed';
-    const minimised = recorded.minimisation ? `; minimised in ${recorded.minimisation.runs} runs, ${recorded.minimisation.stoppedBy}` : '';
+    const confirmed = recorded.confirmation
+      ? `${recorded.confirmation.reproduced}/${recorded.confirmation.runs}`
+      : 'unconfirmed';
+    const minimised = recorded.minimisation
+      ? `; minimised in ${recorded.minimisation.runs} runs, ${recorded.minimisation.stoppedBy}`
+      : '';
     const how = recorded.isNew ? ` (reproduced ${confirmed}${minimised})` : '';
     o.log.warn({ source, signature, folder: recorded.folder, isNew: recorded.isNew }, primary.message);
     o.say(`[${where}] ${recorded.isNew ? 'NEW' : 'again'}: ${primary.message}${how} -> ${folder}`);
@@ -167,7 +181,9 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     const rate = committed / ((now - started) / 1000);
     const left = deadline === null ? '' : `, ${Math.max(0, Math.round((deadline - now) / 1000))} s left`;
     const of = Number.isFinite(plan.generated) ? `/${plan.generated}` : '';
-    o.say(`[${cases}${of}] ${rate.toFixed(1)} cases/s, new ${tally.newDivergences}, known ${tally.knownDivergences}${left}`);
+    o.say(
+      `[${cases}${of}] ${rate.toFixed(1)} cases/s, new ${tally.newDivergences}, known ${tally.knownDivergences}${left}`,
+    );
   };
 
   const ran = await schedule({
@@ -216,7 +232,15 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     },
     coverage: tally.coverage,
   };
-  o.log.info({ childSeconds: Math.round(tally.childMs) / 1000, elapsedSeconds: summary.elapsedSeconds, iterations, jobs: o.jobs }, 'run timing');
+  o.log.info(
+    {
+      childSeconds: Math.round(tally.childMs) / 1000,
+      elapsedSeconds: summary.elapsedSeconds,
+      iterations,
+      jobs: o.jobs,
+    },
+    'run timing',
+  );
   await writeSummary(o.reportsDir, summary);
   return summary;
 }

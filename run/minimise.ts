@@ -30,7 +30,14 @@ export interface Minimised extends MinimisationRecord {
 export type Reproduces = (c: Case) => Promise<{ step: number } | null>;
 
 /** Shrinks case `iteration` of `seed` while `reproduces` finds the same signature. */
-export async function minimise(seed: number, iteration: number, original: Case, reproduces: Reproduces, budget: MinimiseBudget, originalStep: number): Promise<Minimised> {
+export async function minimise(
+  seed: number,
+  iteration: number,
+  original: Case,
+  reproduces: Reproduces,
+  budget: MinimiseBudget,
+  originalStep: number,
+): Promise<Minimised> {
   const started = performance.now();
   let runs = 0;
   let best = original;
@@ -76,7 +83,8 @@ export async function minimise(seed: number, iteration: number, original: Case, 
   for (let i = bestStep - 1; i >= 0; i--) await keepIf({ ...best, steps: best.steps.filter((_, j) => j !== i) });
   for (let i = best.data.length - 1; i >= 0; i--) {
     const op = best.data[i]!.op;
-    if (op !== 'snapshot-create' && op !== 'snapshot-delete') await keepIf({ ...best, data: best.data.filter((_, j) => j !== i) });
+    if (op !== 'snapshot-create' && op !== 'snapshot-delete')
+      await keepIf({ ...best, data: best.data.filter((_, j) => j !== i) });
   }
   if (failure !== null) throw failure;
   return { case: best, runs, seconds: Math.round((performance.now() - started) / 10) / 100, stoppedBy };

@@ -34,7 +34,13 @@ export async function recheckReports(o: RecheckOptions): Promise<RecheckResult[]
     const report = await readReport(path);
     let signatures: string[];
     try {
-      const result = await runCase(report.case, { subject: o.subject, timeoutMs: o.timeoutMs, workdir: o.workdir, signal: o.signal, wantArtifacts: () => false });
+      const result = await runCase(report.case, {
+        subject: o.subject,
+        timeoutMs: o.timeoutMs,
+        workdir: o.workdir,
+        signal: o.signal,
+        wantArtifacts: () => false,
+      });
       signatures = result.findings.map(signatureOf);
     } catch (err) {
       // a case that no longer builds says nothing about the subject
@@ -47,7 +53,9 @@ export async function recheckReports(o: RecheckOptions): Promise<RecheckResult[]
     // re-read: a fuzz run may have counted a hit in the meantime
     await updateReport(path, (latest) => ({ ...latest, rechecks: [...latest.rechecks, recheck] }));
     results.push({ folder, signature: report.signature, reproduced, signatures });
-    o.say(`${reproduced ? 'STILL REPRODUCES' : 'fixed'}: ${folder}${reproduced || signatures.length === 0 ? '' : ` (findings now: ${signatures.join('; ')})`}`);
+    o.say(
+      `${reproduced ? 'STILL REPRODUCES' : 'fixed'}: ${folder}${reproduced || signatures.length === 0 ? '' : ` (findings now: ${signatures.join('; ')})`}`,
+    );
   }
   await workDirsRemoved();
   return results;

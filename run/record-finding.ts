@@ -6,7 +6,14 @@ import type { Resizer } from '../model/commands.ts';
 import { CaseAborted } from '../model/errors.ts';
 import { signatureOf, type StepFinding } from '../oracles/finding.ts';
 import { saveSighting } from '../reporting/sighting.ts';
-import { folderName, readReportIfAny, type Confirmation, type MinimisationRecord, type Origin, type Report } from '../reporting/store.ts';
+import {
+  folderName,
+  readReportIfAny,
+  type Confirmation,
+  type MinimisationRecord,
+  type Origin,
+  type Report,
+} from '../reporting/store.ts';
 import type { KnownDivergence } from '../triage/registry.ts';
 import { triage } from '../triage/triage.ts';
 import { minimise, type MinimiseBudget } from './minimise.ts';
@@ -44,10 +51,20 @@ export interface Recorded {
 }
 
 /** The case's first new finding: the one that names its report. */
-const primaryOf = (c: Case, result: Pick<CaseResult, 'findings' | 'steps'>, registry: KnownDivergence[]) => triage(c, result, registry).fresh[0] ?? null;
+const primaryOf = (c: Case, result: Pick<CaseResult, 'findings' | 'steps'>, registry: KnownDivergence[]) =>
+  triage(c, result, registry).fresh[0] ?? null;
 
-export async function recordFinding(ctx: RecordingContext, c: Case, result: CaseResult, primary: StepFinding, source: CaseSource): Promise<Recorded> {
-  const origin: Origin = 'corpus' in source ? { seed: null, iteration: null, corpus: source.corpus, date: new Date().toISOString() } : { ...source, date: new Date().toISOString() };
+export async function recordFinding(
+  ctx: RecordingContext,
+  c: Case,
+  result: CaseResult,
+  primary: StepFinding,
+  source: CaseSource,
+): Promise<Recorded> {
+  const origin: Origin =
+    'corpus' in source
+      ? { seed: null, iteration: null, corpus: source.corpus, date: new Date().toISOString() }
+      : { ...source, date: new Date().toISOString() };
   const base = { finding: primary, case: c, result, originalCase: c, subject: ctx.subject, tools: ctx.tools, origin };
   if ((await readReportIfAny(join(ctx.reportsDir, folderName(primary)))) !== null) {
     const saved = await saveSighting(ctx.reportsDir, { ...base, minimisation: null, confirmation: null, flaky: false });
@@ -56,7 +73,13 @@ export async function recordFinding(ctx: RecordingContext, c: Case, result: Case
 
   const signature = signatureOf(primary);
   const run = (candidate: Case, keep: boolean) =>
-    runCase(candidate, { subject: ctx.subject, timeoutMs: ctx.timeoutMs, workdir: ctx.workdir, signal: ctx.signal, wantArtifacts: () => keep });
+    runCase(candidate, {
+      subject: ctx.subject,
+      timeoutMs: ctx.timeoutMs,
+      workdir: ctx.workdir,
+      signal: ctx.signal,
+      wantArtifacts: () => keep,
+    });
   /** The finding with the same signature in a fresh run of `candidate`, or null. */
   const reproduces = async (candidate: Case) => {
     try {
@@ -91,7 +114,15 @@ export async function recordFinding(ctx: RecordingContext, c: Case, result: Case
     const m = await minimise(source.seed, source.iteration, c, reproduces, ctx.minimise, primary.step);
     const { case: smallest, ...record } = m;
     minimisation = record;
-    ctx.log.info({ signature, ...record, steps: [c.steps.length, smallest.steps.length], data: [c.data.length, smallest.data.length] }, 'minimised');
+    ctx.log.info(
+      {
+        signature,
+        ...record,
+        steps: [c.steps.length, smallest.steps.length],
+        data: [c.data.length, smallest.data.length],
+      },
+      'minimised',
+    );
     if (smallest !== c && m.stoppedBy !== 'interrupted') {
       // one more run, keeping the images, so that the report shows the case it stores
       try {
@@ -103,6 +134,14 @@ export async function recordFinding(ctx: RecordingContext, c: Case, result: Case
       }
     }
   }
-  const saved = await saveSighting(ctx.reportsDir, { ...base, finding: filedFinding, case: filedCase, result: filedResult, minimisation, confirmation, flaky });
+  const saved = await saveSighting(ctx.reportsDir, {
+    ...base,
+    finding: filedFinding,
+    case: filedCase,
+    result: filedResult,
+    minimisation,
+    confirmation,
+    flaky,
+  });
   return { ...saved, flaky, confirmation, minimisation, stored: filedCase };
 }

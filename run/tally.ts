@@ -37,7 +37,10 @@ export class RunTally {
     this.childMs += commands.reduce((sum, r) => sum + r.durationMs, 0);
     if ('setupError' in attempt) {
       const where = 'corpus' in source ? `corpus case ${source.corpus}: ` : '';
-      this.setupErrors.push({ iteration: 'corpus' in source ? -1 : source.iteration, message: `${where}${attempt.setupError.message}` });
+      this.setupErrors.push({
+        iteration: 'corpus' in source ? -1 : source.iteration,
+        message: `${where}${attempt.setupError.message}`,
+      });
     } else if (!('corpus' in source)) {
       addCase(this.coverage, attempt.c, attempt.result);
     }
@@ -66,7 +69,12 @@ export class RunTally {
       confirmation: recorded.confirmation,
       minimised:
         minimisation && recorded.isNew
-          ? { steps: recorded.stored.steps.length, data: recorded.stored.data.length, runs: minimisation.runs, stoppedBy: minimisation.stoppedBy }
+          ? {
+              steps: recorded.stored.steps.length,
+              data: recorded.stored.data.length,
+              runs: minimisation.runs,
+              stoppedBy: minimisation.stoppedBy,
+            }
           : null,
     };
     entry.hitsThisRun++;

@@ -23,15 +23,26 @@ import type { RunSummary } from '../reporting/summary.ts';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(ROOT, 'cli', 'fuzz.ts');
 /** The node options of `npm run fuzz`, so that the runs measured are the runs people make. */
-const FUZZ_NODE_OPTIONS = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { scripts: { fuzz: string } }).scripts.fuzz.split(/\s+/).slice(1, -1);
+const FUZZ_NODE_OPTIONS = (
+  JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { scripts: { fuzz: string } }
+).scripts.fuzz
+  .split(/\s+/)
+  .slice(1, -1);
 const NONE = join(ROOT, 'test', 'doubles', 'instar-none');
 
-const args = await commandLine(hideBin(process.argv), 'npm run bench --', '$0 [options]\n\nHow fast the harness is; appends the results to docs/benchmarks.md.')
+const args = await commandLine(
+  hideBin(process.argv),
+  'npm run bench --',
+  '$0 [options]\n\nHow fast the harness is; appends the results to docs/benchmarks.md.',
+)
   .options({
     quick: { type: 'boolean', default: false, describe: 'A short smoke version (few cases, few repetitions)' },
     seed: { type: 'number', default: 1, describe: 'Seed of the fuzz runs' },
     iterations: { type: 'number', describe: 'Cases per throughput run (default 60; 8 with --quick)' },
-    rounds: { type: 'number', describe: 'Throughput runs per subject and --jobs value, alternated (default 2; 1 with --quick)' },
+    rounds: {
+      type: 'number',
+      describe: 'Throughput runs per subject and --jobs value, alternated (default 2; 1 with --quick)',
+    },
     'rss-iterations': { type: 'number', describe: 'Cases of the RSS run (default 1000; 60 with --quick)' },
     reps: { type: 'number', describe: 'Repetitions of each content comparison (default 21; 5 with --quick)' },
     out: { type: 'string', default: join(ROOT, 'docs', 'benchmarks.md'), describe: 'File the table is appended to' },
@@ -68,7 +79,11 @@ async function sampleProc(pid: number, started: number): Promise<Sample | null> 
     const status = await readFile(`/proc/${pid}/status`, 'utf8');
     const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
     let cpuSeconds = await cpuOf(pid);
-    const children = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/).filter(Boolean).map(Number);
+    const children = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => ''))
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
     for (const child of children) {
       const cmdline = await readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '');
       if (cmdline.includes('spawner.ts')) cpuSeconds += await cpuOf(child).catch(() => 0);
@@ -90,18 +105,26 @@ async function fuzzRun(extra: string[]): Promise<FuzzRun> {
   const reports = await mkdtemp(join(tmpdir(), 'fuzz-bench-'));
   try {
     const started = performance.now();
-    const child = execa(process.execPath, [...FUZZ_NODE_OPTIONS, CLI, '--seed', String(args.seed), '--reports', reports, ...extra], { cwd: ROOT, reject: false, all: true });
+    const child = execa(
+      process.execPath,
+      [...FUZZ_NODE_OPTIONS, CLI, '--seed', String(args.seed), '--reports', reports, ...extra],
+      { cwd: ROOT, reject: false, all: true },
+    );
     const samples: Sample[] = [];
     const timer = setInterval(() => {
       if (child.pid) void sampleProc(child.pid, started).then((s) => s && samples.push(s));
     }, 200);
     const r = await child;
     clearInterval(timer);
-    const summary = JSON.parse(await readFile(join(reports, 'summary.json'), 'utf8').catch(() => {
-      throw new Error(`the fuzz run wrote no summary (exit ${r.exitCode}):\n${r.all}`);
-    })) as RunSummary;
+    const summary = JSON.parse(
+      await readFile(join(reports, 'summary.json'), 'utf8').catch(() => {
+        throw new Error(`the fuzz run wrote no summary (exit ${r.exitCode}):\n${r.all}`);
+      }),
+    ) as RunSummary;
     const log = (await readdir(reports)).find((n) => n.startsWith('fuzz-') && n.endsWith('.log'));
-    const timing = log ? (await readFile(join(reports, log), 'utf8')).split('\n').find((l) => l.includes('"run timing"')) : undefined;
+    const timing = log
+      ? (await readFile(join(reports, log), 'utf8')).split('\n').find((l) => l.includes('"run timing"'))
+      : undefined;
     const childSeconds = timing ? (JSON.parse(timing) as { childSeconds: number }).childSeconds : NaN;
     return { summary, childSeconds, samples };
   } finally {
@@ -119,7 +142,8 @@ interface Row {
   verdict: string;
 }
 const rows: Row[] = [];
-const row = (metric: string, value: string, target = '', pass?: boolean) => rows.push({ metric, value, target, verdict: pass === undefined ? '' : pass ? 'pass' : '**miss**' });
+const row = (metric: string, value: string, target = '', pass?: boolean) =>
+  rows.push({ metric, value, target, verdict: pass === undefined ? '' : pass ? 'pass' : '**miss**' });
 
 // (a) and (b): each subject alternates --jobs 1 and --jobs 2 runs over `rounds` rounds, and the
 // rates come from the totals: one run of 60 cases varies by about 10% on a shared machine.
@@ -152,13 +176,31 @@ for (const [name, subject] of [
   row(`(a) ${name}: --jobs 2 speed-up`, `${fmt(two / one)}x`, '>= 1.7x', two / one >= 1.7);
 }
 const c1 = totals['control/1']!;
-row('(b) control --jobs 1: run wall / summed child wall', `${fmt(c1.elapsed)} s / ${fmt(c1.child)} s = ${fmt(c1.elapsed / c1.child)}`, '<= 1.15', c1.elapsed / c1.child <= 1.15);
-row('(b) control --jobs 1: harness and spawner CPU / run wall', `${fmt(c1.cpu)} s / ${fmt(c1.elapsed)} s = ${fmt(c1.cpu / c1.elapsed)}`);
+row(
+  '(b) control --jobs 1: run wall / summed child wall',
+  `${fmt(c1.elapsed)} s / ${fmt(c1.child)} s = ${fmt(c1.elapsed / c1.child)}`,
+  '<= 1.15',
+  c1.elapsed / c1.child <= 1.15,
+);
+row(
+  '(b) control --jobs 1: harness and spawner CPU / run wall',
+  `${fmt(c1.cpu)} s / ${fmt(c1.elapsed)} s = ${fmt(c1.cpu / c1.elapsed)}`,
+);
 row('(b) control: processes per case', `${c1.perCase}`);
 
 // (c)
 say(`(c) content comparison, ${reps} repetitions ...`);
-const dir = await mkdtemp(join((await stat('/dev/shm').then((s) => s.isDirectory(), () => false)) ? '/dev/shm' : tmpdir(), 'fuzz-bench-cmp-'));
+const dir = await mkdtemp(
+  join(
+    (await stat('/dev/shm').then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+      ? '/dev/shm'
+      : tmpdir(),
+    'fuzz-bench-cmp-',
+  ),
+);
 const compareMs: Record<string, { content: number; plain: number; processes: number }> = {};
 try {
   const data = ['write -P 1 0 1M', 'write -P 2 3M 2M', 'write -P 3 7M 1M', 'write -P 4 15M 64k'];
@@ -188,18 +230,35 @@ try {
   await rm(dir, { recursive: true, force: true });
 }
 const cm = (s: string) => compareMs[s]!;
-row('(c) compareContent ms: 16 MiB / 1 GiB / 1 TiB (processes)', ['16M', '1G', '1T'].map((s) => `${fmt(cm(s).content, 1)} (${cm(s).processes})`).join(' / '));
-row('(c) compareContent: 1 TiB over 16 MiB', `${fmt(cm('1T').content / cm('16M').content)}x`, '<= 2x', cm('1T').content / cm('16M').content <= 2);
-row('(c) plain qemu-img compare ms: 16 MiB / 1 GiB / 1 TiB', ['16M', '1G', '1T'].map((s) => fmt(cm(s).plain, 1)).join(' / '));
+row(
+  '(c) compareContent ms: 16 MiB / 1 GiB / 1 TiB (processes)',
+  ['16M', '1G', '1T'].map((s) => `${fmt(cm(s).content, 1)} (${cm(s).processes})`).join(' / '),
+);
+row(
+  '(c) compareContent: 1 TiB over 16 MiB',
+  `${fmt(cm('1T').content / cm('16M').content)}x`,
+  '<= 2x',
+  cm('1T').content / cm('16M').content <= 2,
+);
+row(
+  '(c) plain qemu-img compare ms: 16 MiB / 1 GiB / 1 TiB',
+  ['16M', '1G', '1T'].map((s) => fmt(cm(s).plain, 1)).join(' / '),
+);
 row('(c) plain qemu-img compare: 1 TiB over 16 MiB', `${fmt(cm('1T').plain / cm('16M').plain)}x`);
 
 // (d)
 say(`(d) peak RSS over a ${rssIterations}-case control run ...`);
 const long = await fuzzRun(['--control', '--iterations', String(rssIterations)]);
 const span = long.samples.at(-1)?.t ?? 0;
-const peak = (from: number, to: number) => Math.max(...long.samples.filter((s) => s.t >= from * span && s.t <= to * span).map((s) => s.rssKiB)) / 1024;
+const peak = (from: number, to: number) =>
+  Math.max(...long.samples.filter((s) => s.t >= from * span && s.t <= to * span).map((s) => s.rssKiB)) / 1024;
 const [q1, q4] = [peak(0, 0.25), peak(0.75, 1)];
-row(`(d) peak RSS, ${long.summary.iterations} control cases in ${fmt(long.summary.elapsedSeconds, 0)} s: first / last quarter`, `${fmt(q1, 1)} / ${fmt(q4, 1)} MiB (${fmt((q4 / q1 - 1) * 100, 1)}%)`, 'last within 10% of first', q4 <= q1 * 1.1);
+row(
+  `(d) peak RSS, ${long.summary.iterations} control cases in ${fmt(long.summary.elapsedSeconds, 0)} s: first / last quarter`,
+  `${fmt(q1, 1)} / ${fmt(q4, 1)} MiB (${fmt((q4 / q1 - 1) * 100, 1)}%)`,
+  'last within 10% of first',
+  q4 <= q1 * 1.1,
+);
 
 // report
 const qemu = (await execa('qemu-img', ['--version'])).stdout.split('\n')[0];
@@ -209,15 +268,32 @@ const header = [
   `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${qemu}, node ${process.version}; seed ${args.seed}, ${rounds} x ${iterations} cases per subject and --jobs value, ${rssIterations} in the RSS run, ${reps} repetitions per comparison.`,
   '',
 ];
-const widths = [0, 1, 2, 3].map((i) => Math.max(...[['metric', 'value', 'target', 'verdict'], ...rows.map((r) => [r.metric, r.value, r.target, r.verdict])].map((cells) => cells[i]!.length)));
+const widths = [0, 1, 2, 3].map((i) =>
+  Math.max(
+    ...[['metric', 'value', 'target', 'verdict'], ...rows.map((r) => [r.metric, r.value, r.target, r.verdict])].map(
+      (cells) => cells[i]!.length,
+    ),
+  ),
+);
 const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-const table = [line(['metric', 'value', 'target', 'verdict']), line(widths.map((w) => '-'.repeat(w))), ...rows.map((r) => line([r.metric, r.value, r.target, r.verdict]))];
+const table = [
+  line(['metric', 'value', 'target', 'verdict']),
+  line(widths.map((w) => '-'.repeat(w))),
+  ...rows.map((r) => line([r.metric, r.value, r.target, r.verdict])),
+];
 const text = [...header, ...table, ''].join('\n');
 console.log(text);
 if (args.append) {
   await mkdir(join(args.out, '..'), { recursive: true });
-  const exists = await stat(args.out).then(() => true, () => false);
-  if (!exists) await writeFile(args.out, '# Benchmarks\n\nAppended by `npm run bench` (see README, "Benchmarks"). Newest last.\n\n');
+  const exists = await stat(args.out).then(
+    () => true,
+    () => false,
+  );
+  if (!exists)
+    await writeFile(
+      args.out,
+      '# Benchmarks\n\nAppended by `npm run bench` (see README, "Benchmarks"). Newest last.\n\n',
+    );
   await appendFile(args.out, `${text}\n`);
   say(`appended to ${args.out}`);
 }

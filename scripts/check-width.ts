@@ -4,8 +4,14 @@ import { execa } from 'execa';
 // `npm run lint`'s last check: no line of source past the formatter's width. Prettier breaks code
 // at that width but leaves long strings and comments as they are; this finds those.
 
-const { printWidth } = JSON.parse(await readFile(new URL('../.prettierrc.json', import.meta.url), 'utf8')) as { printWidth: number };
-const { stdout } = await execa('git', ['ls-files', '--cached', '--others', '--exclude-standard', '*.ts', '*.js', '*.sh'], { cwd: new URL('..', import.meta.url) });
+const { printWidth } = JSON.parse(await readFile(new URL('../.prettierrc.json', import.meta.url), 'utf8')) as {
+  printWidth: number;
+};
+const { stdout } = await execa(
+  'git',
+  ['ls-files', '--cached', '--others', '--exclude-standard', '*.ts', '*.js', '*.sh'],
+  { cwd: new URL('..', import.meta.url) },
+);
 const long: string[] = [];
 for (const file of stdout.split('\n').filter(Boolean)) {
   const lines = (await readFile(new URL(`../${file}`, import.meta.url), 'utf8')).split('\n');
@@ -14,7 +20,9 @@ for (const file of stdout.split('\n').filter(Boolean)) {
   });
 }
 if (long.length > 0) {
-  console.error(`${long.length} lines are longer than ${printWidth} characters (.prettierrc.json printWidth); break them:`);
+  console.error(
+    `${long.length} lines are longer than ${printWidth} characters (.prettierrc.json printWidth); break them:`,
+  );
   for (const l of long) console.error(`  ${l}`);
   process.exitCode = 1;
 }

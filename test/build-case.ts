@@ -17,7 +17,8 @@ export async function buildBase(c: Case, parent: string): Promise<{ dir: string;
   for (const cmd of buildCommands(c, base.image)) {
     const r = await execa(cmd.program, cmd.args, { cwd, reject: false });
     const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
-    if (!ok) throw new Error(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr}\ncase: ${JSON.stringify(c)}`);
+    if (!ok)
+      throw new Error(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr}\ncase: ${JSON.stringify(c)}`);
   }
   return { dir, image: join(dir, imagePath(base)), cwd };
 }

@@ -3,7 +3,14 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { REFCOUNT_WIDTHS, parseCase, type Case, type IoOp } from '../model/case.ts';
 import { parseSize, planStep, plannedSizes, regrowWindows } from '../model/plan.ts';
-import { HUGE_CLUSTER, MAX_DATA_FILE_IMAGE, imageSizeLimit, maxVirtualSize, sizeLimit, stepSizeLimit } from '../generators/bounds.ts';
+import {
+  HUGE_CLUSTER,
+  MAX_DATA_FILE_IMAGE,
+  imageSizeLimit,
+  maxVirtualSize,
+  sizeLimit,
+  stepSizeLimit,
+} from '../generators/bounds.ts';
 import { caseArb, caseAt } from '../generators/cases.ts';
 import { formatBytes } from '../generators/steps.ts';
 
@@ -18,7 +25,8 @@ describe('SIZE parsing, as qemu-img does it', () => {
     assert.equal(parseSize('abc', 0), null);
   });
   it('plans steps by qemu-img rules', () => {
-    const step = (size: string, shrink = false, preallocation: Case['steps'][number]['preallocation'] = null) => planStep({ size, shrink, preallocation }, 4096);
+    const step = (size: string, shrink = false, preallocation: Case['steps'][number]['preallocation'] = null) =>
+      planStep({ size, shrink, preallocation }, 4096);
     assert.deepEqual(step('8192'), { kind: 'grow', target: 8192, accepted: true });
     assert.equal(step('2048').accepted, false, 'a shrink needs --shrink');
     assert.equal(step('2048', true).accepted, true);
@@ -28,7 +36,13 @@ describe('SIZE parsing, as qemu-img does it', () => {
     assert.equal(step('-4096').kind, 'invalid');
   });
   it('formats sizes that parse back to the same number', () => {
-    fc.assert(fc.property(fc.integer({ min: 1, max: 2 ** 22 }), fc.boolean(), (n, suffix) => parseSize(formatBytes(n * 512, suffix), 0) === n * 512));
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 2 ** 22 }),
+        fc.boolean(),
+        (n, suffix) => parseSize(formatBytes(n * 512, suffix), 0) === n * 512,
+      ),
+    );
   });
 });
 
@@ -38,7 +52,11 @@ describe('case generator', () => {
       fc.property(caseArb, ({ image }) => {
         assert.ok(image.virtualSize >= 512 && image.virtualSize % 512 === 0);
         assert.ok(image.virtualSize <= sizeLimit(image.clusterSize, image.extendedL2) / 2);
-        if (image.clusterSize < HUGE_CLUSTER) assert.ok(image.virtualSize <= maxVirtualSize(image.clusterSize, image.extendedL2), 'small clusters keep images small');
+        if (image.clusterSize < HUGE_CLUSTER)
+          assert.ok(
+            image.virtualSize <= maxVirtualSize(image.clusterSize, image.extendedL2),
+            'small clusters keep images small',
+          );
         if (image.compat === '0.10') {
           assert.ok(image.refcountBits === 16 && !image.lazyRefcounts && !image.extendedL2);
           assert.ok(image.compressionType === 'zlib' && image.bitmaps === 0 && image.createdWithRefcountBits === null);
@@ -85,25 +103,35 @@ describe('case generator', () => {
   it('writes no compressed clusters into images amended down to 1 or 2 bits (qemu-img amend refuses shared clusters there)', () => {
     fc.assert(
       fc.property(caseArb, ({ image, data }) => {
-        if (image.createdWithRefcountBits !== null && image.refcountBits < 4) assert.ok(data.every((d) => d.op !== 'compress'));
+        if (image.createdWithRefcountBits !== null && image.refcountBits < 4)
+          assert.ok(data.every((d) => d.op !== 'compress'));
       }),
       { numRuns: 2000 },
     );
   });
   it('draws every refcount width equally often (no default-16 bias)', () => {
     const counts = new Map<number, number>();
-    for (const c of fc.sample(caseArb, { seed: 7, numRuns: 7000 })) counts.set(c.image.refcountBits, (counts.get(c.image.refcountBits) ?? 0) + 1);
-    for (const bits of REFCOUNT_WIDTHS) assert.ok(Math.abs(counts.get(bits)! - 1000) < 120, `refcount_bits=${bits}: ${counts.get(bits)} of 7000`);
+    for (const c of fc.sample(caseArb, { seed: 7, numRuns: 7000 }))
+      counts.set(c.image.refcountBits, (counts.get(c.image.refcountBits) ?? 0) + 1);
+    for (const bits of REFCOUNT_WIDTHS)
+      assert.ok(Math.abs(counts.get(bits)! - 1000) < 120, `refcount_bits=${bits}: ${counts.get(bits)} of 7000`);
   });
   it('generates grows, shrinks (that discard written data) and refusals on purpose', () => {
     const kinds = new Map<string, number>();
     let discarding = 0;
     for (const c of fc.sample(caseArb, { seed: 3, numRuns: 2000 })) {
-      for (const { plan } of plannedSizes(c)) kinds.set(`${plan.kind}:${plan.accepted}`, (kinds.get(`${plan.kind}:${plan.accepted}`) ?? 0) + 1);
+      for (const { plan } of plannedSizes(c))
+        kinds.set(`${plan.kind}:${plan.accepted}`, (kinds.get(`${plan.kind}:${plan.accepted}`) ?? 0) + 1);
       const first = plannedSizes(c)[0]!.plan;
-      if (first.kind === 'shrink' && first.accepted && c.data.some((d) => (d.op === 'write' || d.op === 'compress') && d.offset + d.length > first.target!)) discarding++;
+      if (
+        first.kind === 'shrink' &&
+        first.accepted &&
+        c.data.some((d) => (d.op === 'write' || d.op === 'compress') && d.offset + d.length > first.target!)
+      )
+        discarding++;
     }
-    for (const k of ['grow:true', 'shrink:true', 'shrink:false', 'same:true', 'same:false', 'invalid:false']) assert.ok((kinds.get(k) ?? 0) > 20, `${k}: ${kinds.get(k)}`);
+    for (const k of ['grow:true', 'shrink:true', 'shrink:false', 'same:true', 'same:false', 'invalid:false'])
+      assert.ok((kinds.get(k) ?? 0) > 20, `${k}: ${kinds.get(k)}`);
     assert.ok(discarding > 500, `first-step shrinks that discard written data: ${discarding} of 2000`);
   });
   it('keeps preallocated grows small, whatever steps come before them', () => {
@@ -112,7 +140,8 @@ describe('case generator', () => {
         for (const [i, { plan }] of plannedSizes(c).entries()) {
           const mode = c.steps[i]!.preallocation;
           if (!plan.accepted || plan.kind !== 'grow') continue;
-          if (mode === 'full' || mode === 'falloc') assert.ok(plan.target! <= 64 * 2 ** 20, `${mode} grow to ${plan.target}`);
+          if (mode === 'full' || mode === 'falloc')
+            assert.ok(plan.target! <= 64 * 2 ** 20, `${mode} grow to ${plan.target}`);
           if (mode === 'metadata') assert.ok(plan.target! <= 2 ** 30, `metadata grow to ${plan.target}`);
         }
       }),
@@ -131,7 +160,10 @@ describe('case generator', () => {
         if (image.dataFile !== 'none') {
           // qemu: data_file needs compat 1.1; no internal snapshots, no compressed clusters
           assert.equal(image.compat, '1.1');
-          assert.ok(data.every((d) => d.op !== 'snapshot-create' && d.op !== 'compress'), JSON.stringify(data));
+          assert.ok(
+            data.every((d) => d.op !== 'snapshot-create' && d.op !== 'compress'),
+            JSON.stringify(data),
+          );
           assert.ok(image.virtualSize <= MAX_DATA_FILE_IMAGE);
         }
         // qemu-img create refuses data_file_raw with a backing file
@@ -139,14 +171,21 @@ describe('case generator', () => {
         if (image.backing) {
           const { virtualSize, data: writes } = image.backing;
           assert.ok(virtualSize % 512 === 0 && virtualSize >= 512 && virtualSize !== image.virtualSize);
-          assert.ok(virtualSize <= image.virtualSize + 64 * 2 ** 20, 'a longer backing image is longer by a bounded amount');
+          assert.ok(
+            virtualSize <= image.virtualSize + 64 * 2 ** 20,
+            'a longer backing image is longer by a bounded amount',
+          );
           assert.ok(writes.length > 0, 'data in the backing image, so that content through it matters');
-          for (const w of writes) assert.ok(w.offset % 512 === 0 && w.length % 512 === 0 && w.length > 0 && w.offset + w.length <= virtualSize);
+          for (const w of writes)
+            assert.ok(
+              w.offset % 512 === 0 && w.length % 512 === 0 && w.length > 0 && w.offset + w.length <= virtualSize,
+            );
         }
         if (image.backing || image.dataFile !== 'none') {
           // no TiB images or steps: a grow over a longer backing image zero-fills the new area
           assert.ok(image.virtualSize <= imageSizeLimit(image));
-          for (const { plan } of plannedSizes(c)) if (plan.accepted && plan.target !== null) assert.ok(plan.target <= stepSizeLimit(image), `${plan.target}`);
+          for (const { plan } of plannedSizes(c))
+            if (plan.accepted && plan.target !== null) assert.ok(plan.target <= stepSizeLimit(image), `${plan.target}`);
         }
       }),
       { numRuns: 3000 },
@@ -160,7 +199,8 @@ describe('case generator', () => {
     const dataFile = count((c) => c.image.dataFile === 'data_file');
     const raw = count((c) => c.image.dataFile === 'data_file_raw');
     const both = count((c) => c.image.backing !== null && c.image.dataFile !== 'none');
-    for (const [what, n] of Object.entries({ shorter, longer, dataFile, raw, both })) assert.ok(n > 30, `${what}: ${n} of 2000`);
+    for (const [what, n] of Object.entries({ shorter, longer, dataFile, raw, both }))
+      assert.ok(n > 30, `${what}: ${n} of 2000`);
     assert.ok(count((c) => c.image.backing === null && c.image.dataFile === 'none') > 1200, 'most cases have neither');
   });
   it('gives the same case for the same seed and iteration', () => {
@@ -168,18 +208,43 @@ describe('case generator', () => {
     assert.notDeepEqual(caseAt(42, 17), caseAt(43, 17));
   });
   it('produces cases that survive a JSON round trip and validation', () => {
-    fc.assert(fc.property(caseArb, (c) => assert.deepEqual(parseCase(JSON.parse(JSON.stringify(c))), c)), { numRuns: 300 });
+    fc.assert(
+      fc.property(caseArb, (c) => assert.deepEqual(parseCase(JSON.parse(JSON.stringify(c))), c)),
+      { numRuns: 300 },
+    );
   });
 });
 
 describe('regrow windows', () => {
   const base = caseAt(1, 0);
-  const c = (steps: Case['steps']): Case => ({ ...base, image: { ...base.image, virtualSize: 1 << 20, clusterSize: 65536 }, steps });
+  const c = (steps: Case['steps']): Case => ({
+    ...base,
+    image: { ...base.image, virtualSize: 1 << 20, clusterSize: 65536 },
+    steps,
+  });
   it('open where a shrink inside a cluster is followed by a grow', () => {
-    assert.deepEqual(regrowWindows(c([{ size: '1536', shrink: true, preallocation: null }, { size: '1M', shrink: false, preallocation: null }]), 1), [{ start: 1536, end: 65536 }]);
+    assert.deepEqual(
+      regrowWindows(
+        c([
+          { size: '1536', shrink: true, preallocation: null },
+          { size: '1M', shrink: false, preallocation: null },
+        ]),
+        1,
+      ),
+      [{ start: 1536, end: 65536 }],
+    );
   });
   it('stay closed for cluster-aligned shrinks and shrinks never followed by a grow', () => {
-    assert.deepEqual(regrowWindows(c([{ size: '64K', shrink: true, preallocation: null }, { size: '1M', shrink: false, preallocation: null }]), 1), []);
+    assert.deepEqual(
+      regrowWindows(
+        c([
+          { size: '64K', shrink: true, preallocation: null },
+          { size: '1M', shrink: false, preallocation: null },
+        ]),
+        1,
+      ),
+      [],
+    );
     assert.deepEqual(regrowWindows(c([{ size: '1536', shrink: true, preallocation: null }]), 0), []);
   });
 });
@@ -187,11 +252,20 @@ describe('regrow windows', () => {
 describe('case validation', () => {
   const good = caseAt(1, 0);
   it('names the bad field', () => {
-    assert.throws(() => parseCase({ ...good, image: { ...good.image, refcountBits: 3 } }), /case\.image\.refcountBits must be one of/);
+    assert.throws(
+      () => parseCase({ ...good, image: { ...good.image, refcountBits: 3 } }),
+      /case\.image\.refcountBits must be one of/,
+    );
     assert.throws(() => parseCase({ ...good, steps: [] }), /case\.steps must be a non-empty array/);
     assert.throws(() => parseCase({ ...good, data: [{ op: 'erase', offset: 0, length: 1 }] }), /case\.data\[0\]\.op/);
-    assert.throws(() => parseCase({ ...good, image: { ...good.image, dataFile: 'raw' } }), /case\.image\.dataFile must be one of none, data_file, data_file_raw/);
-    assert.throws(() => parseCase({ ...good, image: { ...good.image, backing: { virtualSize: 1000, data: [] } } }), /case\.image\.backing\.virtualSize must be a multiple of 512/);
+    assert.throws(
+      () => parseCase({ ...good, image: { ...good.image, dataFile: 'raw' } }),
+      /case\.image\.dataFile must be one of none, data_file, data_file_raw/,
+    );
+    assert.throws(
+      () => parseCase({ ...good, image: { ...good.image, backing: { virtualSize: 1000, data: [] } } }),
+      /case\.image\.backing\.virtualSize must be a multiple of 512/,
+    );
   });
   it('reads cases filed before backing images and data files existed as having neither', () => {
     const { backing: _b, dataFile: _d, ...old } = good.image;

@@ -17,7 +17,18 @@ describe('the fuzz command line', () => {
   it('prints help', async () => {
     const r = await fuzzCli(['--help']);
     assert.equal(r.exitCode, 0);
-    for (const flag of ['--iterations', '--seed', '--instar', '--control', '--timeout', '--reports', '--known', '--fail-fast', '--replay']) assert.match(r.stdout, new RegExp(flag));
+    for (const flag of [
+      '--iterations',
+      '--seed',
+      '--instar',
+      '--control',
+      '--timeout',
+      '--reports',
+      '--known',
+      '--fail-fast',
+      '--replay',
+    ])
+      assert.match(r.stdout, new RegExp(flag));
   });
   it('refuses bad values and unknown flags', async () => {
     await expectUsageError(['--control', '--iterations', '-1'], /--iterations must be a whole number/);
@@ -26,10 +37,16 @@ describe('the fuzz command line', () => {
     await expectUsageError(['--control', '--seed', 'x'], /--seed must be a 32-bit integer/);
     await expectUsageError(['--control', '--itterations', '3'], /Unknown argument: itterations/);
     await expectUsageError(['--control', '--jobs', '0'], /--jobs must be a whole number of at least 1/);
-    await expectUsageError(['--control', '--workdir', '/nonexistent/work'], /--workdir \/nonexistent\/work is not a writable directory/);
+    await expectUsageError(
+      ['--control', '--workdir', '/nonexistent/work'],
+      /--workdir \/nonexistent\/work is not a writable directory/,
+    );
   });
   it('names --instar when instar is missing or not executable', async (t) => {
-    await expectUsageError(['--instar', '/nonexistent/instar'], /instar not found or not executable: \/nonexistent\/instar\. Pass the binary with --instar PATH/);
+    await expectUsageError(
+      ['--instar', '/nonexistent/instar'],
+      /instar not found or not executable: \/nonexistent\/instar\. Pass the binary with --instar PATH/,
+    );
     const reports = await reportsDir(t);
     const notExecutable = join(reports, 'instar');
     await writeFile(notExecutable, '#!/bin/sh\n');
@@ -37,30 +54,50 @@ describe('the fuzz command line', () => {
     await expectUsageError(['--instar', notExecutable], /not executable/);
   });
   it('names the package when qemu-img is missing', async () => {
-    await expectUsageError(['--control'], /qemu-img not found on PATH: install Debian's qemu-utils/, { PATH: '/nonexistent' });
+    await expectUsageError(['--control'], /qemu-img not found on PATH: install Debian's qemu-utils/, {
+      PATH: '/nonexistent',
+    });
   });
   it('refuses a qemu-img older than the one it is verified against', async (t) => {
     const bin = await reportsDir(t);
-    for (const tool of ['qemu-img', 'qemu-io']) await writeFile(join(bin, tool), '#!/bin/sh\necho "qemu-img version 6.2.0"\n', { mode: 0o755 });
+    for (const tool of ['qemu-img', 'qemu-io'])
+      await writeFile(join(bin, tool), '#!/bin/sh\necho "qemu-img version 6.2.0"\n', { mode: 0o755 });
     await expectUsageError(['--control'], /qemu-img 6\.2 is older than 7\.2/, { PATH: `${bin}:${process.env.PATH}` });
   });
   it('names the entry and field of a bad registry', async (t) => {
     const reports = await reportsDir(t);
     const known = join(reports, 'known.json');
-    await writeFile(known, JSON.stringify({ divergences: [{ id: 'x', description: 'd', link: 'l', match: { kind: 'k', case: { clusterSize: [1000] } } }] }));
-    await expectUsageError(['--control', '--known', known, '--reports', reports], /divergences\[0\] \("x"\)\.match\.case\.clusterSize has an element that must be a power of two/);
-    await expectUsageError(['--control', '--known', join(reports, 'missing.json')], /cannot read the known-divergence registry/);
+    await writeFile(
+      known,
+      JSON.stringify({
+        divergences: [{ id: 'x', description: 'd', link: 'l', match: { kind: 'k', case: { clusterSize: [1000] } } }],
+      }),
+    );
+    await expectUsageError(
+      ['--control', '--known', known, '--reports', reports],
+      /divergences\[0\] \("x"\)\.match\.case\.clusterSize has an element that must be a power of two/,
+    );
+    await expectUsageError(
+      ['--control', '--known', join(reports, 'missing.json')],
+      /cannot read the known-divergence registry/,
+    );
   });
   it('refuses an unwritable reports directory', async (t) => {
     const reports = await reportsDir(t);
     await writeFile(join(reports, 'file'), '');
-    await expectUsageError(['--control', '--reports', join(reports, 'file', 'sub')], /--reports .* is not a writable directory/);
+    await expectUsageError(
+      ['--control', '--reports', join(reports, 'file', 'sub')],
+      /--reports .* is not a writable directory/,
+    );
   });
   it('refuses to replay a missing or damaged report', async (t) => {
     const reports = await reportsDir(t);
     await expectUsageError(['--control', '--replay', join(reports, 'nothing')], /cannot read .*report\.json/);
     await mkdir(join(reports, 'damaged'));
     await writeFile(join(reports, 'damaged', 'report.json'), '{"signature": "s", "case": {"image": {}}}');
-    await expectUsageError(['--instar', instarDouble('none'), '--replay', join(reports, 'damaged')], /case\.image\.virtualSize must be an integer/);
+    await expectUsageError(
+      ['--instar', instarDouble('none'), '--replay', join(reports, 'damaged')],
+      /case\.image\.virtualSize must be an integer/,
+    );
   });
 });

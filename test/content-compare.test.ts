@@ -47,7 +47,10 @@ describe('compareContent gives the verdicts and offsets of qemu-img compare', ()
     assert.equal(windowed.processes, 2, 'one window at each end');
   });
   it('a difference inside data both sides hold', async () => {
-    const { windowed } = await expectSameAsQemu(await img('1T', DATA), await img('1T', [...DATA, `write -P 5 ${9 * M + 4608} 512`]));
+    const { windowed } = await expectSameAsQemu(
+      await img('1T', DATA),
+      await img('1T', [...DATA, `write -P 5 ${9 * M + 4608} 512`]),
+    );
     assert.equal(windowed.stdout, `Content mismatch at offset ${9 * M + 4608}!\n`);
   });
   it('data where only one side is allocated, before and after other data', async () => {
@@ -55,7 +58,10 @@ describe('compareContent gives the verdicts and offsets of qemu-img compare', ()
     await expectSameAsQemu(a, await img('1T', [...DATA, `write -P 1 ${512 * G + 1536} 4k`]));
     await expectSameAsQemu(await img('1T', [...DATA, `write -P 1 ${512 * G} 64k`]), a);
     // allocated zeros, and zero clusters, against unallocated space read the same
-    const { windowed } = await expectSameAsQemu(a, await img('1T', [...DATA, `write -P 0 ${600 * G} 64k`, `write -z ${700 * G} 1M`]));
+    const { windowed } = await expectSameAsQemu(
+      a,
+      await img('1T', [...DATA, `write -P 0 ${600 * G} 64k`, `write -z ${700 * G} 1M`]),
+    );
     assert.equal(windowed.exitCode, 0);
     // a zero cluster over data on one side only
     await expectSameAsQemu(a, await img('1T', [...DATA, 'write -z 64k 64k']));
@@ -68,15 +74,33 @@ describe('compareContent gives the verdicts and offsets of qemu-img compare', ()
     await expectSameAsQemu(await img('1025G', [...DATA, `write -P 2 ${T + 3 * M} 512`]), a);
     await expectSameAsQemu(await img('1025G', [...DATA, `write -P 2 ${T + 3 * M} 512`, `write -P 4 ${2 * G} 4k`]), a);
     await expectSameAsQemu(await img('100M', ['write -P 1 0 1M']), await img('1T', ['write -P 1 0 1M']));
-    await expectSameAsQemu(await img('100M', ['write -P 1 0 1M']), await img('1T', ['write -P 1 0 1M', `write -P 1 ${T - 512} 512`]));
+    await expectSameAsQemu(
+      await img('100M', ['write -P 1 0 1M']),
+      await img('1T', ['write -P 1 0 1M', `write -P 1 ${T - 512} 512`]),
+    );
   });
   it('extended L2 subclusters, compressed clusters, 512-byte clusters and compat 0.10', async () => {
     const ext = 'cluster_size=65536,extended_l2=on';
-    await expectSameAsQemu(await img('4G', ['write -P 1 0 4k', `write -P 2 ${3 * G} 8k`], ext), await img('4G', ['write -P 1 0 4k', `write -P 2 ${3 * G} 8k`, `write -P 3 ${3 * G + 8192} 2k`], ext));
-    await expectSameAsQemu(await img('4G', ['write -P 1 0 4k', `write -z ${2 * G} 64k`], ext), await img('4G', ['write -P 1 0 4k'], ext));
-    await expectSameAsQemu(await img('2G', ['write -c -P 4 0 64k', `write -c -P 5 ${G} 64k`]), await img('2G', ['write -P 4 0 64k', `write -P 6 ${G} 64k`]));
-    await expectSameAsQemu(await img('256M', ['write -P 1 1536 512', `write -P 2 ${200 * M + 512} 1k`], 'cluster_size=512'), await img('256M', ['write -P 1 1536 512', `write -P 2 ${200 * M + 1024} 512`], 'cluster_size=512'));
-    await expectSameAsQemu(await img('3G', ['write -P 1 0 64k', `write -P 8 ${2 * G} 64k`], 'compat=0.10'), await img('3G', ['write -P 1 0 64k'], 'compat=0.10'));
+    await expectSameAsQemu(
+      await img('4G', ['write -P 1 0 4k', `write -P 2 ${3 * G} 8k`], ext),
+      await img('4G', ['write -P 1 0 4k', `write -P 2 ${3 * G} 8k`, `write -P 3 ${3 * G + 8192} 2k`], ext),
+    );
+    await expectSameAsQemu(
+      await img('4G', ['write -P 1 0 4k', `write -z ${2 * G} 64k`], ext),
+      await img('4G', ['write -P 1 0 4k'], ext),
+    );
+    await expectSameAsQemu(
+      await img('2G', ['write -c -P 4 0 64k', `write -c -P 5 ${G} 64k`]),
+      await img('2G', ['write -P 4 0 64k', `write -P 6 ${G} 64k`]),
+    );
+    await expectSameAsQemu(
+      await img('256M', ['write -P 1 1536 512', `write -P 2 ${200 * M + 512} 1k`], 'cluster_size=512'),
+      await img('256M', ['write -P 1 1536 512', `write -P 2 ${200 * M + 1024} 512`], 'cluster_size=512'),
+    );
+    await expectSameAsQemu(
+      await img('3G', ['write -P 1 0 64k', `write -P 8 ${2 * G} 64k`], 'compat=0.10'),
+      await img('3G', ['write -P 1 0 64k'], 'compat=0.10'),
+    );
   });
   it('errors: a missing image, and a file that is not qcow2', async () => {
     const a = await img('1T', DATA);
@@ -99,33 +123,51 @@ describe('compareContent gives the verdicts and offsets of qemu-img compare', ()
         const len = 512 * (1 + rnd(300));
         return `write -P ${1 + rnd(3)} ${512 * rnd((size - len) / 512)} ${len}`;
       });
-      const tweak = Array.from({ length: rnd(3) }, () => `write -P ${rnd(3)} ${512 * rnd(size / 512 - 8)} ${512 * (1 + rnd(8))}`);
+      const tweak = Array.from(
+        { length: rnd(3) },
+        () => `write -P ${rnd(3)} ${512 * rnd(size / 512 - 8)} ${512 * (1 + rnd(8))}`,
+      );
       const opts = `cluster_size=${cluster}`;
-      await expectSameAsQemu(await img(String(size), ops, opts), await img(String(size + (rnd(4) === 0 ? 512 * rnd(4096) : 0)), [...ops, ...tweak], opts));
+      await expectSameAsQemu(
+        await img(String(size), ops, opts),
+        await img(String(size + (rnd(4) === 0 ? 512 * rnd(4096) : 0)), [...ops, ...tweak], opts),
+      );
     }
   });
 });
 
 describe('compareContent costs', () => {
   it('one plain compare for small images, one window for data at the start of 1 TiB', async () => {
-    const small = await compareContent(await img('16M', ['write -P 1 0 1M']), await img('16M', ['write -P 1 0 1M']), { timeoutMs: 60_000, run });
+    const small = await compareContent(await img('16M', ['write -P 1 0 1M']), await img('16M', ['write -P 1 0 1M']), {
+      timeoutMs: 60_000,
+      run,
+    });
     assert.deepEqual([small.method, small.processes, small.exitCode], ['plain', 1, 0]);
-    const big = await compareContent(await img('1T', ['write -P 1 0 1M']), await img('1T', ['write -P 1 0 1M']), { timeoutMs: 60_000, run });
+    const big = await compareContent(await img('1T', ['write -P 1 0 1M']), await img('1T', ['write -P 1 0 1M']), {
+      timeoutMs: 60_000,
+      run,
+    });
     assert.deepEqual([big.method, big.processes, big.exitCode], ['windows', 1, 0]);
     assert.deepEqual(big.windows, [[0, M]]);
   });
   it('merges windows across small gaps and caps their number', () => {
     const r = (a: number, b: number): [number, number] => [a, b];
     assert.deepEqual(windowsOf([r(0, 10)], [r(20, 30)], 1000, 100), [[0, 512]]);
-    assert.deepEqual(windowsOf([r(0, 512), r(10_000, 10_240)], [], 20_000, 100), [[0, 512], [9728, 10_240]]);
-    assert.deepEqual(windowsOf([r(0, 512), r(1024, 1536), r(8192, 8704)], [r(4096, 4608)], 20_000, 0, 2), [[0, 4608], [8192, 8704]]);
+    assert.deepEqual(windowsOf([r(0, 512), r(10_000, 10_240)], [], 20_000, 100), [
+      [0, 512],
+      [9728, 10_240],
+    ]);
+    assert.deepEqual(windowsOf([r(0, 512), r(1024, 1536), r(8192, 8704)], [r(4096, 4608)], 20_000, 0, 2), [
+      [0, 4608],
+      [8192, 8704],
+    ]);
     assert.deepEqual(windowsOf([], [], 1 << 30), [[0, 512]]);
   });
 });
 
 describe('compareContent runs only qemu-img', () => {
   it('passes hostile file names safely', async () => {
-    const weird = s.path('we,ird $x \'q\'.qcow2');
+    const weird = s.path("we,ird $x 'q'.qcow2");
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', weird, '1T']);
     await expectSameAsQemu(weird, await img('1T', []));
   });

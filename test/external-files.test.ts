@@ -23,7 +23,10 @@ import { scratch } from './scratch.ts';
 const dirs = scratch();
 const MiB = 2 ** 20;
 const qemu = (program: string, args: string[], cwd?: string) => execa(program, args, { cwd, reject: false });
-const sha = async (file: string) => createHash('sha256').update(await readFile(file)).digest('hex');
+const sha = async (file: string) =>
+  createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
 
 describe('qemu-img 7.2 and the files an image names', () => {
   it('resolves a relative backing name against the image, a relative data file name against the working directory', async () => {
@@ -31,7 +34,29 @@ describe('qemu-img 7.2 and the files an image names', () => {
     const a = join(root, 'resolve');
     await mkdir(a);
     assert.equal((await qemu('qemu-img', ['create', '-q', '-f', 'qcow2', BACKING, '1M'], a)).exitCode, 0);
-    assert.equal((await qemu('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', BACKING, '-F', 'qcow2', '-o', `data_file=${DATA_FILE}`, 'img.qcow2', '2M'], a)).exitCode, 0);
+    assert.equal(
+      (
+        await qemu(
+          'qemu-img',
+          [
+            'create',
+            '-q',
+            '-f',
+            'qcow2',
+            '-b',
+            BACKING,
+            '-F',
+            'qcow2',
+            '-o',
+            `data_file=${DATA_FILE}`,
+            'img.qcow2',
+            '2M',
+          ],
+          a,
+        )
+      ).exitCode,
+      0,
+    );
     // from the image's own directory both resolve
     assert.equal((await qemu('qemu-img', ['check', '-q', 'img.qcow2'], a)).exitCode, 0);
     // from elsewhere the backing image still resolves, the data file does not
@@ -48,7 +73,24 @@ describe('qemu-img 7.2 and the files an image names', () => {
     await mkdir(a);
     await qemu('qemu-img', ['create', '-q', '-f', 'qcow2', BACKING, '8M'], a);
     await qemu('qemu-io', ['-f', 'qcow2', '-c', 'write -P 5 0 8M', BACKING], a);
-    await qemu('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', BACKING, '-F', 'qcow2', '-o', `data_file=${DATA_FILE},lazy_refcounts=on`, 'img.qcow2', '4M'], a);
+    await qemu(
+      'qemu-img',
+      [
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '-b',
+        BACKING,
+        '-F',
+        'qcow2',
+        '-o',
+        `data_file=${DATA_FILE},lazy_refcounts=on`,
+        'img.qcow2',
+        '4M',
+      ],
+      a,
+    );
     const backing = await sha(join(a, BACKING));
     for (const [program, args] of [
       ['qemu-io', ['-f', 'qcow2', '-c', 'write -P 7 1M 64k', 'img.qcow2']],
@@ -56,7 +98,22 @@ describe('qemu-img 7.2 and the files an image names', () => {
       ['qemu-img', ['resize', '-f', 'qcow2', '--shrink', 'img.qcow2', '3M']],
       ['qemu-img', ['check', 'img.qcow2']],
       ['qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', 'img.qcow2', 'img.qcow2']],
-      ['qemu-io', ['-f', 'qcow2', '-c', 'write -P 8 0 64k', '-c', 'discard 0 64k', '-c', 'truncate 7M', '-c', 'write -P 9 6M 512', 'img.qcow2']],
+      [
+        'qemu-io',
+        [
+          '-f',
+          'qcow2',
+          '-c',
+          'write -P 8 0 64k',
+          '-c',
+          'discard 0 64k',
+          '-c',
+          'truncate 7M',
+          '-c',
+          'write -P 9 6M 512',
+          'img.qcow2',
+        ],
+      ],
     ] as const) {
       assert.equal((await qemu(program, [...args], a)).exitCode, 0, `${program} ${args.join(' ')}`);
     }
@@ -69,7 +126,24 @@ describe('qemu-img 7.2 and the files an image names', () => {
     const a = join(dirs.dir(), 'v2');
     await mkdir(a);
     await qemu('qemu-img', ['create', '-q', '-f', 'qcow2', BACKING, '8M'], a);
-    await qemu('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10,cluster_size=512', '-b', BACKING, '-F', 'qcow2', 'img.qcow2', '1M'], a);
+    await qemu(
+      'qemu-img',
+      [
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '-o',
+        'compat=0.10,cluster_size=512',
+        '-b',
+        BACKING,
+        '-F',
+        'qcow2',
+        'img.qcow2',
+        '1M',
+      ],
+      a,
+    );
     const before = await sha(join(a, 'img.qcow2'));
     const r = await qemu('qemu-img', ['resize', '-f', 'qcow2', 'img.qcow2', '6M'], a);
     assert.equal(r.exitCode, 1);
@@ -102,17 +176,26 @@ describe('generated base images with backing images and data files', () => {
         assert.equal(check.exitCode, 0, `${check.stdout} ${check.stderr} ${JSON.stringify(c)}`);
         const o = await structuralCheck(image);
         assert.ok(o.readable);
-        assert.equal(o.allocatedClusters, (JSON.parse(check.stdout) as { 'allocated-clusters'?: number })['allocated-clusters'] ?? 0);
+        assert.equal(
+          o.allocatedClusters,
+          (JSON.parse(check.stdout) as { 'allocated-clusters'?: number })['allocated-clusters'] ?? 0,
+        );
         assert.deepEqual(structureOracle(o, o), []);
         if (c.image.dataFile !== 'none') {
           // as long as the virtual disk, or up to the end of the last cluster written into it
           const length = (await stat(join(cwd, DATA_FILE))).size;
-          assert.ok(length >= c.image.virtualSize && length <= Math.ceil(c.image.virtualSize / c.image.clusterSize) * c.image.clusterSize, `${length}`);
+          assert.ok(
+            length >= c.image.virtualSize &&
+              length <= Math.ceil(c.image.virtualSize / c.image.clusterSize) * c.image.clusterSize,
+            `${length}`,
+          );
         }
         if (c.image.backing) {
           assert.equal(o.backingFile, BACKING);
           // content through the backing image: qemu-img map shows ranges read from it
-          const map = JSON.parse((await qemu('qemu-img', ['map', '-f', 'qcow2', '--output=json', image], cwd)).stdout) as { depth: number; data: boolean }[];
+          const map = JSON.parse(
+            (await qemu('qemu-img', ['map', '-f', 'qcow2', '--output=json', image], cwd)).stdout,
+          ) as { depth: number; data: boolean }[];
           if (map.some((e) => e.depth === 1 && e.data)) throughBacking++;
         }
       }

@@ -28,7 +28,18 @@ exit 0
 function reportJson(signature: string, message: string, extra: Record<string, unknown> = {}) {
   const [oracle, kind, side, detail] = signature.split('/') as [string, string, string, string];
   const c = {
-    image: { virtualSize: 1073741312, clusterSize: 262144, refcountBits: 4, compat: '1.1', lazyRefcounts: false, extendedL2: false, compressionType: 'zlib', createdWithRefcountBits: null, bitmaps: 0, dirty: false },
+    image: {
+      virtualSize: 1073741312,
+      clusterSize: 262144,
+      refcountBits: 4,
+      compat: '1.1',
+      lazyRefcounts: false,
+      extendedL2: false,
+      compressionType: 'zlib',
+      createdWithRefcountBits: null,
+      bitmaps: 0,
+      dirty: false,
+    },
     data: [{ op: 'write', offset: 1073582592, length: 158720, pattern: 49 }],
     steps: [{ size: '-585550.5K', shrink: true, preallocation: null }],
   };
@@ -48,8 +59,27 @@ function reportJson(signature: string, message: string, extra: Record<string, un
     subject: { dialect: 'instar', program: '/usr/local/bin/instar' },
     tools: { qemuImg: 'qemu-img version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)', subject: 'instar 0.3.0' },
     findings: [],
-    steps: [{ index: 0, sizeBefore: 1073741312, plan: { kind: 'shrink', target: 474137600, accepted: true }, reference: 'ok', subject: 'ok' }],
-    commands: [{ argv: ['qemu-img', 'create'], exitCode: 0, signal: null, timedOut: false, spawnError: null, stdout: '', stderr: '', durationMs: 11 }],
+    steps: [
+      {
+        index: 0,
+        sizeBefore: 1073741312,
+        plan: { kind: 'shrink', target: 474137600, accepted: true },
+        reference: 'ok',
+        subject: 'ok',
+      },
+    ],
+    commands: [
+      {
+        argv: ['qemu-img', 'create'],
+        exitCode: 0,
+        signal: null,
+        timedOut: false,
+        spawnError: null,
+        stdout: '',
+        stderr: '',
+        durationMs: 11,
+      },
+    ],
     ...extra,
   };
 }
@@ -65,9 +95,24 @@ async function setup(t: { after: (fn: () => Promise<void>) => void }) {
   const d = await dir({ unsafeCleanup: true, prefix: 'file-issues-test-' });
   t.after(() => d.cleanup());
   const reports = join(d.path, 'reports');
-  await writeFolder(reports, 'subject-check-corruptions-aaaaaaaaaa', reportJson(SIG_A, 'qemu-img check found 5 corruptions in the subject image'));
-  await writeFolder(reports, 'subject-outcome-outcome-mismatch-bbbbbbbbbb', reportJson(SIG_B, 'qemu-img ok, subject crashed (SIGSEGV) on a shrink'));
-  await writeFolder(reports, 'flaky/subject-structure-refcount-mismatch-cccccccccc', reportJson(SIG_C, 'refcount of cluster 3 is 0 but 1 reference', { flaky: true, confirmation: { runs: 3, reproduced: 1 } }));
+  await writeFolder(
+    reports,
+    'subject-check-corruptions-aaaaaaaaaa',
+    reportJson(SIG_A, 'qemu-img check found 5 corruptions in the subject image'),
+  );
+  await writeFolder(
+    reports,
+    'subject-outcome-outcome-mismatch-bbbbbbbbbb',
+    reportJson(SIG_B, 'qemu-img ok, subject crashed (SIGSEGV) on a shrink'),
+  );
+  await writeFolder(
+    reports,
+    'flaky/subject-structure-refcount-mismatch-cccccccccc',
+    reportJson(SIG_C, 'refcount of cluster 3 is 0 but 1 reference', {
+      flaky: true,
+      confirmation: { runs: 3, reproduced: 1 },
+    }),
+  );
   const fake = join(d.path, 'fake-gh');
   await mkdir(fake);
   const gh = join(fake, 'gh');
@@ -101,7 +146,11 @@ esac
 
 const asReport = (json: object) => parseReport(JSON.stringify(json), 'report.json');
 
-const FOLDERS = ['subject-check-corruptions-aaaaaaaaaa', 'subject-outcome-outcome-mismatch-bbbbbbbbbb', 'flaky/subject-structure-refcount-mismatch-cccccccccc'];
+const FOLDERS = [
+  'subject-check-corruptions-aaaaaaaaaa',
+  'subject-outcome-outcome-mismatch-bbbbbbbbbb',
+  'flaky/subject-structure-refcount-mismatch-cccccccccc',
+];
 const statuses = (rs: IssueResult[]) => rs.map((r) => [r.folder, r.status]);
 const readJson = async (file: string) => JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
 
@@ -113,25 +162,42 @@ test('issueText: a short title, the signature line, the finding, repro.sh inline
   assert.ok(title.endsWith('…'));
   assert.ok(body.split('\n').includes(signatureLine(SIG_A)), 'the signature on a line of its own');
   assert.ok(body.includes(`\`\`\`bash\n${REPRO.trimEnd()}\n\`\`\``), 'repro.sh inline');
-  assert.ok(body.includes('npm run fuzz -- --replay reports/subject-check-corruptions-aaaaaaaaaa --instar /path/to/instar'));
-  assert.match(body, /hits: 4; first seen seed 1, iteration 0, 2026-11-26 02:00 UTC; last seen corpus refcount-4bit\.json, 2026-11-26 03:00 UTC/);
+  assert.ok(
+    body.includes('npm run fuzz -- --replay reports/subject-check-corruptions-aaaaaaaaaa --instar /path/to/instar'),
+  );
+  assert.match(
+    body,
+    /hits: 4; first seen seed 1, iteration 0, 2026-11-26 02:00 UTC; last seen corpus refcount-4bit\.json, 2026-11-26 03:00 UTC/,
+  );
   assert.match(body, /confirmation: reproduced in 3 of 3 re-runs/);
   assert.match(body, /latest recheck: not rechecked/);
-  assert.match(body, /stored case: 1 step, 1 data operation, minimised from 2 steps, 1 data operation in 12 runs \(3\.5 s/);
+  assert.match(
+    body,
+    /stored case: 1 step, 1 data operation, minimised from 2 steps, 1 data operation in 12 runs \(3\.5 s/,
+  );
   assert.match(body, /tools: qemu-img version 7\.2\.22 .*; subject: instar 0\.3\.0/);
   assert.ok(body.includes(long), 'the whole message in the body');
 
   // a control run replays with --control; a repro.sh with a fence in it gets a longer fence
-  const control = issueText(asReport(reportJson(SIG_B, 'x', { subject: { dialect: 'qemu-img', program: 'qemu-img' } })), 'b', 'echo ```\n');
+  const control = issueText(
+    asReport(reportJson(SIG_B, 'x', { subject: { dialect: 'qemu-img', program: 'qemu-img' } })),
+    'b',
+    'echo ```\n',
+  );
   assert.ok(control.body.includes('npm run fuzz -- --replay reports/b --control'));
   assert.ok(control.body.includes('````bash\necho ```\n````'));
   // a huge repro.sh is cut so that the body stays under GitHub's 65536 characters
   const huge = issueText(asReport(reportJson(SIG_A, 'm')), 'a', `${'echo 0123456789abcdef\n'.repeat(6000)}`);
   assert.ok(huge.body.length <= 65536, `body of ${huge.body.length}`);
-  assert.ok(huge.body.includes('repro.sh is cut short here') && huge.body.includes(signatureLine(SIG_A)) && huge.body.includes('## Case'));
+  assert.ok(
+    huge.body.includes('repro.sh is cut short here') &&
+      huge.body.includes(signatureLine(SIG_A)) &&
+      huge.body.includes('## Case'),
+  );
   // an old report without the triage fields still gives an issue
   const v1 = reportJson(SIG_A, 'm');
-  for (const k of ['originalCase', 'minimisation', 'confirmation', 'flaky', 'rechecks'] as const) delete (v1 as Record<string, unknown>)[k];
+  for (const k of ['originalCase', 'minimisation', 'confirmation', 'flaky', 'rechecks'] as const)
+    delete (v1 as Record<string, unknown>)[k];
   const old = issueText(asReport({ ...v1, formatVersion: 1 }), 'a');
   assert.match(old.body, /confirmation: not confirmed/);
   assert.match(old.body, /repro\.sh is in the report folder `reports\/a`/);
@@ -139,8 +205,16 @@ test('issueText: a short title, the signature line, the finding, repro.sh inline
 
 test('without gh: issue.md and issue-title.txt are written, and it says once how to file them', async (t) => {
   const s = await setup(t);
-  const results = await openIssues(s.reports, FOLDERS, { maxIssues: 5, gh: join(s.fake, 'no-such-gh'), timeoutMs: 10_000, say: s.say });
-  assert.deepEqual(statuses(results), FOLDERS.map((f) => [f, 'written-only']));
+  const results = await openIssues(s.reports, FOLDERS, {
+    maxIssues: 5,
+    gh: join(s.fake, 'no-such-gh'),
+    timeoutMs: 10_000,
+    say: s.say,
+  });
+  assert.deepEqual(
+    statuses(results),
+    FOLDERS.map((f) => [f, 'written-only']),
+  );
   for (const f of FOLDERS) {
     const title = await readFile(join(s.reports, f, 'issue-title.txt'), 'utf8');
     const body = await readFile(join(s.reports, f, 'issue.md'), 'utf8');
@@ -152,14 +226,21 @@ test('without gh: issue.md and issue-title.txt are written, and it says once how
   assert.equal(s.lines.length, 1, 'said once');
   assert.match(s.lines[0]!, /no-such-gh is not installed/);
   assert.match(s.lines[0]!, /issue-title\.txt and issue\.md in 3 report folders/);
-  assert.ok(s.lines[0]!.includes(`gh issue create --title "$(cat ${join(s.reports, FOLDERS[0]!, 'issue-title.txt')})" --body-file ${join(s.reports, FOLDERS[0]!, 'issue.md')}`));
+  assert.ok(
+    s.lines[0]!.includes(
+      `gh issue create --title "$(cat ${join(s.reports, FOLDERS[0]!, 'issue-title.txt')})" --body-file ${join(s.reports, FOLDERS[0]!, 'issue.md')}`,
+    ),
+  );
 });
 
 test('gh not authenticated: files written only, nothing listed or created', async (t) => {
   const s = await setup(t);
   await writeFile(join(s.fake, 'auth-rc'), '1');
   const results = await openIssues(s.reports, FOLDERS, { maxIssues: 5, gh: s.gh, timeoutMs: 10_000, say: s.say });
-  assert.deepEqual(statuses(results), FOLDERS.map((f) => [f, 'written-only']));
+  assert.deepEqual(
+    statuses(results),
+    FOLDERS.map((f) => [f, 'written-only']),
+  );
   assert.deepEqual(await s.calls(), [['auth', 'status']]);
   assert.equal(s.lines.length, 1);
   assert.match(s.lines[0]!, /`.*gh auth status` exited 1: You are not logged into any GitHub hosts/);
@@ -168,12 +249,27 @@ test('gh not authenticated: files written only, nothing listed or created', asyn
 test('an open issue carrying the signature is a duplicate; a prefix of another signature is not', async (t) => {
   const s = await setup(t);
   const open = [
-    { number: 7, title: 'old', url: 'https://github.com/example/instar/issues/7', body: `Found again.\n\n${signatureLine(SIG_A)}\n\n## Finding\n` },
+    {
+      number: 7,
+      title: 'old',
+      url: 'https://github.com/example/instar/issues/7',
+      body: `Found again.\n\n${signatureLine(SIG_A)}\n\n## Finding\n`,
+    },
     // mentions SIG_B only as a prefix of another signature, and in prose: not SIG_B's issue
-    { number: 8, title: 'other', url: 'https://github.com/example/instar/issues/8', body: `${signatureLine(`${SIG_B}/more`)}\nlike ${SIG_B}` },
+    {
+      number: 8,
+      title: 'other',
+      url: 'https://github.com/example/instar/issues/8',
+      body: `${signatureLine(`${SIG_B}/more`)}\nlike ${SIG_B}`,
+    },
   ];
   await writeFile(join(s.fake, 'open-issues.json'), JSON.stringify(open));
-  const results = await openIssues(s.reports, FOLDERS.slice(0, 2), { maxIssues: 5, gh: s.gh, timeoutMs: 10_000, say: s.say });
+  const results = await openIssues(s.reports, FOLDERS.slice(0, 2), {
+    maxIssues: 5,
+    gh: s.gh,
+    timeoutMs: 10_000,
+    say: s.say,
+  });
   assert.deepEqual(
     results.map((r) => [r.status, 'url' in r ? r.url : null]),
     [
@@ -182,9 +278,24 @@ test('an open issue carrying the signature is a duplicate; a prefix of another s
     ],
   );
   const calls = await s.calls();
-  assert.deepEqual(calls[1], ['issue', 'list', '--state', 'open', '--search', `"${SIG_A}" in:body`, '--json', 'number,title,body,url', '--limit', '100']);
+  assert.deepEqual(calls[1], [
+    'issue',
+    'list',
+    '--state',
+    'open',
+    '--search',
+    `"${SIG_A}" in:body`,
+    '--json',
+    'number,title,body,url',
+    '--limit',
+    '100',
+  ]);
   assert.equal(calls.filter((c) => c[1] === 'create').length, 1);
-  assert.equal((await readJson(join(s.reports, FOLDERS[0]!, 'report.json'))).issue, undefined, 'a duplicate is not recorded as filed');
+  assert.equal(
+    (await readJson(join(s.reports, FOLDERS[0]!, 'report.json'))).issue,
+    undefined,
+    'a duplicate is not recorded as filed',
+  );
   assert.ok(s.lines.some((l) => l.includes('already filed: https://github.com/example/instar/issues/7')));
 });
 
@@ -197,9 +308,22 @@ test('the cap: at most maxIssues created per call, the rest reported and filed b
     [FOLDERS[2], 'skipped-cap'],
   ]);
   assert.equal((await s.calls()).filter((c) => c[1] === 'create').length, 1);
-  assert.ok(s.lines.some((l) => /^2 issues left unfiled: the cap of 1 per call was reached/.test(l)), s.lines.join('\n'));
+  assert.ok(
+    s.lines.some((l) => /^2 issues left unfiled: the cap of 1 per call was reached/.test(l)),
+    s.lines.join('\n'),
+  );
   // the issue filed is open now; the next call skips it and files the other two
-  await writeFile(join(s.fake, 'open-issues.json'), JSON.stringify([{ number: 101, title: 't', url: 'https://github.com/example/instar/issues/101', body: await readFile(join(s.fake, 'body-101.md'), 'utf8') }]));
+  await writeFile(
+    join(s.fake, 'open-issues.json'),
+    JSON.stringify([
+      {
+        number: 101,
+        title: 't',
+        url: 'https://github.com/example/instar/issues/101',
+        body: await readFile(join(s.fake, 'body-101.md'), 'utf8'),
+      },
+    ]),
+  );
   const second = await openIssues(s.reports, FOLDERS, { maxIssues: 10, gh: s.gh, timeoutMs: 10_000, say: s.say });
   assert.deepEqual(
     second.map((r) => [r.status, 'url' in r ? r.url : null]),
@@ -216,7 +340,13 @@ test('a filed issue: gh gets the title and body file, and report.json records th
   const folder = FOLDERS[2]!;
   const before = await readJson(join(s.reports, folder, 'report.json'));
   const started = Date.now();
-  const [result] = await openIssues(s.reports, [folder], { maxIssues: 1, gh: s.gh, timeoutMs: 10_000, say: s.say, repo: 'example/instar' });
+  const [result] = await openIssues(s.reports, [folder], {
+    maxIssues: 1,
+    gh: s.gh,
+    timeoutMs: 10_000,
+    say: s.say,
+    repo: 'example/instar',
+  });
   assert.equal(result!.status, 'filed');
   const title = (await readFile(join(s.reports, folder, 'issue-title.txt'), 'utf8')).trimEnd();
   const bodyFile = join(s.reports, folder, 'issue.md');
@@ -234,13 +364,22 @@ test('a filed issue: gh gets the title and body file, and report.json records th
   assert.deepEqual(rest, asReport(before), 'nothing else in report.json changed (the store upgrades what it writes)');
   const body = await readFile(bodyFile, 'utf8');
   assert.match(body, /flaky: it does not reproduce every time/);
-  assert.ok(body.includes('npm run fuzz -- --replay reports/flaky/subject-structure-refcount-mismatch-cccccccccc --instar /path/to/instar'));
+  assert.ok(
+    body.includes(
+      'npm run fuzz -- --replay reports/flaky/subject-structure-refcount-mismatch-cccccccccc --instar /path/to/instar',
+    ),
+  );
 });
 
 test('a failing gh issue list files nothing for that signature', async (t) => {
   const s = await setup(t);
   await writeFile(join(s.fake, 'list-rc'), '1');
-  const results = await openIssues(s.reports, FOLDERS.slice(0, 1), { maxIssues: 5, gh: s.gh, timeoutMs: 10_000, say: s.say });
+  const results = await openIssues(s.reports, FOLDERS.slice(0, 1), {
+    maxIssues: 5,
+    gh: s.gh,
+    timeoutMs: 10_000,
+    say: s.say,
+  });
   assert.equal(results[0]!.status, 'error');
   assert.match((results[0] as { error: string }).error, /gh issue list failed: exit 1: HTTP 502/);
   assert.equal((await s.calls()).filter((c) => c[1] === 'create').length, 0);

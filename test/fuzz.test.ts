@@ -18,7 +18,16 @@ describe('no false alarms', () => {
   });
   it('the faithful double (no fault) over 250 iterations reports nothing', async (t) => {
     const reports = await reportsDir(t);
-    const r = await fuzzCli(['--instar', instarDouble('none'), '--iterations', '250', '--seed', '12', '--reports', reports]);
+    const r = await fuzzCli([
+      '--instar',
+      instarDouble('none'),
+      '--iterations',
+      '250',
+      '--seed',
+      '12',
+      '--reports',
+      reports,
+    ]);
     assert.equal(r.exitCode, 0, r.all);
     assert.equal((await readSummary(reports)).newDivergences, 0);
   });
@@ -27,14 +36,55 @@ describe('no false alarms', () => {
 /** Each fault, the oracles that must catch it (the first one names the report) and why. The check
  * and structure oracles overlap on purpose: structure is an independent second opinion on refcounts. */
 const FAULTS = [
-  { fault: '365-stride', oracles: ['check', 'structure'], kind: 'corruptions', why: 'bug #365: refblock entries rewritten at a 16-bit stride' },
-  { fault: 'msb-first', oracles: ['check', 'structure'], kind: 'corruptions', why: 'sub-byte refcounts packed MSB-first' },
-  { fault: 'leak-on-shrink', oracles: ['check', 'structure'], kind: 'leaks', why: 'marks a free cluster as used after a shrink' },
-  { fault: 'drop-feature-table', oracles: ['structure'], kind: 'extension-lost', why: 'drops the feature name table header extension' },
-  { fault: 'header-only-shrink', oracles: ['structure'], kind: 'mapping-beyond-end', why: 'shrinks by rewriting the size field only', structureNeedsFuzzer: true },
-  { fault: 'refuse-unaligned-shrink', oracles: ['outcome'], kind: 'outcome-mismatch', why: 'refuses shrinks to sizes off the cluster grid' },
-  { fault: 'touch-on-refusal', oracles: ['unchanged-on-refusal'], kind: 'image-modified-on-refusal', why: 'changes the image when it refuses' },
-  { fault: 'drop-lazy-refcounts', oracles: ['info'], kind: 'info-mismatch', why: 'drops the lazy_refcounts feature bit' },
+  {
+    fault: '365-stride',
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: 'bug #365: refblock entries rewritten at a 16-bit stride',
+  },
+  {
+    fault: 'msb-first',
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: 'sub-byte refcounts packed MSB-first',
+  },
+  {
+    fault: 'leak-on-shrink',
+    oracles: ['check', 'structure'],
+    kind: 'leaks',
+    why: 'marks a free cluster as used after a shrink',
+  },
+  {
+    fault: 'drop-feature-table',
+    oracles: ['structure'],
+    kind: 'extension-lost',
+    why: 'drops the feature name table header extension',
+  },
+  {
+    fault: 'header-only-shrink',
+    oracles: ['structure'],
+    kind: 'mapping-beyond-end',
+    why: 'shrinks by rewriting the size field only',
+    structureNeedsFuzzer: true,
+  },
+  {
+    fault: 'refuse-unaligned-shrink',
+    oracles: ['outcome'],
+    kind: 'outcome-mismatch',
+    why: 'refuses shrinks to sizes off the cluster grid',
+  },
+  {
+    fault: 'touch-on-refusal',
+    oracles: ['unchanged-on-refusal'],
+    kind: 'image-modified-on-refusal',
+    why: 'changes the image when it refuses',
+  },
+  {
+    fault: 'drop-lazy-refcounts',
+    oracles: ['info'],
+    kind: 'info-mismatch',
+    why: 'drops the lazy_refcounts feature bit',
+  },
   { fault: 'stale-grow-tail', oracles: ['content'], kind: 'content-differs', why: 'leaves garbage in the grown area' },
   { fault: 'crash-on-shrink', oracles: ['outcome'], kind: 'crashed', why: 'dies by SIGSEGV on a shrink' },
 ];
@@ -45,7 +95,19 @@ describe('every fault is found within 250 iterations, by its own oracles alone',
       const reports = await reportsDir(t);
       const instar = instarDouble(fault);
       // a short minimisation: the minimal case's findings must still be those of this oracle alone
-      const r = await fuzzCli(['--instar', instar, '--iterations', '250', '--seed', '1', '--fail-fast', '--minimise-runs', '25', '--reports', reports]);
+      const r = await fuzzCli([
+        '--instar',
+        instar,
+        '--iterations',
+        '250',
+        '--seed',
+        '1',
+        '--fail-fast',
+        '--minimise-runs',
+        '25',
+        '--reports',
+        reports,
+      ]);
       assert.equal(r.exitCode, 1, r.all);
       const s = await readSummary(reports);
       assert.equal(s.signatures.length, 1, JSON.stringify(s.signatures));
@@ -77,7 +139,16 @@ describe("qemu's own quirks", () => {
   it('are reported on the reference side and never blamed on the subject', async (t) => {
     // instar-zero-regrow-tail reads zeros where qemu shows old bytes again after shrink and grow
     const reports = await reportsDir(t);
-    const r = await fuzzCli(['--instar', instarDouble('zero-regrow-tail'), '--iterations', '20', '--seed', '1', '--reports', reports]);
+    const r = await fuzzCli([
+      '--instar',
+      instarDouble('zero-regrow-tail'),
+      '--iterations',
+      '20',
+      '--seed',
+      '1',
+      '--reports',
+      reports,
+    ]);
     assert.equal(r.exitCode, 0, r.all);
     const s = await readSummary(reports);
     assert.equal(s.newDivergences, 0);
@@ -91,7 +162,22 @@ describe('a hanging subject', () => {
     const iterations = 12;
     const timeout = 2;
     const started = Date.now();
-    const r = await fuzzCli(['--instar', instarDouble('hang-on-grow'), '--iterations', String(iterations), '--seed', '1', '--timeout', String(timeout), '--confirm', '1', '--minimise-runs', '0', '--reports', reports]);
+    const r = await fuzzCli([
+      '--instar',
+      instarDouble('hang-on-grow'),
+      '--iterations',
+      String(iterations),
+      '--seed',
+      '1',
+      '--timeout',
+      String(timeout),
+      '--confirm',
+      '1',
+      '--minimise-runs',
+      '0',
+      '--reports',
+      reports,
+    ]);
     const elapsed = (Date.now() - started) / 1000;
     assert.equal(r.exitCode, 1, r.all);
     const s = await readSummary(reports);

@@ -14,7 +14,13 @@ export const instarDouble = (fault: string) => join(ROOT, 'test', 'doubles', `in
 
 /** Runs `npm run fuzz -- ARGS` the way a user would, without npm in between. */
 export function fuzzCli(args: string[], env: Record<string, string> = {}) {
-  return execa(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, reject: false, env, all: true, timeout: 15 * 60 * 1000 });
+  return execa(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    cwd: ROOT,
+    reject: false,
+    env,
+    all: true,
+    timeout: 15 * 60 * 1000,
+  });
 }
 
 /** A reports directory that is removed after the test. */
@@ -34,7 +40,12 @@ export async function readReportIn(reports: string, folder: string): Promise<Rep
 
 /** Runs a report's repro.sh on its own, from another directory, with INSTAR set. */
 export function runRepro(reports: string, folder: string, instar: string, env: Record<string, string> = {}) {
-  return execa('bash', [join(reports, folder, 'repro.sh')], { cwd: '/', reject: false, env: { INSTAR: instar, ...env }, all: true });
+  return execa('bash', [join(reports, folder, 'repro.sh')], {
+    cwd: '/',
+    reject: false,
+    env: { INSTAR: instar, ...env },
+    all: true,
+  });
 }
 
 /** Starts the fuzzer in the background; `line(re)` resolves at the first output line matching re. */
@@ -50,7 +61,9 @@ export function startFuzz(args: string[]) {
     new Promise<void>((resolve, reject) => {
       if (re.test(output)) return resolve();
       waiters.push({ re, resolve });
-      void child.then(() => (re.test(output) ? resolve() : reject(new Error(`the run ended without printing ${re}:\n${output}`))));
+      void child.then(() =>
+        re.test(output) ? resolve() : reject(new Error(`the run ended without printing ${re}:\n${output}`)),
+      );
     });
   return { child, line, output: () => output };
 }

@@ -17,14 +17,21 @@ const images = scratch();
 /** `cwd`: where qemu-img must run to find a relative data file name (see caseLayout). */
 async function bothViews(file: string, cwd?: string) {
   const r = await execa('qemu-img', ['info', '-f', 'qcow2', '--output=json', file], { reject: false, cwd });
-  return { qemu: parseInfo(r.exitCode ?? null, r.stdout, r.stderr), reader: infoFromStructure(await structuralCheck(file)) };
+  return {
+    qemu: parseInfo(r.exitCode ?? null, r.stdout, r.stderr),
+    reader: infoFromStructure(await structuralCheck(file)),
+  };
 }
 
 describe('info fields from the header', () => {
   it('equal qemu-img info on generated base images', async () => {
     const cases = fc.sample(caseArb, { seed: 21, numRuns: 40 });
     // backing images and both kinds of external data file are among them
-    assert.ok(cases.some((c) => c.image.backing) && cases.some((c) => c.image.dataFile === 'data_file') && cases.some((c) => c.image.dataFile === 'data_file_raw'));
+    assert.ok(
+      cases.some((c) => c.image.backing) &&
+        cases.some((c) => c.image.dataFile === 'data_file') &&
+        cases.some((c) => c.image.dataFile === 'data_file_raw'),
+    );
     for (const c of cases) {
       const { image, cwd } = await buildBase(c, images.dir());
       const { qemu, reader } = await bothViews(image, cwd);

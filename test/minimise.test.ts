@@ -28,16 +28,36 @@ function firstCase(seed: number, p: (c: Case) => boolean): { iteration: number; 
 describe('minimise', () => {
   it('keeps only what the finding needs: one step, no data, no optional feature', async () => {
     // a bug of the first step, when it is a shrink, that needs a write
-    const hasWriteAndShrink = (c: Case) => subByteShrink(c) && firstShrink(c) === 0 && c.data.some((d) => d.op === 'write');
+    const hasWriteAndShrink = (c: Case) =>
+      subByteShrink(c) && firstShrink(c) === 0 && c.data.some((d) => d.op === 'write');
     const { iteration, c } = firstCase(3, (x) => hasWriteAndShrink(x) && x.steps.length > 1);
-    const m = await minimise(3, iteration, c, asFinding(hasWriteAndShrink), { runs: 500, timeMs: 60_000 }, firstShrink(c));
+    const m = await minimise(
+      3,
+      iteration,
+      c,
+      asFinding(hasWriteAndShrink),
+      { runs: 500, timeMs: 60_000 },
+      firstShrink(c),
+    );
     assert.equal(m.stoppedBy, 'done');
     assert.equal(m.case.steps.length, 1, JSON.stringify(m.case));
     assert.equal(m.case.data.length, 1, JSON.stringify(m.case.data));
     assert.equal(m.case.data[0]!.op, 'write');
     assert.ok(m.case.image.refcountBits < 8);
     const { image } = m.case;
-    assert.deepEqual([image.extendedL2, image.compressionType, image.dirty, image.bitmaps, image.lazyRefcounts, image.createdWithRefcountBits, image.backing, image.dataFile], [false, 'zlib', false, 0, false, null, null, 'none']);
+    assert.deepEqual(
+      [
+        image.extendedL2,
+        image.compressionType,
+        image.dirty,
+        image.bitmaps,
+        image.lazyRefcounts,
+        image.createdWithRefcountBits,
+        image.backing,
+        image.dataFile,
+      ],
+      [false, 'zlib', false, 0, false, null, null, 'none'],
+    );
     assert.ok(smaller(m.case, c));
   });
 
@@ -45,7 +65,14 @@ describe('minimise', () => {
     const { iteration, c } = firstCase(4, subByteShrink);
     const tried: Case[] = [];
     // reproduces only while the image keeps its exact size: most candidates fail
-    const m = await minimise(4, iteration, c, asFinding((x) => (tried.push(x), subByteShrink(x) && x.image.virtualSize === c.image.virtualSize)), { runs: 500, timeMs: 60_000 }, firstShrink(c));
+    const m = await minimise(
+      4,
+      iteration,
+      c,
+      asFinding((x) => (tried.push(x), subByteShrink(x) && x.image.virtualSize === c.image.virtualSize)),
+      { runs: 500, timeMs: 60_000 },
+      firstShrink(c),
+    );
     assert.ok(tried.length > 0);
     assert.equal(m.case.image.virtualSize, c.image.virtualSize);
     assert.ok(subByteShrink(m.case));
@@ -54,7 +81,14 @@ describe('minimise', () => {
   it('stops at its budget of runs and keeps the smallest case so far', async () => {
     const { iteration, c } = firstCase(5, subByteShrink);
     let runs = 0;
-    const m = await minimise(5, iteration, c, asFinding((x) => (runs++, subByteShrink(x))), { runs: 3, timeMs: 60_000 }, firstShrink(c));
+    const m = await minimise(
+      5,
+      iteration,
+      c,
+      asFinding((x) => (runs++, subByteShrink(x))),
+      { runs: 3, timeMs: 60_000 },
+      firstShrink(c),
+    );
     assert.equal(runs, 3);
     assert.equal(m.runs, 3);
     assert.equal(m.stoppedBy, 'runs');
@@ -63,15 +97,29 @@ describe('minimise', () => {
 
   it('stops when the run is interrupted, and rethrows any other error instead of taking it for a reproduction', async () => {
     const { iteration, c } = firstCase(6, subByteShrink);
-    const interrupted = await minimise(6, iteration, c, async () => {
-      throw new CaseAborted();
-    }, { runs: 50, timeMs: 60_000 }, 0);
+    const interrupted = await minimise(
+      6,
+      iteration,
+      c,
+      async () => {
+        throw new CaseAborted();
+      },
+      { runs: 50, timeMs: 60_000 },
+      0,
+    );
     assert.equal(interrupted.stoppedBy, 'interrupted');
     assert.deepEqual(interrupted.case, c);
     await assert.rejects(
-      minimise(6, iteration, c, async () => {
-        throw new Error('disk on fire');
-      }, { runs: 50, timeMs: 60_000 }, 0),
+      minimise(
+        6,
+        iteration,
+        c,
+        async () => {
+          throw new Error('disk on fire');
+        },
+        { runs: 50, timeMs: 60_000 },
+        0,
+      ),
       /disk on fire/,
     );
   });
@@ -81,6 +129,9 @@ describe('minimise', () => {
     const fewerSteps = { ...c, steps: c.steps.slice(0, 1), data: [...c.data, ...c.data] };
     assert.equal(smaller(fewerSteps, { ...c, steps: [...c.steps, ...c.steps] }), true);
     assert.equal(smaller(c, c), false);
-    assert.equal(smaller({ ...c, image: { ...c.image, virtualSize: 512 } }, { ...c, image: { ...c.image, virtualSize: 1024 } }), true);
+    assert.equal(
+      smaller({ ...c, image: { ...c.image, virtualSize: 512 } }, { ...c, image: { ...c.image, virtualSize: 1024 } }),
+      true,
+    );
   });
 });

@@ -23,7 +23,18 @@ describe('a misbehaving subject', () => {
   for (const { fault, signature } of CASES) {
     it(`${fault} is reported as ${signature}`, async (t) => {
       const reports = await reportsDir(t);
-      const r = await fuzzCli(['--instar', instarDouble(fault), '--iterations', '20', '--seed', '1', '--minimise-runs', '0', '--reports', reports]);
+      const r = await fuzzCli([
+        '--instar',
+        instarDouble(fault),
+        '--iterations',
+        '20',
+        '--seed',
+        '1',
+        '--minimise-runs',
+        '0',
+        '--reports',
+        reports,
+      ]);
       assert.equal(r.exitCode, 1, r.all);
       const s = await readSummary(reports);
       assert.equal(s.iterations, 20, 'the run went on');
@@ -37,7 +48,16 @@ describe('a misbehaving subject', () => {
   }
   it('that floods stderr is kept to a bound and, agreeing otherwise, reported as nothing', async (t) => {
     const reports = await reportsDir(t);
-    const r = await fuzzCli(['--instar', instarDouble('stderr-flood'), '--iterations', '5', '--seed', '1', '--reports', reports]);
+    const r = await fuzzCli([
+      '--instar',
+      instarDouble('stderr-flood'),
+      '--iterations',
+      '5',
+      '--seed',
+      '1',
+      '--reports',
+      reports,
+    ]);
     assert.equal(r.exitCode, 0, r.all);
     assert.equal((await readSummary(reports)).iterations, 5);
     assert.ok((await diskUse(reports)) < 1024, 'the log keeps megabytes of stderr out');

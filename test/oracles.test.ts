@@ -10,11 +10,24 @@ import { type CommandRecord } from '../model/commands.ts';
 
 /** The content oracle's finding on a mismatch, given the regrow probe: the quirk, or null. */
 const quirk = (probe: RegrowProbe | null) => {
-  const [f] = contentOracle({ exitCode: 1, stdout: 'Content mismatch at offset 5!', stderr: '', referenceSize: 9, subjectSize: 9 }, probe);
+  const [f] = contentOracle(
+    { exitCode: 1, stdout: 'Content mismatch at offset 5!', stderr: '', referenceSize: 9, subjectSize: 9 },
+    probe,
+  );
   return f?.kind === 'stale-bytes-after-regrow' ? f : null;
 };
 
-const cmd = (over: Partial<CommandRecord>): CommandRecord => ({ argv: [], exitCode: 0, signal: null, timedOut: false, spawnError: null, stdout: '', stderr: '', durationMs: 1, ...over });
+const cmd = (over: Partial<CommandRecord>): CommandRecord => ({
+  argv: [],
+  exitCode: 0,
+  signal: null,
+  timedOut: false,
+  spawnError: null,
+  stdout: '',
+  stderr: '',
+  durationMs: 1,
+  ...over,
+});
 
 describe('outcome oracle', () => {
   it('classifies exit codes, signals and timeouts', () => {
@@ -34,22 +47,45 @@ describe('outcome oracle', () => {
   });
   it('reports a subject crash or timeout even when qemu-img did the same', () => {
     const crash = outcomeOracle(cmd({ exitCode: 1 }), cmd({ exitCode: null, signal: 'SIGSEGV' }), 'grow');
-    assert.deepEqual(crash.map((f) => [f.kind, f.side]), [['crashed', 'subject']]);
-    const both = outcomeOracle(cmd({ exitCode: null, signal: 'SIGKILL', timedOut: true }), cmd({ exitCode: null, signal: 'SIGKILL', timedOut: true }), 'grow');
-    assert.deepEqual(both.map((f) => [f.kind, f.side]), [['timed-out', 'subject'], ['timed-out', 'reference']]);
+    assert.deepEqual(
+      crash.map((f) => [f.kind, f.side]),
+      [['crashed', 'subject']],
+    );
+    const both = outcomeOracle(
+      cmd({ exitCode: null, signal: 'SIGKILL', timedOut: true }),
+      cmd({ exitCode: null, signal: 'SIGKILL', timedOut: true }),
+      'grow',
+    );
+    assert.deepEqual(
+      both.map((f) => [f.kind, f.side]),
+      [
+        ['timed-out', 'subject'],
+        ['timed-out', 'reference'],
+      ],
+    );
   });
 });
 
 describe('unchanged-on-refusal oracle', () => {
   const same = { before: 'aa', after: 'aa' };
   const changed = { before: 'aa', after: 'bb' };
-  it('is silent when the hashes are the same', () => assert.deepEqual(unchangedOnRefusalOracle({ reference: same, subject: same }), []));
+  it('is silent when the hashes are the same', () =>
+    assert.deepEqual(unchangedOnRefusalOracle({ reference: same, subject: same }), []));
   it('reports a subject that changed the image where qemu-img did not', () => {
-    assert.deepEqual(unchangedOnRefusalOracle({ reference: same, subject: changed }).map((f) => f.side), ['subject']);
-    assert.deepEqual(unchangedOnRefusalOracle({ reference: null, subject: changed }).map((f) => f.side), ['subject']);
+    assert.deepEqual(
+      unchangedOnRefusalOracle({ reference: same, subject: changed }).map((f) => f.side),
+      ['subject'],
+    );
+    assert.deepEqual(
+      unchangedOnRefusalOracle({ reference: null, subject: changed }).map((f) => f.side),
+      ['subject'],
+    );
   });
   it('reports qemu-img changing an image it refused, and a subject doing the same agrees', () => {
-    assert.deepEqual(unchangedOnRefusalOracle({ reference: changed, subject: changed }).map((f) => f.side), ['reference']);
+    assert.deepEqual(
+      unchangedOnRefusalOracle({ reference: changed, subject: changed }).map((f) => f.side),
+      ['reference'],
+    );
   });
 });
 
@@ -59,10 +95,16 @@ describe('check oracle', () => {
   it('is silent on a clean subject', () => assert.deepEqual(checkOracle(clean, null), []));
   it('reports corruptions first', () => {
     const corrupt = parseCheck(2, JSON.stringify({ 'check-errors': 0, corruptions: 3, leaks: 2 }), '');
-    assert.deepEqual(checkOracle(corrupt, clean).map((f) => f.kind), ['corruptions']);
+    assert.deepEqual(
+      checkOracle(corrupt, clean).map((f) => f.kind),
+      ['corruptions'],
+    );
   });
   it('reports leaks only when qemu-img left none', () => {
-    assert.deepEqual(checkOracle(leaky, clean).map((f) => f.kind), ['leaks']);
+    assert.deepEqual(
+      checkOracle(leaky, clean).map((f) => f.kind),
+      ['leaks'],
+    );
     assert.deepEqual(checkOracle(leaky, leaky), []);
   });
   it('reports an image that cannot be checked', () => {
@@ -71,14 +113,39 @@ describe('check oracle', () => {
   });
   it('blames qemu-img when its own result is corrupt', () => {
     const corrupt = parseCheck(2, JSON.stringify({ 'check-errors': 0, corruptions: 1 }), '');
-    assert.deepEqual(checkOracle(corrupt, corrupt).map((f) => f.side), ['subject', 'reference']);
+    assert.deepEqual(
+      checkOracle(corrupt, corrupt).map((f) => f.side),
+      ['subject', 'reference'],
+    );
   });
 });
 
 describe('info oracle', () => {
   const info = (over: Record<string, unknown> = {}, data: Record<string, unknown> = {}) =>
-    parseInfo(0, JSON.stringify({ 'virtual-size': 1024, 'dirty-flag': false, 'actual-size': 5, 'format-specific': { type: 'qcow2', data: { compat: '1.1', 'refcount-bits': 16, 'lazy-refcounts': false, corrupt: false, 'extended-l2': false, 'compression-type': 'zlib', ...data } }, ...over }), '');
-  it('ignores host layout such as actual-size', () => assert.deepEqual(infoOracle(info(), info({ 'actual-size': 99 })), []));
+    parseInfo(
+      0,
+      JSON.stringify({
+        'virtual-size': 1024,
+        'dirty-flag': false,
+        'actual-size': 5,
+        'format-specific': {
+          type: 'qcow2',
+          data: {
+            compat: '1.1',
+            'refcount-bits': 16,
+            'lazy-refcounts': false,
+            corrupt: false,
+            'extended-l2': false,
+            'compression-type': 'zlib',
+            ...data,
+          },
+        },
+        ...over,
+      }),
+      '',
+    );
+  it('ignores host layout such as actual-size', () =>
+    assert.deepEqual(infoOracle(info(), info({ 'actual-size': 99 })), []));
   it('names every differing field, sorted, in the detail', () => {
     const [f] = infoOracle(info(), info({ 'virtual-size': 2048 }, { 'refcount-bits': 1 }));
     assert.equal(f!.detail, 'refcount-bits,virtual-size');
@@ -100,25 +167,46 @@ describe('content oracle', () => {
     assert.equal(f!.kind, 'content-differs');
     assert.match(f!.message, /4096/);
   });
-  it('leaves a missing size to the info oracle', () => assert.deepEqual(contentOracle({ ...same, subjectSize: null }), []));
+  it('leaves a missing size to the info oracle', () =>
+    assert.deepEqual(contentOracle({ ...same, subjectSize: null }), []));
 });
 
 describe('regrow quirk', () => {
   const window = { start: 1536, end: 65536 };
-  it("blames qemu when its result shows old bytes where the subject reads zeros", () => {
+  it('blames qemu when its result shows old bytes where the subject reads zeros', () => {
     assert.equal(quirk({ window, referenceReadsZero: false, subjectReadsZero: true })?.side, 'reference');
   });
   it('leaves the difference to the content oracle otherwise', () => {
     assert.equal(quirk(null), null);
-    assert.equal(quirk({ window, referenceReadsZero: true, subjectReadsZero: false }), null, 'the subject shows bytes qemu does not');
-    assert.equal(quirk({ window, referenceReadsZero: false, subjectReadsZero: false }), null, 'both show old bytes, yet differ');
+    assert.equal(
+      quirk({ window, referenceReadsZero: true, subjectReadsZero: false }),
+      null,
+      'the subject shows bytes qemu does not',
+    );
+    assert.equal(
+      quirk({ window, referenceReadsZero: false, subjectReadsZero: false }),
+      null,
+      'both show old bytes, yet differ',
+    );
   });
 });
 
 describe('signatures', () => {
   it('carry no case-specific numbers', () => {
-    const [a] = contentOracle({ exitCode: 1, stdout: 'Content mismatch at offset 1!', stderr: '', referenceSize: 1, subjectSize: 1 });
-    const [b] = contentOracle({ exitCode: 1, stdout: 'Content mismatch at offset 999!', stderr: '', referenceSize: 7, subjectSize: 7 });
+    const [a] = contentOracle({
+      exitCode: 1,
+      stdout: 'Content mismatch at offset 1!',
+      stderr: '',
+      referenceSize: 1,
+      subjectSize: 1,
+    });
+    const [b] = contentOracle({
+      exitCode: 1,
+      stdout: 'Content mismatch at offset 999!',
+      stderr: '',
+      referenceSize: 7,
+      subjectSize: 7,
+    });
     assert.equal(signatureOf(a!), signatureOf(b!));
   });
 });

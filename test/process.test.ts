@@ -22,7 +22,10 @@ describe('runCommand', () => {
   it('runs a command and reports its exit code, output and duration, counting it', async () => {
     const before = processesSpawned();
     const r = await runCommand('sh', ['-c', 'echo out; echo err >&2; exit 3'], { timeoutMs: 10_000, cwd: '/tmp' });
-    assert.deepEqual([r.exitCode, r.signal, r.timedOut, r.spawnError, r.stdout, r.stderr], [3, null, false, null, 'out\n', 'err\n']);
+    assert.deepEqual(
+      [r.exitCode, r.signal, r.timedOut, r.spawnError, r.stdout, r.stderr],
+      [3, null, false, null, 'out\n', 'err\n'],
+    );
     assert.deepEqual(r.argv, ['sh', '-c', 'echo out; echo err >&2; exit 3']);
     assert.ok(r.durationMs >= 0);
     assert.equal(processesSpawned(), before + 1);
@@ -82,7 +85,11 @@ describe('runCommand', () => {
         ].join('\n'),
       );
       // no pipes: the spawner inherits the harness's stdio, and a pipe held open would tie it to us
-      const harness = execa(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, reject: false, stdio: 'ignore' });
+      const harness = execa(process.execPath, ['--import', 'tsx', script], {
+        cwd: ROOT,
+        reject: false,
+        stdio: 'ignore',
+      });
       const poll = async (until: (pids: string[]) => boolean) => {
         for (let i = 0; i < 100 && !until(await running(marker)); i++) await new Promise((r) => setTimeout(r, 100));
         return running(marker);

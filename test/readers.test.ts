@@ -25,8 +25,10 @@ describe('reader threads', () => {
     const other = await s.image('', '2G', ['write -P 1 0 64k']);
     assert.equal(await reader.contentHash(small, spread), await contentHash(small, spread));
     assert.equal(await reader.contentHash(s.path('missing.qcow2')), await contentHash(s.path('missing.qcow2')));
-    for (const image of [small, spread, s.path('absent.qcow2')]) assert.deepEqual(await reader.structuralCheck(image), await structuralCheck(image));
-    for (const at of [0, G, 1536 * 2 ** 20, 2 * G]) assert.equal(await reader.hasHostClustersFrom(spread, at), await hasHostClustersFrom(spread, at));
+    for (const image of [small, spread, s.path('absent.qcow2')])
+      assert.deepEqual(await reader.structuralCheck(image), await structuralCheck(image));
+    for (const at of [0, G, 1536 * 2 ** 20, 2 * G])
+      assert.equal(await reader.hasHostClustersFrom(spread, at), await hasHostClustersFrom(spread, at));
     const opts = { cwd: dirname(spread) };
     const plan = await reader.planComparison(basename(spread), basename(other), opts);
     assert.equal(plan.kind, 'windows');
@@ -36,8 +38,14 @@ describe('reader threads', () => {
   it('pass errors on with their code', async () => {
     const dir = s.path('a-directory');
     await mkdir(dir);
-    await assert.rejects(reader.contentHash(dir), (err: NodeJS.ErrnoException) => err.code === 'EISDIR' && /EISDIR/.test(err.message));
-    await assert.rejects(reader.hasHostClustersFrom(s.path('gone.qcow2'), 0), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
+    await assert.rejects(
+      reader.contentHash(dir),
+      (err: NodeJS.ErrnoException) => err.code === 'EISDIR' && /EISDIR/.test(err.message),
+    );
+    await assert.rejects(
+      reader.hasHostClustersFrom(s.path('gone.qcow2'), 0),
+      (err: NodeJS.ErrnoException) => err.code === 'ENOENT',
+    );
   });
 
   it('answer in the order asked: a case asks first for what it needs first', async () => {
@@ -46,7 +54,10 @@ describe('reader threads', () => {
     await writeFile(big, Buffer.alloc(64 * 2 ** 20, 1));
     const tiny = await s.image('', '1M');
     const order: string[] = [];
-    await Promise.all([reader.contentHash(big).then(() => order.push('big')), reader.contentHash(tiny).then(() => order.push('tiny'))]);
+    await Promise.all([
+      reader.contentHash(big).then(() => order.push('big')),
+      reader.contentHash(tiny).then(() => order.push('tiny')),
+    ]);
     assert.deepEqual(order, ['big', 'tiny']);
   });
 
@@ -54,7 +65,11 @@ describe('reader threads', () => {
     const script = `import { reader, startReaders } from ${JSON.stringify(new URL('../exec/readers.ts', import.meta.url).href)};
 startReaders(2);
 console.log((await reader.contentHash('/etc/hostname')).length);`;
-    const r = await execa(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, timeout: 30_000, reject: false });
+    const r = await execa(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: ROOT,
+      timeout: 30_000,
+      reject: false,
+    });
     assert.equal(r.timedOut, false, 'the process did not exit: a reader thread held it open');
     assert.equal(r.stdout.trim(), '64', r.stderr);
   });

@@ -30,7 +30,18 @@ function reportJson(signature: string, message: string, hits: number, extra: Rec
     firstSeen: { seed: 1, iteration: 0, date: '2026-11-20T08:15:00.000Z' },
     lastSeen: { seed: 7, iteration: 42, date: '2026-11-25T23:10:00.000Z' },
     case: {
-      image: { virtualSize: 16777216, clusterSize: 65536, refcountBits: 4, compat: '1.1', lazyRefcounts: false, extendedL2: false, compressionType: 'zlib', createdWithRefcountBits: null, bitmaps: 0, dirty: false },
+      image: {
+        virtualSize: 16777216,
+        clusterSize: 65536,
+        refcountBits: 4,
+        compat: '1.1',
+        lazyRefcounts: false,
+        extendedL2: false,
+        compressionType: 'zlib',
+        createdWithRefcountBits: null,
+        bitmaps: 0,
+        dirty: false,
+      },
       data: [write, write],
       steps: [step],
     },
@@ -45,7 +56,10 @@ function reportJson(signature: string, message: string, hits: number, extra: Rec
 
 async function writeReport(reports: string, folder: string, report: unknown) {
   await mkdir(join(reports, folder), { recursive: true });
-  await writeFile(join(reports, folder, 'report.json'), typeof report === 'string' ? report : JSON.stringify(report, null, 2));
+  await writeFile(
+    join(reports, folder, 'report.json'),
+    typeof report === 'string' ? report : JSON.stringify(report, null, 2),
+  );
   await writeFile(join(reports, folder, 'report.md'), '# report\n');
   await writeFile(join(reports, folder, 'repro.sh'), '#!/usr/bin/env bash\nexit 0\n');
 }
@@ -61,33 +75,74 @@ const SIG = {
 /** A reports directory with four report folders, one flaky folder, a staging leftover, a broken
  * report.json and a summary.json. */
 async function buildReports(reports: string) {
-  const big = { image: {}, data: Array.from({ length: 7 }, () => ({ op: 'write' })), steps: Array.from({ length: 4 }, () => ({ size: '1M' })) };
-  await writeReport(reports, 'subject-check-corruptions-aaaaaaaaaa', reportJson(SIG.open, 'qemu-img check found 5 corruptions in the subject image', 12, {
-    lastSeen: { seed: null, iteration: null, corpus: 'refcount-4bit-shrink.json', date: '2026-11-26T01:00:00.000Z' },
-    originalCase: big,
-    minimisation: { runs: 41, seconds: 12.34, stoppedBy: 'done' },
-    confirmation: { runs: 3, reproduced: 3 },
-    flaky: false,
-    rechecks: [{ date: '2026-11-24T10:00:00.000Z', subjectVersion: 'instar 0.3.0', reproduced: true }],
-    issue: { url: 'https://github.com/example/instar/issues/365', title: 'subject check/corruptions', filedAt: '2026-11-21T00:00:00.000Z' },
-  }));
-  await writeReport(reports, 'subject-outcome-outcome-mismatch-bbbbbbbbbb', reportJson(SIG.script, SCRIPT_MESSAGE, 3, { confirmation: { runs: 3, reproduced: 3 }, flaky: false, rechecks: [] }));
-  await writeReport(reports, 'subject-structure-refcount-mismatch-cccccccccc', reportJson(SIG.fixed, 'refcount of cluster 3 is 0, 1 references', 40, {
-    confirmation: { runs: 3, reproduced: 3 },
-    flaky: false,
-    rechecks: [
-      { date: '2026-11-25T09:00:00.000Z', subjectVersion: 'instar 0.3.1', reproduced: false },
-      { date: '2026-11-10T09:00:00.000Z', subjectVersion: 'instar 0.2.9', reproduced: true },
-    ],
-  }));
+  const big = {
+    image: {},
+    data: Array.from({ length: 7 }, () => ({ op: 'write' })),
+    steps: Array.from({ length: 4 }, () => ({ size: '1M' })),
+  };
+  await writeReport(
+    reports,
+    'subject-check-corruptions-aaaaaaaaaa',
+    reportJson(SIG.open, 'qemu-img check found 5 corruptions in the subject image', 12, {
+      lastSeen: { seed: null, iteration: null, corpus: 'refcount-4bit-shrink.json', date: '2026-11-26T01:00:00.000Z' },
+      originalCase: big,
+      minimisation: { runs: 41, seconds: 12.34, stoppedBy: 'done' },
+      confirmation: { runs: 3, reproduced: 3 },
+      flaky: false,
+      rechecks: [{ date: '2026-11-24T10:00:00.000Z', subjectVersion: 'instar 0.3.0', reproduced: true }],
+      issue: {
+        url: 'https://github.com/example/instar/issues/365',
+        title: 'subject check/corruptions',
+        filedAt: '2026-11-21T00:00:00.000Z',
+      },
+    }),
+  );
+  await writeReport(
+    reports,
+    'subject-outcome-outcome-mismatch-bbbbbbbbbb',
+    reportJson(SIG.script, SCRIPT_MESSAGE, 3, { confirmation: { runs: 3, reproduced: 3 }, flaky: false, rechecks: [] }),
+  );
+  await writeReport(
+    reports,
+    'subject-structure-refcount-mismatch-cccccccccc',
+    reportJson(SIG.fixed, 'refcount of cluster 3 is 0, 1 references', 40, {
+      confirmation: { runs: 3, reproduced: 3 },
+      flaky: false,
+      rechecks: [
+        { date: '2026-11-25T09:00:00.000Z', subjectVersion: 'instar 0.3.1', reproduced: false },
+        { date: '2026-11-10T09:00:00.000Z', subjectVersion: 'instar 0.2.9', reproduced: true },
+      ],
+    }),
+  );
   // formatVersion 1 as first written: none of the triage fields
-  await writeReport(reports, 'subject-info-field-mismatch-dddddddddd', reportJson(SIG.old, 'lazy_refcounts: qemu-img says true, subject false', 1));
-  await writeReport(reports, 'flaky/subject-content-content-mismatch-eeeeeeeeee', reportJson(SIG.flaky, 'images differ at offset 1048576', 2, { confirmation: { runs: 3, reproduced: 1 }, flaky: true, rechecks: [] }));
+  await writeReport(
+    reports,
+    'subject-info-field-mismatch-dddddddddd',
+    reportJson(SIG.old, 'lazy_refcounts: qemu-img says true, subject false', 1),
+  );
+  await writeReport(
+    reports,
+    'flaky/subject-content-content-mismatch-eeeeeeeeee',
+    reportJson(SIG.flaky, 'images differ at offset 1048576', 2, {
+      confirmation: { runs: 3, reproduced: 1 },
+      flaky: true,
+      rechecks: [],
+    }),
+  );
   // not reports: a staging folder left by a killed run, a folder without report.json
-  await writeReport(reports, '.subject-check-corruptions-ffffffffff.tmp-123', reportJson('check/x/subject/staging', 'staging', 1));
+  await writeReport(
+    reports,
+    '.subject-check-corruptions-ffffffffff.tmp-123',
+    reportJson('check/x/subject/staging', 'staging', 1),
+  );
   await mkdir(join(reports, 'not-a-report'));
   await writeReport(reports, 'broken-report', '{"signature": ');
-  const rows = Object.fromEntries([1, 2, 4, 8, 16, 32, 64].map((b, i) => [String(b), { grow: i * 3, shrink: 10 - i, shrinkDiscarding: i === 6 ? 0 : 5 - (i % 5) }]));
+  const rows = Object.fromEntries(
+    [1, 2, 4, 8, 16, 32, 64].map((b, i) => [
+      String(b),
+      { grow: i * 3, shrink: 10 - i, shrinkDiscarding: i === 6 ? 0 : 5 - (i % 5) },
+    ]),
+  );
   await writeFile(
     join(reports, 'summary.json'),
     JSON.stringify({
@@ -133,7 +188,10 @@ test('collectIndex reads old and new reports, keeps flaky apart and sorts not fi
     ix.flaky.map((e) => [e.path, e.flaky]),
     [['flaky/subject-content-content-mismatch-eeeeeeeeee', true]],
   );
-  assert.deepEqual(ix.unreadable.map((u) => u.path), ['broken-report']);
+  assert.deepEqual(
+    ix.unreadable.map((u) => u.path),
+    ['broken-report'],
+  );
   const [open, , old, fixed] = ix.reports;
   assert.equal(open!.status, 'reproducing');
   assert.match(storedCaseText(open!.report), /^1 step, 2 data operations, minimised from 4 steps, 7 data operations/);
@@ -152,16 +210,28 @@ test('writeReportsIndex writes index.md and index.html atomically, with every re
   await buildReports(reports);
   const written = await writeReportsIndex(reports);
   assert.deepEqual(written, { html: join(reports, 'index.html'), md: join(reports, 'index.md'), reports: 5 });
-  assert.deepEqual((await readdir(reports)).filter((n) => n.includes('.tmp-') && !n.startsWith('.subject')), [], 'no temporary files left');
+  assert.deepEqual(
+    (await readdir(reports)).filter((n) => n.includes('.tmp-') && !n.startsWith('.subject')),
+    [],
+    'no temporary files left',
+  );
 
   const md = await readFile(written.md, 'utf8');
   for (const sig of Object.values(SIG)) assert.ok(md.includes(`\`${sig}\``), `index.md lists ${sig} in a code span`);
   const signatures = md.slice(md.indexOf('## Signatures'), md.indexOf('## Flaky'));
   const flaky = md.slice(md.indexOf('## Flaky'), md.indexOf('## Unreadable'));
-  assert.equal(signatures.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| status') && !l.startsWith('| ---')).length, 4);
+  assert.equal(
+    signatures.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| status') && !l.startsWith('| ---'))
+      .length,
+    4,
+  );
   assert.ok(!signatures.includes(SIG.flaky), 'the flaky report is not among the others');
   assert.ok(flaky.includes(SIG.flaky) && flaky.includes('1 of 3'));
-  assert.ok(signatures.indexOf(SIG.open) < signatures.indexOf(SIG.script) && signatures.indexOf(SIG.old) < signatures.indexOf(SIG.fixed), 'not fixed first, then by hits');
+  assert.ok(
+    signatures.indexOf(SIG.open) < signatures.indexOf(SIG.script) &&
+      signatures.indexOf(SIG.old) < signatures.indexOf(SIG.fixed),
+    'not fixed first, then by hits',
+  );
   assert.ok(md.includes('&lt;script&gt;alert(&quot;pwned&quot;)') || md.includes('&lt;script&gt;alert("pwned")'));
   assert.ok(!md.includes('<script>'), 'no raw HTML from a message');
   assert.match(md, /seed 1, iteration 0, 2026-11-20 08:15 UTC/);
@@ -171,7 +241,10 @@ test('writeReportsIndex writes index.md and index.html atomically, with every re
   assert.match(md, /not rechecked/);
   assert.match(md, /not confirmed/);
   assert.match(md, /1 step, 2 data operations, minimised from 4 steps, 7 data operations/);
-  assert.match(md, /\[report\.md\]\(subject-check-corruptions-aaaaaaaaaa\/report\.md\) · \[repro\.sh\]\(subject-check-corruptions-aaaaaaaaaa\/repro\.sh\)/);
+  assert.match(
+    md,
+    /\[report\.md\]\(subject-check-corruptions-aaaaaaaaaa\/report\.md\) · \[repro\.sh\]\(subject-check-corruptions-aaaaaaaaaa\/repro\.sh\)/,
+  );
   assert.match(md, /\[repro\.sh\]\(flaky\/subject-content-content-mismatch-eeeeeeeeee\/repro\.sh\)/);
   assert.match(md, /seed 20261125 · 250 iterations · new 6 · known 31/);
   assert.match(md, /\| 64-bit \| 18 \| 4 \| 0 \|/);
@@ -198,7 +271,13 @@ async function findChromium(): Promise<string | null> {
   for (const name of ['chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable']) {
     for (const d of (process.env.PATH ?? '').split(delimiter).filter(Boolean)) {
       const file = join(d, name);
-      if (await access(file, constants.X_OK).then(() => true, () => false)) return file;
+      if (
+        await access(file, constants.X_OK).then(
+          () => true,
+          () => false,
+        )
+      )
+        return file;
     }
   }
   return null;
@@ -207,41 +286,66 @@ async function findChromium(): Promise<string | null> {
 const chromium = await findChromium();
 const inCi = process.env.CI === 'true';
 
-test('index.html renders in headless chromium: one row per report, flaky apart, escaped', { skip: chromium === null && !inCi ? 'chromium is not installed (bash scripts/ensure-deps.sh --with-browser installs it)' : false, timeout: 240_000 }, async (t) => {
-  assert.ok(chromium, 'chromium is needed in CI: bash scripts/ensure-deps.sh --with-browser installs it');
-  const reports = await tempDir(t, 'index-test-');
-  const profile = await tempDir(t, 'index-chromium-');
-  await buildReports(reports);
-  const { html } = await writeReportsIndex(reports);
-  const url = pathToFileURL(html).href;
-  const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', '--no-first-run', `--user-data-dir=${profile}`, '--window-size=1280,1600', '--force-device-scale-factor=1'];
+test(
+  'index.html renders in headless chromium: one row per report, flaky apart, escaped',
+  {
+    skip:
+      chromium === null && !inCi
+        ? 'chromium is not installed (bash scripts/ensure-deps.sh --with-browser installs it)'
+        : false,
+    timeout: 240_000,
+  },
+  async (t) => {
+    assert.ok(chromium, 'chromium is needed in CI: bash scripts/ensure-deps.sh --with-browser installs it');
+    const reports = await tempDir(t, 'index-test-');
+    const profile = await tempDir(t, 'index-chromium-');
+    await buildReports(reports);
+    const { html } = await writeReportsIndex(reports);
+    const url = pathToFileURL(html).href;
+    const flags = [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--hide-scrollbars',
+      '--no-first-run',
+      `--user-data-dir=${profile}`,
+      '--window-size=1280,1600',
+      '--force-device-scale-factor=1',
+    ];
 
-  const dump = await runCommand(chromium, [...flags, '--dump-dom', url], { timeoutMs: 90_000 });
-  assert.equal(dump.exitCode, 0, `chromium --dump-dom failed: ${dump.spawnError ?? dump.stderr}`);
-  const dom = dump.stdout;
-  const signatures = dom.slice(dom.indexOf('<section id="signatures"'), dom.indexOf('<section id="flaky"'));
-  const flaky = dom.slice(dom.indexOf('<section id="flaky"'), dom.indexOf('</section>', dom.indexOf('<section id="flaky"')));
-  const rows = (s: string) => s.match(/<tr class="report\b/g)?.length ?? 0;
-  assert.ok(signatures.length > 0 && flaky.length > 0, 'both sections are in the DOM');
-  assert.equal(rows(signatures), 4, 'one row per report, flaky excluded');
-  assert.equal(rows(flaky), 1, 'the flaky report in its own section');
-  assert.ok(flaky.includes(`data-signature="${SIG.flaky}"`));
-  assert.ok(!/<script[\s>]/i.test(dom), 'no live script element');
-  assert.ok(dom.includes('&lt;script&gt;alert("pwned")&lt;/script&gt; &amp; \'quotes\''), 'the message is shown as text');
-  assert.ok(dom.includes('stored&lt;computed'));
-  assert.ok(!dom.includes('staging'));
+    const dump = await runCommand(chromium, [...flags, '--dump-dom', url], { timeoutMs: 90_000 });
+    assert.equal(dump.exitCode, 0, `chromium --dump-dom failed: ${dump.spawnError ?? dump.stderr}`);
+    const dom = dump.stdout;
+    const signatures = dom.slice(dom.indexOf('<section id="signatures"'), dom.indexOf('<section id="flaky"'));
+    const flaky = dom.slice(
+      dom.indexOf('<section id="flaky"'),
+      dom.indexOf('</section>', dom.indexOf('<section id="flaky"')),
+    );
+    const rows = (s: string) => s.match(/<tr class="report\b/g)?.length ?? 0;
+    assert.ok(signatures.length > 0 && flaky.length > 0, 'both sections are in the DOM');
+    assert.equal(rows(signatures), 4, 'one row per report, flaky excluded');
+    assert.equal(rows(flaky), 1, 'the flaky report in its own section');
+    assert.ok(flaky.includes(`data-signature="${SIG.flaky}"`));
+    assert.ok(!/<script[\s>]/i.test(dom), 'no live script element');
+    assert.ok(
+      dom.includes('&lt;script&gt;alert("pwned")&lt;/script&gt; &amp; \'quotes\''),
+      'the message is shown as text',
+    );
+    assert.ok(dom.includes('stored&lt;computed'));
+    assert.ok(!dom.includes('staging'));
 
-  const png = join(profile, 'index.png');
-  const shot = await runCommand(chromium, [...flags, `--screenshot=${png}`, url], { timeoutMs: 90_000 });
-  assert.equal(shot.exitCode, 0, `chromium --screenshot failed: ${shot.spawnError ?? shot.stderr}`);
-  const bytes = await readFile(png);
-  assert.ok(bytes.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])), 'a PNG');
-  assert.ok((await stat(png)).size > 10 * 1024, `a non-trivial screenshot (${bytes.length} bytes)`);
-  assert.equal(bytes.readUInt32BE(16), 1280, 'width');
-  assert.equal(bytes.readUInt32BE(20), 1600, 'height');
-  const keep = process.env.REPORT_INDEX_SCREENSHOT;
-  if (keep) {
-    await mkdir(dirname(keep), { recursive: true });
-    await copyFile(png, keep);
-  }
-});
+    const png = join(profile, 'index.png');
+    const shot = await runCommand(chromium, [...flags, `--screenshot=${png}`, url], { timeoutMs: 90_000 });
+    assert.equal(shot.exitCode, 0, `chromium --screenshot failed: ${shot.spawnError ?? shot.stderr}`);
+    const bytes = await readFile(png);
+    assert.ok(bytes.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])), 'a PNG');
+    assert.ok((await stat(png)).size > 10 * 1024, `a non-trivial screenshot (${bytes.length} bytes)`);
+    assert.equal(bytes.readUInt32BE(16), 1280, 'width');
+    assert.equal(bytes.readUInt32BE(20), 1600, 'height');
+    const keep = process.env.REPORT_INDEX_SCREENSHOT;
+    if (keep) {
+      await mkdir(dirname(keep), { recursive: true });
+      await copyFile(png, keep);
+    }
+  },
+);

@@ -15,7 +15,17 @@ describe('an interrupted run', () => {
       const reports = await reportsDir(t);
       const workdir = join(reports, 'work');
       await mkdir(workdir);
-      const run = startFuzz(['--control', '--iterations', '5000', '--seed', '3', '--reports', reports, '--workdir', workdir]);
+      const run = startFuzz([
+        '--control',
+        '--iterations',
+        '5000',
+        '--seed',
+        '3',
+        '--reports',
+        reports,
+        '--workdir',
+        workdir,
+      ]);
       await run.line(/\[25\/5000\]/);
       run.child.kill(signal);
       const r = await run.child;
@@ -32,7 +42,18 @@ describe('a run killed with SIGKILL', () => {
   it('leaves only complete reports, and the next run on the same directory works', async (t) => {
     const reports = await reportsDir(t);
     const instar = instarDouble('msb-first');
-    const run = startFuzz(['--instar', instar, '--iterations', '500', '--seed', '4', '--minimise-runs', '10', '--reports', reports]);
+    const run = startFuzz([
+      '--instar',
+      instar,
+      '--iterations',
+      '500',
+      '--seed',
+      '4',
+      '--minimise-runs',
+      '10',
+      '--reports',
+      reports,
+    ]);
     await run.line(/\] again: /);
     run.child.kill('SIGKILL');
     await run.child;
@@ -40,10 +61,25 @@ describe('a run killed with SIGKILL', () => {
     assert.ok(files.length > 0);
     for (const file of files) JSON.parse(await readFile(file, 'utf8'));
 
-    const next = await fuzzCli(['--instar', instar, '--iterations', '10', '--seed', '4', '--minimise-runs', '10', '--reports', reports]);
+    const next = await fuzzCli([
+      '--instar',
+      instar,
+      '--iterations',
+      '10',
+      '--seed',
+      '4',
+      '--minimise-runs',
+      '10',
+      '--reports',
+      reports,
+    ]);
     assert.equal(next.exitCode, 1, next.all);
     assert.match(next.stdout, /\] again: /, 'the next run adds hits to the reports of the killed one');
-    assert.deepEqual((await readdir(reports)).filter((n) => n.startsWith('.')), [], 'no staging folder left over');
+    assert.deepEqual(
+      (await readdir(reports)).filter((n) => n.startsWith('.')),
+      [],
+      'no staging folder left over',
+    );
   });
 });
 
@@ -65,7 +101,16 @@ const fill = (dir: string) => execa('dd', ['if=/dev/zero', `of=${join(dir, 'fill
 describe('a full disk', () => {
   it('stops the run with exit 2 when the reports directory fills up, and keeps what was filed', async (t) => {
     const reports = await smallDisk(t, 300);
-    const run = startFuzz(['--instar', instarDouble('msb-first'), '--iterations', '500', '--seed', '4', '--reports', reports]);
+    const run = startFuzz([
+      '--instar',
+      instarDouble('msb-first'),
+      '--iterations',
+      '500',
+      '--seed',
+      '4',
+      '--reports',
+      reports,
+    ]);
     await run.line(/\] NEW: /);
     await fill(reports);
     const r = await run.child;
@@ -79,7 +124,17 @@ describe('a full disk', () => {
     const parent = await reportsDir(t);
     // large enough for two cases at once above the 256 MiB minimum, until it is filled up
     const workdir = await smallDisk(t, 1024);
-    const run = startFuzz(['--control', '--iterations', '5000', '--seed', '4', '--reports', join(parent, 'reports'), '--workdir', workdir]);
+    const run = startFuzz([
+      '--control',
+      '--iterations',
+      '5000',
+      '--seed',
+      '4',
+      '--reports',
+      join(parent, 'reports'),
+      '--workdir',
+      workdir,
+    ]);
     await run.line(/\[25\/5000\]/);
     await fill(workdir);
     const r = await run.child;
@@ -89,7 +144,15 @@ describe('a full disk', () => {
   it('refuses to start on a work directory that is already too small', async (t) => {
     const parent = await reportsDir(t);
     const workdir = await smallDisk(t, 16);
-    const r = await fuzzCli(['--control', '--iterations', '5', '--reports', join(parent, 'reports'), '--workdir', workdir]);
+    const r = await fuzzCli([
+      '--control',
+      '--iterations',
+      '5',
+      '--reports',
+      join(parent, 'reports'),
+      '--workdir',
+      workdir,
+    ]);
     assert.equal(r.exitCode, 2, r.all);
     assert.match(r.stderr, /work directory .* has only 16 MiB free/);
   });
@@ -106,7 +169,21 @@ describe('hostile names', () => {
     const reports = join(weird, 'reports');
     const workdir = join(weird, 'work');
     await mkdir(workdir);
-    const r = await fuzzCli(['--instar', instar, '--iterations', '30', '--seed', '1', '--fail-fast', '--minimise-runs', '5', '--reports', reports, '--workdir', workdir]);
+    const r = await fuzzCli([
+      '--instar',
+      instar,
+      '--iterations',
+      '30',
+      '--seed',
+      '1',
+      '--fail-fast',
+      '--minimise-runs',
+      '5',
+      '--reports',
+      reports,
+      '--workdir',
+      workdir,
+    ]);
     assert.equal(r.exitCode, 1, r.all);
     const [sig] = (await readSummary(reports)).signatures;
     const report = JSON.parse(await readFile(join(reports, sig!.folder, 'report.json'), 'utf8'));
@@ -120,8 +197,18 @@ describe('hostile names', () => {
 /** What a report says, without when and how long: dates, durations, seconds spent minimising. */
 const TIMING = new Set(['date', 'durationMs', 'seconds']);
 async function reportContents(reports: string) {
-  const folders = (await readdir(reports, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
-  return Promise.all(folders.map(async (folder) => ({ folder, report: JSON.parse(await readFile(join(reports, folder, 'report.json'), 'utf8'), (k, v) => (TIMING.has(k) ? undefined : v)) as unknown })));
+  const folders = (await readdir(reports, { withFileTypes: true }))
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
+  return Promise.all(
+    folders.map(async (folder) => ({
+      folder,
+      report: JSON.parse(await readFile(join(reports, folder, 'report.json'), 'utf8'), (k, v) =>
+        TIMING.has(k) ? undefined : v,
+      ) as unknown,
+    })),
+  );
 }
 
 describe('determinism', () => {
@@ -129,7 +216,20 @@ describe('determinism', () => {
     const runs = [];
     for (const jobs of ['1', '2']) {
       const reports = await reportsDir(t);
-      const r = await fuzzCli(['--instar', instarDouble('msb-first'), '--iterations', '30', '--seed', '8', '--jobs', jobs, '--minimise-runs', '5', '--reports', reports]);
+      const r = await fuzzCli([
+        '--instar',
+        instarDouble('msb-first'),
+        '--iterations',
+        '30',
+        '--seed',
+        '8',
+        '--jobs',
+        jobs,
+        '--minimise-runs',
+        '5',
+        '--reports',
+        reports,
+      ]);
       assert.equal(r.exitCode, 1, r.all);
       const { elapsedSeconds: _e, jobs: _j, ...rest } = await readSummary(reports);
       runs.push({ summary: rest, reports: await reportContents(reports) });

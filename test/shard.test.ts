@@ -14,7 +14,8 @@ import { ROOT, fuzzCli, instarDouble, readSummary, reportsDir } from './helpers.
 // the real qemu-img: N shards of a seed, merged, are the run one machine makes of that seed.
 
 const MERGE = join(ROOT, 'cli', 'merge.ts');
-const mergeCli = (args: string[]) => execa(process.execPath, ['--import', 'tsx', MERGE, ...args], { cwd: ROOT, reject: false, all: true });
+const mergeCli = (args: string[]) =>
+  execa(process.execPath, ['--import', 'tsx', MERGE, ...args], { cwd: ROOT, reject: false, all: true });
 
 /** What must not depend on how a run was split: everything but timing and the split itself. */
 /** A summary without what depends on how the run was split: timing, jobs, and the processes spent
@@ -28,7 +29,8 @@ function comparable(s: RunSummary | MergedSummary) {
 async function reportsIn(dir: string): Promise<Map<string, Report>> {
   const out = new Map<string, Report>();
   for (const e of await readdir(dir, { withFileTypes: true })) {
-    if (e.isDirectory() && !e.name.startsWith('.')) out.set(e.name, JSON.parse(await readFile(join(dir, e.name, 'report.json'), 'utf8')) as Report);
+    if (e.isDirectory() && !e.name.startsWith('.'))
+      out.set(e.name, JSON.parse(await readFile(join(dir, e.name, 'report.json'), 'utf8')) as Report);
   }
   return out;
 }
@@ -50,11 +52,18 @@ const reportIdentity = (r: Report) => ({
 describe('shards', () => {
   it('K/N parses and splits the case indices by residue', () => {
     assert.deepEqual(parseShard('2/3'), { index: 2, count: 3 });
-    for (const bad of ['0/3', '4/3', '1/0', 'x', '1/', '/3', '1.5/3', '-1/3']) assert.throws(() => parseShard(bad), /--shard/);
+    for (const bad of ['0/3', '4/3', '1/0', 'x', '1/', '/3', '1.5/3', '-1/3'])
+      assert.throws(() => parseShard(bad), /--shard/);
     const shards = [1, 2, 3].map((index) => ({ index, count: 3 }));
     const indices = shards.flatMap((s) => Array.from({ length: casesInShard(s, 10) }, (_, p) => caseIndexAt(s, p)));
-    assert.deepEqual(indices.sort((a, b) => a - b), [...Array(10).keys()]);
-    assert.deepEqual(shards.map((s) => casesInShard(s, 10)), [4, 3, 3]);
+    assert.deepEqual(
+      indices.sort((a, b) => a - b),
+      [...Array(10).keys()],
+    );
+    assert.deepEqual(
+      shards.map((s) => casesInShard(s, 10)),
+      [4, 3, 3],
+    );
     assert.equal(casesInShard({ index: 3, count: 4 }, 2), 0);
     assert.equal(casesInShard({ index: 1, count: 4 }, Infinity), Infinity);
   });
@@ -63,9 +72,25 @@ describe('shards', () => {
     const root = await reportsDir(t);
     // each shard minimises the first case it sees of a signature, and the merge keeps the smallest:
     // smaller than or equal to the whole run's, so minimisation is off for this exact comparison
-    const common = ['--instar', instarDouble('msb-first'), '--seed', '140', '--iterations', '15', '--jobs', '1', '--timeout', '120', '--minimise-runs', '0'];
+    const common = [
+      '--instar',
+      instarDouble('msb-first'),
+      '--seed',
+      '140',
+      '--iterations',
+      '15',
+      '--jobs',
+      '1',
+      '--timeout',
+      '120',
+      '--minimise-runs',
+      '0',
+    ];
     const dirs = ['whole', 's1', 's2', 's3'].map((d) => join(root, d));
-    const runs = await Promise.all([fuzzCli([...common, '--reports', dirs[0]!]), ...[1, 2, 3].map((k) => fuzzCli([...common, '--shard', `${k}/3`, '--reports', dirs[k]!]))]);
+    const runs = await Promise.all([
+      fuzzCli([...common, '--reports', dirs[0]!]),
+      ...[1, 2, 3].map((k) => fuzzCli([...common, '--shard', `${k}/3`, '--reports', dirs[k]!])),
+    ]);
     // 1: new divergences; 0: none in that shard; 2: only cases that could not be built
     for (const r of runs) assert.ok([0, 1, 2].includes(r.exitCode!), r.all);
     const whole = await readSummary(dirs[0]!);
@@ -102,8 +127,13 @@ describe('shards', () => {
     const again = await mergeCli(['--out', inPlace, inPlace, dirs[2]!, dirs[3]!]);
     assert.equal(again.exitCode, m.exitCode, again.all);
     assert.deepEqual(comparable(await readSummary(inPlace)), comparable(whole));
-    for (const [folder, r] of await reportsIn(inPlace)) assert.deepEqual(reportIdentity(r), reportIdentity(wholeReports.get(folder)!));
-    assert.deepEqual((await readdir(inPlace)).filter((n) => n.startsWith('.')), [], 'no staging folder left');
+    for (const [folder, r] of await reportsIn(inPlace))
+      assert.deepEqual(reportIdentity(r), reportIdentity(wholeReports.get(folder)!));
+    assert.deepEqual(
+      (await readdir(inPlace)).filter((n) => n.startsWith('.')),
+      [],
+      'no staging folder left',
+    );
 
     // bad merges: exit 2 and a message
     const bad = async (args: string[], message: RegExp) => {
@@ -122,22 +152,91 @@ describe('shards', () => {
   });
 
   it('merges summaries: counts summed, coverage summed recursively, unused entries unused everywhere', () => {
-    assert.deepEqual(sumCounts({ a: 1, b: { c: 2, d: { e: 3 } } }, { a: 4, b: { c: 5, f: 6 } }), { a: 5, b: { c: 7, d: { e: 3 }, f: 6 } });
+    assert.deepEqual(sumCounts({ a: 1, b: { c: 2, d: { e: 3 } } }, { a: 4, b: { c: 5, f: 6 } }), {
+      a: 5,
+      b: { c: 7, d: { e: 3 }, f: 6 },
+    });
     const base = {
-      seed: 1, iterationsRequested: 10, durationSeconds: null, iterations: 5, stoppedEarly: null, elapsedSeconds: 3, jobs: 2,
-      subject: { dialect: 'qemu-img', program: 'qemu-img' }, tools: { qemuImg: 'q', subject: 'q' }, newDivergences: 1, knownDivergences: 1,
-      setupErrors: [], processes: { total: 50, perIteration: 10, filing: 0 }, coverage: { refcountBits: { '1': 2 }, outcomes: { reference: { ok: 1 }, subject: {} } },
+      seed: 1,
+      iterationsRequested: 10,
+      durationSeconds: null,
+      iterations: 5,
+      stoppedEarly: null,
+      elapsedSeconds: 3,
+      jobs: 2,
+      subject: { dialect: 'qemu-img', program: 'qemu-img' },
+      tools: { qemuImg: 'q', subject: 'q' },
+      newDivergences: 1,
+      knownDivergences: 1,
+      setupErrors: [],
+      processes: { total: 50, perIteration: 10, filing: 0 },
+      coverage: { refcountBits: { '1': 2 }, outcomes: { reference: { ok: 1 }, subject: {} } },
     } as unknown as RunSummary;
-    const a = { ...base, shard: { index: 1, count: 2 }, knownByEntry: { x: 1, y: 0, z: 0 }, signatures: [{ signature: 's2', folder: 'f2', hitsThisRun: 1, filedThisRun: true, firstIteration: 4, firstCorpusCase: null, confirmation: null, minimised: null }], setupErrors: [{ iteration: 2, message: 'm' }] };
-    const b = { ...base, shard: { index: 2, count: 2 }, elapsedSeconds: 7, stoppedEarly: 'duration' as const, knownByEntry: { x: 0, y: 2, z: 0 }, signatures: [{ signature: 's2', folder: 'f2', hitsThisRun: 2, filedThisRun: false, firstIteration: 5, firstCorpusCase: null, confirmation: null, minimised: null }, { signature: 's1', folder: 'f1', hitsThisRun: 1, filedThisRun: true, firstIteration: 1, firstCorpusCase: null, confirmation: null, minimised: null }], setupErrors: [{ iteration: 1, message: 'n' }] };
+    const a = {
+      ...base,
+      shard: { index: 1, count: 2 },
+      knownByEntry: { x: 1, y: 0, z: 0 },
+      signatures: [
+        {
+          signature: 's2',
+          folder: 'f2',
+          hitsThisRun: 1,
+          filedThisRun: true,
+          firstIteration: 4,
+          firstCorpusCase: null,
+          confirmation: null,
+          minimised: null,
+        },
+      ],
+      setupErrors: [{ iteration: 2, message: 'm' }],
+    };
+    const b = {
+      ...base,
+      shard: { index: 2, count: 2 },
+      elapsedSeconds: 7,
+      stoppedEarly: 'duration' as const,
+      knownByEntry: { x: 0, y: 2, z: 0 },
+      signatures: [
+        {
+          signature: 's2',
+          folder: 'f2',
+          hitsThisRun: 2,
+          filedThisRun: false,
+          firstIteration: 5,
+          firstCorpusCase: null,
+          confirmation: null,
+          minimised: null,
+        },
+        {
+          signature: 's1',
+          folder: 'f1',
+          hitsThisRun: 1,
+          filedThisRun: true,
+          firstIteration: 1,
+          firstCorpusCase: null,
+          confirmation: null,
+          minimised: null,
+        },
+      ],
+      setupErrors: [{ iteration: 1, message: 'n' }],
+    };
     const m = mergeSummaries(['a', 'b'], [a, b]);
     assert.equal(m.iterations, 10);
     assert.equal(m.elapsedSeconds, 7);
     assert.equal(m.stoppedEarly, 'duration');
     assert.deepEqual(m.knownByEntry, { x: 1, y: 2, z: 0 });
     assert.deepEqual(m.unusedKnown, ['z']);
-    assert.deepEqual(m.signatures.map((s) => [s.signature, s.hitsThisRun, s.filedThisRun, s.firstIteration]), [['s1', 1, true, 1], ['s2', 3, true, 4]]);
-    assert.deepEqual(m.setupErrors.map((e) => e.iteration), [1, 2]);
+    assert.deepEqual(
+      m.signatures.map((s) => [s.signature, s.hitsThisRun, s.filedThisRun, s.firstIteration]),
+      [
+        ['s1', 1, true, 1],
+        ['s2', 3, true, 4],
+      ],
+    );
+    assert.deepEqual(
+      m.setupErrors.map((e) => e.iteration),
+      [1, 2],
+    );
     assert.deepEqual(m.processes, { total: 100, perIteration: 10, filing: 0 });
     assert.deepEqual(m.coverage, { refcountBits: { '1': 4 }, outcomes: { reference: { ok: 2 }, subject: {} } });
     assert.deepEqual(mergeSummaries(['a'], [a]).merged.missingShards, [2]);
@@ -153,7 +252,19 @@ describe('--duration', () => {
     const workdir = join(reports, 'work');
     await mkdir(workdir);
     const started = Date.now();
-    const r = await fuzzCli(['--control', '--duration', '3', '--seed', '140', '--timeout', '10', '--reports', join(reports, 'r'), '--workdir', workdir]);
+    const r = await fuzzCli([
+      '--control',
+      '--duration',
+      '3',
+      '--seed',
+      '140',
+      '--timeout',
+      '10',
+      '--reports',
+      join(reports, 'r'),
+      '--workdir',
+      workdir,
+    ]);
     const elapsed = (Date.now() - started) / 1000;
     assert.ok([0, 1, 2].includes(r.exitCode!), r.all); // the exit code of the cases that ran
     assert.match(r.stdout, /iterations unbounded, for at most 3 s/);
@@ -168,7 +279,17 @@ describe('--duration', () => {
   });
   it('with --iterations, the run that finishes first is not stopped early', async (t) => {
     const reports = await reportsDir(t);
-    const r = await fuzzCli(['--control', '--iterations', '2', '--duration', '600', '--seed', '140', '--reports', reports]);
+    const r = await fuzzCli([
+      '--control',
+      '--iterations',
+      '2',
+      '--duration',
+      '600',
+      '--seed',
+      '140',
+      '--reports',
+      reports,
+    ]);
     assert.ok([0, 1, 2].includes(r.exitCode!), r.all);
     const s = await readSummary(reports);
     assert.equal(s.stoppedEarly, null);
@@ -191,23 +312,40 @@ describe('the nightly workflow', () => {
       'npm run fuzz -- --instar "$INSTAR" --seed "$SEED" --shard "$SHARD/$SHARDS" --duration "$DURATION" --reports "reports-$SHARD"',
       'name: reports-${{ matrix.shard }}',
       'needs: [plan, fuzz]',
-      "if: ${{ !cancelled() }}",
+      'if: ${{ !cancelled() }}',
       'npm run merge -- --out reports-merged "${dirs[@]}"',
       'name: reports-merged',
     ]) {
       assert.ok(text.includes(line), `missing: ${line}`);
     }
     // every upload runs even when the step before it failed
-    const uploads = [...text.matchAll(/\n(\s*)- name: Upload[^\n]*\n\1  if: always\(\)\n\1  uses: actions\/upload-artifact@v4/g)];
+    const uploads = [
+      ...text.matchAll(/\n(\s*)- name: Upload[^\n]*\n\1 {2}if: always\(\)\n\1 {2}uses: actions\/upload-artifact@v4/g),
+    ];
     assert.equal(uploads.length, 2, 'both uploads must be `if: always()`');
     // a real YAML parser where there is one (PyYAML), else the checks above
-    const py = await execa('python3', ['-c', 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))'], { input: text, reject: false });
+    const py = await execa(
+      'python3',
+      ['-c', 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))'],
+      { input: text, reject: false },
+    );
     if (py.exitCode !== 0) return;
-    const wf = JSON.parse(py.stdout) as { jobs: Record<string, { needs?: string | string[]; if?: string; strategy?: { matrix: { shard: number[] } }; steps: { run?: string; uses?: string; if?: string }[] }> };
+    const wf = JSON.parse(py.stdout) as {
+      jobs: Record<
+        string,
+        {
+          needs?: string | string[];
+          if?: string;
+          strategy?: { matrix: { shard: number[] } };
+          steps: { run?: string; uses?: string; if?: string }[];
+        }
+      >;
+    };
     assert.deepEqual(Object.keys(wf.jobs), ['plan', 'fuzz', 'merge']);
     assert.deepEqual(wf.jobs.fuzz!.strategy!.matrix.shard, [1, 2, 3, 4]);
     assert.deepEqual(wf.jobs.merge!.needs, ['plan', 'fuzz']);
-    for (const job of Object.values(wf.jobs)) for (const step of job.steps) assert.ok(step.run || step.uses, JSON.stringify(step));
+    for (const job of Object.values(wf.jobs))
+      for (const step of job.steps) assert.ok(step.run || step.uses, JSON.stringify(step));
   });
 });
 

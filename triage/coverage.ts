@@ -38,7 +38,9 @@ export function emptyCoverage(): CoverageSummary {
     stepKind: {},
     outcomes: { reference: {}, subject: {} },
     oracles: {},
-    refcountByStep: Object.fromEntries(REFCOUNT_WIDTHS.map((b) => [String(b), { grow: 0, shrink: 0, shrinkDiscarding: 0 }])),
+    refcountByStep: Object.fromEntries(
+      REFCOUNT_WIDTHS.map((b) => [String(b), { grow: 0, shrink: 0, shrinkDiscarding: 0 }]),
+    ),
     readerSelfCheck: { agreed: 0, disagreed: 0 },
   };
 }
@@ -96,8 +98,18 @@ export function coverageGaps(cov: CoverageSummary): string[] {
 
 /** The refcount x step table and the feature counts, for the console. */
 export function coverageTable(cov: CoverageSummary): string {
-  const rows = Object.entries(cov.refcountByStep).map(([bits, r]) => `  ${bits.padStart(2)}-bit  ${String(r.grow).padStart(6)}  ${String(r.shrink).padStart(7)}  ${String(r.shrinkDiscarding).padStart(17)}`);
-  const features = Object.entries(cov.features).map(([k, n]) => `${k} ${n}`).join(', ');
+  const rows = Object.entries(cov.refcountByStep).map(
+    ([bits, r]) =>
+      `  ${bits.padStart(2)}-bit  ${String(r.grow).padStart(6)}  ${String(r.shrink).padStart(7)}  ${String(r.shrinkDiscarding).padStart(17)}`,
+  );
+  const features = Object.entries(cov.features)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
   const reader = `qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed`;
-  return ['  refcount  grows  shrinks  shrinks discarding', ...rows, `  features: ${features || 'none'}`, `  ${reader}`].join('\n');
+  return [
+    '  refcount  grows  shrinks  shrinks discarding',
+    ...rows,
+    `  features: ${features || 'none'}`,
+    `  ${reader}`,
+  ].join('\n');
 }

@@ -1,5 +1,13 @@
 import { readFile } from 'node:fs/promises';
-import { DATA_FILE_KINDS, PREALLOCATION_MODES, REFCOUNT_WIDTHS, l2Coverage, liveSnapshots, type Case, type DataFileKind } from '../model/case.ts';
+import {
+  DATA_FILE_KINDS,
+  PREALLOCATION_MODES,
+  REFCOUNT_WIDTHS,
+  l2Coverage,
+  liveSnapshots,
+  type Case,
+  type DataFileKind,
+} from '../model/case.ts';
 import { FatalError } from '../model/errors.ts';
 import { STEP_KINDS, type StepKind } from '../model/plan.ts';
 import type { StepRecord } from '../exec/run-case.ts';
@@ -81,7 +89,6 @@ export interface KnownDivergence {
 
 export class RegistryError extends FatalError {}
 
-
 type Check = (value: unknown) => string | null;
 const isString: Check = (v) => (typeof v === 'string' && v.trim() !== '' ? null : 'must be a non-empty string');
 const isBoolean: Check = (v) => (typeof v === 'boolean' ? null : 'must be true or false');
@@ -106,14 +113,33 @@ const isRegex: Check = (v) => {
     return `is not a valid regular expression (${(err as Error).message})`;
   }
 };
-const isDay: Check = (v) => (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(v) && !Number.isNaN(Date.parse(`${v}T00:00:00Z`)) ? null : 'must be a date written YYYY-MM-DD');
+const isDay: Check = (v) =>
+  typeof v === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(v) && !Number.isNaN(Date.parse(`${v}T00:00:00Z`))
+    ? null
+    : 'must be a date written YYYY-MM-DD';
 const isUrl: Check = (v) => (typeof v === 'string' && /^https?:\/\/\S+$/.test(v) ? null : 'must be an http(s) URL');
-const isPositiveInteger: Check = (v) => (Number.isInteger(v) && (v as number) > 0 ? null : 'must be a positive integer');
-const isClusterSize: Check = (v) => (Number.isInteger(v) && (v as number) >= 512 && (v as number) <= 2 ** 21 && Number.isInteger(Math.log2(v as number)) ? null : 'must be a power of two from 512 to 2097152');
+const isPositiveInteger: Check = (v) =>
+  Number.isInteger(v) && (v as number) > 0 ? null : 'must be a positive integer';
+const isClusterSize: Check = (v) =>
+  Number.isInteger(v) && (v as number) >= 512 && (v as number) <= 2 ** 21 && Number.isInteger(Math.log2(v as number))
+    ? null
+    : 'must be a power of two from 512 to 2097152';
 
 /** The fields the registry accepts at each level; known-divergences.schema.json says the same. */
-export const ENTRY_FIELDS: Record<string, Check> = { id: isString, description: isString, link: isString, expires: isDay, issue: isUrl };
-export const MATCH_FIELDS: Record<string, Check> = { oracle: oneOf(ORACLE_NAMES), kind: isString, side: oneOf(['subject', 'reference']), detail: isRegex, subjectStderr: isRegex };
+export const ENTRY_FIELDS: Record<string, Check> = {
+  id: isString,
+  description: isString,
+  link: isString,
+  expires: isDay,
+  issue: isUrl,
+};
+export const MATCH_FIELDS: Record<string, Check> = {
+  oracle: oneOf(ORACLE_NAMES),
+  kind: isString,
+  side: oneOf(['subject', 'reference']),
+  detail: isRegex,
+  subjectStderr: isRegex,
+};
 export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   refcountBits: listOf(oneOf(REFCOUNT_WIDTHS)),
   clusterSize: listOf(isClusterSize),
@@ -139,7 +165,8 @@ function checkFields(obj: Record<string, unknown>, fields: Record<string, Check>
   for (const name of required) if (!(name in obj)) throw new RegistryError(`${where}.${name} is missing`);
   for (const [name, value] of Object.entries(obj)) {
     const check = fields[name];
-    if (!check) throw new RegistryError(`${where}.${name} is not a known field (known: ${Object.keys(fields).join(', ')})`);
+    if (!check)
+      throw new RegistryError(`${where}.${name} is not a known field (known: ${Object.keys(fields).join(', ')})`);
     const problem = check(value);
     if (problem) throw new RegistryError(`${where}.${name} ${problem}`);
   }
@@ -152,7 +179,8 @@ export function parseRegistry(text: string, source: string): KnownDivergence[] {
   } catch (err) {
     throw new RegistryError(`${source} is not valid JSON: ${(err as Error).message}`);
   }
-  if (!isObject(json) || !Array.isArray(json.divergences)) throw new RegistryError(`${source} must be an object {"divergences": [...]}`);
+  if (!isObject(json) || !Array.isArray(json.divergences))
+    throw new RegistryError(`${source} must be an object {"divergences": [...]}`);
   const ids = new Set<string>();
   return json.divergences.map((entry: unknown, i: number) => {
     const where = `${source}: divergences[${i}]${isObject(entry) && typeof entry.id === 'string' ? ` ("${entry.id}")` : ''}`;
@@ -173,7 +201,10 @@ export function parseRegistry(text: string, source: string): KnownDivergence[] {
 }
 
 /** Splits the registry at `today` (YYYY-MM-DD, UTC): expired entries stop suppressing. */
-export function byExpiry(entries: KnownDivergence[], today: string): { active: KnownDivergence[]; expired: KnownDivergence[] } {
+export function byExpiry(
+  entries: KnownDivergence[],
+  today: string,
+): { active: KnownDivergence[]; expired: KnownDivergence[] } {
   const expired = entries.filter((e) => e.expires !== undefined && e.expires <= today);
   return { active: entries.filter((e) => !expired.includes(e)), expired };
 }
@@ -183,7 +214,9 @@ export async function loadRegistry(file: string): Promise<KnownDivergence[]> {
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new RegistryError(`cannot read the known-divergence registry ${file}: ${(err as Error).message} (pass another with --known FILE)`);
+    throw new RegistryError(
+      `cannot read the known-divergence registry ${file}: ${(err as Error).message} (pass another with --known FILE)`,
+    );
   }
   return parseRegistry(text, file);
 }
@@ -206,7 +239,8 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     bitmaps: c.image.bitmaps > 0,
     dirty: c.image.dirty,
     snapshots: liveSnapshots(c) > 0,
-    backingFile: c.image.backing === null ? 'none' : c.image.backing.virtualSize > step.sizeBefore ? 'longer' : 'shorter',
+    backingFile:
+      c.image.backing === null ? 'none' : c.image.backing.virtualSize > step.sizeBefore ? 'longer' : 'shorter',
     dataFile: c.image.dataFile,
   };
 }
@@ -234,7 +268,12 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
 }
 
 /** The first entry that explains this finding, or null. */
-export function matchKnown(entries: KnownDivergence[], finding: StepFinding, facts: CaseFacts, subjectStderr: string): KnownDivergence | null {
+export function matchKnown(
+  entries: KnownDivergence[],
+  finding: StepFinding,
+  facts: CaseFacts,
+  subjectStderr: string,
+): KnownDivergence | null {
   return (
     entries.find(({ match: m }) => {
       if (m.kind !== finding.kind) return false;

@@ -2,14 +2,26 @@
 // test/doubles/instar-<name> wrapper. Each fault hooks into the double's run: before qemu-img
 // runs, after it refused, or after it succeeded. A hook that returns a number ends the double with
 // that exit code right there (no "Image resized." / JSON output); returning nothing carries on.
-import { spawn } from "node:child_process";
-import { appendFile, open, rename, stat, truncate, unlink } from "node:fs/promises";
-import { dirname, resolve } from "node:path";
-import { execa } from "execa";
-import { COMPAT_LAZY_REFCOUNTS, EXT_DATA_FILE, EXT_FEATURE_TABLE, INCOMPAT_DATA_FILE, type Qcow2Header } from "../../qcow2/format.ts";
-import { withQcow2 } from "../../qcow2/reader.ts";
-import { getRefcountEntry, refcountEntriesPerBlock } from "../../qcow2/tables.ts";
-import { rewriteHeaderExtensions, rewriteRefcountBlocks, setRefcount, writeCompatibleFeatures, writeVirtualSize } from "./qcow2-edit.ts";
+import { spawn } from 'node:child_process';
+import { appendFile, open, rename, stat, truncate, unlink } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { execa } from 'execa';
+import {
+  COMPAT_LAZY_REFCOUNTS,
+  EXT_DATA_FILE,
+  EXT_FEATURE_TABLE,
+  INCOMPAT_DATA_FILE,
+  type Qcow2Header,
+} from '../../qcow2/format.ts';
+import { withQcow2 } from '../../qcow2/reader.ts';
+import { getRefcountEntry, refcountEntriesPerBlock } from '../../qcow2/tables.ts';
+import {
+  rewriteHeaderExtensions,
+  rewriteRefcountBlocks,
+  setRefcount,
+  writeCompatibleFeatures,
+  writeVirtualSize,
+} from './qcow2-edit.ts';
 
 export interface Context {
   file: string;
@@ -37,7 +49,7 @@ export interface Fault {
   /** What the fault does, for people. */
   what: string;
   /** Images instar documents refusing that this fault accepts (the double refuses them otherwise). */
-  accepts?: ("backing-file" | "data-file")[];
+  accepts?: ('backing-file' | 'data-file')[];
   before?: (c: Context) => Exit | Promise<Exit>;
   refused?: (c: Context, exitCode: number) => Exit | Promise<Exit>;
   after?: (c: AfterContext) => Exit | Promise<Exit>;
@@ -61,11 +73,13 @@ function restride16(block: Buffer, h: Qcow2Header): Buffer {
 // 365 defect 1: sub-byte fields packed from the most significant bit (reverse the fields in each byte).
 function msbFirst(block: Buffer, bits: number): Buffer {
   const mask = (1 << bits) - 1;
-  return Buffer.from(block.map((byte) => {
-    let out = 0;
-    for (let j = 0; j < 8 / bits; j++) out |= ((byte >> (j * bits)) & mask) << (8 - bits * (j + 1));
-    return out;
-  }));
+  return Buffer.from(
+    block.map((byte) => {
+      let out = 0;
+      for (let j = 0; j < 8 / bits; j++) out |= ((byte >> (j * bits)) & mask) << (8 - bits * (j + 1));
+      return out;
+    }),
+  );
 }
 
 /**
@@ -94,7 +108,7 @@ export async function leakOneCluster(file: string): Promise<number | undefined> 
 
 /** Appends `bytes` of non-zero data (really written, not a sparse hole) in 1 MiB chunks. */
 async function appendData(file: string, bytes: number): Promise<void> {
-  const fh = await open(file, "a");
+  const fh = await open(file, 'a');
   try {
     const chunk = Buffer.alloc(MiB, 0x5a);
     for (let done = 0; done < bytes; done += MiB) await fh.write(chunk, 0, Math.min(MiB, bytes - done));
@@ -106,7 +120,7 @@ async function appendData(file: string, bytes: number): Promise<void> {
 /** Replaces the file (a new inode, by rename) with a fresh `qemu-img create -f qcow2` image. */
 async function replaceWithFresh(file: string, size: number): Promise<void> {
   const tmp = `${file}.instar-double-new`;
-  await execa("qemu-img", ["create", "-q", "-f", "qcow2", tmp, String(size)]);
+  await execa('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, String(size)]);
   await rename(tmp, file);
 }
 
@@ -114,7 +128,7 @@ async function replaceWithFresh(file: string, size: number): Promise<void> {
 async function dataFileOf(c: Context): Promise<string | undefined> {
   if (!c.before || !(c.before.incompatibleFeatures & INCOMPAT_DATA_FILE)) return undefined;
   const ext = await withQcow2(c.file, async (r) => r.extensions().find((e) => e.type === EXT_DATA_FILE));
-  return ext ? resolve(dirname(c.file), ext.data.toString("utf8")) : undefined;
+  return ext ? resolve(dirname(c.file), ext.data.toString('utf8')) : undefined;
 }
 
 /** The bytes of a data file past the new end of a shrink, kept by the keep-data-file-tail fault
@@ -128,102 +142,111 @@ async function currentSize(c: Context): Promise<number> {
 }
 
 export const FAULTS = {
-  none: { what: "none: qemu-img resize, faithfully" },
-  "365-stride": {
-    what: "bug #365: after a shrink of a 1/2/4-bit image, refblock entries rewritten at a 16-bit stride",
+  none: { what: 'none: qemu-img resize, faithfully' },
+  '365-stride': {
+    what: 'bug #365: after a shrink of a 1/2/4-bit image, refblock entries rewritten at a 16-bit stride',
     after: async (c) => {
       if (c.before && c.after && SUB_BYTE.includes(c.after.refcountBits) && c.after.size < c.before.size) {
         await rewriteRefcountBlocks(c.file, (block, _ref, h) => restride16(block, h));
       }
     },
   },
-  "msb-first": {
-    what: "sub-byte refcounts packed MSB-first after a resize",
+  'msb-first': {
+    what: 'sub-byte refcounts packed MSB-first after a resize',
     after: async (c) => {
       if (c.after && SUB_BYTE.includes(c.after.refcountBits) && resized(c)) {
         await rewriteRefcountBlocks(c.file, (block, _ref, h) => msbFirst(block, h.refcountBits));
       }
     },
   },
-  "refuse-unaligned-shrink": {
-    what: "refuses shrinks to sizes off the cluster grid",
+  'refuse-unaligned-shrink': {
+    what: 'refuses shrinks to sizes off the cluster grid',
     before: (c) => {
       if (c.before && c.wanted !== undefined && isShrink(c) && c.wanted % c.before.clusterSize !== 0) {
-        process.stderr.write(`instar-double: refusing to shrink to ${c.wanted}: not a multiple of the cluster size ${c.before.clusterSize}\n`);
+        process.stderr.write(
+          `instar-double: refusing to shrink to ${c.wanted}: not a multiple of the cluster size ${c.before.clusterSize}\n`,
+        );
         return 1;
       }
     },
   },
-  "touch-on-refusal": {
-    what: "appends 512 bytes to the image when qemu-img refuses",
+  'touch-on-refusal': {
+    what: 'appends 512 bytes to the image when qemu-img refuses',
     refused: async (c) => {
       if ((await stat(c.file).catch(() => undefined))?.isFile()) await appendFile(c.file, Buffer.alloc(512));
     },
   },
-  "drop-lazy-refcounts": {
-    what: "clears the lazy_refcounts feature bit after a successful resize",
+  'drop-lazy-refcounts': {
+    what: 'clears the lazy_refcounts feature bit after a successful resize',
     after: async (c) => {
       if (c.after && c.after.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) {
         await writeCompatibleFeatures(c.file, c.after.compatibleFeatures & ~COMPAT_LAZY_REFCOUNTS);
       }
     },
   },
-  "stale-grow-tail": {
-    what: "writes 512 bytes of 0xa5 at the old end after a grow",
+  'stale-grow-tail': {
+    what: 'writes 512 bytes of 0xa5 at the old end after a grow',
     after: async (c) => {
       if (c.format && c.oldSize !== undefined && c.newSize > c.oldSize) {
         const off = Math.floor(c.oldSize / 512) * 512;
-        await execa("qemu-io", ["-f", c.format, "-c", `write -P 0xa5 ${off} 512`, c.file], { stdout: "ignore", reject: false });
+        await execa('qemu-io', ['-f', c.format, '-c', `write -P 0xa5 ${off} 512`, c.file], {
+          stdout: 'ignore',
+          reject: false,
+        });
       }
     },
   },
-  "crash-on-shrink": {
-    what: "dies by SIGSEGV on any shrink request, before touching the image",
+  'crash-on-shrink': {
+    what: 'dies by SIGSEGV on any shrink request, before touching the image',
     before: (c) => {
       if (!isShrink(c)) return;
-      process.kill(process.pid, "SIGSEGV");
+      process.kill(process.pid, 'SIGSEGV');
       return never(); // never run qemu-img while the signal is on its way
     },
   },
-  "hang-on-grow": {
-    what: "hangs on a grow request, with a child process, before touching the image",
+  'hang-on-grow': {
+    what: 'hangs on a grow request, with a child process, before touching the image',
     before: (c) => {
       if (!isGrow(c)) return;
-      spawn("sleep", ["3600"], { stdio: "ignore" }); // a process tree for the harness to kill
+      spawn('sleep', ['3600'], { stdio: 'ignore' }); // a process tree for the harness to kill
       return never(); // keeps running even if the child is killed alone
     },
   },
-  "leak-on-shrink": {
-    what: "after a successful shrink, marks one free host cluster as used (refcount 1): a leak",
+  'leak-on-shrink': {
+    what: 'after a successful shrink, marks one free host cluster as used (refcount 1): a leak',
     after: async (c) => {
       if (c.before && c.after && c.after.size < c.before.size) await leakOneCluster(c.file);
     },
   },
-  "header-only-shrink": {
-    what: "shrinks by rewriting only the virtual size in the header: nothing is discarded",
+  'header-only-shrink': {
+    what: 'shrinks by rewriting only the virtual size in the header: nothing is discarded',
     before: async (c) => {
-      if (!c.before || c.wanted === undefined || !isShrink(c) || !c.shrink || c.wanted <= 0 || c.wanted % 512 !== 0) return;
+      if (!c.before || c.wanted === undefined || !isShrink(c) || !c.shrink || c.wanted <= 0 || c.wanted % 512 !== 0)
+        return;
       await writeVirtualSize(c.file, c.wanted);
-      if (!c.quiet) process.stdout.write("Image resized.\n");
+      if (!c.quiet) process.stdout.write('Image resized.\n');
       return 0;
     },
   },
-  "zero-regrow-tail": {
-    what: "after a grow from a size inside a cluster, zeroes the rest of that cluster (qemu shows old bytes there)",
+  'zero-regrow-tail': {
+    what: 'after a grow from a size inside a cluster, zeroes the rest of that cluster (qemu shows old bytes there)',
     after: async (c) => {
       if (!c.format || !c.before || c.oldSize === undefined || c.newSize <= c.oldSize) return;
       const end = Math.min(Math.ceil(c.oldSize / c.before.clusterSize) * c.before.clusterSize, c.newSize);
-      if (end > c.oldSize) await execa("qemu-io", ["-f", c.format, "-c", `write -z ${c.oldSize} ${end - c.oldSize}`, c.file], { stdout: "ignore", reject: false });
+      if (end > c.oldSize)
+        await execa('qemu-io', ['-f', c.format, '-c', `write -z ${c.oldSize} ${end - c.oldSize}`, c.file], {
+          stdout: 'ignore',
+          reject: false,
+        });
     },
   },
-  "keep-data-file-tail": {
-    what:
-      "accepts images with an external data file (instar documents refusing them) and, on a shrink, leaves the data file at its old length: the bytes past the new end stay in the data file",
-    accepts: ["data-file"],
+  'keep-data-file-tail': {
+    what: 'accepts images with an external data file (instar documents refusing them) and, on a shrink, leaves the data file at its old length: the bytes past the new end stay in the data file',
+    accepts: ['data-file'],
     before: async (c) => {
       const file = await dataFileOf(c);
       if (!file || c.wanted === undefined || !isShrink(c) || !c.shrink || c.wanted <= 0) return;
-      const fh = await open(file, "r");
+      const fh = await open(file, 'r');
       try {
         const length = (await fh.stat()).size;
         const blocks: { at: number; data: Buffer }[] = [];
@@ -243,7 +266,7 @@ export const FAULTS = {
       if (!dataFileTail || c.newSize >= (c.oldSize ?? 0)) return;
       const { file, length, blocks } = dataFileTail;
       await truncate(file, length);
-      const fh = await open(file, "r+");
+      const fh = await open(file, 'r+');
       try {
         for (const b of blocks) await fh.write(b.data, 0, b.data.length, b.at);
       } finally {
@@ -251,52 +274,53 @@ export const FAULTS = {
       }
     },
   },
-  "drop-feature-table": {
-    what: "after a successful grow or shrink, removes the feature name table header extension",
+  'drop-feature-table': {
+    what: 'after a successful grow or shrink, removes the feature name table header extension',
     after: async (c) => {
       if (resized(c)) await rewriteHeaderExtensions(c.file, (exts) => exts.filter((e) => e.type !== EXT_FEATURE_TABLE));
     },
   },
-  "exit0-untouched": {
+  'exit0-untouched': {
     what: "exits 0 (and says 'Image resized.') without running qemu-img or touching the image",
     before: (c) => {
-      if (!c.quiet) process.stdout.write("Image resized.\n");
+      if (!c.quiet) process.stdout.write('Image resized.\n');
       return 0;
     },
   },
-  "delete-image": {
-    what: "runs qemu-img resize, then deletes the image file and exits 0, whatever qemu-img did",
+  'delete-image': {
+    what: 'runs qemu-img resize, then deletes the image file and exits 0, whatever qemu-img did',
     refused: async (c) => (await unlink(c.file), 0),
     after: async (c) => (await unlink(c.file), 0),
   },
-  "replace-image": {
-    what: "runs qemu-img resize, then replaces the image with a fresh empty qcow2 image of the resulting virtual size (default options) and exits 0",
+  'replace-image': {
+    what: 'runs qemu-img resize, then replaces the image with a fresh empty qcow2 image of the resulting virtual size (default options) and exits 0',
     refused: async (c) => (await replaceWithFresh(c.file, await currentSize(c)), 0),
     after: async (c) => (await replaceWithFresh(c.file, c.newSize), 0),
   },
-  "truncate-zero": {
-    what: "runs qemu-img resize, then truncates the image file to 0 bytes and exits 0, whatever qemu-img did",
+  'truncate-zero': {
+    what: 'runs qemu-img resize, then truncates the image file to 0 bytes and exits 0, whatever qemu-img did',
     refused: async (c) => (await truncate(c.file, 0), 0),
     after: async (c) => (await truncate(c.file, 0), 0),
   },
-  "huge-file": {
-    what: "runs qemu-img resize, then appends 200 MiB of real (non-zero, non-sparse) data to the image file and exits 0, whatever qemu-img did",
+  'huge-file': {
+    what: 'runs qemu-img resize, then appends 200 MiB of real (non-zero, non-sparse) data to the image file and exits 0, whatever qemu-img did',
     refused: async (c) => (await appendData(c.file, 200 * MiB), 0),
     after: async (c) => (await appendData(c.file, 200 * MiB), 0),
   },
-  "stderr-flood": {
-    what: "writes 20 MiB to stderr before doing anything, then behaves faithfully",
+  'stderr-flood': {
+    what: 'writes 20 MiB to stderr before doing anything, then behaves faithfully',
     before: () => {
-      const line = Buffer.from(`${"instar-double: stderr flood ".repeat(36)}\n`); // 1009 bytes
+      const line = Buffer.from(`${'instar-double: stderr flood '.repeat(36)}\n`); // 1009 bytes
       const chunk = Buffer.concat(Array.from({ length: 1039 }, () => line)); // about 1 MiB
       // Synchronous on pipes and files: blocks until the reader takes it, as a real flood does.
-      for (let done = 0; done < 20 * MiB; done += chunk.length) process.stderr.write(chunk.subarray(0, Math.min(chunk.length, 20 * MiB - done)));
+      for (let done = 0; done < 20 * MiB; done += chunk.length)
+        process.stderr.write(chunk.subarray(0, Math.min(chunk.length, 20 * MiB - done)));
     },
   },
-  "sigkill-self": {
-    what: "kills itself with SIGKILL before touching the image",
+  'sigkill-self': {
+    what: 'kills itself with SIGKILL before touching the image',
     before: () => {
-      process.kill(process.pid, "SIGKILL");
+      process.kill(process.pid, 'SIGKILL');
       return never();
     },
   },

@@ -1,14 +1,14 @@
 // Test double for `instar resize`: runs `qemu-img resize` underneath and injects the fault named
 // by INSTAR_DOUBLE_FAULT (see faults.ts). Lets the harness's oracles be tested where real instar
 // (KVM) cannot run.
-import { stat } from "node:fs/promises";
-import { execa } from "execa";
-import { INCOMPAT_DATA_FILE, type Qcow2Header } from "../../qcow2/format.ts";
-import { readQcow2Header } from "../../qcow2/reader.ts";
-import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName } from "./faults.ts";
+import { stat } from 'node:fs/promises';
+import { execa } from 'execa';
+import { INCOMPAT_DATA_FILE, type Qcow2Header } from '../../qcow2/format.ts';
+import { readQcow2Header } from '../../qcow2/reader.ts';
+import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName } from './faults.ts';
 
 const USAGE =
-  "usage: instar resize [-f FMT] [--shrink] [--preallocation MODE] [-q] [--output human|json] FILENAME [+|-]SIZE";
+  'usage: instar resize [-f FMT] [--shrink] [--preallocation MODE] [-q] [--output human|json] FILENAME [+|-]SIZE';
 
 function die(msg: string, code = 1): never {
   process.stderr.write(`instar-double: ${msg}\n`);
@@ -20,7 +20,7 @@ interface ResizeArgs {
   shrink: boolean;
   preallocation?: string;
   quiet: boolean;
-  output: "human" | "json";
+  output: 'human' | 'json';
   filename: string;
   size: string;
 }
@@ -29,25 +29,27 @@ interface ResizeArgs {
 // "-..." argument is taken as SIZE instead of being rejected. Known options may appear anywhere.
 function parseResizeArgs(args: string[]): ResizeArgs {
   let format: string | undefined, preallocation: string | undefined;
-  let shrink = false, quiet = false, output: "human" | "json" = "human";
+  let shrink = false,
+    quiet = false,
+    output: 'human' | 'json' = 'human';
   const positional: string[] = [];
   const value = (i: number, name: string): string => args[i] ?? die(`${name} needs a value\n${USAGE}`);
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] as string;
-    if (arg === "--") {
+    if (arg === '--') {
       positional.push(...args.slice(i + 1));
       break;
     }
-    if (arg === "-f") format = value(++i, "-f");
-    else if (arg === "--shrink") shrink = true;
-    else if (arg === "-q") quiet = true;
-    else if (arg === "--preallocation") preallocation = value(++i, arg);
-    else if (arg.startsWith("--preallocation=")) preallocation = arg.slice("--preallocation=".length);
-    else if (arg === "--output" || arg.startsWith("--output=")) {
-      const out = arg === "--output" ? value(++i, arg) : arg.slice("--output=".length);
-      if (out !== "human" && out !== "json") die(`bad --output ${out}\n${USAGE}`);
+    if (arg === '-f') format = value(++i, '-f');
+    else if (arg === '--shrink') shrink = true;
+    else if (arg === '-q') quiet = true;
+    else if (arg === '--preallocation') preallocation = value(++i, arg);
+    else if (arg.startsWith('--preallocation=')) preallocation = arg.slice('--preallocation='.length);
+    else if (arg === '--output' || arg.startsWith('--output=')) {
+      const out = arg === '--output' ? value(++i, arg) : arg.slice('--output='.length);
+      if (out !== 'human' && out !== 'json') die(`bad --output ${out}\n${USAGE}`);
       output = out;
-    } else if (arg.startsWith("-") && arg !== "-" && positional.length === 0) die(`unknown option ${arg}\n${USAGE}`);
+    } else if (arg.startsWith('-') && arg !== '-' && positional.length === 0) die(`unknown option ${arg}\n${USAGE}`);
     else positional.push(arg);
   }
   const [filename, size] = positional;
@@ -58,15 +60,24 @@ function parseResizeArgs(args: string[]): ResizeArgs {
 }
 
 // qemu's size syntax: [+|-]N[.F][B|K|M|G|T|P|E], powers of 1024; a fraction needs a real scale.
-const SCALE: Record<string, number> = { "": 1, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50, e: 2 ** 60 };
+const SCALE: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 2 ** 10,
+  m: 2 ** 20,
+  g: 2 ** 30,
+  t: 2 ** 40,
+  p: 2 ** 50,
+  e: 2 ** 60,
+};
 function requestedSize(arg: string, oldSize: number): number | undefined {
   const m = /^([+-]?)(\d+(?:\.\d+)?)([bkmgtpe]?)$/i.exec(arg);
   if (!m) return undefined;
-  const [, sign, num = "", suffix = ""] = m;
+  const [, sign, num = '', suffix = ''] = m;
   const scale = SCALE[suffix.toLowerCase()] ?? 1;
   if (scale === 1 && !Number.isInteger(Number(num))) return undefined;
   const n = Math.floor(Number(num) * scale);
-  return sign === "+" ? oldSize + n : sign === "-" ? oldSize - n : n;
+  return sign === '+' ? oldSize + n : sign === '-' ? oldSize - n : n;
 }
 
 async function isQcow2(file: string): Promise<boolean> {
@@ -81,10 +92,10 @@ async function isQcow2(file: string): Promise<boolean> {
 /** Virtual size as the resize will see it, or undefined if the image cannot be read. */
 async function virtualSize(file: string, format: string | undefined): Promise<number | undefined> {
   try {
-    if (format === "qcow2") return (await readQcow2Header(file)).size;
-    if (format === "raw") return (await stat(file)).size;
-    const info = await execa("qemu-img", ["info", "--output=json", "-U", ...(format ? ["-f", format] : []), file]);
-    return (JSON.parse(info.stdout) as { "virtual-size": number })["virtual-size"];
+    if (format === 'qcow2') return (await readQcow2Header(file)).size;
+    if (format === 'raw') return (await stat(file)).size;
+    const info = await execa('qemu-img', ['info', '--output=json', '-U', ...(format ? ['-f', format] : []), file]);
+    return (JSON.parse(info.stdout) as { 'virtual-size': number })['virtual-size'];
   } catch {
     return undefined;
   }
@@ -93,15 +104,21 @@ async function virtualSize(file: string, format: string | undefined): Promise<nu
 function combineFaults(faults: Fault[]): Fault {
   if (faults.length === 1) return faults[0]!;
   const first =
-    <K extends "before" | "refused" | "after">(hook: K) =>
+    <K extends 'before' | 'refused' | 'after'>(hook: K) =>
     async (...args: Parameters<NonNullable<Fault[K]>>) => {
       for (const f of faults) {
         const code = await (f[hook] as ((...a: typeof args) => Promise<number | void>) | undefined)?.(...args);
-        if (typeof code === "number") return code;
+        if (typeof code === 'number') return code;
       }
     };
   const accepts = faults.flatMap((f) => f.accepts ?? []);
-  return { what: faults.map((f) => f.what).join(" + "), accepts, before: first("before"), refused: first("refused"), after: first("after") } as Fault;
+  return {
+    what: faults.map((f) => f.what).join(' + '),
+    accepts,
+    before: first('before'),
+    refused: first('refused'),
+    after: first('after'),
+  } as Fault;
 }
 
 /** instar's documented refusals that the generators reach and qemu-img does not share: images with
@@ -109,32 +126,36 @@ function combineFaults(faults: Fault[]): Fault {
  * accept some of them, to model an instar that supports them. */
 function documentedRefusal(h: Qcow2Header | undefined, fault: Fault): string | undefined {
   if (!h) return undefined;
-  if (h.backingFileOffset > 0 && !fault.accepts?.includes("backing-file")) return "images with a backing file are not supported";
-  if (h.incompatibleFeatures & INCOMPAT_DATA_FILE && !fault.accepts?.includes("data-file")) return "images with an external data file are not supported";
+  if (h.backingFileOffset > 0 && !fault.accepts?.includes('backing-file'))
+    return 'images with a backing file are not supported';
+  if (h.incompatibleFeatures & INCOMPAT_DATA_FILE && !fault.accepts?.includes('data-file'))
+    return 'images with an external data file are not supported';
   return undefined;
 }
 
 async function main(): Promise<number> {
   // several faults at once: "a+b" applies each hook in turn; the first to answer wins
-  const name = process.env.INSTAR_DOUBLE_FAULT ?? "none";
-  const parts = name.split("+");
-  for (const part of parts) if (!(FAULT_NAMES as string[]).includes(part)) die(`unknown INSTAR_DOUBLE_FAULT '${part}' (known: ${FAULT_NAMES.join(", ")}; join several with +)`, 2);
+  const name = process.env.INSTAR_DOUBLE_FAULT ?? 'none';
+  const parts = name.split('+');
+  for (const part of parts)
+    if (!(FAULT_NAMES as string[]).includes(part))
+      die(`unknown INSTAR_DOUBLE_FAULT '${part}' (known: ${FAULT_NAMES.join(', ')}; join several with +)`, 2);
   const fault = combineFaults(parts.map((part) => FAULTS[part as FaultName] as Fault));
 
   const [cmd, ...rest] = process.argv.slice(2);
-  if (cmd === "--version") {
+  if (cmd === '--version') {
     process.stdout.write(`instar-double 0.1 (fault: ${name})\n`);
     return 0;
   }
-  if (cmd !== "resize") die(`only 'resize' and '--version' are supported\n${USAGE}`);
+  if (cmd !== 'resize') die(`only 'resize' and '--version' are supported\n${USAGE}`);
   const args = parseResizeArgs(rest);
   // instar probes the format when -f is absent; qcow2 is all this double needs to recognise.
-  const format = args.format ?? ((await isQcow2(args.filename)) ? "qcow2" : undefined);
-  const qcow2 = format === "qcow2";
+  const format = args.format ?? ((await isQcow2(args.filename)) ? 'qcow2' : undefined);
+  const qcow2 = format === 'qcow2';
   const before = qcow2 ? await readQcow2Header(args.filename).catch(() => undefined) : undefined;
   const oldSize = await virtualSize(args.filename, format);
   const wanted = oldSize === undefined ? undefined : requestedSize(args.size, oldSize);
-  const quiet = args.quiet || args.output === "json";
+  const quiet = args.quiet || args.output === 'json';
   const ctx: Context = { file: args.filename, format, before, oldSize, wanted, shrink: args.shrink, quiet };
 
   const refusal = documentedRefusal(before, fault);
@@ -144,27 +165,27 @@ async function main(): Promise<number> {
   }
 
   const early = await fault.before?.(ctx);
-  if (typeof early === "number") return early;
+  if (typeof early === 'number') return early;
 
-  const qemuArgs = ["resize", ...(format ? ["-f", format] : []), ...(args.shrink ? ["--shrink"] : [])];
+  const qemuArgs = ['resize', ...(format ? ['-f', format] : []), ...(args.shrink ? ['--shrink'] : [])];
   if (args.preallocation !== undefined) qemuArgs.push(`--preallocation=${args.preallocation}`);
-  if (quiet) qemuArgs.push("-q"); // JSON replaces "Image resized."
-  const run = await execa("qemu-img", [...qemuArgs, args.filename, args.size], { stdio: "inherit", reject: false });
+  if (quiet) qemuArgs.push('-q'); // JSON replaces "Image resized."
+  const run = await execa('qemu-img', [...qemuArgs, args.filename, args.size], { stdio: 'inherit', reject: false });
   if (run.exitCode !== 0) {
     const code = await fault.refused?.(ctx, run.exitCode ?? 1);
-    return typeof code === "number" ? code : (run.exitCode ?? 1);
+    return typeof code === 'number' ? code : (run.exitCode ?? 1);
   }
 
   const after = qcow2 ? await readQcow2Header(args.filename) : undefined;
   const newSize = (await virtualSize(args.filename, format)) ?? 0;
   const late = await fault.after?.({ ...ctx, after, newSize });
-  if (typeof late === "number") return late;
+  if (typeof late === 'number') return late;
 
-  if (args.output === "json") {
-    const action = oldSize === undefined || newSize === oldSize ? "noop" : newSize > oldSize ? "grow" : "shrink";
+  if (args.output === 'json') {
+    const action = oldSize === undefined || newSize === oldSize ? 'noop' : newSize > oldSize ? 'grow' : 'shrink';
     const report = {
       filename: args.filename,
-      format: format ?? "raw",
+      format: format ?? 'raw',
       action,
       old_virtual_size: oldSize,
       new_virtual_size: newSize,

@@ -2,7 +2,13 @@
 // with these, and the tests corrupt images with them. The harness itself only reads images
 // (qcow2/reader.ts), so the writers live here, beside the doubles.
 import { open, type FileHandle } from 'node:fs/promises';
-import { HEADER_OFFSET, extensionAreaEnd, type HeaderExtension, type Qcow2Header, type RefcountBlockRef } from '../../qcow2/format.ts';
+import {
+  HEADER_OFFSET,
+  extensionAreaEnd,
+  type HeaderExtension,
+  type Qcow2Header,
+  type RefcountBlockRef,
+} from '../../qcow2/format.ts';
 import { headerOf, readAt, withQcow2, type Qcow2Reader } from '../../qcow2/reader.ts';
 import { refcountEntriesPerBlock } from '../../qcow2/tables.ts';
 
@@ -138,7 +144,10 @@ export function encodeHeaderExtensions(exts: Pick<HeaderExtension, 'type' | 'dat
  * Replaces the header extensions with what `transform` returns (e.g. one removed). Returns
  * whether anything changed. The backing file name, if any, is left where it is.
  */
-export async function rewriteHeaderExtensions(path: string, transform: (exts: HeaderExtension[]) => HeaderExtension[]): Promise<boolean> {
+export async function rewriteHeaderExtensions(
+  path: string,
+  transform: (exts: HeaderExtension[]) => HeaderExtension[],
+): Promise<boolean> {
   const edit = await withQcow2(path, async (r) => {
     const before = r.extensions();
     const encoded = encodeHeaderExtensions(transform(before));
@@ -156,4 +165,5 @@ export async function rewriteHeaderExtensions(path: string, transform: (exts: He
 }
 
 /** Writes bytes at a host offset of an image file. */
-export const writeBytes = (path: string, offset: number, data: Buffer) => withWritable(path, (fh) => writeAt(fh, offset, data)).then(() => undefined);
+export const writeBytes = (path: string, offset: number, data: Buffer) =>
+  withWritable(path, (fh) => writeAt(fh, offset, data)).then(() => undefined);

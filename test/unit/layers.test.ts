@@ -17,7 +17,9 @@ async function sources(folder: string): Promise<string[]> {
 /** Every relative module a file imports or re-exports, as a path from the root. */
 async function importsOf(file: string): Promise<string[]> {
   const text = await readFile(join(ROOT, file), 'utf8');
-  const specs = [...text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?from\s+['"](\.{1,2}\/[^'"]+)['"]/g)].map((m) => m[1]!);
+  const specs = [...text.matchAll(/(?:^|\n)\s*(?:import|export)\b[^'"]*?from\s+['"](\.{1,2}\/[^'"]+)['"]/g)].map(
+    (m) => m[1]!,
+  );
   return specs.map((s) => relative(ROOT, resolve(ROOT, dirname(file), s)));
 }
 
