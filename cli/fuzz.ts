@@ -6,14 +6,22 @@ import { parseShard, type Shard } from '../model/shard.ts';
 import { loadCorpus, promote } from '../reporting/corpus.ts';
 import { writeReportsIndex } from '../reporting/index-page.ts';
 import { openIssues } from '../reporting/issues.ts';
-import type { RunSummary } from '../reporting/summary.ts';
+import { registryNotes, type RunSummary } from '../reporting/summary.ts';
 import { fuzz } from '../run/fuzz.ts';
 import { recheckReports } from '../run/recheck.ts';
 import { replay } from '../run/replay.ts';
 import { coverageGaps, coverageTable } from '../triage/coverage.ts';
-import { byExpiry, loadRegistry } from '../triage/registry.ts';
+import { byExpiry, byQemuVersion, loadRegistry, qemuVersionOf } from '../triage/registry.ts';
 import { commandLine, runMain, usageFail } from './args.ts';
-import { checkQemu, defaultWorkdir, stopOnSignals, subjectFrom, subjectVersion, writableDir } from './preflight.ts';
+import {
+  checkQemu,
+  defaultWorkdir,
+  stopOnSignals,
+  subjectFrom,
+  subjectVersion,
+  useQemuFrom,
+  writableDir,
+} from './preflight.ts';
 
 // `npm run fuzz -- [options]`: a fuzz run, or one of --replay, --recheck and --promote.
 // Exit codes: 0 no new divergence, 1 new divergences (or a replay that reproduced), 2 usage or
@@ -39,7 +47,8 @@ async function parseArgs(argv: string[]) {
       shard: {
         type: 'string',
         describe:
-          'K/N: run shard K of N (1-based), the case indices i with i % N == K-1; N machines with one seed run the cases of one',
+          'K/N: run shard K of N (1-based), the case indices i with i % N == K-1; ' +
+          'N machines with one seed run the cases of one',
       },
       seed: { type: 'number', describe: 'Seed of the case sequence (default: random, always printed)' },
       instar: {
@@ -51,6 +60,18 @@ async function parseArgs(argv: string[]) {
         type: 'boolean',
         default: false,
         describe: 'Self-test: qemu-img on both sides; any divergence is a harness bug',
+      },
+      'qemu-img': {
+        type: 'string',
+        describe:
+          'The reference qemu-img (a path; its directory must hold the matching qemu-io), ' +
+          'e.g. the one scripts/install-qemu.sh prints (default: qemu-img on PATH)',
+      },
+      'control-qemu-img': {
+        type: 'string',
+        describe:
+          'Self-test across versions: this qemu-img as the subject (qemu-img command line) ' +
+          'against the reference qemu-img',
       },
       timeout: {
         type: 'number',
@@ -74,7 +95,8 @@ async function parseArgs(argv: string[]) {
         type: 'boolean',
         default: false,
         describe:
-          'Re-run every report in --reports against the subject and mark each still reproducing or fixed; exit 1 if any still reproduces',
+          'Re-run every report in --reports against the subject and mark each still reproducing or fixed; ' +
+          'exit 1 if any still reproduces',
       },
       promote: { type: 'string', describe: "Copy a report folder's smallest case into --corpus as a regression case" },
       corpus: {
@@ -91,7 +113,8 @@ async function parseArgs(argv: string[]) {
         type: 'number',
         default: 2,
         describe:
-          'Re-runs of a new finding in fresh directories before it is filed; none reproducing files it as flaky (0: no confirmation)',
+          'Re-runs of a new finding in fresh directories before it is filed; ' +
+          'none reproducing files it as flaky (0: no confirmation)',
       },
       'minimise-runs': {
         type: 'number',
@@ -108,7 +131,9 @@ async function parseArgs(argv: string[]) {
         type: 'boolean',
         default: false,
         describe:
-          'Write an issue (issue.md, issue-title.txt) for each signature new in this run, and file it with gh when gh is installed and logged in, skipping signatures an open issue already carries',
+          'Write an issue (issue.md, issue-title.txt) for each signature new in this run, ' +
+          'and file it with gh when gh is installed and logged in, ' +
+          'skipping signatures an open issue already carries',
       },
       'max-issues': { type: 'number', default: 5, describe: 'Issues filed at most per run with --file-issues' },
     })
@@ -121,7 +146,8 @@ async function parseArgs(argv: string[]) {
         (!Number.isFinite(a.duration) || a.duration <= 0 || a.duration * 1000 > 2 ** 31 - 1)
       )
         usageFail(
-          `--duration must be a positive number of seconds, at most ${Math.floor((2 ** 31 - 1) / 1000)}, not ${a.duration}`,
+          `--duration must be a positive number of seconds, ` +
+            `at most ${Math.floor((2 ** 31 - 1) / 1000)}, not ${a.duration}`,
         );
       if (a.shard !== undefined) shardOf(a.shard);
       if (a.seed !== undefined && (!Number.isSafeInteger(a.seed) || a.seed < -(2 ** 31) || a.seed >= 2 ** 31))
@@ -140,6 +166,8 @@ async function parseArgs(argv: string[]) {
         usageFail(`--minimise-time must be a positive number of seconds, not ${a['minimise-time']}`);
       if (!Number.isFinite(a['corpus-share']) || a['corpus-share'] < 0 || a['corpus-share'] > 1)
         usageFail(`--corpus-share must be a number from 0 to 1, not ${a['corpus-share']}`);
+      if (a.control && a['control-qemu-img'] !== undefined)
+        usageFail('--control and --control-qemu-img cannot be combined: pick one');
       const modes = ['replay', 'recheck', 'promote'].filter((m) => a[m] !== undefined && a[m] !== false);
       if (modes.length > 1) usageFail(`--${modes.join(' and --')} cannot be combined: pick one`);
       return true;
@@ -165,6 +193,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const timeoutMs = args.timeout * 1000;
+  if (args['qemu-img'] !== undefined) await useQemuFrom(args['qemu-img']);
   const qemuVersion = await checkQemu(timeoutMs);
   const subject = await subjectFrom(args);
   const workdir = resolve(args.workdir ?? (await defaultWorkdir()));
@@ -211,10 +240,15 @@ async function recheckMode(args: Args, { subject, timeoutMs, workdir, qemuVersio
 }
 
 async function fuzzMode(args: Args, { subject, timeoutMs, workdir, qemuVersion }: Setup): Promise<number> {
-  const { active: registry, expired } = byExpiry(await loadRegistry(args.known), new Date().toISOString().slice(0, 10));
+  const today = new Date().toISOString().slice(0, 10);
+  const { active: current, expired } = byExpiry(await loadRegistry(args.known), today);
+  const { active: registry, otherVersions } = byQemuVersion(current, qemuVersionOf(qemuVersion));
+  if (otherVersions.length)
+    console.log(`registry entries for other qemu versions, not applied: ${otherVersions.map((e) => e.id).join(', ')}`);
   for (const e of expired) {
     console.log(
-      `registry entry ${e.id} expired on ${e.expires}: it no longer suppresses anything${e.issue ? ` (${e.issue})` : ''}; renew or remove it in ${args.known}`,
+      `registry entry ${e.id} expired on ${e.expires}: ` +
+        `it no longer suppresses anything${e.issue ? ` (${e.issue})` : ''}; renew or remove it in ${args.known}`,
     );
   }
   const corpus = await loadCorpus(args.corpus);
@@ -231,10 +265,14 @@ async function fuzzMode(args: Args, { subject, timeoutMs, workdir, qemuVersion }
     args.duration !== undefined ? `for at most ${args.duration} s` : null,
     shard ? `shard ${shard.index}/${shard.count} (case indices i with i % ${shard.count} == ${shard.index - 1})` : null,
   ].filter(Boolean);
-  const who = subject.dialect === 'instar' ? subject.program : 'qemu-img (control run)';
+  const who =
+    subject.dialect === 'instar'
+      ? subject.program
+      : `${subject.program === 'qemu-img' ? 'qemu-img' : tools.subject} (control run)`;
   console.log(
     `seed ${seed} (same cases again: --seed ${seed}); ${budget.join(', ')}; ${args.jobs} at a time; subject ${who}`,
   );
+  console.log(`reference: ${qemuVersion}`);
   console.log(`log: ${logFile}`);
   log.info({ args, tools, subject }, 'run started');
 
@@ -272,7 +310,8 @@ async function fuzzMode(args: Args, { subject, timeoutMs, workdir, qemuVersion }
   if (s.newDivergences > 0 || s.corpus.newDivergences > 0 || s.flaky.length > 0) return 1;
   if (args['strict-known'] && s.unusedKnown.length > 0 && !s.stoppedEarly) {
     console.error(
-      `--strict-known: ${s.unusedKnown.length} registry entries matched nothing in this run: ${s.unusedKnown.join(', ')}; remove them from ${args.known} or fix their match`,
+      `--strict-known: ${s.unusedKnown.length} registry entries matched nothing in this run: ` +
+        `${s.unusedKnown.join(', ')}; remove them from ${args.known} or fix their match`,
     );
     return 1;
   }
@@ -287,27 +326,31 @@ async function fuzzMode(args: Args, { subject, timeoutMs, workdir, qemuVersion }
 function printSummary(s: RunSummary, reports: string) {
   const early = s.stoppedEarly ? ` (stopped early: ${s.stoppedEarly})` : '';
   console.log(
-    `\n${s.iterations} cases in ${s.elapsedSeconds} s${early} (${s.processes.perIteration} processes per case); seed ${s.seed}`,
+    `\n${s.iterations} cases in ${s.elapsedSeconds} s${early} ` +
+      `(${s.processes.perIteration} processes per case); seed ${s.seed}`,
   );
   if (s.corpus.available > 0) {
     console.log(
-      `corpus: ${s.corpus.run} of ${s.corpus.available} regression cases run; new divergences ${s.corpus.newDivergences}, known ${s.corpus.knownDivergences}`,
+      `corpus: ${s.corpus.run} of ${s.corpus.available} regression cases run; ` +
+        `new divergences ${s.corpus.newDivergences}, known ${s.corpus.knownDivergences}`,
     );
   }
   console.log(`new divergences: ${s.newDivergences} (${s.signatures.length} signatures); known: ${s.knownDivergences}`);
   for (const sig of s.signatures)
     console.log(
-      `  ${sig.filedThisRun ? 'NEW  ' : 'AGAIN'} x${sig.hitsThisRun} ${sig.signature}\n        ${join(reports, sig.folder)}`,
+      `  ${sig.filedThisRun ? 'NEW  ' : 'AGAIN'} x${sig.hitsThisRun} ${sig.signature}\n` +
+        `        ${join(reports, sig.folder)}`,
     );
   for (const sig of s.flaky)
     console.log(
-      `  FLAKY x${sig.hitsThisRun} ${sig.signature} (did not reproduce when re-run)\n        ${join(reports, sig.folder)}`,
+      `  FLAKY x${sig.hitsThisRun} ${sig.signature} (did not reproduce when re-run)\n` +
+        `        ${join(reports, sig.folder)}`,
     );
   console.log(`\ncoverage (steps qemu-img accepted):\n${coverageTable(s.coverage)}`);
   const gaps = coverageGaps(s.coverage);
   // a run stopped early has gaps by construction
   if (gaps.length && !s.stoppedEarly) console.log(`warning: no cases for ${gaps.join(', ')}`);
-  if (s.unusedKnown.length) console.log(`registry entries that matched nothing: ${s.unusedKnown.join(', ')}`);
+  for (const note of registryNotes(s)) console.log(note);
   console.log(`summary: ${join(reports, 'summary.json')}`);
 }
 

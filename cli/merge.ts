@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { hideBin } from 'yargs/helpers';
 import { writeReportsIndex } from '../reporting/index-page.ts';
 import { mergeReports } from '../reporting/merge.ts';
+import { registryNotes } from '../reporting/summary.ts';
 import { commandLine, runMain } from './args.ts';
 
 // `npm run merge -- [--out DIR] REPORTS_DIR...`: merges the reports directories of the shards of
@@ -10,14 +11,16 @@ import { commandLine, runMain } from './args.ts';
 
 async function main(): Promise<number> {
   const usage =
-    '$0 [--out DIR] REPORTS_DIR...\n\nMerges the reports directories of the shards of one run (--shard K/N, same --seed and --iterations).';
+    '$0 [--out DIR] REPORTS_DIR...\n\n' +
+    'Merges the reports directories of the shards of one run (--shard K/N, same --seed and --iterations).';
   const args = await commandLine(hideBin(process.argv), 'npm run merge --', usage, true)
     .options({
       out: {
         type: 'string',
         default: 'reports-merged',
         describe:
-          'Where the merged reports and summary.json go: one of the inputs (merged in place), or a new or empty directory',
+          'Where the merged reports and summary.json go: ' +
+          'one of the inputs (merged in place), or a new or empty directory',
       },
     })
     .parseAsync();
@@ -31,7 +34,7 @@ async function main(): Promise<number> {
   console.log(`new divergences: ${s.newDivergences} (${s.signatures.length} signatures); known: ${s.knownDivergences}`);
   for (const sig of s.signatures)
     console.log(`  x${sig.hitsThisRun} ${sig.signature}\n        ${join(args.out, sig.folder)}`);
-  if (s.unusedKnown.length) console.log(`registry entries that matched nothing: ${s.unusedKnown.join(', ')}`);
+  for (const note of registryNotes(s)) console.log(note);
   for (const sig of s.flaky)
     console.log(`  FLAKY x${sig.hitsThisRun} ${sig.signature}\n        ${join(args.out, sig.folder)}`);
   console.log(`summary: ${join(args.out, 'summary.json')}`);

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { access, mkdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join, resolve } from 'node:path';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { killAllChildren } from '../exec/process.ts';
 import { toolVersion } from '../exec/tool-version.ts';
 import { qemuImg, type Resizer } from '../model/commands.ts';
@@ -38,6 +38,17 @@ export async function findExecutable(program: string): Promise<string | null> {
   return null;
 }
 
+/** --qemu-img PATH: that qemu-img and the qemu-io beside it are the reference, for the harness
+ * and every process it starts (their directory goes first on PATH). */
+export async function useQemuFrom(qemuImgPath: string): Promise<void> {
+  const found = await findExecutable(qemuImgPath.includes('/') ? qemuImgPath : `./${qemuImgPath}`);
+  if (!found) usageFail(`--qemu-img ${qemuImgPath} is not an executable file: pass the path of a qemu-img binary`);
+  const dir = dirname(found!);
+  if (!(await findExecutable(join(dir, 'qemu-io'))))
+    usageFail(`--qemu-img ${qemuImgPath}: no qemu-io beside it in ${dir}; the reference needs both from one build`);
+  process.env.PATH = `${dir}${delimiter}${process.env.PATH ?? ''}`;
+}
+
 const MIN_QEMU = [7, 2];
 
 /** qemu-img and qemu-io on PATH, and qemu-img's version line (at least MIN_QEMU). */
@@ -50,26 +61,40 @@ export async function checkQemu(timeoutMs: number): Promise<string> {
   const [major = 0, minor = 0] = (/version (\d+)\.(\d+)/.exec(version) ?? []).slice(1).map(Number);
   if (major < MIN_QEMU[0]! || (major === MIN_QEMU[0] && minor < MIN_QEMU[1]!)) {
     usageFail(
-      `qemu-img ${major}.${minor} is older than ${MIN_QEMU.join('.')}, the oldest this harness is verified against: upgrade qemu-utils`,
+      `qemu-img ${major}.${minor} is older than ${MIN_QEMU.join('.')}, ` +
+        'the oldest this harness is verified against: upgrade qemu-utils',
     );
   }
   return version;
 }
 
-/** The subject: qemu-img in a control run, else the instar binary given. */
-export async function subjectFrom(args: { control: boolean; instar: string }): Promise<Resizer> {
+/** The subject: qemu-img in a control run (another qemu-img with --control-qemu-img), else the
+ * instar binary given. */
+export async function subjectFrom(args: {
+  control: boolean;
+  instar: string;
+  'control-qemu-img'?: string;
+}): Promise<Resizer> {
   if (args.control) return qemuImg;
+  const other = args['control-qemu-img'];
+  if (other !== undefined) {
+    const program = await findExecutable(other.includes('/') ? other : `./${other}`);
+    if (!program)
+      usageFail(`--control-qemu-img ${other} is not an executable file: pass the path of a qemu-img binary`);
+    return { dialect: 'qemu-img', program: program! };
+  }
   const found = await findExecutable(args.instar);
   if (!found)
     usageFail(
-      `instar not found or not executable: ${args.instar}. Pass the binary with --instar PATH, or run --control for a self-test`,
+      `instar not found or not executable: ${args.instar}. ` +
+        'Pass the binary with --instar PATH, or run --control for a self-test',
     );
   return { dialect: 'instar', program: found! };
 }
 
 /** The subject's version line, for reports and the summary. */
 export const subjectVersion = (subject: Resizer, qemuVersion: string, timeoutMs: number) =>
-  subject.dialect === 'instar' ? toolVersion(subject.program, timeoutMs) : Promise.resolve(qemuVersion);
+  subject.program === qemuImg.program ? Promise.resolve(qemuVersion) : toolVersion(subject.program, timeoutMs);
 
 export async function writableDir(dir: string, flag: string, create: boolean) {
   try {

@@ -23,14 +23,15 @@ import {
 // reading. qemu still opens every image in every window, so header and open-time errors surface as
 // before; any window error re-runs the plain compare so that error messages are exactly qemu's.
 //
-// Semantics are those of `qemu-img compare -f qcow2 -F qcow2 A B` (without -s): exit 0 identical,
-// 1 different with "Content mismatch at offset N!" on stdout (N the first differing 512-byte sector
+// Semantics are those of `qemu-img compare -f qcow2 -F qcow2 A B` (without -s): exit 0 identical, 1
+// different with "Content mismatch at offset N!" on stdout (N the first differing 512-byte sector
 // in guest order, checked against the plain compare by test/content-compare.test.ts), 2 or more an
-// error; for images of different sizes the larger one's tail must read as zeros, and "Warning: Image
-// size mismatch!" comes first unless the common part already differs. Small images (the usual fuzz case), images this reader is unsure about
-// (backing file, external data file, encryption, tables outside the file, unreadable metadata)
-// fall back to one plain compare, so this never spawns more processes than the plain compare except
-// when data is spread over far-apart regions (at most MAX_WINDOWS processes, then).
+// error; for images of different sizes the larger one's tail must read as zeros, and "Warning:
+// Image size mismatch!" comes first unless the common part already differs. Small images (the usual
+// fuzz case), images this reader is unsure about (backing file, external data file, encryption,
+// tables outside the file, unreadable metadata) fall back to one plain compare, so this never
+// spawns more processes than the plain compare except when data is spread over far-apart regions
+// (at most MAX_WINDOWS processes, then).
 
 export interface CompareContentOptions {
   /** Budget of the whole comparison: windows are not started once it is spent. Each process's own
@@ -177,7 +178,8 @@ export function windowsOf(
  * name are doubled (QemuOpts quoting); file.driver=file keeps the name from being read as a
  * protocol prefix. */
 export const windowOpts = (file: string, offset: number, length: number) =>
-  `driver=raw,offset=${offset},size=${length},file.driver=qcow2,file.file.driver=file,file.file.filename=${file.replace(/,/g, ',,')}`;
+  `driver=raw,offset=${offset},size=${length},file.driver=qcow2,` +
+  `file.file.driver=file,file.file.filename=${file.replace(/,/g, ',,')}`;
 
 const SIZE_WARNING = 'Warning: Image size mismatch!\n';
 const MISMATCH = /Content mismatch at offset (\d+)!/;
@@ -233,7 +235,9 @@ export async function compareContent(
       return {
         exitCode: null,
         stdout: '',
-        stderr: `${stderr}content comparison stopped before window ${start}+${end - start}: ${opts.signal?.aborted ? 'aborted' : 'out of time'}\n`,
+        stderr:
+          `${stderr}content comparison stopped before window ${start}+${end - start}: ` +
+          `${opts.signal?.aborted ? 'aborted' : 'out of time'}\n`,
         method: 'windows',
         processes,
         windows: windows.map(([s, e]) => [s, e - s]),

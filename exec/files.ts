@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 
-// Whole-file reading of images and data files: the content hash of a refused step's files,
-// sparse copies, and the stamps that spare a second hash of files nothing wrote. Files are read in blocks: an all-zero block (a hole, or preallocated space) is
-// hashed as one marker byte and not copied, so files mostly made of holes cost a read, not a hash
-// or a write.
+// Whole-file reading of images and data files: the content hash of a refused step's files, sparse
+// copies, and the stamps that spare a second hash of files nothing wrote. Files are read in blocks:
+// an all-zero block (a hole, or preallocated space) is hashed as one marker byte and not copied, so
+// files mostly made of holes cost a read, not a hash or a write.
 
 const BLOCK = 64 * 1024;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);

@@ -10,7 +10,9 @@ import type { ReaderReply, ReaderRequest, ReaderTasks } from './reader-worker.ts
 
 // A worker's --import does not reach its main module on node 20, so the thread registers tsx
 // (by its own path: the harness may run from any directory) and then imports the TypeScript.
-const BOOT = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then(({ register }) => { register(); return import(${JSON.stringify(new URL('./reader-worker.ts', import.meta.url).href)}); })`;
+const TSX_API = JSON.stringify(import.meta.resolve('tsx/esm/api'));
+const WORKER_MODULE = JSON.stringify(new URL('./reader-worker.ts', import.meta.url).href);
+const BOOT = `import(${TSX_API}).then(({ register }) => { register(); return import(${WORKER_MODULE}); })`;
 
 interface ReaderThread {
   worker: Worker;

@@ -4,12 +4,20 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type { Case } from '../model/case.ts';
-import { buildCommands, compareArgs, qemuImg, resizeArgs, type CommandRecord } from '../model/commands.ts';
+import {
+  buildCommands,
+  compareArgs,
+  outputModeOf,
+  qemuImg,
+  referenceResizeArgs,
+  resizeArgs,
+  type CommandRecord,
+} from '../model/commands.ts';
 import { imagePath, keptFiles, type SideFiles } from '../model/layout.ts';
 import { plannedSizes, regrowWindows, type StepPlan } from '../model/plan.ts';
 import { afterUseWorkload } from '../oracles/after-use.ts';
 import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
-import { firstMismatch, type CompareObservation, type RegrowProbe } from '../oracles/content.ts';
+import { firstMismatch, type CompareObservation, type MismatchSector, type RegrowProbe } from '../oracles/content.ts';
 import type { StepFinding } from '../oracles/finding.ts';
 import { infoFromStructure, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, type OutcomeClass } from '../oracles/outcome.ts';
@@ -25,6 +33,7 @@ import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
 import { copySparse, stampOf } from './files.ts';
 import { ReadAhead } from './read-ahead.ts';
+import { reader } from './readers.ts';
 import { inCaseDirectory } from './work-dir.ts';
 
 // A case as a pipeline: build the base image and check it, copy it for each side, then per step
@@ -185,7 +194,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
   const { reference, subject } = run.layout;
   const inputs = await ahead.take(index);
   const [refStamp, subStamp] = await Promise.all([stampOf(run.files(reference)), stampOf(run.files(subject))]);
-  const ref = await run.run(qemuImg.program, resizeArgs(qemuImg, step, reference.image), reference);
+  const ref = await run.run(qemuImg.program, referenceResizeArgs(step, reference.image), reference);
   const sub = await run.run(run.options.subject.program, resizeArgs(run.options.subject, step, subject.image), subject);
   const record: StepRecord = {
     index,
@@ -197,7 +206,38 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     subjectStderr: sub.stderr,
     oracles: [],
   };
-  const observation: StepObservation = { kind: plan.kind, reference: ref, subject: sub, refusal: null, results: null };
+  const observation: StepObservation = {
+    case: run.c,
+    index,
+    kind: plan.kind,
+    reference: ref,
+    subject: sub,
+    output: outputModeOf(run.options.subject, step),
+    subjectAfter: null,
+    accepted: null,
+    refusal: null,
+    results: null,
+  };
+  if (observation.output === 'json' && record.subject === 'ok') {
+    // what the subject's JSON report must say: its image as it is now
+    const size = await readQcow2Header(run.path(subject)).then(
+      (h) => h.size,
+      () => null,
+    );
+    const fileLength = await stat(run.path(subject)).then(
+      (s) => s.size,
+      () => null,
+    );
+    observation.subjectAfter = { size, fileLength };
+  }
+  if (record.reference === 'refused' && record.subject === 'ok') {
+    // what the subject made of a size qemu-img refused names why it accepted
+    const after = await readQcow2Header(run.path(subject)).then(
+      (h) => h.size,
+      () => null,
+    );
+    observation.accepted = { before, target: plan.target, after };
+  }
   if (record.reference === 'refused' || record.subject === 'refused') {
     const refAfter =
       record.reference === 'refused'
@@ -242,6 +282,8 @@ async function observeResults(run: CaseRun, ahead: ReadAhead, index: number): Pr
     subjectSize: sizeOf(subjectInfo),
   };
   const regrow = await probeRegrowWindow(run, index, compare);
+  const quirk = regrow !== null && !regrow.referenceReadsZero && regrow.subjectReadsZero;
+  if (!quirk) compare.sector = await probeSector(run, compare);
   return {
     subjectCheck,
     referenceCheck,
@@ -280,6 +322,23 @@ function compareResults(run: CaseRun, plan: Promise<ComparePlan> | undefined) {
   });
 }
 
+/** Whether a side's image reads zeros over [start, end). */
+async function readsZero(run: CaseRun, side: SideFiles, start: number, end: number): Promise<boolean> {
+  const args = ['-r', '-f', 'qcow2', '-c', `read -q -P 0 ${start} ${end - start}`, side.image];
+  return (await run.run('qemu-io', args, side)).exitCode === 0;
+}
+
+/** What both results read where they first differ (two reads, only when they differ): zeros on
+ * one side or data on both names the difference. */
+async function probeSector(run: CaseRun, compare: CompareObservation): Promise<MismatchSector | null> {
+  const at = firstMismatch(compare);
+  if (at === null) return null;
+  const start = Math.floor(at / 512) * 512;
+  const referenceReadsZero = await readsZero(run, run.layout.reference, start, start + 512);
+  const subjectReadsZero = await readsZero(run, run.layout.subject, start, start + 512);
+  return { referenceReadsZero, subjectReadsZero };
+}
+
 /** When the first difference lies in a partial cluster a shrink kept and a later grow exposed,
  * what each result reads there (two reads, only then): qemu's quirk or the subject's bug. */
 async function probeRegrowWindow(
@@ -290,12 +349,8 @@ async function probeRegrowWindow(
   const at = firstMismatch(compare);
   const window = at === null ? undefined : regrowWindows(run.c, index).find((w) => at >= w.start && at < w.end);
   if (!window) return null;
-  const readsZero = async (side: SideFiles) => {
-    const args = ['-r', '-f', 'qcow2', '-c', `read -q -P 0 ${window.start} ${window.end - window.start}`, side.image];
-    return (await run.run('qemu-io', args, side)).exitCode === 0;
-  };
-  const referenceReadsZero = await readsZero(run.layout.reference);
-  const subjectReadsZero = await readsZero(run.layout.subject);
+  const referenceReadsZero = await readsZero(run, run.layout.reference, window.start, window.end);
+  const subjectReadsZero = await readsZero(run, run.layout.subject, window.start, window.end);
   return { window, referenceReadsZero, subjectReadsZero };
 }
 
@@ -322,8 +377,19 @@ async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord) 
   const compared = await compareResults(run, comparePlan);
   const [referenceSize, subjectSize] = await sizes;
   const { subjectCheck, referenceCheck } = await checks(run, subCheck);
-  const compare = { ...compared, referenceSize, subjectSize };
-  const findings = judgeAfterUse({ ...record, subjectStderr: subIo.stderr, subjectCheck, referenceCheck, compare });
+  const compare: CompareObservation = { ...compared, referenceSize, subjectSize };
+  compare.sector = await probeSector(run, compare);
+  // the subject's structure names the clusters qemu-img check complains about: read only then
+  const subjectStructure = isClean(subjectCheck) ? null : await reader.structuralCheck(run.path(subject));
+  const context = { case: run.c, step: last.index, workloadSize: referenceSize, subjectStructure };
+  const findings = judgeAfterUse({
+    ...record,
+    subjectStderr: subIo.stderr,
+    subjectCheck,
+    referenceCheck,
+    compare,
+    context,
+  });
   return { record, findings };
 }
 

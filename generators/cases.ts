@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import type { Case, ResizeStep } from '../model/case.ts';
+import type { Case, OutputMode, ResizeStep } from '../model/case.ts';
 import { planStep, plannedSizes } from '../model/plan.ts';
 import { align } from './bounds.ts';
 import {
@@ -37,6 +37,7 @@ export const caseArb: fc.Arbitrary<Case> = fc
       { freq: 4 },
     ),
     snapshots: fc.oneof(
+      { withCrossShrink: true },
       { weight: 2, arbitrary: fc.constant(null) },
       { weight: 1, arbitrary: fc.array(snapshotRecipeArb, { minLength: 1, maxLength: 5 }) },
     ),
@@ -45,6 +46,8 @@ export const caseArb: fc.Arbitrary<Case> = fc
     // last: every draw above is the same as before backing images and data files existed
     external: externalArb,
     backingData: fc.array(backingWriteArb, { minLength: 1, maxLength: 3 }),
+    // what each step asks the subject to print: its words half the time, else JSON or nothing
+    outputs: fc.array(fc.constantFrom<OutputMode>('human', 'human', 'json', 'quiet'), { minLength: 5, maxLength: 5 }),
   })
   .map(
     ({
@@ -56,6 +59,7 @@ export const caseArb: fc.Arbitrary<Case> = fc
       regrow,
       external,
       backingData,
+      outputs,
     }): Case => {
       let image = withExternalFiles(drawn, external);
       const data = discardProbe ? [...recipes, discardProbe] : recipes;
@@ -73,7 +77,7 @@ export const caseArb: fc.Arbitrary<Case> = fc
         const plan = add(materialiseStep(r, image, current));
         if (pendingRegrow && plan.kind === 'shrink' && plan.accepted) {
           pendingRegrow = false;
-          add({ size: `+${formatBytes(2 * image.clusterSize, true)}`, shrink: false, preallocation: null });
+          add({ size: `+${formatBytes(2 * image.clusterSize, 'upper')}`, shrink: false, preallocation: null });
         }
       }
       // data is placed around the first accepted shrink's new size, so that shrinks discard
@@ -90,7 +94,8 @@ export const caseArb: fc.Arbitrary<Case> = fc
         };
       }
       const io = compressedFirst(data.map((r) => materialiseData(r, image, target)));
-      return { image, data: snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io, steps };
+      const withOutputs = steps.map((s, i) => ({ ...s, output: outputs[i]! }));
+      return { image, data: snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io, steps: withOutputs };
     },
   );
 

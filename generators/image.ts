@@ -18,11 +18,15 @@ import {
 
 /** Backing images: none in most cases; otherwise shorter or longer than the image. */
 const backingArb = fc.oneof(
+  // shrinks across to the first (off) branch, so a minimised case keeps a feature only when needed
+  { withCrossShrink: true },
   { weight: 6, arbitrary: fc.constant(null) },
   { weight: 1, arbitrary: fc.record({ longer: fc.boolean(), sizeFraction: fraction }) },
 );
 /** External data files: none in most cases; otherwise data_file, or data_file with data_file_raw. */
 const dataFileArb = fc.oneof(
+  // shrinks across to the first (off) branch, so a minimised case keeps a feature only when needed
+  { withCrossShrink: true },
   { weight: 6, arbitrary: fc.constant<DataFileKind>('none') },
   { weight: 1, arbitrary: fc.constant<DataFileKind>('data_file') },
   { weight: 1, arbitrary: fc.constant<DataFileKind>('data_file_raw') },
@@ -78,10 +82,12 @@ export const imageArb: fc.Arbitrary<ImageSpec> = fc
     extendedL2: fc.integer({ min: 0, max: 4 }).map((n) => n === 4),
     zstd: fc.integer({ min: 0, max: 4 }).map((n) => n === 4),
     amendFrom: fc.oneof(
+      { withCrossShrink: true },
       { weight: 5, arbitrary: fc.constant(null) },
       { weight: 1, arbitrary: fc.constantFrom<RefcountBits>(...REFCOUNT_WIDTHS) },
     ),
     bitmaps: fc.oneof(
+      { withCrossShrink: true },
       { weight: 6, arbitrary: fc.constant(0) },
       { weight: 1, arbitrary: fc.integer({ min: 1, max: 2 }) },
     ),

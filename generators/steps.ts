@@ -32,32 +32,53 @@ export const stepRecipeArb = fc.record({
   targetFraction: fraction,
   // cluster-aligned or only sector-aligned targets
   clusterAligned: fc.boolean(),
-  form: fc.constantFrom('bytes', 'suffix', 'relative'),
+  form: fc.constantFrom('absolute', 'absolute', 'relative'),
+  // how the number is written: every spelling qemu-img reads (model/size.ts), half of them with a
+  // suffix or a fraction, so a resizer that reads one differently shows it in the first cases
+  spelling: fc.constantFrom<Spelling>('bytes', 'bytes', 'upper', 'lower', 'fraction', 'B', 'b'),
   preallocation: fc.constantFrom<Preallocation | null>(null, null, 'off', 'metadata', 'falloc', 'full'),
   unalignedBy: fc.integer({ min: 1, max: 511 }),
 });
 export type StepRecipe = typeof stepRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
-/** The largest unit among G, M, K that divides n, written as qemu and instar both parse it. */
-export function formatBytes(n: number, withSuffix: boolean): string {
-  if (withSuffix) {
-    for (const [suffix, unit] of [
-      ['G', GiB],
-      ['M', MiB],
-      ['K', KiB],
-    ] as const) {
-      if (n % unit === 0) return `${n / unit}${suffix}`;
-      // a fraction with a suffix, e.g. 1.5M: exact in binary and accepted by qemu-img
-      if (n > unit && (2 * n) % unit === 0) return `${Math.floor(n / unit)}.5${suffix}`;
-    }
+export type Spelling = 'bytes' | 'upper' | 'lower' | 'fraction' | 'B' | 'b';
+
+const UNITS = [
+  ['E', 2 ** 60],
+  ['P', 2 ** 50],
+  ['T', 2 ** 40],
+  ['G', GiB],
+  ['M', MiB],
+  ['K', KiB],
+] as const;
+
+/** `n` bytes spelled as qemu-img reads them: plain, with the largest suffix that divides it (upper
+ * or lower case), as a binary fraction with a suffix (`1.5M`, `2.0625G`), or with a `B` or `b` bytes
+ * suffix. A spelling that cannot write `n` falls back to the next plainer one. */
+export function formatBytes(n: number, spelling: Spelling): string {
+  if (spelling === 'B' || spelling === 'b') return `${n}${spelling}`;
+  if (spelling === 'fraction') {
+    // sixteenths of a unit (at most four decimals) are exact in binary: qemu-img reads them back
+    // to the byte
+    const unit = UNITS.find(([, u]) => n > u && n % u !== 0 && (16 * n) % u === 0);
+    if (unit) return `${n / unit[1]}${unit[0]}`;
   }
-  return String(n);
+  if (spelling === 'bytes') return String(n);
+  const unit = UNITS.find(([, u]) => n % u === 0);
+  if (!unit) return String(n);
+  return `${n / unit[1]}${spelling === 'lower' ? unit[0].toLowerCase() : unit[0]}`;
 }
 
-function sizeArgument(target: number, current: number, form: StepRecipe['form']): string {
-  if (form !== 'relative' || target === current) return formatBytes(target, form === 'suffix');
-  const delta = target - current;
-  return `${delta > 0 ? '+' : '-'}${formatBytes(Math.abs(delta), true)}`;
+/** SIZE for a target, absolute or relative to the current size. A `b` suffix (bytes to qemu-img,
+ * 512-byte sectors to some resizers) is used only where the sector reading is a size this image
+ * could have, so a resizer that reads it so resizes instead of failing. */
+function sizeArgument(target: number, current: number, r: Pick<StepRecipe, 'form' | 'spelling'>, cap: number): string {
+  const relative = r.form === 'relative' && target !== current;
+  const n = relative ? Math.abs(target - current) : target;
+  const asSectors = relative ? current + Math.sign(target - current) * n * 512 : n * 512;
+  const spelling = r.spelling === 'b' && !(asSectors > 0 && asSectors <= cap) ? 'B' : r.spelling;
+  const written = formatBytes(n, spelling);
+  return relative ? `${target > current ? '+' : '-'}${written}` : written;
 }
 
 export function materialiseStep(r: StepRecipe, image: ImageSpec, current: number): ResizeStep {
@@ -75,13 +96,13 @@ export function materialiseStep(r: StepRecipe, image: ImageSpec, current: number
       );
       if (current + 512 > limit) return materialiseStep({ ...r, kind: 'shrink' }, image, current);
       const target = clamp(align(between(current + 512, limit, r.targetFraction), unit), current + 512, limit);
-      return { size: sizeArgument(align(target, 512), current, r.form), shrink: false, preallocation: r.preallocation };
+      return { size: sizeArgument(align(target, 512), current, r, cap), shrink: false, preallocation: r.preallocation };
     }
     case 'shrink':
     case 'shrinkWithoutFlag':
     case 'preallocatedShrink': {
       if (current <= 512)
-        return { size: sizeArgument(current + 512, current, r.form), shrink: false, preallocation: null };
+        return { size: sizeArgument(current + 512, current, r, cap), shrink: false, preallocation: null };
       const preallocation =
         r.kind === 'preallocatedShrink'
           ? r.preallocation && r.preallocation !== 'off'
@@ -89,13 +110,13 @@ export function materialiseStep(r: StepRecipe, image: ImageSpec, current: number
             : 'full'
           : null;
       return {
-        size: sizeArgument(shrinkTarget(), current, r.form),
+        size: sizeArgument(shrinkTarget(), current, r, cap),
         shrink: r.kind !== 'shrinkWithoutFlag',
         preallocation,
       };
     }
     case 'same':
-      return { size: sizeArgument(current, current, r.form), shrink: r.clusterAligned, preallocation: r.preallocation };
+      return { size: sizeArgument(current, current, r, cap), shrink: r.clusterAligned, preallocation: r.preallocation };
     case 'unalignedSize':
       return {
         size: String(align(between(512, current + 64 * KiB, r.targetFraction), 512) + r.unalignedBy),

@@ -60,7 +60,13 @@ export interface ResizeStep {
   shrink: boolean;
   /** null: no --preallocation option at all. */
   preallocation: Preallocation | null;
+  /** What the subject is asked to print: `Image resized.` (human, also when absent), its JSON
+   * report (`--output json`), or nothing (`-q`). qemu-img, the reference, always prints its words. */
+  output?: OutputMode;
 }
+
+export const OUTPUT_MODES = ['human', 'json', 'quiet'] as const;
+export type OutputMode = (typeof OUTPUT_MODES)[number];
 
 export interface Case {
   image: ImageSpec;
@@ -167,6 +173,7 @@ export function parseCase(json: unknown, where = 'case'): Case {
     if (typeof step.size !== 'string' || step.size === '') fail(`steps[${i}].size`, 'must be a non-empty string');
     if (typeof step.shrink !== 'boolean') fail(`steps[${i}].shrink`, 'must be true or false');
     oneOf(step.preallocation, `steps[${i}].preallocation`, [null, ...PREALLOCATION_MODES]);
+    if (step.output !== undefined) oneOf(step.output, `steps[${i}].output`, OUTPUT_MODES);
   });
   return json as Case;
 }

@@ -1,4 +1,4 @@
-import { isIoOp, type Case, type ImageSpec, type IoOp, type ResizeStep } from './case.ts';
+import { isIoOp, type Case, type ImageSpec, type IoOp, type OutputMode, type ResizeStep } from './case.ts';
 import { BACKING, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
 
 // Every command line the harness runs for a case, derived from the case alone: the single source
@@ -88,7 +88,12 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
   if (image.dirty) {
     out.push({
       program: 'qemu-io',
-      args: io(['write -q -P 17 0 512', 'abort'], file),
+      // with lazy refcounts the dirty bit is set by the first refcount change: the discard frees
+      // the first cluster if it holds data, the write allocates it if not; either changes one
+      args: io(
+        [`discard -q 0 ${Math.min(image.clusterSize, image.virtualSize)}`, 'write -q -P 17 0 512', 'abort'],
+        file,
+      ),
       expect: 'abort',
       what: 'qemu-io (aborted, leaving the dirty bit)',
     });
@@ -139,7 +144,22 @@ export function resizeArgs(resizer: Resizer, step: ResizeStep, file: string): st
     if (resizer.dialect === 'instar') args.push('--preallocation', step.preallocation);
     else args.push(`--preallocation=${step.preallocation}`);
   }
+  const output = outputModeOf(resizer, step);
+  if (output === 'json') args.push('--output', 'json');
+  if (output === 'quiet') args.push('-q');
   return [...args, file, step.size];
+}
+
+/** qemu-img's resize of a step, the reference: always asked for its words, which the subject's
+ * human output is compared with. */
+export const referenceResizeArgs = (step: ResizeStep, file: string) =>
+  resizeArgs(qemuImg, { ...step, output: 'human' }, file);
+
+/** What a resizer is asked to print for a step: qemu-img has no JSON, so a control run's subject
+ * prints its words where instar would print JSON. */
+export function outputModeOf(resizer: Resizer, step: ResizeStep): OutputMode {
+  const mode = step.output ?? 'human';
+  return mode === 'json' && resizer.dialect !== 'instar' ? 'human' : mode;
 }
 
 /** A command for a child process. */

@@ -81,3 +81,20 @@ export function regrowWindows(c: Case, step: number): { start: number; end: numb
     return regrown ? [{ start: s, end: Math.ceil(s / cs) * cs }] : [];
   });
 }
+
+/** Where a guest offset lies relative to the step that diverged, for naming a content difference:
+ * `kept` (below both the size before the step and after it), `grown` (new space of a grow),
+ * `beyond-end` (past the size after the step). `workloadSize`, when given, is the size the
+ * after-use workload grew the results to: offsets from the step's size up to it are `grown` too
+ * (a grow is a grow, whoever made it). Deliberately coarse: a bug that writes where a grow begins lands in `grown`
+ * whatever the steps before it did, so the finer history (a range discarded earlier, a partial
+ * cluster, preallocation) would split one bug over several signatures. */
+export type GuestRegion = 'kept' | 'grown' | 'beyond-end';
+
+export function guestRegion(c: Case, step: number, offset: number, workloadSize: number | null = null): GuestRegion {
+  const { before, plan } = plannedSizes(c)[step] ?? { before: c.image.virtualSize, plan: null };
+  const after = plan && plan.accepted && plan.target !== null ? plan.target : before;
+  if (workloadSize !== null) return offset < after ? 'kept' : offset < workloadSize ? 'grown' : 'beyond-end';
+  if (offset < Math.min(before, after)) return 'kept';
+  return offset < after ? 'grown' : 'beyond-end';
+}

@@ -1,8 +1,10 @@
 import type { Case, IoOp } from '../model/case.ts';
+import type { StructureObservation } from '../qcow2/structure.ts';
 import { qemuIoCommand } from '../model/commands.ts';
 import { largestPlannedSize } from '../model/plan.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
 import { contentOracle, type CompareObservation } from './content.ts';
+import { normaliseMessage } from './message.ts';
 import type { Finding } from './finding.ts';
 
 // Some damage only shows when the image is used again: a wrong refcount makes the next allocation
@@ -44,6 +46,9 @@ export interface AfterUseObservation {
   subjectCheck: CheckObservation;
   referenceCheck: CheckObservation | null;
   compare: CompareObservation;
+  /** Where the results stand: the case and its last step, the size the workload grew them to, and
+   * the subject's structure (which names the clusters qemu-img check complains about). */
+  context?: { case: Case; step: number; workloadSize: number | null; subjectStructure: StructureObservation | null };
 }
 
 /** The check and content oracles again, after the workload; findings carry the 'after-use'
@@ -55,13 +60,27 @@ export function afterUseOracle(o: AfterUseObservation): Finding[] {
         oracle: 'after-use',
         kind: 'workload-failed',
         side: o.subjectExit === 0 ? 'reference' : 'subject',
-        detail: `reference=${o.referenceExit === 0 ? 'ok' : 'failed'},subject=${o.subjectExit === 0 ? 'ok' : 'failed'}`,
-        message: `the same qemu-io workload exited ${o.referenceExit} on qemu's result and ${o.subjectExit} on the subject's`,
+        detail:
+          `reference=${o.referenceExit === 0 ? 'ok' : 'failed'},subject=${o.subjectExit === 0 ? 'ok' : 'failed'}` +
+          (o.subjectExit === 0 ? '' : `,${normaliseMessage(o.subjectStderr) || 'no message'}`),
+        message:
+          `the same qemu-io workload exited ${o.referenceExit} on qemu's result ` +
+          `and ${o.subjectExit} on the subject's`,
         evidence: { workload: o.workload, subjectStderr: o.subjectStderr },
       },
     ];
   }
-  return [...checkOracle(o.subjectCheck, o.referenceCheck), ...contentOracle(o.compare)].map((f) => ({
+  const x = o.context;
+  const checked = checkOracle(o.subjectCheck, o.referenceCheck, {
+    subject: x?.subjectStructure ?? null,
+    reference: null,
+  });
+  const compared = contentOracle(
+    o.compare,
+    null,
+    x ? { case: x.case, step: x.step, workloadSize: x.workloadSize } : null,
+  );
+  return [...checked, ...compared].map((f) => ({
     ...f,
     oracle: 'after-use' as const,
     message: `after the same qemu-io workload on both results: ${f.message}`,

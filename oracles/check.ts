@@ -1,4 +1,7 @@
+import type { StructureObservation } from '../qcow2/structure.ts';
 import type { Finding, Side } from './finding.ts';
+import { normaliseMessage } from './message.ts';
+import { checkDamage, damageDetail, parseCheckComplaints } from './refcount-damage.ts';
 
 /** `qemu-img check --output=json`: counters appear only when non-zero. */
 export interface CheckReport {
@@ -30,45 +33,65 @@ export function parseCheck(exitCode: number | null, stdout: string, stderr: stri
 export const isClean = (c: CheckObservation) =>
   c.exitCode === 0 && c.report !== null && !c.report.corruptions && !c.report.leaks && c.report['check-errors'] === 0;
 
-function checkFinding(side: Side, c: CheckObservation, otherHasLeaks: boolean): Finding | null {
+function checkFinding(
+  side: Side,
+  c: CheckObservation,
+  structure: StructureObservation | null,
+  otherHasLeaks: boolean,
+): Finding | null {
   const r = c.report;
-  const base = { oracle: 'check' as const, side, evidence: { exitCode: c.exitCode, report: r, stderr: c.stderr } };
-  if (r === null)
+  const base = { oracle: 'check' as const, side };
+  const evidence = { exitCode: c.exitCode, report: r, stderr: c.stderr };
+  if (r === null) {
     return {
       ...base,
       kind: 'check-failed',
-      detail: `exit=${c.exitCode}`,
+      detail: normaliseMessage(c.stderr) || `exit=${c.exitCode}`,
       message: `qemu-img check could not check the ${side} image: ${c.stderr.trim()}`,
+      evidence,
     };
-  if (r.corruptions)
+  }
+  const damage = (kind: 'corruptions' | 'leaks') => {
+    const bits = structure?.readable ? structure.header.refcountBits : 16;
+    const classes = checkDamage(
+      parseCheckComplaints(c.stderr, structure?.readable ? structure.header.clusterBits : 16),
+      structure,
+      kind,
+    );
     return {
-      ...base,
-      kind: 'corruptions',
-      detail: 'corruptions',
-      message: `qemu-img check found ${r.corruptions} corruptions in the ${side} image`,
+      detail: damageDetail(classes, bits) || 'unexplained',
+      evidence: { ...evidence, classes: [...new Set(classes.map((x) => x.class))].sort() },
     };
-  if (r['check-errors'])
-    return {
-      ...base,
-      kind: 'check-errors',
-      detail: 'check-errors',
-      message: `qemu-img check hit ${r['check-errors']} errors on the ${side} image`,
-    };
-  if (r.leaks && !otherHasLeaks)
-    return {
-      ...base,
-      kind: 'leaks',
-      detail: 'leaks',
-      message: `qemu-img check found ${r.leaks} leaked clusters in the ${side} image and none in the other`,
-    };
+  };
+  if (r.corruptions) {
+    const message = `qemu-img check found ${r.corruptions} corruptions in the ${side} image`;
+    return { ...base, kind: 'corruptions', message, ...damage('corruptions') };
+  }
+  if (r['check-errors']) {
+    const message = `qemu-img check hit ${r['check-errors']} errors on the ${side} image`;
+    return { ...base, kind: 'check-errors', detail: normaliseMessage(c.stderr) || 'check-errors', message, evidence };
+  }
+  if (r.leaks && !otherHasLeaks) {
+    const message = `qemu-img check found ${r.leaks} leaked clusters in the ${side} image and none in the other`;
+    return { ...base, kind: 'leaks', message, ...damage('leaks') };
+  }
   return null;
 }
 
 /** Any corruption or check error in the subject's result is a finding; leaks only where qemu's
- * result has none. The reference check is needed only when the subject's is not clean. */
-export function checkOracle(subject: CheckObservation, reference: CheckObservation | null): Finding[] {
+ * result has none. The reference check is needed only when the subject's is not clean. Damage is
+ * named by the structures the damaged clusters belong to (refcount-damage.ts), which each image's
+ * structure (when given) tells. */
+export function checkOracle(
+  subject: CheckObservation,
+  reference: CheckObservation | null,
+  structures: { subject: StructureObservation | null; reference: StructureObservation | null } = {
+    subject: null,
+    reference: null,
+  },
+): Finding[] {
   const refLeaks = Boolean(reference?.report?.leaks);
-  const findings = [checkFinding('subject', subject, refLeaks)];
-  if (reference) findings.push(checkFinding('reference', reference, true));
+  const findings = [checkFinding('subject', subject, structures.subject, refLeaks)];
+  if (reference) findings.push(checkFinding('reference', reference, structures.reference, true));
   return findings.filter((f): f is Finding => f !== null);
 }

@@ -22,5 +22,16 @@ export interface StepFinding extends Finding {
   step: number;
 }
 
+const CHECK_KINDS = ['check-failed', 'corruptions', 'check-errors', 'leaks'];
+
+/** The oracle a signature names. An after-use finding of a check or content kind names the oracle
+ * it repeats: the same damage is the same bug whether a step or the after-use workload exposed it. */
+export const signatureOracle = (f: Pick<Finding, 'oracle' | 'kind'>): string =>
+  f.oracle !== 'after-use' || f.kind === 'workload-failed'
+    ? f.oracle
+    : CHECK_KINDS.includes(f.kind)
+      ? 'check'
+      : 'content';
+
 export const signatureOf = (f: Pick<Finding, 'oracle' | 'kind' | 'side' | 'detail'>) =>
-  `${f.oracle}/${f.kind}/${f.side}/${f.detail}`;
+  `${signatureOracle(f)}/${f.kind}/${f.side}/${f.detail}`;

@@ -93,13 +93,15 @@ export function infoOracle(reference: InfoObservation, subject: InfoObservation)
   const diff = Object.fromEntries(
     differing.map((k) => [k, { reference: reference.fields[k], subject: subject.fields[k] }]),
   );
+  const shown = (k: keyof InfoFields) =>
+    `${k} (qemu ${JSON.stringify(diff[k]!.reference)}, subject ${JSON.stringify(diff[k]!.subject)})`;
   return [
     {
       oracle: 'info',
       kind: 'info-mismatch',
       side: 'subject',
       detail: differing.join(','),
-      message: `qemu-img info differs in ${differing.map((k) => `${k} (qemu ${JSON.stringify(diff[k]!.reference)}, subject ${JSON.stringify(diff[k]!.subject)})`).join(', ')}`,
+      message: `qemu-img info differs in ${differing.map(shown).join(', ')}`,
       evidence: diff,
     },
   ];

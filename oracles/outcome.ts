@@ -1,6 +1,7 @@
-import type { StepKind } from '../model/plan.ts';
 import type { CommandRecord } from '../model/commands.ts';
+import type { StepKind } from '../model/plan.ts';
 import type { Finding, Side } from './finding.ts';
+import { firstLine, normaliseMessage } from './message.ts';
 
 export type OutcomeClass = 'ok' | 'refused' | 'crashed' | 'timed-out';
 
@@ -12,14 +13,43 @@ export function classifyOutcome(
   return r.exitCode === 0 ? 'ok' : 'refused';
 }
 
-function abnormal(side: Side, outcome: OutcomeClass, signal: string | null, stepKind: StepKind): Finding | null {
+/** What the subject made of the size, when it accepted a step qemu-img refused: the virtual size
+ * of its result against the size before and the one asked for (null where SIZE does not parse). */
+export interface AcceptedSize {
+  before: number;
+  target: number | null;
+  /** The subject's virtual size after the step; null when its image cannot be read. */
+  after: number | null;
+}
+
+/** How the subject's result size relates to the request: part of why it accepted. */
+function sizeRelation({ before, target, after }: AcceptedSize): string {
+  if (after === null) return 'unreadable';
+  if (after === before) return 'unchanged';
+  if (target === null) return 'changed';
+  if (after === target) return 'as-asked';
+  return after < target ? 'below-asked' : 'above-asked';
+}
+
+/** The words a side refused with: its first line of stderr, normalised, or its exit code. */
+const refusal = (r: CommandRecord) =>
+  r.spawnError !== null
+    ? `could not start: ${/\b(E[A-Z]+)\b/.exec(r.spawnError)?.[1] ?? normaliseMessage(r.spawnError)}`
+    : normaliseMessage(r.stderr) || `exit ${r.exitCode} without a message`;
+
+function abnormal(side: Side, r: CommandRecord, outcome: OutcomeClass, stepKind: StepKind): Finding | null {
+  const evidence = { stepKind, signal: r.signal, stderr: firstLine(r.stderr) };
   if (outcome === 'crashed') {
+    // a panic or assertion message names the cause like a crash's top frame; without one the
+    // step kind is the only hint
+    const said = normaliseMessage(r.stderr);
     return {
       oracle: 'outcome',
       kind: 'crashed',
       side,
-      detail: `signal=${signal},step=${stepKind}`,
-      message: `${side} was killed by ${signal} on a ${stepKind} step`,
+      detail: `signal=${r.signal},${said ? `message=${said}` : `step=${stepKind}`}`,
+      message: `${side} was killed by ${r.signal} on a ${stepKind} step`,
+      evidence,
     };
   }
   if (outcome === 'timed-out') {
@@ -29,29 +59,55 @@ function abnormal(side: Side, outcome: OutcomeClass, signal: string | null, step
       side,
       detail: `step=${stepKind}`,
       message: `${side} ran past the timeout on a ${stepKind} step and was killed`,
+      evidence,
     };
   }
   return null;
 }
 
 /** Different outcome classes are a divergence; a crash or timeout is a finding on its own, even
- * when the other side did the same. Any two refusals agree: exit codes and messages differ freely. */
-export function outcomeOracle(reference: CommandRecord, subject: CommandRecord, stepKind: StepKind): Finding[] {
+ * when the other side did the same. Any two refusals agree: exit codes and messages differ freely.
+ * A refusal only one side makes is named by the refusing side's message (a refusal for a new reason
+ * is a new signature, whatever the step); an acceptance qemu-img refused, by qemu-img's message and
+ * what the subject made of the size. */
+export function outcomeOracle(
+  reference: CommandRecord,
+  subject: CommandRecord,
+  stepKind: StepKind,
+  accepted: AcceptedSize | null = null,
+): Finding[] {
   const ref = classifyOutcome(reference);
   const sub = classifyOutcome(subject);
-  const findings = [
-    abnormal('subject', sub, subject.signal, stepKind),
-    abnormal('reference', ref, reference.signal, stepKind),
-  ].filter((f): f is Finding => f !== null);
-  if (findings.length === 0 && ref !== sub) {
-    findings.push({
-      oracle: 'outcome',
-      kind: 'outcome-mismatch',
-      side: 'subject',
-      detail: `reference=${ref},subject=${sub},step=${stepKind}`,
-      message: `qemu-img ${ref === 'ok' ? 'accepted' : 'refused'} a ${stepKind} step that the subject ${sub === 'ok' ? 'accepted' : 'refused'}`,
-      evidence: { referenceExit: reference.exitCode, subjectExit: subject.exitCode, subjectStderr: subject.stderr },
-    });
+  const findings = [abnormal('subject', subject, sub, stepKind), abnormal('reference', reference, ref, stepKind)];
+  const out = findings.filter((f): f is Finding => f !== null);
+  if (out.length > 0 || ref === sub) return out;
+  const evidence = {
+    reference: ref,
+    subject: sub,
+    stepKind,
+    referenceExit: reference.exitCode,
+    subjectExit: subject.exitCode,
+    referenceStderr: reference.stderr,
+    subjectStderr: subject.stderr,
+  };
+  if (sub === 'refused') {
+    const said = refusal(subject);
+    const message =
+      `the subject refused a ${stepKind} step that qemu-img accepted: ` + (firstLine(subject.stderr) || said);
+    return [{ oracle: 'outcome', kind: 'refused', side: 'subject', detail: said, message, evidence }];
   }
-  return findings;
+  const size = accepted ? sizeRelation(accepted) : 'unknown';
+  const said = refusal(reference);
+  const message =
+    `the subject accepted a ${stepKind} step that qemu-img refused ` + `(${firstLine(reference.stderr) || said})`;
+  return [
+    {
+      oracle: 'outcome',
+      kind: 'accepted',
+      side: 'subject',
+      detail: `qemu-img: ${said.replace(/^qemu-img: /, '')}; size ${size}`,
+      message: `${message}; the subject's size: ${accepted?.after ?? 'unreadable'}`,
+      evidence: { ...evidence, size: accepted },
+    },
+  ];
 }

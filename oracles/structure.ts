@@ -17,6 +17,7 @@ import {
 } from '../qcow2/format.ts';
 import type { HeaderSummary, RefcountMismatchClass, StructureObservation } from '../qcow2/structure.ts';
 import { l1EntriesNeeded } from '../qcow2/tables.ts';
+import { damageClass, damageDetail } from './refcount-damage.ts';
 import type { Finding, Side } from './finding.ts';
 
 // The structure oracle reads the qcow2 metadata itself (qcow2/structure.ts structuralCheck) instead
@@ -125,16 +126,26 @@ function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
       evidence: o.problems,
     });
   }
-  for (const cls of MISMATCH_ORDER) {
-    const n = o.mismatchCounts[cls];
-    if (n === 0) continue;
-    const listed = o.refcountMismatches.filter((m) => m.class === cls);
+  const mismatched = MISMATCH_ORDER.reduce((n, cls) => n + o.mismatchCounts[cls], 0);
+  if (mismatched > 0) {
+    const groups = o.mismatchGroups.map((g) => ({
+      class: damageClass(g.class, g.role, g.shared),
+      role: g.role,
+      shared: g.shared,
+    }));
+    const e = o.refcountMismatches[0];
+    const counts = MISMATCH_ORDER.filter((cls) => o.mismatchCounts[cls] > 0).map(
+      (cls) => `${o.mismatchCounts[cls]} ${cls}`,
+    );
     findings.push({
       ...base,
       kind: 'refcount-mismatch',
-      detail: cls,
-      message: `${n} host clusters of the ${side} image have a stored refcount ${cls === 'undercounted' ? 'below' : 'above'} the references the metadata makes${cls === 'leaked' ? ' (none)' : ''}, e.g. cluster ${listed[0]?.cluster}: stored ${listed[0]?.stored}, expected ${listed[0]?.expected}`,
-      evidence: listed,
+      detail: damageDetail(groups, o.header.refcountBits),
+      message:
+        `${mismatched} host clusters of the ${side} image have a stored refcount that differs from the references ` +
+        `the metadata makes (${counts.join(', ')}), ` +
+        `e.g. cluster ${e?.cluster}: stored ${e?.stored}, expected ${e?.expected}`,
+      evidence: { groups: o.mismatchGroups, listed: o.refcountMismatches },
     });
   }
   if (o.copiedMismatchCount > 0) {
@@ -142,7 +153,9 @@ function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
       ...base,
       kind: 'copied-flag-mismatch',
       detail: uniqSorted(o.copiedMismatches.map((m) => m.table)).join(','),
-      message: `${o.copiedMismatchCount} active L1/L2 entries of the ${side} image have a COPIED flag that disagrees with the refcount`,
+      message:
+        `${o.copiedMismatchCount} active L1/L2 entries of the ${side} image ` +
+        'have a COPIED flag that disagrees with the refcount',
       evidence: o.copiedMismatches,
     });
   }
@@ -151,7 +164,9 @@ function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
       ...base,
       kind: 'beyond-eof',
       detail: uniqSorted(o.beyondEof.map((b) => b.role)).join(','),
-      message: `the ${side} image references ${o.beyondEofCount} host clusters at or past the end of its ${o.fileLength}-byte file`,
+      message:
+        `the ${side} image references ${o.beyondEofCount} host clusters ` +
+        `at or past the end of its ${o.fileLength}-byte file`,
       evidence: o.beyondEof,
     });
   }
@@ -160,7 +175,9 @@ function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
       ...base,
       kind: 'mapping-beyond-end',
       detail: uniqSorted(o.mappingsBeyondEnd.map((m) => m.table)).join(','),
-      message: `the ${side} image still maps ${o.mappingsBeyondEndCount} L1/L2 entries past its virtual size of ${o.header.size}`,
+      message:
+        `the ${side} image still maps ${o.mappingsBeyondEndCount} L1/L2 entries ` +
+        `past its virtual size of ${o.header.size}`,
       evidence: o.mappingsBeyondEnd,
     });
   }
@@ -259,7 +276,9 @@ export function structureOracle(subject: StructureObservation, reference: Struct
         ...base,
         kind: 'refcount-order-changed',
         detail: 'refcount_order',
-        message: `refcount_order is ${subject.header.refcountOrder} in the subject's result and ${reference.header.refcountOrder} in qemu's`,
+        message:
+          `refcount_order is ${subject.header.refcountOrder} in the subject's result ` +
+          `and ${reference.header.refcountOrder} in qemu's`,
         evidence: { reference: reference.header.refcountOrder, subject: subject.header.refcountOrder },
       });
     }

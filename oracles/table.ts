@@ -1,4 +1,5 @@
 import type { CommandRecord } from '../model/commands.ts';
+import type { Case, OutputMode } from '../model/case.ts';
 import type { StepKind } from '../model/plan.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import { afterUseOracle, type AfterUseObservation } from './after-use.ts';
@@ -6,7 +7,10 @@ import { checkOracle, type CheckObservation } from './check.ts';
 import { contentOracle, type CompareObservation, type RegrowProbe } from './content.ts';
 import type { Finding } from './finding.ts';
 import { infoOracle, type InfoObservation } from './info.ts';
-import { outcomeOracle } from './outcome.ts';
+import { outcomeOracle, type AcceptedSize } from './outcome.ts';
+import { outputOracle } from './output.ts';
+import { byRank } from './rank.ts';
+import { sizeGrammarOracle } from './size-grammar.ts';
 import { structureOracle } from './structure.ts';
 import { unchangedOnRefusalOracle, type RefusalHashes } from './unchanged-on-refusal.ts';
 
@@ -16,10 +20,19 @@ import { unchangedOnRefusalOracle, type RefusalHashes } from './unchanged-on-ref
 
 /** Everything observed of one resize step on both sides. */
 export interface StepObservation {
+  /** The case and the step's index in it: where a content difference lies is told from them. */
+  case: Case;
+  index: number;
   kind: StepKind;
   /** The two resize commands. */
   reference: CommandRecord;
   subject: CommandRecord;
+  /** What the subject was asked to print, and its image after the step when it owes a JSON
+   * report of it. */
+  output: OutputMode;
+  subjectAfter: { size: number | null; fileLength: number | null } | null;
+  /** When only qemu-img refused: what the subject made of the size. */
+  accepted: AcceptedSize | null;
   /** When either side refused: the refusing sides' files hashed before and after the step. */
   refusal: { reference: RefusalHashes; subject: RefusalHashes } | null;
   /** When both sides accepted: the two results, checked, read and compared. */
@@ -50,14 +63,32 @@ type AfterUseStage = { name: string; stage: 'after-use'; judge: (o: AfterUseObse
 const refused = (o: StepObservation) => o.refusal !== null;
 const accepted = (o: StepObservation) => o.results !== null;
 
+const sizesOf = (r: ResultsObservation | null) =>
+  r && { reference: r.compare.referenceSize, subject: r.compare.subjectSize };
+
 export const ORACLES = [
-  { name: 'outcome', stage: 'step', runs: () => true, judge: (o) => outcomeOracle(o.reference, o.subject, o.kind) },
+  {
+    name: 'size-grammar',
+    stage: 'step',
+    runs: () => true,
+    judge: (o) => sizeGrammarOracle({ ...o, sizes: sizesOf(o.results) }),
+  },
+  {
+    name: 'outcome',
+    stage: 'step',
+    runs: () => true,
+    judge: (o) => outcomeOracle(o.reference, o.subject, o.kind, o.accepted),
+  },
   { name: 'unchanged-on-refusal', stage: 'step', runs: refused, judge: (o) => unchangedOnRefusalOracle(o.refusal!) },
   {
     name: 'check',
     stage: 'step',
     runs: accepted,
-    judge: (o) => checkOracle(o.results!.subjectCheck, o.results!.referenceCheck),
+    judge: ({ results: r }) =>
+      checkOracle(r!.subjectCheck, r!.referenceCheck, {
+        subject: r!.subjectStructure,
+        reference: r!.referenceStructure,
+      }),
   },
   {
     name: 'structure',
@@ -75,8 +106,9 @@ export const ORACLES = [
     name: 'content',
     stage: 'step',
     runs: accepted,
-    judge: (o) => contentOracle(o.results!.compare, o.results!.regrow),
+    judge: (o) => contentOracle(o.results!.compare, o.results!.regrow, { case: o.case, step: o.index }),
   },
+  { name: 'output', stage: 'step', runs: (o) => o.subject.exitCode === 0 && !o.subject.timedOut, judge: outputOracle },
   { name: 'after-use', stage: 'after-use', judge: afterUseOracle },
 ] as const satisfies readonly (StepOracle | AfterUseStage)[];
 
@@ -91,15 +123,16 @@ const AFTER_USE_ORACLES: readonly AfterUseStage[] = ORACLES.filter(
   (o): o is Extract<Entry, { stage: 'after-use' }> => o.stage === 'after-use',
 );
 
-/** The findings of one step, in table order, and the oracles that judged it. */
+/** The findings of one step, ranked from cause to symptom (rank.ts), and the oracles that judged
+ * it. */
 export function judgeStep(o: StepObservation): { findings: Finding[]; oracles: OracleName[] } {
   const ran = STEP_ORACLES.filter((oracle) => oracle.runs(o));
   return {
-    findings: ran.flatMap((oracle) => oracle.judge(o)),
+    findings: byRank(ran.flatMap((oracle) => oracle.judge(o))),
     oracles: ran.map((oracle) => oracle.name as OracleName),
   };
 }
 
 /** The findings of the workload run on both results after the last step. */
 export const judgeAfterUse = (o: AfterUseObservation): Finding[] =>
-  AFTER_USE_ORACLES.flatMap((oracle) => oracle.judge(o));
+  byRank(AFTER_USE_ORACLES.flatMap((oracle) => oracle.judge(o)));

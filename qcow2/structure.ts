@@ -33,6 +33,8 @@ export type ClusterRole =
   | 'l1'
   | 'l2'
   | 'data'
+  /** A data cluster behind a zero-flag entry (preallocated, reads as zero). */
+  | 'data-zero'
   | 'compressed'
   | 'refcount-table'
   | 'refcount-block'
@@ -55,6 +57,24 @@ export interface RefcountMismatch {
   /** How the cluster is referenced, or null when nothing references it. */
   role: ClusterRole | null;
   class: RefcountMismatchClass;
+}
+
+/** Consecutive host clusters referenced the same way: what `qemu-img check`'s cluster numbers
+ * are looked up in. `shared`: referenced more than once (by a snapshot, say). */
+export interface RoleRun {
+  first: number;
+  last: number;
+  role: ClusterRole;
+  shared: boolean;
+}
+
+/** How many mismatched clusters there are of one class, role and sharing: every mismatch is
+ * counted, not only the listed ones, so a signature can rest on them. */
+export interface MismatchGroup {
+  class: RefcountMismatchClass;
+  role: ClusterRole | null;
+  shared: boolean;
+  count: number;
 }
 
 /** Problems found while walking the metadata; `what` is a stable name (no numbers). */
@@ -100,6 +120,9 @@ export type StructureObservation =
       refcountsChecked: boolean;
       mismatchCounts: Record<RefcountMismatchClass, number>;
       refcountMismatches: RefcountMismatch[];
+      mismatchGroups: MismatchGroup[];
+      /** How every referenced host cluster is referenced, in cluster order. */
+      clusterRoles: RoleRun[];
       /** Active L1/L2 entries whose COPIED bit disagrees with "stored refcount is exactly 1". */
       copiedMismatchCount: number;
       copiedMismatches: { table: 'l1' | 'l2' | 'compressed'; cluster: number; stored: number }[];
@@ -142,6 +165,19 @@ class Expected {
     private readonly clusterBits: number,
     private readonly fileClusters: number,
   ) {}
+
+  /** Runs of consecutive referenced clusters with the same role and sharing. */
+  roleRuns(): RoleRun[] {
+    const runs: RoleRun[] = [];
+    for (const cluster of [...this.counts.keys()].sort((a, b) => a - b)) {
+      const role = this.roles.get(cluster)!;
+      const shared = this.counts.get(cluster)! > 1;
+      const last = runs.at(-1);
+      if (last && last.last === cluster - 1 && last.role === role && last.shared === shared) last.last = cluster;
+      else runs.push({ first: cluster, last: cluster, role, shared });
+    }
+    return runs;
+  }
 
   /** Every host cluster that [offset, offset + length) touches gets one more reference. */
   add(offset: number, length: number, role: ClusterRole): void {
@@ -358,7 +394,8 @@ class StructureWalk {
             }
             continue;
           }
-          this.expected.add(e.offset, this.cs, active ? 'data' : 'snapshot-data');
+          const role = active ? (e.type === 'zero-alloc' ? 'data-zero' : 'data') : 'snapshot-data';
+          this.expected.add(e.offset, this.cs, role);
           if (active && e.copied !== (this.storedOf(e.offset / this.cs) === 1)) this.copied('l2', e.offset / this.cs);
         }
       }
@@ -424,7 +461,8 @@ class StructureWalk {
   private refcountMismatches(dirty: boolean) {
     const counts: Record<RefcountMismatchClass, number> = { undercounted: 0, overcounted: 0, leaked: 0 };
     const listed: RefcountMismatch[] = [];
-    if (dirty) return { counts, listed };
+    const groups = new Map<string, MismatchGroup>();
+    if (dirty) return { counts, listed, groups: [] };
     const clusters = [...new Set([...this.stored.keys(), ...this.expected.counts.keys()])].sort((a, b) => a - b);
     for (const cluster of clusters) {
       const stored = this.storedOf(cluster);
@@ -432,10 +470,15 @@ class StructureWalk {
       if (stored === expected) continue;
       const cls: RefcountMismatchClass = stored < expected ? 'undercounted' : expected === 0 ? 'leaked' : 'overcounted';
       counts[cls]++;
-      if (listed.length < MAX_LISTED)
-        listed.push({ cluster, stored, expected, role: this.expected.roles.get(cluster) ?? null, class: cls });
+      const role = this.expected.roles.get(cluster) ?? null;
+      if (listed.length < MAX_LISTED) listed.push({ cluster, stored, expected, role, class: cls });
+      const shared = expected > 1;
+      const key = `${cls}:${role}:${shared}`;
+      const group = groups.get(key) ?? { class: cls, role, shared, count: 0 };
+      group.count++;
+      groups.set(key, group);
     }
-    return { counts, listed };
+    return { counts, listed, groups: [...groups.values()] };
   }
 
   /** What a resize must keep of the extensions; the bitmap directory without host offsets
@@ -476,6 +519,8 @@ class StructureWalk {
       refcountsChecked: !dirty,
       mismatchCounts: mismatches.counts,
       refcountMismatches: mismatches.listed,
+      mismatchGroups: mismatches.groups,
+      clusterRoles: this.expected.roleRuns(),
       copiedMismatchCount: dirty ? 0 : this.copiedMismatchCount,
       copiedMismatches: dirty ? [] : this.copiedMismatches,
       beyondEofCount: this.expected.beyondEofCount,

@@ -171,9 +171,11 @@ export async function collectIndex(reportsDir: string, now = new Date()): Promis
 const fileLink = (path: string, file: string) => `${path.split('/').map(encodeURIComponent).join('/')}/${file}`;
 
 function headlineText(r: RunHeadline): string {
+  const requested =
+    r.iterationsRequested !== null && r.iterationsRequested !== r.iterations ? ` of ${r.iterationsRequested}` : '';
   const parts = [
     `seed ${r.seed ?? '?'}`,
-    `${r.iterations ?? '?'} iterations${r.iterationsRequested !== null && r.iterationsRequested !== r.iterations ? ` of ${r.iterationsRequested}` : ''}`,
+    `${r.iterations ?? '?'} iterations${requested}`,
     `new ${r.newDivergences ?? '?'}`,
     `known ${r.knownDivergences ?? '?'}`,
   ];
@@ -223,7 +225,8 @@ function mdTable(entries: IndexEntry[]): string[] {
   if (entries.length === 0) return ['None.'];
   const rows = entries.map(mdRow);
   return [
-    '| status | signature and finding | side / oracle / kind | hits | first seen | last seen | confirmed | latest recheck | stored case | files |',
+    '| status | signature and finding | side / oracle / kind | hits | first seen | last seen | ' +
+      'confirmed | latest recheck | stored case | files |',
     '| --- | --- | --- | ---: | --- | --- | --- | --- | --- | --- |',
     ...rows,
   ];
@@ -244,10 +247,14 @@ function mdCoverage(cov: CoverageView): string[] {
   if (cov.readerSelfCheck)
     lines.push(
       '',
-      `qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed.`,
+      `qcow2 reader vs qemu-img check on base images: ` +
+        `${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed.`,
     );
   return lines;
 }
+
+const FLAKY_NOTE =
+  'Findings that did not reproduce reliably when re-run for confirmation; kept apart from the signatures above.';
 
 /** index.md: the same content as index.html, for a terminal or a repository browser. */
 export function indexMarkdown(ix: ReportsIndex): string {
@@ -255,7 +262,8 @@ export function indexMarkdown(ix: ReportsIndex): string {
   const lines = [
     '# Fuzzer reports',
     '',
-    `${ix.reports.length} signature${ix.reports.length === 1 ? '' : 's'} (${notFixed} not fixed), ${ix.flaky.length} flaky. Generated ${shortDate(ix.generatedAt)}.`,
+    `${ix.reports.length} signature${ix.reports.length === 1 ? '' : 's'} (${notFixed} not fixed), ` +
+      `${ix.flaky.length} flaky. Generated ${shortDate(ix.generatedAt)}.`,
     '',
     '## Last run',
     '',
@@ -267,7 +275,7 @@ export function indexMarkdown(ix: ReportsIndex): string {
     '',
     '## Flaky',
     '',
-    'Findings that did not reproduce reliably when re-run for confirmation; kept apart from the signatures above.',
+    FLAKY_NOTE,
     '',
     ...mdTable(ix.flaky),
     '',
@@ -298,19 +306,26 @@ export const escapeHtml = (s: string) =>
   s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
 const h = escapeHtml;
 
+// the declarations of the longest rules, apart so that no line of the CSS passes the width
+const SANS = '-apple-system, "Segoe UI", "Liberation Sans", "DejaVu Sans", Arial, sans-serif';
+const CARD =
+  'border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 120px; background: var(--soft);';
+const BADGE =
+  'display: inline-block; padding: 1px 8px; border-radius: 10px; ' +
+  'font-size: 12px; font-weight: 600; white-space: nowrap;';
 const CSS = `
   :root { --fg: #1f2328; --muted: #636c76; --line: #d8dee4; --bg: #ffffff; --soft: #f6f8fa;
           --red: #cf222e; --red-bg: #ffebe9; --green: #1a7f37; --green-bg: #dafbe1;
           --amber: #9a6700; --amber-bg: #fff8c5; --blue: #0969da; }
   * { box-sizing: border-box; }
-  body { margin: 0; padding: 24px 24px 36px; font: 13px/1.45 -apple-system, "Segoe UI", "Liberation Sans", "DejaVu Sans", Arial, sans-serif;
+  body { margin: 0; padding: 24px 24px 36px; font: 13px/1.45 ${SANS};
          color: var(--fg); background: var(--bg); }
   h1 { font-size: 22px; margin: 0 0 4px; }
   h2 { font-size: 16px; margin: 28px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
   h2 .count { color: var(--muted); font-weight: normal; }
   p.lede, p.note { color: var(--muted); margin: 0 0 8px; }
   .cards { display: flex; gap: 12px; margin: 16px 0 4px; flex-wrap: wrap; }
-  .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 120px; background: var(--soft); }
+  .card { ${CARD} }
   .card b { display: block; font-size: 20px; }
   .card span { color: var(--muted); }
   table { border-collapse: collapse; width: 100%; }
@@ -326,7 +341,7 @@ const CSS = `
   .sig { font-weight: 600; overflow-wrap: anywhere; }
   .msg { margin-top: 2px; overflow-wrap: anywhere; }
   .small { color: var(--muted); font-size: 12px; }
-  .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; white-space: nowrap; }
+  .badge { ${BADGE} }
   .badge.reproducing { color: var(--red); background: var(--red-bg); }
   .badge.not-rechecked { color: var(--amber); background: var(--amber-bg); }
   .badge.fixed { color: var(--green); background: var(--green-bg); }
@@ -382,10 +397,13 @@ function htmlRow(e: IndexEntry): string {
 function htmlTable(entries: IndexEntry[], id: string): string {
   if (entries.length === 0) return `<p class="empty" id="${id}-empty">None.</p>`;
   const cols =
-    '<colgroup><col class="status"><col class="signature"><col class="where"><col class="hits"><col class="seen"><col class="seen"><col class="confirmed"><col class="case"><col class="files"></colgroup>';
+    '<colgroup><col class="status"><col class="signature"><col class="where"><col class="hits">' +
+    '<col class="seen"><col class="seen"><col class="confirmed"><col class="case"><col class="files"></colgroup>';
   const head =
-    '<tr><th>status</th><th>signature and finding</th><th>side / oracle / kind</th><th class="num">hits</th><th>first seen (UTC)</th><th>last seen (UTC)</th><th>confirmed</th><th>stored case</th><th>files</th></tr>';
-  return `<table class="reports" id="${id}-table">${cols}<thead>${head}</thead><tbody>\n${entries.map(htmlRow).join('\n')}\n</tbody></table>`;
+    '<tr><th>status</th><th>signature and finding</th><th>side / oracle / kind</th><th class="num">hits</th>' +
+    '<th>first seen (UTC)</th><th>last seen (UTC)</th><th>confirmed</th><th>stored case</th><th>files</th></tr>';
+  const rows = entries.map(htmlRow).join('\n');
+  return `<table class="reports" id="${id}-table">${cols}<thead>${head}</thead><tbody>\n${rows}\n</tbody></table>`;
 }
 
 function htmlCoverage(cov: CoverageView): string {
@@ -399,11 +417,13 @@ function htmlCoverage(cov: CoverageView): string {
   const list = (xs: [string, number][]) => (xs.length ? xs.map(([k, n]) => `${h(k)} ${n}`).join(', ') : 'none');
   return [
     '<p class="note">Steps qemu-img accepted, per refcount width; a zero is a combination no case reached.</p>',
-    `<table class="coverage"><thead><tr><th class="num">refcount</th><th class="num">grows</th><th class="num">shrinks</th><th class="num">shrinks discarding</th></tr></thead><tbody>${rows}</tbody></table>`,
+    '<table class="coverage"><thead><tr><th class="num">refcount</th><th class="num">grows</th>' +
+      `<th class="num">shrinks</th><th class="num">shrinks discarding</th></tr></thead><tbody>${rows}</tbody></table>`,
     `<p>Features: ${list(cov.features)}.</p>`,
     cov.oracles.length ? `<p>Oracle runs: ${list(cov.oracles)}.</p>` : '',
     cov.readerSelfCheck
-      ? `<p>qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed.</p>`
+      ? `<p>qcow2 reader vs qemu-img check on base images: ` +
+        `${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed.</p>`
       : '',
   ].join('\n');
 }
@@ -414,6 +434,8 @@ export function indexHtml(ix: ReportsIndex): string {
   const card = (n: number | string | null, label: string) =>
     `<div class="card"><b>${h(String(n ?? '?'))}</b><span>${h(label)}</span></div>`;
   const run = ix.run;
+  const tools = run ? [run.qemuImg, run.subject && `subject: ${run.subject}`].filter(Boolean).join(' · ') : '';
+  const unreadable = ix.unreadable.map((u) => `<li><code>${h(u.path)}</code>: ${h(u.error)}</li>`).join('');
   const body = [
     '<h1>Fuzzer reports</h1>',
     `<p class="lede">instar resize vs qemu-img · generated ${h(shortDate(ix.generatedAt))}</p>`,
@@ -427,25 +449,40 @@ export function indexHtml(ix: ReportsIndex): string {
     '<section id="last-run"><h2>Last run</h2>',
     run === null
       ? '<p class="empty">No summary.json.</p>'
-      : `<p>${h(headlineText(run))}</p>${run.subject || run.qemuImg ? `<p class="small">${h([run.qemuImg, run.subject && `subject: ${run.subject}`].filter(Boolean).join(' · '))}</p>` : ''}`,
+      : `<p>${h(headlineText(run))}</p>${run.subject || run.qemuImg ? `<p class="small">${h(tools)}</p>` : ''}`,
     '</section>',
     `<section id="signatures"><h2>Signatures <span class="count">${ix.reports.length}</span></h2>`,
     '<p class="note">Not fixed first, then by hits. Fixed: the latest recheck no longer reproduces.</p>',
     htmlTable(ix.reports, 'signatures'),
     '</section>',
     `<section id="flaky"><h2>Flaky <span class="count">${ix.flaky.length}</span></h2>`,
-    '<p class="note">Findings that did not reproduce reliably when re-run for confirmation; kept apart from the signatures above.</p>',
+    `<p class="note">${FLAKY_NOTE}</p>`,
     htmlTable(ix.flaky, 'flaky'),
     '</section>',
     ix.unreadable.length
-      ? `<section id="unreadable"><h2>Unreadable report folders</h2><ul>${ix.unreadable.map((u) => `<li><code>${h(u.path)}</code>: ${h(u.error)}</li>`).join('')}</ul></section>`
+      ? `<section id="unreadable"><h2>Unreadable report folders</h2><ul>${unreadable}</ul></section>`
       : '',
     run?.coverage
       ? `<section id="coverage"><h2>Coverage of the last run</h2>\n${htmlCoverage(run.coverage)}</section>`
       : '',
-    '<footer>Rebuilt from the report folders and summary.json; replay a report with <code>npm run fuzz -- --replay reports/&lt;folder&gt; --instar /path/to/instar</code>.</footer>',
+    '<footer>Rebuilt from the report folders and summary.json; replay a report with ' +
+      '<code>npm run fuzz -- --replay reports/&lt;folder&gt; --instar /path/to/instar</code>.</footer>',
   ];
-  return `<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>Fuzzer reports</title>\n<style>${CSS}</style>\n</head>\n<body>\n${body.filter(Boolean).join('\n')}\n</body>\n</html>\n`;
+  return [
+    '<!DOCTYPE html>',
+    '<html lang="en">',
+    '<head>',
+    '<meta charset="utf-8">',
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    '<title>Fuzzer reports</title>',
+    `<style>${CSS}</style>`,
+    '</head>',
+    '<body>',
+    body.filter(Boolean).join('\n'),
+    '</body>',
+    '</html>',
+    '',
+  ].join('\n');
 }
 
 // ---- entry point --------------------------------------------------------------------------------

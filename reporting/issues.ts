@@ -79,6 +79,7 @@ export function issueText(
   const title = clip(`fuzz: ${f.side} ${f.oracle}/${f.kind}: ${oneLine(f.message || report.signature)}`, MAX_TITLE);
   const evidence = evidenceBlocks(f.evidence);
   const commands = reproduceCommands(report, folder);
+  const besides = report.subject.dialect === 'qemu-img' ? '' : ' besides instar';
   const compose = (script: string | null, note: string) =>
     [
       signatureLine(report.signature),
@@ -92,7 +93,8 @@ export function issueText(
       ...(evidence.length === 0 ? [] : ['<details><summary>Evidence</summary>', '', ...evidence, '', '</details>', '']),
       '## Reproduce',
       '',
-      `Standalone, with only qemu-img, qemu-io and coreutils${report.subject.dialect === 'qemu-img' ? '' : ' besides instar'}: save the script below as ${inlineCode('repro.sh')} and run`,
+      `Standalone, with only qemu-img, qemu-io and coreutils${besides}: ` +
+        `save the script below as ${inlineCode('repro.sh')} and run`,
       '',
       codeBlock('bash', commands.repro),
       '',
@@ -185,12 +187,17 @@ async function ghUnavailable(gh: string, timeoutMs: number): Promise<string | nu
   if (r.spawnError !== null) return `${gh} is not installed or cannot be run (${oneLine(r.spawnError)})`;
   if (r.timedOut) return `\`${gh} auth status\` timed out`;
   if (r.exitCode !== 0)
-    return `\`${gh} auth status\` exited ${r.exitCode ?? r.signal}: ${clip(oneLine(r.stderr || r.stdout), 200) || 'not logged in'}`;
+    return (
+      `\`${gh} auth status\` exited ${r.exitCode ?? r.signal}: ` +
+      `${clip(oneLine(r.stderr || r.stdout), 200) || 'not logged in'}`
+    );
   return null;
 }
 
-const ghFailure = (what: string, r: Awaited<ReturnType<typeof runCommand>>) =>
-  `${what} failed: ${r.spawnError ?? (r.timedOut ? 'timed out' : `exit ${r.exitCode ?? r.signal}`)}${r.stderr.trim() ? `: ${clip(oneLine(r.stderr), 300)}` : ''}`;
+const ghFailure = (what: string, r: Awaited<ReturnType<typeof runCommand>>) => {
+  const why = r.spawnError ?? (r.timedOut ? 'timed out' : `exit ${r.exitCode ?? r.signal}`);
+  return `${what} failed: ${why}${r.stderr.trim() ? `: ${clip(oneLine(r.stderr), 300)}` : ''}`;
+};
 
 /** Records an opened issue in the folder's report.json (read again, changed, written atomically). */
 const recordIssue = (path: string, issue: NonNullable<Report['issue']>) => updateReport(path, (r) => ({ ...r, issue }));
@@ -247,7 +254,9 @@ export async function openIssues(
   if (unavailable !== null) {
     say(
       [
-        `not filing issues: ${unavailable}. Wrote issue-title.txt and issue.md in ${written.length} report folder${written.length === 1 ? '' : 's'}; file them with:`,
+        `not filing issues: ${unavailable}. ` +
+          `Wrote issue-title.txt and issue.md in ${written.length} report folder${written.length === 1 ? '' : 's'}; ` +
+          'file them with:',
         ...written.map(
           (w) => `  gh issue create --title "$(cat ${shellQuote(w.titleFile)})" --body-file ${shellQuote(w.bodyFile)}`,
         ),
@@ -339,7 +348,8 @@ export async function openIssues(
   }
   if (capped > 0)
     say(
-      `${capped} issue${capped === 1 ? '' : 's'} left unfiled: the cap of ${options.maxIssues} per call was reached; their issue.md and issue-title.txt are written, and the next call files them`,
+      `${capped} issue${capped === 1 ? '' : 's'} left unfiled: the cap of ${options.maxIssues} per call was reached; ` +
+        'their issue.md and issue-title.txt are written, and the next call files them',
     );
   return results;
 }

@@ -77,17 +77,20 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
     const where = `${dirs[i]}/summary.json`;
     if (s.seed !== first.seed)
       fail(
-        `${where} is of seed ${s.seed}, ${dirs[0]}/summary.json of seed ${first.seed}: only the shards of one seed can be merged`,
+        `${where} is of seed ${s.seed}, ${dirs[0]}/summary.json of seed ${first.seed}: ` +
+          'only the shards of one seed can be merged',
       );
     if ((s.iterationsRequested ?? null) !== (first.iterationsRequested ?? null))
       fail(
-        `${where} ran --iterations ${s.iterationsRequested}, ${dirs[0]}/summary.json ${first.iterationsRequested}: shards must share --iterations`,
+        `${where} ran --iterations ${s.iterationsRequested}, ` +
+          `${dirs[0]}/summary.json ${first.iterationsRequested}: shards must share --iterations`,
       );
     if (summaries.length > 1 && !s.shard)
       fail(`${where} is of a whole run (no --shard): only shards are merged, or one run alone`);
     if (s.shard && first.shard && s.shard.count !== first.shard.count)
       fail(
-        `${where} is shard ${s.shard.index}/${s.shard.count}, ${dirs[0]}/summary.json shard ${first.shard.index}/${first.shard.count}: shards must share N`,
+        `${where} is shard ${s.shard.index}/${s.shard.count}, ` +
+          `${dirs[0]}/summary.json shard ${first.shard.index}/${first.shard.count}: shards must share N`,
       );
   });
   const seen = new Map<number, string>();
@@ -144,6 +147,11 @@ export function mergeSummaries(dirs: string[], summaries: RunSummary[]): MergedS
     unusedKnown: Object.entries(knownByEntry)
       .filter(([, n]) => n === 0)
       .map(([id]) => id),
+    messageDiffers: summaries.reduce<RunSummary['messageDiffers']>((acc, s) => {
+      for (const [id, seen] of Object.entries(s.messageDiffers ?? {}))
+        acc[id] = { findings: (acc[id]?.findings ?? 0) + seen.findings, stderr: acc[id]?.stderr ?? seen.stderr };
+      return acc;
+    }, {}),
     expiredKnown: [...new Set(summaries.flatMap((s) => s.expiredKnown ?? []))].sort(),
     setupErrors: summaries.flatMap((s) => s.setupErrors).sort((a, b) => a.iteration - b.iteration),
     processes: {

@@ -59,7 +59,8 @@ export function factLines(r: Report): string[] {
       ? 'reference (qemu-img itself)'
       : `subject${isControl(r) ? ' (control run: qemu-img on both sides)' : ''}`;
   const confirmation = r.confirmation
-    ? `reproduced in ${r.confirmation.reproduced} of ${r.confirmation.runs} re-runs in fresh directories${r.flaky ? ' (flaky: it does not reproduce every time)' : ''}`
+    ? `reproduced in ${r.confirmation.reproduced} of ${r.confirmation.runs} re-runs in fresh directories` +
+      (r.flaky ? ' (flaky: it does not reproduce every time)' : '')
     : 'not confirmed';
   return [
     `- signature: ${inlineCode(r.signature)}`,
@@ -99,8 +100,12 @@ export function codeBlock(lang: string, text: string): string {
 
 const stepText = (c: Case, s: Report['steps'][number]) => {
   const step = c.steps[s.index]!;
-  const flags = `${step.shrink ? ' --shrink' : ''}${step.preallocation ? ` --preallocation=${step.preallocation}` : ''}`;
-  return `- step ${s.index + 1}: \`${step.size}\`${flags} (${s.plan.kind}, from ${s.sizeBefore}): qemu-img ${s.reference}, subject ${s.subject}`;
+  const prealloc = step.preallocation ? ` --preallocation=${step.preallocation}` : '';
+  const flags = `${step.shrink ? ' --shrink' : ''}${prealloc}`;
+  return (
+    `- step ${s.index + 1}: \`${step.size}\`${flags} (${s.plan.kind}, from ${s.sizeBefore}): ` +
+    `qemu-img ${s.reference}, subject ${s.subject}`
+  );
 };
 
 const commandText = (cmd: Report['commands'][number]) => {
@@ -147,7 +152,8 @@ export function reportMarkdown(r: Report, folder: string): string {
     '',
     ...r.commands.map(commandText),
     '',
-    'Images (gzip): `base.qcow2.gz` (before any step), `reference.qcow2.gz` and `subject.qcow2.gz` (after the last step run).',
+    'Images (gzip): `base.qcow2.gz` (before any step), ' +
+      '`reference.qcow2.gz` and `subject.qcow2.gz` (after the last step run).',
     '',
   ].join('\n');
 }

@@ -1,5 +1,12 @@
 import type { Case } from '../model/case.ts';
-import { buildCommands, compareArgs, qemuImg, resizeArgs, type Resizer } from '../model/commands.ts';
+import {
+  buildCommands,
+  compareArgs,
+  qemuImg,
+  referenceResizeArgs,
+  resizeArgs,
+  type Resizer,
+} from '../model/commands.ts';
 import { caseLayout, imagePath, type Layout, type SideFiles } from '../model/layout.ts';
 import { plannedSizes } from '../model/plan.ts';
 import { signatureOf, type Finding, type StepFinding } from '../oracles/finding.ts';
@@ -16,10 +23,12 @@ const command = (words: string[]) => words.map(shellQuote).join(' ');
 const at = (side: SideFiles, line: string) => (side.dir === '.' ? line : `(cd ${shellQuote(side.dir)} && ${line})`);
 
 // kept short: a minimal case's script is meant to be read whole in a bug tracker
-const PRELUDE = String.raw`set -u; INSTAR=${'$'}{INSTAR:-instar}; TIMEOUT=${'$'}{TIMEOUT:-30}
+const PRELUDE =
+  String.raw`set -u; INSTAR=${'$'}{INSTAR:-instar}; TIMEOUT=${'$'}{TIMEOUT:-30}
 work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2
 # outcome class of an exit status from timeout(1): 124 timed out, above 128 killed by a signal
-outcome() { case $1 in 0) echo ok ;; 124) echo timed-out ;; *) if [ "$1" -gt 128 ]; then echo crashed; else echo refused; fi ;; esac; }`;
+outcome() { case $1 in 0) echo ok ;; 124) echo timed-out ;; ` +
+  String.raw`*) if [ "$1" -gt 128 ]; then echo crashed; else echo refused; fi ;; esac; }`;
 /** Only the verdicts that compare info fields need it. */
 const FIELDS = 'fields() { qemu-img info -f qcow2 --output=json "$1" | grep -E "$2"; }';
 
@@ -39,7 +48,8 @@ function structureVerdict(f: Finding, layout: Layout): string[] {
   const [REFERENCE, SUBJECT] = [imagePath(layout.reference), imagePath(layout.subject)];
   const exact = [
     'if [ -n "${FUZZER:-}" ]; then',
-    `  node --import "$FUZZER/node_modules/tsx/dist/loader.mjs" "$FUZZER/cli/structure.ts" ${SUBJECT} ${REFERENCE} ${shellQuote(signatureOf(f))}; [ $? = 1 ] && reproduced=1`,
+    `  node --import "$FUZZER/node_modules/tsx/dist/loader.mjs" "$FUZZER/cli/structure.ts" ` +
+      `${SUBJECT} ${REFERENCE} ${shellQuote(signatureOf(f))}; [ $? = 1 ] && reproduced=1`,
   ];
   const header = (image: string) => `od -An -tx1 -v -w1 -N 65536 ${image} | tr -d '\n'`;
   const magic = f.detail.split(',').map((name) => EXTENSION_MAGIC[name]);
@@ -54,7 +64,8 @@ function structureVerdict(f: Finding, layout: Layout): string[] {
     const [has, lacks] = f.kind === 'extension-lost' ? [REFERENCE, SUBJECT] : [SUBJECT, REFERENCE];
     fallback = magic.map(
       (m) =>
-        `  ${header(has)} | grep -q ' ${m}' && ! ${header(lacks)} | grep -q ' ${m}' && reproduced=1 && echo 'extension ${m} is in ${has}, not in ${lacks}'`,
+        `  ${header(has)} | grep -q ' ${m}' && ! ${header(lacks)} | grep -q ' ${m}' && ` +
+        `reproduced=1 && echo 'extension ${m} is in ${has}, not in ${lacks}'`,
     );
   } else {
     fallback = [
@@ -63,6 +74,47 @@ function structureVerdict(f: Finding, layout: Layout): string[] {
     ];
   }
   return [...exact, 'else', ...fallback, 'fi'];
+}
+
+/** The verdict holds only where both sides accepted the step it judges. */
+const BOTH_OK = '[ "$ref$sub" = okok ] || reproduced=0';
+
+/** What the subject printed against what it should have (its stdout is in sub.out). */
+function outputVerdict(f: Finding, layout: Layout): string[] {
+  const shown = ["echo '== what the subject printed'", 'cat sub.out'];
+  if (f.kind === 'quiet-printed') return [...shown, '[ -s sub.out ] && reproduced=1'];
+  if (f.kind === 'stdout-differs') return [...shown, 'cmp -s ref.out sub.out || reproduced=1'];
+  if (f.kind === 'json-invalid') return [...shown, "head -c 1 sub.out | grep -q '{' || reproduced=1"];
+  const fields = f.detail.split(',');
+  if (f.kind === 'json-incomplete') return [...shown, ...fields.map((k) => `grep -q '"${k}"' sub.out || reproduced=1`)];
+  // json-wrong: the sizes after the step against the image; the size before and the action, which
+  // the case decides, as the wrong value the report gave
+  const { stdout } = f.evidence as { stdout?: string };
+  const image = imagePath(layout.subject);
+  const said = (k: string) => `$(grep -o '"${k}": *[0-9a-z"]*' sub.out | sed 's/.*: *//; s/"//g')`;
+  const virtualSize = `qemu-img info -f qcow2 --output=json ${image} | grep -o '"virtual-size": *[0-9]*'`;
+  const expected: Record<string, string> = {
+    new_virtual_size: `$(${virtualSize} | grep -o '[0-9]*$')`,
+    new_file_size: `$(stat -c %s ${image})`,
+  };
+  return [
+    ...shown,
+    ...fields.map((k) =>
+      expected[k]
+        ? `[ "${said(k)}" != "${expected[k]}" ] && reproduced=1`
+        : `[ "${said(k)}" = ${shellQuote(reportedValue(stdout, k))} ] && reproduced=1`,
+    ),
+  ];
+}
+
+/** A field's value in a JSON report as the subject printed it, for a verdict that it prints the
+ * same wrong value again. */
+function reportedValue(stdout: string | undefined, key: string): string {
+  try {
+    return String((JSON.parse(stdout ?? '') as Record<string, unknown>)[key]);
+  } catch {
+    return '';
+  }
 }
 
 const CHECK_KINDS = ['corruptions', 'leaks', 'check-errors', 'check-failed'];
@@ -74,17 +126,22 @@ function verdict(f: Finding, layout: Layout): string[] {
   const image = imagePath(side);
   switch (f.oracle) {
     case 'outcome': {
-      if (f.kind === 'outcome-mismatch') {
-        const [, ref, sub] = /reference=([\w-]+),subject=([\w-]+)/.exec(f.detail) ?? [];
-        return [`[ "$ref" = ${ref} ] && [ "$sub" = ${sub} ] && reproduced=1`];
-      }
+      // a refusal for the same reason prints the same first line (sizes and paths aside)
+      if (f.kind === 'refused') return ['[ "$ref" = ok ] && [ "$sub" = refused ] && reproduced=1'];
+      if (f.kind === 'accepted') return ['[ "$ref" = refused ] && [ "$sub" = ok ] && reproduced=1'];
       return [`[ "$${f.side === 'subject' ? 'sub' : 'ref'}" = ${f.kind} ] && reproduced=1`];
     }
+    case 'size-grammar':
+      if (f.kind === 'read-differently') return verdict({ ...f, oracle: 'content', kind: 'size-differs' }, layout);
+      return verdict({ ...f, oracle: 'outcome' }, layout);
+    case 'output':
+      return [...outputVerdict(f, layout), '[ "$sub" = ok ] || reproduced=0'];
     case 'unchanged-on-refusal': {
       // with a data file, a refused step must leave that as it was too
       const data = layout.dataFile ? ` || ! cmp -s before.${layout.dataFile} ${side.dir}/${layout.dataFile}` : '';
       return [
-        `if ! cmp -s before.qcow2 ${image}${data}; then echo "${image} changed although the resize was refused"; reproduced=1; fi`,
+        `if ! cmp -s before.qcow2 ${image}${data}; then ` +
+          `echo "${image} changed although the resize was refused"; reproduced=1; fi`,
       ];
     }
     case 'check': {
@@ -100,7 +157,8 @@ function verdict(f: Finding, layout: Layout): string[] {
     case 'info': {
       const pattern = shellQuote(`"(${f.detail.split(',').join('|')})":`);
       return [
-        `${at(ref, `fields ${ref.image} ${pattern}`)} >reference.fields; ${at(sub, `fields ${sub.image} ${pattern}`)} >subject.fields`,
+        `${at(ref, `fields ${ref.image} ${pattern}`)} >reference.fields; ` +
+          `${at(sub, `fields ${sub.image} ${pattern}`)} >subject.fields`,
         `if ! diff -u reference.fields subject.fields; then reproduced=1; fi`,
       ];
     }
@@ -114,15 +172,8 @@ function verdict(f: Finding, layout: Layout): string[] {
         `${io(sub)} >/dev/null; sub_io=$?`,
         'echo "qemu-io exit: qemu-img result $ref_io, subject result $sub_io"',
       ];
-      // the workload runs only on two results of a step both sides accepted
-      const bothOk = '[ "$ref$sub" = okok ] || reproduced=0';
-      if (f.kind === 'workload-failed')
-        return [...lines, '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1', bothOk];
-      return [
-        ...lines,
-        ...verdict({ ...f, oracle: CHECK_KINDS.includes(f.kind) ? 'check' : 'content' }, layout),
-        bothOk,
-      ];
+      if (f.kind === 'workload-failed') return [...lines, '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1'];
+      return [...lines, ...verdict({ ...f, oracle: CHECK_KINDS.includes(f.kind) ? 'check' : 'content' }, layout)];
     }
     case 'structure':
       return structureVerdict(f, layout);
@@ -132,7 +183,8 @@ function verdict(f: Finding, layout: Layout): string[] {
         return [`if ! diff -u ${size(ref)} ${size(sub)}; then reproduced=1; fi`];
       }
       return [
-        `${command(['qemu-img', ...compareArgs(layout)])}; [ $? = ${f.kind === 'content-differs' ? 1 : 2} ] && reproduced=1`,
+        `${command(['qemu-img', ...compareArgs(layout)])}; ` +
+          `[ $? = ${f.kind === 'content-differs' ? 1 : 2} ] && reproduced=1`,
       ];
   }
 }
@@ -155,7 +207,8 @@ function buildLines(c: Case, layout: Layout): string[] {
   return [
     ...lines,
     'cd .. || exit 2',
-    `for s in ${reference.dir} ${subject.dir}; do cp ${imagePath(base)} "$s/$s.qcow2" && cp --sparse=always ${files.join(' ')} "$s/" || exit 2; done`,
+    `for s in ${reference.dir} ${subject.dir}; do ` +
+      `cp ${imagePath(base)} "$s/$s.qcow2" && cp --sparse=always ${files.join(' ')} "$s/" || exit 2; done`,
   ];
 }
 
@@ -167,14 +220,21 @@ export interface ReproInput {
 }
 
 export function reproScript({ finding, case: c, subject, origin }: ReproInput): string {
-  const subjectProgram = subject.dialect === 'instar' ? '"$INSTAR"' : 'qemu-img';
+  // a control run across qemu versions names its subject qemu-img by path
+  const subjectProgram = subject.dialect === 'instar' ? '"$INSTAR"' : shellQuote(subject.program);
   const layout = caseLayout(c);
   const { reference: ref, subject: sub } = layout;
   const checks = verdict(finding, layout);
+  const needs =
+    subject.dialect === 'instar'
+      ? 'Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh'
+      : subject.program === qemuImg.program
+        ? 'A control run (qemu-img on both sides): a harness bug.'
+        : `A control run across versions: ${subject.program} as the subject, the qemu-img on PATH as the reference.`;
   const lines = [
     '#!/usr/bin/env bash',
     `# Reproduces ${signatureOf(finding)}: ${finding.message.replace(/\n/g, ' ')}`,
-    `# Found by the instar resize fuzzer (${origin}). ${subject.dialect === 'instar' ? 'Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh' : 'A control run (qemu-img on both sides): a harness bug.'}`,
+    `# Found by the instar resize fuzzer (${origin}). ${needs}`,
     '# Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.',
     PRELUDE,
     ...(checks.some((l) => l.includes('fields ')) ? [FIELDS] : []),
@@ -187,17 +247,28 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
     const last = index === finding.step;
     if (last && finding.oracle === 'unchanged-on-refusal') {
       const side = finding.side === 'subject' ? sub : ref;
-      lines.push(
-        `cp ${imagePath(side)} before.qcow2${layout.dataFile ? ` && cp --sparse=always ${side.dir}/${layout.dataFile} before.${layout.dataFile}` : ''}`,
-      );
+      const data = layout.dataFile
+        ? ` && cp --sparse=always ${side.dir}/${layout.dataFile} before.${layout.dataFile}`
+        : '';
+      lines.push(`cp ${imagePath(side)} before.qcow2${data}`);
     }
+    const refResize = command(['qemu-img', ...referenceResizeArgs(step, ref.image)]);
+    const subResize = `${subjectProgram} ${command(resizeArgs(subject, step, sub.image))}`;
+    const heading = shellQuote(`== step ${index + 1}, resize to ${step.size} (${plan.kind}):`);
+    // the output oracle judges what the last step printed: both sides' stdout kept in files
+    const keep = last && finding.oracle === 'output';
     lines.push(
-      `${at(ref, `timeout -k 5 "$TIMEOUT" ${command(['qemu-img', ...resizeArgs(qemuImg, step, ref.image)])}`)}; ref=$(outcome $?)`,
-      `${at(sub, `timeout -k 5 "$TIMEOUT" ${subjectProgram} ${command(resizeArgs(subject, step, sub.image))}`)}; sub=$(outcome $?)`,
-      `echo ${shellQuote(`== step ${index + 1}, resize to ${step.size} (${plan.kind}):`)} "qemu-img $ref, subject $sub"`,
+      `${at(ref, `timeout -k 5 "$TIMEOUT" ${refResize}`)}${keep ? ' >ref.out' : ''}; ref=$(outcome $?)`,
+      `${at(sub, `timeout -k 5 "$TIMEOUT" ${subResize}`)}${keep ? ' >sub.out' : ''}; sub=$(outcome $?)`,
+      `echo ${heading} "qemu-img $ref, subject $sub"`,
     );
   }
   lines.push('reproduced=0', ...checks);
+  // every oracle but outcome and unchanged-on-refusal judges two results both sides made
+  const judgesResults =
+    !['outcome', 'unchanged-on-refusal', 'output'].includes(finding.oracle) &&
+    !/^(refused|accepted)$/.test(finding.kind);
+  if (judgesResults) lines.push(BOTH_OK);
   lines.push(`if [ "$reproduced" = 1 ]; then echo ${shellQuote(`REPRODUCED: ${signatureOf(finding)}`)}; exit 1; fi`);
   lines.push(`echo 'did not reproduce'; exit 0`, '');
   return lines.join('\n');

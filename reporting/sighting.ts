@@ -69,6 +69,7 @@ export async function saveSighting(
   const report: Report = {
     formatVersion: REPORT_FORMAT,
     signature: signatureOf(s.finding),
+    signatureScheme: 'cause',
     ...fromSighting,
     hits: 1,
     firstSeen: s.origin,

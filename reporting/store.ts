@@ -5,7 +5,8 @@ import type { CaseResult } from '../exec/run-case.ts';
 import { parseCase, type Case } from '../model/case.ts';
 import type { CommandRecord, Resizer } from '../model/commands.ts';
 import { FatalError } from '../model/errors.ts';
-import { signatureOf, type StepFinding } from '../oracles/finding.ts';
+import { signatureOf, signatureOracle, type Finding, type StepFinding } from '../oracles/finding.ts';
+import { legacySignatures } from '../oracles/legacy.ts';
 
 // The report store: one folder per signature under the reports directory (flaky ones under
 // flaky/), each with report.json and the files rendered from it. Everything that reads
@@ -15,7 +16,7 @@ import { signatureOf, type StepFinding } from '../oracles/finding.ts';
 // name and renamed, so a harness killed at any moment never leaves a half-written file, and a
 // new folder is staged under a hidden name that the next run clears if it was left behind.
 
-export const REPORT_FORMAT = 2;
+export const REPORT_FORMAT = 3;
 export const FLAKY_DIR = 'flaky';
 
 /** Where a hit came from. */
@@ -51,9 +52,14 @@ export interface Recheck {
   reproduced: boolean;
 }
 
+/** How `signature` was formed: 'cause' names what went wrong (format 3 on); 'coarse' is the oracle,
+ * kind and a few words, as reports of formats 1 and 2 were filed (see oracles/legacy.ts). */
+export type SignatureScheme = 'cause' | 'coarse';
+
 export interface Report {
   formatVersion: typeof REPORT_FORMAT;
   signature: string;
+  signatureScheme: SignatureScheme;
   finding: StepFinding;
   hits: number;
   firstSeen: Origin;
@@ -106,7 +112,7 @@ export function parseReport(text: string, file: string): Report {
 }
 
 /** Format 1 (before confirmation and minimisation) lacks the triage fields: they get what they
- * meant then. */
+ * meant then. Formats 1 and 2 filed coarse signatures, which their reports keep. */
 function upgrade(json: Record<string, unknown>, c: Case): Report {
   const r = json as unknown as Report;
   const original =
@@ -114,6 +120,7 @@ function upgrade(json: Record<string, unknown>, c: Case): Report {
   return {
     ...r,
     formatVersion: REPORT_FORMAT,
+    signatureScheme: r.signatureScheme ?? 'coarse',
     case: c,
     originalCase: original,
     minimisation: r.minimisation ?? null,
@@ -186,11 +193,16 @@ export async function reportFolders(reportsDir: string, under = ''): Promise<str
   return folders.sort();
 }
 
-export const folderName = (f: StepFinding) =>
-  `${f.side}-${f.oracle}-${f.kind}-${createHash('sha256').update(signatureOf(f)).digest('hex').slice(0, 10)}`.replace(
-    /[^\w.-]/g,
-    '_',
-  );
+/** Whether a run's findings include the report's signature, in the scheme it was filed in. */
+export function reproduces(report: Pick<Report, 'signature' | 'signatureScheme'>, findings: Finding[]): boolean {
+  const said = (f: Finding) => (report.signatureScheme === 'coarse' ? legacySignatures(f) : [signatureOf(f)]);
+  return findings.some((f) => said(f).includes(report.signature));
+}
+
+export const folderName = (f: StepFinding) => {
+  const hash = createHash('sha256').update(signatureOf(f)).digest('hex').slice(0, 10);
+  return `${f.side}-${signatureOracle(f)}-${f.kind}-${hash}`.replace(/[^\w.-]/g, '_');
+};
 
 /** Where a finding's folder lives, relative to the reports directory. */
 export const reportFolder = (finding: StepFinding, flaky: boolean) =>

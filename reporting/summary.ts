@@ -41,6 +41,9 @@ export interface RunSummary {
   corpus: { available: number; run: number; newDivergences: number; knownDivergences: number };
   /** Registry entries that matched nothing in this run. */
   unusedKnown: string[];
+  /** Registry entries whose case predicates held for a new finding but whose subjectStderr
+   * pattern did not match the subject's message: how many findings, and the first message. */
+  messageDiffers: Record<string, { findings: number; stderr: string }>;
   /** Registry entries past their `expires` day: they suppressed nothing in this run. */
   expiredKnown: string[];
   /** Cases whose base image could not be built: harness bugs, never divergences. */
@@ -63,6 +66,18 @@ export interface SignatureSeen {
   confirmation: { runs: number; reproduced: number } | null;
   /** Steps and data operations of the case filed when new, and how it was shrunk. */
   minimised: { steps: number; data: number; runs: number; stoppedBy: string } | null;
+}
+
+/** What a run says about the registry: entries that matched nothing, and entries whose message
+ * pattern missed the subject's message where all else held. */
+export function registryNotes(s: Pick<RunSummary, 'unusedKnown' | 'messageDiffers'>): string[] {
+  const notes = s.unusedKnown.length ? [`registry entries that matched nothing: ${s.unusedKnown.join(', ')}`] : [];
+  for (const [id, seen] of Object.entries(s.messageDiffers ?? {}))
+    notes.push(
+      `registry entry ${id} held for ${seen.findings} new findings but not its subjectStderr pattern; ` +
+        `the subject said: ${seen.stderr}`,
+    );
+  return notes;
 }
 
 const SUMMARY_FILE = 'summary.json';

@@ -11,6 +11,7 @@ export async function ensureSpace(dir: string, what: string, flag: string) {
   if (free >= MIN_FREE_BYTES) return;
   const mib = (n: number) => Math.floor(n / 2 ** 20);
   throw new DiskFullError(
-    `the ${what} ${dir} has only ${mib(free)} MiB free (at least ${mib(MIN_FREE_BYTES)} MiB needed): free space or pass ${flag} DIR`,
+    `the ${what} ${dir} has only ${mib(free)} MiB free (at least ${mib(MIN_FREE_BYTES)} MiB needed): ` +
+      `free space or pass ${flag} DIR`,
   );
 }

@@ -142,13 +142,15 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     const signature = signatureOf(primary);
     if (!tally.seen(signature))
       o.say(
-        `[${where}] ${primary.message}: confirming${o.minimise && !('corpus' in source) ? ' and minimising' : ''} before filing`,
+        `[${where}] ${primary.message}: ` +
+          `confirming${o.minimise && !('corpus' in source) ? ' and minimising' : ''} before filing`,
       );
     const recorded = await recordFinding({ ...o, signal: s.signal }, c, result, primary, source).catch(
       (err: unknown) => {
         throw isNoSpace(err)
           ? new DiskFullError(
-              `the reports directory ${o.reportsDir} is full: ${(err as Error).message}; reports already filed are intact`,
+              `the reports directory ${o.reportsDir} is full: ${(err as Error).message}; ` +
+                'reports already filed are intact',
             )
           : err;
       },
@@ -158,7 +160,8 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     if (recorded.flaky) {
       o.log.warn({ source, signature, folder: recorded.folder }, `flaky: ${primary.message}`);
       o.say(
-        `[${where}] FLAKY (did not reproduce in ${recorded.confirmation?.runs} re-runs): ${primary.message} -> ${folder}`,
+        `[${where}] FLAKY (did not reproduce in ${recorded.confirmation?.runs} re-runs): ` +
+          `${primary.message} -> ${folder}`,
       );
       return;
     }
@@ -223,6 +226,7 @@ export async function fuzz(o: FuzzOptions): Promise<RunSummary> {
     flaky: [...tally.flaky.values()],
     corpus: tally.corpus,
     unusedKnown: tally.unusedKnown(),
+    messageDiffers: tally.messageDiffers,
     expiredKnown: o.expiredKnown,
     setupErrors: tally.setupErrors,
     processes: {

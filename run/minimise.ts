@@ -43,6 +43,11 @@ export async function minimise(
   let best = original;
   let bestStep = originalStep;
   let stoppedBy: Minimised['stoppedBy'] = 'done';
+  // the dropping of steps and data operations after fast-check's shrinking needs at most one run
+  // each: those runs are kept back, so a budget fast-check spends (binary searches over a TiB
+  // size take many) still leaves the case without what it does not need
+  const reserve = Math.min(budget.runs, original.steps.length + original.data.length);
+  let limit = budget.runs - reserve;
   let first = true;
   let failure: unknown = null;
   const property = fc.asyncProperty(caseArb, async (c) => {
@@ -60,7 +65,7 @@ export async function minimise(
   });
   /** One budgeted run; null when the signature did not come back or the search must stop. */
   const attempt = async (c: Case) => {
-    if (runs >= budget.runs) stoppedBy = 'runs';
+    if (runs >= limit) stoppedBy = 'runs';
     else if (performance.now() - started >= budget.timeMs) stoppedBy = 'time';
     if (stoppedBy !== 'done' || failure !== null) return null;
     runs++;
@@ -75,6 +80,11 @@ export async function minimise(
   };
   await fc.check(property, { seed, path: String(iteration), numRuns: 1 });
 
+  // the reserve is the drops' own: a search stopped only by fast-check's share of the runs goes on
+  // (read through a cast: TypeScript cannot see the closure above assign it)
+  const fastCheckStopped = stoppedBy as Minimised['stoppedBy'];
+  limit = budget.runs;
+  if (fastCheckStopped === 'runs') stoppedBy = 'done';
   const keepIf = async (c: Case) => {
     const found = await attempt(c);
     if (found !== null) [best, bestStep] = [c, found.step];
@@ -87,5 +97,6 @@ export async function minimise(
       await keepIf({ ...best, data: best.data.filter((_, j) => j !== i) });
   }
   if (failure !== null) throw failure;
+  if ((stoppedBy as Minimised['stoppedBy']) === 'done' && fastCheckStopped === 'runs') stoppedBy = 'runs';
   return { case: best, runs, seconds: Math.round((performance.now() - started) / 10) / 100, stoppedBy };
 }

@@ -12,6 +12,7 @@ export type Attempt = { c: Case; result: CaseResult } | { c: Case; setupError: C
 
 export class RunTally {
   readonly knownByEntry: Record<string, number>;
+  readonly messageDiffers: RunSummary['messageDiffers'] = {};
   readonly signatures = new Map<string, SignatureSeen>();
   readonly flaky = new Map<string, SignatureSeen>();
   readonly setupErrors: RunSummary['setupErrors'] = [];
@@ -49,6 +50,10 @@ export class RunTally {
   /** A case's findings as triage sorted them; `recorded` when a new one was recorded. */
   triaged(source: CaseSource, t: Triage, signature: string | null, recorded: Recorded | null): SignatureSeen | null {
     for (const { entry } of t.known) this.knownByEntry[entry.id]! += 1;
+    for (const { entry, stderr } of t.messageDiffers) {
+      const seen = (this.messageDiffers[entry.id] ??= { findings: 0, stderr });
+      seen.findings++;
+    }
     const fromCorpus = 'corpus' in source;
     if (signature === null || recorded === null) {
       if (t.known.length > 0) {

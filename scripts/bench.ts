@@ -254,7 +254,8 @@ const peak = (from: number, to: number) =>
   Math.max(...long.samples.filter((s) => s.t >= from * span && s.t <= to * span).map((s) => s.rssKiB)) / 1024;
 const [q1, q4] = [peak(0, 0.25), peak(0.75, 1)];
 row(
-  `(d) peak RSS, ${long.summary.iterations} control cases in ${fmt(long.summary.elapsedSeconds, 0)} s: first / last quarter`,
+  `(d) peak RSS, ${long.summary.iterations} control cases in ${fmt(long.summary.elapsedSeconds, 0)} s: ` +
+    'first / last quarter',
   `${fmt(q1, 1)} / ${fmt(q4, 1)} MiB (${fmt((q4 / q1 - 1) * 100, 1)}%)`,
   'last within 10% of first',
   q4 <= q1 * 1.1,
@@ -262,12 +263,12 @@ row(
 
 // report
 const qemu = (await execa('qemu-img', ['--version'])).stdout.split('\n')[0];
-const header = [
-  `## ${new Date().toISOString()}${quick ? ' (--quick)' : ''}`,
-  '',
-  `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${qemu}, node ${process.version}; seed ${args.seed}, ${rounds} x ${iterations} cases per subject and --jobs value, ${rssIterations} in the RSS run, ${reps} repetitions per comparison.`,
-  '',
-];
+const cores = `${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'})`;
+const machine = `${cores}, ${qemu}, node ${process.version}`;
+const plan =
+  `seed ${args.seed}, ${rounds} x ${iterations} cases per subject and --jobs value, ` +
+  `${rssIterations} in the RSS run, ${reps} repetitions per comparison.`;
+const header = [`## ${new Date().toISOString()}${quick ? ' (--quick)' : ''}`, '', `${machine}; ${plan}`, ''];
 const widths = [0, 1, 2, 3].map((i) =>
   Math.max(
     ...[['metric', 'value', 'target', 'verdict'], ...rows.map((r) => [r.metric, r.value, r.target, r.verdict])].map(

@@ -50,7 +50,9 @@ if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then
 fi
 
 # the names test/report-index.test.ts looks for; Debian's is chromium
-have_browser() { command -v chromium || command -v chromium-browser || command -v google-chrome || command -v google-chrome-stable; } >/dev/null
+have_browser() {
+  command -v chromium || command -v chromium-browser || command -v google-chrome || command -v google-chrome-stable
+} >/dev/null
 
 # Without a browser the test is skipped, except in CI (CI=true), where it must run: so only in CI
 # is a browser that cannot be installed an error.
@@ -59,7 +61,10 @@ if [ "$with_browser" = 1 ] && ! have_browser; then
   if can_apt; then
     echo "installing chromium (headless browser for the reports index test)..." >&2
     if ! apt_install --no-install-recommends chromium; then
-      if [ "${CI:-}" = true ]; then echo "error: installing chromium failed; the reports index test needs it in CI" >&2; exit 2; fi
+      if [ "${CI:-}" = true ]; then
+        echo "error: installing chromium failed; the reports index test needs it in CI" >&2
+        exit 2
+      fi
       echo "warning: installing chromium failed; the reports index browser test will be skipped" >&2
     fi
   elif [ "${CI:-}" = true ]; then

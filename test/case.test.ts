@@ -35,13 +35,18 @@ describe('SIZE parsing, as qemu-img does it', () => {
     assert.equal(step('4097').kind, 'invalid');
     assert.equal(step('-4096').kind, 'invalid');
   });
-  it('formats sizes that parse back to the same number', () => {
+  it('spells sizes every way qemu-img reads back to the same number', () => {
+    const spellings = ['bytes', 'upper', 'lower', 'fraction', 'B', 'b'] as const;
     fc.assert(
       fc.property(
-        fc.integer({ min: 1, max: 2 ** 22 }),
-        fc.boolean(),
-        (n, suffix) => parseSize(formatBytes(n * 512, suffix), 0) === n * 512,
+        fc.integer({ min: 1, max: 2 ** 40 }),
+        fc.constantFrom(...spellings),
+        (n, spelling) => parseSize(formatBytes(n * 512, spelling), 0) === n * 512,
       ),
+    );
+    assert.deepEqual(
+      spellings.map((sp) => formatBytes(3 * 2 ** 19, sp)),
+      ['1572864', '1536K', '1536k', '1.5M', '1572864B', '1572864b'],
     );
   });
 });
@@ -100,7 +105,8 @@ describe('case generator', () => {
       { numRuns: 2000 },
     );
   });
-  it('writes no compressed clusters into images amended down to 1 or 2 bits (qemu-img amend refuses shared clusters there)', () => {
+  const amended = 'images amended down to 1 or 2 bits (qemu-img amend refuses shared clusters there)';
+  it(`writes no compressed clusters into ${amended}`, () => {
     fc.assert(
       fc.property(caseArb, ({ image, data }) => {
         if (image.createdWithRefcountBits !== null && image.refcountBits < 4)
@@ -191,7 +197,8 @@ describe('case generator', () => {
       { numRuns: 3000 },
     );
   });
-  it('draws backing images shorter and longer than the image and both kinds of data file, in a minority of cases', () => {
+  const externals = 'backing images shorter and longer than the image and both kinds of data file';
+  it(`draws ${externals}, in a minority of cases`, () => {
     const cases = fc.sample(caseArb, { seed: 13, numRuns: 2000 });
     const count = (f: (c: Case) => boolean) => cases.filter(f).length;
     const shorter = count((c) => c.image.backing !== null && c.image.backing.virtualSize < c.image.virtualSize);

@@ -29,7 +29,8 @@ const sha = async (file: string) =>
     .digest('hex');
 
 describe('qemu-img 7.2 and the files an image names', () => {
-  it('resolves a relative backing name against the image, a relative data file name against the working directory', async () => {
+  const resolves = 'resolves a relative backing name against the image, ';
+  it(`${resolves}a relative data file name against the working directory`, async () => {
     const root = dirs.dir();
     const a = join(root, 'resolve');
     await mkdir(a);
@@ -122,7 +123,8 @@ describe('qemu-img 7.2 and the files an image names', () => {
     assert.equal((await stat(join(a, DATA_FILE))).size, 7 * MiB);
   });
 
-  it('refuses to grow a v2 image over a longer backing image, after changing the file (registered as qemu behaviour)', async () => {
+  const refuses = 'refuses to grow a v2 image over a longer backing image, ';
+  it(`${refuses}after changing the file (registered as qemu behaviour)`, async () => {
     const a = join(dirs.dir(), 'v2');
     await mkdir(a);
     await qemu('qemu-img', ['create', '-q', '-f', 'qcow2', BACKING, '8M'], a);
@@ -208,7 +210,10 @@ describe('whole cases in the layout, qemu-img on both sides', () => {
   for (const [what, want] of KINDS.filter(([w]) => w !== 'a backing image and a data file')) {
     it(`${what}: no finding; the report keeps every file`, async () => {
       // no preallocated grows: the images stay small enough to be kept
-      const [c] = pick((x) => want(x) && x.steps.length >= 2 && x.steps.every((s) => s.preallocation === null), 1, 41);
+      // not dirty, no bitmaps: qemu-img repairs a dirty image and stores bitmaps again even when it
+      // refuses (registered findings of their own)
+      const plain = (x: Case) => want(x) && !x.image.dirty && x.image.bitmaps === 0 && x.steps.length >= 2;
+      const [c] = pick((x) => plain(x) && x.steps.every((s) => s.preallocation === null), 1, 41);
       assert.ok(c);
       const workdir = await mkdtemp(join(dirs.dir(), 'work-'));
       const result = await runCase(c, { subject: qemuImg, timeoutMs: 60_000, workdir, wantArtifacts: () => true });

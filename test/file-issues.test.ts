@@ -118,21 +118,25 @@ async function setup(t: { after: (fn: () => Promise<void>) => void }) {
   const gh = join(fake, 'gh');
   await writeFile(
     gh,
-    `#!/usr/bin/env bash
-# fake gh: logs its arguments (one call a line, separated by US) and answers from files here
-here=${JSON.stringify(fake)}
-printf '%s\\x1f' "$@" >> "$here/calls"; printf '\\n' >> "$here/calls"
-case "$1 $2" in
-  "auth status") rc=$(cat "$here/auth-rc" 2>/dev/null || echo 0); [ "$rc" = 0 ] || echo "You are not logged into any GitHub hosts. To log in, run: gh auth login" >&2; exit "$rc" ;;
-  "issue list") [ -f "$here/list-rc" ] && { echo "HTTP 502" >&2; exit "$(cat "$here/list-rc")"; }; cat "$here/open-issues.json" 2>/dev/null || echo '[]' ;;
-  "issue create")
-    n=$(( $(cat "$here/created" 2>/dev/null || echo 100) + 1 )); echo "$n" > "$here/created"
-    while [ $# -gt 0 ]; do [ "$1" = --body-file ] && cp "$2" "$here/body-$n.md"; shift; done
-    echo "Creating issue in example/instar" >&2
-    echo "https://github.com/example/instar/issues/$n" ;;
-  *) echo "fake gh: unexpected $*" >&2; exit 3 ;;
-esac
-`,
+    [
+      `#!/usr/bin/env bash`,
+      `# fake gh: logs its arguments (one call a line, separated by US) and answers from files here`,
+      `here=${JSON.stringify(fake)}`,
+      `printf '%s\\x1f' "$@" >> "$here/calls"; printf '\\n' >> "$here/calls"`,
+      `case "$1 $2" in`,
+      `  "auth status") rc=$(cat "$here/auth-rc" 2>/dev/null || echo 0); [ "$rc" = 0 ] || ` +
+        `echo "You are not logged into any GitHub hosts. To log in, run: gh auth login" >&2; exit "$rc" ;;`,
+      `  "issue list") [ -f "$here/list-rc" ] && { echo "HTTP 502" >&2; exit "$(cat "$here/list-rc")"; }; ` +
+        `cat "$here/open-issues.json" 2>/dev/null || echo '[]' ;;`,
+      `  "issue create")`,
+      `    n=$(( $(cat "$here/created" 2>/dev/null || echo 100) + 1 )); echo "$n" > "$here/created"`,
+      `    while [ $# -gt 0 ]; do [ "$1" = --body-file ] && cp "$2" "$here/body-$n.md"; shift; done`,
+      `    echo "Creating issue in example/instar" >&2`,
+      `    echo "https://github.com/example/instar/issues/$n" ;;`,
+      `  *) echo "fake gh: unexpected $*" >&2; exit 3 ;;`,
+      `esac`,
+      ``,
+    ].join('\n'),
   );
   await chmod(gh, 0o755);
   const calls = async () =>
@@ -167,7 +171,10 @@ test('issueText: a short title, the signature line, the finding, repro.sh inline
   );
   assert.match(
     body,
-    /hits: 4; first seen seed 1, iteration 0, 2026-11-26 02:00 UTC; last seen corpus refcount-4bit\.json, 2026-11-26 03:00 UTC/,
+    new RegExp(
+      /hits: 4; first seen seed 1, iteration 0, 2026-11-26 02:00 UTC; /.source +
+        /last seen corpus refcount-4bit\.json, 2026-11-26 03:00 UTC/.source,
+    ),
   );
   assert.match(body, /confirmation: reproduced in 3 of 3 re-runs/);
   assert.match(body, /latest recheck: not rechecked/);
@@ -226,11 +233,11 @@ test('without gh: issue.md and issue-title.txt are written, and it says once how
   assert.equal(s.lines.length, 1, 'said once');
   assert.match(s.lines[0]!, /no-such-gh is not installed/);
   assert.match(s.lines[0]!, /issue-title\.txt and issue\.md in 3 report folders/);
-  assert.ok(
-    s.lines[0]!.includes(
-      `gh issue create --title "$(cat ${join(s.reports, FOLDERS[0]!, 'issue-title.txt')})" --body-file ${join(s.reports, FOLDERS[0]!, 'issue.md')}`,
-    ),
-  );
+  const [titleFile, bodyFile] = [
+    join(s.reports, FOLDERS[0]!, 'issue-title.txt'),
+    join(s.reports, FOLDERS[0]!, 'issue.md'),
+  ];
+  assert.ok(s.lines[0]!.includes(`gh issue create --title "$(cat ${titleFile})" --body-file ${bodyFile}`));
 });
 
 test('gh not authenticated: files written only, nothing listed or created', async (t) => {

@@ -70,7 +70,7 @@ const FAULTS = [
   {
     fault: 'refuse-unaligned-shrink',
     oracles: ['outcome'],
-    kind: 'outcome-mismatch',
+    kind: 'refused',
     why: 'refuses shrinks to sizes off the cluster grid',
   },
   {

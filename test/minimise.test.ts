@@ -95,7 +95,8 @@ describe('minimise', () => {
     assert.ok(subByteShrink(m.case));
   });
 
-  it('stops when the run is interrupted, and rethrows any other error instead of taking it for a reproduction', async () => {
+  const interrupts = 'stops when the run is interrupted, ';
+  it(`${interrupts}and rethrows any other error instead of taking it for a reproduction`, async () => {
     const { iteration, c } = firstCase(6, subByteShrink);
     const interrupted = await minimise(
       6,

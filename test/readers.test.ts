@@ -62,7 +62,8 @@ describe('reader threads', () => {
   });
 
   it('do not keep a process alive once its work is done', async () => {
-    const script = `import { reader, startReaders } from ${JSON.stringify(new URL('../exec/readers.ts', import.meta.url).href)};
+    const readers = JSON.stringify(new URL('../exec/readers.ts', import.meta.url).href);
+    const script = `import { reader, startReaders } from ${readers};
 startReaders(2);
 console.log((await reader.contentHash('/etc/hostname')).length);`;
     const r = await execa(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {

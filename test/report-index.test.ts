@@ -243,7 +243,10 @@ test('writeReportsIndex writes index.md and index.html atomically, with every re
   assert.match(md, /1 step, 2 data operations, minimised from 4 steps, 7 data operations/);
   assert.match(
     md,
-    /\[report\.md\]\(subject-check-corruptions-aaaaaaaaaa\/report\.md\) · \[repro\.sh\]\(subject-check-corruptions-aaaaaaaaaa\/repro\.sh\)/,
+    new RegExp(
+      /\[report\.md\]\(subject-check-corruptions-aaaaaaaaaa\/report\.md\) · /.source +
+        /\[repro\.sh\]\(subject-check-corruptions-aaaaaaaaaa\/repro\.sh\)/.source,
+    ),
   );
   assert.match(md, /\[repro\.sh\]\(flaky\/subject-content-content-mismatch-eeeeeeeeee\/repro\.sh\)/);
   assert.match(md, /seed 20261125 · 250 iterations · new 6 · known 31/);

@@ -309,7 +309,8 @@ describe('the nightly workflow', () => {
       'shard: [1, 2, 3, 4]',
       'SEED: ${{ needs.plan.outputs.seed }}',
       'SHARDS: ${{ strategy.job-total }}',
-      'npm run fuzz -- --instar "$INSTAR" --seed "$SEED" --shard "$SHARD/$SHARDS" --duration "$DURATION" --reports "reports-$SHARD"',
+      'npm run fuzz -- --instar "$INSTAR" --seed "$SEED" --shard "$SHARD/$SHARDS" ' +
+        '--duration "$DURATION" --reports "reports-$SHARD"',
       'name: reports-${{ matrix.shard }}',
       'needs: [plan, fuzz]',
       'if: ${{ !cancelled() }}',

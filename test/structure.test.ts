@@ -193,7 +193,9 @@ describe("silent on qemu-built images and qemu's resizes; agrees with qemu-img c
   });
 
   for (const raw of [false, true]) {
-    test(`external data file${raw ? ' with data_file_raw' : ''}: data clusters live in the data file, unrefcounted`, async () => {
+    const name =
+      `external data file${raw ? ' with data_file_raw' : ''}: ` + 'data clusters live in the data file, unrefcounted';
+    test(name, async () => {
       // an absolute name: qemu-img 7.2 resolves a relative one against its working directory
       const data = scratchDir.path(`data-${raw ? 'raw' : 'plain'}.raw`);
       const io = ['write -P 1 0 100k', 'write -z 1M 64k', 'write -P 2 2M 64k', 'discard 2M 64k', 'write -P 3 3M 64k'];
@@ -277,7 +279,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
         setRefcount(p, await firstDataCluster(p), 0),
       );
       assert.deepEqual(sigs(findings), [
-        'structure/refcount-mismatch/subject/undercounted',
+        'structure/refcount-mismatch/subject/undercounted:data',
         'structure/copied-flag-mismatch/subject/l2',
       ]);
       assert.equal((await check(path)).exitCode, 2);
@@ -287,7 +289,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
   test('a referenced cluster at refcount 2 is overcounted, and COPIED no longer holds', async () => {
     const { findings } = await damaged('refcount_bits=8', async (p) => setRefcount(p, await firstDataCluster(p), 2));
     assert.deepEqual(sigs(findings), [
-      'structure/refcount-mismatch/subject/overcounted',
+      'structure/refcount-mismatch/subject/overcounted:data',
       'structure/copied-flag-mismatch/subject/l2',
     ]);
   });
@@ -299,7 +301,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
       await truncate(p, (cluster + 1) * 65536);
       await setRefcount(p, cluster, 1);
     });
-    assert.deepEqual(sigs(findings), ['structure/refcount-mismatch/subject/leaked']);
+    assert.deepEqual(sigs(findings), ['structure/refcount-mismatch/subject/leaked:unreferenced']);
     assert.equal((await check(path)).exitCode, 3);
   });
 
@@ -308,7 +310,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
       const o = (await structuralCheck(p)) as Readable;
       await setRefcount(p, Math.ceil(o.fileLength / 65536) + 3, 1);
     });
-    assert.deepEqual(sigs(findings), ['structure/refcount-mismatch/subject/leaked']);
+    assert.deepEqual(sigs(findings), ['structure/refcount-mismatch/subject/leaked:unreferenced']);
     assert.equal((await check(path)).exitCode, 0);
   });
 
@@ -326,7 +328,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
       },
       io,
     );
-    assert.deepEqual(sigs(findings), ['structure/refcount-mismatch/subject/undercounted']);
+    assert.deepEqual(sigs(findings), ['structure/refcount-mismatch/subject/undercounted:compressed+shared']);
   });
 
   test("a snapshot's shared cluster counted once", async () => {
@@ -337,7 +339,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
     // The snapshot cleared COPIED on the shared entry; with refcount 1 stored, qemu-img check calls
     // that a corruption too.
     assert.deepEqual(sigs(findings), [
-      'structure/refcount-mismatch/subject/undercounted',
+      'structure/refcount-mismatch/subject/undercounted:data+shared',
       'structure/copied-flag-mismatch/subject/l2',
     ]);
   });
@@ -370,7 +372,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
     // The real L2 table is now referenced by nothing.
     assert.deepEqual(sigs(findings), [
       'structure/metadata-invalid/subject/l2-offset',
-      'structure/refcount-mismatch/subject/leaked',
+      'structure/refcount-mismatch/subject/leaked:unreferenced',
     ]);
     const big = await damaged('', (p) => patch(p, HEADER_OFFSET.refcountTableClusters, u32(2 ** 20)));
     assert.equal(sigs(big.findings)[0], 'structure/header-inconsistent/subject/refcount_table_clusters');
@@ -438,7 +440,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
     // The bitmap clusters are now referenced by nothing, too.
     assert.deepEqual(sigs(findings), [
       'structure/header-inconsistent/subject/autoclear_features',
-      'structure/refcount-mismatch/subject/leaked',
+      'structure/refcount-mismatch/subject/leaked:unreferenced',
       'structure/extension-lost/subject/bitmaps',
     ]);
   });
@@ -461,7 +463,8 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
     assert.deepEqual(sigs(findings), ['structure/beyond-eof/subject/data']);
   });
 
-  test('external data file: a host offset other than the guest offset, a compressed cluster, a missing name', async () => {
+  const damages = 'a host offset other than the guest offset, a compressed cluster, a missing name';
+  test(`external data file: ${damages}`, async () => {
     const data = scratchDir.path('data-damaged.raw');
     const opts = `data_file=${data}`;
     const io = ['write -P 7 0 64k', 'write -P 9 1M 64k'];
@@ -486,7 +489,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
     // the descriptor also points into the qcow2 file itself (its header cluster, here)
     assert.deepEqual(sigs(compressed.findings), [
       'structure/metadata-invalid/subject/data-file-compressed',
-      'structure/refcount-mismatch/subject/undercounted',
+      'structure/refcount-mismatch/subject/undercounted:header+shared',
     ]);
     const unnamed = await damaged(
       opts,
@@ -519,7 +522,7 @@ describe('fires on damaged images', { concurrency: 4 }, () => {
     const sub = await copy(ref);
     await setRefcount(ref, await firstDataCluster(ref), 0);
     assert.deepEqual(sigs(structureOracle(await structuralCheck(sub), await structuralCheck(ref))), [
-      'structure/refcount-mismatch/reference/undercounted',
+      'structure/refcount-mismatch/reference/undercounted:data',
       'structure/copied-flag-mismatch/reference/l2',
     ]);
   });

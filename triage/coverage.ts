@@ -100,12 +100,15 @@ export function coverageGaps(cov: CoverageSummary): string[] {
 export function coverageTable(cov: CoverageSummary): string {
   const rows = Object.entries(cov.refcountByStep).map(
     ([bits, r]) =>
-      `  ${bits.padStart(2)}-bit  ${String(r.grow).padStart(6)}  ${String(r.shrink).padStart(7)}  ${String(r.shrinkDiscarding).padStart(17)}`,
+      `  ${bits.padStart(2)}-bit  ${String(r.grow).padStart(6)}  ` +
+      `${String(r.shrink).padStart(7)}  ${String(r.shrinkDiscarding).padStart(17)}`,
   );
   const features = Object.entries(cov.features)
     .map(([k, n]) => `${k} ${n}`)
     .join(', ');
-  const reader = `qcow2 reader vs qemu-img check on base images: ${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed`;
+  const reader =
+    `qcow2 reader vs qemu-img check on base images: ` +
+    `${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed`;
   return [
     '  refcount  grows  shrinks  shrinks discarding',
     ...rows,

@@ -31,6 +31,8 @@ export interface CaseFacts {
   shrinkFlag: boolean;
   /** How many L2 tables the range a shrink discards touches (0 for other steps). */
   shrinkL2Tables: number;
+  /** A shrink to a positive size below one cluster. */
+  shrinkBelowOneCluster: boolean;
   compressionType: string;
   /** The base image has persistent bitmaps. */
   bitmaps: boolean;
@@ -59,6 +61,7 @@ interface CasePredicates {
   shrinkFlag?: boolean;
   /** At least this many L2 tables in the discarded range. */
   shrinkL2TablesAtLeast?: number;
+  shrinkBelowOneCluster?: boolean;
   compressionType?: string[];
   bitmaps?: boolean;
   dirty?: boolean;
@@ -75,6 +78,9 @@ export interface KnownDivergence {
   expires?: string;
   /** The issue that tracks the divergence (a URL). */
   issue?: string;
+  /** The reference qemu-img versions the entry holds for: from `from` (inclusive) up to `below`
+   * (exclusive), each `MAJOR[.MINOR[.MICRO]]`; absent, every version. */
+  qemuVersions?: { from?: string; below?: string };
   match: {
     oracle?: OracleName;
     kind: string;
@@ -125,6 +131,15 @@ const isClusterSize: Check = (v) =>
     ? null
     : 'must be a power of two from 512 to 2097152';
 
+const VERSION = /^\d+(\.\d+){0,2}$/;
+const isVersionRange: Check = (v) => {
+  if (!isObject(v) || Object.keys(v).length === 0) return 'must be an object with "from" and/or "below"';
+  const bad = Object.entries(v).find(
+    ([k, x]) => !['from', 'below'].includes(k) || typeof x !== 'string' || !VERSION.test(x),
+  );
+  return bad ? `has ${bad[0]}: it takes "from" and "below", each a version such as "8.2" or "10.0.2"` : null;
+};
+
 /** The fields the registry accepts at each level; known-divergences.schema.json says the same. */
 export const ENTRY_FIELDS: Record<string, Check> = {
   id: isString,
@@ -132,6 +147,7 @@ export const ENTRY_FIELDS: Record<string, Check> = {
   link: isString,
   expires: isDay,
   issue: isUrl,
+  qemuVersions: isVersionRange,
 };
 export const MATCH_FIELDS: Record<string, Check> = {
   oracle: oneOf(ORACLE_NAMES),
@@ -150,6 +166,7 @@ export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   preallocation: listOf(oneOf(['none', ...PREALLOCATION_MODES])),
   shrinkFlag: isBoolean,
   shrinkL2TablesAtLeast: isPositiveInteger,
+  shrinkBelowOneCluster: isBoolean,
   compressionType: listOf(oneOf(['zlib', 'zstd'])),
   bitmaps: isBoolean,
   dirty: isBoolean,
@@ -183,7 +200,8 @@ export function parseRegistry(text: string, source: string): KnownDivergence[] {
     throw new RegistryError(`${source} must be an object {"divergences": [...]}`);
   const ids = new Set<string>();
   return json.divergences.map((entry: unknown, i: number) => {
-    const where = `${source}: divergences[${i}]${isObject(entry) && typeof entry.id === 'string' ? ` ("${entry.id}")` : ''}`;
+    const named = isObject(entry) && typeof entry.id === 'string' ? ` ("${entry.id}")` : '';
+    const where = `${source}: divergences[${i}]${named}`;
     if (!isObject(entry)) throw new RegistryError(`${where} must be an object`);
     const { match, $comment: _comment, ...rest } = entry;
     checkFields(rest, ENTRY_FIELDS, ['id', 'description', 'link'], where);
@@ -207,6 +225,32 @@ export function byExpiry(
 ): { active: KnownDivergence[]; expired: KnownDivergence[] } {
   const expired = entries.filter((e) => e.expires !== undefined && e.expires <= today);
   return { active: entries.filter((e) => !expired.includes(e)), expired };
+}
+
+/** A version as numbers: "10.0.2" → [10, 0, 2]; missing parts are 0. */
+const versionParts = (v: string) => [...v.split('.').map(Number), 0, 0].slice(0, 3);
+const compareVersions = (a: string, b: string) => {
+  const [x, y] = [versionParts(a), versionParts(b)];
+  return x.map((n, i) => n - y[i]!).find((d) => d !== 0) ?? 0;
+};
+
+/** The version in qemu-img's --version line ("qemu-img version 7.2.19 (Debian ...)"). */
+export function qemuVersionOf(versionLine: string): string | null {
+  return /version (\d+\.\d+(?:\.\d+)?)/.exec(versionLine)?.[1] ?? null;
+}
+
+/** Splits the registry by the reference's version: entries whose qemuVersions range leaves it out
+ * do not apply (and are not unused). An unknown version keeps every entry. */
+export function byQemuVersion(
+  entries: KnownDivergence[],
+  version: string | null,
+): { active: KnownDivergence[]; otherVersions: KnownDivergence[] } {
+  const holds = ({ qemuVersions: r }: KnownDivergence) =>
+    version === null ||
+    r === undefined ||
+    ((r.from === undefined || compareVersions(version, r.from) >= 0) &&
+      (r.below === undefined || compareVersions(version, r.below) < 0));
+  return { active: entries.filter(holds), otherVersions: entries.filter((e) => !holds(e)) };
 }
 
 export async function loadRegistry(file: string): Promise<KnownDivergence[]> {
@@ -235,6 +279,7 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     preallocation: s.preallocation ?? 'none',
     shrinkFlag: s.shrink,
     shrinkL2Tables: step.plan.kind === 'shrink' ? Math.ceil(step.sizeBefore / l2) - Math.floor(target / l2) : 0,
+    shrinkBelowOneCluster: step.plan.kind === 'shrink' && target > 0 && target < c.image.clusterSize,
     compressionType: c.image.compressionType,
     bitmaps: c.image.bitmaps > 0,
     dirty: c.image.dirty,
@@ -258,6 +303,7 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
     inList(p.preallocation, f.preallocation) &&
     equal(p.shrinkFlag, f.shrinkFlag) &&
     (p.shrinkL2TablesAtLeast === undefined || f.shrinkL2Tables >= p.shrinkL2TablesAtLeast) &&
+    equal(p.shrinkBelowOneCluster, f.shrinkBelowOneCluster) &&
     inList(p.compressionType, f.compressionType) &&
     equal(p.bitmaps, f.bitmaps) &&
     equal(p.dirty, f.dirty) &&
@@ -267,21 +313,35 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
   );
 }
 
-/** The first entry that explains this finding, or null. */
-export function matchKnown(
+/** How an entry judges a finding: it explains it, or all but its message pattern hold (a refusal
+ * for a reason the entry does not name: the finding stays new, the entry is reported). */
+export type Verdict = 'explains' | 'message-differs' | null;
+
+export function verdictOf(
+  { match: m }: KnownDivergence,
+  finding: StepFinding,
+  facts: CaseFacts,
+  subjectStderr: string,
+): Verdict {
+  if (m.kind !== finding.kind) return null;
+  if (m.oracle !== undefined && m.oracle !== finding.oracle) return null;
+  if (m.side !== undefined && m.side !== finding.side) return null;
+  if (m.detail !== undefined && !new RegExp(m.detail).test(finding.detail)) return null;
+  if (m.case !== undefined && !predicatesHold(m.case, facts)) return null;
+  if (m.subjectStderr !== undefined && !new RegExp(m.subjectStderr).test(subjectStderr)) return 'message-differs';
+  return 'explains';
+}
+
+/** The first entry that explains this finding, or null; when none does, the entries that would
+ * but for their message pattern. */
+export function judge(
   entries: KnownDivergence[],
   finding: StepFinding,
   facts: CaseFacts,
   subjectStderr: string,
-): KnownDivergence | null {
-  return (
-    entries.find(({ match: m }) => {
-      if (m.kind !== finding.kind) return false;
-      if (m.oracle !== undefined && m.oracle !== finding.oracle) return false;
-      if (m.side !== undefined && m.side !== finding.side) return false;
-      if (m.detail !== undefined && !new RegExp(m.detail).test(finding.detail)) return false;
-      if (m.subjectStderr !== undefined && !new RegExp(m.subjectStderr).test(subjectStderr)) return false;
-      return m.case === undefined || predicatesHold(m.case, facts);
-    }) ?? null
-  );
+): { entry: KnownDivergence | null; messageDiffers: KnownDivergence[] } {
+  const verdicts = entries.map((entry) => ({ entry, verdict: verdictOf(entry, finding, facts, subjectStderr) }));
+  const entry = verdicts.find((v) => v.verdict === 'explains')?.entry ?? null;
+  const messageDiffers = entry ? [] : verdicts.filter((v) => v.verdict === 'message-differs').map((v) => v.entry);
+  return { entry, messageDiffers };
 }

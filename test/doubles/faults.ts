@@ -14,6 +14,7 @@ import {
   type Qcow2Header,
 } from '../../qcow2/format.ts';
 import { withQcow2 } from '../../qcow2/reader.ts';
+import { structuralCheck } from '../../qcow2/structure.ts';
 import { getRefcountEntry, refcountEntriesPerBlock } from '../../qcow2/tables.ts';
 import {
   rewriteHeaderExtensions,
@@ -34,7 +35,8 @@ export interface Context {
   wanted: number | undefined;
   /** Whether --shrink was given. */
   shrink: boolean;
-  quiet: boolean;
+  /** --preallocation, when given. */
+  preallocation: string | undefined;
 }
 
 export interface AfterContext extends Context {
@@ -53,6 +55,21 @@ export interface Fault {
   before?: (c: Context) => Exit | Promise<Exit>;
   refused?: (c: Context, exitCode: number) => Exit | Promise<Exit>;
   after?: (c: AfterContext) => Exit | Promise<Exit>;
+  /** Changes the words of a refusal (INSTAR_DOUBLE_CLI=real). */
+  reword?: (message: string) => string;
+  /** Changes what --output json prints, and the human output. */
+  json?: (r: JsonReport) => JsonReport;
+  human?: (text: string) => string;
+}
+
+/** What `instar resize --output json` prints. */
+export interface JsonReport {
+  filename: string;
+  format: string;
+  action: 'grow' | 'shrink' | 'noop';
+  old_virtual_size: number | null;
+  new_virtual_size: number;
+  new_file_size: number;
 }
 
 const SUB_BYTE = [1, 2, 4];
@@ -83,25 +100,30 @@ function msbFirst(block: Buffer, bits: number): Buffer {
 }
 
 /**
- * Marks the first free host cluster that an allocated refcount block covers as used (refcount 1),
- * extending the file to include it if needed: qemu-img check only looks at clusters inside the
- * file. The result is a pure leak (check exit 3). Returns the cluster, or undefined if none.
+ * Marks the first cluster at or past the end of the file that an allocated refcount block covers as
+ * used (refcount 1), extending the file to include it: qemu-img check only looks at clusters inside
+ * the file. Nothing references such a cluster, whatever state the refcounts are in: the result is a
+ * pure leak (check exit 3). Returns the cluster, or undefined if no block covers one.
  */
 export async function leakOneCluster(file: string): Promise<number | undefined> {
   const free = await withQcow2(file, async (r) => {
     const h = r.header;
     const perBlock = refcountEntriesPerBlock(h.clusterSize, h.refcountBits);
+    const end = Math.ceil(r.fileLength / h.clusterSize);
     const used = await r.readRefcounts();
     for (const block of await r.refcountBlocks()) {
-      for (let i = 0; i < perBlock; i++) {
-        const cluster = block.tableIndex * perBlock + i;
-        if (!used.has(cluster)) return { cluster, end: (cluster + 1) * h.clusterSize, fileLength: r.fileLength };
+      for (
+        let cluster = Math.max(end, block.tableIndex * perBlock);
+        cluster < (block.tableIndex + 1) * perBlock;
+        cluster++
+      ) {
+        if (!used.has(cluster)) return { cluster, end: (cluster + 1) * h.clusterSize };
       }
     }
     return undefined;
   });
   if (free === undefined) return undefined;
-  if (free.end > free.fileLength) await truncate(file, free.end);
+  await truncate(file, free.end);
   await setRefcount(file, free.cluster, 1);
   return free.cluster;
 }
@@ -141,6 +163,27 @@ async function currentSize(c: Context): Promise<number> {
   return size ?? c.oldSize ?? MiB;
 }
 
+/** Host clusters of an image referenced more than once (shared with a snapshot), and those only
+ * snapshots reference, as the qcow2 reader sees them. */
+async function sharing(file: string): Promise<{ shared: Set<number>; snapshotOnly: Set<number> }> {
+  const o = await structuralCheck(file);
+  const out = { shared: new Set<number>(), snapshotOnly: new Set<number>() };
+  if (!o.readable) return out;
+  for (const run of o.clusterRoles) {
+    for (let c = run.first; c <= run.last; c++) {
+      if (run.shared) out.shared.add(c);
+      if (run.role === 'snapshot-data') out.snapshotOnly.add(c);
+    }
+  }
+  return out;
+}
+
+/** The image file's length before the resize, kept by the json-old-size-from-file fault. */
+let fileLengthBefore: number | undefined;
+
+/** Clusters shared before a shrink, kept by the drop-shared-on-shrink fault between its hooks. */
+let sharedBefore: Set<number> | undefined;
+
 export const FAULTS = {
   none: { what: 'none: qemu-img resize, faithfully' },
   '365-stride': {
@@ -164,7 +207,8 @@ export const FAULTS = {
     before: (c) => {
       if (c.before && c.wanted !== undefined && isShrink(c) && c.wanted % c.before.clusterSize !== 0) {
         process.stderr.write(
-          `instar-double: refusing to shrink to ${c.wanted}: not a multiple of the cluster size ${c.before.clusterSize}\n`,
+          `instar-double: refusing to shrink to ${c.wanted}: ` +
+            `not a multiple of the cluster size ${c.before.clusterSize}\n`,
         );
         return 1;
       }
@@ -224,7 +268,6 @@ export const FAULTS = {
       if (!c.before || c.wanted === undefined || !isShrink(c) || !c.shrink || c.wanted <= 0 || c.wanted % 512 !== 0)
         return;
       await writeVirtualSize(c.file, c.wanted);
-      if (!c.quiet) process.stdout.write('Image resized.\n');
       return 0;
     },
   },
@@ -241,7 +284,9 @@ export const FAULTS = {
     },
   },
   'keep-data-file-tail': {
-    what: 'accepts images with an external data file (instar documents refusing them) and, on a shrink, leaves the data file at its old length: the bytes past the new end stay in the data file',
+    what:
+      'accepts images with an external data file (instar documents refusing them) and, on a shrink, ' +
+      'leaves the data file at its old length: the bytes past the new end stay in the data file',
     accepts: ['data-file'],
     before: async (c) => {
       const file = await dataFileOf(c);
@@ -282,10 +327,7 @@ export const FAULTS = {
   },
   'exit0-untouched': {
     what: "exits 0 (and says 'Image resized.') without running qemu-img or touching the image",
-    before: (c) => {
-      if (!c.quiet) process.stdout.write('Image resized.\n');
-      return 0;
-    },
+    before: () => 0,
   },
   'delete-image': {
     what: 'runs qemu-img resize, then deletes the image file and exits 0, whatever qemu-img did',
@@ -293,7 +335,9 @@ export const FAULTS = {
     after: async (c) => (await unlink(c.file), 0),
   },
   'replace-image': {
-    what: 'runs qemu-img resize, then replaces the image with a fresh empty qcow2 image of the resulting virtual size (default options) and exits 0',
+    what:
+      'runs qemu-img resize, then replaces the image with a fresh empty qcow2 image ' +
+      'of the resulting virtual size (default options) and exits 0',
     refused: async (c) => (await replaceWithFresh(c.file, await currentSize(c)), 0),
     after: async (c) => (await replaceWithFresh(c.file, c.newSize), 0),
   },
@@ -303,7 +347,9 @@ export const FAULTS = {
     after: async (c) => (await truncate(c.file, 0), 0),
   },
   'huge-file': {
-    what: 'runs qemu-img resize, then appends 200 MiB of real (non-zero, non-sparse) data to the image file and exits 0, whatever qemu-img did',
+    what:
+      'runs qemu-img resize, then appends 200 MiB of real (non-zero, non-sparse) data to the image file ' +
+      'and exits 0, whatever qemu-img did',
     refused: async (c) => (await appendData(c.file, 200 * MiB), 0),
     after: async (c) => (await appendData(c.file, 200 * MiB), 0),
   },
@@ -323,6 +369,51 @@ export const FAULTS = {
       process.kill(process.pid, 'SIGKILL');
       return never();
     },
+  },
+  'refuse-full-preallocation': {
+    what: 'refuses --preallocation full (qemu-img accepts it on a grow)',
+    before: (c) => {
+      if (c.preallocation !== 'full') return;
+      process.stderr.write('instar-double: full preallocation is not implemented\n');
+      return 1;
+    },
+  },
+  'unrefcounted-l1-grow': {
+    what: "after a grow that moved the L1 table to a new place, leaves the new table's clusters at refcount 0",
+    after: async (c) => {
+      if (!c.before || !c.after || c.after.l1TableOffset === c.before.l1TableOffset) return;
+      const { clusterSize, l1TableOffset, l1Size } = c.after;
+      const first = l1TableOffset / clusterSize;
+      for (let i = 0; i < Math.max(1, Math.ceil((l1Size * 8) / clusterSize)); i++)
+        await setRefcount(c.file, first + i, 0);
+    },
+  },
+  'drop-shared-on-shrink': {
+    what: 'a shrink frees the discarded clusters a snapshot still shares (refcount 0) instead of decrementing them',
+    before: async (c) => {
+      if (c.before && c.before.nbSnapshots > 0 && isShrink(c) && c.shrink)
+        sharedBefore = (await sharing(c.file)).shared;
+    },
+    after: async (c) => {
+      if (!sharedBefore || !c.after || c.after.size >= (c.before?.size ?? 0)) return;
+      const { snapshotOnly } = await sharing(c.file);
+      for (const cluster of sharedBefore) if (snapshotOnly.has(cluster)) await setRefcount(c.file, cluster, 0);
+    },
+  },
+  'json-old-size-from-file': {
+    what: "--output json reports the file's length before the resize as old_virtual_size",
+    before: async (c) => {
+      fileLengthBefore = (await stat(c.file).catch(() => undefined))?.size;
+    },
+    json: (r) => ({ ...r, old_virtual_size: fileLengthBefore ?? r.old_virtual_size }),
+  },
+  'human-output-differs': {
+    what: "prints 'Image resized successfully.' instead of qemu-img's 'Image resized.'",
+    human: () => 'Image resized successfully.\n',
+  },
+  'reword-zstd-refusal': {
+    what: 'refuses zstd images with other words than instar documents (INSTAR_DOUBLE_CLI=real)',
+    reword: (m) => m.replace('error 5: format does not support resize', 'error 5: zstd compression is not supported'),
   },
 } satisfies Record<string, Fault>;
 

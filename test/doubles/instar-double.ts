@@ -1,18 +1,38 @@
 // Test double for `instar resize`: runs `qemu-img resize` underneath and injects the fault named
 // by INSTAR_DOUBLE_FAULT (see faults.ts). Lets the harness's oracles be tested where real instar
-// (KVM) cannot run.
+// (KVM) cannot run. By default it reads SIZE as qemu-img does and refuses only images with a
+// backing file or a data file; with INSTAR_DOUBLE_CLI=real it speaks instar's real command line
+// (instar-cli.ts): its size grammar, messages, exit codes, refusals and documented behaviours.
 import { stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { INCOMPAT_DATA_FILE, type Qcow2Header } from '../../qcow2/format.ts';
 import { readQcow2Header } from '../../qcow2/reader.ts';
-import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName } from './faults.ts';
+import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName, type JsonReport } from './faults.ts';
+import {
+  BACKING_FILE_REFUSAL,
+  hasBitmaps,
+  instarError,
+  instarRefusal,
+  instarSize,
+  instarTarget,
+  UNSUPPORTED_REFUSAL,
+} from './instar-cli.ts';
+
+const REAL = process.env.INSTAR_DOUBLE_CLI === 'real';
 
 const USAGE =
   'usage: instar resize [-f FMT] [--shrink] [--preallocation MODE] [-q] [--output human|json] FILENAME [+|-]SIZE';
 
 function die(msg: string, code = 1): never {
-  process.stderr.write(`instar-double: ${msg}\n`);
+  process.stderr.write(REAL ? instarError(msg) : `instar-double: ${msg}\n`);
   process.exit(code);
+}
+
+/** A usage error: clap's words and exit 2 in instar's real command line. */
+function usage(msg: string): never {
+  if (!REAL) die(msg);
+  process.stderr.write(`error: ${msg}\n\n${USAGE}\n`);
+  process.exit(2);
 }
 
 interface ResizeArgs {
@@ -49,12 +69,16 @@ function parseResizeArgs(args: string[]): ResizeArgs {
       const out = arg === '--output' ? value(++i, arg) : arg.slice('--output='.length);
       if (out !== 'human' && out !== 'json') die(`bad --output ${out}\n${USAGE}`);
       output = out;
-    } else if (arg.startsWith('-') && arg !== '-' && positional.length === 0) die(`unknown option ${arg}\n${USAGE}`);
+    } else if (arg === '--object' || arg === '--image-opts') {
+      // instar refuses both at the host CLI: an encrypted image cannot be given its key
+      die(`${arg} is not yet supported by instar resize`);
+    } else if (arg.startsWith('-') && arg !== '-' && positional.length === 0)
+      usage(`unexpected argument '${arg}' found`);
     else positional.push(arg);
   }
   const [filename, size] = positional;
   if (positional.length !== 2 || filename === undefined || size === undefined) {
-    die(`expected FILENAME and SIZE\n${USAGE}`);
+    usage(`expected FILENAME and SIZE\n${USAGE}`);
   }
   return { format, shrink, preallocation, quiet, output, filename, size };
 }
@@ -118,18 +142,19 @@ function combineFaults(faults: Fault[]): Fault {
     before: first('before'),
     refused: first('refused'),
     after: first('after'),
+    reword: (m: string) => faults.reduce((text, f) => f.reword?.(text) ?? text, m),
+    json: (r: JsonReport) => faults.reduce((report, f) => f.json?.(report) ?? report, r),
+    human: (t: string) => faults.reduce((text, f) => f.human?.(text) ?? text, t),
   } as Fault;
 }
 
-/** instar's documented refusals that the generators reach and qemu-img does not share: images with
- * a backing file and images with an external data file (see known-divergences.json). A fault may
- * accept some of them, to model an instar that supports them. */
+/** instar's documented refusals that the generators reach and qemu-img does not share, in its
+ * words: images with a backing file and images with an external data file (see
+ * known-divergences.json). A fault may accept some of them, to model an instar that supports them. */
 function documentedRefusal(h: Qcow2Header | undefined, fault: Fault): string | undefined {
   if (!h) return undefined;
-  if (h.backingFileOffset > 0 && !fault.accepts?.includes('backing-file'))
-    return 'images with a backing file are not supported';
-  if (h.incompatibleFeatures & INCOMPAT_DATA_FILE && !fault.accepts?.includes('data-file'))
-    return 'images with an external data file are not supported';
+  if (h.backingFileOffset > 0 && !fault.accepts?.includes('backing-file')) return BACKING_FILE_REFUSAL;
+  if (h.incompatibleFeatures & INCOMPAT_DATA_FILE && !fault.accepts?.includes('data-file')) return UNSUPPORTED_REFUSAL;
   return undefined;
 }
 
@@ -154,46 +179,99 @@ async function main(): Promise<number> {
   const qcow2 = format === 'qcow2';
   const before = qcow2 ? await readQcow2Header(args.filename).catch(() => undefined) : undefined;
   const oldSize = await virtualSize(args.filename, format);
-  const wanted = oldSize === undefined ? undefined : requestedSize(args.size, oldSize);
-  const quiet = args.quiet || args.output === 'json';
-  const ctx: Context = { file: args.filename, format, before, oldSize, wanted, shrink: args.shrink, quiet };
-
-  const refusal = documentedRefusal(before, fault);
-  if (refusal !== undefined) {
-    process.stderr.write(`instar-double: ${args.filename}: ${refusal}\n`);
-    return 1;
+  let wanted = oldSize === undefined ? undefined : requestedSize(args.size, oldSize);
+  // the size qemu-img resizes to underneath: SIZE as given, or instar's reading of it in bytes
+  let qemuSize = args.size;
+  if (REAL && oldSize !== undefined && before) {
+    const read = instarSize(args.size, oldSize);
+    if ('error' in read) return refuse(fault.reword?.(read.error) ?? read.error);
+    const request = {
+      header: before,
+      hasBitmaps: hasBitmaps(before),
+      oldSize,
+      newSize: read.bytes,
+      shrink: args.shrink,
+    };
+    const refusal = instarRefusal({ ...request, preallocation: args.preallocation });
+    if (refusal !== null) return refuse(fault.reword?.(refusal) ?? refusal);
+    wanted = instarTarget(request);
+    qemuSize = String(wanted);
   }
+  const ctx: Context = {
+    file: args.filename,
+    format,
+    before,
+    oldSize,
+    wanted,
+    shrink: args.shrink,
+    preallocation: args.preallocation,
+  };
 
+  const refusal = REAL ? undefined : documentedRefusal(before, fault);
+  if (refusal !== undefined) return refuse(refusal);
+
+  // a fault that resized by itself (exit 0) still reports it as instar would
   const early = await fault.before?.(ctx);
+  if (early === 0) return succeeded(args, fault, format, oldSize);
   if (typeof early === 'number') return early;
 
-  const qemuArgs = ['resize', ...(format ? ['-f', format] : []), ...(args.shrink ? ['--shrink'] : [])];
+  const qemuArgs = ['resize', '-q', ...(format ? ['-f', format] : []), ...(args.shrink ? ['--shrink'] : [])];
   if (args.preallocation !== undefined) qemuArgs.push(`--preallocation=${args.preallocation}`);
-  if (quiet) qemuArgs.push('-q'); // JSON replaces "Image resized."
-  const run = await execa('qemu-img', [...qemuArgs, args.filename, args.size], { stdio: 'inherit', reject: false });
+  const run = await execa('qemu-img', [...qemuArgs, args.filename, qemuSize], {
+    stdout: 'inherit',
+    stderr: REAL ? 'pipe' : 'inherit',
+    reject: false,
+  });
   if (run.exitCode !== 0) {
+    if (REAL)
+      process.stderr.write(
+        instarError(
+          String(run.stderr)
+            .split('\n')[0]!
+            .replace(/^qemu-img: /, ''),
+        ),
+      );
     const code = await fault.refused?.(ctx, run.exitCode ?? 1);
     return typeof code === 'number' ? code : (run.exitCode ?? 1);
   }
+  // instar rebuilds the header, always as version 3 (its tests list a compat=0.10 image coming
+  // back 1.1 as a known divergence)
+  if (REAL && before?.version === 2)
+    await execa('qemu-img', ['amend', '-q', '-f', 'qcow2', '-o', 'compat=1.1', args.filename]);
 
   const after = qcow2 ? await readQcow2Header(args.filename) : undefined;
   const newSize = (await virtualSize(args.filename, format)) ?? 0;
   const late = await fault.after?.({ ...ctx, after, newSize });
   if (typeof late === 'number') return late;
+  return succeeded(args, fault, format, oldSize);
+}
 
-  if (args.output === 'json') {
-    const action = oldSize === undefined || newSize === oldSize ? 'noop' : newSize > oldSize ? 'grow' : 'shrink';
-    const report = {
-      filename: args.filename,
-      format: format ?? 'raw',
-      action,
-      old_virtual_size: oldSize,
-      new_virtual_size: newSize,
-      new_file_size: (await stat(args.filename)).size,
-    };
-    process.stdout.write(`${JSON.stringify(report, null, 4)}\n`);
+/** What instar prints after a successful resize: `Image resized.`, its JSON report, or with -q
+ * nothing (instar's code; its docs say JSON ignores -q). */
+async function succeeded(args: ResizeArgs, fault: Fault, format: string | undefined, oldSize: number | undefined) {
+  if (args.quiet) return 0;
+  if (args.output === 'human') {
+    process.stdout.write(fault.human?.('Image resized.\n') ?? 'Image resized.\n');
+    return 0;
   }
+  const newSize = (await virtualSize(args.filename, format)) ?? 0;
+  const action = oldSize === undefined || newSize === oldSize ? 'noop' : newSize > oldSize ? 'grow' : 'shrink';
+  const report: JsonReport = {
+    filename: args.filename,
+    format: format ?? 'raw',
+    action,
+    old_virtual_size: oldSize ?? null,
+    new_virtual_size: newSize,
+    new_file_size: (await stat(args.filename)).size,
+  };
+  process.stdout.write(`${JSON.stringify(fault.json?.(report) ?? report, null, 2)}\n`);
   return 0;
+}
+
+/** A refusal in the dialect spoken: instar's `Error: "..."` and exit 1. */
+function refuse(message: string): number {
+  process.stderr.write(instarError(message));
+  return 1;
 }
 
 process.exitCode = await main();

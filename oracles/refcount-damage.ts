@@ -1,0 +1,134 @@
+import type { ClusterRole, RefcountMismatchClass, RoleRun, StructureObservation } from '../qcow2/structure.ts';
+import { normaliseMessage } from './message.ts';
+
+// Refcount damage named by its anatomy, whichever oracle saw it: which structure the damaged
+// clusters belong to (header, L1, L2, data, compressed, snapshot-owned, bitmap...), how their
+// stored refcount is wrong (below the references, above them, or referenced by nothing), and what is
+// special about them (shared by a snapshot). `qemu-img check` prints the cluster numbers; the
+// qcow2 reader knows what every cluster is; the structure oracle counts the same classes itself.
+
+/** One damaged cluster's class, e.g. `undercounted:l2`, `leaked:unreferenced`,
+ * `undercounted:snapshot-data+shared`. */
+export function damageClass(
+  how: RefcountMismatchClass | 'copied-flag',
+  role: ClusterRole | null,
+  shared: boolean,
+): string {
+  // shared matters where the active image and a snapshot share a cluster; clusters only snapshots
+  // reference are named by that already, however many snapshots they are shared among
+  const withSnapshot = shared && role !== null && !role.startsWith('snapshot-');
+  return `${how}:${role ?? 'unreferenced'}${withSnapshot ? '+shared' : ''}`;
+}
+
+const widthGroup = (bits: number) => (bits < 8 ? 'sub-byte' : bits === 8 ? 'byte' : 'multi-byte');
+
+/**
+ * The signature detail of a set of damaged clusters. No resize ever changes the header cluster's
+ * refcount, so damage that reaches it is the refcount blocks' encoding itself (entries at the wrong
+ * width or stride, as in instar #365): it is named by that and the refcount width's group, not by
+ * the set of clusters it happened to hit, which follows the image's content. Otherwise the classes.
+ */
+export function damageDetail(classes: DamagedClass[], refcountBits: number): string {
+  // the header referenced once: its stored refcount changed (one referenced more is an extra
+  // reference to it, named as such)
+  if (classes.some((c) => c.role === 'header' && !c.shared))
+    return `refcount-blocks-garbled:${widthGroup(refcountBits)}`;
+  return [...new Set(classes.map((c) => c.class))].sort().join(',');
+}
+
+/** One damaged cluster (or group of them) as a signature sees it. */
+export interface DamagedClass {
+  class: string;
+  role: ClusterRole | null;
+  shared: boolean;
+}
+
+/** How a host cluster is referenced, from the reader's runs; null when nothing references it. */
+export function roleOf(runs: RoleRun[], cluster: number): RoleRun | null {
+  let lo = 0;
+  let hi = runs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const run = runs[mid]!;
+    if (cluster < run.first) hi = mid - 1;
+    else if (cluster > run.last) lo = mid + 1;
+    else return run;
+  }
+  return null;
+}
+
+/** What `qemu-img check` printed about each damaged cluster, and its other complaints. */
+export interface CheckComplaints {
+  refcounts: { cluster: number; how: RefcountMismatchClass }[];
+  copiedFlags: { cluster: number; table: 'l2' | 'data' }[];
+  /** Other ERROR and Warning lines, normalised. */
+  other: string[];
+}
+
+const REFCOUNT_LINE = /^(ERROR|Leaked) cluster (\d+) refcount=(\d+) reference=(\d+)/;
+const COPIED_DATA = /^ERROR OFLAG_COPIED data cluster: l2_entry=([0-9a-f]+) refcount=\d+/;
+const COPIED_L2 = /^ERROR OFLAG_COPIED L2 cluster: l1_index=\d+ l1_entry=([0-9a-f]+) refcount=\d+/;
+const OFFSET_MASK = 0x00fffffffffffe00n;
+
+export function parseCheckComplaints(stderr: string, clusterBits: number): CheckComplaints {
+  const out: CheckComplaints = { refcounts: [], copiedFlags: [], other: [] };
+  const clusterOf = (entryHex: string) => Number((BigInt(`0x${entryHex}`) & OFFSET_MASK) >> BigInt(clusterBits));
+  for (const line of stderr.split('\n').map((l) => l.trim())) {
+    const r = REFCOUNT_LINE.exec(line);
+    const data = COPIED_DATA.exec(line);
+    const l2 = COPIED_L2.exec(line);
+    if (r) {
+      const [stored, references] = [Number(r[3]), Number(r[4])];
+      const how = stored < references ? 'undercounted' : references === 0 ? 'leaked' : 'overcounted';
+      out.refcounts.push({ cluster: Number(r[2]), how });
+    } else if (data) out.copiedFlags.push({ cluster: clusterOf(data[1]!), table: 'data' });
+    else if (l2) out.copiedFlags.push({ cluster: clusterOf(l2[1]!), table: 'l2' });
+    else if (/^(ERROR|Warning)\b/.test(line)) out.other.push(normaliseMessage(line));
+  }
+  return out;
+}
+
+/** The damage classes of check's complaints of one kind (corruptions: refcounts below the
+ * references, COPIED flags and other errors; leaks: refcounts above them), roles from the subject's
+ * structure. A COPIED flag that is wrong because the cluster's refcount is wrong is a symptom of
+ * that: only flags on clusters whose refcount qemu found right count as damage of their own. */
+export function checkDamage(
+  complaints: CheckComplaints,
+  structure: StructureObservation | null,
+  kind: 'corruptions' | 'leaks',
+) {
+  const runs = structure?.readable ? structure.clusterRoles : [];
+  const refcounts = complaints.refcounts.filter((r) => (r.how === 'undercounted') === (kind === 'corruptions'));
+  const classes = refcounts.map(({ cluster, how }) => {
+    const run = how === 'leaked' ? null : roleOf(runs, cluster);
+    return {
+      class: damageClass(how, run?.role ?? null, run?.shared ?? false),
+      role: run?.role ?? null,
+      shared: run?.shared ?? false,
+    };
+  });
+  if (kind === 'leaks') return classes;
+  const counted = new Map(complaints.refcounts.map((r) => [r.cluster, r.how]));
+  for (const { cluster, table } of complaints.copiedFlags) {
+    const run = roleOf(runs, cluster);
+    const how = counted.get(cluster);
+    // an undercount is already a class; a COPIED flag wrong because of an overcount is a
+    // corruption caused by that overcount, named by it
+    if (how === 'undercounted') continue;
+    if (how !== undefined) {
+      classes.push({
+        class: damageClass(how, run?.role ?? null, run?.shared ?? false),
+        role: run?.role ?? null,
+        shared: run?.shared ?? false,
+      });
+      continue;
+    }
+    classes.push({
+      class: damageClass('copied-flag', run?.role ?? (table === 'l2' ? 'l2' : 'data'), false),
+      role: run?.role ?? null,
+      shared: false,
+    });
+  }
+  classes.push(...complaints.other.map((line) => ({ class: line, role: null, shared: false })));
+  return classes;
+}

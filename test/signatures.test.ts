@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { dir } from 'tmp-promise';
+import { ROOT, fuzzCli, readReportIn, readSummary, reportsDir } from './helpers.ts';
+
+// One report per bug: against a double with seven faults at once, four of which qemu-img check
+// sees, a seeded run files exactly one report per fault, and each report stops reproducing when
+// its own fault alone is taken out of the double (and keeps reproducing when any other is).
+
+const LAUNCH = join(ROOT, 'test', 'doubles', 'launch.sh');
+const FAULTS: Record<string, string> = {
+  'refuse-unaligned-shrink':
+    'outcome/refused/subject/instar-double: refusing to shrink to <n>: not a multiple of the cluster size <n>',
+  'refuse-full-preallocation': 'outcome/refused/subject/instar-double: full preallocation is not implemented',
+  '365-stride': 'check/corruptions/subject/refcount-blocks-garbled:sub-byte',
+  'unrefcounted-l1-grow': 'check/corruptions/subject/undercounted:l1',
+  'drop-shared-on-shrink': 'check/corruptions/subject/undercounted:snapshot-data',
+  'leak-on-shrink': 'check/leaks/subject/leaked:unreferenced',
+  'drop-lazy-refcounts': 'info/info-mismatch/subject/lazy-refcounts',
+};
+const ALL = Object.keys(FAULTS);
+
+/** Replays a report folder against the double with `faults`; true when it reproduces. */
+async function reproducesWith(folder: string, faults: string[]): Promise<boolean> {
+  const r = await fuzzCli(['--replay', folder, '--instar', LAUNCH], { INSTAR_DOUBLE_FAULT: faults.join('+') });
+  assert.ok(r.exitCode === 0 || r.exitCode === 1, r.all);
+  return r.exitCode === 1;
+}
+
+describe('signatures that tell causes apart', () => {
+  let reports: string;
+  before(async () => {
+    const d = await dir({ unsafeCleanup: true, prefix: 'fuzz-signatures-' });
+    reports = d.path;
+    const args = [
+      '--instar',
+      join(ROOT, 'test', 'doubles', 'instar-many-faults'),
+      '--iterations',
+      '250',
+      '--seed',
+      '1',
+    ];
+    const run = await fuzzCli([...args, '--confirm', '1', '--minimise-runs', '10', '--reports', reports]);
+    assert.equal(run.exitCode, 1, run.all);
+  });
+
+  it('files exactly one report per fault', async () => {
+    const s = await readSummary(reports);
+    assert.deepEqual(s.signatures.map((x) => x.signature).sort(), Object.values(FAULTS).sort());
+    assert.deepEqual(s.flaky, []);
+  });
+
+  it('each report stops reproducing when its fault alone is removed', async () => {
+    const s = await readSummary(reports);
+    for (const [fault, signature] of Object.entries(FAULTS)) {
+      const folder = join(reports, s.signatures.find((x) => x.signature === signature)!.folder);
+      const others = ALL.filter((f) => f !== fault);
+      assert.equal(await reproducesWith(folder, ALL), true, `${signature} reproduces with every fault`);
+      assert.equal(await reproducesWith(folder, others), false, `${signature} is gone without ${fault}`);
+      // another fault removed instead: still there (the fault named is the cause, not a bystander)
+      const bystander = others[(ALL.indexOf(fault) + 1) % others.length]!;
+      assert.equal(
+        await reproducesWith(
+          folder,
+          ALL.filter((f) => f !== bystander),
+        ),
+        true,
+        `${signature}, without ${bystander}`,
+      );
+    }
+  });
+});
+
+describe('reports filed with the coarse signatures of formats 1 and 2', () => {
+  it('are still replayed, rechecked and indexed: the finding is said the old way', async (t) => {
+    const reports = await reportsDir(t);
+    const stride = join(ROOT, 'test', 'doubles', 'instar-365-stride');
+    const first = await fuzzCli([
+      '--instar',
+      stride,
+      '--iterations',
+      '20',
+      '--seed',
+      '1',
+      '--fail-fast',
+      '--minimise-runs',
+      '0',
+      '--reports',
+      reports,
+    ]);
+    assert.equal(first.exitCode, 1, first.all);
+    const { folder } = (await readSummary(reports)).signatures[0]!;
+    // the folder as a format-2 harness wrote it: its coarse signature, no scheme
+    const report = (await readReportIn(reports, folder)) as unknown as Record<string, unknown>;
+    const { signatureScheme: _, ...rest } = report;
+    const old = join(reports, 'subject-check-corruptions-5b805ca08c');
+    await mkdir(old);
+    await writeFile(
+      join(old, 'report.json'),
+      JSON.stringify({ ...rest, formatVersion: 2, signature: 'check/corruptions/subject/corruptions' }),
+    );
+    await writeFile(join(old, 'repro.sh'), await readFile(join(reports, folder, 'repro.sh')));
+
+    assert.equal((await fuzzCli(['--replay', old, '--instar', stride])).exitCode, 1, 'replay reproduces it');
+    const none = join(ROOT, 'test', 'doubles', 'instar-none');
+    assert.equal(
+      (await fuzzCli(['--replay', old, '--instar', none])).exitCode,
+      0,
+      'and not against a faithful subject',
+    );
+    const recheck = await fuzzCli(['--recheck', '--reports', reports, '--instar', stride]);
+    assert.equal(recheck.exitCode, 1, recheck.all);
+    assert.match(recheck.all ?? '', /STILL REPRODUCES: subject-check-corruptions-5b805ca08c/);
+    const index = await readFile(join(reports, 'index.md'), 'utf8');
+    assert.ok(index.includes('`check/corruptions/subject/corruptions`'), 'the index lists it under its own signature');
+  });
+});

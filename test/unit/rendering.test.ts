@@ -1,0 +1,93 @@
+// Rendering and the report store on real reports (testdata/reports: from fuzz runs, and as older
+// harnesses wrote them) and a small reports directory (testdata/index): report.md, repro.sh,
+// issue-title.txt, issue.md, index.md and index.html against their golden files.
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { signatureOf } from '../../oracles/finding.ts';
+import { MAX_TITLE, signatureLine } from '../../reporting/issues.ts';
+import { parseReport, REPORT_FORMAT, type Report } from '../../reporting/store.ts';
+import { INDEX_CASE, indexGoldens, reportCases, reportGoldens, TESTDATA, UPDATE_HINT } from './testdata.ts';
+
+const folders = await reportCases();
+const stored = (file: string) => readFile(join(TESTDATA, file), 'utf8');
+const report = async (folder: string): Promise<Report> =>
+  parseReport(await stored(join(folder, 'report.json')), join(folder, 'report.json'));
+
+describe('testdata/reports: rendered files are the golden files', () => {
+  for (const folder of folders) {
+    test(folder, async () => {
+      for (const [name, text] of Object.entries(await reportGoldens(folder)))
+        assert.equal(text, await stored(join(folder, name)), `${folder}/${name}: ${UPDATE_HINT}`);
+    });
+  }
+});
+
+test('testdata/index: index.md and index.html are the golden files', async () => {
+  for (const [name, text] of Object.entries(await indexGoldens()))
+    assert.equal(text, await stored(join(INDEX_CASE, name)), `${INDEX_CASE}/${name}: ${UPDATE_HINT}`);
+});
+
+describe('the report store', () => {
+  test('reads every recorded report, of every format, as the current format', async () => {
+    assert.ok(folders.length > 0);
+    for (const folder of folders) assert.equal((await report(folder)).formatVersion, REPORT_FORMAT, folder);
+  });
+  test('gives a format 1 report the triage fields it lacked, and its case the image fields', async () => {
+    const r = await report('reports/format-1-check-corruptions');
+    const raw = JSON.parse(await stored('reports/format-1-check-corruptions/report.json')) as Record<string, unknown>;
+    assert.equal(raw.formatVersion, 1);
+    assert.equal('confirmation' in raw, false);
+    assert.equal(r.confirmation, null);
+    assert.equal(r.minimisation, null);
+    assert.equal(r.flaky, false);
+    assert.deepEqual(r.rechecks, []);
+    assert.deepEqual(r.originalCase, r.case);
+    assert.equal(r.case.image.compressionType, 'zlib');
+    assert.equal(r.case.image.backing, null);
+  });
+  test('keeps the coarse signatures reports of formats 1 and 2 were filed with', async () => {
+    for (const folder of folders.filter((f) => /format-[12]-/.test(f)))
+      assert.equal((await report(folder)).signatureScheme, 'coarse', folder);
+  });
+  test("files today's reports under their finding's signature", async () => {
+    const current = folders.filter((f) => !/format-[12]-/.test(f));
+    assert.ok(current.length > 0);
+    for (const folder of current) {
+      const r = await report(folder);
+      assert.equal(r.signatureScheme, 'cause', folder);
+      assert.equal(r.signature, signatureOf(r.finding), folder);
+    }
+  });
+});
+
+describe('rendering', () => {
+  test('an issue carries its signature line and a title GitHub lists well', async () => {
+    for (const folder of folders) {
+      const [r, files] = [await report(folder), await reportGoldens(folder)];
+      assert.ok(files['issue.md']!.split('\n').includes(signatureLine(r.signature)), folder);
+      assert.ok(files['issue-title.txt']!.trimEnd().length <= MAX_TITLE, folder);
+      assert.ok(files['issue.md']!.includes(files['repro.sh']!.split('\n')[1]!), `${folder}: repro.sh inline`);
+    }
+  });
+  test('report.md says when a finding is flaky or qemu-img behaviour', async () => {
+    assert.match(
+      (await reportGoldens('reports/flaky-refused'))['report.md']!,
+      /flaky: it does not reproduce every time/,
+    );
+    assert.match(
+      (await reportGoldens('reports/control-image-modified'))['report.md']!,
+      /^# qemu-img \(reference\) behaviour/,
+    );
+  });
+  test('the index puts what is not fixed first, flaky reports apart and damaged folders last', async () => {
+    const md = (await indexGoldens())['index.md']!;
+    const row = (signature: string) => md.split('\n').findIndex((l) => l.includes(signature));
+    const reproducing = row('unchanged-on-refusal/image-modified-on-refusal/reference');
+    const fixed = row('check/corruptions/subject');
+    assert.ok(reproducing > 0 && fixed > reproducing, 'not fixed before fixed');
+    assert.ok(row('outcome/refused/subject') > md.split('\n').indexOf('## Flaky'), 'the flaky one under Flaky');
+    assert.match(md, /## Unreadable report folders\n\n- `damaged`: reports\/damaged\/report\.json is not valid JSON/);
+  });
+});
