@@ -87,7 +87,9 @@ export function infoOracle(reference: InfoObservation, subject: InfoObservation)
       },
     ];
   }
-  const fields = Object.keys(reference.fields) as (keyof InfoFields)[];
+  // the size is the content oracle's (size-differs says where the subject's size lands): one
+  // symptom, one signature
+  const fields = (Object.keys(reference.fields) as (keyof InfoFields)[]).filter((k) => k !== 'virtual-size');
   const differing = fields.filter((k) => reference.fields[k] !== subject.fields[k]).sort();
   if (differing.length === 0) return [];
   const diff = Object.fromEntries(

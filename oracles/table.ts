@@ -63,15 +63,17 @@ type AfterUseStage = { name: string; stage: 'after-use'; judge: (o: AfterUseObse
 const refused = (o: StepObservation) => o.refusal !== null;
 const accepted = (o: StepObservation) => o.results !== null;
 
-const sizesOf = (r: ResultsObservation | null) =>
-  r && { reference: r.compare.referenceSize, subject: r.compare.subjectSize };
+const sizesOf = ({ results: r, accepted }: StepObservation) =>
+  r
+    ? { reference: r.compare.referenceSize, subject: r.compare.subjectSize }
+    : accepted && { reference: null, subject: accepted.after };
 
 export const ORACLES = [
   {
     name: 'size-grammar',
     stage: 'step',
     runs: () => true,
-    judge: (o) => sizeGrammarOracle({ ...o, sizes: sizesOf(o.results) }),
+    judge: (o) => sizeGrammarOracle({ ...o, sizes: sizesOf(o) }),
   },
   {
     name: 'outcome',

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import type { Case, DataOp, ImageSpec, ResizeStep } from '../model/case.ts';
-import { buildCommands, qemuImg, resizeArgs, type Resizer } from '../model/commands.ts';
+import { buildCommands, qemuImg, resizeArgs, type CommandRecord, type Resizer } from '../model/commands.ts';
 import { plannedSizes, regrowWindows } from '../model/plan.ts';
 import { EXT_BITMAPS, EXT_FEATURE_TABLE, HEADER_OFFSET } from '../qcow2/format.ts';
 import { readQcow2Header, withQcow2 } from '../qcow2/reader.ts';
@@ -666,6 +666,16 @@ const SCENES: Scene[] = [
     into: ['size-grammar', 'outcome'],
   },
   {
+    name: 'grammar-read-differently-qemu-refused',
+    description:
+      'SIZE 8192b without --shrink: qemu-img reads 8192 bytes and refuses the shrink, ' +
+      'a stand-in subject reads 8192 sectors and grows to 4 MiB',
+    build: ran(caseOf([resize('8192b')], { virtualSize: MiB }, []), (b) =>
+      script(b, 'sectors-grow', 'exec qemu-img resize -q -f qcow2 "$image" $(( ${size%b} * 512 ))'),
+    ),
+    into: ['size-grammar', 'outcome'],
+  },
+  {
     name: 'grammar-plain',
     description: 'SIZE in plain bytes, refused by a stand-in subject that quotes it: not a grammar difference',
     build: ran(caseOf([resize('2097152', true)]), (b) =>
@@ -1133,10 +1143,14 @@ async function recordScene(s: Scene, files: Map<string, Buffer | string>) {
   if (into.has('unchanged')) put('unchanged', need(run?.refusal, 'unchanged'));
   if (into.has('size-grammar')) {
     const r = need(run, 'size-grammar');
-    const bothOk = classifyOutcome(r.step.reference) === 'ok' && classifyOutcome(r.step.subject) === 'ok';
-    const sizes = bothOk
-      ? { reference: await headerSize(b, 'reference.qcow2'), subject: await headerSize(b, 'subject.qcow2') }
-      : null;
+    // as the pipeline has them: both sizes when both accepted, the subject's when only it did
+    const ok = (side: CommandRecord) => classifyOutcome(side) === 'ok';
+    const sizes = !ok(r.step.subject)
+      ? null
+      : {
+          reference: ok(r.step.reference) ? await headerSize(b, 'reference.qcow2') : null,
+          subject: await headerSize(b, 'subject.qcow2'),
+        };
     put('size-grammar', { case: r.case, index: r.index, reference: r.step.reference, subject: r.step.subject, sizes });
   }
   if (into.has('after-use')) {

@@ -8,8 +8,9 @@ export interface Triage {
   known: { finding: StepFinding; entry: KnownDivergence }[];
   /** Findings nobody expected, in oracle order. */
   fresh: StepFinding[];
-  /** New findings that an entry would explain but for its message pattern, with the subject's
-   * first line of stderr: the entry's message is stale, or the subject refuses for a new reason. */
+  /** The case's primary new finding when an entry would explain it but for its message pattern,
+   * with the subject's first line of stderr: the entry's message is stale, or the subject refuses
+   * for a new reason. */
   messageDiffers: { finding: StepFinding; entry: KnownDivergence; stderr: string }[];
 }
 
@@ -22,6 +23,9 @@ export function triage(c: Case, result: Pick<CaseResult, 'findings' | 'steps'>, 
     const { entry, messageDiffers } = judge(registry, finding, caseFacts(c, step), step.subjectStderr);
     if (entry) out.known.push({ finding, entry });
     else out.fresh.push(finding);
+    // only the finding that files the case's report: a near miss on a symptom of another cause
+    // (a grammar refusal's outcome finding) says nothing about the entry
+    if (out.fresh.length !== 1 || out.fresh[0] !== finding) continue;
     const stderr = step.subjectStderr.split('\n')[0] ?? '';
     for (const e of messageDiffers) out.messageDiffers.push({ finding, entry: e, stderr });
   }

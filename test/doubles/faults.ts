@@ -69,7 +69,7 @@ export interface JsonReport {
   action: 'grow' | 'shrink' | 'noop';
   old_virtual_size: number | null;
   new_virtual_size: number;
-  new_file_size: number;
+  new_file_size: number | null;
 }
 
 const SUB_BYTE = [1, 2, 4];

@@ -5,8 +5,9 @@
 // (instar-cli.ts): its size grammar, messages, exit codes, refusals and documented behaviours.
 import { stat } from 'node:fs/promises';
 import { execa } from 'execa';
-import { INCOMPAT_DATA_FILE, type Qcow2Header } from '../../qcow2/format.ts';
+import { EXT_FEATURE_TABLE, INCOMPAT_DATA_FILE, type Qcow2Header } from '../../qcow2/format.ts';
 import { readQcow2Header } from '../../qcow2/reader.ts';
+import { rewriteHeaderExtensions } from './qcow2-edit.ts';
 import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName, type JsonReport } from './faults.ts';
 import {
   BACKING_FILE_REFUSAL,
@@ -235,14 +236,17 @@ async function main(): Promise<number> {
     return typeof code === 'number' ? code : (run.exitCode ?? 1);
   }
   // instar rebuilds the header, always as version 3 (its tests list a compat=0.10 image coming
-  // back 1.1 as a known divergence)
-  if (REAL && before?.version === 2)
+  // back 1.1 as a known divergence), with no extensions a version 2 header lacked: amend adds
+  // a feature name table
+  if (REAL && before?.version === 2) {
     await execa('qemu-img', ['amend', '-q', '-f', 'qcow2', '-o', 'compat=1.1', args.filename]);
+    await rewriteHeaderExtensions(args.filename, (exts) => exts.filter((e) => e.type !== EXT_FEATURE_TABLE));
+  }
 
   const after = qcow2 ? await readQcow2Header(args.filename) : undefined;
   const newSize = (await virtualSize(args.filename, format)) ?? 0;
   const late = await fault.after?.({ ...ctx, after, newSize });
-  if (typeof late === 'number') return late;
+  if (typeof late === 'number' && late !== 0) return late;
   return succeeded(args, fault, format, oldSize);
 }
 
@@ -262,7 +266,8 @@ async function succeeded(args: ResizeArgs, fault: Fault, format: string | undefi
     action,
     old_virtual_size: oldSize ?? null,
     new_virtual_size: newSize,
-    new_file_size: (await stat(args.filename)).size,
+    // a fault may have removed the image
+    new_file_size: (await stat(args.filename).catch(() => null))?.size ?? null,
   };
   process.stdout.write(`${JSON.stringify(fault.json?.(report) ?? report, null, 2)}\n`);
   return 0;
