@@ -55,8 +55,8 @@ export interface Fault {
   before?: (c: Context) => Exit | Promise<Exit>;
   refused?: (c: Context, exitCode: number) => Exit | Promise<Exit>;
   after?: (c: AfterContext) => Exit | Promise<Exit>;
-  /** Changes the words of a refusal (INSTAR_DOUBLE_CLI=real). */
-  reword?: (message: string) => string;
+  /** Changes the words of a refusal of this image (INSTAR_DOUBLE_CLI=real). */
+  reword?: (message: string, image: Qcow2Header | undefined) => string;
   /** Changes what --output json prints, and the human output. */
   json?: (r: JsonReport) => JsonReport;
   human?: (text: string) => string;
@@ -413,7 +413,8 @@ export const FAULTS = {
   },
   'reword-zstd-refusal': {
     what: 'refuses zstd images with other words than instar documents (INSTAR_DOUBLE_CLI=real)',
-    reword: (m) => m.replace('error 5: format does not support resize', 'error 5: zstd compression is not supported'),
+    reword: (m, h) =>
+      h?.compressionType === 1 ? m.replace('format does not support resize', 'zstd compression is not supported') : m,
   },
 } satisfies Record<string, Fault>;
 

@@ -143,7 +143,7 @@ function combineFaults(faults: Fault[]): Fault {
     before: first('before'),
     refused: first('refused'),
     after: first('after'),
-    reword: (m: string) => faults.reduce((text, f) => f.reword?.(text) ?? text, m),
+    reword: (m: string, h: Qcow2Header | undefined) => faults.reduce((text, f) => f.reword?.(text, h) ?? text, m),
     json: (r: JsonReport) => faults.reduce((report, f) => f.json?.(report) ?? report, r),
     human: (t: string) => faults.reduce((text, f) => f.human?.(text) ?? text, t),
   } as Fault;
@@ -185,7 +185,7 @@ async function main(): Promise<number> {
   let qemuSize = args.size;
   if (REAL && oldSize !== undefined && before) {
     const read = instarSize(args.size, oldSize);
-    if ('error' in read) return refuse(fault.reword?.(read.error) ?? read.error);
+    if ('error' in read) return refuse(fault.reword?.(read.error, before) ?? read.error);
     const request = {
       header: before,
       hasBitmaps: hasBitmaps(before),
@@ -194,7 +194,7 @@ async function main(): Promise<number> {
       shrink: args.shrink,
     };
     const refusal = instarRefusal({ ...request, preallocation: args.preallocation });
-    if (refusal !== null) return refuse(fault.reword?.(refusal) ?? refusal);
+    if (refusal !== null) return refuse(fault.reword?.(refusal, before) ?? refusal);
     wanted = instarTarget(request);
     qemuSize = String(wanted);
   }

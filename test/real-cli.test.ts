@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir } from './helpers.ts';
+
+// instar's real command line (test/doubles/instar-cli.ts, INSTAR_DOUBLE_CLI=real) against the
+// shipped registry: its documented refusals are known by their messages, a refusal in other words
+// is new and names the entry whose message it missed, and the output oracle alone catches a JSON
+// report or human words that disagree with what happened.
+
+const GRAMMAR_KINDS = ['refused', 'accepted', 'read-differently'];
+
+/** The shipped registry, and one that also knows every grammar difference (so that a run's first
+ * new finding is the fault under test, not `1.5M`). */
+async function registryKnowingGrammar(dir: string): Promise<string> {
+  const shipped = JSON.parse(await readFile(join(ROOT, 'known-divergences.json'), 'utf8'));
+  const grammar = GRAMMAR_KINDS.map((kind) => ({
+    id: `test-grammar-${kind}`,
+    description: 'instar reads SIZE its own way (tested elsewhere)',
+    link: 'test/real-cli.test.ts',
+    match: { oracle: 'size-grammar', kind },
+  }));
+  const file = join(dir, 'known-with-grammar.json');
+  await writeFile(file, JSON.stringify({ divergences: [...shipped.divergences, ...grammar] }));
+  return file;
+}
+
+const quick = ['--seed', '1', '--confirm', '0', '--minimise-runs', '0'];
+/** Enough cases of seed 1 for each documented refusal the generator reaches to come up. */
+const ITERATIONS = '100';
+
+describe("instar's real command line", () => {
+  it('its documented refusals are known by their messages; one in other words is new', async (t) => {
+    const reports = await reportsDir(t);
+    const double = instarDouble('real-reword-zstd-refusal');
+    const r = await fuzzCli(['--instar', double, '--iterations', ITERATIONS, ...quick, '--reports', reports]);
+    assert.equal(r.exitCode, 1, r.all);
+    const s = await readSummary(reports);
+    const other = s.signatures.map((x) => x.signature).filter((sig) => !sig.startsWith('size-grammar/'));
+    assert.equal(other.length, 1, JSON.stringify(s.signatures));
+    assert.match(other[0]!, /^outcome\/refused\/subject\/.*error 5: zstd compression is not supported/);
+    // a zstd image may have bitmaps or a data file too: those entries held as well
+    assert.ok('instar-refuses-zstd' in s.messageDiffers, JSON.stringify(s.messageDiffers));
+    for (const seen of Object.values(s.messageDiffers)) assert.match(seen.stderr, /zstd compression is not supported/);
+    assert.match(r.stdout, /registry entry instar-refuses-zstd held for \d+ new findings but not its subjectStderr/);
+    for (const id of ['backing-files', 'external-data-files', 'dirty-images', 'persistent-bitmaps'])
+      assert.ok(s.knownByEntry[`instar-refuses-${id}`]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
+    assert.ok(s.knownByEntry['instar-rebuilds-v2-header-as-v3']! > 0, JSON.stringify(s.knownByEntry));
+  });
+
+  const OUTPUT_FAULTS = [
+    ['real-json-old-size-from-file', 'output/json-wrong/subject/old_virtual_size'],
+    ['real-human-output-differs', 'output/stdout-differs/subject/Image resized successfully.'],
+  ];
+  for (const [double, signature] of OUTPUT_FAULTS) {
+    it(`${double}: found by the output oracle alone`, async (t) => {
+      const reports = await reportsDir(t);
+      const known = await registryKnowingGrammar(reports);
+      const args = ['--instar', instarDouble(double!), '--iterations', '60', '--fail-fast', '--known', known];
+      const r = await fuzzCli([...args, ...quick, '--reports', reports]);
+      assert.equal(r.exitCode, 1, r.all);
+      const s = await readSummary(reports);
+      assert.deepEqual(
+        s.signatures.map((x) => x.signature),
+        [signature],
+      );
+      // besides it, at most the registered cluster rounding of a shrink
+      const report = await readReportIn(reports, s.signatures[0]!.folder);
+      const others = report.findings.filter((f) => f.oracle !== 'output').map((f) => `${f.kind}/${f.detail}`);
+      assert.ok(
+        others.every((f) => f === 'size-differs/subject-smaller,at-cluster-boundary'),
+        JSON.stringify(others),
+      );
+    });
+  }
+});
