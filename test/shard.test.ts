@@ -299,23 +299,27 @@ describe('--duration', () => {
 });
 
 describe('the nightly workflow', () => {
-  it('runs N shards of one seed, uploads every shard, merges and fails on new divergences', async () => {
+  it('runs N shards of one seed against two qemu versions, uploads every shard, merges each version', async () => {
     const text = await readFile(join(ROOT, '.github', 'workflows', 'nightly-fuzz.yml'), 'utf8');
     assert.doesNotMatch(text, /\t/, 'YAML must not contain tabs');
     for (const line of [
-      'sudo apt-get install -y qemu-utils',
-      'node-version: 20',
-      '- run: npm ci',
+      'image: node:20-bookworm',
+      'options: --device /dev/kvm',
+      'run: bash scripts/ensure-deps.sh',
+      'run: echo "QEMU_IMG=$(bash scripts/install-qemu.sh)" >> "$GITHUB_ENV"',
+      "qemu: ['7.2', '10.0']",
       'shard: [1, 2, 3, 4]',
+      'SHARDS: 4',
       'SEED: ${{ needs.plan.outputs.seed }}',
-      'SHARDS: ${{ strategy.job-total }}',
-      'npm run fuzz -- --instar "$INSTAR" --seed "$SEED" --shard "$SHARD/$SHARDS" ' +
-        '--duration "$DURATION" --reports "reports-$SHARD"',
-      'name: reports-${{ matrix.shard }}',
+      '[ -n "${QEMU_IMG:-}" ] && reference=(--qemu-img "$QEMU_IMG")',
+      'npm run fuzz -- --instar "$INSTAR" "${reference[@]}" --seed "$SEED" --shard "$SHARD/$SHARDS" ' +
+        '--duration "$DURATION" --reports "reports-$QEMU-$SHARD"',
+      'name: reports-${{ matrix.qemu }}-${{ matrix.shard }}',
       'needs: [plan, fuzz]',
       'if: ${{ !cancelled() }}',
+      'pattern: reports-${{ matrix.qemu }}-*',
       'npm run merge -- --out reports-merged "${dirs[@]}"',
-      'name: reports-merged',
+      'name: reports-merged-${{ matrix.qemu }}',
     ]) {
       assert.ok(text.includes(line), `missing: ${line}`);
     }
@@ -337,13 +341,18 @@ describe('the nightly workflow', () => {
         {
           needs?: string | string[];
           if?: string;
-          strategy?: { matrix: { shard: number[] } };
+          env?: Record<string, unknown>;
+          strategy?: { matrix: { shard?: number[]; qemu: string[] } };
           steps: { run?: string; uses?: string; if?: string }[];
         }
       >;
     };
     assert.deepEqual(Object.keys(wf.jobs), ['plan', 'fuzz', 'merge']);
-    assert.deepEqual(wf.jobs.fuzz!.strategy!.matrix.shard, [1, 2, 3, 4]);
+    const shards = wf.jobs.fuzz!.strategy!.matrix.shard!;
+    assert.deepEqual(shards, [1, 2, 3, 4]);
+    assert.equal(wf.jobs.fuzz!.env!.SHARDS, shards.length, 'SHARDS is the number of shards');
+    assert.deepEqual(wf.jobs.fuzz!.strategy!.matrix.qemu, ['7.2', '10.0']);
+    assert.deepEqual(wf.jobs.merge!.strategy!.matrix.qemu, ['7.2', '10.0']);
     assert.deepEqual(wf.jobs.merge!.needs, ['plan', 'fuzz']);
     for (const job of Object.values(wf.jobs))
       for (const step of job.steps) assert.ok(step.run || step.uses, JSON.stringify(step));
