@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { copyFile, mkdir, readFile, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
@@ -19,6 +19,7 @@ import { afterUseWorkload } from '../oracles/after-use.ts';
 import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
 import { firstMismatch, type CompareObservation, type MismatchSector, type RegrowProbe } from '../oracles/content.ts';
 import type { StepFinding } from '../oracles/finding.ts';
+import type { FileIdentity, InPlaceObservation } from '../oracles/in-place.ts';
 import { infoFromStructure, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, type OutcomeClass } from '../oracles/outcome.ts';
 import {
@@ -195,7 +196,9 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
   const inputs = await ahead.take(index);
   const [refStamp, subStamp] = await Promise.all([stampOf(run.files(reference)), stampOf(run.files(subject))]);
   const ref = await run.run(qemuImg.program, referenceResizeArgs(step, reference.image), reference);
+  const around = await aroundSubject(run);
   const sub = await run.run(run.options.subject.program, resizeArgs(run.options.subject, step, subject.image), subject);
+  const inPlace = await around.after();
   const record: StepRecord = {
     index,
     sizeBefore: before,
@@ -217,6 +220,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     accepted: null,
     refusal: null,
     results: null,
+    inPlace,
   };
   if (observation.output === 'json' && record.subject === 'ok') {
     // what the subject's JSON report must say: its image as it is now
@@ -263,6 +267,31 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     });
   }
   return { record, observation };
+}
+
+/** The subject's image and its directory right before its resize; `after()` observes them again
+ * once it ran. Stats and directory listings, no processes. */
+async function aroundSubject(run: CaseRun) {
+  const { subject } = run.layout;
+  const image = run.path(subject);
+  const dir = join(run.dir, subject.dir);
+  const before = await identityOf(image);
+  const filesBefore = await readdir(dir);
+  return {
+    after: async (): Promise<InPlaceObservation | null> =>
+      before && {
+        image: subject.image,
+        before,
+        after: await identityOf(image),
+        filesBefore,
+        filesAfter: await readdir(dir).catch(() => []),
+      },
+  };
+}
+
+async function identityOf(file: string): Promise<FileIdentity | null> {
+  const s = await stat(file, { bigint: true }).catch(() => null);
+  return s && { ino: String(s.ino), mode: Number(s.mode), uid: Number(s.uid), gid: Number(s.gid) };
 }
 
 /** Both results of a step both sides accepted: checked, read and compared. The info fields come

@@ -45,6 +45,9 @@ const ORDER = [
   'output/json-wrong',
   'output/stdout-differs',
   'output/quiet-printed',
+  'in-place/replaced',
+  'in-place/attributes-changed',
+  'in-place/files-left',
   'after-use/workload-failed',
 ];
 

@@ -6,6 +6,7 @@ import { afterUseOracle, type AfterUseObservation } from './after-use.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
 import { contentOracle, type CompareObservation, type RegrowProbe } from './content.ts';
 import type { Finding } from './finding.ts';
+import { inPlaceOracle, type InPlaceObservation } from './in-place.ts';
 import { infoOracle, type InfoObservation } from './info.ts';
 import { outcomeOracle, type AcceptedSize } from './outcome.ts';
 import { outputOracle } from './output.ts';
@@ -37,6 +38,9 @@ export interface StepObservation {
   refusal: { reference: RefusalHashes; subject: RefusalHashes } | null;
   /** When both sides accepted: the two results, checked, read and compared. */
   results: ResultsObservation | null;
+  /** The subject's image and its directory around its resize; null when the image was not there
+   * before it. */
+  inPlace: InPlaceObservation | null;
 }
 
 export interface ResultsObservation {
@@ -111,6 +115,7 @@ export const ORACLES = [
     judge: (o) => contentOracle(o.results!.compare, o.results!.regrow, { case: o.case, step: o.index }),
   },
   { name: 'output', stage: 'step', runs: (o) => o.subject.exitCode === 0 && !o.subject.timedOut, judge: outputOracle },
+  { name: 'in-place', stage: 'step', runs: (o) => o.inPlace !== null, judge: (o) => inPlaceOracle(o.inPlace!) },
   { name: 'after-use', stage: 'after-use', judge: afterUseOracle },
 ] as const satisfies readonly (StepOracle | AfterUseStage)[];
 

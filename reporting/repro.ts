@@ -177,6 +177,20 @@ function verdict(f: Finding, layout: Layout): string[] {
     }
     case 'structure':
       return structureVerdict(f, layout);
+    case 'in-place': {
+      // against what the step began with, captured right before the subject's resize
+      if (f.kind === 'files-left') {
+        return [
+          `left=$(comm -13 <(echo "$before_files") <(ls -A ${sub.dir}))`,
+          `if [ -n "$left" ]; then echo "left next to the image: $left"; reproduced=1; fi`,
+        ];
+      }
+      return [
+        `after_id=$(stat -c '%i %a %u:%g' ${image} 2>/dev/null || echo missing)`,
+        `echo "inode, mode, owner before: $before_id; after: $after_id"`,
+        `[ "$after_id" != missing ] && [ "$after_id" != "$before_id" ] && reproduced=1`,
+      ];
+    }
     case 'content':
       if (f.kind === 'size-differs') {
         const size = (s: SideFiles) => `<(${at(s, `fields ${s.image} '"virtual-size":'`)})`;
@@ -257,8 +271,11 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
     const heading = shellQuote(`== step ${index + 1}, resize to ${step.size} (${plan.kind}):`);
     // the output oracle judges what the last step printed: both sides' stdout kept in files
     const keep = last && finding.oracle === 'output';
+    lines.push(`${at(ref, `timeout -k 5 "$TIMEOUT" ${refResize}`)}${keep ? ' >ref.out' : ''}; ref=$(outcome $?)`);
+    // the in-place oracle judges the subject's image and directory against right before its resize
+    if (last && finding.oracle === 'in-place')
+      lines.push(`before_id=$(stat -c '%i %a %u:%g' ${imagePath(sub)}); before_files=$(ls -A ${sub.dir})`);
     lines.push(
-      `${at(ref, `timeout -k 5 "$TIMEOUT" ${refResize}`)}${keep ? ' >ref.out' : ''}; ref=$(outcome $?)`,
       `${at(sub, `timeout -k 5 "$TIMEOUT" ${subResize}`)}${keep ? ' >sub.out' : ''}; sub=$(outcome $?)`,
       `echo ${heading} "qemu-img $ref, subject $sub"`,
     );
@@ -266,7 +283,7 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
   lines.push('reproduced=0', ...checks);
   // every oracle but outcome and unchanged-on-refusal judges two results both sides made
   const judgesResults =
-    !['outcome', 'unchanged-on-refusal', 'output'].includes(finding.oracle) &&
+    !['outcome', 'unchanged-on-refusal', 'output', 'in-place'].includes(finding.oracle) &&
     !/^(refused|accepted)$/.test(finding.kind);
   if (judgesResults) lines.push(BOTH_OK);
   lines.push(`if [ "$reproduced" = 1 ]; then echo ${shellQuote(`REPRODUCED: ${signatureOf(finding)}`)}; exit 1; fi`);

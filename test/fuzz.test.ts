@@ -87,6 +87,14 @@ const FAULTS = [
   },
   { fault: 'stale-grow-tail', oracles: ['content'], kind: 'content-differs', why: 'leaves garbage in the grown area' },
   { fault: 'crash-on-shrink', oracles: ['outcome'], kind: 'crashed', why: 'dies by SIGSEGV on a shrink' },
+  {
+    fault: 'replace-by-rename',
+    oracles: ['in-place'],
+    kind: 'replaced',
+    why: 'renames a resized copy over the image: a new inode, the same bytes',
+  },
+  { fault: 'chmod-result', oracles: ['in-place'], kind: 'attributes-changed', why: 'leaves the image mode 600' },
+  { fault: 'leave-journal', oracles: ['in-place'], kind: 'files-left', why: 'leaves a journal next to the image' },
 ];
 
 describe('every fault is found within 250 iterations, by its own oracles alone', () => {

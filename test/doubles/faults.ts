@@ -3,7 +3,7 @@
 // runs, after it refused, or after it succeeded. A hook that returns a number ends the double with
 // that exit code right there (no "Image resized." / JSON output); returning nothing carries on.
 import { spawn } from 'node:child_process';
-import { appendFile, open, rename, stat, truncate, unlink } from 'node:fs/promises';
+import { appendFile, chmod, copyFile, open, rename, stat, truncate, unlink, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import {
@@ -415,6 +415,26 @@ export const FAULTS = {
     what: 'refuses zstd images with other words than instar documents (INSTAR_DOUBLE_CLI=real)',
     reword: (m, h) =>
       h?.compressionType === 1 ? m.replace('format does not support resize', 'zstd compression is not supported') : m,
+  },
+  'replace-by-rename': {
+    what: 'writes the resized image to a new file and renames it over the old one: a new inode, the same bytes',
+    after: async (c) => {
+      if (!resized(c)) return;
+      await copyFile(c.file, `${c.file}.resizing`);
+      await rename(`${c.file}.resizing`, c.file);
+    },
+  },
+  'chmod-result': {
+    what: 'leaves the resized image readable by its owner only (mode 600)',
+    after: async (c) => {
+      if (resized(c)) await chmod(c.file, 0o600);
+    },
+  },
+  'leave-journal': {
+    what: 'leaves a journal file next to the image after a resize',
+    after: async (c) => {
+      if (resized(c)) await writeFile(`${c.file}.journal-${process.pid}`, 'resize journal\n');
+    },
   },
 } satisfies Record<string, Fault>;
 

@@ -31,6 +31,7 @@ const KINDS: Record<string, string[]> = {
   ],
   info: ['info-failed', 'info-mismatch'],
   output: ['quiet-printed', 'stdout-differs', 'json-invalid', 'json-incomplete', 'json-wrong'],
+  'in-place': ['replaced', 'attributes-changed', 'files-left'],
   content: [...CONTENT_KINDS, 'stale-bytes-after-regrow'],
   'after-use': ['workload-failed', ...CHECK_KINDS, ...CONTENT_KINDS],
 };
@@ -39,6 +40,7 @@ const KINDS: Record<string, string[]> = {
 const FINDING_DIRS: JsonKindName[] = [
   'size-grammar',
   'output',
+  'in-place',
   'check',
   'info',
   'compare',

@@ -25,6 +25,7 @@ import { infoFromStructure, infoOracle, parseInfo } from '../../oracles/info.ts'
 import { classifyOutcome, outcomeOracle, type AcceptedSize } from '../../oracles/outcome.ts';
 import { sizeGrammarOracle, type SizeObservation } from '../../oracles/size-grammar.ts';
 import { outputOracle, type OutputObservation } from '../../oracles/output.ts';
+import { inPlaceOracle, type InPlaceObservation } from '../../oracles/in-place.ts';
 import { headerInconsistencies, structureOracle } from '../../oracles/structure.ts';
 import { judgeStep, type StepObservation } from '../../oracles/table.ts';
 import { unchangedOnRefusalOracle, type RefusalHashes } from '../../oracles/unchanged-on-refusal.ts';
@@ -147,6 +148,7 @@ const unchangedActual = (input: UnchangedInput) => ({ findings: unchangedOnRefus
 
 const sizeGrammarActual = (input: SizeObservation) => ({ findings: sizeGrammarOracle(input).map(findingView) });
 const outputActual = (input: OutputObservation) => ({ findings: outputOracle(input).map(findingView) });
+const inPlaceActual = (input: InPlaceObservation) => ({ findings: inPlaceOracle(input).map(findingView) });
 
 /** The after-use observation as recorded, the subject's structure given by its image (an images
  * case, relative to testdata/), read as the harness reads it: only when its check is not clean. */
@@ -255,6 +257,7 @@ async function stepActual(input: StepInput) {
     accepted: outcome.accepted,
     refusal: input.refusal === null ? null : (await readCase<UnchangedInput>(input.refusal)).input,
     results: null,
+    inPlace: null,
   };
   if (input.results !== null) {
     const check = (await readCase<CheckInput>(input.results.check)).input;
@@ -331,6 +334,7 @@ export const JSON_KINDS = {
   'after-use': { actual: afterUseActual },
   'size-grammar': { actual: sizeGrammarActual },
   output: { actual: outputActual },
+  'in-place': { actual: inPlaceActual },
   images: { actual: imagesActual },
   steps: { actual: stepActual },
   registry: { actual: registryActual },
