@@ -19,6 +19,7 @@ import { afterUseWorkload } from '../oracles/after-use.ts';
 import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
 import { firstMismatch, type CompareObservation, type MismatchSector, type RegrowProbe } from '../oracles/content.ts';
 import type { StepFinding } from '../oracles/finding.ts';
+import type { AllocationObservation } from '../oracles/allocation.ts';
 import type { FileIdentity, InPlaceObservation } from '../oracles/in-place.ts';
 import { infoFromStructure, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, type OutcomeClass } from '../oracles/outcome.ts';
@@ -29,7 +30,7 @@ import {
   type ResultsObservation,
   type StepObservation,
 } from '../oracles/table.ts';
-import { readQcow2Header } from '../qcow2/reader.ts';
+import { guestAllocation, readQcow2Header } from '../qcow2/reader.ts';
 import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
 import { copySparse, stampOf } from './files.ts';
@@ -258,7 +259,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     if (refAfter !== null && subAfter !== null) ahead.afterRefusal(index, [refAfter, subAfter]);
   }
   if (record.reference === 'ok' && record.subject === 'ok') {
-    observation.results = await observeResults(run, ahead, index);
+    observation.results = await observeResults(run, ahead, index, { before, plan });
     Object.assign(record, {
       subjectCheck: observation.results.subjectCheck,
       ...(observation.results.referenceCheck ? { referenceCheck: observation.results.referenceCheck } : {}),
@@ -297,8 +298,14 @@ async function identityOf(file: string): Promise<FileIdentity | null> {
 /** Both results of a step both sides accepted: checked, read and compared. The info fields come
  * from the structures (test/info.test.ts holds them equal to `qemu-img info`: two processes fewer
  * per step). */
-async function observeResults(run: CaseRun, ahead: ReadAhead, index: number): Promise<ResultsObservation> {
+async function observeResults(
+  run: CaseRun,
+  ahead: ReadAhead,
+  index: number,
+  step: { before: number; plan: StepPlan },
+): Promise<ResultsObservation> {
   const { comparePlan, structures } = ahead.afterAcceptance(index);
+  const allocation = run.background(observeAllocation(run, index, step));
   const subCheck = await run.check(run.layout.subject);
   const compared = await compareResults(run, comparePlan);
   const [subjectStructure, referenceStructure] = await structures;
@@ -322,6 +329,34 @@ async function observeResults(run: CaseRun, ahead: ReadAhead, index: number): Pr
     referenceInfo,
     compare,
     regrow,
+    allocation: await allocation,
+  };
+}
+
+/** What both results allocate: the host blocks of each side's files and, after a grow, how the
+ * guest clusters of the grown range are mapped (read while qemu-img checks the subject). */
+async function observeAllocation(
+  run: CaseRun,
+  index: number,
+  { before, plan }: { before: number; plan: StepPlan },
+): Promise<AllocationObservation> {
+  const { reference, subject } = run.layout;
+  const blocks = async (side: SideFiles) => {
+    const stats = await Promise.all(run.files(side).map((f) => stat(f).catch(() => null)));
+    return stats.reduce((sum, s) => sum + (s ? s.blocks * 512 : 0), 0);
+  };
+  const grownRange = (side: SideFiles) => guestAllocation(run.path(side), before, plan.target!);
+  const grown =
+    plan.kind === 'grow'
+      ? await Promise.all([grownRange(reference), grownRange(subject)]).then(
+          ([r, s]) => ({ from: before, to: plan.target!, reference: r, subject: s }),
+          () => null,
+        )
+      : null;
+  return {
+    preallocation: run.c.steps[index]!.preallocation ?? 'none',
+    grown,
+    hostBytes: { reference: await blocks(reference), subject: await blocks(subject) },
   };
 }
 

@@ -40,6 +40,8 @@ const ORDER = [
   'content/compare-failed',
   'content/content-differs',
   'content/stale-bytes-after-regrow',
+  'allocation/grown-range-differs',
+  'allocation/host-blow-up',
   'output/json-invalid',
   'output/json-incomplete',
   'output/json-wrong',

@@ -3,6 +3,7 @@ import type { Case, OutputMode } from '../model/case.ts';
 import type { StepKind } from '../model/plan.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import { afterUseOracle, type AfterUseObservation } from './after-use.ts';
+import { allocationOracle, type AllocationObservation } from './allocation.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
 import { contentOracle, type CompareObservation, type RegrowProbe } from './content.ts';
 import type { Finding } from './finding.ts';
@@ -53,6 +54,8 @@ export interface ResultsObservation {
   referenceInfo: InfoObservation;
   compare: CompareObservation;
   regrow: RegrowProbe | null;
+  /** Null where it was not observed (recorded steps of testdata/). */
+  allocation: AllocationObservation | null;
 }
 
 type StepOracle = {
@@ -113,6 +116,12 @@ export const ORACLES = [
     stage: 'step',
     runs: accepted,
     judge: (o) => contentOracle(o.results!.compare, o.results!.regrow, { case: o.case, step: o.index }),
+  },
+  {
+    name: 'allocation',
+    stage: 'step',
+    runs: (o) => o.results?.allocation != null,
+    judge: (o) => allocationOracle(o.results!.allocation!),
   },
   { name: 'output', stage: 'step', runs: (o) => o.subject.exitCode === 0 && !o.subject.timedOut, judge: outputOracle },
   { name: 'in-place', stage: 'step', runs: (o) => o.inPlace !== null, judge: (o) => inPlaceOracle(o.inPlace!) },

@@ -300,3 +300,40 @@ export async function hasHostClustersFrom(path: string, guestOffset: number): Pr
     return false;
   });
 }
+
+/** How the guest clusters wholly inside [from, to) are mapped, counted by L2 entry type
+ * (unallocated, zero-plain, zero-alloc, normal, compressed): the allocation status of a grown
+ * range, never its host offsets. Only the L2 tables that range touches are read. */
+export async function guestAllocation(
+  path: string,
+  from: number,
+  to: number,
+): Promise<Record<L2Entry['type'], number>> {
+  return withQcow2(path, async (r) => {
+    const counts: Record<L2Entry['type'], number> = {
+      unallocated: 0,
+      'zero-plain': 0,
+      'zero-alloc': 0,
+      normal: 0,
+      compressed: 0,
+    };
+    const fmt = l2FormatOf(r.header);
+    const perTable = l2EntriesPerTable(r.header.clusterSize, fmt.extendedL2);
+    const first = Math.ceil(from / r.header.clusterSize);
+    const end = Math.floor(to / r.header.clusterSize);
+    if (end <= first) return counts;
+    const l1 = await r.readL1Table();
+    for (let i = Math.floor(first / perTable); i * perTable < end; i++) {
+      const lo = Math.max(first, i * perTable);
+      const hi = Math.min(end, (i + 1) * perTable);
+      const { offset } = decodeL1Entry(l1[i] ?? 0n);
+      if (offset === 0) {
+        counts.unallocated += hi - lo;
+        continue;
+      }
+      const entries = decodeL2Table(await r.readL2Table(offset), fmt);
+      for (let c = lo; c < hi; c++) counts[entries[c - i * perTable]!.type]++;
+    }
+    return counts;
+  });
+}

@@ -9,6 +9,7 @@ import {
 } from '../model/commands.ts';
 import { caseLayout, imagePath, type Layout, type SideFiles } from '../model/layout.ts';
 import { plannedSizes } from '../model/plan.ts';
+import { HOST_FACTOR, HOST_SLACK } from '../oracles/allocation.ts';
 import { signatureOf, type Finding, type StepFinding } from '../oracles/finding.ts';
 
 // repro.sh is what maintainers paste into a bug tracker: standalone bash that needs only qemu-img,
@@ -177,6 +178,23 @@ function verdict(f: Finding, layout: Layout): string[] {
     }
     case 'structure':
       return structureVerdict(f, layout);
+    case 'allocation': {
+      if (f.kind === 'host-blow-up') {
+        const blocks = (s: SideFiles) => `$(( $(stat -c %b ${imagePath(s)}) * 512 ))`;
+        return [
+          `ref_bytes=${blocks(ref)}; sub_bytes=${blocks(sub)}`,
+          'echo "allocated on the host: qemu-img result $ref_bytes bytes, subject result $sub_bytes"',
+          `[ "$sub_bytes" -gt $((ref_bytes * ${HOST_FACTOR})) ] && [ "$sub_bytes" -gt $((ref_bytes + ${HOST_SLACK})) ] && reproduced=1`,
+        ];
+      }
+      // the allocation status of the grown range, as qemu-img map shows it (host offsets aside)
+      const { from, to } = f.evidence as { from: number; to: number };
+      const range = `--start-offset=${from} --max-length=${to - from}`;
+      const map = (s: SideFiles) =>
+        `<(${at(s, `qemu-img map -f qcow2 --output=json ${range} ${s.image}`)} | ` +
+        `sed -E 's/"(start|length|depth)": [0-9]+, ?//g; s/, ?"offset": [0-9]+//g')`;
+      return [`if ! diff -u ${map(ref)} ${map(sub)}; then reproduced=1; fi`];
+    }
     case 'in-place': {
       // against what the step began with, captured right before the subject's resize
       if (f.kind === 'files-left') {

@@ -416,6 +416,24 @@ export const FAULTS = {
     reword: (m, h) =>
       h?.compressionType === 1 ? m.replace('format does not support resize', 'zstd compression is not supported') : m,
   },
+  'ignore-preallocation': {
+    what: 'grows without the preallocation asked for (as if --preallocation were off)',
+    before: async (c) => {
+      if (!c.format || c.wanted === undefined || !isGrow(c) || !c.preallocation || c.preallocation === 'off') return;
+      const run = await execa('qemu-img', ['resize', '-q', '-f', c.format, c.file, String(c.wanted)], {
+        reject: false,
+      });
+      return run.exitCode ?? 1;
+    },
+  },
+  'blow-up-grow': {
+    what: 'after a grow, keeps 64 MiB of host blocks allocated past the end of the file (fallocate --keep-size)',
+    after: async (c) => {
+      if (c.oldSize === undefined || c.newSize <= c.oldSize) return;
+      const end = (await stat(c.file)).size;
+      await execa('fallocate', ['-n', '-o', String(end), '-l', String(64 * 2 ** 20), c.file]);
+    },
+  },
   'replace-by-rename': {
     what: 'writes the resized image to a new file and renames it over the old one: a new inode, the same bytes',
     after: async (c) => {

@@ -32,6 +32,7 @@ const KINDS: Record<string, string[]> = {
   info: ['info-failed', 'info-mismatch'],
   output: ['quiet-printed', 'stdout-differs', 'json-invalid', 'json-incomplete', 'json-wrong'],
   'in-place': ['replaced', 'attributes-changed', 'files-left'],
+  allocation: ['grown-range-differs', 'host-blow-up'],
   content: [...CONTENT_KINDS, 'stale-bytes-after-regrow'],
   'after-use': ['workload-failed', ...CHECK_KINDS, ...CONTENT_KINDS],
 };
@@ -41,6 +42,7 @@ const FINDING_DIRS: JsonKindName[] = [
   'size-grammar',
   'output',
   'in-place',
+  'allocation',
   'check',
   'info',
   'compare',

@@ -79,6 +79,22 @@ describe('output oracle', () => {
   });
 });
 
+describe('allocation oracle', () => {
+  test('compares the grown range by allocation status, and host space against a tolerance', async () => {
+    assert.deepEqual(await kinds('allocation', 'grow-sparse-alike'), []);
+    assert.deepEqual(await details('allocation', 'full-ignored'), ['preallocation=full,subject=none,qemu=data']);
+    assert.deepEqual(await details('allocation', 'metadata-as-data'), [
+      'preallocation=metadata,subject=data,qemu=metadata',
+      'preallocation=metadata',
+    ]);
+    assert.deepEqual(await details('allocation', 'sparse-grow-allocates'), [
+      'preallocation=none,subject=mixed,qemu=none',
+    ]);
+    assert.deepEqual(await kinds('allocation', 'host-blow-up'), ['allocation/host-blow-up/subject']);
+    assert.deepEqual(await kinds('allocation', 'host-within-tolerance'), []);
+  });
+});
+
 describe('in-place oracle', () => {
   test('names a replaced image, changed attributes and files left, each apart', async () => {
     assert.deepEqual(await kinds('in-place', 'in-place'), []);
@@ -257,9 +273,11 @@ describe('after-use oracle', () => {
 });
 
 describe('the oracle table', () => {
-  // in-place judges stats of the image around the subject's resize, which the recorded steps do
-  // not hold (its own cases are in testdata/in-place/)
-  const stepOracles: string[] = ORACLES.filter((o) => o.stage === 'step' && o.name !== 'in-place').map((o) => o.name);
+  // in-place and allocation judge stats of the images and their grown ranges, which the recorded
+  // steps do not hold (their own cases are in testdata/in-place/ and testdata/allocation/)
+  const stepOracles: string[] = ORACLES.filter(
+    (o) => o.stage === 'step' && o.name !== 'in-place' && o.name !== 'allocation',
+  ).map((o) => o.name);
   // the oracles of results, and output, which judges what a subject that accepted printed
   const onResults = ['check', 'structure', 'info', 'content', 'output'];
   test('judges a refused step without the oracles of results', async () => {

@@ -26,6 +26,7 @@ import { classifyOutcome, outcomeOracle, type AcceptedSize } from '../../oracles
 import { sizeGrammarOracle, type SizeObservation } from '../../oracles/size-grammar.ts';
 import { outputOracle, type OutputObservation } from '../../oracles/output.ts';
 import { inPlaceOracle, type InPlaceObservation } from '../../oracles/in-place.ts';
+import { allocationOracle, type AllocationObservation } from '../../oracles/allocation.ts';
 import { headerInconsistencies, structureOracle } from '../../oracles/structure.ts';
 import { judgeStep, type StepObservation } from '../../oracles/table.ts';
 import { unchangedOnRefusalOracle, type RefusalHashes } from '../../oracles/unchanged-on-refusal.ts';
@@ -149,6 +150,7 @@ const unchangedActual = (input: UnchangedInput) => ({ findings: unchangedOnRefus
 const sizeGrammarActual = (input: SizeObservation) => ({ findings: sizeGrammarOracle(input).map(findingView) });
 const outputActual = (input: OutputObservation) => ({ findings: outputOracle(input).map(findingView) });
 const inPlaceActual = (input: InPlaceObservation) => ({ findings: inPlaceOracle(input).map(findingView) });
+const allocationActual = (input: AllocationObservation) => ({ findings: allocationOracle(input).map(findingView) });
 
 /** The after-use observation as recorded, the subject's structure given by its image (an images
  * case, relative to testdata/), read as the harness reads it: only when its check is not clean. */
@@ -275,6 +277,7 @@ async function stepActual(input: StepInput) {
       referenceInfo: parseInfoOf(info.reference),
       compare: compare.compare,
       regrow: compare.regrow,
+      allocation: null,
     };
   }
   const judged = judgeStep(observation);
@@ -335,6 +338,7 @@ export const JSON_KINDS = {
   'size-grammar': { actual: sizeGrammarActual },
   output: { actual: outputActual },
   'in-place': { actual: inPlaceActual },
+  allocation: { actual: allocationActual },
   images: { actual: imagesActual },
   steps: { actual: stepActual },
   registry: { actual: registryActual },
