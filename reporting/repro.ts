@@ -184,7 +184,8 @@ function verdict(f: Finding, layout: Layout): string[] {
         return [
           `ref_bytes=${blocks(ref)}; sub_bytes=${blocks(sub)}`,
           'echo "allocated on the host: qemu-img result $ref_bytes bytes, subject result $sub_bytes"',
-          `[ "$sub_bytes" -gt $((ref_bytes * ${HOST_FACTOR})) ] && [ "$sub_bytes" -gt $((ref_bytes + ${HOST_SLACK})) ] && reproduced=1`,
+          `[ "$sub_bytes" -gt $((ref_bytes * ${HOST_FACTOR})) ] && ` +
+            `[ "$sub_bytes" -gt $((ref_bytes + ${HOST_SLACK})) ] && reproduced=1`,
         ];
       }
       // the allocation status of the grown range, as qemu-img map shows it (host offsets aside)
