@@ -1,5 +1,6 @@
 import type { CaseResult } from '../exec/run-case.ts';
-import { REFCOUNT_WIDTHS, type Case } from '../model/case.ts';
+import { isIoOp, l2Coverage, REFCOUNT_WIDTHS, type Case } from '../model/case.ts';
+import { plannedSizes } from '../model/plan.ts';
 import type { OracleName } from '../oracles/table.ts';
 
 // What a run actually exercised, counted from the cases and the steps that ran (a case stops at
@@ -45,6 +46,30 @@ export function emptyCoverage(): CoverageSummary {
   };
 }
 
+/** Shapes of the data that a resize's refcount updates treat each their own way, from the case:
+ * zero-flag entries (`write -z`, v3) in the range the first shrink discards; compressed clusters
+ * (packed by qemu into shared host clusters) on both sides of its new end; clusters a snapshot
+ * shares past it; and data behind the second cluster of a multi-cluster L1 table. */
+export function dataShapes(c: Case): Record<string, boolean> {
+  const shrink = plannedSizes(c).find((p) => p.plan.kind === 'shrink');
+  const end = shrink?.plan.target ?? null;
+  const past = (d: { offset: number; length: number }) => end !== null && d.offset + d.length > end;
+  const before = (d: { offset: number }) => end !== null && d.offset < end;
+  const io = c.data.filter(isIoOp);
+  const compressed = io.filter((d) => d.op === 'compress');
+  const snapshotAt = c.data.findIndex((d) => d.op === 'snapshot-create');
+  const writtenBeforeSnapshot = snapshotAt < 0 ? [] : c.data.slice(0, snapshotAt).filter(isIoOp);
+  const { clusterSize, extendedL2 } = c.image;
+  // one L1 cluster holds clusterSize / 8 entries, each mapping one L2 table's coverage
+  const firstL1Cluster = (clusterSize / 8) * l2Coverage(clusterSize, extendedL2);
+  return {
+    zeroFlagDiscarded: c.image.compat === '1.1' && io.some((d) => d.op === 'zero' && past(d)),
+    compressedAcrossNewEnd: compressed.some(past) && compressed.some(before),
+    snapshotSharedPastEnd: writtenBeforeSnapshot.some((d) => d.op !== 'discard' && past(d)),
+    multiClusterL1: c.image.virtualSize > firstL1Cluster && io.some((d) => d.offset + d.length > firstL1Cluster),
+  };
+}
+
 export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse' | 'baseReader'>) {
   bump(cov.refcountBits, c.image.refcountBits);
   bump(cov.clusterSize, c.image.clusterSize);
@@ -64,6 +89,7 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
     dataFile: c.image.dataFile === 'data_file',
     dataFileRaw: c.image.dataFile === 'data_file_raw',
     steps4: c.steps.length === 4,
+    ...dataShapes(c),
   };
   for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);
   for (const d of c.data) bump(cov.dataOps, d.op);
