@@ -5,26 +5,36 @@ import { FatalError } from '../model/errors.ts';
 import { readReport, writeJsonAtomic } from './store.ts';
 
 // corpus/ holds regression cases: the minimal cases of filed reports, promoted by hand with
-// --promote. Every run replays them before its generated cases; a corpus case that gives a new
-// finding is a regression.
+// --promote, and scenarios written from elsewhere (qemu's own iotests), which say where they come
+// from instead of a signature. Every run replays them before its generated cases; a corpus case
+// that gives a new finding is a regression.
 
 export interface CorpusEntry {
   /** The file name without .json: names the case in reports and the summary. */
   name: string;
   case: Case;
-  /** The signature the case was promoted for. */
-  signature: string;
+  /** The signature the case was promoted for, or null for a case written from a source. */
+  signature: string | null;
 }
 
-interface CorpusFile {
-  formatVersion: 1;
-  signature: string;
-  promotedFrom: string;
-  promotedAt: string;
-  /** What the finding was, for a reader of the file. */
-  message: string;
-  case: Case;
-}
+type CorpusFile =
+  | {
+      formatVersion: 1;
+      signature: string;
+      promotedFrom: string;
+      promotedAt: string;
+      /** What the finding was, for a reader of the file. */
+      message: string;
+      case: Case;
+    }
+  | {
+      formatVersion: 1;
+      /** Where the scenario comes from, e.g. "qemu iotests 025 (tests/qemu-iotests/025)". */
+      source: string;
+      /** What the scenario does. */
+      description: string;
+      case: Case;
+    };
 
 /** Every *.json in `dir`, sorted by name; a missing directory is an empty corpus. */
 export async function loadCorpus(dir: string): Promise<CorpusEntry[]> {
@@ -41,12 +51,17 @@ export async function loadCorpus(dir: string): Promise<CorpusEntry[]> {
     } catch (err) {
       throw new FatalError(`corpus case ${path} is not valid JSON: ${(err as Error).message}; fix or remove it`);
     }
-    if (typeof json?.signature !== 'string')
-      throw new FatalError(`corpus case ${path} has no signature: make corpus cases with --promote`);
+    const signature = json && 'signature' in json && typeof json.signature === 'string' ? json.signature : null;
+    const source = json && 'source' in json && typeof json.source === 'string' ? json.source : null;
+    if (signature === null && source === null)
+      throw new FatalError(
+        `corpus case ${path} has neither a signature nor a source: make corpus cases with --promote, ` +
+          'or name where a written one comes from in "source"',
+      );
     try {
       entries.push({
         name: basename(file, '.json'),
-        signature: json.signature,
+        signature,
         case: parseCase(json.case, `${path}: case`),
       });
     } catch (err) {

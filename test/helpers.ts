@@ -12,9 +12,13 @@ export const CLI = join(ROOT, 'cli', 'fuzz.ts');
 /** The test double of instar that injects `fault` (see test/doubles/instar-double.ts). */
 export const instarDouble = (fault: string) => join(ROOT, 'test', 'doubles', `instar-${fault}`);
 
+/** An empty corpus: the tests' runs do not replay the repository's corpus/ unless they ask. */
+const NO_CORPUS = join(ROOT, 'test', 'no-corpus');
+
 /** Runs `npm run fuzz -- ARGS` the way a user would, without npm in between. */
 export function fuzzCli(args: string[], env: Record<string, string> = {}) {
-  return execa(process.execPath, ['--import', 'tsx', CLI, ...args], {
+  const corpus = args.includes('--corpus') ? [] : ['--corpus', NO_CORPUS];
+  return execa(process.execPath, ['--import', 'tsx', CLI, ...args, ...corpus], {
     cwd: ROOT,
     reject: false,
     env,
@@ -50,7 +54,12 @@ export function runRepro(reports: string, folder: string, instar: string, env: R
 
 /** Starts the fuzzer in the background; `line(re)` resolves at the first output line matching re. */
 export function startFuzz(args: string[]) {
-  const child = execa(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, reject: false, all: true });
+  const corpus = args.includes('--corpus') ? [] : ['--corpus', NO_CORPUS];
+  const child = execa(process.execPath, ['--import', 'tsx', CLI, ...args, ...corpus], {
+    cwd: ROOT,
+    reject: false,
+    all: true,
+  });
   let output = '';
   const waiters: { re: RegExp; resolve: () => void }[] = [];
   child.all?.on('data', (chunk: Buffer) => {

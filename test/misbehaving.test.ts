@@ -32,6 +32,9 @@ describe('a misbehaving subject', () => {
         '1',
         '--minimise-runs',
         '0',
+        // what is filed is under test, not whether it reproduces
+        '--confirm',
+        '0',
         '--reports',
         reports,
       ]);
