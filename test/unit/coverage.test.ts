@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ORACLE_NAMES } from '../../oracles/table.ts';
-import { caseFiles, JSON_KINDS, readCase, type FindingView, type JsonKindName } from './testdata.ts';
+import { caseFiles, JSON_KINDS, ORACLE_DIRS, readCase, type FindingView, type JsonKindName } from './testdata.ts';
 
 // Read off the oracles (oracles/*.ts): the kinds each can report. After-use repeats the check and
 // content kinds (oracles/after-use.ts) besides its own; stale-bytes-after-regrow needs a regrow
@@ -38,20 +38,7 @@ const KINDS: Record<string, string[]> = {
 };
 
 /** The directories whose expectations list findings. */
-const FINDING_DIRS: JsonKindName[] = [
-  'size-grammar',
-  'output',
-  'in-place',
-  'allocation',
-  'check',
-  'info',
-  'compare',
-  'outcome',
-  'unchanged',
-  'after-use',
-  'images',
-  'steps',
-];
+const FINDING_DIRS: JsonKindName[] = [...ORACLE_DIRS, 'images'];
 
 async function findingsInTestdata(): Promise<FindingView[]> {
   const out: FindingView[] = [];

@@ -9,6 +9,7 @@ import {
   caseFiles,
   judged,
   kindsOf,
+  ORACLE_DIRS,
   UPDATE_HINT,
   type CheckInput,
   type CompareInput,
@@ -19,19 +20,7 @@ import {
   type UnchangedInput,
 } from './testdata.ts';
 
-const DIRS: JsonKindName[] = [
-  'size-grammar',
-  'output',
-  'check',
-  'info',
-  'compare',
-  'outcome',
-  'unchanged',
-  'after-use',
-  'steps',
-];
-
-for (const dir of DIRS) {
+for (const dir of ORACLE_DIRS) {
   const files = await caseFiles(dir);
   describe(`testdata/${dir}: stored expectations are what the inputs give`, () => {
     for (const file of files) {

@@ -347,6 +347,21 @@ export const JSON_KINDS = {
 
 export type JsonKindName = keyof typeof JSON_KINDS;
 
+/** The directories of one oracle's (or one step's) observations, whose expectations are findings. */
+export const ORACLE_DIRS: JsonKindName[] = [
+  'size-grammar',
+  'output',
+  'in-place',
+  'allocation',
+  'check',
+  'info',
+  'compare',
+  'outcome',
+  'unchanged',
+  'after-use',
+  'steps',
+];
+
 /** The case files of a directory of testdata/, as paths relative to testdata/, in name order. */
 export async function caseFiles(dir: JsonKindName): Promise<string[]> {
   const names = await readdir(join(TESTDATA, dir)).catch(() => []);
