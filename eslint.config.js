@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'reports/', 'reports-*/', 'test/doubles/.bundle/'] },
+  { ignores: ['node_modules/', 'reports/', 'reports-*/', 'test/doubles/.bundle/', 'test/.bundle-cli/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -21,13 +21,16 @@ let spawned = 0;
 /** How many child processes this harness has started so far. */
 export const processesSpawned = () => spawned;
 
-const SPAWNER = fileURLToPath(new URL('./spawner.ts', import.meta.url));
+// Run as TypeScript through tsx (npm run fuzz), or from an esbuild bundle (the tests' runs of the
+// CLI, test/helpers.ts), where the spawner is the bundle spawner.mjs beside it and needs no tsx.
+const BUNDLED = import.meta.url.endsWith('.mjs');
+const SPAWNER = fileURLToPath(new URL(BUNDLED ? './spawner.mjs' : './spawner.ts', import.meta.url));
 
 // tsx by its own path: the harness may run from any directory
 const SPAWNER_OPTIONS = {
   ipc: true,
   serialization: 'json',
-  nodeOptions: ['--import', import.meta.resolve('tsx')],
+  nodeOptions: BUNDLED ? [] : ['--import', import.meta.resolve('tsx')],
   detached: true,
   stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   reject: false,

@@ -9,10 +9,15 @@ import type { ReaderReply, ReaderRequest, ReaderTasks } from './reader-worker.ts
 // time in the order asked; a case asks in the order it needs the answers.
 
 // A worker's --import does not reach its main module on node 20, so the thread registers tsx
-// (by its own path: the harness may run from any directory) and then imports the TypeScript.
-const TSX_API = JSON.stringify(import.meta.resolve('tsx/esm/api'));
-const WORKER_MODULE = JSON.stringify(new URL('./reader-worker.ts', import.meta.url).href);
-const BOOT = `import(${TSX_API}).then(({ register }) => { register(); return import(${WORKER_MODULE}); })`;
+// (by its own path: the harness may run from any directory) and then imports the TypeScript; run
+// from an esbuild bundle (see process.ts), it imports the bundle reader-worker.mjs beside it.
+const BUNDLED = import.meta.url.endsWith('.mjs');
+const WORKER_MODULE = JSON.stringify(
+  new URL(BUNDLED ? './reader-worker.mjs' : './reader-worker.ts', import.meta.url).href,
+);
+const BOOT = BUNDLED
+  ? `import(${WORKER_MODULE})`
+  : `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then(({ register }) => { register(); return import(${WORKER_MODULE}); })`;
 
 interface ReaderThread {
   worker: Worker;
