@@ -15,9 +15,10 @@ const BUNDLED = import.meta.url.endsWith('.mjs');
 const WORKER_MODULE = JSON.stringify(
   new URL(BUNDLED ? './reader-worker.mjs' : './reader-worker.ts', import.meta.url).href,
 );
+const TSX_API = BUNDLED ? null : JSON.stringify(import.meta.resolve('tsx/esm/api'));
 const BOOT = BUNDLED
   ? `import(${WORKER_MODULE})`
-  : `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then(({ register }) => { register(); return import(${WORKER_MODULE}); })`;
+  : `import(${TSX_API}).then(({ register }) => { register(); return import(${WORKER_MODULE}); })`;
 
 interface ReaderThread {
   worker: Worker;
