@@ -107,7 +107,18 @@ async function fuzzRun(extra: string[]): Promise<FuzzRun> {
     const started = performance.now();
     const child = execa(
       process.execPath,
-      [...FUZZ_NODE_OPTIONS, CLI, '--seed', String(args.seed), '--reports', reports, ...extra],
+      // generated cases only: the repository's corpus would change the mix as it grows
+      [
+        ...FUZZ_NODE_OPTIONS,
+        CLI,
+        '--seed',
+        String(args.seed),
+        '--reports',
+        reports,
+        '--corpus',
+        join(reports, 'none'),
+        ...extra,
+      ],
       { cwd: ROOT, reject: false, all: true },
     );
     const samples: Sample[] = [];
