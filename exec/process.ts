@@ -22,9 +22,12 @@ let spawned = 0;
 export const processesSpawned = () => spawned;
 
 // Run as TypeScript through tsx (npm run fuzz), or from an esbuild bundle (the tests' runs of the
-// CLI, test/helpers.ts), where the spawner is the bundle spawner.mjs beside it and needs no tsx.
-const BUNDLED = import.meta.url.endsWith('.mjs');
-const SPAWNER = fileURLToPath(new URL(BUNDLED ? './spawner.mjs' : './spawner.ts', import.meta.url));
+// CLI, test/helpers.ts), where the modules started in other processes and threads (the spawner,
+// the reader threads) are bundles beside it and need no tsx.
+export const BUNDLED = import.meta.url.endsWith('.mjs');
+/** exec/NAME.ts, or in a bundle NAME.mjs beside it. */
+export const companionModule = (name: string) => new URL(BUNDLED ? `./${name}.mjs` : `./${name}.ts`, import.meta.url);
+const SPAWNER = fileURLToPath(companionModule('spawner'));
 
 // tsx by its own path: the harness may run from any directory
 const SPAWNER_OPTIONS = {

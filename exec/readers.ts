@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { PendingReplies } from './pending-replies.ts';
+import { BUNDLED, companionModule } from './process.ts';
 import type { ReaderReply, ReaderRequest, ReaderTasks } from './reader-worker.ts';
 
 // The harness reads images in-process while commands run: content hashes, the structure oracle,
@@ -10,11 +11,8 @@ import type { ReaderReply, ReaderRequest, ReaderTasks } from './reader-worker.ts
 
 // A worker's --import does not reach its main module on node 20, so the thread registers tsx
 // (by its own path: the harness may run from any directory) and then imports the TypeScript; run
-// from an esbuild bundle (see process.ts), it imports the bundle reader-worker.mjs beside it.
-const BUNDLED = import.meta.url.endsWith('.mjs');
-const WORKER_MODULE = JSON.stringify(
-  new URL(BUNDLED ? './reader-worker.mjs' : './reader-worker.ts', import.meta.url).href,
-);
+// from an esbuild bundle (see process.ts), it imports the bundle beside it.
+const WORKER_MODULE = JSON.stringify(companionModule('reader-worker').href);
 const TSX_API = BUNDLED ? null : JSON.stringify(import.meta.resolve('tsx/esm/api'));
 const BOOT = BUNDLED
   ? `import(${WORKER_MODULE})`
@@ -86,4 +84,5 @@ export const reader = {
   structuralCheck: (path: string) => call('structuralCheck', path),
   planComparison: (...args: Parameters<ReaderTasks['planComparison']>) => call('planComparison', ...args),
   hasHostClustersFrom: (path: string, guestOffset: number) => call('hasHostClustersFrom', path, guestOffset),
+  guestAllocation: (path: string, from: number, to: number) => call('guestAllocation', path, from, to),
 };

@@ -30,7 +30,7 @@ import {
   type ResultsObservation,
   type StepObservation,
 } from '../oracles/table.ts';
-import { guestAllocation, readQcow2Header } from '../qcow2/reader.ts';
+import { readQcow2Header } from '../qcow2/reader.ts';
 import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
 import { copySparse, stampOf } from './files.ts';
@@ -223,26 +223,26 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     results: null,
     inPlace,
   };
-  if (observation.output === 'json' && record.subject === 'ok') {
+  const json = observation.output === 'json' && record.subject === 'ok';
+  const onlyQemuRefused = record.reference === 'refused' && record.subject === 'ok';
+  // the subject's virtual size after the step, read once for both uses below
+  const sizeAfter =
+    json || onlyQemuRefused
+      ? await readQcow2Header(run.path(subject)).then(
+          (h) => h.size,
+          () => null,
+        )
+      : null;
+  if (json) {
     // what the subject's JSON report must say: its image as it is now
-    const size = await readQcow2Header(run.path(subject)).then(
-      (h) => h.size,
-      () => null,
-    );
     const fileLength = await stat(run.path(subject)).then(
       (s) => s.size,
       () => null,
     );
-    observation.subjectAfter = { size, fileLength };
+    observation.subjectAfter = { size: sizeAfter, fileLength };
   }
-  if (record.reference === 'refused' && record.subject === 'ok') {
-    // what the subject made of a size qemu-img refused names why it accepted
-    const after = await readQcow2Header(run.path(subject)).then(
-      (h) => h.size,
-      () => null,
-    );
-    observation.accepted = { before, target: plan.target, after };
-  }
+  // what the subject made of a size qemu-img refused names why it accepted
+  if (onlyQemuRefused) observation.accepted = { before, target: plan.target, after: sizeAfter };
   if (record.reference === 'refused' || record.subject === 'refused') {
     const refAfter =
       record.reference === 'refused'
@@ -334,7 +334,8 @@ async function observeResults(
 }
 
 /** What both results allocate: the host blocks of each side's files and, after a grow, how the
- * guest clusters of the grown range are mapped (read while qemu-img checks the subject). */
+ * guest clusters of the grown range are mapped (read on a reader thread while qemu-img checks the
+ * subject). */
 async function observeAllocation(
   run: CaseRun,
   index: number,
@@ -345,7 +346,7 @@ async function observeAllocation(
     const stats = await Promise.all(run.files(side).map((f) => stat(f).catch(() => null)));
     return stats.reduce((sum, s) => sum + (s ? s.blocks * 512 : 0), 0);
   };
-  const grownRange = (side: SideFiles) => guestAllocation(run.path(side), before, plan.target!);
+  const grownRange = (side: SideFiles) => reader.guestAllocation(run.path(side), before, plan.target!);
   const grown =
     plan.kind === 'grow'
       ? await Promise.all([grownRange(reference), grownRange(subject)]).then(
