@@ -52,15 +52,16 @@ async function bundledCli(): Promise<string> {
   return cli;
 }
 
-/** An empty corpus: the tests' runs do not replay the repository's corpus/ unless they ask. */
-const NO_CORPUS = join(ROOT, 'test', 'no-corpus');
+/** The tests' runs do not replay the repository's corpus/ unless they pass --corpus: an empty one
+ * (a directory that is not there). */
+const withTestCorpus = (args: string[]) =>
+  args.includes('--corpus') ? args : [...args, '--corpus', join(ROOT, 'test', 'no-corpus')];
 
 /** Runs `npm run fuzz -- ARGS` the way a user would, without npm in between: the same sources,
  * bundled (bundledCli), since node with the tsx loader takes 0.7 s longer to start and the tests
  * start the CLI over a hundred times. */
 export async function fuzzCli(args: string[], env: Record<string, string> = {}) {
-  const corpus = args.includes('--corpus') ? [] : ['--corpus', NO_CORPUS];
-  return execa(process.execPath, [await bundledCli(), ...args, ...corpus], {
+  return execa(process.execPath, [await bundledCli(), ...withTestCorpus(args)], {
     cwd: ROOT,
     reject: false,
     env,
@@ -96,8 +97,7 @@ export function runRepro(reports: string, folder: string, instar: string, env: R
 
 /** Starts the fuzzer in the background; `line(re)` resolves at the first output line matching re. */
 export function startFuzz(args: string[]) {
-  const corpus = args.includes('--corpus') ? [] : ['--corpus', NO_CORPUS];
-  const child = execa(process.execPath, ['--import', 'tsx', CLI, ...args, ...corpus], {
+  const child = execa(process.execPath, ['--import', 'tsx', CLI, ...withTestCorpus(args)], {
     cwd: ROOT,
     reject: false,
     all: true,
