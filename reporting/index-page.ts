@@ -170,6 +170,9 @@ export async function collectIndex(reportsDir: string, now = new Date()): Promis
 
 const fileLink = (path: string, file: string) => `${path.split('/').map(encodeURIComponent).join('/')}/${file}`;
 
+/** The reference and the subject the last run used: a divergence is against that qemu version. */
+const toolsText = (r: RunHeadline) => [r.qemuImg, r.subject && `subject: ${r.subject}`].filter(Boolean).join(' · ');
+
 function headlineText(r: RunHeadline): string {
   const requested =
     r.iterationsRequested !== null && r.iterationsRequested !== r.iterations ? ` of ${r.iterationsRequested}` : '';
@@ -268,6 +271,7 @@ export function indexMarkdown(ix: ReportsIndex): string {
     '## Last run',
     '',
     ix.run === null ? 'No summary.json.' : headlineText(ix.run),
+    ...(ix.run && toolsText(ix.run) ? ['', toolsText(ix.run)] : []),
     '',
     '## Signatures',
     '',
@@ -434,7 +438,7 @@ export function indexHtml(ix: ReportsIndex): string {
   const card = (n: number | string | null, label: string) =>
     `<div class="card"><b>${h(String(n ?? '?'))}</b><span>${h(label)}</span></div>`;
   const run = ix.run;
-  const tools = run ? [run.qemuImg, run.subject && `subject: ${run.subject}`].filter(Boolean).join(' · ') : '';
+  const tools = run ? toolsText(run) : '';
   const unreadable = ix.unreadable.map((u) => `<li><code>${h(u.path)}</code>: ${h(u.error)}</li>`).join('');
   const body = [
     '<h1>Fuzzer reports</h1>',
