@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Case } from '../model/case.ts';
-import type { CommandRecord, Resizer } from '../model/commands.ts';
+import { openImage, type CommandRecord, type Resizer } from '../model/commands.ts';
 import { CaseAborted } from '../model/errors.ts';
 import { caseLayout, imagePath, sideFilesOf, type Layout, type SideFiles } from '../model/layout.ts';
 import { runCommand } from './process.ts';
@@ -49,9 +49,10 @@ export class CaseRun {
     return record;
   }
 
-  /** `qemu-img check` of a side's image. */
+  /** `qemu-img check` of a side's image (with its key when it is encrypted). */
   check(side: SideFiles): Promise<CommandRecord> {
-    return this.run('qemu-img', ['check', '-f', 'qcow2', '--output=json', side.image], side);
+    const { options, image } = openImage(side.image, this.c.image.encrypted);
+    return this.run('qemu-img', ['check', ...options, '--output=json', image], side);
   }
 
   /** A side's image, as an absolute path. */

@@ -9,6 +9,7 @@ import {
   compareArgs,
   outputModeOf,
   qemuImg,
+  qemuIoArgs,
   referenceResizeArgs,
   resizeArgs,
   type CommandRecord,
@@ -373,10 +374,12 @@ async function checks(run: CaseRun, subCheck: CommandRecord) {
 }
 
 /** Guest content of both results, at a cost that grows with the allocated data, not the virtual
- * size (content-compare.ts); a data file needs its name given: a plain compare. */
+ * size (content-compare.ts); a data file needs its name given and an encrypted image its key: a
+ * plain compare. */
 function compareResults(run: CaseRun, plan: Promise<ComparePlan> | undefined) {
   const { layout, dir, options } = run;
-  if (layout.dataFile) return run.run('qemu-img', compareArgs(layout));
+  const { encrypted } = run.c.image;
+  if (layout.dataFile || encrypted) return run.run('qemu-img', compareArgs(layout, encrypted));
   const runInDir = (program: string, args: string[]) => run.run(program, args);
   return compareContent(imagePath(layout.reference), imagePath(layout.subject), {
     timeoutMs: options.timeoutMs,
@@ -389,7 +392,7 @@ function compareResults(run: CaseRun, plan: Promise<ComparePlan> | undefined) {
 
 /** Whether a side's image reads zeros over [start, end). */
 async function readsZero(run: CaseRun, side: SideFiles, start: number, end: number): Promise<boolean> {
-  const args = ['-r', '-f', 'qcow2', '-c', `read -q -P 0 ${start} ${end - start}`, side.image];
+  const args = ['-r', ...qemuIoArgs([`read -q -P 0 ${start} ${end - start}`], side.image, run.c.image.encrypted)];
   return (await run.run('qemu-io', args, side)).exitCode === 0;
 }
 
@@ -425,8 +428,7 @@ async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord) 
   if (last.reference !== 'ok' || last.subject !== 'ok' || !last.referenceInfo?.ok) return null;
   const { reference, subject } = run.layout;
   const workload = afterUseWorkload(run.c, Number(last.referenceInfo.fields['virtual-size']));
-  const io = (side: SideFiles) =>
-    run.run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), side.image], side);
+  const io = (side: SideFiles) => run.run('qemu-io', qemuIoArgs(workload, side.image, run.c.image.encrypted), side);
   const refIo = await io(reference);
   const subIo = await io(subject);
   const record: AfterUseRecord = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };

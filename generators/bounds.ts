@@ -38,8 +38,16 @@ export function imageSizeLimit(image: Pick<ImageSpec, 'clusterSize' | 'extendedL
   return image.dataFile !== 'none' ? Math.min(max, MAX_DATA_FILE_IMAGE) : max;
 }
 
+/** Encrypted images stay below 2 GiB, and so do their steps: qemu-img compare fails an assertion
+ * on larger ones (7.2 and 10.0: bdrv_co_block_status, `QEMU_IS_ALIGNED(*pnum, align)`, with the
+ * 512-byte alignment of an encrypted image), so their content could not be compared. */
+export const MAX_ENCRYPTED_SIZE = 1 * GiB;
+
 /** The largest virtual size any step of this image reaches. */
-export function stepSizeLimit(image: Pick<ImageSpec, 'clusterSize' | 'extendedL2' | 'dataFile' | 'backing'>): number {
+export function stepSizeLimit(
+  image: Pick<ImageSpec, 'clusterSize' | 'extendedL2' | 'dataFile' | 'backing' | 'encrypted'>,
+): number {
+  if (image.encrypted) return 2 * MAX_ENCRYPTED_SIZE - 512;
   if (image.dataFile !== 'none' || image.backing !== null) return 2 * imageSizeLimit(image);
   return sizeLimit(image.clusterSize, image.extendedL2);
 }
@@ -49,6 +57,10 @@ export function stepSizeLimit(image: Pick<ImageSpec, 'clusterSize' | 'extendedL2
 export const MAX_PREALLOCATED_SIZE = 64 * MiB;
 export const MAX_METADATA_PREALLOCATED_SIZE = 1 * GiB;
 export const MAX_AMEND_CLUSTER = 16 * KiB;
+/** Images created preallocated: falloc and full reserve or write all of the virtual disk, and each
+ * side's copy holds it again; metadata writes every L2 table and maps every cluster, which qemu-img
+ * check then walks. */
+export const MAX_CREATED_PREALLOCATED = { metadata: 256 * MiB, falloc: 32 * MiB, full: 16 * MiB } as const;
 
 export const align = (n: number, unit: number) => Math.floor(n / unit) * unit;
 export const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, n));

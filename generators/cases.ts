@@ -12,7 +12,7 @@ import {
   snapshotRecipeArb,
   withSnapshots,
 } from './data.ts';
-import { externalArb, imageArb, withExternalFiles } from './image.ts';
+import { creationArb, externalArb, imageArb, withCreation, withExternalFiles } from './image.ts';
 import { formatBytes, materialiseStep, stepRecipeArb } from './steps.ts';
 
 // Generation happens in two layers: fast-check draws small "recipes" (kinds, fractions, anchors)
@@ -48,6 +48,8 @@ export const caseArb: fc.Arbitrary<Case> = fc
     backingData: fc.array(backingWriteArb, { minLength: 1, maxLength: 3 }),
     // what each step asks the subject to print: its words half the time, else JSON or nothing
     outputs: fc.array(fc.constantFrom<OutputMode>('human', 'human', 'json', 'quiet'), { minLength: 5, maxLength: 5 }),
+    // last: encryption, preallocated creation and raw backing images, after every older draw
+    creation: creationArb,
   })
   .map(
     ({
@@ -60,8 +62,9 @@ export const caseArb: fc.Arbitrary<Case> = fc
       external,
       backingData,
       outputs,
+      creation,
     }): Case => {
-      let image = withExternalFiles(drawn, external);
+      let image = withCreation(withExternalFiles(drawn, external), creation);
       const data = discardProbe ? [...recipes, discardProbe] : recipes;
       let current = image.virtualSize;
       let pendingRegrow = regrow && stepRecipes.length < 4;
@@ -88,13 +91,15 @@ export const caseArb: fc.Arbitrary<Case> = fc
       const target = shrink?.plan.target ?? align(image.virtualSize / 2, 512);
       if (image.backing) {
         const size = image.backing.virtualSize;
-        image = {
-          ...image,
-          backing: { virtualSize: size, data: backingData.map((r) => materialiseBackingWrite(r, image, size, target)) },
-        };
+        const data = backingData.map((r) => materialiseBackingWrite(r, image, size, target));
+        image = { ...image, backing: { ...image.backing, data } };
       }
       const io = compressedFirst(data.map((r) => materialiseData(r, image, target)));
-      const withOutputs = steps.map((s, i) => ({ ...s, output: outputs[i]! }));
+      const withOutputs = steps.map((s, i) => ({
+        ...s,
+        output: outputs[i]!,
+        ...(image.encrypted ? { key: creation.keys[i]! } : {}),
+      }));
       return { image, data: snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io, steps: withOutputs };
     },
   );

@@ -1,5 +1,12 @@
 import fc from 'fast-check';
-import { REFCOUNT_WIDTHS, l2Coverage, type DataFileKind, type ImageSpec, type RefcountBits } from '../model/case.ts';
+import {
+  REFCOUNT_WIDTHS,
+  l2Coverage,
+  type DataFileKind,
+  type ImageSpec,
+  type Preallocation,
+  type RefcountBits,
+} from '../model/case.ts';
 import {
   KiB,
   TiB,
@@ -9,6 +16,8 @@ import {
   MAX_BACKING_EXTRA,
   imageSizeLimit,
   MAX_AMEND_CLUSTER,
+  MAX_CREATED_PREALLOCATED,
+  MAX_ENCRYPTED_SIZE,
   align,
   between,
   fraction,
@@ -64,8 +73,59 @@ export function withExternalFiles(image: ImageSpec, r: ExternalRecipe): ImageSpe
   const backing =
     r.backing === null
       ? null
-      : { virtualSize: backingSize(r.backing.longer, virtualSize, r.backing.sizeFraction), data: [] };
+      : {
+          format: 'qcow2' as const,
+          virtualSize: backingSize(r.backing.longer, virtualSize, r.backing.sizeFraction),
+          data: [],
+        };
   return { ...image, virtualSize, dataFile, backing };
+}
+
+/** How the image is created: encrypted, preallocated, over a raw backing image. Drawn last in
+ * caseArb's record, after every draw that existed before these. */
+export const creationArb = fc.record({
+  // shrink across to the first (off) branch: a minimised case keeps them only when needed
+  encrypted: fc.oneof(
+    { withCrossShrink: true },
+    { weight: 15, arbitrary: fc.constant(false) },
+    { weight: 1, arbitrary: fc.constant(true) },
+  ),
+  preallocation: fc.oneof(
+    { withCrossShrink: true },
+    { weight: 7, arbitrary: fc.constant<Preallocation>('off') },
+    { weight: 1, arbitrary: fc.constantFrom<Preallocation>('metadata', 'falloc', 'full') },
+  ),
+  rawBacking: fc.boolean(),
+  sizeFraction: fraction,
+  /** Per step, on an encrypted image: whether qemu-img is given the key (three times in four). */
+  keys: fc.array(
+    fc.integer({ min: 0, max: 3 }).map((n) => n > 0),
+    { minLength: 5, maxLength: 5 },
+  ),
+});
+export type CreationRecipe = typeof creationArb extends fc.Arbitrary<infer T> ? T : never;
+
+/** Applies a creation recipe. Encryption only without a backing image or data file (whose own
+ * handling it would mix with); preallocation over a backing image only with extended L2 (qemu-img
+ * create refuses it otherwise); a preallocated or encrypted image gets a new size within the bound
+ * of such images (MAX_CREATED_PREALLOCATED: every side writes or reserves all of it;
+ * MAX_ENCRYPTED_SIZE). */
+export function withCreation(image: ImageSpec, r: CreationRecipe): ImageSpec {
+  const encrypted = r.encrypted && image.backing === null && image.dataFile === 'none';
+  const createdPreallocation = image.backing !== null && !image.extendedL2 ? 'off' : r.preallocation;
+  const backing = image.backing && { ...image.backing, format: r.rawBacking ? ('raw' as const) : ('qcow2' as const) };
+  const max = Math.min(
+    createdPreallocation === 'off' ? Infinity : MAX_CREATED_PREALLOCATED[createdPreallocation],
+    encrypted ? MAX_ENCRYPTED_SIZE : Infinity,
+  );
+  const virtualSize =
+    image.virtualSize <= max ? image.virtualSize : Math.max(512, align(between(512, max, r.sizeFraction), 512));
+  // a new size takes a new backing size, longer or shorter as before
+  if (backing && virtualSize !== image.virtualSize) {
+    const longer = backing.virtualSize > image.virtualSize;
+    backing.virtualSize = backingSize(longer, virtualSize, r.sizeFraction);
+  }
+  return { ...image, virtualSize, backing, encrypted, createdPreallocation };
 }
 
 /** Every refcount width equally likely; compat 0.10 only where qemu accepts it (16-bit refcounts);
@@ -149,5 +209,7 @@ export const imageArb: fc.Arbitrary<ImageSpec> = fc
       dirty: v3 && r.lazyRefcounts && r.dirty,
       backing: null,
       dataFile: 'none',
+      createdPreallocation: 'off',
+      encrypted: false,
     };
   });

@@ -26,14 +26,24 @@ export interface ImageSpec {
   bitmaps: number;
   /** Left with the dirty bit set: lazy refcounts and a qemu-io that aborts after a write. */
   dirty: boolean;
-  /** A qcow2 backing image (`-b backing.qcow2 -F qcow2`), shorter or longer than the image, with
+  /** A backing image (`-b backing.qcow2 -F qcow2` or `-b backing.raw -F raw`), shorter or longer than the image, with
    * data of its own that reads through where the image has none; null: no backing file. */
   backing: BackingSpec | null;
   /** An external data file (`data_file=data.raw`), with `data_file_raw=on` or without. */
   dataFile: DataFileKind;
+  /** Created with `-o preallocation=MODE` ('off': without the option). */
+  createdPreallocation: Preallocation;
+  /** LUKS-encrypted (`encrypt.format=luks`) with ENCRYPTION_KEY (model/commands.ts). Every qemu
+   * command on it is given the key, except qemu-img's resize in a step that withholds it. */
+  encrypted: boolean;
 }
 
+export const BACKING_FORMATS = ['qcow2', 'raw'] as const;
+export type BackingFormat = (typeof BACKING_FORMATS)[number];
+
 export interface BackingSpec {
+  /** `-F qcow2` (backing.qcow2) or `-F raw` (backing.raw). */
+  format: BackingFormat;
   /** Virtual size of the backing image in bytes, a multiple of 512, different from the image's. */
   virtualSize: number;
   /** Pattern writes into the backing image before the image is created over it. */
@@ -63,6 +73,10 @@ export interface ResizeStep {
   /** What the subject is asked to print: `Image resized.` (human, also when absent), its JSON
    * report (`--output json`), or nothing (`-q`). qemu-img, the reference, always prints its words. */
   output?: OutputMode;
+  /** On an encrypted image: qemu-img is given the key for this resize (`--object secret` and
+   * `--image-opts`). instar cannot be given it (it refuses both options); a qemu-img subject in a
+   * control run gets what the reference gets. */
+  key?: boolean;
 }
 
 export const OUTPUT_MODES = ['human', 'json', 'quiet'] as const;
@@ -131,7 +145,9 @@ export function parseCase(json: unknown, where = 'case'): Case {
   image.dirty ??= false;
   image.backing ??= null;
   image.dataFile ??= 'none';
-  for (const flag of ['lazyRefcounts', 'extendedL2', 'dirty']) {
+  image.createdPreallocation ??= 'off';
+  image.encrypted ??= false;
+  for (const flag of ['lazyRefcounts', 'extendedL2', 'dirty', 'encrypted']) {
     if (typeof image[flag] !== 'boolean') fail(`image.${flag}`, 'must be true or false');
   }
   oneOf(image.compressionType, 'image.compressionType', ['zlib', 'zstd']);
@@ -139,8 +155,11 @@ export function parseCase(json: unknown, where = 'case'): Case {
   int(image.bitmaps, 'image.bitmaps', 0);
   oneOf(image.dataFile, 'image.dataFile', DATA_FILE_KINDS);
   if (image.dataFile !== 'none' && image.compat !== '1.1') fail('image.dataFile', 'needs compat "1.1"');
+  oneOf(image.createdPreallocation, 'image.createdPreallocation', PREALLOCATION_MODES);
   if (image.backing !== null) {
     const backing = obj(image.backing, 'image.backing');
+    backing.format ??= 'qcow2';
+    oneOf(backing.format, 'image.backing.format', BACKING_FORMATS);
     if (int(backing.virtualSize, 'image.backing.virtualSize', 512) % 512 !== 0) {
       fail('image.backing.virtualSize', 'must be a multiple of 512');
     }
@@ -174,6 +193,8 @@ export function parseCase(json: unknown, where = 'case'): Case {
     if (typeof step.shrink !== 'boolean') fail(`steps[${i}].shrink`, 'must be true or false');
     oneOf(step.preallocation, `steps[${i}].preallocation`, [null, ...PREALLOCATION_MODES]);
     if (step.output !== undefined) oneOf(step.output, `steps[${i}].output`, OUTPUT_MODES);
+    if (step.key !== undefined) oneOf(step.key, `steps[${i}].key`, [true, false]);
+    if (step.key === true && image.encrypted !== true) fail(`steps[${i}].key`, 'needs an encrypted image');
   });
   return json as Case;
 }

@@ -1,5 +1,5 @@
 import { isIoOp, type Case, type ImageSpec, type IoOp, type OutputMode, type ResizeStep } from './case.ts';
-import { BACKING, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
+import { backingFileOf, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
 
 // Every command line the harness runs for a case, derived from the case alone: the single source
 // for execution, repro scripts and tests. And what running one command leaves behind.
@@ -11,6 +11,25 @@ export interface BuildCommand {
   /** 'abort': the command is meant to die by SIGABRT (it leaves the image dirty). */
   expect: 'ok' | 'abort';
   what: string;
+}
+
+/** The key of every encrypted image the harness makes, as a qemu secret object (`--object`). It is
+ * fixed, so that repro.sh and every later command can open the image; a resizer that needs no key
+ * (instar resizes the metadata only) never sees it. */
+export const ENCRYPTION_KEY = 'instar-fuzz';
+export const KEY_SECRET_ID = 'key0';
+export const KEY_OBJECT = ['--object', `secret,id=${KEY_SECRET_ID},data=${ENCRYPTION_KEY}`];
+
+/** How qemu-img and qemu-io are told which image to open: `-f qcow2` and FILE, or with the key,
+ * the secret object, `--image-opts` and options naming both (qemu opens an encrypted image only
+ * with its key; `qemu-img info` needs none). Commas in the file name are doubled (QemuOpts quoting). */
+export function openImage(file: string, withKey: boolean): { options: string[]; image: string } {
+  if (!withKey) return { options: ['-f', 'qcow2'], image: file };
+  const name = file.replace(/,/g, ',,');
+  return {
+    options: [...KEY_OBJECT, '--image-opts'],
+    image: `driver=qcow2,file.filename=${name},encrypt.key-secret=${KEY_SECRET_ID}`,
+  };
 }
 
 /** The `qemu-img create -o` options of an image. */
@@ -25,10 +44,18 @@ export function createOptions(image: ImageSpec): string {
   if (image.compressionType === 'zstd') opts.push('compression_type=zstd');
   if (image.dataFile !== 'none') opts.push(`data_file=${DATA_FILE}`);
   if (image.dataFile === 'data_file_raw') opts.push('data_file_raw=on');
+  if (image.createdPreallocation !== 'off') opts.push(`preallocation=${image.createdPreallocation}`);
+  // iter-time: milliseconds of PBKDF per key slot open, 2 s by default; qemu still spends about
+  // 1.7 s of every such create measuring its PBKDF speed
+  if (image.encrypted) opts.push(`encrypt.format=luks,encrypt.key-secret=${KEY_SECRET_ID},encrypt.iter-time=10`);
   return opts.join(',');
 }
 
-const io = (commands: string[], file: string): string[] => ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file];
+/** qemu-io running `commands` on an image, given the key when it is encrypted. */
+export function qemuIoArgs(commands: string[], file: string, encrypted: boolean): string[] {
+  const { options, image } = openImage(file, encrypted);
+  return [...options, ...commands.flatMap((c) => ['-c', c]), image];
+}
 
 /** Every command that builds the base image, in order. They run in the base image's directory
  * (caseLayout(c).base.dir), where they also make the backing image (BACKING) and the data file
@@ -37,29 +64,46 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
   const { image } = c;
   const out: BuildCommand[] = [];
   const backing: string[] = [];
-  if (image.backing) {
-    const { virtualSize, data } = image.backing;
+  const backingFile = backingFileOf(c);
+  if (image.backing && backingFile) {
+    const { format, virtualSize, data } = image.backing;
     out.push({
       program: 'qemu-img',
-      args: ['create', '-q', '-f', 'qcow2', BACKING, String(virtualSize)],
+      args: ['create', '-q', '-f', format, backingFile, String(virtualSize)],
       expect: 'ok',
       what: 'qemu-img create (backing image)',
     });
     if (data.length > 0) {
       const writes = data.map((d) => qemuIoCommand({ op: 'write', ...d }));
-      out.push({ program: 'qemu-io', args: io(writes, BACKING), expect: 'ok', what: 'qemu-io (backing image)' });
+      const args = ['-f', format, ...writes.flatMap((w) => ['-c', w]), backingFile];
+      out.push({ program: 'qemu-io', args, expect: 'ok', what: 'qemu-io (backing image)' });
     }
-    backing.push('-b', BACKING, '-F', 'qcow2');
+    backing.push('-b', backingFile, '-F', format);
   }
+  const key = image.encrypted ? KEY_OBJECT : [];
+  const io = (commands: string[]) => qemuIoArgs(commands, file, image.encrypted);
+  // how qemu-img's other commands name the image: -f qcow2 (which `qemu-img snapshot` lacks) or its key
+  const { options, image: name } = openImage(file, image.encrypted);
   out.push({
     program: 'qemu-img',
-    args: ['create', '-q', '-f', 'qcow2', '-o', createOptions(image), ...backing, file, String(image.virtualSize)],
+    args: [
+      'create',
+      '-q',
+      ...key,
+      '-f',
+      'qcow2',
+      '-o',
+      createOptions(image),
+      ...backing,
+      file,
+      String(image.virtualSize),
+    ],
     expect: 'ok',
     what: 'qemu-img create',
   });
   let pending: string[] = [];
   const flush = () => {
-    if (pending.length) out.push({ program: 'qemu-io', args: io(pending, file), expect: 'ok', what: 'qemu-io' });
+    if (pending.length) out.push({ program: 'qemu-io', args: io(pending), expect: 'ok', what: 'qemu-io' });
     pending = [];
   };
   for (const op of c.data) {
@@ -71,18 +115,18 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
     const flag = op.op === 'snapshot-create' ? '-c' : '-d';
     out.push({
       program: 'qemu-img',
-      args: ['snapshot', flag, op.name, file],
+      args: ['snapshot', ...(image.encrypted ? options : []), flag, op.name, name],
       expect: 'ok',
       what: `qemu-img snapshot ${flag}`,
     });
   }
   flush();
   for (let i = 0; i < image.bitmaps; i++) {
-    const args = ['bitmap', '-f', 'qcow2', '--add', file, `bitmap${i}`];
+    const args = ['bitmap', ...options, '--add', name, `bitmap${i}`];
     out.push({ program: 'qemu-img', args, expect: 'ok', what: 'qemu-img bitmap --add' });
   }
   if (image.createdWithRefcountBits !== null) {
-    const args = ['amend', '-f', 'qcow2', '-o', `refcount_bits=${image.refcountBits}`, file];
+    const args = ['amend', ...options, '-o', `refcount_bits=${image.refcountBits}`, name];
     out.push({ program: 'qemu-img', args, expect: 'ok', what: 'qemu-img amend' });
   }
   if (image.dirty) {
@@ -90,10 +134,7 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
       program: 'qemu-io',
       // with lazy refcounts the dirty bit is set by the first refcount change: the discard frees
       // the first cluster if it holds data, the write allocates it if not; either changes one
-      args: io(
-        [`discard -q 0 ${Math.min(image.clusterSize, image.virtualSize)}`, 'write -q -P 17 0 512', 'abort'],
-        file,
-      ),
+      args: io([`discard -q 0 ${Math.min(image.clusterSize, image.virtualSize)}`, 'write -q -P 17 0 512', 'abort']),
       expect: 'abort',
       what: 'qemu-io (aborted, leaving the dirty bit)',
     });
@@ -117,13 +158,18 @@ export function qemuIoCommand(op: IoOp): string {
 }
 
 /** `qemu-img compare` of the two results, run in the work directory. With a data file each image
- * names its own through --image-opts; the backing file resolves against the image either way. */
-export function compareArgs(layout: Layout): string[] {
+ * names its own through --image-opts, and an encrypted image's key comes with it the same way; the
+ * backing file resolves against the image either way. */
+export function compareArgs(layout: Layout, encrypted: boolean): string[] {
   const { reference: r, subject: s, dataFile } = layout;
-  if (dataFile === null) return ['compare', '-f', 'qcow2', '-F', 'qcow2', imagePath(r), imagePath(s)];
+  if (dataFile === null && !encrypted) return ['compare', '-f', 'qcow2', '-F', 'qcow2', imagePath(r), imagePath(s)];
   const opts = (side: SideFiles) =>
-    `driver=qcow2,file.filename=${imagePath(side)},data-file.filename=${side.dir}/${dataFile}`;
-  return ['compare', '--image-opts', opts(r), opts(s)];
+    [
+      `driver=qcow2,file.filename=${imagePath(side)}`,
+      ...(dataFile === null ? [] : [`data-file.filename=${side.dir}/${dataFile}`]),
+      ...(encrypted ? [`encrypt.key-secret=${KEY_SECRET_ID}`] : []),
+    ].join(',');
+  return ['compare', ...(encrypted ? KEY_OBJECT : []), '--image-opts', opts(r), opts(s)];
 }
 
 /** A program that resizes an image in place. The reference is always qemu-img; the subject is
@@ -138,7 +184,9 @@ export const qemuImg: Resizer = { dialect: 'qemu-img', program: 'qemu-img' };
 
 /** The resize command line of a step, in the resizer's dialect. */
 export function resizeArgs(resizer: Resizer, step: ResizeStep, file: string): string[] {
-  const args = ['resize', '-f', 'qcow2'];
+  const withKey = step.key === true && resizer.dialect === 'qemu-img';
+  const { options, image } = openImage(file, withKey);
+  const args = ['resize', ...options];
   if (step.shrink) args.push('--shrink');
   if (step.preallocation !== null) {
     if (resizer.dialect === 'instar') args.push('--preallocation', step.preallocation);
@@ -147,7 +195,7 @@ export function resizeArgs(resizer: Resizer, step: ResizeStep, file: string): st
   const output = outputModeOf(resizer, step);
   if (output === 'json') args.push('--output', 'json');
   if (output === 'quiet') args.push('-q');
-  return [...args, file, step.size];
+  return [...args, image, step.size];
 }
 
 /** qemu-img's resize of a step, the reference: always asked for its words, which the subject's

@@ -16,7 +16,12 @@ import type { Case } from './case.ts';
 
 /** The backing image and the external data file, as the image names them: next to the image. */
 export const BACKING = 'backing.qcow2';
+export const RAW_BACKING = 'backing.raw';
 export const DATA_FILE = 'data.raw';
+
+/** The backing image's file name, by its format. */
+export const backingFileOf = (c: Case) =>
+  c.image.backing === null ? null : c.image.backing.format === 'raw' ? RAW_BACKING : BACKING;
 
 /** One side's directory (relative to the work directory; '.' for the work directory itself) and
  * its image in there. Every command on that side runs in its directory and names the image
@@ -48,7 +53,7 @@ export function caseLayout(c: Case): Layout {
     base: side('base'),
     reference: side('reference'),
     subject: side('subject'),
-    backing: c.image.backing ? BACKING : null,
+    backing: backingFileOf(c),
     dataFile: own ? DATA_FILE : null,
   };
 }

@@ -12,6 +12,8 @@ export interface InfoFields {
   'extended-l2': unknown;
   'compression-type': unknown;
   corrupt: unknown;
+  /** 'luks' for an encrypted image, absent for a plain one: an image must not come back plain. */
+  'encrypt-format': unknown;
 }
 
 export type InfoObservation = { ok: true; fields: InfoFields } | { ok: false; exitCode: number | null; stderr: string };
@@ -23,6 +25,7 @@ export function parseInfo(exitCode: number | null, stdout: string, stderr: strin
       'format-specific'?: { data?: Record<string, unknown> };
     };
     const data = info['format-specific']?.data ?? {};
+    const encrypt = data.encrypt as { format?: unknown } | undefined;
     return {
       ok: true,
       fields: {
@@ -34,12 +37,16 @@ export function parseInfo(exitCode: number | null, stdout: string, stderr: strin
         'extended-l2': data['extended-l2'],
         'compression-type': data['compression-type'],
         corrupt: data.corrupt,
+        'encrypt-format': encrypt?.format,
       },
     };
   } catch {
     return { ok: false, exitCode, stderr: `qemu-img info printed no JSON: ${stdout.slice(0, 200)}` };
   }
 }
+
+/** qcow2's crypt_method values as qemu-img info names them (0, no encryption, has no name). */
+const CRYPT_METHODS: Record<number, string> = { 1: 'aes', 2: 'luks' };
 
 /** The same fields read from the qcow2 header by qcow2/structure.ts, as `qemu-img info` reports
  * them (v2 images have no lazy-refcounts, corrupt or extended-l2 field): two processes fewer per
@@ -60,6 +67,7 @@ export function infoFromStructure(o: StructureObservation): InfoObservation {
       'extended-l2': v3 ? (incompatible & 16n) !== 0n : undefined,
       'compression-type': h.compressionType === 1 ? 'zstd' : 'zlib',
       corrupt: v3 ? (incompatible & 2n) !== 0n : undefined,
+      'encrypt-format': CRYPT_METHODS[h.cryptMethod],
     },
   };
 }

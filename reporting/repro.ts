@@ -2,7 +2,9 @@ import type { Case } from '../model/case.ts';
 import {
   buildCommands,
   compareArgs,
+  openImage,
   qemuImg,
+  qemuIoArgs,
   referenceResizeArgs,
   resizeArgs,
   type Resizer,
@@ -120,8 +122,14 @@ function reportedValue(stdout: string | undefined, key: string): string {
 
 const CHECK_KINDS = ['corruptions', 'leaks', 'check-errors', 'check-failed'];
 
+/** How qemu-img names a side's image: `-f qcow2 FILE`, or with the key of an encrypted one. */
+const opened = (file: string, encrypted: boolean) => {
+  const { options, image } = openImage(file, encrypted);
+  return command([...options, image]);
+};
+
 /** The shell test that decides whether the finding reproduced; it sets reproduced=1 if so. */
-function verdict(f: Finding, layout: Layout): string[] {
+function verdict(f: Finding, layout: Layout, encrypted: boolean): string[] {
   const { reference: ref, subject: sub } = layout;
   const side = f.side === 'subject' ? sub : ref;
   const image = imagePath(side);
@@ -133,8 +141,9 @@ function verdict(f: Finding, layout: Layout): string[] {
       return [`[ "$${f.side === 'subject' ? 'sub' : 'ref'}" = ${f.kind} ] && reproduced=1`];
     }
     case 'size-grammar':
-      if (f.kind === 'read-differently') return verdict({ ...f, oracle: 'content', kind: 'size-differs' }, layout);
-      return verdict({ ...f, oracle: 'outcome' }, layout);
+      if (f.kind === 'read-differently')
+        return verdict({ ...f, oracle: 'content', kind: 'size-differs' }, layout, encrypted);
+      return verdict({ ...f, oracle: 'outcome' }, layout, encrypted);
     case 'output':
       return [...outputVerdict(f, layout), '[ "$sub" = ok ] || reproduced=0'];
     case 'unchanged-on-refusal': {
@@ -148,11 +157,12 @@ function verdict(f: Finding, layout: Layout): string[] {
     case 'check': {
       const want = { corruptions: '2', leaks: '3', 'check-errors': '1', 'check-failed': '1' }[f.kind] ?? '1';
       const lines = [
-        `${at(side, `qemu-img check -f qcow2 ${side.image}`)}; check=$?`,
+        `${at(side, `qemu-img check ${opened(side.image, encrypted)}`)}; check=$?`,
         `[ "$check" = ${want} ] && reproduced=1`,
       ];
       // leaks count only where qemu's own result has none
-      if (f.kind === 'leaks') lines.push(`${at(ref, `qemu-img check -q -f qcow2 ${ref.image}`)} || reproduced=0`);
+      if (f.kind === 'leaks')
+        lines.push(`${at(ref, `qemu-img check -q ${opened(ref.image, encrypted)}`)} || reproduced=0`);
       return lines;
     }
     case 'info': {
@@ -165,8 +175,7 @@ function verdict(f: Finding, layout: Layout): string[] {
     }
     case 'after-use': {
       const { workload } = f.evidence as { workload: string[] };
-      const io = (s: SideFiles) =>
-        at(s, command(['qemu-io', '-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), s.image]));
+      const io = (s: SideFiles) => at(s, command(['qemu-io', ...qemuIoArgs(workload, s.image, encrypted)]));
       const lines = [
         `echo '== the same qemu-io workload on both results'`,
         `${io(ref)} >/dev/null; ref_io=$?`,
@@ -174,7 +183,8 @@ function verdict(f: Finding, layout: Layout): string[] {
         'echo "qemu-io exit: qemu-img result $ref_io, subject result $sub_io"',
       ];
       if (f.kind === 'workload-failed') return [...lines, '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1'];
-      return [...lines, ...verdict({ ...f, oracle: CHECK_KINDS.includes(f.kind) ? 'check' : 'content' }, layout)];
+      const judged = { ...f, oracle: CHECK_KINDS.includes(f.kind) ? ('check' as const) : ('content' as const) };
+      return [...lines, ...verdict(judged, layout, encrypted)];
     }
     case 'structure':
       return structureVerdict(f, layout);
@@ -192,7 +202,7 @@ function verdict(f: Finding, layout: Layout): string[] {
       const { from, to } = f.evidence as { from: number; to: number };
       const range = `--start-offset=${from} --max-length=${to - from}`;
       const map = (s: SideFiles) =>
-        `<(${at(s, `qemu-img map -f qcow2 --output=json ${range} ${s.image}`)} | ` +
+        `<(${at(s, `qemu-img map --output=json ${range} ${opened(s.image, encrypted)}`)} | ` +
         `sed -E 's/"(start|length|depth)": [0-9]+, ?//g; s/, ?"offset": [0-9]+//g')`;
       return [`if ! diff -u ${map(ref)} ${map(sub)}; then reproduced=1; fi`];
     }
@@ -216,8 +226,9 @@ function verdict(f: Finding, layout: Layout): string[] {
         return [`if ! diff -u ${size(ref)} ${size(sub)}; then reproduced=1; fi`];
       }
       return [
-        `${command(['qemu-img', ...compareArgs(layout)])}; ` +
-          `[ $? = ${f.kind === 'content-differs' ? 1 : 2} ] && reproduced=1`,
+        `${command(['qemu-img', ...compareArgs(layout, encrypted)])}; ` +
+          // a compare that crashed (an assertion: exit 134) failed as much as one that exits 2
+          `[ $? ${f.kind === 'content-differs' ? '= 1' : '-ge 2'} ] && reproduced=1`,
       ];
   }
 }
@@ -257,7 +268,7 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
   const subjectProgram = subject.dialect === 'instar' ? '"$INSTAR"' : shellQuote(subject.program);
   const layout = caseLayout(c);
   const { reference: ref, subject: sub } = layout;
-  const checks = verdict(finding, layout);
+  const checks = verdict(finding, layout, c.image.encrypted);
   const needs =
     subject.dialect === 'instar'
       ? 'Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh'

@@ -164,6 +164,8 @@ const IMAGE: ImageSpec = {
   dirty: false,
   backing: null,
   dataFile: 'none',
+  createdPreallocation: 'off',
+  encrypted: false,
 };
 
 /** A case: 4 MiB, 64 KiB clusters, 16-bit refcounts and two writes unless `image` and `data` say

@@ -5,6 +5,7 @@ import { REFCOUNT_WIDTHS, parseCase, type Case, type IoOp } from '../model/case.
 import { parseSize, planStep, plannedSizes, regrowWindows } from '../model/plan.ts';
 import {
   HUGE_CLUSTER,
+  MAX_CREATED_PREALLOCATED,
   MAX_DATA_FILE_IMAGE,
   imageSizeLimit,
   maxVirtualSize,
@@ -196,6 +197,42 @@ describe('case generator', () => {
       }),
       { numRuns: 3000 },
     );
+  });
+  it('makes encrypted and preallocated images only as qemu-img builds and compares them', () => {
+    fc.assert(
+      fc.property(caseArb, (c) => {
+        const { image, data, steps } = c;
+        // the key is only ever given for an encrypted image, which has no backing image or data file
+        if (!image.encrypted) assert.ok(steps.every((s) => s.key === undefined));
+        if (image.encrypted) {
+          assert.ok(image.backing === null && image.dataFile === 'none');
+          assert.ok(steps.every((s) => typeof s.key === 'boolean'));
+          // qemu-img compare fails an assertion on encrypted images from 2 GiB
+          for (const { plan } of plannedSizes(c)) if (plan.target !== null) assert.ok(plan.target < 2 * 2 ** 30);
+        }
+        if (image.createdPreallocation !== 'off') {
+          assert.ok(image.virtualSize <= MAX_CREATED_PREALLOCATED[image.createdPreallocation]);
+          // qemu writes compressed data only into unallocated clusters
+          assert.ok(data.every((d) => d.op !== 'compress'));
+          // qemu-img create refuses preallocation over a backing image without extended L2
+          if (image.backing) assert.ok(image.extendedL2);
+        }
+        if (image.backing) assert.notEqual(image.backing.virtualSize, image.virtualSize);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+  it('reaches every new way of creating an image in a few percent of the cases', () => {
+    const cases = Array.from({ length: 500 }, (_, i) => caseAt(3, i));
+    const share = (p: (c: Case) => boolean) => cases.filter(p).length / cases.length;
+    for (const [what, s] of [
+      ['encrypted', share((c) => c.image.encrypted)],
+      ['the key given in a step', share((c) => c.steps.some((s) => s.key))],
+      ['the key withheld in a step', share((c) => c.steps.some((s) => s.key === false))],
+      ['created preallocated', share((c) => c.image.createdPreallocation !== 'off')],
+      ['a raw backing image', share((c) => c.image.backing?.format === 'raw')],
+    ] as const)
+      assert.ok(s >= 0.01 && s <= 0.2, `${what}: ${s}`);
   });
   const externals = 'backing images shorter and longer than the image and both kinds of data file';
   it(`draws ${externals}, in a minority of cases`, () => {

@@ -112,6 +112,13 @@ const FAULTS = [
     withoutEntries: ['instar-preallocates-appended-region-only'],
   },
   {
+    fault: 'encrypted-as-plain',
+    // qemu-img check sees the LUKS header's clusters leak; the header and the info fields say why
+    oracles: ['check', 'info', 'structure'],
+    kind: 'leaks',
+    why: "rebuilds an encrypted image's header as a plain one",
+  },
+  {
     fault: 'blow-up-grow',
     oracles: ['allocation'],
     kind: 'host-blow-up',

@@ -88,6 +88,13 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
     backingLonger: c.image.backing !== null && c.image.backing.virtualSize > c.image.virtualSize,
     dataFile: c.image.dataFile === 'data_file',
     dataFileRaw: c.image.dataFile === 'data_file_raw',
+    rawBacking: c.image.backing?.format === 'raw',
+    encrypted: c.image.encrypted,
+    // resized with qemu-img given the key (the rest of an encrypted case's steps withhold it)
+    encryptedKeyGiven: c.image.encrypted && c.steps.some((s) => s.key),
+    createdMetadata: c.image.createdPreallocation === 'metadata',
+    createdFalloc: c.image.createdPreallocation === 'falloc',
+    createdFull: c.image.createdPreallocation === 'full',
     steps4: c.steps.length === 4,
     ...dataShapes(c),
   };

@@ -45,6 +45,10 @@ export interface CaseFacts {
   backingFile: BackingFact;
   /** The external data file: 'none', 'data_file', or 'data_file_raw' (data_file_raw=on). */
   dataFile: DataFileKind;
+  /** The image is encrypted (LUKS). */
+  encrypted: boolean;
+  /** qemu-img was given the key for this step's resize (only ever on an encrypted image). */
+  keyGiven: boolean;
 }
 
 export const BACKING_FACTS = ['none', 'shorter', 'longer'] as const;
@@ -68,6 +72,8 @@ interface CasePredicates {
   snapshots?: boolean;
   backingFile?: BackingFact[];
   dataFile?: DataFileKind[];
+  encrypted?: boolean;
+  keyGiven?: boolean;
 }
 
 export interface KnownDivergence {
@@ -173,6 +179,8 @@ export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   snapshots: isBoolean,
   backingFile: listOf(oneOf(BACKING_FACTS)),
   dataFile: listOf(oneOf(DATA_FILE_KINDS)),
+  encrypted: isBoolean,
+  keyGiven: isBoolean,
 };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -287,6 +295,8 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     backingFile:
       c.image.backing === null ? 'none' : c.image.backing.virtualSize > step.sizeBefore ? 'longer' : 'shorter',
     dataFile: c.image.dataFile,
+    encrypted: c.image.encrypted,
+    keyGiven: s.key === true,
   };
 }
 
@@ -309,7 +319,9 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
     equal(p.dirty, f.dirty) &&
     equal(p.snapshots, f.snapshots) &&
     inList(p.backingFile, f.backingFile) &&
-    inList(p.dataFile, f.dataFile)
+    inList(p.dataFile, f.dataFile) &&
+    equal(p.encrypted, f.encrypted) &&
+    equal(p.keyGiven, f.keyGiven)
   );
 }
 

@@ -8,8 +8,10 @@ import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import {
   COMPAT_LAZY_REFCOUNTS,
+  EXT_CRYPTO,
   EXT_DATA_FILE,
   EXT_FEATURE_TABLE,
+  HEADER_OFFSET,
   INCOMPAT_DATA_FILE,
   type Qcow2Header,
 } from '../../qcow2/format.ts';
@@ -20,6 +22,7 @@ import {
   rewriteHeaderExtensions,
   rewriteRefcountBlocks,
   setRefcount,
+  writeBytes,
   writeCompatibleFeatures,
   writeVirtualSize,
 } from './qcow2-edit.ts';
@@ -317,6 +320,14 @@ export const FAULTS = {
       } finally {
         await fh.close();
       }
+    },
+  },
+  'encrypted-as-plain': {
+    what: 'after resizing an encrypted image, rebuilds its header as plain: crypt_method 0, no crypto header extension',
+    after: async (c) => {
+      if (!c.after || c.after.cryptMethod === 0) return;
+      await writeBytes(c.file, HEADER_OFFSET.cryptMethod, Buffer.alloc(4));
+      await rewriteHeaderExtensions(c.file, (exts) => exts.filter((e) => e.type !== EXT_CRYPTO));
     },
   },
   'drop-feature-table': {

@@ -5,6 +5,7 @@
 // (instar-cli.ts): its size grammar, messages, exit codes, refusals and documented behaviours.
 import { stat } from 'node:fs/promises';
 import { execa } from 'execa';
+import { openImage } from '../../model/commands.ts';
 import { EXT_FEATURE_TABLE, INCOMPAT_DATA_FILE, type Qcow2Header } from '../../qcow2/format.ts';
 import { readQcow2Header } from '../../qcow2/reader.ts';
 import { rewriteHeaderExtensions } from './qcow2-edit.ts';
@@ -216,9 +217,15 @@ async function main(): Promise<number> {
   if (early === 0) return succeeded(args, fault, format, oldSize);
   if (typeof early === 'number') return early;
 
-  const qemuArgs = ['resize', '-q', ...(format ? ['-f', format] : []), ...(args.shrink ? ['--shrink'] : [])];
+  // instar resizes an encrypted image's metadata and needs no key; qemu-img underneath opens it
+  // only with one: the double knows the harness's
+  const encrypted = (before?.cryptMethod ?? 0) !== 0;
+  const opened = encrypted
+    ? openImage(args.filename, true)
+    : { options: format ? ['-f', format] : [], image: args.filename };
+  const qemuArgs = ['resize', '-q', ...opened.options, ...(args.shrink ? ['--shrink'] : [])];
   if (args.preallocation !== undefined) qemuArgs.push(`--preallocation=${args.preallocation}`);
-  const run = await execa('qemu-img', [...qemuArgs, args.filename, qemuSize], {
+  const run = await execa('qemu-img', [...qemuArgs, opened.image, qemuSize], {
     stdout: 'inherit',
     stderr: REAL ? 'pipe' : 'inherit',
     reject: false,
@@ -239,7 +246,8 @@ async function main(): Promise<number> {
   // back 1.1 as a known divergence), with no extensions a version 2 header lacked: amend adds
   // a feature name table
   if (REAL && before?.version === 2) {
-    await execa('qemu-img', ['amend', '-q', '-f', 'qcow2', '-o', 'compat=1.1', args.filename]);
+    const v2 = openImage(args.filename, encrypted);
+    await execa('qemu-img', ['amend', '-q', ...v2.options, '-o', 'compat=1.1', v2.image]);
     await rewriteHeaderExtensions(args.filename, (exts) => exts.filter((e) => e.type !== EXT_FEATURE_TABLE));
   }
 

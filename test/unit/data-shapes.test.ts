@@ -21,6 +21,8 @@ const caseOf = (data: DataOp[], image: Partial<Case['image']> = {}, size = '4M')
     dirty: false,
     backing: null,
     dataFile: 'none',
+    createdPreallocation: 'off',
+    encrypted: false,
     ...image,
   },
   data,
