@@ -4,7 +4,8 @@ import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import fc from 'fast-check';
 import { structuralCheck } from '../qcow2/structure.ts';
-import { caseArb } from '../generators/cases.ts';
+import { caseArb, caseAt } from '../generators/cases.ts';
+import type { Case } from '../model/case.ts';
 import { infoFromStructure, parseInfo } from '../oracles/info.ts';
 import { buildBase } from './build-case.ts';
 import { scratch } from './scratch.ts';
@@ -56,6 +57,25 @@ describe('info fields from the header', () => {
       const { qemu, reader } = await bothViews(file);
       assert.deepEqual(reader, qemu, file);
     }
+  });
+  it('equal qemu-img info on encrypted and preallocated images and over a raw backing image', async () => {
+    const find = (p: (c: Case) => boolean) => {
+      for (let i = 0; ; i++) if (p(caseAt(1, i))) return caseAt(1, i);
+    };
+    const cases = [
+      find((c) => c.image.encrypted),
+      find((c) => c.image.createdPreallocation === 'falloc'),
+      find((c) => c.image.backing?.format === 'raw'),
+    ];
+    const formats: unknown[] = [];
+    for (const c of cases) {
+      const { image, cwd } = await buildBase(c, images.dir());
+      const { qemu, reader } = await bothViews(image, cwd);
+      assert.ok(qemu.ok, JSON.stringify(qemu));
+      assert.deepEqual(reader, qemu, JSON.stringify(c.image));
+      formats.push(qemu.fields['encrypt-format']);
+    }
+    assert.deepEqual(formats, ['luks', undefined, undefined]);
   });
   it('fail where qemu-img info fails', async () => {
     const empty = images.path('empty.qcow2');
