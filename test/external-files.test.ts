@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import fc from 'fast-check';
 import { gunzipSync } from 'node:zlib';
 import { type Case } from '../model/case.ts';
-import { BACKING, DATA_FILE, caseLayout } from '../model/layout.ts';
+import { BACKING, DATA_FILE, backingFileOf, caseLayout } from '../model/layout.ts';
 import { runCase } from '../exec/run-case.ts';
 import { workDirsRemoved } from '../exec/work-dir.ts';
 import { structuralCheck } from '../qcow2/structure.ts';
@@ -164,6 +164,7 @@ const KINDS: [string, (c: Case) => boolean][] = [
   ['data_file', (c) => c.image.dataFile === 'data_file'],
   ['data_file with data_file_raw', (c) => c.image.dataFile === 'data_file_raw'],
   ['a backing image and a data file', (c) => c.image.backing !== null && c.image.dataFile !== 'none'],
+  ['a raw backing image', (c) => c.image.backing?.format === 'raw'],
 ];
 
 describe('generated base images with backing images and data files', () => {
@@ -193,7 +194,7 @@ describe('generated base images with backing images and data files', () => {
           );
         }
         if (c.image.backing) {
-          assert.equal(o.backingFile, BACKING);
+          assert.equal(o.backingFile, backingFileOf(c));
           // content through the backing image: qemu-img map shows ranges read from it
           const map = JSON.parse(
             (await qemu('qemu-img', ['map', '-f', 'qcow2', '--output=json', image], cwd)).stdout,
@@ -224,7 +225,7 @@ describe('whole cases in the layout, qemu-img on both sides', () => {
       const layout = caseLayout(c);
       const names = result.artifacts.map((a) => a.name).sort();
       const expected = ['base.qcow2.gz', 'reference.qcow2.gz', 'subject.qcow2.gz'];
-      if (layout.backing) expected.push(`${BACKING}.gz`);
+      if (layout.backing) expected.push(`${layout.backing}.gz`);
       if (layout.dataFile) expected.push(...['base', 'reference', 'subject'].map((s) => `${s}.${DATA_FILE}.gz`));
       assert.deepEqual(names, expected.sort());
       assert.deepEqual(result.artifactsSkipped, []);
