@@ -25,11 +25,19 @@ export const KEY_OBJECT = ['--object', `secret,id=${KEY_SECRET_ID},data=${ENCRYP
  * with its key; `qemu-img info` needs none). Commas in the file name are doubled (QemuOpts quoting). */
 export function openImage(file: string, withKey: boolean): { options: string[]; image: string } {
   if (!withKey) return { options: ['-f', 'qcow2'], image: file };
-  const name = file.replace(/,/g, ',,');
-  return {
-    options: [...KEY_OBJECT, '--image-opts'],
-    image: `driver=qcow2,file.filename=${name},encrypt.key-secret=${KEY_SECRET_ID}`,
-  };
+  return { options: [...KEY_OBJECT, '--image-opts'], image: qcow2ImageOpts(file, null, true) };
+}
+
+const KEY_OPTION = `encrypt.key-secret=${KEY_SECRET_ID}`;
+
+/** The `--image-opts` string of a qcow2 image: its file, its data file and its key where given. */
+function qcow2ImageOpts(file: string, dataFile: string | null, withKey: boolean): string {
+  const quote = (name: string) => name.replace(/,/g, ',,');
+  return [
+    `driver=qcow2,file.filename=${quote(file)}`,
+    ...(dataFile === null ? [] : [`data-file.filename=${quote(dataFile)}`]),
+    ...(withKey ? [KEY_OPTION] : []),
+  ].join(',');
 }
 
 /** The `qemu-img create -o` options of an image. */
@@ -47,7 +55,7 @@ export function createOptions(image: ImageSpec): string {
   if (image.createdPreallocation !== 'off') opts.push(`preallocation=${image.createdPreallocation}`);
   // iter-time: milliseconds of PBKDF per key slot open, 2 s by default; qemu still spends about
   // 1.7 s of every such create measuring its PBKDF speed
-  if (image.encrypted) opts.push(`encrypt.format=luks,encrypt.key-secret=${KEY_SECRET_ID},encrypt.iter-time=10`);
+  if (image.encrypted) opts.push(`encrypt.format=luks,${KEY_OPTION},encrypt.iter-time=10`);
   return opts.join(',');
 }
 
@@ -164,11 +172,7 @@ export function compareArgs(layout: Layout, encrypted: boolean): string[] {
   const { reference: r, subject: s, dataFile } = layout;
   if (dataFile === null && !encrypted) return ['compare', '-f', 'qcow2', '-F', 'qcow2', imagePath(r), imagePath(s)];
   const opts = (side: SideFiles) =>
-    [
-      `driver=qcow2,file.filename=${imagePath(side)}`,
-      ...(dataFile === null ? [] : [`data-file.filename=${side.dir}/${dataFile}`]),
-      ...(encrypted ? [`encrypt.key-secret=${KEY_SECRET_ID}`] : []),
-    ].join(',');
+    qcow2ImageOpts(imagePath(side), dataFile === null ? null : `${side.dir}/${dataFile}`, encrypted);
   return ['compare', ...(encrypted ? KEY_OBJECT : []), '--image-opts', opts(r), opts(s)];
 }
 
