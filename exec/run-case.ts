@@ -6,6 +6,7 @@ import { gzip } from 'node:zlib';
 import type { Case } from '../model/case.ts';
 import {
   buildCommands,
+  runBuildCommand,
   compareArgs,
   outputModeOf,
   qemuImg,
@@ -151,8 +152,7 @@ async function buildBase(run: CaseRun) {
   const { base, reference, subject } = run.layout;
   if (run.layout.dataFile) await Promise.all([base, reference, subject].map((s) => mkdir(join(run.dir, s.dir))));
   for (const cmd of buildCommands(run.c, base.image)) {
-    const r = await run.run(cmd.program, cmd.args, base);
-    const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
+    const { result: r, ok } = await runBuildCommand(cmd, () => run.run(cmd.program, cmd.args, base));
     if (!ok)
       throw new CaseSetupError(
         `${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`,

@@ -1,5 +1,6 @@
 import type { Case } from '../model/case.ts';
 import {
+  BUILD_ATTEMPTS,
   buildCommands,
   compareArgs,
   openImage,
@@ -241,10 +242,13 @@ function buildLines(c: Case, layout: Layout): string[] {
   const lines = own ? [`mkdir ${base.dir} ${reference.dir} ${subject.dir} && cd ${base.dir} || exit 2`] : [];
   for (const cmd of buildCommands(c, base.image)) {
     const words = command([cmd.program, ...cmd.args]);
+    const n = BUILD_ATTEMPTS;
     // an aborting qemu-io leaves the dirty bit on purpose; its exit status is expected to be 134
-    lines.push(
-      cmd.expect === 'abort' ? `${words} >/dev/null 2>&1; [ $? -gt 128 ] || exit 2` : `${words} >/dev/null || exit 2`,
-    );
+    if (cmd.expect === 'abort') lines.push(`${words} >/dev/null 2>&1; [ $? -gt 128 ] || exit 2`);
+    // qemu's LUKS create fails now and then for a passing reason (TRANSIENT_FAILURE): try again
+    else if (cmd.retried)
+      lines.push(`for try in $(seq ${n}); do ${words} >/dev/null && break; [ $try = ${n} ] && exit 2; done`);
+    else lines.push(`${words} >/dev/null || exit 2`);
   }
   if (!own) return [...lines, `cp ${base.image} ${reference.image} && cp ${base.image} ${subject.image} || exit 2`];
   const files = [layout.dataFile, layout.backing].filter((f): f is string => f !== null).map((f) => `${base.dir}/${f}`);

@@ -11,7 +11,14 @@ import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import type { Case, DataOp, ImageSpec, ResizeStep } from '../model/case.ts';
-import { buildCommands, qemuImg, resizeArgs, type CommandRecord, type Resizer } from '../model/commands.ts';
+import {
+  buildCommands,
+  qemuImg,
+  runBuildCommand,
+  resizeArgs,
+  type CommandRecord,
+  type Resizer,
+} from '../model/commands.ts';
 import { plannedSizes, regrowWindows } from '../model/plan.ts';
 import { EXT_BITMAPS, EXT_FEATURE_TABLE, HEADER_OFFSET } from '../qcow2/format.ts';
 import { readQcow2Header, withQcow2 } from '../qcow2/reader.ts';
@@ -209,8 +216,8 @@ async function runCase(
   o: { reference?: Resizer; timeoutMs?: number } = {},
 ): Promise<Run> {
   for (const cmd of buildCommands(c, 'base.qcow2')) {
-    const r = await b.run(cmd.program, cmd.args);
-    if (cmd.expect === 'ok' && r.exitCode !== 0) throw new Error(`${cmd.what} failed in ${b.dir}: ${r.stderr}`);
+    const { result: r, ok } = await runBuildCommand(cmd, () => b.run(cmd.program, cmd.args));
+    if (!ok) throw new Error(`${cmd.what} failed in ${b.dir}: ${r.stderr}`);
   }
   await b.copy('base.qcow2', 'reference.qcow2');
   await b.copy('base.qcow2', 'subject.qcow2');

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { type Case } from '../model/case.ts';
-import { buildCommands } from '../model/commands.ts';
+import { buildCommands, runBuildCommand } from '../model/commands.ts';
 import { imagePath, caseLayout } from '../model/layout.ts';
 
 /** Builds a case's base image the way exec/run-case.ts does: in a fresh directory below `parent`,
@@ -15,8 +15,7 @@ export async function buildBase(c: Case, parent: string): Promise<{ dir: string;
   const cwd = join(dir, base.dir);
   await mkdir(cwd, { recursive: true });
   for (const cmd of buildCommands(c, base.image)) {
-    const r = await execa(cmd.program, cmd.args, { cwd, reject: false });
-    const ok = cmd.expect === 'abort' ? r.signal === 'SIGABRT' : r.exitCode === 0;
+    const { result: r, ok } = await runBuildCommand(cmd, () => execa(cmd.program, cmd.args, { cwd, reject: false }));
     if (!ok)
       throw new Error(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr}\ncase: ${JSON.stringify(c)}`);
   }
