@@ -51,7 +51,7 @@ export class CaseRun {
 
   /** `qemu-img check` of a side's image (with its key when it is encrypted). */
   check(side: SideFiles): Promise<CommandRecord> {
-    const { options, image } = openImage(side.image, this.c.image.encrypted);
+    const { options, image } = openImage(side.image, this.c.image, this.c.image.encrypted);
     return this.run('qemu-img', ['check', ...options, '--output=json', image], side);
   }
 

@@ -27,6 +27,10 @@ export class ReadAhead {
     private readonly plans: { plan: StepPlan }[],
   ) {}
 
+  private get raw() {
+    return this.run.c.image.format === 'raw';
+  }
+
   /** The structure of the base image, read while qemu-img checks it. */
   baseStructure(): Promise<StructureObservation> {
     return this.run.background(reader.structuralCheck(this.run.path(this.run.layout.base)));
@@ -55,21 +59,28 @@ export class ReadAhead {
    * images until that step starts). */
   afterAcceptance(index: number): {
     comparePlan: Promise<ComparePlan> | undefined;
-    structures: Promise<[StructureObservation, StructureObservation]>;
+    /** null for a raw image, which has no structure to read. */
+    structures: Promise<[StructureObservation, StructureObservation]> | null;
   } {
     const comparePlan = this.comparePlan();
     const { reference, subject } = this.run.layout;
-    const structures = this.run.background(
-      Promise.all([reader.structuralCheck(this.run.path(subject)), reader.structuralCheck(this.run.path(reference))]),
-    );
+    const structures = this.raw
+      ? null
+      : this.run.background(
+          Promise.all([
+            reader.structuralCheck(this.run.path(subject)),
+            reader.structuralCheck(this.run.path(reference)),
+          ]),
+        );
     if (index + 1 < this.plans.length) this.nextInputs = this.run.background(this.inputsFor(index + 1));
     return { comparePlan, structures };
   }
 
-  /** compareContent's reading of both results; none with a data file, which gets a plain compare. */
+  /** compareContent's reading of both results; none with a data file or a raw image, which get a
+   * plain compare. */
   comparePlan(): Promise<ComparePlan> | undefined {
     const { layout, dir } = this.run;
-    if (layout.dataFile) return undefined;
+    if (layout.dataFile || this.raw) return undefined;
     return this.run.background(
       reader.planComparison(this.run.path(layout.reference), this.run.path(layout.subject), { cwd: dir }),
     );
@@ -90,7 +101,7 @@ export class ReadAhead {
     const { base, reference, subject } = this.run.layout;
     const before = index === 0 ? base : reference;
     const discards =
-      plan.kind === 'shrink' && plan.accepted
+      plan.kind === 'shrink' && plan.accepted && !this.raw
         ? reader.hasHostClustersFrom(this.run.path(before), plan.target!)
         : undefined;
     const baseHash = index === 0 && !known ? this.hash(base) : null;

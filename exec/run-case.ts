@@ -16,14 +16,14 @@ import {
   type CommandRecord,
 } from '../model/commands.ts';
 import { imagePath, keptFiles, type SideFiles } from '../model/layout.ts';
-import { plannedSizes, regrowWindows, type StepPlan } from '../model/plan.ts';
+import { plannedSizes, rawVirtualSize, regrowWindows, type StepPlan } from '../model/plan.ts';
 import { afterUseWorkload } from '../oracles/after-use.ts';
 import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
 import { firstMismatch, type CompareObservation, type MismatchSector, type RegrowProbe } from '../oracles/content.ts';
 import type { StepFinding } from '../oracles/finding.ts';
-import type { AllocationObservation } from '../oracles/allocation.ts';
+import type { AllocationObservation, GuestCounts } from '../oracles/allocation.ts';
 import type { FileIdentity, InPlaceObservation } from '../oracles/in-place.ts';
-import { infoFromStructure, type InfoObservation } from '../oracles/info.ts';
+import { infoFromStructure, RAW_INFO, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, type OutcomeClass } from '../oracles/outcome.ts';
 import {
   judgeAfterUse,
@@ -177,7 +177,8 @@ async function copySides(run: CaseRun) {
 /** The generator promised a clean image (a dirty one's refcounts lag by design), and the qcow2
  * reader must count the same allocated clusters as qemu-img check: both are checked. */
 async function checkBase(run: CaseRun, ahead: ReadAhead): Promise<CaseResult['baseReader']> {
-  if (run.c.image.dirty) return null;
+  // qemu-img cannot check a raw image, which has no structure to read either
+  if (run.c.image.dirty || run.c.image.format === 'raw') return null;
   const structure = ahead.baseStructure();
   const check = await run.check(run.layout.base);
   const read = await structure;
@@ -197,9 +198,18 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
   const { reference, subject } = run.layout;
   const inputs = await ahead.take(index);
   const [refStamp, subStamp] = await Promise.all([stampOf(run.files(reference)), stampOf(run.files(subject))]);
-  const ref = await run.run(qemuImg.program, referenceResizeArgs(step, reference.image), reference);
+  // a raw image's grown range is allocated as its host blocks grew (allocation oracle)
+  const hostBefore =
+    run.c.image.format === 'raw'
+      ? { reference: await hostBytes(run, reference), subject: await hostBytes(run, subject) }
+      : null;
+  const ref = await run.run(qemuImg.program, referenceResizeArgs(step, reference.image, run.c.image.format), reference);
   const around = await aroundSubject(run);
-  const sub = await run.run(run.options.subject.program, resizeArgs(run.options.subject, step, subject.image), subject);
+  const sub = await run.run(
+    run.options.subject.program,
+    resizeArgs(run.options.subject, step, subject.image, run.c.image.format),
+    subject,
+  );
   const inPlace = await around.after();
   const record: StepRecord = {
     index,
@@ -227,13 +237,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
   const json = observation.output === 'json' && record.subject === 'ok';
   const onlyQemuRefused = record.reference === 'refused' && record.subject === 'ok';
   // the subject's virtual size after the step, read once for both uses below
-  const sizeAfter =
-    json || onlyQemuRefused
-      ? await readQcow2Header(run.path(subject)).then(
-          (h) => h.size,
-          () => null,
-        )
-      : null;
+  const sizeAfter = json || onlyQemuRefused ? await virtualSizeOf(run, subject) : null;
   if (json) {
     // what the subject's JSON report must say: its image as it is now
     const fileLength = await stat(run.path(subject)).then(
@@ -260,7 +264,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     if (refAfter !== null && subAfter !== null) ahead.afterRefusal(index, [refAfter, subAfter]);
   }
   if (record.reference === 'ok' && record.subject === 'ok') {
-    observation.results = await observeResults(run, ahead, index, { before, plan });
+    observation.results = await observeResults(run, ahead, index, { before, plan, hostBefore });
     Object.assign(record, {
       subjectCheck: observation.results.subjectCheck,
       ...(observation.results.referenceCheck ? { referenceCheck: observation.results.referenceCheck } : {}),
@@ -303,16 +307,18 @@ async function observeResults(
   run: CaseRun,
   ahead: ReadAhead,
   index: number,
-  step: { before: number; plan: StepPlan },
+  step: StepSizes,
 ): Promise<ResultsObservation> {
   const { comparePlan, structures } = ahead.afterAcceptance(index);
   const allocation = run.background(observeAllocation(run, index, step));
-  const subCheck = await run.check(run.layout.subject);
+  const raw = run.c.image.format === 'raw';
+  const subCheck = raw ? null : await run.check(run.layout.subject);
   const compared = await compareResults(run, comparePlan);
-  const [subjectStructure, referenceStructure] = await structures;
+  const [subjectStructure, referenceStructure] = (await structures) ?? [null, null];
   const { subjectCheck, referenceCheck } = await checks(run, subCheck);
-  const referenceInfo = infoFromStructure(referenceStructure);
-  const subjectInfo = infoFromStructure(subjectStructure);
+  const [referenceInfo, subjectInfo] = raw
+    ? await Promise.all([rawInfo(run, run.layout.reference), rawInfo(run, run.layout.subject)])
+    : [infoFromStructure(referenceStructure!), infoFromStructure(subjectStructure!)];
   const compare: CompareObservation = {
     ...compared,
     referenceSize: sizeOf(referenceInfo),
@@ -340,33 +346,81 @@ async function observeResults(
 async function observeAllocation(
   run: CaseRun,
   index: number,
-  { before, plan }: { before: number; plan: StepPlan },
+  { before, plan, hostBefore }: StepSizes,
 ): Promise<AllocationObservation> {
   const { reference, subject } = run.layout;
-  const blocks = async (side: SideFiles) => {
-    const stats = await Promise.all(run.files(side).map((f) => stat(f).catch(() => null)));
-    return stats.reduce((sum, s) => sum + (s ? s.blocks * 512 : 0), 0);
-  };
-  const grownRange = (side: SideFiles) => reader.guestAllocation(run.path(side), before, plan.target!);
+  const hostAfter = { reference: await hostBytes(run, reference), subject: await hostBytes(run, subject) };
+  const grownRange = (side: SideFiles, name: 'reference' | 'subject') =>
+    hostBefore
+      ? Promise.resolve(rawGrownRange(plan.target! - before, hostAfter[name] - hostBefore[name]))
+      : reader.guestAllocation(run.path(side), before, plan.target!);
   const grown =
     plan.kind === 'grow'
-      ? await Promise.all([grownRange(reference), grownRange(subject)]).then(
+      ? await Promise.all([grownRange(reference, 'reference'), grownRange(subject, 'subject')]).then(
           ([r, s]) => ({ from: before, to: plan.target!, reference: r, subject: s }),
           () => null,
         )
       : null;
-  return {
-    preallocation: run.c.steps[index]!.preallocation ?? 'none',
-    grown,
-    hostBytes: { reference: await blocks(reference), subject: await blocks(subject) },
-  };
+  return { preallocation: run.c.steps[index]!.preallocation ?? 'none', grown, hostBytes: hostAfter };
+}
+
+/** Where a step starts and what it asks for; for a raw image also the host bytes each side held
+ * before it. */
+interface StepSizes {
+  before: number;
+  plan: StepPlan;
+  hostBefore: { reference: number; subject: number } | null;
+}
+
+/** Allocated bytes on the host (st_blocks × 512) of a side's image and data file. */
+async function hostBytes(run: CaseRun, side: SideFiles): Promise<number> {
+  const stats = await Promise.all(run.files(side).map((f) => stat(f).catch(() => null)));
+  return stats.reduce((sum, s) => sum + (s ? s.blocks * 512 : 0), 0);
+}
+
+/** The host file system's block: the unit of a raw file's allocation. */
+const HOST_BLOCK = 4096;
+
+/** A raw grow's new range, counted in bytes as the qcow2 reader counts clusters: what the file's
+ * host blocks grew by is allocated ('normal'), the rest is a hole. A raw file has no map of its
+ * own, and SEEK_DATA shows fallocated blocks as holes, so the blocks are what tells falloc from
+ * off. */
+function rawGrownRange(length: number, grewBy: number): GuestCounts {
+  // the host blocks either end of the range may have been allocated before, or only in part
+  const allocated = grewBy <= 0 ? 0 : grewBy >= length - 2 * HOST_BLOCK ? length : grewBy;
+  return { unallocated: length - allocated, normal: allocated, 'zero-plain': 0, 'zero-alloc': 0, compressed: 0 };
+}
+
+/** A side's virtual size as it is now, as qemu sees it: a qcow2 header's size field, a raw
+ * file's length in whole sectors (rawVirtualSize). */
+function virtualSizeOf(run: CaseRun, side: SideFiles): Promise<number | null> {
+  const file = run.path(side);
+  const size =
+    run.c.image.format === 'raw'
+      ? stat(file).then((s) => rawVirtualSize(s.size))
+      : readQcow2Header(file).then((h) => h.size);
+  return size.catch(() => null);
+}
+
+/** What qemu-img info says of a raw image, from the file, with the file's exact length for the
+ * virtual size: qemu-img info rounds it up to whole sectors, so a resizer that rounds a size off
+ * the sector grid would read the same there (content's size-differs compares the lengths). A raw
+ * image has none of the fields of qcow2's format-specific part. */
+async function rawInfo(run: CaseRun, side: SideFiles): Promise<InfoObservation> {
+  const size = await stat(run.path(side)).then(
+    (s) => s.size,
+    () => null,
+  );
+  if (size === null) return { ok: false, exitCode: null, stderr: `${side.image} is missing` };
+  return { ok: true, fields: { ...RAW_INFO, 'virtual-size': size } };
 }
 
 const sizeOf = (info: InfoObservation) => (info.ok ? Number(info.fields['virtual-size']) : null);
 
 /** The subject's check, and qemu's own result's only when needed: to tell subject leaks and
  * corruptions from ones qemu's result has too. */
-async function checks(run: CaseRun, subCheck: CommandRecord) {
+async function checks(run: CaseRun, subCheck: CommandRecord | null) {
+  if (subCheck === null) return { subjectCheck: null, referenceCheck: null };
   const subjectCheck = parseCheck(subCheck.exitCode, subCheck.stdout, subCheck.stderr);
   if (isClean(subjectCheck)) return { subjectCheck, referenceCheck: null };
   const refCheck = await run.check(run.layout.reference);
@@ -378,8 +432,8 @@ async function checks(run: CaseRun, subCheck: CommandRecord) {
  * plain compare. */
 function compareResults(run: CaseRun, plan: Promise<ComparePlan> | undefined) {
   const { layout, dir, options } = run;
-  const { encrypted } = run.c.image;
-  if (layout.dataFile || encrypted) return run.run('qemu-img', compareArgs(layout, encrypted));
+  const { encrypted, format } = run.c.image;
+  if (layout.dataFile || encrypted || format === 'raw') return run.run('qemu-img', compareArgs(layout, run.c.image));
   const runInDir = (program: string, args: string[]) => run.run(program, args);
   return compareContent(imagePath(layout.reference), imagePath(layout.subject), {
     timeoutMs: options.timeoutMs,
@@ -392,7 +446,7 @@ function compareResults(run: CaseRun, plan: Promise<ComparePlan> | undefined) {
 
 /** Whether a side's image reads zeros over [start, end). */
 async function readsZero(run: CaseRun, side: SideFiles, start: number, end: number): Promise<boolean> {
-  const args = ['-r', ...qemuIoArgs([`read -q -P 0 ${start} ${end - start}`], side.image, run.c.image.encrypted)];
+  const args = ['-r', ...qemuIoArgs([`read -q -P 0 ${start} ${end - start}`], side.image, run.c.image)];
   return (await run.run('qemu-io', args, side)).exitCode === 0;
 }
 
@@ -428,26 +482,22 @@ async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord) 
   if (last.reference !== 'ok' || last.subject !== 'ok' || !last.referenceInfo?.ok) return null;
   const { reference, subject } = run.layout;
   const workload = afterUseWorkload(run.c, Number(last.referenceInfo.fields['virtual-size']));
-  const io = (side: SideFiles) => run.run('qemu-io', qemuIoArgs(workload, side.image, run.c.image.encrypted), side);
+  const io = (side: SideFiles) => run.run('qemu-io', qemuIoArgs(workload, side.image, run.c.image), side);
   const refIo = await io(reference);
   const subIo = await io(subject);
   const record: AfterUseRecord = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
   // sizes from the headers: the workload grew both images, and this saves two info runs
-  const headerSize = (side: SideFiles) =>
-    readQcow2Header(run.path(side)).then(
-      (h) => h.size,
-      () => null,
-    );
-  const sizes = run.background(Promise.all([headerSize(reference), headerSize(subject)]));
+  const sizes = run.background(Promise.all([virtualSizeOf(run, reference), virtualSizeOf(run, subject)]));
   const comparePlan = ahead.comparePlan();
-  const subCheck = await run.check(subject);
+  const subCheck = run.c.image.format === 'raw' ? null : await run.check(subject);
   const compared = await compareResults(run, comparePlan);
   const [referenceSize, subjectSize] = await sizes;
   const { subjectCheck, referenceCheck } = await checks(run, subCheck);
   const compare: CompareObservation = { ...compared, referenceSize, subjectSize };
   compare.sector = await probeSector(run, compare);
   // the subject's structure names the clusters qemu-img check complains about: read only then
-  const subjectStructure = isClean(subjectCheck) ? null : await reader.structuralCheck(run.path(subject));
+  const unclean = subjectCheck !== null && !isClean(subjectCheck);
+  const subjectStructure = unclean ? await reader.structuralCheck(run.path(subject)) : null;
   const context = { case: run.c, step: last.index, workloadSize: referenceSize, subjectStructure };
   const findings = judgeAfterUse({
     ...record,

@@ -43,10 +43,17 @@ export function imageSizeLimit(image: Pick<ImageSpec, 'clusterSize' | 'extendedL
  * 512-byte alignment of an encrypted image), so their content could not be compared. */
 export const MAX_ENCRYPTED_SIZE = 1 * GiB;
 
+/** Raw images and their steps stay small: a raw image is as long as its virtual disk, each side
+ * holds a copy, and a refused step hashes all of it to prove it unchanged. */
+export const MAX_RAW_SIZE = 128 * MiB;
+/** A raw image's data may be dense: one write of up to this many bytes fills much of it. */
+export const MAX_RAW_DENSE_WRITE = 8 * MiB;
+
 /** The largest virtual size any step of this image reaches. */
 export function stepSizeLimit(
-  image: Pick<ImageSpec, 'clusterSize' | 'extendedL2' | 'dataFile' | 'backing' | 'encrypted'>,
+  image: Pick<ImageSpec, 'format' | 'clusterSize' | 'extendedL2' | 'dataFile' | 'backing' | 'encrypted'>,
 ): number {
+  if (image.format === 'raw') return MAX_RAW_SIZE;
   if (image.encrypted) return 2 * MAX_ENCRYPTED_SIZE - 512;
   if (image.dataFile !== 'none' || image.backing !== null) return 2 * imageSizeLimit(image);
   return sizeLimit(image.clusterSize, image.extendedL2);

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import type { Case, OutputMode, ResizeStep } from '../model/case.ts';
+import type { Case, ImageFormat, OutputMode, ResizeStep } from '../model/case.ts';
 import { planStep, plannedSizes } from '../model/plan.ts';
 import { align } from './bounds.ts';
 import {
@@ -13,6 +13,7 @@ import {
   withSnapshots,
 } from './data.ts';
 import { creationArb, externalArb, imageArb, withCreation, withExternalFiles } from './image.ts';
+import { rawCaseArb } from './raw.ts';
 import { formatBytes, materialiseStep, stepRecipeArb } from './steps.ts';
 
 // Generation happens in two layers: fast-check draws small "recipes" (kinds, fractions, anchors)
@@ -71,7 +72,7 @@ export const caseArb: fc.Arbitrary<Case> = fc
       const steps: ResizeStep[] = [];
       // each step is materialised from the size the steps before it leave, regrow included
       const add = (step: ResizeStep) => {
-        const plan = planStep(step, current);
+        const plan = planStep(step, current, image.format);
         if (plan.accepted && plan.target !== null) current = plan.target;
         steps.push(step);
         return plan;
@@ -104,8 +105,27 @@ export const caseArb: fc.Arbitrary<Case> = fc
     },
   );
 
-/** The case of run `iteration` of seed `seed`: the same pair always gives the same case, and
- * fast-check reaches any index directly, so runs can be resumed or split without replaying. */
-export function caseAt(seed: number, iteration: number): Case {
-  return fc.sample(caseArb, { seed, path: String(iteration), numRuns: 1 })[0]!;
+/** The generator of each format's cases. */
+export const CASE_ARBITRARIES: Record<ImageFormat, fc.Arbitrary<Case>> = { qcow2: caseArb, raw: rawCaseArb };
+
+/** How often each format comes up among the formats a run covers: qcow2 has the most a resizer can
+ * get wrong (refcounts, tables, features), raw the least. */
+const FORMAT_WEIGHTS: Record<ImageFormat, number> = { qcow2: 3, raw: 1 };
+/** The format of a case is drawn from a stream of its own (this seed offset), so that a qcow2
+ * case at (seed, iteration) is the case qcow2-only runs of that seed had there. */
+const FORMAT_SEED_OFFSET = 0x5eed;
+
+/** The format of run `iteration` of seed `seed` among `formats`. */
+export function formatAt(seed: number, iteration: number, formats: readonly ImageFormat[]): ImageFormat {
+  if (formats.length === 1) return formats[0]!;
+  const arb = fc.oneof(...formats.map((f) => ({ weight: FORMAT_WEIGHTS[f], arbitrary: fc.constant(f) })));
+  return fc.sample(arb, { seed: (seed + FORMAT_SEED_OFFSET) | 0, path: String(iteration), numRuns: 1 })[0]!;
+}
+
+/** The case of run `iteration` of seed `seed` (qcow2 cases unless other formats are given): the
+ * same pair always gives the same case, and fast-check reaches any index directly, so runs can be
+ * resumed or split without replaying. Minimisation starts from the same sample (run/minimise.ts). */
+export function caseAt(seed: number, iteration: number, formats: readonly ImageFormat[] = ['qcow2']): Case {
+  const arb = CASE_ARBITRARIES[formatAt(seed, iteration, formats)];
+  return fc.sample(arb, { seed, path: String(iteration), numRuns: 1 })[0]!;
 }

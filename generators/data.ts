@@ -58,10 +58,15 @@ export function materialiseData(r: DataRecipe, image: ImageSpec, target: number)
         return between(0, size - 512, r.offsetFraction);
     }
   })();
-  // an external data file takes no compressed clusters (qemu-io's write -c fails with ENOTSUP), nor
-  // does a preallocated image (qemu compresses only into unallocated clusters: EIO), and compressed
-  // clusters share host clusters: qemu-img amend refuses to narrow refcounts below that
-  const compressible = image.dataFile === 'none' && image.createdPreallocation === 'off' && !amendsBelowSharing(image);
+  // a raw image has no compressed clusters; an external data file takes none (qemu-io's write -c
+  // fails with ENOTSUP), nor does a preallocated image (qemu compresses only into unallocated
+  // clusters: EIO), and compressed clusters share host clusters: qemu-img amend refuses to narrow
+  // refcounts below that
+  const compressible =
+    image.format === 'qcow2' &&
+    image.dataFile === 'none' &&
+    image.createdPreallocation === 'off' &&
+    !amendsBelowSharing(image);
   if (r.op === 'compress' && size >= cs && compressible) {
     // compressed writes take whole clusters that lie entirely inside the image
     const offset = clamp(align(centre, cs), 0, align(size, cs) - cs);

@@ -193,6 +193,7 @@ export const imageArb: fc.Arbitrary<ImageSpec> = fc
       virtualSize = between(1, max / clusterSize, r.sizeFraction) * clusterSize;
     }
     return {
+      format: 'qcow2',
       virtualSize,
       clusterSize,
       refcountBits: r.refcountBits,

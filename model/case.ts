@@ -9,7 +9,14 @@ export type Preallocation = (typeof PREALLOCATION_MODES)[number];
 export const DATA_FILE_KINDS = ['none', 'data_file', 'data_file_raw'] as const;
 export type DataFileKind = (typeof DATA_FILE_KINDS)[number];
 
+/** The image formats a case may have. A raw image is its guest disk: only its virtual size, its
+ * created preallocation (off, falloc or full) and the data written into it (write, zero, discard)
+ * mean anything; its qcow2 fields hold RAW_IMAGE's values. */
+export const IMAGE_FORMATS = ['qcow2', 'raw'] as const;
+export type ImageFormat = (typeof IMAGE_FORMATS)[number];
+
 export interface ImageSpec {
+  format: ImageFormat;
   /** Virtual size in bytes, a multiple of 512. */
   virtualSize: number;
   clusterSize: number;
@@ -37,6 +44,25 @@ export interface ImageSpec {
    * command on it is given the key, except qemu-img's resize in a step that withholds it. */
   encrypted: boolean;
 }
+
+/** The qcow2 fields of a raw image: a qcow2 image of these would have no feature a raw one lacks. */
+export const RAW_IMAGE = {
+  clusterSize: 65536,
+  refcountBits: 16,
+  compat: '1.1',
+  lazyRefcounts: false,
+  extendedL2: false,
+  compressionType: 'zlib',
+  createdWithRefcountBits: null,
+  bitmaps: 0,
+  dirty: false,
+  backing: null,
+  dataFile: 'none',
+  encrypted: false,
+} as const satisfies Omit<ImageSpec, 'format' | 'virtualSize' | 'createdPreallocation'>;
+
+/** The data operations a raw image can take (no compression, no snapshots). */
+export const RAW_DATA_OPS = ['write', 'zero', 'discard'] as const;
 
 export const BACKING_FORMATS = ['qcow2', 'raw'] as const;
 export type BackingFormat = (typeof BACKING_FORMATS)[number];
@@ -132,6 +158,8 @@ export function parseCase(json: unknown, where = 'case'): Case {
   };
   const c = obj(json, '');
   const image = obj(c.image, 'image');
+  image.format ??= 'qcow2';
+  oneOf(image.format, 'image.format', IMAGE_FORMATS);
   int(image.virtualSize, 'image.virtualSize', 512);
   if (!Number.isInteger(Math.log2(int(image.clusterSize, 'image.clusterSize', 512)))) {
     fail('image.clusterSize', 'must be a power of two');
@@ -172,9 +200,16 @@ export function parseCase(json: unknown, where = 'case'): Case {
     });
     if (image.dataFile === 'data_file_raw') fail('image.dataFile', 'data_file_raw cannot have a backing file');
   }
+  if (image.format === 'raw') {
+    for (const [field, value] of Object.entries(RAW_IMAGE)) {
+      if (image[field] !== value) fail(`image.${field}`, `must be ${JSON.stringify(value)} for a raw image`);
+    }
+    if (image.createdPreallocation === 'metadata') fail('image.createdPreallocation', 'cannot be metadata for raw');
+  }
   if (!Array.isArray(c.data)) fail('data', 'must be an array');
   (c.data as unknown[]).forEach((d, i) => {
     const op = obj(d, `data[${i}]`);
+    if (image.format === 'raw') oneOf(op.op, `data[${i}].op of a raw image`, RAW_DATA_OPS);
     if (op.op === 'snapshot-create' || op.op === 'snapshot-delete') {
       if (typeof op.name !== 'string' || !/^\w+$/.test(op.name)) {
         fail(`data[${i}].name`, 'must be a snapshot name of letters, digits and _');

@@ -1,4 +1,12 @@
-import { isIoOp, type Case, type ImageSpec, type IoOp, type OutputMode, type ResizeStep } from './case.ts';
+import {
+  isIoOp,
+  type Case,
+  type ImageFormat,
+  type ImageSpec,
+  type IoOp,
+  type OutputMode,
+  type ResizeStep,
+} from './case.ts';
 import { backingFileOf, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
 
 // Every command line the harness runs for a case, derived from the case alone: the single source
@@ -48,11 +56,15 @@ export const ENCRYPTION_KEY = 'instar-fuzz';
 export const KEY_SECRET_ID = 'key0';
 export const KEY_OBJECT = ['--object', `secret,id=${KEY_SECRET_ID},data=${ENCRYPTION_KEY}`];
 
-/** How qemu-img and qemu-io are told which image to open: `-f qcow2` and FILE, or with the key,
+/** How qemu-img and qemu-io are told which image to open: `-f FORMAT` and FILE, or with the key,
  * the secret object, `--image-opts` and options naming both (qemu opens an encrypted image only
  * with its key; `qemu-img info` needs none). Commas in the file name are doubled (QemuOpts quoting). */
-export function openImage(file: string, withKey: boolean): { options: string[]; image: string } {
-  if (!withKey) return { options: ['-f', 'qcow2'], image: file };
+export function openImage(
+  file: string,
+  image: Pick<ImageSpec, 'format'>,
+  withKey: boolean,
+): { options: string[]; image: string } {
+  if (!withKey) return { options: ['-f', image.format], image: file };
   return { options: [...KEY_OBJECT, '--image-opts'], image: qcow2ImageOpts(file, null, true) };
 }
 
@@ -68,8 +80,10 @@ function qcow2ImageOpts(file: string, dataFile: string | null, withKey: boolean)
   ].join(',');
 }
 
-/** The `qemu-img create -o` options of an image. */
+/** The `qemu-img create -o` options of an image ('' for a raw one created without preallocation). */
 export function createOptions(image: ImageSpec): string {
+  if (image.format === 'raw')
+    return image.createdPreallocation === 'off' ? '' : `preallocation=${image.createdPreallocation}`;
   const opts = [
     `cluster_size=${image.clusterSize}`,
     `refcount_bits=${image.createdWithRefcountBits ?? image.refcountBits}`,
@@ -88,8 +102,8 @@ export function createOptions(image: ImageSpec): string {
 }
 
 /** qemu-io running `commands` on an image, given the key when it is encrypted. */
-export function qemuIoArgs(commands: string[], file: string, encrypted: boolean): string[] {
-  const { options, image } = openImage(file, encrypted);
+export function qemuIoArgs(commands: string[], file: string, spec: Pick<ImageSpec, 'format' | 'encrypted'>): string[] {
+  const { options, image } = openImage(file, spec, spec.encrypted);
   return [...options, ...commands.flatMap((c) => ['-c', c]), image];
 }
 
@@ -117,9 +131,10 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
     backing.push('-b', backingFile, '-F', format);
   }
   const key = image.encrypted ? KEY_OBJECT : [];
-  const io = (commands: string[]) => qemuIoArgs(commands, file, image.encrypted);
+  const io = (commands: string[]) => qemuIoArgs(commands, file, image);
   // how qemu-img's other commands name the image: -f qcow2 (which `qemu-img snapshot` lacks) or its key
-  const { options, image: name } = openImage(file, image.encrypted);
+  const { options, image: name } = openImage(file, image, image.encrypted);
+  const created = createOptions(image);
   out.push({
     program: 'qemu-img',
     args: [
@@ -127,9 +142,8 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
       '-q',
       ...key,
       '-f',
-      'qcow2',
-      '-o',
-      createOptions(image),
+      image.format,
+      ...(created === '' ? [] : ['-o', created]),
       ...backing,
       file,
       String(image.virtualSize),
@@ -197,9 +211,10 @@ export function qemuIoCommand(op: IoOp): string {
 /** `qemu-img compare` of the two results, run in the work directory. With a data file each image
  * names its own through --image-opts, and an encrypted image's key comes with it the same way; the
  * backing file resolves against the image either way. */
-export function compareArgs(layout: Layout, encrypted: boolean): string[] {
+export function compareArgs(layout: Layout, image: Pick<ImageSpec, 'format' | 'encrypted'>): string[] {
   const { reference: r, subject: s, dataFile } = layout;
-  if (dataFile === null && !encrypted) return ['compare', '-f', 'qcow2', '-F', 'qcow2', imagePath(r), imagePath(s)];
+  const { format, encrypted } = image;
+  if (dataFile === null && !encrypted) return ['compare', '-f', format, '-F', format, imagePath(r), imagePath(s)];
   const opts = (side: SideFiles) =>
     qcow2ImageOpts(imagePath(side), dataFile === null ? null : `${side.dir}/${dataFile}`, encrypted);
   return ['compare', ...(encrypted ? KEY_OBJECT : []), '--image-opts', opts(r), opts(s)];
@@ -215,10 +230,10 @@ export interface Resizer {
 
 export const qemuImg: Resizer = { dialect: 'qemu-img', program: 'qemu-img' };
 
-/** The resize command line of a step, in the resizer's dialect. */
-export function resizeArgs(resizer: Resizer, step: ResizeStep, file: string): string[] {
+/** The resize command line of a step on an image of `format`, in the resizer's dialect. */
+export function resizeArgs(resizer: Resizer, step: ResizeStep, file: string, format: ImageFormat): string[] {
   const withKey = step.key === true && resizer.dialect === 'qemu-img';
-  const { options, image } = openImage(file, withKey);
+  const { options, image } = openImage(file, { format }, withKey);
   const args = ['resize', ...options];
   if (step.shrink) args.push('--shrink');
   if (step.preallocation !== null) {
@@ -233,8 +248,8 @@ export function resizeArgs(resizer: Resizer, step: ResizeStep, file: string): st
 
 /** qemu-img's resize of a step, the reference: always asked for its words, which the subject's
  * human output is compared with. */
-export const referenceResizeArgs = (step: ResizeStep, file: string) =>
-  resizeArgs(qemuImg, { ...step, output: 'human' }, file);
+export const referenceResizeArgs = (step: ResizeStep, file: string, format: ImageFormat) =>
+  resizeArgs(qemuImg, { ...step, output: 'human' }, file, format);
 
 /** What a resizer is asked to print for a step: qemu-img has no JSON, so a control run's subject
  * prints its words where instar would print JSON. */

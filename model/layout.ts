@@ -47,7 +47,7 @@ export function caseLayout(c: Case): Layout {
   const own = hasOwnDirectories(c);
   const side = (name: 'base' | 'reference' | 'subject'): SideFiles => ({
     dir: own ? name : '.',
-    image: `${name}.qcow2`,
+    image: `${name}.${c.image.format}`,
   });
   return {
     base: side('base'),

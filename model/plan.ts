@@ -1,4 +1,4 @@
-import type { Case, ResizeStep } from './case.ts';
+import type { Case, ImageFormat, ResizeStep } from './case.ts';
 
 // What qemu's rules say each step of a case is, from the case alone: the size it asks for, its
 // kind, whether qemu-img should accept it. Used for registry predicates, coverage, the generator
@@ -39,22 +39,35 @@ export function parseSize(size: string, current: number): number | null {
   return bytes;
 }
 
-export function planStep(step: ResizeStep, current: number): StepPlan {
+/** What qemu-img makes of a step from `current` bytes: qcow2 takes only sizes on the 512-byte
+ * sector grid, raw any byte count but no metadata preallocation. */
+export function planStep(step: ResizeStep, current: number, format: ImageFormat): StepPlan {
   const target = parseSize(step.size, current);
-  if (target === null || target <= 0 || target % 512 !== 0) return { kind: 'invalid', target, accepted: false };
+  const offGrid = format === 'qcow2' && target !== null && target % 512 !== 0;
+  if (target === null || target <= 0 || offGrid) return { kind: 'invalid', target, accepted: false };
   const prealloc = step.preallocation !== null && step.preallocation !== 'off';
   if (target === current) return { kind: 'same', target, accepted: !prealloc };
-  if (target > current) return { kind: 'grow', target, accepted: true };
+  if (target > current)
+    return { kind: 'grow', target, accepted: format === 'qcow2' || step.preallocation !== 'metadata' };
   return { kind: 'shrink', target, accepted: step.shrink && !prealloc };
 }
+
+/** The virtual size qemu sees in a raw file of `length` bytes: whole 512-byte sectors, the last
+ * one padded with zeros (a resize to 513 bytes makes a 513-byte file that qemu-img info and the
+ * next relative SIZE take for 1024 bytes). */
+export const rawVirtualSize = (length: number) => Math.ceil(length / 512) * 512;
+
+/** The virtual size an accepted step leaves, as qemu sees it next. */
+export const sizeAfterStep = (target: number, format: ImageFormat) =>
+  format === 'raw' ? rawVirtualSize(target) : target;
 
 /** The virtual size before each step, assuming qemu's rules decide acceptance. */
 export function plannedSizes(c: Case): { before: number; plan: StepPlan }[] {
   let current = c.image.virtualSize;
   return c.steps.map((step) => {
-    const plan = planStep(step, current);
+    const plan = planStep(step, current, c.image.format);
     const before = current;
-    if (plan.accepted && plan.target !== null) current = plan.target;
+    if (plan.accepted && plan.target !== null) current = sizeAfterStep(plan.target, c.image.format);
     return { before, plan };
   });
 }

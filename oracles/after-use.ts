@@ -43,7 +43,8 @@ export interface AfterUseObservation {
   referenceExit: number | null;
   subjectExit: number | null;
   subjectStderr: string;
-  subjectCheck: CheckObservation;
+  /** null for a format qemu-img cannot check (raw). */
+  subjectCheck: CheckObservation | null;
   referenceCheck: CheckObservation | null;
   compare: CompareObservation;
   /** Where the results stand: the case and its last step, the size the workload grew them to, and
@@ -71,10 +72,9 @@ export function afterUseOracle(o: AfterUseObservation): Finding[] {
     ];
   }
   const x = o.context;
-  const checked = checkOracle(o.subjectCheck, o.referenceCheck, {
-    subject: x?.subjectStructure ?? null,
-    reference: null,
-  });
+  const checked = o.subjectCheck
+    ? checkOracle(o.subjectCheck, o.referenceCheck, { subject: x?.subjectStructure ?? null, reference: null })
+    : [];
   const compared = contentOracle(
     o.compare,
     null,

@@ -16,6 +16,18 @@ export interface InfoFields {
   'encrypt-format': unknown;
 }
 
+/** The fields of a raw image but its size: qemu-img info shows no format-specific part. */
+export const RAW_INFO: Omit<InfoFields, 'virtual-size'> = {
+  'dirty-flag': false,
+  compat: undefined,
+  'refcount-bits': undefined,
+  'lazy-refcounts': undefined,
+  'extended-l2': undefined,
+  'compression-type': undefined,
+  corrupt: undefined,
+  'encrypt-format': undefined,
+};
+
 export type InfoObservation = { ok: true; fields: InfoFields } | { ok: false; exitCode: number | null; stderr: string };
 
 export function parseInfo(exitCode: number | null, stdout: string, stderr: string): InfoObservation {

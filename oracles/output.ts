@@ -41,7 +41,7 @@ function jsonDisagreements(o: OutputObservation): { wrong: string[]; missing: st
   const after = o.subjectAfter?.size ?? null;
   const action = after === null ? null : after > before ? 'grow' : after < before ? 'shrink' : 'noop';
   const expected: Record<string, unknown> = {
-    format: 'qcow2',
+    format: o.case.image.format,
     action,
     old_virtual_size: before,
     new_virtual_size: after,

@@ -1,4 +1,4 @@
-import { caseSizeText, type Case } from '../model/case.ts';
+import { caseSizeText, type Case, type ImageSpec } from '../model/case.ts';
 import { createOptions } from '../model/commands.ts';
 import { shellQuote } from './repro.ts';
 import type { Origin, Recheck, Report } from './store.ts';
@@ -114,6 +114,14 @@ const commandText = (cmd: Report['commands'][number]) => {
   return `- \`${cmd.argv.map(shellQuote).join(' ')}\` → ${outcome}${stderr}`;
 };
 
+/** The image of a case, in a line or two: a raw image has only its size and its preallocation. */
+function imageLines(image: ImageSpec, features: string[]): string[] {
+  const options = createOptions(image);
+  const created = options === '' ? '' : `, \`-o ${options}\``;
+  const line = `- image: ${image.format}, virtual size ${image.virtualSize} bytes${created}`;
+  return image.format === 'raw' ? [line] : [line, `- image features: ${features.join(', ')}`];
+}
+
 /** report.md: the report for people. */
 export function reportMarkdown(r: Report, folder: string): string {
   const c = r.case;
@@ -139,8 +147,7 @@ export function reportMarkdown(r: Report, folder: string): string {
     '',
     '## Case',
     '',
-    `- image: qcow2, virtual size ${c.image.virtualSize} bytes, \`-o ${createOptions(c.image)}\``,
-    `- image features: ${features.join(', ')}`,
+    ...imageLines(c.image, features),
     `- data: ${data.length === 0 ? 'none' : data.join(', ')}`,
     ...r.steps.map((s) => stepText(c, s)),
     '',
@@ -152,8 +159,8 @@ export function reportMarkdown(r: Report, folder: string): string {
     '',
     ...r.commands.map(commandText),
     '',
-    'Images (gzip): `base.qcow2.gz` (before any step), ' +
-      '`reference.qcow2.gz` and `subject.qcow2.gz` (after the last step run).',
+    `Images (gzip): \`base.${c.image.format}.gz\` (before any step), ` +
+      `\`reference.${c.image.format}.gz\` and \`subject.${c.image.format}.gz\` (after the last step run).`,
     '',
   ].join('\n');
 }

@@ -1,4 +1,4 @@
-import type { Case } from '../model/case.ts';
+import type { Case, ImageSpec } from '../model/case.ts';
 import {
   BUILD_ATTEMPTS,
   buildCommands,
@@ -123,14 +123,14 @@ function reportedValue(stdout: string | undefined, key: string): string {
 
 const CHECK_KINDS = ['corruptions', 'leaks', 'check-errors', 'check-failed'];
 
-/** How qemu-img names a side's image: `-f qcow2 FILE`, or with the key of an encrypted one. */
-const opened = (file: string, encrypted: boolean) => {
-  const { options, image } = openImage(file, encrypted);
+/** How qemu-img names a side's image: `-f FORMAT FILE`, or with the key of an encrypted one. */
+const opened = (file: string, spec: ImageSpec) => {
+  const { options, image } = openImage(file, spec, spec.encrypted);
   return command([...options, image]);
 };
 
 /** The shell test that decides whether the finding reproduced; it sets reproduced=1 if so. */
-function verdict(f: Finding, layout: Layout, encrypted: boolean): string[] {
+function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
   const { reference: ref, subject: sub } = layout;
   const side = f.side === 'subject' ? sub : ref;
   const image = imagePath(side);
@@ -143,8 +143,8 @@ function verdict(f: Finding, layout: Layout, encrypted: boolean): string[] {
     }
     case 'size-grammar':
       if (f.kind === 'read-differently')
-        return verdict({ ...f, oracle: 'content', kind: 'size-differs' }, layout, encrypted);
-      return verdict({ ...f, oracle: 'outcome' }, layout, encrypted);
+        return verdict({ ...f, oracle: 'content', kind: 'size-differs' }, layout, spec);
+      return verdict({ ...f, oracle: 'outcome' }, layout, spec);
     case 'output':
       return [...outputVerdict(f, layout), '[ "$sub" = ok ] || reproduced=0'];
     case 'unchanged-on-refusal': {
@@ -158,12 +158,11 @@ function verdict(f: Finding, layout: Layout, encrypted: boolean): string[] {
     case 'check': {
       const want = { corruptions: '2', leaks: '3', 'check-errors': '1', 'check-failed': '1' }[f.kind] ?? '1';
       const lines = [
-        `${at(side, `qemu-img check ${opened(side.image, encrypted)}`)}; check=$?`,
+        `${at(side, `qemu-img check ${opened(side.image, spec)}`)}; check=$?`,
         `[ "$check" = ${want} ] && reproduced=1`,
       ];
       // leaks count only where qemu's own result has none
-      if (f.kind === 'leaks')
-        lines.push(`${at(ref, `qemu-img check -q ${opened(ref.image, encrypted)}`)} || reproduced=0`);
+      if (f.kind === 'leaks') lines.push(`${at(ref, `qemu-img check -q ${opened(ref.image, spec)}`)} || reproduced=0`);
       return lines;
     }
     case 'info': {
@@ -176,7 +175,7 @@ function verdict(f: Finding, layout: Layout, encrypted: boolean): string[] {
     }
     case 'after-use': {
       const { workload } = f.evidence as { workload: string[] };
-      const io = (s: SideFiles) => at(s, command(['qemu-io', ...qemuIoArgs(workload, s.image, encrypted)]));
+      const io = (s: SideFiles) => at(s, command(['qemu-io', ...qemuIoArgs(workload, s.image, spec)]));
       const lines = [
         `echo '== the same qemu-io workload on both results'`,
         `${io(ref)} >/dev/null; ref_io=$?`,
@@ -185,7 +184,7 @@ function verdict(f: Finding, layout: Layout, encrypted: boolean): string[] {
       ];
       if (f.kind === 'workload-failed') return [...lines, '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1'];
       const judged = { ...f, oracle: CHECK_KINDS.includes(f.kind) ? ('check' as const) : ('content' as const) };
-      return [...lines, ...verdict(judged, layout, encrypted)];
+      return [...lines, ...verdict(judged, layout, spec)];
     }
     case 'structure':
       return structureVerdict(f, layout);
@@ -199,11 +198,20 @@ function verdict(f: Finding, layout: Layout, encrypted: boolean): string[] {
             `[ "$sub_bytes" -gt $((ref_bytes + ${HOST_SLACK})) ] && reproduced=1`,
         ];
       }
+      if (spec.format === 'raw') {
+        // a raw file has no map (SEEK_DATA shows fallocated blocks as holes): its host blocks
+        const blocks = (s: SideFiles) => `$(stat -c %b ${imagePath(s)})`;
+        return [
+          `ref_blocks=${blocks(ref)}; sub_blocks=${blocks(sub)}`,
+          'echo "512-byte blocks allocated on the host: qemu-img result $ref_blocks, subject result $sub_blocks"',
+          '[ "$sub_blocks" != "$ref_blocks" ] && reproduced=1',
+        ];
+      }
       // the allocation status of the grown range, as qemu-img map shows it (host offsets aside)
       const { from, to } = f.evidence as { from: number; to: number };
       const range = `--start-offset=${from} --max-length=${to - from}`;
       const map = (s: SideFiles) =>
-        `<(${at(s, `qemu-img map --output=json ${range} ${opened(s.image, encrypted)}`)} | ` +
+        `<(${at(s, `qemu-img map --output=json ${range} ${opened(s.image, spec)}`)} | ` +
         `sed -E 's/"(start|length|depth)": [0-9]+, ?//g; s/, ?"offset": [0-9]+//g')`;
       return [`if ! diff -u ${map(ref)} ${map(sub)}; then reproduced=1; fi`];
     }
@@ -223,11 +231,15 @@ function verdict(f: Finding, layout: Layout, encrypted: boolean): string[] {
     }
     case 'content':
       if (f.kind === 'size-differs') {
-        const size = (s: SideFiles) => `<(${at(s, `fields ${s.image} '"virtual-size":'`)})`;
+        // qemu-img info rounds a raw file's length up to whole sectors: the length itself
+        const size = (s: SideFiles) =>
+          spec.format === 'raw'
+            ? `<(stat -c 'length %s' ${imagePath(s)})`
+            : `<(${at(s, `fields ${s.image} '"virtual-size":'`)})`;
         return [`if ! diff -u ${size(ref)} ${size(sub)}; then reproduced=1; fi`];
       }
       return [
-        `${command(['qemu-img', ...compareArgs(layout, encrypted)])}; ` +
+        `${command(['qemu-img', ...compareArgs(layout, spec)])}; ` +
           // a compare that crashed (an assertion: exit 134) failed as much as one that exits 2
           `[ $? ${f.kind === 'content-differs' ? '= 1' : '-ge 2'} ] && reproduced=1`,
       ];
@@ -272,7 +284,7 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
   const subjectProgram = subject.dialect === 'instar' ? '"$INSTAR"' : shellQuote(subject.program);
   const layout = caseLayout(c);
   const { reference: ref, subject: sub } = layout;
-  const checks = verdict(finding, layout, c.image.encrypted);
+  const checks = verdict(finding, layout, c.image);
   const needs =
     subject.dialect === 'instar'
       ? 'Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh'
@@ -300,8 +312,8 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
         : '';
       lines.push(`cp ${imagePath(side)} before.qcow2${data}`);
     }
-    const refResize = command(['qemu-img', ...referenceResizeArgs(step, ref.image)]);
-    const subResize = `${subjectProgram} ${command(resizeArgs(subject, step, sub.image))}`;
+    const refResize = command(['qemu-img', ...referenceResizeArgs(step, ref.image, c.image.format)]);
+    const subResize = `${subjectProgram} ${command(resizeArgs(subject, step, sub.image, c.image.format))}`;
     const heading = shellQuote(`== step ${index + 1}, resize to ${step.size} (${plan.kind}):`);
     // the output oracle judges what the last step printed: both sides' stdout kept in files
     const keep = last && finding.oracle === 'output';

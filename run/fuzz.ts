@@ -5,6 +5,7 @@ import { readerThreadsFor, startReaders } from '../exec/readers.ts';
 import { CaseSetupError, runCase } from '../exec/run-case.ts';
 import { workDirsRemoved } from '../exec/work-dir.ts';
 import { caseAt } from '../generators/cases.ts';
+import type { ImageFormat } from '../model/case.ts';
 import type { Resizer } from '../model/commands.ts';
 import { DiskFullError, isNoSpace } from '../model/errors.ts';
 import { caseIndexAt, casesInShard, type Shard } from '../model/shard.ts';
@@ -27,6 +28,8 @@ export interface FuzzOptions {
   seed: number;
   /** Case indices below this are run (by this shard); Infinity: until the duration is spent. */
   iterations: number;
+  /** The image formats of the generated cases (generators/cases.ts formatAt). */
+  formats: readonly ImageFormat[];
   /** Time budget: no case starts after it; running ones get up to timeoutMs to finish, then are
    * stopped like an interrupted run. */
   durationMs?: number | null;
@@ -78,7 +81,9 @@ function runPositions(o: FuzzOptions) {
       ? { corpus: corpus[position]!.name }
       : { seed: o.seed, iteration: caseIndexAt(shard, position - corpusCases) };
   const caseOf = (source: CaseSource) =>
-    'corpus' in source ? corpus.find((e) => e.name === source.corpus)!.case : caseAt(source.seed, source.iteration);
+    'corpus' in source
+      ? corpus.find((e) => e.name === source.corpus)!.case
+      : caseAt(source.seed, source.iteration, o.formats);
   return { shard, corpus, corpusCases, generated, total: corpusCases + generated, sourceAt, caseOf };
 }
 

@@ -159,6 +159,7 @@ const DATA_OPS: DataOp[] = [
   { op: 'write', offset: 3 * MiB, length: 65536, pattern: 9 },
 ];
 const IMAGE: ImageSpec = {
+  format: 'qcow2',
   virtualSize: 4 * MiB,
   clusterSize: 65536,
   refcountBits: 16,
@@ -196,7 +197,7 @@ interface Run {
 /** A resize through the harness's own runCommand (timeouts, signals, spawn errors) with the
  * harness's arguments, paths in argv made relative so that recordings do not name the machine. */
 async function command(b: Bench, resizer: Resizer, step: ResizeStep, file: string, timeoutMs: number) {
-  const r = await runCommand(resizer.program, resizeArgs(resizer, step, file), { timeoutMs, cwd: b.dir });
+  const r = await runCommand(resizer.program, resizeArgs(resizer, step, file, 'qcow2'), { timeoutMs, cwd: b.dir });
   const local = (s: string) => s.split(`${b.dir}/`).join('').split(`${ROOT}/`).join('');
   return { ...r, argv: r.argv.map(local), spawnError: r.spawnError && local(r.spawnError) };
 }

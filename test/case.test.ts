@@ -1,18 +1,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { REFCOUNT_WIDTHS, parseCase, type Case, type IoOp } from '../model/case.ts';
+import { RAW_DATA_OPS, REFCOUNT_WIDTHS, isIoOp, parseCase, type Case, type IoOp } from '../model/case.ts';
 import { parseSize, planStep, plannedSizes, regrowWindows } from '../model/plan.ts';
 import {
   HUGE_CLUSTER,
   MAX_CREATED_PREALLOCATED,
   MAX_DATA_FILE_IMAGE,
+  MAX_RAW_SIZE,
   imageSizeLimit,
   maxVirtualSize,
   sizeLimit,
   stepSizeLimit,
 } from '../generators/bounds.ts';
-import { caseArb, caseAt } from '../generators/cases.ts';
+import { caseArb, caseAt, formatAt } from '../generators/cases.ts';
+import { rawCaseArb } from '../generators/raw.ts';
 import { formatBytes } from '../generators/steps.ts';
 
 describe('SIZE parsing, as qemu-img does it', () => {
@@ -27,7 +29,7 @@ describe('SIZE parsing, as qemu-img does it', () => {
   });
   it('plans steps by qemu-img rules', () => {
     const step = (size: string, shrink = false, preallocation: Case['steps'][number]['preallocation'] = null) =>
-      planStep({ size, shrink, preallocation }, 4096);
+      planStep({ size, shrink, preallocation }, 4096, 'qcow2');
     assert.deepEqual(step('8192'), { kind: 'grow', target: 8192, accepted: true });
     assert.equal(step('2048').accepted, false, 'a shrink needs --shrink');
     assert.equal(step('2048', true).accepted, true);
@@ -35,6 +37,15 @@ describe('SIZE parsing, as qemu-img does it', () => {
     assert.equal(step('4096', false, 'falloc').accepted, false, 'no preallocation without growth');
     assert.equal(step('4097').kind, 'invalid');
     assert.equal(step('-4096').kind, 'invalid');
+  });
+  it('plans raw steps by qemu-img rules for raw: any byte count, no metadata preallocation', () => {
+    const step = (size: string, shrink = false, preallocation: Case['steps'][number]['preallocation'] = null) =>
+      planStep({ size, shrink, preallocation }, 4096, 'raw');
+    assert.deepEqual(step('4097'), { kind: 'grow', target: 4097, accepted: true });
+    assert.deepEqual(step('1000', true), { kind: 'shrink', target: 1000, accepted: true });
+    assert.equal(step('8192', false, 'metadata').accepted, false, 'raw has no metadata to preallocate');
+    assert.equal(step('8192', false, 'falloc').accepted, true);
+    assert.equal(step('0', true).kind, 'invalid');
   });
   it('spells sizes every way qemu-img reads back to the same number', () => {
     const spellings = ['bytes', 'upper', 'lower', 'fraction', 'B', 'b'] as const;
@@ -316,5 +327,53 @@ describe('case validation', () => {
     const c = parseCase(JSON.parse(JSON.stringify({ ...good, image: old })));
     assert.equal(c.image.backing, null);
     assert.equal(c.image.dataFile, 'none');
+  });
+});
+
+describe('raw cases', () => {
+  const raws = Array.from(
+    { length: 300 },
+    (_, i) => fc.sample(rawCaseArb, { seed: 5, path: String(i), numRuns: 1 })[0]!,
+  );
+  it('are raw images qemu-img can create, with only the data a raw image takes, within their bound', () => {
+    for (const c of raws) {
+      assert.equal(c.image.format, 'raw');
+      assert.deepEqual(parseCase(JSON.parse(JSON.stringify(c))), c);
+      assert.ok(c.image.virtualSize % 512 === 0 && c.image.virtualSize <= MAX_RAW_SIZE);
+      assert.notEqual(c.image.createdPreallocation, 'metadata');
+      for (const d of c.data.filter(isIoOp)) {
+        assert.ok((RAW_DATA_OPS as readonly string[]).includes(d.op), d.op);
+        assert.ok(d.offset + d.length <= c.image.virtualSize, JSON.stringify(d));
+      }
+      for (const { plan } of plannedSizes(c))
+        if (plan.accepted && plan.target !== null) assert.ok(plan.target <= MAX_RAW_SIZE, `${plan.target}`);
+    }
+  });
+  it('grow, shrink, go off the sector grid and preallocate, every one in some cases', () => {
+    const plans = raws.flatMap((c) => plannedSizes(c).map(({ plan }, i) => ({ plan, step: c.steps[i]! })));
+    const share = (p: (x: (typeof plans)[number]) => boolean) => plans.filter(p).length / plans.length;
+    assert.ok(share((x) => x.plan.kind === 'grow' && x.plan.accepted) > 0.2);
+    assert.ok(share((x) => x.plan.kind === 'shrink' && x.plan.accepted) > 0.2);
+    assert.ok(share((x) => x.plan.accepted && x.plan.target! % 512 !== 0) > 0.01);
+    assert.ok(share((x) => x.plan.accepted && ['falloc', 'full'].includes(x.step.preallocation ?? '')) > 0.05);
+  });
+  it('reject what a raw image cannot have', () => {
+    const good = raws[0]!;
+    assert.throws(
+      () => parseCase({ ...good, image: { ...good.image, refcountBits: 1 } }),
+      /case\.image\.refcountBits must be 16 for a raw image/,
+    );
+    assert.throws(
+      () => parseCase({ ...good, data: [{ op: 'compress', offset: 0, length: 65536, pattern: 1 }] }),
+      /case\.data\[0\]\.op of a raw image must be one of write, zero, discard/,
+    );
+  });
+  it('come up in about one case in four when a run covers raw and qcow2, and leave the qcow2 cases as they were', () => {
+    const formats = Array.from({ length: 400 }, (_, i) => formatAt(1, i, ['qcow2', 'raw']));
+    const raw = formats.filter((f) => f === 'raw').length / formats.length;
+    assert.ok(raw > 0.15 && raw < 0.35, `${raw}`);
+    const i = formats.indexOf('qcow2');
+    assert.deepEqual(caseAt(1, i, ['qcow2', 'raw']), caseAt(1, i));
+    assert.equal(caseAt(1, formats.indexOf('raw'), ['qcow2', 'raw']).image.format, 'raw');
   });
 });

@@ -9,14 +9,19 @@ import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, run
 // within 250 iterations by the oracle meant for it, and every report replays and reproduces alone.
 
 describe('no false alarms', () => {
-  it('a control run (qemu-img on both sides) of 500 iterations reports nothing', async (t) => {
+  it('a control run (qemu-img on both sides) of 500 iterations, raw and qcow2, reports nothing', async (t) => {
     const reports = await reportsDir(t);
-    const r = await fuzzCli(['--control', '--iterations', '500', '--seed', '11', '--reports', reports]);
+    const args = ['--control', '--formats', 'qcow2,raw', '--iterations', '500', '--seed', '11', '--reports', reports];
+    const r = await fuzzCli(args);
     assert.equal(r.exitCode, 0, r.all);
     const s = await readSummary(reports);
     assert.equal(s.iterations, 500);
     assert.equal(s.newDivergences, 0);
     assert.deepEqual(s.setupErrors, []);
+    for (const format of ['qcow2', 'raw'] as const) {
+      const f = s.coverage.formats[format]!;
+      assert.ok(f.cases > 0 && f.grow > 0 && f.shrink > 0, `${format}: ${JSON.stringify(f)}`);
+    }
     // with encrypted images (and qemu-img given the key) and images created preallocated in the mix
     for (const feature of ['encrypted', 'encryptedKeyGiven', 'createdFull', 'rawBacking'])
       assert.ok(s.coverage.features[feature]! > 0, feature);
@@ -39,6 +44,18 @@ describe('no false alarms', () => {
     assert.ok(s.coverage.features.encrypted! > 0 && s.coverage.features.encryptedKeyGiven! > 0);
     // qemu-img refuses the steps that withhold the key; the double resizes: known
     assert.ok(s.knownByEntry['instar-resizes-encrypted-images-without-their-key']! > 0, JSON.stringify(s.knownByEntry));
+  });
+  it('the faithful double over 250 raw iterations reports nothing', async (t) => {
+    const reports = await reportsDir(t);
+    const args = ['--instar', instarDouble('none'), '--formats', 'raw', '--iterations', '250', '--seed', '12'];
+    const r = await fuzzCli([...args, '--reports', reports]);
+    assert.equal(r.exitCode, 0, r.all);
+    const s = await readSummary(reports);
+    assert.equal(s.newDivergences, 0);
+    assert.equal(s.coverage.formats.raw!.cases, 250);
+    // dense and preallocated images, preallocated grows and sizes off the sector grid in the mix
+    for (const feature of ['rawDense', 'rawCreatedPreallocated', 'rawPreallocatedGrow', 'rawOffGrid'])
+      assert.ok(s.coverage.features[feature]! > 0, feature);
   });
 });
 
@@ -126,6 +143,20 @@ const FAULTS = [
     why: "rebuilds an encrypted image's header as a plain one",
   },
   {
+    fault: 'raw-sector-rounding',
+    formats: 'raw',
+    oracles: ['content'],
+    kind: 'size-differs',
+    why: 'resizes a raw image to whole sectors, rounding a size off the sector grid up',
+  },
+  {
+    fault: 'raw-grow-writes-zeros',
+    formats: 'raw',
+    oracles: ['allocation'],
+    kind: 'grown-range-differs',
+    why: 'grows a raw image by writing zeros over the new range',
+  },
+  {
     fault: 'blow-up-grow',
     oracles: ['allocation'],
     kind: 'host-blow-up',
@@ -143,7 +174,7 @@ async function registryWithout(ids: string[], dir: string): Promise<string> {
 }
 
 describe('every fault is found within 250 iterations, by its own oracles alone', () => {
-  for (const { fault, oracles, kind, why, structureNeedsFuzzer, withoutEntries } of FAULTS) {
+  for (const { fault, oracles, kind, why, structureNeedsFuzzer, withoutEntries, formats } of FAULTS) {
     it(`${fault}: ${why}`, async (t) => {
       const reports = await reportsDir(t);
       const instar = instarDouble(fault);
@@ -165,6 +196,7 @@ describe('every fault is found within 250 iterations, by its own oracles alone',
         known,
         '--reports',
         reports,
+        ...(formats ? ['--formats', formats] : []),
       ]);
       assert.equal(r.exitCode, 1, r.all);
       const s = await readSummary(reports);

@@ -54,8 +54,14 @@ async function bundledCli(): Promise<string> {
 
 /** The tests' runs do not replay the repository's corpus/ unless they pass --corpus: an empty one
  * (a directory that is not there). */
-const withTestCorpus = (args: string[]) =>
-  args.includes('--corpus') ? args : [...args, '--corpus', join(ROOT, 'test', 'no-corpus')];
+const withTestCorpus = (args: string[]) => {
+  const corpus = args.includes('--corpus') ? args : [...args, '--corpus', join(ROOT, 'test', 'no-corpus')];
+  return withTestFormats(corpus);
+};
+
+/** The tests' seeds and the cases they name were chosen on qcow2 cases: their runs generate qcow2
+ * cases alone unless they pass --formats (the raw tests and the control run do). */
+const withTestFormats = (args: string[]) => (args.includes('--formats') ? args : [...args, '--formats', 'qcow2']);
 
 /** Runs `npm run fuzz -- ARGS` the way a user would, without npm in between: the same sources,
  * bundled (bundledCli), since node with the tsx loader takes 0.7 s longer to start and the tests

@@ -1,5 +1,5 @@
 import type { CaseResult } from '../exec/run-case.ts';
-import { isIoOp, l2Coverage, REFCOUNT_WIDTHS, type Case } from '../model/case.ts';
+import { IMAGE_FORMATS, isIoOp, l2Coverage, REFCOUNT_WIDTHS, type Case } from '../model/case.ts';
 import { plannedSizes } from '../model/plan.ts';
 import type { OracleName } from '../oracles/table.ts';
 
@@ -9,6 +9,8 @@ import type { OracleName } from '../oracles/table.ts';
 type Counts = Record<string, number>;
 
 export interface CoverageSummary {
+  /** Cases and the steps qemu-img accepted, per image format. */
+  formats: Record<string, { cases: number; grow: number; shrink: number }>;
   refcountBits: Counts;
   clusterSize: Counts;
   compat: Counts;
@@ -17,8 +19,8 @@ export interface CoverageSummary {
   stepKind: Counts;
   outcomes: { reference: Counts; subject: Counts };
   oracles: Counts;
-  /** Steps qemu-img accepted, per refcount width: grows, shrinks, and shrinks that discarded
-   * clusters holding data. */
+  /** Steps qemu-img accepted on qcow2 images, per refcount width: grows, shrinks, and shrinks
+   * that discarded clusters holding data. */
   refcountByStep: Record<string, { grow: number; shrink: number; shrinkDiscarding: number }>;
   /** Base images whose allocated clusters the qcow2 reader counted as qemu-img check did, and
    * those where it did not (a reader bug); dirty bases are not checked. */
@@ -31,6 +33,7 @@ const bump = (counts: Counts, key: string | number, by = 1) => {
 
 export function emptyCoverage(): CoverageSummary {
   return {
+    formats: Object.fromEntries(IMAGE_FORMATS.map((f) => [f, { cases: 0, grow: 0, shrink: 0 }])),
     refcountBits: {},
     clusterSize: {},
     compat: {},
@@ -71,6 +74,13 @@ export function dataShapes(c: Case): Record<string, boolean> {
 }
 
 export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse' | 'baseReader'>) {
+  const format = cov.formats[c.image.format]!;
+  format.cases++;
+  for (const s of result.steps) {
+    if (s.reference === 'ok' && s.plan.kind === 'grow') format.grow++;
+    if (s.reference === 'ok' && s.plan.kind === 'shrink') format.shrink++;
+  }
+  if (c.image.format === 'raw') return addRawCase(cov, c, result);
   bump(cov.refcountBits, c.image.refcountBits);
   bump(cov.clusterSize, c.image.clusterSize);
   bump(cov.compat, c.image.compat);
@@ -120,8 +130,43 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
   if (result.afterUse) bump(cov.oracles, 'after-use' satisfies OracleName);
 }
 
-/** Every refcount width x step kind combination that no case reached. */
+/** A raw case's own shapes: dense data (a write of a MiB or more), created preallocated, and steps
+ * to sizes off the 512-byte grid, which raw takes and qcow2 does not. */
+function addRawCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse'>) {
+  const features = {
+    rawDense: c.data.some((d) => d.op === 'write' && d.length >= 2 ** 20),
+    rawCreatedPreallocated: c.image.createdPreallocation !== 'off',
+    rawOffGrid: result.steps.some((s) => s.reference === 'ok' && s.plan.target !== null && s.plan.target % 512 !== 0),
+    rawPreallocatedGrow: result.steps.some(
+      (s) =>
+        s.reference === 'ok' &&
+        s.plan.kind === 'grow' &&
+        ['falloc', 'full'].includes(c.steps[s.index]!.preallocation ?? ''),
+    ),
+  };
+  for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);
+  for (const d of c.data) bump(cov.dataOps, d.op);
+  for (const s of result.steps) {
+    bump(cov.stepKind, s.plan.kind);
+    bump(cov.outcomes.reference, s.reference);
+    bump(cov.outcomes.subject, s.subject);
+    for (const oracle of s.oracles) bump(cov.oracles, oracle);
+  }
+  if (result.afterUse) bump(cov.oracles, 'after-use' satisfies OracleName);
+}
+
+/** Every format with cases but no grow or no shrink, and every refcount width x step kind
+ * combination that no qcow2 case reached (none when the run had no qcow2 cases). */
 export function coverageGaps(cov: CoverageSummary): string[] {
+  const formats = Object.entries(cov.formats ?? {})
+    .filter(([, f]) => f.cases > 0)
+    .flatMap(([name, f]) => [f.grow === 0 ? `${name} x grow` : null, f.shrink === 0 ? `${name} x shrink` : null])
+    .filter((g): g is string => g !== null);
+  if (cov.formats && cov.formats.qcow2?.cases === 0) return formats;
+  return [...formats, ...refcountGaps(cov)];
+}
+
+function refcountGaps(cov: CoverageSummary): string[] {
   return Object.entries(cov.refcountByStep).flatMap(([bits, row]) =>
     Object.entries(row)
       .filter(([, n]) => n === 0)
@@ -142,8 +187,15 @@ export function coverageTable(cov: CoverageSummary): string {
   const reader =
     `qcow2 reader vs qemu-img check on base images: ` +
     `${cov.readerSelfCheck.agreed} agreed, ${cov.readerSelfCheck.disagreed} disagreed`;
+  const formats = Object.entries(cov.formats ?? {}).map(
+    ([name, f]) =>
+      `  ${name.padEnd(8)}  ${String(f.cases).padStart(5)}  ` +
+      `${String(f.grow).padStart(5)}  ${String(f.shrink).padStart(7)}`,
+  );
   return [
-    '  refcount  grows  shrinks  shrinks discarding',
+    '  format    cases  grows  shrinks',
+    ...formats,
+    '  refcount  grows  shrinks  shrinks discarding   (qcow2)',
     ...rows,
     `  features: ${features || 'none'}`,
     `  ${reader}`,

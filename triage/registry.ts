@@ -1,12 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import {
   DATA_FILE_KINDS,
+  IMAGE_FORMATS,
   PREALLOCATION_MODES,
   REFCOUNT_WIDTHS,
   l2Coverage,
   liveSnapshots,
   type Case,
   type DataFileKind,
+  type ImageFormat,
 } from '../model/case.ts';
 import { FatalError } from '../model/errors.ts';
 import { STEP_KINDS, type StepKind } from '../model/plan.ts';
@@ -20,6 +22,8 @@ import { ORACLE_NAMES, type OracleName } from '../oracles/table.ts';
 
 /** Facts about a case and the step a finding came from, that entries can test. */
 export interface CaseFacts {
+  /** The image format: 'qcow2' or 'raw'. */
+  format: ImageFormat;
   refcountBits: number;
   clusterSize: number;
   compat: string;
@@ -55,6 +59,7 @@ export const BACKING_FACTS = ['none', 'shorter', 'longer'] as const;
 export type BackingFact = (typeof BACKING_FACTS)[number];
 
 interface CasePredicates {
+  format?: ImageFormat[];
   refcountBits?: number[];
   clusterSize?: number[];
   compat?: string[];
@@ -163,6 +168,7 @@ export const MATCH_FIELDS: Record<string, Check> = {
   subjectStderr: isRegex,
 };
 export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
+  format: listOf(oneOf(IMAGE_FORMATS)),
   refcountBits: listOf(oneOf(REFCOUNT_WIDTHS)),
   clusterSize: listOf(isClusterSize),
   compat: listOf(oneOf(['1.1', '0.10'])),
@@ -278,6 +284,7 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
   const l2 = l2Coverage(c.image.clusterSize, c.image.extendedL2);
   const target = step.plan.target ?? 0;
   return {
+    format: c.image.format,
     refcountBits: c.image.refcountBits,
     clusterSize: c.image.clusterSize,
     compat: c.image.compat,
@@ -304,6 +311,7 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
   const inList = <T>(list: T[] | undefined, v: T) => list === undefined || list.includes(v);
   const equal = <T>(want: T | undefined, v: T) => want === undefined || want === v;
   return (
+    inList(p.format, f.format) &&
     inList(p.refcountBits, f.refcountBits) &&
     inList(p.clusterSize, f.clusterSize) &&
     inList(p.compat, f.compat) &&

@@ -465,6 +465,34 @@ export const FAULTS = {
       if (resized(c)) await writeFile(`${c.file}.journal-${process.pid}`, 'resize journal\n');
     },
   },
+  'raw-sector-rounding': {
+    what: 'resizes a raw image to whole 512-byte sectors: a size off the sector grid is rounded up',
+    before: async (c) => {
+      if (c.format !== 'raw' || c.wanted === undefined || c.wanted % 512 === 0) return;
+      const args = ['resize', '-q', '-f', 'raw', ...(c.shrink ? ['--shrink'] : [])];
+      if (c.preallocation) args.push(`--preallocation=${c.preallocation}`);
+      const run = await execa('qemu-img', [...args, c.file, String(Math.ceil(c.wanted / 512) * 512)], {
+        reject: false,
+      });
+      return run.exitCode ?? 1;
+    },
+  },
+  'raw-grow-writes-zeros': {
+    what: 'grows a raw image by writing zeros over the new range (allocating it) where no preallocation was asked',
+    after: async (c) => {
+      if (c.format !== 'raw' || c.oldSize === undefined || c.newSize <= c.oldSize) return;
+      if (c.preallocation && c.preallocation !== 'off') return;
+      const end = (await stat(c.file)).size;
+      const file = await open(c.file, 'r+');
+      try {
+        const chunk = Buffer.alloc(MiB);
+        for (let at = c.oldSize; at < end; at += chunk.length)
+          await file.write(chunk, 0, Math.min(chunk.length, end - at), at);
+      } finally {
+        await file.close();
+      }
+    },
+  },
 } satisfies Record<string, Fault>;
 
 export type FaultName = keyof typeof FAULTS;

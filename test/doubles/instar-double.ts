@@ -6,6 +6,7 @@
 import { stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { openImage } from '../../model/commands.ts';
+import { rawVirtualSize } from '../../model/plan.ts';
 import { EXT_FEATURE_TABLE, INCOMPAT_DATA_FILE, type Qcow2Header } from '../../qcow2/format.ts';
 import { readQcow2Header } from '../../qcow2/reader.ts';
 import { rewriteHeaderExtensions } from './qcow2-edit.ts';
@@ -119,7 +120,8 @@ async function isQcow2(file: string): Promise<boolean> {
 async function virtualSize(file: string, format: string | undefined): Promise<number | undefined> {
   try {
     if (format === 'qcow2') return (await readQcow2Header(file)).size;
-    if (format === 'raw') return (await stat(file)).size;
+    // as qemu sees a raw file: whole sectors (model/plan.ts rawVirtualSize)
+    if (format === 'raw') return rawVirtualSize((await stat(file)).size);
     const info = await execa('qemu-img', ['info', '--output=json', '-U', ...(format ? ['-f', format] : []), file]);
     return (JSON.parse(info.stdout) as { 'virtual-size': number })['virtual-size'];
   } catch {
@@ -221,7 +223,7 @@ async function main(): Promise<number> {
   // only with one: the double knows the harness's
   const encrypted = (before?.cryptMethod ?? 0) !== 0;
   const opened = encrypted
-    ? openImage(args.filename, true)
+    ? openImage(args.filename, { format: 'qcow2' }, true)
     : { options: format ? ['-f', format] : [], image: args.filename };
   const qemuArgs = ['resize', '-q', ...opened.options, ...(args.shrink ? ['--shrink'] : [])];
   if (args.preallocation !== undefined) qemuArgs.push(`--preallocation=${args.preallocation}`);
@@ -246,7 +248,7 @@ async function main(): Promise<number> {
   // back 1.1 as a known divergence), with no extensions a version 2 header lacked: amend adds
   // a feature name table
   if (REAL && before?.version === 2) {
-    const v2 = openImage(args.filename, encrypted);
+    const v2 = openImage(args.filename, { format: 'qcow2' }, encrypted);
     await execa('qemu-img', ['amend', '-q', ...v2.options, '-o', 'compat=1.1', v2.image]);
     await rewriteHeaderExtensions(args.filename, (exts) => exts.filter((e) => e.type !== EXT_FEATURE_TABLE));
   }

@@ -6,7 +6,9 @@
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$(dirname "$here")")
 bundle=$here/.bundle/instar-double.mjs
-if [ ! -f "$bundle" ] || [ -n "$(find "$here" "$root/qcow2" -name '*.ts' -newer "$bundle" -print -quit)" ]; then
+# the double imports the qcow2 reader and the harness's model
+newer=$(find "$here" "$root/qcow2" "$root/model" -name '*.ts' -newer "$bundle" -print -quit 2>/dev/null)
+if [ ! -f "$bundle" ] || [ -n "$newer" ]; then
   mkdir -p "$here/.bundle"
   tmp=$here/.bundle/build-$$.mjs
   # each builder writes its own file and renames it into place: concurrent first runs are safe

@@ -9,6 +9,7 @@ import { dataShapes } from '../../triage/coverage.ts';
 const MiB = 2 ** 20;
 const caseOf = (data: DataOp[], image: Partial<Case['image']> = {}, size = '4M'): Case => ({
   image: {
+    format: 'qcow2',
     virtualSize: 16 * MiB,
     clusterSize: 65536,
     refcountBits: 16,

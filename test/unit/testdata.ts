@@ -148,7 +148,10 @@ export interface UnchangedInput {
 const unchangedActual = (input: UnchangedInput) => ({ findings: unchangedOnRefusalOracle(input).map(findingView) });
 
 const sizeGrammarActual = (input: SizeObservation) => ({ findings: sizeGrammarOracle(input).map(findingView) });
-const outputActual = (input: OutputObservation) => ({ findings: outputOracle(input).map(findingView) });
+/** The recorded case read as a report's is (parseCase gives older recordings their defaults). */
+const outputActual = (input: OutputObservation) => ({
+  findings: outputOracle({ ...input, case: parseCase(structuredClone(input.case)) }).map(findingView),
+});
 const inPlaceActual = (input: InPlaceObservation) => ({ findings: inPlaceOracle(input).map(findingView) });
 const allocationActual = (input: AllocationObservation) => ({ findings: allocationOracle(input).map(findingView) });
 
@@ -160,7 +163,8 @@ export interface AfterUseInput extends Omit<AfterUseObservation, 'context'> {
 
 async function afterUseActual(input: AfterUseInput) {
   const { images, ...context } = input.context;
-  const subjectStructure = isClean(input.subjectCheck) ? null : (await structuresOf(images)).subject;
+  const unclean = input.subjectCheck !== null && !isClean(input.subjectCheck);
+  const subjectStructure = unclean ? (await structuresOf(images)).subject : null;
   return { findings: afterUseOracle({ ...input, context: { ...context, subjectStructure } }).map(findingView) };
 }
 
@@ -297,7 +301,7 @@ async function registryActual(input: RegistryInput, caseFile: string) {
   const c = parseCase(structuredClone(input.case), `${caseFile}: case`);
   const step: StepRecord = {
     ...input.step,
-    plan: planStep(c.steps[input.step.index]!, input.step.sizeBefore),
+    plan: planStep(c.steps[input.step.index]!, input.step.sizeBefore, c.image.format),
     oracles: [],
   };
   const entries =
