@@ -49,6 +49,8 @@ export interface RunHeadline {
 }
 
 export interface CoverageView {
+  /** Cases per image format and the grows and shrinks qemu-img accepted on them. */
+  formats: { format: string; cases: number; grow: number; shrink: number }[];
   /** Rows of the refcount width x step table (`coverageTable` in triage/coverage.ts). */
   refcountByStep: { bits: string; grow: number; shrink: number; shrinkDiscarding: number }[];
   features: [string, number][];
@@ -112,7 +114,13 @@ function coverageView(v: unknown): CoverageView | null {
         .sort((a, b) => Number(a.bits) - Number(b.bits))
     : [];
   const rs = isObj(v.readerSelfCheck) ? v.readerSelfCheck : null;
+  const formats = isObj(v.formats)
+    ? Object.entries(v.formats).flatMap(([format, f]) =>
+        isObj(f) ? [{ format, cases: num(f.cases) ?? 0, grow: num(f.grow) ?? 0, shrink: num(f.shrink) ?? 0 }] : [],
+      )
+    : [];
   return {
+    formats,
     refcountByStep: rows,
     features: counts(v.features),
     oracles: counts(v.oracles),
@@ -235,8 +243,17 @@ function mdTable(entries: IndexEntry[]): string[] {
   ];
 }
 
+/** "qcow2 375 cases (300 grows, 280 shrinks), raw 125 cases (...)": every format a run covered. */
+function formatsLine(cov: CoverageView): string | null {
+  const covered = cov.formats.filter((f) => f.cases > 0);
+  if (covered.length === 0) return null;
+  return `Formats: ${covered.map((f) => `${f.format} ${f.cases} cases (${f.grow} grows, ${f.shrink} shrinks)`).join(', ')}.`;
+}
+
 function mdCoverage(cov: CoverageView): string[] {
+  const formats = formatsLine(cov);
   const lines = [
+    ...(formats ? [mdCell(formats), ''] : []),
     '| refcount | grows | shrinks | shrinks discarding |',
     '| ---: | ---: | ---: | ---: |',
     ...cov.refcountByStep.map((r) => `| ${r.bits}-bit | ${r.grow} | ${r.shrink} | ${r.shrinkDiscarding} |`),
@@ -419,8 +436,10 @@ function htmlCoverage(cov: CoverageView): string {
     )
     .join('');
   const list = (xs: [string, number][]) => (xs.length ? xs.map(([k, n]) => `${h(k)} ${n}`).join(', ') : 'none');
+  const formats = formatsLine(cov);
   return [
-    '<p class="note">Steps qemu-img accepted, per refcount width; a zero is a combination no case reached.</p>',
+    ...(formats ? [`<p>${h(formats)}</p>`] : []),
+    '<p class="note">Steps qemu-img accepted on qcow2 images, per refcount width; a zero is a combination no case reached.</p>',
     '<table class="coverage"><thead><tr><th class="num">refcount</th><th class="num">grows</th>' +
       `<th class="num">shrinks</th><th class="num">shrinks discarding</th></tr></thead><tbody>${rows}</tbody></table>`,
     `<p>Features: ${list(cov.features)}.</p>`,

@@ -2,10 +2,12 @@
 // harnesses wrote them) and a small reports directory (testdata/index): report.md, repro.sh,
 // issue-title.txt, issue.md, index.md and index.html against their golden files.
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { signatureOf } from '../../oracles/finding.ts';
+import { collectIndex, indexHtml, indexMarkdown } from '../../reporting/index-page.ts';
 import { MAX_TITLE, signatureLine } from '../../reporting/issues.ts';
 import { parseReport, REPORT_FORMAT, type Report } from '../../reporting/store.ts';
 import { INDEX_CASE, indexGoldens, reportCases, reportGoldens, TESTDATA, UPDATE_HINT } from './testdata.ts';
@@ -90,4 +92,26 @@ describe('rendering', () => {
     assert.ok(row('outcome/refused/subject') > md.split('\n').indexOf('## Flaky'), 'the flaky one under Flaky');
     assert.match(md, /## Unreadable report folders\n\n- `damaged`: reports\/damaged\/report\.json is not valid JSON/);
   });
+  test("the index's coverage names the formats a run covered, and only those", async () => {
+    const ix = await indexOf(async (reports) => {
+      const summary = JSON.parse(await readFile(join(reports, 'summary.json'), 'utf8'));
+      summary.coverage.formats = { qcow2: { cases: 30, grow: 20, shrink: 25 }, raw: { cases: 0, grow: 0, shrink: 0 } };
+      await writeFile(join(reports, 'summary.json'), JSON.stringify(summary));
+    });
+    assert.match(indexMarkdown(ix), /^Formats: qcow2 30 cases \(20 grows, 25 shrinks\)\.$/m);
+    assert.match(indexHtml(ix), /<p>Formats: qcow2 30 cases \(20 grows, 25 shrinks\)\.<\/p>/);
+  });
 });
+
+/** The index of a copy of testdata/index/reports, changed by `edit` first. */
+async function indexOf(edit: (reports: string) => Promise<void>) {
+  const dir = await mkdtemp(join(tmpdir(), 'index-formats-'));
+  try {
+    const reports = join(dir, 'reports');
+    await cp(join(TESTDATA, INDEX_CASE, 'reports'), reports, { recursive: true });
+    await edit(reports);
+    return await collectIndex(reports);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
