@@ -247,7 +247,8 @@ function mdTable(entries: IndexEntry[]): string[] {
 function formatsLine(cov: CoverageView): string | null {
   const covered = cov.formats.filter((f) => f.cases > 0);
   if (covered.length === 0) return null;
-  return `Formats: ${covered.map((f) => `${f.format} ${f.cases} cases (${f.grow} grows, ${f.shrink} shrinks)`).join(', ')}.`;
+  const each = covered.map((f) => `${f.format} ${f.cases} cases (${f.grow} grows, ${f.shrink} shrinks)`);
+  return `Formats: ${each.join(', ')}.`;
 }
 
 function mdCoverage(cov: CoverageView): string[] {
@@ -439,7 +440,8 @@ function htmlCoverage(cov: CoverageView): string {
   const formats = formatsLine(cov);
   return [
     ...(formats ? [`<p>${h(formats)}</p>`] : []),
-    '<p class="note">Steps qemu-img accepted on qcow2 images, per refcount width; a zero is a combination no case reached.</p>',
+    '<p class="note">Steps qemu-img accepted on qcow2 images, per refcount width; ' +
+      'a zero is a combination no case reached.</p>',
     '<table class="coverage"><thead><tr><th class="num">refcount</th><th class="num">grows</th>' +
       `<th class="num">shrinks</th><th class="num">shrinks discarding</th></tr></thead><tbody>${rows}</tbody></table>`,
     `<p>Features: ${list(cov.features)}.</p>`,

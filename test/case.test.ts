@@ -368,7 +368,7 @@ describe('raw cases', () => {
       /case\.data\[0\]\.op of a raw image must be one of write, zero, discard/,
     );
   });
-  it('come up in about one case in four when a run covers raw and qcow2, and leave the qcow2 cases as they were', () => {
+  it('come up one case in four when a run covers raw and qcow2, and leave the qcow2 cases as they were', () => {
     const formats = Array.from({ length: 400 }, (_, i) => formatAt(1, i, ['qcow2', 'raw']));
     const raw = formats.filter((f) => f === 'raw').length / formats.length;
     assert.ok(raw > 0.15 && raw < 0.35, `${raw}`);
