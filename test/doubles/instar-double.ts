@@ -186,6 +186,13 @@ async function main(): Promise<number> {
   let wanted = oldSize === undefined ? undefined : requestedSize(args.size, oldSize);
   // the size qemu-img resizes to underneath: SIZE as given, or instar's reading of it in bytes
   let qemuSize = args.size;
+  if (REAL && oldSize !== undefined && !before) {
+    // any other format: instar's size grammar, which its host CLI applies before the format matters
+    const read = instarSize(args.size, oldSize);
+    if ('error' in read) return refuse(fault.reword?.(read.error, before) ?? read.error);
+    wanted = read.bytes;
+    qemuSize = String(wanted);
+  }
   if (REAL && oldSize !== undefined && before) {
     const read = instarSize(args.size, oldSize);
     if ('error' in read) return refuse(fault.reword?.(read.error, before) ?? read.error);
