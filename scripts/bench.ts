@@ -107,7 +107,8 @@ async function fuzzRun(extra: string[]): Promise<FuzzRun> {
     const started = performance.now();
     const child = execa(
       process.execPath,
-      // generated cases only: the repository's corpus would change the mix as it grows
+      // generated qcow2 cases only: the repository's corpus would change the mix as it grows, and
+      // raw cases (cheap, hashed whole by the harness) would change it from the entries before them
       [
         ...FUZZ_NODE_OPTIONS,
         CLI,
@@ -117,6 +118,8 @@ async function fuzzRun(extra: string[]): Promise<FuzzRun> {
         reports,
         '--corpus',
         join(reports, 'none'),
+        '--formats',
+        'qcow2',
         ...extra,
       ],
       { cwd: ROOT, reject: false, all: true },
