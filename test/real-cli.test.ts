@@ -49,6 +49,19 @@ describe("instar's real command line", () => {
     assert.ok(s.knownByEntry['instar-rebuilds-v2-header-as-v3']! > 0, JSON.stringify(s.knownByEntry));
   });
 
+  it('reads SIZE on raw images as on qcow2 ones: the same grammar signatures, nothing else', async (t) => {
+    const reports = await reportsDir(t);
+    const args = ['--instar', instarDouble('real-cli'), '--formats', 'raw', '--iterations', '20'];
+    const r = await fuzzCli([...args, ...quick, '--reports', reports]);
+    assert.equal(r.exitCode, 1, r.all);
+    const s = await readSummary(reports);
+    assert.deepEqual(s.signatures.map((x) => x.signature).sort(), [
+      'size-grammar/read-differently/subject/form=integer-b',
+      'size-grammar/refused/subject/form=fraction-upper',
+      'size-grammar/refused/subject/form=integer-B',
+    ]);
+  });
+
   const OUTPUT_FAULTS = [
     ['real-json-old-size-from-file', 'output/json-wrong/subject/old_virtual_size'],
     ['real-human-output-differs', 'output/stdout-differs/subject/Image resized successfully.'],
