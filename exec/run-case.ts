@@ -3,7 +3,7 @@ import { copyFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
-import type { Case } from '../model/case.ts';
+import { sparseRawBase, type Case } from '../model/case.ts';
 import {
   buildCommands,
   runBuildCommand,
@@ -166,8 +166,10 @@ async function buildBase(run: CaseRun) {
 async function copySides(run: CaseRun) {
   const { base, dataFile, backing } = run.layout;
   const inBase = (file: string) => join(run.dir, base.dir, file);
+  const sparse = sparseRawBase(run.c);
   for (const side of [run.layout.reference, run.layout.subject]) {
-    await copyFile(run.path(base), run.path(side), constants.COPYFILE_FICLONE);
+    if (sparse) await copySparse(run.path(base), run.path(side));
+    else await copyFile(run.path(base), run.path(side), constants.COPYFILE_FICLONE);
     if (dataFile) await copySparse(inBase(dataFile), join(run.dir, side.dir, dataFile));
     if (dataFile && backing)
       await copyFile(inBase(backing), join(run.dir, side.dir, backing), constants.COPYFILE_FICLONE);
@@ -352,7 +354,7 @@ async function observeAllocation(
   const hostAfter = { reference: await hostBytes(run, reference), subject: await hostBytes(run, subject) };
   const grownRange = (side: SideFiles, name: 'reference' | 'subject') =>
     hostBefore
-      ? Promise.resolve(rawGrownRange(plan.target! - before, hostAfter[name] - hostBefore[name]))
+      ? Promise.resolve(rawGrownRange(before, plan.target!, hostAfter[name] - hostBefore[name]))
       : reader.guestAllocation(run.path(side), before, plan.target!);
   const grown =
     plan.kind === 'grow'
@@ -381,14 +383,15 @@ async function hostBytes(run: CaseRun, side: SideFiles): Promise<number> {
 /** The host file system's block: the unit of a raw file's allocation. */
 const HOST_BLOCK = 4096;
 
-/** A raw grow's new range, counted in bytes as the qcow2 reader counts clusters: what the file's
- * host blocks grew by is allocated ('normal'), the rest is a hole. A raw file has no map of its
- * own, and SEEK_DATA shows fallocated blocks as holes, so the blocks are what tells falloc from
- * off. */
-function rawGrownRange(length: number, grewBy: number): GuestCounts {
-  // the host blocks either end of the range may have been allocated before, or only in part
-  const allocated = grewBy <= 0 ? 0 : grewBy >= length - 2 * HOST_BLOCK ? length : grewBy;
-  return { unallocated: length - allocated, normal: allocated, 'zero-plain': 0, 'zero-alloc': 0, compressed: 0 };
+/** A raw grow's new range, counted in bytes of the host blocks wholly inside it (as the qcow2
+ * reader counts the clusters wholly inside): as many as the file's host blocks grew by are
+ * allocated ('normal'), the rest are holes. A raw file has no map of its own, and SEEK_DATA shows
+ * fallocated blocks as holes, so the blocks are what tells falloc from off. */
+function rawGrownRange(from: number, to: number, grewBy: number): GuestCounts {
+  const inner = Math.max(0, Math.floor(to / HOST_BLOCK) - Math.ceil(from / HOST_BLOCK)) * HOST_BLOCK;
+  // the two blocks the range's ends fall in may be allocated by the step too, or before it
+  const allocated = grewBy >= inner ? inner : Math.max(0, grewBy - 2 * HOST_BLOCK);
+  return { unallocated: inner - allocated, normal: allocated, 'zero-plain': 0, 'zero-alloc': 0, compressed: 0 };
 }
 
 /** A side's virtual size as it is now, as qemu sees it: a qcow2 header's size field, a raw

@@ -61,6 +61,11 @@ export const RAW_IMAGE = {
   encrypted: false,
 } as const satisfies Omit<ImageSpec, 'format' | 'virtualSize' | 'createdPreallocation'>;
 
+/** A raw image created without preallocation: its sides are copied with zero blocks left as holes
+ * (a plain copy writes every byte where it cannot clone, and the image would come out dense); a
+ * created-preallocated image stays allocated, and a qcow2 file holds little but data. */
+export const sparseRawBase = (c: Case) => c.image.format === 'raw' && c.image.createdPreallocation === 'off';
+
 /** The data operations a raw image can take (no compression, no snapshots). */
 export const RAW_DATA_OPS = ['write', 'zero', 'discard'] as const;
 

@@ -1,4 +1,4 @@
-import type { Case, ImageSpec } from '../model/case.ts';
+import { sparseRawBase, type Case, type ImageSpec } from '../model/case.ts';
 import {
   BUILD_ATTEMPTS,
   buildCommands,
@@ -262,7 +262,11 @@ function buildLines(c: Case, layout: Layout): string[] {
       lines.push(`for try in $(seq ${n}); do ${words} >/dev/null && break; [ $try = ${n} ] && exit 2; done`);
     else lines.push(`${words} >/dev/null || exit 2`);
   }
-  if (!own) return [...lines, `cp ${base.image} ${reference.image} && cp ${base.image} ${subject.image} || exit 2`];
+  if (!own) {
+    // as the harness copies it (exec/run-case.ts): a sparse raw image's zero blocks become holes
+    const cp = sparseRawBase(c) ? 'cp --sparse=always' : 'cp';
+    return [...lines, `${cp} ${base.image} ${reference.image} && ${cp} ${base.image} ${subject.image} || exit 2`];
+  }
   const files = [layout.dataFile, layout.backing].filter((f): f is string => f !== null).map((f) => `${base.dir}/${f}`);
   return [
     ...lines,
