@@ -21,7 +21,7 @@ import { afterUseWorkload } from '../oracles/after-use.ts';
 import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
 import { firstMismatch, type CompareObservation, type MismatchSector, type RegrowProbe } from '../oracles/content.ts';
 import type { StepFinding } from '../oracles/finding.ts';
-import type { AllocationObservation, GuestCounts } from '../oracles/allocation.ts';
+import { rawGrownCounts, type AllocationObservation } from '../oracles/allocation.ts';
 import type { FileIdentity, InPlaceObservation } from '../oracles/in-place.ts';
 import { infoFromStructure, RAW_INFO, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, type OutcomeClass } from '../oracles/outcome.ts';
@@ -354,7 +354,7 @@ async function observeAllocation(
   const hostAfter = { reference: await hostBytes(run, reference), subject: await hostBytes(run, subject) };
   const grownRange = (side: SideFiles, name: 'reference' | 'subject') =>
     hostBefore
-      ? Promise.resolve(rawGrownRange(before, plan.target!, hostAfter[name] - hostBefore[name]))
+      ? Promise.resolve(rawGrownCounts(before, plan.target!, hostAfter[name] - hostBefore[name]))
       : reader.guestAllocation(run.path(side), before, plan.target!);
   const grown =
     plan.kind === 'grow'
@@ -378,20 +378,6 @@ interface StepSizes {
 async function hostBytes(run: CaseRun, side: SideFiles): Promise<number> {
   const stats = await Promise.all(run.files(side).map((f) => stat(f).catch(() => null)));
   return stats.reduce((sum, s) => sum + (s ? s.blocks * 512 : 0), 0);
-}
-
-/** The host file system's block: the unit of a raw file's allocation. */
-const HOST_BLOCK = 4096;
-
-/** A raw grow's new range, counted in bytes of the host blocks wholly inside it (as the qcow2
- * reader counts the clusters wholly inside): as many as the file's host blocks grew by are
- * allocated ('normal'), the rest are holes. A raw file has no map of its own, and SEEK_DATA shows
- * fallocated blocks as holes, so the blocks are what tells falloc from off. */
-function rawGrownRange(from: number, to: number, grewBy: number): GuestCounts {
-  const inner = Math.max(0, Math.floor(to / HOST_BLOCK) - Math.ceil(from / HOST_BLOCK)) * HOST_BLOCK;
-  // the two blocks the range's ends fall in may be allocated by the step too, or before it
-  const allocated = grewBy >= inner ? inner : Math.max(0, grewBy - 2 * HOST_BLOCK);
-  return { unallocated: inner - allocated, normal: allocated, 'zero-plain': 0, 'zero-alloc': 0, compressed: 0 };
 }
 
 /** A side's virtual size as it is now, as qemu sees it: a qcow2 header's size field, a raw

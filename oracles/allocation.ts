@@ -23,6 +23,20 @@ export interface AllocationObservation {
   hostBytes: { reference: number; subject: number };
 }
 
+/** The host file system's block: the unit of a raw file's allocation. */
+export const HOST_BLOCK = 4096;
+
+/** A raw grow's new range, counted in bytes of the host blocks wholly inside it (as the qcow2
+ * reader counts the clusters wholly inside): as many as the file's host blocks grew by are
+ * allocated ('normal'), the rest are holes. A raw file has no map of its own, and SEEK_DATA shows
+ * fallocated blocks as holes, so the blocks are what tells falloc from off. */
+export function rawGrownCounts(from: number, to: number, grewBy: number): GuestCounts {
+  const inner = Math.max(0, Math.floor(to / HOST_BLOCK) - Math.ceil(from / HOST_BLOCK)) * HOST_BLOCK;
+  // the two blocks the range's ends fall in may be allocated by the step too, or before it
+  const allocated = grewBy >= inner ? inner : Math.max(0, grewBy - 2 * HOST_BLOCK);
+  return { unallocated: inner - allocated, normal: allocated, 'zero-plain': 0, 'zero-alloc': 0, compressed: 0 };
+}
+
 /** How a range is allocated, in a word: nothing mapped, preallocated metadata that reads as zero,
  * data clusters, or a mix. */
 function allocationClass(c: GuestCounts): string {

@@ -3,6 +3,7 @@
 // behaviours each oracle promises hold on the cases recorded to show them.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { rawGrownCounts } from '../../oracles/allocation.ts';
 import { classifyOutcome } from '../../oracles/outcome.ts';
 import { ORACLES } from '../../oracles/table.ts';
 import {
@@ -82,6 +83,21 @@ describe('allocation oracle', () => {
     assert.deepEqual(await kinds('allocation', 'host-blow-up'), ['allocation/host-blow-up/subject']);
     assert.deepEqual(await kinds('allocation', 'host-within-tolerance'), []);
   });
+
+  // a raw grow is read from how many host bytes each side's file grew by
+  const KIB = 1024;
+  const rawGrows: [string, number, number, number, { normal: number; unallocated: number }][] = [
+    ['a grow inside one host block is not judged', 512, 1024, 4 * KIB, { normal: 0, unallocated: 0 }],
+    ['a sparse grow allocates nothing', 512, 64 * KIB, 0, { normal: 0, unallocated: 60 * KIB }],
+    ['the blocks at its ends count for nothing', 512, 64 * KIB, 8 * KIB, { normal: 0, unallocated: 60 * KIB }],
+    ['a falloc grow allocates the blocks inside', 512, 64 * KIB, 64 * KIB, { normal: 60 * KIB, unallocated: 0 }],
+    ['a part of them is a part', 0, 64 * KIB, 40 * KIB, { normal: 32 * KIB, unallocated: 32 * KIB }],
+  ];
+  for (const [why, from, to, grewBy, expected] of rawGrows)
+    test(`raw grown range: ${why}`, () => {
+      const { normal, unallocated } = rawGrownCounts(from, to, grewBy);
+      assert.deepEqual({ normal, unallocated }, expected);
+    });
 });
 
 describe('in-place oracle', () => {
