@@ -115,8 +115,9 @@ export function infoOracle(reference: InfoObservation, subject: InfoObservation)
   const diff = Object.fromEntries(
     differing.map((k) => [k, { reference: reference.fields[k], subject: subject.fields[k] }]),
   );
-  const shown = (k: keyof InfoFields) =>
-    `${k} (qemu ${JSON.stringify(diff[k]!.reference)}, subject ${JSON.stringify(diff[k]!.subject)})`;
+  // a field a v2 header or a plain image does not have is absent, not "undefined"
+  const value = (v: unknown) => (v === undefined ? 'absent' : JSON.stringify(v));
+  const shown = (k: keyof InfoFields) => `${k} (qemu ${value(diff[k]!.reference)}, subject ${value(diff[k]!.subject)})`;
   return [
     {
       oracle: 'info',

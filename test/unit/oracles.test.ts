@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { rawGrownCounts } from '../../oracles/allocation.ts';
+import { infoOracle, parseInfo } from '../../oracles/info.ts';
 import { classifyOutcome } from '../../oracles/outcome.ts';
 import { ORACLES } from '../../oracles/table.ts';
 import {
@@ -218,6 +219,12 @@ describe('info oracle', () => {
   test('names every differing field, sorted, in the detail', async () => {
     assert.deepEqual(await details('info', 'two-fields'), ['refcount-bits']);
     assert.deepEqual(await details('info', 'compat'), ['compat,corrupt,extended-l2,lazy-refcounts']);
+  });
+  test('shows a field one side lacks as absent', async () => {
+    const { input } = await judged<InfoInput, Findings>('info', 'info/compat.json');
+    const observed = (o: InfoInput['reference']) => parseInfo(o.exitCode, o.stdout, '');
+    const [finding] = infoOracle(observed(input.reference), observed(input.subject));
+    assert.match(finding!.message, /lazy-refcounts \(qemu false, subject absent\)/);
   });
   test("leaves the virtual size to the content oracle's size-differs", async () =>
     assert.deepEqual(await kinds('info', 'virtual-size'), []));
