@@ -24,7 +24,7 @@ export interface AllocationObservation {
 }
 
 /** The host file system's block: the unit of a raw file's allocation. */
-export const HOST_BLOCK = 4096;
+const HOST_BLOCK = 4096;
 
 /** A raw grow's new range, counted in bytes of the host blocks wholly inside it (as the qcow2
  * reader counts the clusters wholly inside): as many as the file's host blocks grew by are
