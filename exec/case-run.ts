@@ -35,17 +35,29 @@ export class CaseRun {
 
   /** Runs a command in a side's directory (the work directory itself without a data file). */
   async run(program: string, args: string[], where: SideFiles | null = null): Promise<CommandRecord> {
+    return this.record(await this.runUnrecorded(program, args, where));
+  }
+
+  /** Runs a command as `run` does but leaves it out of `commands`: for a build attempt that
+   * failed for a passing reason and is run again, so that a report lists what the case needs and
+   * the same case gives the same report however busy the machine was. */
+  async runUnrecorded(program: string, args: string[], where: SideFiles | null = null): Promise<CommandRecord> {
     const cwd = where ? join(this.dir, where.dir) : this.dir;
     const record = await runCommand(program, args, {
       timeoutMs: this.options.timeoutMs,
       cwd,
       signal: this.options.signal,
     });
-    this.commands.push(record);
     if (this.options.signal?.aborted) throw new CaseAborted();
     // both sides write into the work directory: a full disk there is no divergence
     if (NO_SPACE.test(record.stderr))
       throw diskFull(this.options.workdir, `${program}: ${record.stderr.trim().split('\n')[0]}`);
+    return record;
+  }
+
+  /** Adds a command that ran to `commands`. */
+  record(record: CommandRecord): CommandRecord {
+    this.commands.push(record);
     return record;
   }
 

@@ -152,7 +152,8 @@ async function buildBase(run: CaseRun) {
   const { base, reference, subject } = run.layout;
   if (run.layout.dataFile) await Promise.all([base, reference, subject].map((s) => mkdir(join(run.dir, s.dir))));
   for (const cmd of buildCommands(run.c, base.image)) {
-    const { result: r, ok } = await runBuildCommand(cmd, () => run.run(cmd.program, cmd.args, base));
+    const { result: r, ok } = await runBuildCommand(cmd, () => run.runUnrecorded(cmd.program, cmd.args, base));
+    run.record(r);
     if (!ok)
       throw new CaseSetupError(
         `${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`,

@@ -4,6 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
+import fc from 'fast-check';
+import { runCase } from '../exec/run-case.ts';
+import { caseArb } from '../generators/cases.ts';
+import { qemuImg } from '../model/commands.ts';
 import { allReportFiles, fuzzCli, instarDouble, readSummary, reportsDir, runRepro, startFuzz } from './helpers.ts';
 
 // The harness under the worst conditions: interrupted, killed, out of disk space, given hostile
@@ -238,5 +242,32 @@ describe('determinism', () => {
     }
     assert.ok(runs[0]!.reports.length > 0);
     assert.deepEqual(runs[0], runs[1]);
+  });
+
+  it('a LUKS create that qemu gives up on is run again and left out of the commands a report lists', async (t) => {
+    // a qemu-img first on PATH that fails the first create as qemu 7.2 does on a busy machine
+    const bin = await mkdtemp(join(tmpdir(), 'flaky-qemu-'));
+    t.after(() => rm(bin, { recursive: true, force: true }));
+    const failed = join(bin, 'failed-once');
+    const real = (await execa('sh', ['-c', 'command -v qemu-img'])).stdout;
+    const script = [
+      '#!/bin/sh',
+      `if [ "$1" = create ] && [ ! -e '${failed}' ]; then`,
+      `  : > '${failed}'; echo 'qemu-img: base.qcow2: Unable to get accurate CPU usage' >&2; exit 1`,
+      'fi',
+      `exec '${real}' "$@"`,
+    ].join('\n');
+    await writeFile(join(bin, 'qemu-img'), `${script}\n`, { mode: 0o755 });
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    t.after(() => void (process.env.PATH = path));
+
+    const c = fc.sample(caseArb, { seed: 5, numRuns: 500 }).find((x) => x.image.encrypted)!;
+    const result = await runCase(c, { subject: qemuImg, timeoutMs: 60_000, workdir: bin, wantArtifacts: () => false });
+    assert.deepEqual(result.findings, []);
+    await readFile(failed); // the first create did fail
+    const creates = result.commands.filter((r) => r.argv[0] === 'qemu-img' && r.argv[1] === 'create');
+    assert.equal(creates.length, 1, JSON.stringify(creates.map((r) => r.argv)));
+    assert.equal(creates[0]!.exitCode, 0);
   });
 });
