@@ -50,16 +50,18 @@ export async function contentHash(...files: string[]): Promise<string> {
   return hash.digest('hex');
 }
 
-/** Copies a file, keeping its holes: a data file is as long as the virtual disk and mostly a hole,
- * and copyFile on tmpfs writes every byte of it. */
-export async function copySparse(from: string, to: string): Promise<void> {
+/** Copies a file to each of `to`, keeping its holes and reading it once: a data file is as long
+ * as the virtual disk and mostly a hole, and copyFile on tmpfs writes every byte of it. */
+export async function copySparse(from: string, to: string[]): Promise<void> {
   const src = await open(from, 'r');
-  const dst = await open(to, 'w');
+  const dsts = await Promise.all(to.map((file) => open(file, 'w')));
   try {
-    await dst.truncate((await src.stat()).size);
-    for await (const { at, block, zero } of blocksOf(src)) if (!zero) await dst.write(block, 0, block.length, at);
+    const { size } = await src.stat();
+    await Promise.all(dsts.map((dst) => dst.truncate(size)));
+    for await (const { at, block, zero } of blocksOf(src))
+      if (!zero) await Promise.all(dsts.map((dst) => dst.write(block, 0, block.length, at)));
   } finally {
-    await Promise.all([src.close(), dst.close()]);
+    await Promise.all([src, ...dsts].map((f) => f.close()));
   }
 }
 

@@ -166,15 +166,15 @@ async function buildBase(run: CaseRun) {
  * its own data file and backing image. */
 async function copySides(run: CaseRun) {
   const { base, dataFile, backing } = run.layout;
+  const sides = [run.layout.reference, run.layout.subject];
   const inBase = (file: string) => join(run.dir, base.dir, file);
-  const sparse = sparseRawBase(run.c);
-  for (const side of [run.layout.reference, run.layout.subject]) {
-    if (sparse) await copySparse(run.path(base), run.path(side));
-    else await copyFile(run.path(base), run.path(side), constants.COPYFILE_FICLONE);
-    if (dataFile) await copySparse(inBase(dataFile), join(run.dir, side.dir, dataFile));
-    if (dataFile && backing)
-      await copyFile(inBase(backing), join(run.dir, side.dir, backing), constants.COPYFILE_FICLONE);
-  }
+  const images = sides.map((side) => run.path(side));
+  if (sparseRawBase(run.c)) await copySparse(run.path(base), images);
+  else for (const image of images) await copyFile(run.path(base), image, constants.COPYFILE_FICLONE);
+  const inSides = (file: string) => sides.map((side) => join(run.dir, side.dir, file));
+  if (dataFile) await copySparse(inBase(dataFile), inSides(dataFile));
+  if (dataFile && backing)
+    for (const copy of inSides(backing)) await copyFile(inBase(backing), copy, constants.COPYFILE_FICLONE);
 }
 
 /** The generator promised a clean image (a dirty one's refcounts lag by design), and the qcow2
