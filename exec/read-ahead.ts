@@ -27,8 +27,9 @@ export class ReadAhead {
     private readonly plans: { plan: StepPlan }[],
   ) {}
 
+  /** Not qcow2: no structure of the harness's reading, a plain compare. */
   private get raw() {
-    return this.run.c.image.format === 'raw';
+    return this.run.c.image.format !== 'qcow2';
   }
 
   /** The structure of the base image, read while qemu-img checks it. */
@@ -59,7 +60,7 @@ export class ReadAhead {
    * images until that step starts). */
   afterAcceptance(index: number): {
     comparePlan: Promise<ComparePlan> | undefined;
-    /** null for a raw image, which has no structure to read. */
+    /** null for an image that is not qcow2, which has no structure the harness reads. */
     structures: Promise<[StructureObservation, StructureObservation]> | null;
   } {
     const comparePlan = this.comparePlan();
@@ -76,8 +77,8 @@ export class ReadAhead {
     return { comparePlan, structures };
   }
 
-  /** compareContent's reading of both results; none with a data file or a raw image, which get a
-   * plain compare. */
+  /** compareContent's reading of both results; none with a data file or an image that is not
+   * qcow2, which get a plain compare. */
   comparePlan(): Promise<ComparePlan> | undefined {
     const { layout, dir } = this.run;
     if (layout.dataFile || this.raw) return undefined;

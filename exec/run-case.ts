@@ -1,9 +1,9 @@
 import { constants } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
-import { sparseRawBase, type Case } from '../model/case.ts';
+import { isConverted, sparseRawBase, type Case } from '../model/case.ts';
 import {
   buildCommands,
   runBuildCommand,
@@ -11,7 +11,7 @@ import {
   outputModeOf,
   qemuImg,
   qemuIoArgs,
-  referenceResizeArgs,
+  referenceCommands,
   resizeArgs,
   type CommandRecord,
 } from '../model/commands.ts';
@@ -23,7 +23,7 @@ import { firstMismatch, type CompareObservation, type MismatchSector, type Regro
 import type { StepFinding } from '../oracles/finding.ts';
 import { rawGrownCounts, type AllocationObservation } from '../oracles/allocation.ts';
 import type { FileIdentity, InPlaceObservation } from '../oracles/in-place.ts';
-import { infoFromStructure, RAW_INFO, type InfoObservation } from '../oracles/info.ts';
+import { infoFromStructure, parseConvertedInfo, parseInfo, RAW_INFO, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, type OutcomeClass } from '../oracles/outcome.ts';
 import {
   judgeAfterUse,
@@ -180,8 +180,8 @@ async function copySides(run: CaseRun) {
 /** The generator promised a clean image (a dirty one's refcounts lag by design), and the qcow2
  * reader must count the same allocated clusters as qemu-img check: both are checked. */
 async function checkBase(run: CaseRun, ahead: ReadAhead): Promise<CaseResult['baseReader']> {
-  // qemu-img cannot check a raw image, which has no structure to read either
-  if (run.c.image.dirty || run.c.image.format === 'raw') return null;
+  // qemu-img cannot check a raw or vpc image, and the harness reads only qcow2 structures
+  if (run.c.image.dirty || run.c.image.format !== 'qcow2') return null;
   const structure = ahead.baseStructure();
   const check = await run.check(run.layout.base);
   const read = await structure;
@@ -206,7 +206,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     run.c.image.format === 'raw'
       ? { reference: await hostBytes(run, reference), subject: await hostBytes(run, subject) }
       : null;
-  const ref = await run.run(qemuImg.program, referenceResizeArgs(step, reference.image, run.c.image.format), reference);
+  const ref = await referenceStep(run, index, plan);
   const around = await aroundSubject(run);
   const sub = await run.run(
     run.options.subject.program,
@@ -278,6 +278,21 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
   return { record, observation };
 }
 
+/** qemu-img's side of a step (referenceCommands): its commands one after the other up to the first
+ * that fails, which is then the outcome, else the resize's. */
+async function referenceStep(run: CaseRun, index: number, plan: StepPlan): Promise<CommandRecord> {
+  const { reference } = run.layout;
+  const { commands, resize, scratch } = referenceCommands(run.c.steps[index]!, reference.image, run.c.image, plan.kind);
+  let outcome: CommandRecord | undefined;
+  for (const [i, args] of commands.entries()) {
+    const r = await run.run(qemuImg.program, args, reference);
+    if (i === resize || r.exitCode !== 0) outcome = r;
+    if (r.exitCode !== 0) break;
+  }
+  if (scratch) await rm(join(run.dir, reference.dir, scratch), { force: true });
+  return outcome!;
+}
+
 /** The subject's image and its directory right before its resize; `after()` observes them again
  * once it ran. Stats and directory listings, no processes. */
 async function aroundSubject(run: CaseRun) {
@@ -314,14 +329,16 @@ async function observeResults(
 ): Promise<ResultsObservation> {
   const { comparePlan, structures } = ahead.afterAcceptance(index);
   const allocation = run.background(observeAllocation(run, index, step));
-  const raw = run.c.image.format === 'raw';
-  const subCheck = raw ? null : await run.check(run.layout.subject);
+  const { format } = run.c.image;
+  const subCheck = checkable(run) ? await run.check(run.layout.subject) : null;
   const compared = await compareResults(run, comparePlan);
   const [subjectStructure, referenceStructure] = (await structures) ?? [null, null];
   const { subjectCheck, referenceCheck } = await checks(run, subCheck);
-  const [referenceInfo, subjectInfo] = raw
-    ? await Promise.all([rawInfo(run, run.layout.reference), rawInfo(run, run.layout.subject)])
-    : [infoFromStructure(referenceStructure!), infoFromStructure(subjectStructure!)];
+  const infoOf = format === 'raw' ? rawInfo : convertedInfo;
+  const [referenceInfo, subjectInfo] =
+    format === 'qcow2'
+      ? [infoFromStructure(referenceStructure!), infoFromStructure(subjectStructure!)]
+      : [await infoOf(run, run.layout.reference), await infoOf(run, run.layout.subject)];
   const compare: CompareObservation = {
     ...compared,
     referenceSize: sizeOf(referenceInfo),
@@ -350,8 +367,10 @@ async function observeAllocation(
   run: CaseRun,
   index: number,
   { before, plan, hostBefore }: StepSizes,
-): Promise<AllocationObservation> {
+): Promise<AllocationObservation | null> {
   const { reference, subject } = run.layout;
+  // a vhdx, vmdk or vpc reference is converted anew, its host layout nothing like an in-place resize's
+  if (isConverted(run.c.image.format)) return null;
   const hostAfter = { reference: await hostBytes(run, reference), subject: await hostBytes(run, subject) };
   const grownRange = (side: SideFiles, name: 'reference' | 'subject') =>
     hostBefore
@@ -382,14 +401,49 @@ async function hostBytes(run: CaseRun, side: SideFiles): Promise<number> {
 }
 
 /** A side's virtual size as it is now, as qemu sees it: a qcow2 header's size field, a raw
- * file's length in whole sectors (rawVirtualSize). */
+ * file's length in whole sectors (rawVirtualSize), what qemu-img info says of any other. */
 function virtualSizeOf(run: CaseRun, side: SideFiles): Promise<number | null> {
   const file = run.path(side);
+  const { format } = run.c.image;
   const size =
-    run.c.image.format === 'raw'
+    format === 'raw'
       ? stat(file).then((s) => rawVirtualSize(s.size))
-      : readQcow2Header(file).then((h) => h.size);
+      : format === 'qcow2'
+        ? readQcow2Header(file).then((h) => h.size)
+        : convertedInfo(run, side).then((info) => (info.ok ? Number(info.fields['virtual-size']) : null));
   return size.catch(() => null);
+}
+
+/** Whether qemu-img can check images of the case's format: not raw or vpc. */
+const checkable = (run: CaseRun) => !['raw', 'vpc'].includes(run.c.image.format);
+
+/** `qemu-img info` of a vhdx, vmdk or vpc side, with a vmdk's descriptor read from the file. */
+async function convertedInfo(run: CaseRun, side: SideFiles): Promise<InfoObservation> {
+  const { format } = run.c.image;
+  const r = await run.run('qemu-img', ['info', '--output=json', '-f', format, side.image], side);
+  const descriptor = format === 'vmdk' ? await vmdkDescriptor(run.path(side)) : null;
+  return r.exitCode === 0
+    ? parseConvertedInfo(r.exitCode, r.stdout, r.stderr, descriptor)
+    : parseInfo(r.exitCode, r.stdout, r.stderr);
+}
+
+/** The descriptor embedded in a sparse vmdk: its header ("KDMV") names where it lies and how long
+ * it is, in sectors (VMware's Virtual Disk Format 5.0, SparseExtentHeader). '' when there is none. */
+async function vmdkDescriptor(file: string): Promise<string> {
+  const fd = await open(file, 'r').catch(() => null);
+  if (!fd) return '';
+  try {
+    const header = Buffer.alloc(44);
+    await fd.read(header, 0, 44, 0);
+    if (header.toString('latin1', 0, 4) !== 'KDMV') return '';
+    const offset = Number(header.readBigUInt64LE(28)) * 512;
+    const length = Math.min(Number(header.readBigUInt64LE(36)) * 512, 1 << 20);
+    const text = Buffer.alloc(length);
+    await fd.read(text, 0, length, offset);
+    return text.toString('latin1').replace(/\0+$/, '');
+  } finally {
+    await fd.close();
+  }
 }
 
 /** What qemu-img info says of a raw image, from the file, with the file's exact length for the
@@ -423,7 +477,7 @@ async function checks(run: CaseRun, subCheck: CommandRecord | null) {
 function compareResults(run: CaseRun, plan: Promise<ComparePlan> | undefined) {
   const { layout, dir, options } = run;
   const { encrypted, format } = run.c.image;
-  if (layout.dataFile || encrypted || format === 'raw') return run.run('qemu-img', compareArgs(layout, run.c.image));
+  if (layout.dataFile || encrypted || format !== 'qcow2') return run.run('qemu-img', compareArgs(layout, run.c.image));
   const runInDir = (program: string, args: string[]) => run.run(program, args);
   return compareContent(imagePath(layout.reference), imagePath(layout.subject), {
     timeoutMs: options.timeoutMs,
@@ -479,7 +533,7 @@ async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord) 
   // sizes from the headers: the workload grew both images, and this saves two info runs
   const sizes = run.background(Promise.all([virtualSizeOf(run, reference), virtualSizeOf(run, subject)]));
   const comparePlan = ahead.comparePlan();
-  const subCheck = run.c.image.format === 'raw' ? null : await run.check(subject);
+  const subCheck = checkable(run) ? await run.check(subject) : null;
   const compared = await compareResults(run, comparePlan);
   const [referenceSize, subjectSize] = await sizes;
   const { subjectCheck, referenceCheck } = await checks(run, subCheck);

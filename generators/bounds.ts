@@ -49,10 +49,17 @@ export const MAX_RAW_SIZE = 128 * MiB;
 /** A raw image's data may be dense: one write of up to this many bytes fills much of it. */
 export const MAX_RAW_DENSE_WRITE = 8 * MiB;
 
+/** vhdx, vmdk and vpc images: a fixed one is as long as its virtual disk (as raw is); a dynamic
+ * one reaches past a vhdx BAT chunk (4 GiB of guest space, whatever the block size), while the
+ * reference's raw copy in between stays sparse. */
+export const MAX_FIXED_SIZE = 64 * MiB;
+export const MAX_DYNAMIC_SIZE = 8 * GiB;
+
 /** The largest virtual size any step of this image reaches. */
 export function stepSizeLimit(
-  image: Pick<ImageSpec, 'format' | 'clusterSize' | 'extendedL2' | 'dataFile' | 'backing' | 'encrypted'>,
+  image: Pick<ImageSpec, 'format' | 'clusterSize' | 'extendedL2' | 'dataFile' | 'backing' | 'encrypted' | 'options'>,
 ): number {
+  if (image.options) return image.options.subformat === 'fixed' ? MAX_FIXED_SIZE : MAX_DYNAMIC_SIZE;
   if (image.format === 'raw') return MAX_RAW_SIZE;
   if (image.encrypted) return 2 * MAX_ENCRYPTED_SIZE - 512;
   if (image.dataFile !== 'none' || image.backing !== null) return 2 * imageSizeLimit(image);

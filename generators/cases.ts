@@ -13,6 +13,7 @@ import {
   withSnapshots,
 } from './data.ts';
 import { creationArb, externalArb, imageArb, withCreation, withExternalFiles } from './image.ts';
+import { convertedCaseArb } from './converted.ts';
 import { rawCaseArb } from './raw.ts';
 import { formatBytes, materialiseStep, stepRecipeArb } from './steps.ts';
 
@@ -106,11 +107,17 @@ export const caseArb: fc.Arbitrary<Case> = fc
   );
 
 /** The generator of each format's cases. */
-export const CASE_ARBITRARIES: Record<ImageFormat, fc.Arbitrary<Case>> = { qcow2: caseArb, raw: rawCaseArb };
+export const CASE_ARBITRARIES: Record<ImageFormat, fc.Arbitrary<Case>> = {
+  qcow2: caseArb,
+  raw: rawCaseArb,
+  vhdx: convertedCaseArb('vhdx'),
+  vmdk: convertedCaseArb('vmdk'),
+  vpc: convertedCaseArb('vpc'),
+};
 
 /** How often each format comes up among the formats a run covers: qcow2 has the most a resizer can
- * get wrong (refcounts, tables, features), raw the least. */
-const FORMAT_WEIGHTS: Record<ImageFormat, number> = { qcow2: 3, raw: 1 };
+ * get wrong (refcounts, tables, features), raw and the formats qemu-img does not resize the least. */
+const FORMAT_WEIGHTS: Record<ImageFormat, number> = { qcow2: 3, raw: 1, vhdx: 1, vmdk: 1, vpc: 1 };
 /** The format of a case is drawn from a stream of its own (this seed offset), so that a qcow2
  * case at (seed, iteration) is the case qcow2-only runs of that seed had there. */
 const FORMAT_SEED_OFFSET = 0x5eed;

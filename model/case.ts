@@ -11,9 +11,30 @@ export type DataFileKind = (typeof DATA_FILE_KINDS)[number];
 
 /** The image formats a case may have. A raw image is its guest disk: only its virtual size, its
  * created preallocation (off, falloc or full) and the data written into it (write, zero, discard)
- * mean anything; its qcow2 fields hold RAW_IMAGE's values. */
-export const IMAGE_FORMATS = ['qcow2', 'raw'] as const;
+ * mean anything; its qcow2 fields hold RAW_IMAGE's values. vhdx, vmdk and vpc images are the same
+ * plus their `options`. */
+export const IMAGE_FORMATS = ['qcow2', 'raw', 'vhdx', 'vmdk', 'vpc'] as const;
 export type ImageFormat = (typeof IMAGE_FORMATS)[number];
+/** The formats qemu-img 7.2 resizes: the only ones a control run (qemu-img on both sides) has. */
+export const QEMU_RESIZED_FORMATS = ['qcow2', 'raw'] as const satisfies readonly ImageFormat[];
+/** The formats qemu-img 7.2 reads, converts and (but vpc) checks, but does not resize ("Image
+ * format driver does not support resize"). Their reference result is qemu-img's resize of the
+ * image converted to raw, converted back with the image's own options (model/commands.ts). */
+export const CONVERTED_FORMATS = ['vhdx', 'vmdk', 'vpc'] as const satisfies readonly ImageFormat[];
+export type ConvertedFormat = (typeof CONVERTED_FORMATS)[number];
+export const isConverted = (format: ImageFormat): format is ConvertedFormat =>
+  (CONVERTED_FORMATS as readonly ImageFormat[]).includes(format);
+
+/** The `qemu-img create -o` options of a vhdx, vmdk or vpc image, by format: each option and the
+ * values it may take (sizes in bytes). */
+export const FORMAT_OPTIONS: Record<ConvertedFormat, Record<string, readonly string[] | 'size'>> = {
+  vhdx: { subformat: ['dynamic', 'fixed'], block_size: 'size', log_size: 'size' },
+  vmdk: {
+    subformat: ['monolithicSparse', 'streamOptimized'],
+    adapter_type: ['ide', 'buslogic', 'lsilogic', 'legacyESX'],
+  },
+  vpc: { subformat: ['dynamic', 'fixed'], force_size: ['on', 'off'] },
+};
 
 export interface ImageSpec {
   format: ImageFormat;
@@ -43,9 +64,13 @@ export interface ImageSpec {
   /** LUKS-encrypted (`encrypt.format=luks`) with ENCRYPTION_KEY (model/commands.ts). Every qemu
    * command on it is given the key, except qemu-img's resize in a step that withholds it. */
   encrypted: boolean;
+  /** vhdx, vmdk, vpc: the `qemu-img create -o` options (FORMAT_OPTIONS) the image is made with,
+   * and the reference result converted back with; absent for qcow2 and raw. */
+  options?: Record<string, string>;
 }
 
-/** The qcow2 fields of a raw image: a qcow2 image of these would have no feature a raw one lacks. */
+/** The qcow2 fields of an image of any other format: a qcow2 image of these would have no feature
+ * a raw one lacks. */
 export const RAW_IMAGE = {
   clusterSize: 65536,
   refcountBits: 16,
@@ -66,7 +91,7 @@ export const RAW_IMAGE = {
  * created-preallocated image stays allocated, and a qcow2 file holds little but data. */
 export const sparseRawBase = (c: Case) => c.image.format === 'raw' && c.image.createdPreallocation === 'off';
 
-/** The data operations a raw image can take (no compression, no snapshots). */
+/** The data operations a raw, vhdx, vmdk or vpc image can take (no compression, no snapshots). */
 export const RAW_DATA_OPS = ['write', 'zero', 'discard'] as const;
 
 export const BACKING_FORMATS = ['qcow2', 'raw'] as const;
@@ -205,16 +230,29 @@ export function parseCase(json: unknown, where = 'case'): Case {
     });
     if (image.dataFile === 'data_file_raw') fail('image.dataFile', 'data_file_raw cannot have a backing file');
   }
-  if (image.format === 'raw') {
+  if (image.format !== 'qcow2') {
     for (const [field, value] of Object.entries(RAW_IMAGE)) {
-      if (image[field] !== value) fail(`image.${field}`, `must be ${JSON.stringify(value)} for a raw image`);
+      if (image[field] !== value)
+        fail(`image.${field}`, `must be ${JSON.stringify(value)} for a ${image.format} image`);
     }
     if (image.createdPreallocation === 'metadata') fail('image.createdPreallocation', 'cannot be metadata for raw');
   }
+  const format = image.format as ImageFormat;
+  if (isConverted(format)) {
+    const options = obj(image.options, 'image.options');
+    const allowed = FORMAT_OPTIONS[format];
+    for (const [name, value] of Object.entries(options)) {
+      const values = allowed[name] ?? fail(`image.options.${name}`, `is not an option of ${format} images`);
+      if (values === 'size') int(Number(value), `image.options.${name}`, 1);
+      else oneOf(value, `image.options.${name}`, values);
+    }
+    if (typeof options.subformat !== 'string') fail('image.options.subformat', `must be given for ${format}`);
+    if (image.createdPreallocation !== 'off') fail('image.createdPreallocation', `must be off for ${format}`);
+  } else if (image.options !== undefined) fail('image.options', `must be absent for ${format}`);
   if (!Array.isArray(c.data)) fail('data', 'must be an array');
   (c.data as unknown[]).forEach((d, i) => {
     const op = obj(d, `data[${i}]`);
-    if (image.format === 'raw') oneOf(op.op, `data[${i}].op of a raw image`, RAW_DATA_OPS);
+    if (format !== 'qcow2') oneOf(op.op, `data[${i}].op of a ${format} image`, RAW_DATA_OPS);
     if (op.op === 'snapshot-create' || op.op === 'snapshot-delete') {
       if (typeof op.name !== 'string' || !/^\w+$/.test(op.name)) {
         fail(`data[${i}].name`, 'must be a snapshot name of letters, digits and _');

@@ -1,12 +1,15 @@
 import {
+  isConverted,
   isIoOp,
   type Case,
+  type ConvertedFormat,
   type ImageFormat,
   type ImageSpec,
   type IoOp,
   type OutputMode,
   type ResizeStep,
 } from './case.ts';
+import type { StepKind } from './plan.ts';
 import { backingFileOf, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
 
 // Every command line the harness runs for a case, derived from the case alone: the single source
@@ -82,6 +85,7 @@ function qcow2ImageOpts(file: string, dataFile: string | null, withKey: boolean)
 
 /** The `qemu-img create -o` options of an image ('' for a raw one created without preallocation). */
 export function createOptions(image: ImageSpec): string {
+  if (image.options) return optionsText(image.options);
   if (image.format === 'raw')
     return image.createdPreallocation === 'off' ? '' : `preallocation=${image.createdPreallocation}`;
   const opts = [
@@ -100,6 +104,15 @@ export function createOptions(image: ImageSpec): string {
   if (image.encrypted) opts.push(`encrypt.format=luks,${KEY_OPTION},encrypt.iter-time=10`);
   return opts.join(',');
 }
+
+const optionsText = (options: Record<string, string>) =>
+  Object.entries(options)
+    .map(([name, value]) => `${name}=${value}`)
+    .join(',');
+
+/** The raw image a vhdx, vmdk or vpc base image is converted from (next to it): qemu-io cannot
+ * write a streamOptimized vmdk out of order, and one way of building serves all three. */
+export const CONVERT_SOURCE = 'build.raw';
 
 /** qemu-io running `commands` on an image, given the key when it is encrypted. */
 export function qemuIoArgs(commands: string[], file: string, spec: Pick<ImageSpec, 'format' | 'encrypted'>): string[] {
@@ -130,6 +143,7 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
     }
     backing.push('-b', backingFile, '-F', format);
   }
+  if (isConverted(image.format)) return convertedBuild(c, file, image.format);
   const key = image.encrypted ? KEY_OBJECT : [];
   const io = (commands: string[]) => qemuIoArgs(commands, file, image);
   // how qemu-img's other commands name the image: -f qcow2 (which `qemu-img snapshot` lacks) or its key
@@ -193,6 +207,26 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
   return out;
 }
 
+/** A vhdx, vmdk or vpc base image: its data written into a raw image, converted with its options. */
+function convertedBuild(c: Case, file: string, format: ConvertedFormat): BuildCommand[] {
+  const out: BuildCommand[] = [
+    {
+      program: 'qemu-img',
+      args: ['create', '-q', '-f', 'raw', CONVERT_SOURCE, String(c.image.virtualSize)],
+      expect: 'ok',
+      what: 'qemu-img create (raw source)',
+    },
+  ];
+  const writes = c.data.filter(isIoOp).map(qemuIoCommand);
+  if (writes.length > 0) {
+    const args = qemuIoArgs(writes, CONVERT_SOURCE, { format: 'raw', encrypted: false });
+    out.push({ program: 'qemu-io', args, expect: 'ok', what: 'qemu-io (raw source)' });
+  }
+  const args = ['convert', '-q', '-f', 'raw', '-O', format, '-o', createOptions(c.image), CONVERT_SOURCE, file];
+  out.push({ program: 'qemu-img', args, expect: 'ok', what: `qemu-img convert (to ${format})` });
+  return out;
+}
+
 /** A qemu-io command for a data operation. -q leaves out qemu-io's I/O statistics (bytes per
  * second), which differ from run to run and would make reports of the same case differ. */
 export function qemuIoCommand(op: IoOp): string {
@@ -250,6 +284,51 @@ export function resizeArgs(resizer: Resizer, step: ResizeStep, file: string, for
  * human output is compared with. */
 export const referenceResizeArgs = (step: ResizeStep, file: string, format: ImageFormat) =>
   resizeArgs(qemuImg, { ...step, output: 'human' }, file, format);
+
+/** The reference of a step as qemu-img commands run one after the other in the reference's
+ * directory, stopping at the first that fails; `resize` is the one whose outcome and words are the
+ * reference's. One resize for qcow2 and raw. qemu-img resizes no vhdx, vmdk or vpc image, so a grow
+ * (or a resize to the same size) of one is qemu-img's resize of the image converted to raw, which
+ * is then converted back with the image's own options (`scratch` is the raw file in between, which
+ * the caller removes); anything else goes to qemu-img as it is, which refuses it as instar
+ * documents refusing a shrink of these formats. */
+export function referenceCommands(
+  step: ResizeStep,
+  file: string,
+  image: Pick<ImageSpec, 'format' | 'options'>,
+  kind: StepKind,
+): { commands: string[][]; resize: number; scratch: string | null } {
+  const { format, options } = image;
+  if (!isConverted(format) || !options || (kind !== 'grow' && kind !== 'same'))
+    return { commands: [referenceResizeArgs(step, file, format)], resize: 0, scratch: null };
+  const scratch = `${file}.raw`;
+  return {
+    commands: [
+      ['convert', '-q', '-f', format, '-O', 'raw', file, scratch],
+      referenceResizeArgs(step, scratch, 'raw'),
+      [
+        'convert',
+        '-q',
+        '-f',
+        'raw',
+        '-O',
+        format,
+        '-o',
+        optionsText(convertedBackOptions(format, options)),
+        scratch,
+        file,
+      ],
+    ],
+    resize: 1,
+    scratch,
+  };
+}
+
+/** The options a resized vhdx, vmdk or vpc is converted back with: its own, and for vpc
+ * force_size=on, since a resize sets the size asked for (instar rewrites the footer's current
+ * size, and qemu reads it as the size of an image its CHS geometry does not name). */
+const convertedBackOptions = (format: ConvertedFormat, options: Record<string, string>) =>
+  format === 'vpc' ? { ...options, force_size: 'on' } : options;
 
 /** What a resizer is asked to print for a step: qemu-img has no JSON, so a control run's subject
  * prints its words where instar would print JSON. */

@@ -1,4 +1,4 @@
-import type { Case, ImageFormat, ResizeStep } from './case.ts';
+import { isConverted, type Case, type ImageFormat, type ResizeStep } from './case.ts';
 
 // What qemu's rules say each step of a case is, from the case alone: the size it asks for, its
 // kind, whether qemu-img should accept it. Used for registry predicates, coverage, the generator
@@ -40,7 +40,9 @@ export function parseSize(size: string, current: number): number | null {
 }
 
 /** What qemu-img makes of a step from `current` bytes: qcow2 takes only sizes on the 512-byte
- * sector grid, raw any byte count but no metadata preallocation. */
+ * sector grid, raw any byte count but no metadata preallocation; vhdx, vmdk and vpc are grown as
+ * raw is (their reference is a raw resize) and never shrunk (qemu-img resizes none of them, and
+ * instar grows them only). */
 export function planStep(step: ResizeStep, current: number, format: ImageFormat): StepPlan {
   const target = parseSize(step.size, current);
   const offGrid = format === 'qcow2' && target !== null && target % 512 !== 0;
@@ -49,7 +51,7 @@ export function planStep(step: ResizeStep, current: number, format: ImageFormat)
   if (target === current) return { kind: 'same', target, accepted: !prealloc };
   if (target > current)
     return { kind: 'grow', target, accepted: format === 'qcow2' || step.preallocation !== 'metadata' };
-  return { kind: 'shrink', target, accepted: step.shrink && !prealloc };
+  return { kind: 'shrink', target, accepted: step.shrink && !prealloc && !isConverted(format) };
 }
 
 /** The virtual size qemu sees in a raw file of `length` bytes: whole 512-byte sectors, the last
@@ -57,9 +59,11 @@ export function planStep(step: ResizeStep, current: number, format: ImageFormat)
  * next relative SIZE take for 1024 bytes). */
 export const rawVirtualSize = (length: number) => Math.ceil(length / 512) * 512;
 
-/** The virtual size an accepted step leaves, as qemu sees it next. */
+/** The virtual size an accepted step leaves, as qemu sees it next: qcow2 the size asked for, the
+ * others whole sectors (a resized vpc is converted back with force_size=on: the size asked for,
+ * not the size of its CHS geometry). */
 export const sizeAfterStep = (target: number, format: ImageFormat) =>
-  format === 'raw' ? rawVirtualSize(target) : target;
+  format === 'qcow2' ? target : rawVirtualSize(target);
 
 /** The virtual size before each step, assuming qemu's rules decide acceptance. */
 export function plannedSizes(c: Case): { before: number; plan: StepPlan }[] {

@@ -14,6 +14,13 @@ export interface InfoFields {
   corrupt: unknown;
   /** 'luks' for an encrypted image, absent for a plain one: an image must not come back plain. */
   'encrypt-format': unknown;
+  /** vhdx, vmdk, vpc (parseConvertedInfo): the block or grain size (a fixed vpc has none), the
+   * vmdk subformat, its extents but their file names, and what its descriptor says. */
+  'cluster-size'?: unknown;
+  'create-type'?: unknown;
+  extents?: unknown;
+  'adapter-type'?: unknown;
+  'descriptor-extents'?: unknown;
 }
 
 /** The fields of a raw image but its size: qemu-img info shows no format-specific part. */
@@ -56,6 +63,49 @@ export function parseInfo(exitCode: number | null, stdout: string, stderr: strin
     return { ok: false, exitCode, stderr: `qemu-img info printed no JSON: ${stdout.slice(0, 200)}` };
   }
 }
+
+/** What `qemu-img info --output=json` says of a vhdx, vmdk or vpc image, with the adapter type and
+ * the extent lines (access, sectors, type) of a vmdk's descriptor (`descriptor`, the text): qemu
+ * shows neither and sizes a sparse extent by its header alone, but VMware's tools read both. The
+ * vmdk CID changes with every write, so it is left out. */
+export function parseConvertedInfo(
+  exitCode: number | null,
+  stdout: string,
+  stderr: string,
+  descriptor: string | null,
+): InfoObservation {
+  const parsed = parseInfo(exitCode, stdout, stderr);
+  if (!parsed.ok) return parsed;
+  const info = JSON.parse(stdout) as Record<string, unknown> & {
+    'format-specific'?: { data?: { 'create-type'?: unknown; extents?: Record<string, unknown>[] } };
+  };
+  const data = info['format-specific']?.data;
+  // an extent as large as the disk is named so: the size is the content oracle's (one symptom,
+  // one signature), a part that disagrees with it is this oracle's
+  const size = info['virtual-size'];
+  const extents = data?.extents?.map(({ filename: _f, ...extent }) =>
+    extent['virtual-size'] === size ? { ...extent, 'virtual-size': 'disk' } : extent,
+  );
+  const adapter = descriptor === null ? undefined : /^ddb\.adapterType\s*=\s*"([^"]*)"/m.exec(descriptor)?.[1];
+  return {
+    ok: true,
+    fields: {
+      ...parsed.fields,
+      'cluster-size': info['cluster-size'],
+      'create-type': data?.['create-type'],
+      extents: extents && JSON.stringify(extents),
+      'adapter-type': descriptor === null ? undefined : (adapter ?? null),
+      'descriptor-extents': descriptor === null ? undefined : descriptorExtents(descriptor, Number(size)),
+    },
+  };
+}
+
+/** "RW 16384 SPARSE; ...": a descriptor's extent lines without their file names, "disk" for the
+ * sectors of an extent as large as the disk (`size` bytes). */
+const descriptorExtents = (descriptor: string, size: number) =>
+  [...descriptor.matchAll(/^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)/gm)]
+    .map(([, access, sectors, type]) => `${access} ${Number(sectors) * 512 === size ? 'disk' : sectors} ${type}`)
+    .join('; ');
 
 /** qcow2's crypt_method values as qemu-img info names them (0, no encryption, has no name). */
 const CRYPT_METHODS: Record<number, string> = { 1: 'aes', 2: 'luks' };

@@ -114,12 +114,13 @@ const commandText = (cmd: Report['commands'][number]) => {
   return `- \`${cmd.argv.map(shellQuote).join(' ')}\` → ${outcome}${stderr}`;
 };
 
-/** The image of a case, in a line or two: a raw image has only its size and its preallocation. */
+/** The image of a case, in a line or two: an image that is not qcow2 has only its size and its
+ * create options. */
 function imageLines(image: ImageSpec, features: string[]): string[] {
   const options = createOptions(image);
   const created = options === '' ? '' : `, \`-o ${options}\``;
   const line = `- image: ${image.format}, virtual size ${image.virtualSize} bytes${created}`;
-  return image.format === 'raw' ? [line] : [line, `- image features: ${features.join(', ')}`];
+  return image.format !== 'qcow2' ? [line] : [line, `- image features: ${features.join(', ')}`];
 }
 
 /** report.md: the report for people. */

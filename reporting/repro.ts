@@ -6,7 +6,7 @@ import {
   openImage,
   qemuImg,
   qemuIoArgs,
-  referenceResizeArgs,
+  referenceCommands,
   resizeArgs,
   type Resizer,
 } from '../model/commands.ts';
@@ -33,8 +33,13 @@ work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2
 # outcome class of an exit status from timeout(1): 124 timed out, above 128 killed by a signal
 outcome() { case $1 in 0) echo ok ;; 124) echo timed-out ;; ` +
   String.raw`*) if [ "$1" -gt 128 ]; then echo crashed; else echo refused; fi ;; esac; }`;
-/** Only the verdicts that compare info fields need it. */
-const FIELDS = 'fields() { qemu-img info -f qcow2 --output=json "$1" | grep -E "$2"; }';
+/** Only the verdicts that compare info fields need it: the fields of qemu-img info, and the lines
+ * of a vmdk's descriptor (descriptor-extents, adapter-type) that it does not show. */
+const fields = (format: string) =>
+  format === 'vmdk'
+    ? 'fields() { qemu-img info -f vmdk --output=json "$1" | grep -E "$2"; ' +
+      `head -c 65536 "$1" | grep -a -o -E '^(RW|RDONLY|NOACCESS) [0-9]+ [A-Z]+|^ddb\\.adapterType.*'; }`
+    : `fields() { qemu-img info -f ${format} --output=json "$1" | grep -E "$2"; }`;
 
 /** qcow2 magic numbers of header extensions, as od prints them. */
 const EXTENSION_MAGIC: Record<string, string> = {
@@ -84,7 +89,7 @@ function structureVerdict(f: Finding, layout: Layout): string[] {
 const BOTH_OK = '[ "$ref$sub" = okok ] || reproduced=0';
 
 /** What the subject printed against what it should have (its stdout is in sub.out). */
-function outputVerdict(f: Finding, layout: Layout): string[] {
+function outputVerdict(f: Finding, layout: Layout, format: string): string[] {
   const shown = ["echo '== what the subject printed'", 'cat sub.out'];
   if (f.kind === 'quiet-printed') return [...shown, '[ -s sub.out ] && reproduced=1'];
   if (f.kind === 'stdout-differs') return [...shown, 'cmp -s ref.out sub.out || reproduced=1'];
@@ -96,7 +101,7 @@ function outputVerdict(f: Finding, layout: Layout): string[] {
   const { stdout } = f.evidence as { stdout?: string };
   const image = imagePath(layout.subject);
   const said = (k: string) => `$(grep -o '"${k}": *[0-9a-z"]*' sub.out | sed 's/.*: *//; s/"//g')`;
-  const virtualSize = `qemu-img info -f qcow2 --output=json ${image} | grep -o '"virtual-size": *[0-9]*'`;
+  const virtualSize = `qemu-img info -f ${format} --output=json ${image} | grep -o '"virtual-size": *[0-9]*'`;
   const expected: Record<string, string> = {
     new_virtual_size: `$(${virtualSize} | grep -o '[0-9]*$')`,
     new_file_size: `$(stat -c %s ${image})`,
@@ -146,7 +151,7 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
         return verdict({ ...f, oracle: 'content', kind: 'size-differs' }, layout, spec);
       return verdict({ ...f, oracle: 'outcome' }, layout, spec);
     case 'output':
-      return [...outputVerdict(f, layout), '[ "$sub" = ok ] || reproduced=0'];
+      return [...outputVerdict(f, layout, spec.format), '[ "$sub" = ok ] || reproduced=0'];
     case 'unchanged-on-refusal': {
       // with a data file, a refused step must leave that as it was too
       const data = layout.dataFile ? ` || ! cmp -s before.${layout.dataFile} ${side.dir}/${layout.dataFile}` : '';
@@ -166,6 +171,8 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
       return lines;
     }
     case 'info': {
+      if (f.kind === 'info-failed')
+        return [`${at(side, `qemu-img info ${opened(side.image, spec)}`)} >/dev/null || reproduced=1`];
       const pattern = shellQuote(`"(${f.detail.split(',').join('|')})":`);
       return [
         `${at(ref, `fields ${ref.image} ${pattern}`)} >reference.fields; ` +
@@ -301,7 +308,7 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
     `# Found by the instar resize fuzzer (${origin}). ${needs}`,
     '# Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.',
     PRELUDE,
-    ...(checks.some((l) => l.includes('fields ')) ? [FIELDS] : []),
+    ...(checks.some((l) => l.includes('fields ')) ? [fields(c.image.format)] : []),
   ];
   lines.push(...buildLines(c, layout));
   for (const [index, { plan }] of plannedSizes(c)
@@ -316,12 +323,17 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
         : '';
       lines.push(`cp ${imagePath(side)} before.qcow2${data}`);
     }
-    const refResize = command(['qemu-img', ...referenceResizeArgs(step, ref.image, c.image.format)]);
+    // qemu-img's side: its resize, or for vhdx, vmdk and vpc its resize of a raw conversion
+    const reference = referenceCommands(step, ref.image, c.image, plan.kind);
+    const timed = reference.commands.map((args) => `timeout -k 5 "$TIMEOUT" ${command(['qemu-img', ...args])}`);
+    const refResize = reference.scratch
+      ? `{ ${timed.join(' && ')}; r=$?; rm -f ${shellQuote(reference.scratch)}; (exit $r); }`
+      : timed[0]!;
     const subResize = `${subjectProgram} ${command(resizeArgs(subject, step, sub.image, c.image.format))}`;
     const heading = shellQuote(`== step ${index + 1}, resize to ${step.size} (${plan.kind}):`);
     // the output oracle judges what the last step printed: both sides' stdout kept in files
     const keep = last && finding.oracle === 'output';
-    lines.push(`${at(ref, `timeout -k 5 "$TIMEOUT" ${refResize}`)}${keep ? ' >ref.out' : ''}; ref=$(outcome $?)`);
+    lines.push(`${at(ref, refResize)}${keep ? ' >ref.out' : ''}; ref=$(outcome $?)`);
     // the in-place oracle judges the subject's image and directory against right before its resize
     if (last && finding.oracle === 'in-place')
       lines.push(`before_id=$(stat -c '%i %a %u:%g' ${imagePath(sub)}); before_files=$(ls -A ${sub.dir})`);

@@ -1,5 +1,5 @@
 import type { CaseResult } from '../exec/run-case.ts';
-import { IMAGE_FORMATS, isIoOp, l2Coverage, REFCOUNT_WIDTHS, type Case } from '../model/case.ts';
+import { IMAGE_FORMATS, isIoOp, QEMU_RESIZED_FORMATS, l2Coverage, REFCOUNT_WIDTHS, type Case } from '../model/case.ts';
 import { plannedSizes } from '../model/plan.ts';
 import type { OracleName } from '../oracles/table.ts';
 
@@ -80,7 +80,7 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
     if (s.reference === 'ok' && s.plan.kind === 'grow') format.grow++;
     if (s.reference === 'ok' && s.plan.kind === 'shrink') format.shrink++;
   }
-  if (c.image.format === 'raw') return addRawCase(cov, c, result);
+  if (c.image.format !== 'qcow2') return addPlainCase(cov, c, result);
   bump(cov.refcountBits, c.image.refcountBits);
   bump(cov.clusterSize, c.image.clusterSize);
   bump(cov.compat, c.image.compat);
@@ -132,18 +132,26 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
 
 /** A raw case's own shapes: dense data (a write of a MiB or more), created preallocated, and steps
  * to sizes off the 512-byte grid, which raw takes and qcow2 does not. */
-function addRawCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse'>) {
-  const features = {
-    rawDense: c.data.some((d) => d.op === 'write' && d.length >= 2 ** 20),
-    rawCreatedPreallocated: c.image.createdPreallocation !== 'off',
-    rawOffGrid: result.steps.some((s) => s.reference === 'ok' && s.plan.target !== null && s.plan.target % 512 !== 0),
-    rawPreallocatedGrow: result.steps.some(
-      (s) =>
-        s.reference === 'ok' &&
-        s.plan.kind === 'grow' &&
-        ['falloc', 'full'].includes(c.steps[s.index]!.preallocation ?? ''),
-    ),
-  };
+/** A case of raw, vhdx, vmdk or vpc: no qcow2 features or refcounts; a raw image's own shapes, or
+ * the other formats' subformats ("vmdk streamOptimized"). */
+function addPlainCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse'>) {
+  if (c.image.options) bump(cov.features, `${c.image.format} ${c.image.options.subformat}`);
+  const features =
+    c.image.format !== 'raw'
+      ? {}
+      : {
+          rawDense: c.data.some((d) => d.op === 'write' && d.length >= 2 ** 20),
+          rawCreatedPreallocated: c.image.createdPreallocation !== 'off',
+          rawOffGrid: result.steps.some(
+            (s) => s.reference === 'ok' && s.plan.target !== null && s.plan.target % 512 !== 0,
+          ),
+          rawPreallocatedGrow: result.steps.some(
+            (s) =>
+              s.reference === 'ok' &&
+              s.plan.kind === 'grow' &&
+              ['falloc', 'full'].includes(c.steps[s.index]!.preallocation ?? ''),
+          ),
+        };
   for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);
   for (const d of c.data) bump(cov.dataOps, d.op);
   for (const s of result.steps) {
@@ -155,12 +163,16 @@ function addRawCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'ste
   if (result.afterUse) bump(cov.oracles, 'after-use' satisfies OracleName);
 }
 
-/** Every format with cases but no grow or no shrink, and every refcount width x step kind
+/** Every format with cases but no grow or (where qemu-img shrinks it) no shrink, and every refcount width x step kind
  * combination that no qcow2 case reached (none when the run had no qcow2 cases). */
 export function coverageGaps(cov: CoverageSummary): string[] {
   const formats = Object.entries(cov.formats ?? {})
     .filter(([, f]) => f.cases > 0)
-    .flatMap(([name, f]) => [f.grow === 0 ? `${name} x grow` : null, f.shrink === 0 ? `${name} x shrink` : null])
+    .flatMap(([name, f]) => [
+      f.grow === 0 ? `${name} x grow` : null,
+      // qemu-img shrinks only the formats it resizes
+      f.shrink === 0 && (QEMU_RESIZED_FORMATS as readonly string[]).includes(name) ? `${name} x shrink` : null,
+    ])
     .filter((g): g is string => g !== null);
   if (cov.formats && cov.formats.qcow2?.cases === 0) return formats;
   return [...formats, ...refcountGaps(cov)];

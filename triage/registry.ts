@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import {
   DATA_FILE_KINDS,
+  FORMAT_OPTIONS,
   IMAGE_FORMATS,
   PREALLOCATION_MODES,
   REFCOUNT_WIDTHS,
@@ -22,8 +23,10 @@ import { ORACLE_NAMES, type OracleName } from '../oracles/table.ts';
 
 /** Facts about a case and the step a finding came from, that entries can test. */
 export interface CaseFacts {
-  /** The image format: 'qcow2' or 'raw'. */
+  /** The image format. */
   format: ImageFormat;
+  /** A vhdx, vmdk or vpc image's subformat (`-o subformat=`); 'none' for qcow2 and raw. */
+  subformat: string;
   refcountBits: number;
   clusterSize: number;
   compat: string;
@@ -55,11 +58,15 @@ export interface CaseFacts {
   keyGiven: boolean;
 }
 
+/** Every subformat a case may name, and 'none'. */
+const SUBFORMATS = ['none', ...new Set(Object.values(FORMAT_OPTIONS).flatMap((o) => o.subformat as readonly string[]))];
+
 export const BACKING_FACTS = ['none', 'shorter', 'longer'] as const;
 export type BackingFact = (typeof BACKING_FACTS)[number];
 
 interface CasePredicates {
   format?: ImageFormat[];
+  subformat?: string[];
   refcountBits?: number[];
   clusterSize?: number[];
   compat?: string[];
@@ -169,6 +176,7 @@ export const MATCH_FIELDS: Record<string, Check> = {
 };
 export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   format: listOf(oneOf(IMAGE_FORMATS)),
+  subformat: listOf(oneOf(SUBFORMATS)),
   refcountBits: listOf(oneOf(REFCOUNT_WIDTHS)),
   clusterSize: listOf(isClusterSize),
   compat: listOf(oneOf(['1.1', '0.10'])),
@@ -285,6 +293,7 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
   const target = step.plan.target ?? 0;
   return {
     format: c.image.format,
+    subformat: c.image.options?.subformat ?? 'none',
     refcountBits: c.image.refcountBits,
     clusterSize: c.image.clusterSize,
     compat: c.image.compat,
@@ -312,6 +321,7 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
   const equal = <T>(want: T | undefined, v: T) => want === undefined || want === v;
   return (
     inList(p.format, f.format) &&
+    inList(p.subformat, f.subformat) &&
     inList(p.refcountBits, f.refcountBits) &&
     inList(p.clusterSize, f.clusterSize) &&
     inList(p.compat, f.compat) &&

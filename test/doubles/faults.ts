@@ -60,6 +60,8 @@ export interface Fault {
   after?: (c: AfterContext) => Exit | Promise<Exit>;
   /** Changes the words of a refusal of this image (INSTAR_DOUBLE_CLI=real). */
   reword?: (message: string, image: Qcow2Header | undefined) => string;
+  /** vhdx, vmdk, vpc: changes the options the double converts the resized image back with. */
+  convertBack?: (own: Record<string, string>) => Record<string, string>;
   /** Changes what --output json prints, and the human output. */
   json?: (r: JsonReport) => JsonReport;
   human?: (text: string) => string;
@@ -493,7 +495,55 @@ export const FAULTS = {
       }
     },
   },
+  'vpc-stale-checksum': {
+    what: 'grows a vpc image but leaves the footer checksum as it was before the new size was written',
+    after: async (c) => {
+      if (c.format !== 'vpc' || !grown(c)) return;
+      const file = await open(c.file, 'r+');
+      try {
+        const length = (await file.stat()).size;
+        // the footer at the end, and its copy at the start of a dynamic image
+        for (const at of [0, length - 512]) {
+          const footer = Buffer.alloc(512);
+          await file.read(footer, 0, 512, at);
+          if (footer.toString('latin1', 0, 8) !== 'conectix') continue;
+          footer.writeUInt32BE((footer.readUInt32BE(64) ^ 0x5a5a) >>> 0, 64);
+          await file.write(footer, 0, 512, at);
+        }
+      } finally {
+        await file.close();
+      }
+    },
+  },
+  'vmdk-descriptor-old-size': {
+    what: "grows a vmdk image's header capacity and grain tables but leaves its descriptor's extent at the old size",
+    after: async (c) => {
+      if (c.format !== 'vmdk' || !grown(c)) return;
+      const file = await open(c.file, 'r+');
+      try {
+        const head = Buffer.alloc(64 * 1024);
+        await file.read(head, 0, head.length, 0);
+        const text = head.toString('latin1');
+        const extent = /RW (\d+) /.exec(text);
+        if (!extent) return;
+        const old = `RW ${c.oldSize! / 512} `;
+        // the descriptor area is zero-filled past its text: the same bytes, one extent line changed
+        const rest = text.slice(extent.index + extent[0].length, text.indexOf('\0', extent.index));
+        const rewritten = Buffer.from(`${old}${rest}`.padEnd(extent[0].length + rest.length, '\0'), 'latin1');
+        await file.write(rewritten, 0, rewritten.length, extent.index);
+      } finally {
+        await file.close();
+      }
+    },
+  },
+  'vhdx-default-layout': {
+    what: "rebuilds a grown vhdx with qemu's default block and log sizes instead of the image's own",
+    convertBack: ({ subformat }) => ({ subformat: subformat! }),
+  },
 } satisfies Record<string, Fault>;
+
+/** Whether a step grew the image. */
+const grown = (c: AfterContext) => c.oldSize !== undefined && c.newSize > c.oldSize;
 
 export type FaultName = keyof typeof FAULTS;
 export const FAULT_NAMES = Object.keys(FAULTS) as FaultName[];

@@ -9,6 +9,7 @@ import { openImage } from '../../model/commands.ts';
 import { rawVirtualSize } from '../../model/plan.ts';
 import { EXT_FEATURE_TABLE, INCOMPAT_DATA_FILE, type Qcow2Header } from '../../qcow2/format.ts';
 import { readQcow2Header } from '../../qcow2/reader.ts';
+import { CONVERTED, resizeConverted } from './converted.ts';
 import { rewriteHeaderExtensions } from './qcow2-edit.ts';
 import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName, type JsonReport } from './faults.ts';
 import {
@@ -149,6 +150,7 @@ function combineFaults(faults: Fault[]): Fault {
     reword: (m: string, h: Qcow2Header | undefined) => faults.reduce((text, f) => f.reword?.(text, h) ?? text, m),
     json: (r: JsonReport) => faults.reduce((report, f) => f.json?.(report) ?? report, r),
     human: (t: string) => faults.reduce((text, f) => f.human?.(text) ?? text, t),
+    convertBack: faults.find((f) => f.convertBack)?.convertBack,
   } as Fault;
 }
 
@@ -232,6 +234,17 @@ async function main(): Promise<number> {
   const opened = encrypted
     ? openImage(args.filename, { format: 'qcow2' }, true)
     : { options: format ? ['-f', format] : [], image: args.filename };
+  if (format && CONVERTED.includes(format) && oldSize !== undefined && wanted !== undefined) {
+    const refusal = await resizeConverted({ ...ctx, format, oldSize, wanted }, REAL, fault.convertBack);
+    if (refusal !== null) return refuse(refusal);
+    const late = await fault.after?.({
+      ...ctx,
+      after: undefined,
+      newSize: (await virtualSize(args.filename, format)) ?? 0,
+    });
+    if (typeof late === 'number' && late !== 0) return late;
+    return succeeded(args, fault, format, oldSize);
+  }
   const qemuArgs = ['resize', '-q', ...opened.options, ...(args.shrink ? ['--shrink'] : [])];
   if (args.preallocation !== undefined) qemuArgs.push(`--preallocation=${args.preallocation}`);
   const run = await execa('qemu-img', [...qemuArgs, opened.image, qemuSize], {
