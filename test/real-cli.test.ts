@@ -62,6 +62,20 @@ describe("instar's real command line", () => {
     ]);
   });
 
+  it('on vhdx, vmdk and vpc images: its documented refusals and roundings known, its size grammar new', async (t) => {
+    const reports = await reportsDir(t);
+    const args = ['--instar', instarDouble('real-cli'), '--formats', 'vhdx,vmdk,vpc', '--iterations', '30'];
+    const r = await fuzzCli([...args, '--seed', '3', '--minimise-runs', '3', '--reports', reports]);
+    const s = await readSummary(reports);
+    assert.deepEqual(
+      s.signatures.map((x) => x.signature).filter((sig) => !sig.startsWith('size-grammar/')),
+      [],
+      r.all,
+    );
+    for (const id of ['instar-resizes-only-monolithic-sparse-vmdk', 'instar-vmdk-capacity-rounds-up-to-grain'])
+      assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
+  });
+
   const OUTPUT_FAULTS = [
     ['real-json-old-size-from-file', 'output/json-wrong/subject/old_virtual_size'],
     ['real-human-output-differs', 'output/stdout-differs/subject/Image resized successfully.'],
