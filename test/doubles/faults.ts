@@ -3,7 +3,18 @@
 // runs, after it refused, or after it succeeded. A hook that returns a number ends the double with
 // that exit code right there (no "Image resized." / JSON output); returning nothing carries on.
 import { spawn } from 'node:child_process';
-import { appendFile, chmod, copyFile, open, rename, stat, truncate, unlink, writeFile } from 'node:fs/promises';
+import {
+  appendFile,
+  chmod,
+  copyFile,
+  open,
+  rename,
+  stat,
+  truncate,
+  unlink,
+  writeFile,
+  type FileHandle,
+} from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import {
@@ -316,12 +327,9 @@ export const FAULTS = {
       if (!dataFileTail || c.newSize >= (c.oldSize ?? 0)) return;
       const { file, length, blocks } = dataFileTail;
       await truncate(file, length);
-      const fh = await open(file, 'r+');
-      try {
+      await editFile(file, async (fh) => {
         for (const b of blocks) await fh.write(b.data, 0, b.data.length, b.at);
-      } finally {
-        await fh.close();
-      }
+      });
     },
   },
   'encrypted-as-plain': {
@@ -485,22 +493,18 @@ export const FAULTS = {
       if (c.format !== 'raw' || c.oldSize === undefined || c.newSize <= c.oldSize) return;
       if (c.preallocation && c.preallocation !== 'off') return;
       const end = (await stat(c.file)).size;
-      const file = await open(c.file, 'r+');
-      try {
+      await editFile(c.file, async (file) => {
         const chunk = Buffer.alloc(MiB);
-        for (let at = c.oldSize; at < end; at += chunk.length)
+        for (let at = c.oldSize!; at < end; at += chunk.length)
           await file.write(chunk, 0, Math.min(chunk.length, end - at), at);
-      } finally {
-        await file.close();
-      }
+      });
     },
   },
   'vpc-stale-checksum': {
     what: 'grows a vpc image but leaves the footer checksum as it was before the new size was written',
     after: async (c) => {
       if (c.format !== 'vpc' || !grown(c)) return;
-      const file = await open(c.file, 'r+');
-      try {
+      await editFile(c.file, async (file) => {
         const length = (await file.stat()).size;
         // the footer at the end, and its copy at the start of a dynamic image
         for (const at of [0, length - 512]) {
@@ -510,17 +514,14 @@ export const FAULTS = {
           footer.writeUInt32BE((footer.readUInt32BE(64) ^ 0x5a5a) >>> 0, 64);
           await file.write(footer, 0, 512, at);
         }
-      } finally {
-        await file.close();
-      }
+      });
     },
   },
   'vmdk-descriptor-old-size': {
     what: "grows a vmdk image's header capacity and grain tables but leaves its descriptor's extent at the old size",
     after: async (c) => {
       if (c.format !== 'vmdk' || !grown(c)) return;
-      const file = await open(c.file, 'r+');
-      try {
+      await editFile(c.file, async (file) => {
         const head = Buffer.alloc(64 * 1024);
         await file.read(head, 0, head.length, 0);
         const text = head.toString('latin1');
@@ -531,9 +532,7 @@ export const FAULTS = {
         const rest = text.slice(extent.index + extent[0].length, text.indexOf('\0', extent.index));
         const rewritten = Buffer.from(`${old}${rest}`.padEnd(extent[0].length + rest.length, '\0'), 'latin1');
         await file.write(rewritten, 0, rewritten.length, extent.index);
-      } finally {
-        await file.close();
-      }
+      });
     },
   },
   'vhdx-default-layout': {
@@ -541,6 +540,16 @@ export const FAULTS = {
     convertBack: ({ subformat }) => ({ subformat: subformat! }),
   },
 } satisfies Record<string, Fault>;
+
+/** Runs `edit` on a file opened for writing, and closes it. */
+async function editFile(path: string, edit: (file: FileHandle) => Promise<void>): Promise<void> {
+  const file = await open(path, 'r+');
+  try {
+    await edit(file);
+  } finally {
+    await file.close();
+  }
+}
 
 /** Whether a step grew the image. */
 const grown = (c: AfterContext) => c.oldSize !== undefined && c.newSize > c.oldSize;
