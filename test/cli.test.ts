@@ -37,6 +37,9 @@ describe('the fuzz command line', () => {
     await expectUsageError(['--control', '--seed', 'x'], /--seed must be a 32-bit integer/);
     await expectUsageError(['--control', '--itterations', '3'], /Unknown argument: itterations/);
     await expectUsageError(['--control', '--jobs', '0'], /--jobs must be a whole number of at least 1/);
+    await expectUsageError(['--control', '--formats', 'qcow2,qed'], /--formats: "qed" is not a format the harness/);
+    // qemu-img resizes no vmdk: a control run would have no reference for it
+    await expectUsageError(['--control', '--formats', 'raw,vmdk'], /qemu-img does not resize vmdk, so a control run/);
     await expectUsageError(
       ['--control', '--workdir', '/nonexistent/work'],
       /--workdir \/nonexistent\/work is not a writable directory/,
