@@ -150,7 +150,7 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
 /** Runs the build commands in the base image's directory; each must do what it is meant to. */
 async function buildBase(run: CaseRun) {
   const { base, reference, subject } = run.layout;
-  if (run.layout.dataFile) await Promise.all([base, reference, subject].map((s) => mkdir(join(run.dir, s.dir))));
+  if (base.dir !== '.') await Promise.all([base, reference, subject].map((s) => mkdir(join(run.dir, s.dir))));
   for (const cmd of buildCommands(run.c, base.image)) {
     const { result: r, ok } = await runBuildCommand(cmd, () => run.runUnrecorded(cmd.program, cmd.args, base));
     run.record(r);
@@ -162,8 +162,8 @@ async function buildBase(run: CaseRun) {
   }
 }
 
-/** Each side's copy of the base image; with a data file each side has its own directory, with
- * its own data file and backing image. */
+/** Each side's copy of the base image; with a data file or vmdk extent files each side has its
+ * own directory, with its own data file, backing image and extent files. */
 async function copySides(run: CaseRun) {
   const { base, dataFile, backing } = run.layout;
   const sides = [run.layout.reference, run.layout.subject];
@@ -173,6 +173,8 @@ async function copySides(run: CaseRun) {
   else for (const image of images) await copyFile(run.path(base), image, constants.COPYFILE_FICLONE);
   const inSides = (file: string) => sides.map((side) => join(run.dir, side.dir, file));
   if (dataFile) await copySparse(inBase(dataFile), inSides(dataFile));
+  for (const extent of run.layout.extents)
+    for (const copy of inSides(extent)) await copyFile(inBase(extent), copy, constants.COPYFILE_FICLONE);
   if (dataFile && backing)
     for (const copy of inSides(backing)) await copyFile(inBase(backing), copy, constants.COPYFILE_FICLONE);
 }
@@ -427,15 +429,22 @@ async function convertedInfo(run: CaseRun, side: SideFiles): Promise<InfoObserva
     : parseInfo(r.exitCode, r.stdout, r.stderr);
 }
 
-/** The descriptor embedded in a sparse vmdk: its header ("KDMV") names where it lies and how long
- * it is, in sectors (VMware's Virtual Disk Format 5.0, SparseExtentHeader). '' when there is none. */
+/** A vmdk's descriptor: the file itself when it is a text descriptor (monolithicFlat,
+ * twoGbMaxExtentSparse), else the one embedded in a sparse vmdk, whose header ("KDMV") names where
+ * it lies and how long it is, in sectors (VMware's Virtual Disk Format 5.0, SparseExtentHeader).
+ * '' when there is none. */
 async function vmdkDescriptor(file: string): Promise<string> {
   const fd = await open(file, 'r').catch(() => null);
   if (!fd) return '';
   try {
     const header = Buffer.alloc(44);
     await fd.read(header, 0, 44, 0);
-    if (header.toString('latin1', 0, 4) !== 'KDMV') return '';
+    if (header.toString('latin1', 0, 4) !== 'KDMV') {
+      const text = Buffer.alloc(64 * 1024);
+      const { bytesRead } = await fd.read(text, 0, text.length, 0);
+      const descriptor = text.toString('latin1', 0, bytesRead);
+      return descriptor.startsWith('# Disk DescriptorFile') ? descriptor : '';
+    }
     const offset = Number(header.readBigUInt64LE(28)) * 512;
     const length = Math.min(Number(header.readBigUInt64LE(36)) * 512, 1 << 20);
     const text = Buffer.alloc(length);

@@ -35,7 +35,14 @@ const vhdxArb: fc.Arbitrary<Layout> = fc
 
 const vmdkArb: fc.Arbitrary<Layout> = fc
   .record({
-    subformat: fc.constantFrom('monolithicSparse', 'monolithicSparse', 'monolithicSparse', 'streamOptimized'),
+    subformat: fc.constantFrom(
+      'monolithicSparse',
+      'monolithicSparse',
+      'monolithicSparse',
+      'streamOptimized',
+      'monolithicFlat',
+      'twoGbMaxExtentSparse',
+    ),
     adapter: fc.constantFrom('ide', 'buslogic', 'lsilogic', 'legacyESX'),
   })
   .map(({ subformat, adapter }) => ({

@@ -30,7 +30,7 @@ export const isConverted = (format: ImageFormat): format is ConvertedFormat =>
 export const FORMAT_OPTIONS: Record<ConvertedFormat, Record<string, readonly string[] | 'size'>> = {
   vhdx: { subformat: ['dynamic', 'fixed'], block_size: 'size', log_size: 'size' },
   vmdk: {
-    subformat: ['monolithicSparse', 'streamOptimized'],
+    subformat: ['monolithicSparse', 'streamOptimized', 'monolithicFlat', 'twoGbMaxExtentSparse'],
     adapter_type: ['ide', 'buslogic', 'lsilogic', 'legacyESX'],
   },
   vpc: { subformat: ['dynamic', 'fixed'], force_size: ['on', 'off'] },

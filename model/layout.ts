@@ -39,9 +39,24 @@ export interface Layout {
   backing: string | null;
   /** The data file, relative to each side's directory, or null. */
   dataFile: string | null;
+  /** vmdk extent files, relative to each side's directory (vmdkExtentFiles). */
+  extents: string[];
 }
 
-export const hasOwnDirectories = (c: Case) => c.image.dataFile !== 'none';
+/** The extent files of a vmdk whose descriptor is a file of its own (monolithicFlat,
+ * twoGbMaxExtentSparse), named after the base image as its descriptor names them: next to it, in
+ * each side's directory. A base image stays below 2 GiB, so it has one. */
+export function vmdkExtentFiles(c: Case): string[] {
+  if (c.image.format !== 'vmdk') return [];
+  const subformat = c.image.options?.subformat;
+  if (subformat === 'monolithicFlat') return ['base-flat.vmdk'];
+  if (subformat === 'twoGbMaxExtentSparse') return ['base-s001.vmdk'];
+  return [];
+}
+
+/** Each side in a directory of its own: with a data file, or with vmdk extent files (whose names
+ * the descriptor each side's copy holds are the base's). */
+export const hasOwnDirectories = (c: Case) => c.image.dataFile !== 'none' || vmdkExtentFiles(c).length > 0;
 
 export function caseLayout(c: Case): Layout {
   const own = hasOwnDirectories(c);
@@ -54,26 +69,28 @@ export function caseLayout(c: Case): Layout {
     reference: side('reference'),
     subject: side('subject'),
     backing: backingFileOf(c),
-    dataFile: own ? DATA_FILE : null,
+    dataFile: c.image.dataFile !== 'none' ? DATA_FILE : null,
+    extents: vmdkExtentFiles(c),
   };
 }
 
 /** A side's image relative to the work directory. */
 export const imagePath = (s: SideFiles) => (s.dir === '.' ? s.image : `${s.dir}/${s.image}`);
 
-/** The files a refused step must leave as they were, relative to the work directory: the image
- * and its data file. */
-export const sideFilesOf = (layout: Layout, side: SideFiles) =>
-  layout.dataFile ? [imagePath(side), `${side.dir}/${layout.dataFile}`] : [imagePath(side)];
+/** The files a refused step must leave as they were, relative to the work directory: the image,
+ * its data file and its extent files. */
+export const sideFilesOf = (layout: Layout, side: SideFiles) => [
+  imagePath(side),
+  ...[layout.dataFile, ...layout.extents].filter((f) => f !== null).map((f) => `${side.dir}/${f}`),
+];
 
 /** The files a report keeps, as (stored name, path relative to the work directory): the three
- * images, the backing image once (no side writes it) and each side's data file. */
+ * images, the backing image once (no side writes it) and each side's data file and extent files. */
 export function keptFiles(layout: Layout): { name: string; path: string }[] {
   const sides = [layout.base, layout.reference, layout.subject];
   const files = sides.map((s) => ({ name: s.image, path: imagePath(s) }));
   if (layout.backing) files.push({ name: layout.backing, path: `${layout.base.dir}/${layout.backing}` });
-  if (layout.dataFile) {
-    for (const s of sides) files.push({ name: `${s.dir}.${layout.dataFile}`, path: `${s.dir}/${layout.dataFile}` });
-  }
+  for (const file of [layout.dataFile, ...layout.extents].filter((f) => f !== null))
+    for (const s of sides) files.push({ name: `${s.dir}.${file}`, path: `${s.dir}/${file}` });
   return files;
 }

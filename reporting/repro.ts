@@ -153,8 +153,10 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
     case 'output':
       return [...outputVerdict(f, layout, spec.format), '[ "$sub" = ok ] || reproduced=0'];
     case 'unchanged-on-refusal': {
-      // with a data file, a refused step must leave that as it was too
-      const data = layout.dataFile ? ` || ! cmp -s before.${layout.dataFile} ${side.dir}/${layout.dataFile}` : '';
+      // with a data file or vmdk extent files, a refused step must leave those as they were too
+      const data = sideExtras(layout)
+        .map((f) => ` || ! cmp -s before.${f} ${side.dir}/${f}`)
+        .join('');
       return [
         `if ! cmp -s before.qcow2 ${image}${data}; then ` +
           `echo "${image} changed although the resize was refused"; reproduced=1; fi`,
@@ -253,6 +255,9 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
   }
 }
 
+/** Each side's files next to its image that a resize may write: its data file, its vmdk extents. */
+const sideExtras = (layout: Layout) => [layout.dataFile, ...layout.extents].filter((f): f is string => f !== null);
+
 /** The lines that build the base image and give each side its copy. With an external data file
  * each side has a directory of its own (see model/layout.ts): three lines more. */
 function buildLines(c: Case, layout: Layout): string[] {
@@ -274,12 +279,14 @@ function buildLines(c: Case, layout: Layout): string[] {
     const cp = sparseRawBase(c) ? 'cp --sparse=always' : 'cp';
     return [...lines, `${cp} ${base.image} ${reference.image} && ${cp} ${base.image} ${subject.image} || exit 2`];
   }
-  const files = [layout.dataFile, layout.backing].filter((f): f is string => f !== null).map((f) => `${base.dir}/${f}`);
+  const files = [...sideExtras(layout), layout.backing]
+    .filter((f): f is string => f !== null)
+    .map((f) => `${base.dir}/${f}`);
   return [
     ...lines,
     'cd .. || exit 2',
     `for s in ${reference.dir} ${subject.dir}; do ` +
-      `cp ${imagePath(base)} "$s/$s.qcow2" && cp --sparse=always ${files.join(' ')} "$s/" || exit 2; done`,
+      `cp ${imagePath(base)} "$s/$s.${c.image.format}" && cp --sparse=always ${files.join(' ')} "$s/" || exit 2; done`,
   ];
 }
 
@@ -318,9 +325,9 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
     const last = index === finding.step;
     if (last && finding.oracle === 'unchanged-on-refusal') {
       const side = finding.side === 'subject' ? sub : ref;
-      const data = layout.dataFile
-        ? ` && cp --sparse=always ${side.dir}/${layout.dataFile} before.${layout.dataFile}`
-        : '';
+      const data = sideExtras(layout)
+        .map((f) => ` && cp --sparse=always ${side.dir}/${f} before.${f}`)
+        .join('');
       lines.push(`cp ${imagePath(side)} before.qcow2${data}`);
     }
     // qemu-img's side: its resize, or for vhdx, vmdk and vpc its resize of a raw conversion

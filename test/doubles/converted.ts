@@ -13,6 +13,8 @@ export const SHRINK_FLAG_REFUSAL =
   'resize: guest reported error 3: shrinking requires --shrink (would discard data above the new size)';
 export const PREALLOCATION_REFUSAL = 'resize: guest reported error 8: preallocation mode not supported by this format';
 export const SUBFORMAT_REFUSAL = 'resize: guest reported error 6: subformat does not support resize';
+/** instar's host probe reads a vmdk's sparse header (src/vmm/src/main.rs): a text descriptor is none. */
+export const VMDK_HEADER_REFUSAL = 'resize: invalid vmdk header';
 const GRAIN = 64 * 1024;
 
 interface Request {
@@ -24,15 +26,17 @@ interface Request {
   preallocation: string | undefined;
 }
 
-/** Resizes as a faithful resizer would; a refusal's words, or null once resized. With `real`, as
- * instar's source says it does: a vmdk only when it is monolithicSparse (after the shrink and
- * same-size checks), to whole grains. `options` changes the options it converts back with (a
+/** Resizes as a faithful resizer would; a refusal's words, or null once resized. A vmdk whose
+ * descriptor is a text file is refused, as instar documents (its extent files would need resizing
+ * in place). With `real`, as instar's source says it does: a vmdk only when it is monolithicSparse
+ * (after the shrink and same-size checks), to whole grains. `options` changes the options it converts back with (a
  * fault that loses some). */
 export async function resizeConverted(
   r: Request,
   real: boolean,
   options: (own: Record<string, string>) => Record<string, string> = (own) => own,
 ): Promise<string | null> {
+  if (r.format === 'vmdk' && !(await hasSparseHeader(r.file))) return VMDK_HEADER_REFUSAL;
   if (r.preallocation === 'metadata') return PREALLOCATION_REFUSAL;
   if (r.wanted < r.oldSize) return r.shrink ? SHRINK_REFUSAL : SHRINK_FLAG_REFUSAL;
   const own = await optionsOf(r.file, r.format);
@@ -55,6 +59,17 @@ export async function resizeConverted(
     return null;
   } finally {
     await rm(scratch, { force: true });
+  }
+}
+
+async function hasSparseHeader(file: string): Promise<boolean> {
+  const fd = await open(file, 'r');
+  try {
+    const magic = Buffer.alloc(4);
+    await fd.read(magic, 0, 4, 0);
+    return magic.toString('latin1') === 'KDMV';
+  } finally {
+    await fd.close();
   }
 }
 
