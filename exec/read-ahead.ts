@@ -27,9 +27,9 @@ export class ReadAhead {
     private readonly plans: { plan: StepPlan }[],
   ) {}
 
-  /** Not qcow2: no structure of the harness's reading, a plain compare. */
-  private get raw() {
-    return this.run.c.image.format !== 'qcow2';
+  /** Only a qcow2 image has a structure the harness reads, and a compare plan from it. */
+  private get qcow2() {
+    return this.run.c.image.format === 'qcow2';
   }
 
   /** The structure of the base image, read while qemu-img checks it. */
@@ -65,7 +65,7 @@ export class ReadAhead {
   } {
     const comparePlan = this.comparePlan();
     const { reference, subject } = this.run.layout;
-    const structures = this.raw
+    const structures = !this.qcow2
       ? null
       : this.run.background(
           Promise.all([
@@ -81,7 +81,7 @@ export class ReadAhead {
    * qcow2, which get a plain compare. */
   comparePlan(): Promise<ComparePlan> | undefined {
     const { layout, dir } = this.run;
-    if (layout.dataFile || this.raw) return undefined;
+    if (layout.dataFile || !this.qcow2) return undefined;
     return this.run.background(
       reader.planComparison(this.run.path(layout.reference), this.run.path(layout.subject), { cwd: dir }),
     );
@@ -102,7 +102,7 @@ export class ReadAhead {
     const { base, reference, subject } = this.run.layout;
     const before = index === 0 ? base : reference;
     const discards =
-      plan.kind === 'shrink' && plan.accepted && !this.raw
+      plan.kind === 'shrink' && plan.accepted && this.qcow2
         ? reader.hasHostClustersFrom(this.run.path(before), plan.target!)
         : undefined;
     const baseHash = index === 0 && !known ? this.hash(base) : null;

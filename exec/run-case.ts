@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { copyFile, mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
@@ -37,6 +37,7 @@ import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
 import { copySparse, stampOf } from './files.ts';
 import { ReadAhead } from './read-ahead.ts';
+import { readVmdkDescriptor } from './vmdk-descriptor.ts';
 import { reader } from './readers.ts';
 import { inCaseDirectory } from './work-dir.ts';
 
@@ -412,47 +413,26 @@ function virtualSizeOf(run: CaseRun, side: SideFiles): Promise<number | null> {
       ? stat(file).then((s) => rawVirtualSize(s.size))
       : format === 'qcow2'
         ? readQcow2Header(file).then((h) => h.size)
-        : convertedInfo(run, side).then((info) => (info.ok ? Number(info.fields['virtual-size']) : null));
+        : qemuInfo(run, side).then((r) => {
+            const info = parseInfo(r.exitCode, r.stdout, r.stderr);
+            return info.ok ? Number(info.fields['virtual-size']) : null;
+          });
   return size.catch(() => null);
 }
 
 /** Whether qemu-img can check images of the case's format: not raw or vpc. */
 const checkable = (run: CaseRun) => !['raw', 'vpc'].includes(run.c.image.format);
 
+/** `qemu-img info --output=json` of a side's image. */
+const qemuInfo = (run: CaseRun, side: SideFiles) =>
+  run.run('qemu-img', ['info', '--output=json', '-f', run.c.image.format, side.image], side);
+
 /** `qemu-img info` of a vhdx, vmdk or vpc side, with a vmdk's descriptor read from the file. */
 async function convertedInfo(run: CaseRun, side: SideFiles): Promise<InfoObservation> {
-  const { format } = run.c.image;
-  const r = await run.run('qemu-img', ['info', '--output=json', '-f', format, side.image], side);
-  const descriptor = format === 'vmdk' ? await vmdkDescriptor(run.path(side)) : null;
-  return r.exitCode === 0
-    ? parseConvertedInfo(r.exitCode, r.stdout, r.stderr, descriptor)
-    : parseInfo(r.exitCode, r.stdout, r.stderr);
-}
-
-/** A vmdk's descriptor: the file itself when it is a text descriptor (monolithicFlat,
- * twoGbMaxExtentSparse), else the one embedded in a sparse vmdk, whose header ("KDMV") names where
- * it lies and how long it is, in sectors (VMware's Virtual Disk Format 5.0, SparseExtentHeader).
- * '' when there is none. */
-async function vmdkDescriptor(file: string): Promise<string> {
-  const fd = await open(file, 'r').catch(() => null);
-  if (!fd) return '';
-  try {
-    const header = Buffer.alloc(44);
-    await fd.read(header, 0, 44, 0);
-    if (header.toString('latin1', 0, 4) !== 'KDMV') {
-      const text = Buffer.alloc(64 * 1024);
-      const { bytesRead } = await fd.read(text, 0, text.length, 0);
-      const descriptor = text.toString('latin1', 0, bytesRead);
-      return descriptor.startsWith('# Disk DescriptorFile') ? descriptor : '';
-    }
-    const offset = Number(header.readBigUInt64LE(28)) * 512;
-    const length = Math.min(Number(header.readBigUInt64LE(36)) * 512, 1 << 20);
-    const text = Buffer.alloc(length);
-    await fd.read(text, 0, length, offset);
-    return text.toString('latin1').replace(/\0+$/, '');
-  } finally {
-    await fd.close();
-  }
+  const r = await qemuInfo(run, side);
+  const vmdk = run.c.image.format === 'vmdk' && r.exitCode === 0;
+  const descriptor = vmdk ? ((await readVmdkDescriptor(run.path(side)))?.text ?? '') : null;
+  return parseConvertedInfo(r.exitCode, r.stdout, r.stderr, descriptor);
 }
 
 /** What qemu-img info says of a raw image, from the file, with the file's exact length for the

@@ -235,7 +235,8 @@ export function parseCase(json: unknown, where = 'case'): Case {
       if (image[field] !== value)
         fail(`image.${field}`, `must be ${JSON.stringify(value)} for a ${image.format} image`);
     }
-    if (image.createdPreallocation === 'metadata') fail('image.createdPreallocation', 'cannot be metadata for raw');
+    if (image.format === 'raw' && image.createdPreallocation === 'metadata')
+      fail('image.createdPreallocation', 'cannot be metadata for raw');
   }
   const format = image.format as ImageFormat;
   if (isConverted(format)) {

@@ -125,6 +125,7 @@ export function qemuIoArgs(commands: string[], file: string, spec: Pick<ImageSpe
  * when the case has them. Consecutive qemu-io operations share one qemu-io run. */
 export function buildCommands(c: Case, file: string): BuildCommand[] {
   const { image } = c;
+  if (isConverted(image.format)) return convertedBuild(c, file, image.format);
   const out: BuildCommand[] = [];
   const backing: string[] = [];
   const backingFile = backingFileOf(c);
@@ -143,7 +144,6 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
     }
     backing.push('-b', backingFile, '-F', format);
   }
-  if (isConverted(image.format)) return convertedBuild(c, file, image.format);
   const key = image.encrypted ? KEY_OBJECT : [];
   const io = (commands: string[]) => qemuIoArgs(commands, file, image);
   // how qemu-img's other commands name the image: -f qcow2 (which `qemu-img snapshot` lacks) or its key

@@ -77,11 +77,15 @@ export function caseLayout(c: Case): Layout {
 /** A side's image relative to the work directory. */
 export const imagePath = (s: SideFiles) => (s.dir === '.' ? s.image : `${s.dir}/${s.image}`);
 
+/** The files next to each side's image that a resize may write, relative to its directory: its
+ * data file and its vmdk extent files. */
+export const sideExtras = (layout: Layout) => [layout.dataFile, ...layout.extents].filter((f) => f !== null);
+
 /** The files a refused step must leave as they were, relative to the work directory: the image,
  * its data file and its extent files. */
 export const sideFilesOf = (layout: Layout, side: SideFiles) => [
   imagePath(side),
-  ...[layout.dataFile, ...layout.extents].filter((f) => f !== null).map((f) => `${side.dir}/${f}`),
+  ...sideExtras(layout).map((f) => `${side.dir}/${f}`),
 ];
 
 /** The files a report keeps, as (stored name, path relative to the work directory): the three
@@ -90,7 +94,7 @@ export function keptFiles(layout: Layout): { name: string; path: string }[] {
   const sides = [layout.base, layout.reference, layout.subject];
   const files = sides.map((s) => ({ name: s.image, path: imagePath(s) }));
   if (layout.backing) files.push({ name: layout.backing, path: `${layout.base.dir}/${layout.backing}` });
-  for (const file of [layout.dataFile, ...layout.extents].filter((f) => f !== null))
+  for (const file of sideExtras(layout))
     for (const s of sides) files.push({ name: `${s.dir}.${file}`, path: `${s.dir}/${file}` });
   return files;
 }

@@ -86,7 +86,6 @@ export function parseConvertedInfo(
   const extents = data?.extents?.map(({ filename: _f, ...extent }) =>
     extent['virtual-size'] === size ? { ...extent, 'virtual-size': 'disk' } : extent,
   );
-  const adapter = descriptor === null ? undefined : /^ddb\.adapterType\s*=\s*"([^"]*)"/m.exec(descriptor)?.[1];
   return {
     ok: true,
     fields: {
@@ -94,11 +93,14 @@ export function parseConvertedInfo(
       'cluster-size': info['cluster-size'],
       'create-type': data?.['create-type'],
       extents: extents && JSON.stringify(extents),
-      'adapter-type': descriptor === null ? undefined : (adapter ?? null),
+      'adapter-type': descriptor === null ? undefined : adapterTypeOf(descriptor),
       'descriptor-extents': descriptor === null ? undefined : descriptorExtents(descriptor, Number(size)),
     },
   };
 }
+
+/** The adapter type a vmdk descriptor names (`ddb.adapterType = "lsilogic"`), or null. */
+export const adapterTypeOf = (descriptor: string) => /^ddb\.adapterType\s*=\s*"([^"]*)"/m.exec(descriptor)?.[1] ?? null;
 
 /** "RW 16384 SPARSE; ...": a descriptor's extent lines without their file names, "disk" for the
  * sectors of an extent as large as the disk (`size` bytes). */

@@ -10,7 +10,7 @@ import {
   resizeArgs,
   type Resizer,
 } from '../model/commands.ts';
-import { caseLayout, imagePath, type Layout, type SideFiles } from '../model/layout.ts';
+import { caseLayout, imagePath, sideExtras, type Layout, type SideFiles } from '../model/layout.ts';
 import { plannedSizes } from '../model/plan.ts';
 import { HOST_FACTOR, HOST_SLACK } from '../oracles/allocation.ts';
 import { signatureOf, type Finding, type StepFinding } from '../oracles/finding.ts';
@@ -254,9 +254,6 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
       ];
   }
 }
-
-/** Each side's files next to its image that a resize may write: its data file, its vmdk extents. */
-const sideExtras = (layout: Layout) => [layout.dataFile, ...layout.extents].filter((f): f is string => f !== null);
 
 /** The lines that build the base image and give each side its copy. With an external data file
  * each side has a directory of its own (see model/layout.ts): three lines more. */

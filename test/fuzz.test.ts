@@ -1,12 +1,22 @@
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { execa } from 'execa';
 import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, runRepro } from './helpers.ts';
 
 // End to end, with the real qemu-img and the instar test doubles: no false alarms, every fault found
 // within 250 iterations by the oracle meant for it, and every report replays and reproduces alone.
+
+/** A run of the faithful double (seed 12) that must end clean, with no new divergence; its summary. */
+async function faithfulRun(t: TestContext, args: string[]) {
+  const reports = await reportsDir(t);
+  const r = await fuzzCli(['--instar', instarDouble('none'), ...args, '--seed', '12', '--reports', reports]);
+  assert.equal(r.exitCode, 0, r.all);
+  const s = await readSummary(reports);
+  assert.equal(s.newDivergences, 0);
+  return s;
+}
 
 describe('no false alarms', () => {
   it('a control run (qemu-img on both sides) of 500 iterations, raw and qcow2, reports nothing', async (t) => {
@@ -27,32 +37,14 @@ describe('no false alarms', () => {
       assert.ok(s.coverage.features[feature]! > 0, feature);
   });
   it('the faithful double (no fault) over 250 iterations reports nothing', async (t) => {
-    const reports = await reportsDir(t);
-    const r = await fuzzCli([
-      '--instar',
-      instarDouble('none'),
-      '--iterations',
-      '250',
-      '--seed',
-      '12',
-      '--reports',
-      reports,
-    ]);
-    assert.equal(r.exitCode, 0, r.all);
-    const s = await readSummary(reports);
-    assert.equal(s.newDivergences, 0);
+    const s = await faithfulRun(t, ['--iterations', '250']);
     assert.ok(s.coverage.features.encrypted! > 0 && s.coverage.features.encryptedKeyGiven! > 0);
     // qemu-img refuses the steps that withhold the key; the double resizes: known
     assert.ok(s.knownByEntry['instar-resizes-encrypted-images-without-their-key']! > 0, JSON.stringify(s.knownByEntry));
   });
   it('the faithful double over vhdx, vmdk and vpc images reports nothing', async (t) => {
     // 250 cases of each format: docs/benchmarks.md; here fewer, to keep CI short
-    const reports = await reportsDir(t);
-    const args = ['--instar', instarDouble('none'), '--formats', 'vhdx,vmdk,vpc', '--iterations', '90', '--seed', '12'];
-    const r = await fuzzCli([...args, '--reports', reports]);
-    assert.equal(r.exitCode, 0, r.all);
-    const s = await readSummary(reports);
-    assert.equal(s.newDivergences, 0);
+    const s = await faithfulRun(t, ['--formats', 'vhdx,vmdk,vpc', '--iterations', '90']);
     assert.deepEqual(s.setupErrors, []);
     for (const format of ['vhdx', 'vmdk', 'vpc'] as const)
       assert.ok(s.coverage.formats[format]!.grow > 10, `${format}: ${JSON.stringify(s.coverage.formats[format])}`);
@@ -60,12 +52,7 @@ describe('no false alarms', () => {
       assert.ok(s.coverage.features[subformat]! > 0, subformat);
   });
   it('the faithful double over 250 raw iterations reports nothing', async (t) => {
-    const reports = await reportsDir(t);
-    const args = ['--instar', instarDouble('none'), '--formats', 'raw', '--iterations', '250', '--seed', '12'];
-    const r = await fuzzCli([...args, '--reports', reports]);
-    assert.equal(r.exitCode, 0, r.all);
-    const s = await readSummary(reports);
-    assert.equal(s.newDivergences, 0);
+    const s = await faithfulRun(t, ['--formats', 'raw', '--iterations', '250']);
     assert.equal(s.coverage.formats.raw!.cases, 250);
     // dense and preallocated images, preallocated grows and sizes off the sector grid in the mix
     for (const feature of ['rawDense', 'rawCreatedPreallocated', 'rawPreallocatedGrow', 'rawOffGrid'])

@@ -4,6 +4,8 @@
 // instar refuses it.
 import { open, rm, stat } from 'node:fs/promises';
 import { execa } from 'execa';
+import { readVmdkDescriptor } from '../../exec/vmdk-descriptor.ts';
+import { adapterTypeOf } from '../../oracles/info.ts';
 
 export const CONVERTED = ['vhdx', 'vmdk', 'vpc'];
 
@@ -36,7 +38,7 @@ export async function resizeConverted(
   real: boolean,
   options: (own: Record<string, string>) => Record<string, string> = (own) => own,
 ): Promise<string | null> {
-  if (r.format === 'vmdk' && !(await hasSparseHeader(r.file))) return VMDK_HEADER_REFUSAL;
+  if (r.format === 'vmdk' && (await readVmdkDescriptor(r.file))?.embedded !== true) return VMDK_HEADER_REFUSAL;
   if (r.preallocation === 'metadata') return PREALLOCATION_REFUSAL;
   if (r.wanted < r.oldSize) return r.shrink ? SHRINK_REFUSAL : SHRINK_FLAG_REFUSAL;
   const own = await optionsOf(r.file, r.format);
@@ -59,17 +61,6 @@ export async function resizeConverted(
     return null;
   } finally {
     await rm(scratch, { force: true });
-  }
-}
-
-async function hasSparseHeader(file: string): Promise<boolean> {
-  const fd = await open(file, 'r');
-  try {
-    const magic = Buffer.alloc(4);
-    await fd.read(magic, 0, 4, 0);
-    return magic.toString('latin1') === 'KDMV';
-  } finally {
-    await fd.close();
   }
 }
 
@@ -103,8 +94,8 @@ async function optionsOf(file: string, format: string): Promise<Record<string, s
     };
   }
   if (format === 'vmdk') {
-    const text = (await bytes(0, 64 * 1024)).toString('latin1');
-    const adapter = /ddb\.adapterType\s*=\s*"([^"]*)"/.exec(text)?.[1] ?? 'ide';
+    const descriptor = await readVmdkDescriptor(file);
+    const adapter = (descriptor && adapterTypeOf(descriptor.text)) ?? 'ide';
     return { subformat: info['format-specific']?.data?.['create-type'] ?? 'monolithicSparse', adapter_type: adapter };
   }
   // a resized vpc holds the size asked for (force_size), not the size of its CHS geometry
