@@ -136,6 +136,18 @@ export function infoFromStructure(o: StructureObservation): InfoObservation {
   };
 }
 
+/** The fields read from a vmdk's descriptor, not from qemu-img info (parseConvertedInfo). */
+const DESCRIPTOR_FIELDS: readonly (keyof InfoFields)[] = ['adapter-type', 'descriptor-extents'];
+
+/** Where the differing fields were read, for the finding's message. */
+function whereRead(fields: (keyof InfoFields)[]): string {
+  const fromDescriptor = fields.filter((k) => DESCRIPTOR_FIELDS.includes(k)).length;
+  if (fromDescriptor === 0) return 'qemu-img info differs';
+  return fromDescriptor === fields.length
+    ? 'the vmdk descriptor differs'
+    : 'qemu-img info and the vmdk descriptor differ';
+}
+
 export function infoOracle(reference: InfoObservation, subject: InfoObservation): Finding[] {
   if (!subject.ok) {
     return [
@@ -176,7 +188,7 @@ export function infoOracle(reference: InfoObservation, subject: InfoObservation)
       kind: 'info-mismatch',
       side: 'subject',
       detail: differing.join(','),
-      message: `qemu-img info differs in ${differing.map(shown).join(', ')}`,
+      message: `${whereRead(differing)} in ${differing.map(shown).join(', ')}`,
       evidence: diff,
     },
   ];

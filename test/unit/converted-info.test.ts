@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { parseConvertedInfo } from '../../oracles/info.ts';
+import { infoOracle, parseConvertedInfo, type InfoObservation } from '../../oracles/info.ts';
 
 interface Recorded {
   name: string;
@@ -33,6 +33,13 @@ test('the recorded expectations say what the damage is: an old extent size, no a
   assert.equal(fields(made)['adapter-type'], 'lsilogic');
   assert.equal(fields(damaged)['descriptor-extents'], 'RW 8192 SPARSE');
   assert.equal(fields(damaged)['adapter-type'], null);
+});
+
+test('the info oracle names the vmdk descriptor as where the damaged fields were read', () => {
+  const [made, damaged] = [recorded[0]!, recorded[3]!].map((r) => r.expected as InfoObservation);
+  const [finding] = infoOracle(made!, damaged!);
+  assert.equal(finding?.detail, 'adapter-type,descriptor-extents');
+  assert.match(finding!.message, /^the vmdk descriptor differs in adapter-type \(qemu "lsilogic", subject null\)/);
 });
 
 test('an image qemu-img cannot open is no fields', () => {
