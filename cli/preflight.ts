@@ -1,26 +1,13 @@
 import { constants } from 'node:fs';
-import { access, mkdir, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access } from 'node:fs/promises';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { killAllChildren } from '../exec/process.ts';
 import { toolVersion } from '../exec/tool-version.ts';
 import { qemuImg, type Resizer } from '../model/commands.ts';
-import { UsageError, usageFail } from './args.ts';
+import { usageFail } from './args.ts';
 
 // What a command line checks before any work is done, each failure a usage error that says what
-// to do: the tools, the directories; and how it stops on a signal.
-
-/** A tmpfs keeps image churn off the disk; the system temp dir where there is none. */
-export async function defaultWorkdir(): Promise<string> {
-  const shm = '/dev/shm';
-  try {
-    await access(shm, constants.W_OK);
-    if ((await stat(shm)).isDirectory()) return shm;
-  } catch {
-    // no usable /dev/shm
-  }
-  return tmpdir();
-}
+// to do: the tools (cli/paths.ts checks the directories); and how it stops on a signal.
 
 /** Finds an executable: a path as given, or a bare name on PATH. */
 export async function findExecutable(program: string): Promise<string | null> {
@@ -95,17 +82,6 @@ export async function subjectFrom(args: {
 /** The subject's version line, for reports and the summary. */
 export const subjectVersion = (subject: Resizer, qemuVersion: string, timeoutMs: number) =>
   subject.program === qemuImg.program ? Promise.resolve(qemuVersion) : toolVersion(subject.program, timeoutMs);
-
-export async function writableDir(dir: string, flag: string, create: boolean) {
-  try {
-    if (create) await mkdir(dir, { recursive: true });
-    if (!(await stat(dir)).isDirectory()) usageFail(`${dir} is not a directory (${flag})`);
-    await access(dir, constants.W_OK);
-  } catch (err) {
-    if (err instanceof UsageError) throw err;
-    usageFail(`${flag} ${dir} is not a writable directory: ${(err as Error).message}`);
-  }
-}
 
 /** SIGINT or SIGTERM once: stop cleanly and write the summary. Twice: kill everything now. */
 export function stopOnSignals(): AbortSignal {

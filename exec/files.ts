@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 
 // Whole-file reading of images and data files: the content hash of a refused step's files, sparse
 // copies, and the stamps that spare a second hash of files nothing wrote. Files are read in blocks:
@@ -92,3 +93,21 @@ export async function stampOf(files: string[]): Promise<Stamp> {
  * than the last change before it when that change was a margin before the stamp. */
 export const provenUnchanged = (before: Stamp, now: Stamp) =>
   now.id === before.id && before.changedMs < before.takenMs - TICK_MARGIN_MS;
+
+/** `mkdir -p`, one level at a time. Node's own `mkdir(dir, { recursive: true })` never returns for
+ * a path such as /proc/x, where the parent exists but refuses the child with ENOENT: it retries the
+ * parent for ever. Here a level that still cannot be made once its parent exists is an error. */
+export async function makeDirectory(dir: string): Promise<void> {
+  try {
+    await mkdir(dir);
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw err;
+  }
+  await makeDirectory(dirname(dir));
+  await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+}

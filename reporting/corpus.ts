@@ -1,4 +1,5 @@
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { makeDirectory } from '../exec/files.ts';
 import { basename, join, resolve } from 'node:path';
 import { parseCase, type Case } from '../model/case.ts';
 import { FatalError } from '../model/errors.ts';
@@ -36,10 +37,11 @@ type CorpusFile =
       case: Case;
     };
 
-/** Every *.json in `dir`, sorted by name; a missing directory is an empty corpus. */
-export async function loadCorpus(dir: string): Promise<CorpusEntry[]> {
+/** Every *.json in `dir`, sorted by name; a missing directory is an empty corpus, unless it must
+ * exist (a --corpus the user named). */
+export async function loadCorpus(dir: string, mustExist = false): Promise<CorpusEntry[]> {
   const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return [] as string[];
+    if (err.code === 'ENOENT' && !mustExist) return [] as string[];
     throw new FatalError(`cannot read the corpus directory ${dir}: ${err.message} (pass --corpus DIR)`);
   });
   const entries: CorpusEntry[] = [];
@@ -83,7 +85,7 @@ export async function promote(reportFolder: string, corpusDir: string): Promise<
     message: report.finding.message,
     case: report.case,
   };
-  await mkdir(corpusDir, { recursive: true });
+  await makeDirectory(corpusDir);
   const path = join(corpusDir, `${name}.json`);
   await writeJsonAtomic(path, file);
   return path;

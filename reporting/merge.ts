@@ -1,4 +1,5 @@
-import { cp, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { cp, readdir, rm, stat } from 'node:fs/promises';
+import { makeDirectory } from '../exec/files.ts';
 import { join, resolve } from 'node:path';
 import { smaller } from '../model/case.ts';
 import { FatalError } from '../model/errors.ts';
@@ -229,7 +230,7 @@ export async function mergeReports(dirs: string[], out: string): Promise<MergedS
     const existing = await readdir(out).catch(() => null);
     if (existing && existing.length > 0)
       fail(`--out ${out} is not empty: name a new directory, or one of the inputs to merge into it`);
-    await mkdir(out, { recursive: true });
+    await makeDirectory(out);
   }
   const bySignature = new Map<string, { dir: string; report: Report }[]>();
   for (const dir of dirs) {

@@ -1,4 +1,5 @@
-import { chmod, mkdir, rename, rm } from 'node:fs/promises';
+import { chmod, rename, rm } from 'node:fs/promises';
+import { makeDirectory } from '../exec/files.ts';
 import { join } from 'node:path';
 import type { CaseResult } from '../exec/run-case.ts';
 import { smaller, type Case } from '../model/case.ts';
@@ -84,10 +85,10 @@ export async function saveSighting(
   };
   const staging = stagingFolder(reportsDir, folder);
   await rm(staging, { recursive: true, force: true });
-  await mkdir(staging, { recursive: true });
+  await makeDirectory(staging);
   await writeFolderFiles(staging, report, folder, s.result.artifacts);
   await writeReport(staging, report);
-  await mkdir(join(path, '..'), { recursive: true });
+  await makeDirectory(join(path, '..'));
   await rename(staging, path);
   return { folder, isNew: true, hits: 1 };
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { makeDirectory } from '../exec/files.ts';
 import { join } from 'node:path';
 import type { CaseResult } from '../exec/run-case.ts';
 import { parseCase, type Case } from '../model/case.ts';
@@ -247,7 +248,7 @@ export async function publishStaged(reportsDir: string, staging: string, folder:
     () => false,
   );
   if (exists) await rename(target, old);
-  await mkdir(join(target, '..'), { recursive: true });
+  await makeDirectory(join(target, '..'));
   await rename(staging, target);
   if (exists) await rm(old, { recursive: true, force: true });
 }

@@ -117,7 +117,7 @@ async function fuzzRun(extra: string[]): Promise<FuzzRun> {
         '--reports',
         reports,
         '--corpus',
-        join(reports, 'none'),
+        join(ROOT, 'test', 'empty-corpus'),
         '--formats',
         'qcow2',
         ...extra,

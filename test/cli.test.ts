@@ -93,6 +93,18 @@ describe('the fuzz command line', () => {
       /--reports .* is not a writable directory/,
     );
   });
+  it('refuses at once every path it cannot use, /proc/x among them', async () => {
+    // node's own recursive mkdir never returns for /proc/x (the parent exists, the child cannot):
+    // the run hung there without a word
+    for (const path of ['/proc/x', '/dev/null/x', '/sys/x', '/etc/passwd']) {
+      const started = Date.now();
+      await expectUsageError(['--control', '--iterations', '2', '--reports', path], /--reports|\(--reports\)/);
+      assert.ok(Date.now() - started < 5000, `${path}: ${Date.now() - started} ms`);
+      await expectUsageError(['--control', '--workdir', path], /--workdir|\(--workdir\)/);
+    }
+    await expectUsageError(['--control', '--corpus', '/proc/x'], /cannot read the corpus directory \/proc\/x/);
+    await expectUsageError(['--control', '--known', '/proc/x'], /cannot read the known-divergence registry \/proc\/x/);
+  });
   it('refuses to replay a missing or damaged report', async (t) => {
     const reports = await reportsDir(t);
     await expectUsageError(['--control', '--replay', join(reports, 'nothing')], /cannot read .*report\.json/);

@@ -53,9 +53,9 @@ async function bundledCli(): Promise<string> {
 }
 
 /** The tests' runs do not replay the repository's corpus/ unless they pass --corpus: an empty one
- * (a directory that is not there). */
+ * (test/empty-corpus). */
 const withTestCorpus = (args: string[]) => {
-  const corpus = args.includes('--corpus') ? args : [...args, '--corpus', join(ROOT, 'test', 'no-corpus')];
+  const corpus = args.includes('--corpus') ? args : [...args, '--corpus', join(ROOT, 'test', 'empty-corpus')];
   return withTestFormats(corpus);
 };
 
