@@ -37,7 +37,7 @@ import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
 import { copySparse, stampOf } from './files.ts';
 import { ReadAhead } from './read-ahead.ts';
-import { readVmdkDescriptor } from './vmdk-descriptor.ts';
+import { readVmdkDescriptor } from '../formats/vmdk.ts';
 import { reader } from './readers.ts';
 import { inCaseDirectory } from './work-dir.ts';
 

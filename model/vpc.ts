@@ -12,13 +12,13 @@ const MAX_GEOMETRY = 65535 * 16 * 255;
 /** The largest vpc image qemu creates, 2040 GiB, in sectors. */
 const MAX_SECTORS = 0xff000000;
 
-/** The sectors of the geometry the VHD specification's algorithm picks for `sectors`, which may
- * be fewer than asked (every division rounds down). Under 65535 x 16 x 63 sectors it tries 17
+/** The geometry the VHD specification's algorithm picks for `sectors`, which may hold
+ * fewer sectors than asked (every division rounds down). Under 65535 x 16 x 63 sectors it tries 17
  * sectors per track with at least 4 heads, then 31 and then 63 with 16 heads, each time the
  * cylinders x heads it needs reach 1024 per head (or would take more than 16 heads); from there up
  * it is 255 sectors per track and 16 heads. qemu keeps heads in a byte, but whenever that wraps
  * more than 16 heads were needed and 31 sectors follow just the same, so plain numbers do here. */
-function geometrySectors(sectors: number): number {
+export function vpcGeometry(sectors: number): VpcGeometry {
   const n = Math.min(sectors, MAX_GEOMETRY);
   let perTrack: number;
   let heads: number;
@@ -42,8 +42,22 @@ function geometrySectors(sectors: number): number {
       cylsTimesHeads = Math.floor(n / perTrack);
     }
   }
-  return Math.floor(cylsTimesHeads / heads) * heads * perTrack;
+  return { cylinders: Math.floor(cylsTimesHeads / heads), heads, sectorsPerTrack: perTrack };
 }
+
+export interface VpcGeometry {
+  cylinders: number;
+  heads: number;
+  sectorsPerTrack: number;
+}
+
+/** The largest geometry, which tells readers to size the disk by the footer's current size. */
+export const MAX_VPC_GEOMETRY: VpcGeometry = { cylinders: 65535, heads: 16, sectorsPerTrack: 255 };
+
+const geometrySectors = (sectors: number) => {
+  const g = vpcGeometry(sectors);
+  return g.cylinders * g.heads * g.sectorsPerTrack;
+};
 
 /** The virtual size in bytes of `qemu-img create -f vpc -o subformat=dynamic[,force_size=on] FILE
  * <requested>` as `qemu-img info -f vpc` reports it (subformat=fixed gives the same; without `-f`

@@ -3,7 +3,8 @@
 //              files that differ (exit 1 if any): what the unit tests would find, file by file
 //   --update   rewrites every expectation and golden file from the stored inputs (no qemu)
 //   --record   records the inputs again with qemu-img, qemu-io and the test doubles (images,
-//              check/info/compare outputs, commands, fuzz runs for the reports), then updates
+//              check/info/compare outputs, commands, fuzz runs for the reports), then updates;
+//              --record=format-images records only the vpc, vhdx and vmdk images
 // Expectations are computed by test/unit/testdata.ts, the module the unit tests compare with.
 import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -46,6 +47,7 @@ import {
 import { contentHash } from '../exec/files.ts';
 import { killAllChildren, runCommand } from '../exec/process.ts';
 import { leakOneCluster } from '../test/doubles/faults.ts';
+import { recordFormatScenes } from './testdata-formats.ts';
 import { rewriteHeaderExtensions, setRefcount, writeBytes } from '../test/doubles/qcow2-edit.ts';
 
 const double = (fault: string) => join(ROOT, 'test', 'doubles', `instar-${fault}`);
@@ -60,6 +62,7 @@ const RECORDED_DIRS = [
   'after-use',
   'size-grammar',
   'images',
+  'format-images',
   'steps',
   'index',
 ];
@@ -1265,6 +1268,7 @@ async function recordReports(files: Map<string, Buffer | string>): Promise<strin
 async function recordCorpus(): Promise<{ files: Map<string, Buffer | string>; reports: string[] }> {
   const files = new Map<string, Buffer | string>();
   for (const s of SCENES) await recordScene(s, files);
+  await recordFormatScenes((await bench()).dir, files);
   // sizes unknown: what the content oracle leaves to the info oracle (not a recording of its own)
   const identical = JSON.parse(files.get('compare/faithful-shrink.json') as string) as TestCase<CompareInput>;
   const unknownSize = { ...identical.input, compare: { ...identical.input.compare, subjectSize: null } };
@@ -1276,9 +1280,18 @@ async function recordCorpus(): Promise<{ files: Map<string, Buffer | string>; re
   return { files, reports: await recordReports(files) };
 }
 
+async function recordFormatsAlone(): Promise<{ files: Map<string, Buffer | string>; reports: string[] }> {
+  const files = new Map<string, Buffer | string>();
+  await recordFormatScenes((await bench()).dir, files);
+  return { files, reports: [] };
+}
+
 // ---- the command --------------------------------------------------------------------------------
 
 const flags = new Set(process.argv.slice(2));
+// --record=format-images: record that directory alone (its scenes need no others)
+const recordFormatsOnly = flags.delete('--record=format-images');
+if (recordFormatsOnly) flags.add('--record');
 const unknown = [...flags].filter((f) => f !== '--update' && f !== '--record');
 if (unknown.length > 0) {
   console.error(`unknown option ${unknown.join(' ')}; use --update or --record (testdata/README.md)`);
@@ -1288,8 +1301,9 @@ if (unknown.length > 0) {
 if (flags.has('--record')) {
   work = await mkdtemp(join(tmpdir(), 'testdata-record-'));
   try {
-    const { files, reports } = await recordCorpus();
-    for (const dir of RECORDED_DIRS) await rm(join(TESTDATA, dir), { recursive: true, force: true });
+    const { files, reports } = recordFormatsOnly ? await recordFormatsAlone() : await recordCorpus();
+    const dirs = recordFormatsOnly ? ['format-images'] : RECORDED_DIRS;
+    for (const dir of dirs) await rm(join(TESTDATA, dir), { recursive: true, force: true });
     for (const name of reports) await rm(join(TESTDATA, 'reports', name), { recursive: true, force: true });
     for (const [file, data] of files) {
       await mkdir(dirname(join(TESTDATA, file)), { recursive: true });

@@ -4,7 +4,7 @@
 // instar refuses it.
 import { open, rm, stat } from 'node:fs/promises';
 import { execa } from 'execa';
-import { readVmdkDescriptor } from '../../exec/vmdk-descriptor.ts';
+import { readVmdkDescriptor } from '../../formats/vmdk.ts';
 import { adapterTypeOf } from '../../oracles/info.ts';
 
 export const CONVERTED = ['vhdx', 'vmdk', 'vpc'];

@@ -28,6 +28,7 @@ const KINDS: Record<string, string[]> = {
     'extension-lost',
     'extension-changed',
     'extension-added',
+    'spec-violation',
   ],
   info: ['info-failed', 'info-mismatch'],
   output: ['quiet-printed', 'stdout-differs', 'json-invalid', 'json-incomplete', 'json-wrong'],
@@ -38,7 +39,7 @@ const KINDS: Record<string, string[]> = {
 };
 
 /** The directories whose expectations list findings. */
-const FINDING_DIRS: JsonKindName[] = [...ORACLE_DIRS, 'images'];
+const FINDING_DIRS: JsonKindName[] = [...ORACLE_DIRS, 'images', 'format-images'];
 
 async function findingsInTestdata(): Promise<FindingView[]> {
   const out: FindingView[] = [];

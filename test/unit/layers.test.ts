@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 
 // The stages a case flows through, bottom to top: a module may import from its own folder and the
 // folders below it, never from one above (README, "Layout"). Type imports count too.
-const LAYERS = ['model', 'qcow2', 'generators', 'oracles', 'exec', 'triage', 'reporting', 'run', 'cli'];
+const LAYERS = ['model', 'qcow2', 'formats', 'generators', 'oracles', 'exec', 'triage', 'reporting', 'run', 'cli'];
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 async function sources(folder: string): Promise<string[]> {

@@ -11,6 +11,9 @@ import { parseCase, type Case } from '../../model/case.ts';
 import type { CommandRecord } from '../../model/commands.ts';
 import { planStep, type StepKind } from '../../model/plan.ts';
 import { structuralCheck, type StructureObservation } from '../../qcow2/structure.ts';
+import type { FormatStructure, StructuredFormat } from '../../formats/rules.ts';
+import { readFormatStructure } from '../../formats/structure.ts';
+import { formatStructureOracle } from '../../oracles/format-structure.ts';
 import { afterUseOracle, type AfterUseObservation } from '../../oracles/after-use.ts';
 import { checkOracle, isClean, parseCheck } from '../../oracles/check.ts';
 import {
@@ -229,6 +232,33 @@ export async function observeImages(input: ImagesInput, caseFile: string) {
   }
 }
 
+/** A vpc, vhdx or vmdk image of format-images/ (and the extent files of a vmdk with a text
+ * descriptor): each file's name as the image names it, and its gzipped copy beside the case. */
+export interface FormatImagesInput {
+  format: StructuredFormat;
+  image: string;
+  files: Record<string, string>;
+}
+
+/** What the format reader makes of the image, and the structure oracle's findings on it. */
+async function formatImagesActual(input: FormatImagesInput, caseFile: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'testdata-formats-'));
+  try {
+    for (const [name, gz] of Object.entries(input.files))
+      await writeFile(join(dir, name), gunzipSync(await readFile(join(dirname(caseFile), gz))));
+    const s = await readFormatStructure(join(dir, input.image), input.format);
+    const observed = JSON.parse(JSON.stringify(s).split(`${dir}/`).join('')) as FormatStructure;
+    return {
+      virtualSize: observed.readable ? observed.virtualSize : null,
+      checked: observed.readable ? observed.checked : [],
+      broken: observed.readable ? observed.broken : [],
+      findings: formatStructureOracle(observed, null).map(findingView),
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 async function imagesActual(input: ImagesInput, caseFile: string) {
   const { subject, reference } = await observeImages(input, caseFile);
   return {
@@ -344,6 +374,7 @@ export const JSON_KINDS = {
   'in-place': { actual: inPlaceActual },
   allocation: { actual: allocationActual },
   images: { actual: imagesActual },
+  'format-images': { actual: formatImagesActual },
   steps: { actual: stepActual },
   registry: { actual: registryActual },
   'registry-invalid': { actual: registryInvalidActual },
