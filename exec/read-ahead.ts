@@ -1,5 +1,7 @@
-import type { StepPlan } from '../model/plan.ts';
+import { isConverted } from '../model/case.ts';
+import { planStep } from '../model/plan.ts';
 import type { SideFiles } from '../model/layout.ts';
+import type { FormatStructure } from '../formats/rules.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import type { CaseRun } from './case-run.ts';
 import type { ComparePlan } from './content-compare.ts';
@@ -15,16 +17,24 @@ import { reader } from './readers.ts';
 export interface StepInputs {
   referenceHash: string;
   subjectHash: string;
-  /** For a shrink qemu-img should accept: whether clusters holding data lie past the new end. */
+  /** For a shrink qemu-img should accept from the size observed before it: whether clusters holding
+   * data lie past the new end. */
   discardsAllocated: boolean | undefined;
 }
+
+/** The structures of both results of a step: qcow2's, or a vpc's, vhdx's or vmdk's. */
+export type ResultStructures =
+  | { kind: 'qcow2'; subject: StructureObservation; reference: StructureObservation }
+  | { kind: 'format'; subject: FormatStructure; reference: FormatStructure };
 
 export class ReadAhead {
   private nextInputs: Promise<StepInputs> | null = null;
 
+  /** `sizeOf` reads a side's virtual size from its image (the plan of a step is qemu's rules
+   * applied to the size observed before it, never to a predicted one). */
   constructor(
     private readonly run: CaseRun,
-    private readonly plans: { plan: StepPlan }[],
+    private readonly sizeOf: (side: SideFiles) => Promise<number | null>,
   ) {}
 
   /** Only a qcow2 image has a structure the harness reads, and a compare plan from it. */
@@ -52,7 +62,7 @@ export class ReadAhead {
 
   /** Both sides refused step `index`: the next step starts from the files as hashed after it. */
   afterRefusal(index: number, hashes: [reference: string, subject: string]): void {
-    if (index + 1 < this.plans.length) this.nextInputs = this.run.background(this.inputsFor(index + 1, hashes));
+    if (index + 1 < this.run.c.steps.length) this.nextInputs = this.run.background(this.inputsFor(index + 1, hashes));
   }
 
   /** Both sides accepted step `index`: while qemu-img checks and compares, the reader threads read
@@ -60,20 +70,25 @@ export class ReadAhead {
    * images until that step starts). */
   afterAcceptance(index: number): {
     comparePlan: Promise<ComparePlan> | undefined;
-    /** null for an image that is not qcow2, which has no structure the harness reads. */
-    structures: Promise<[StructureObservation, StructureObservation]> | null;
+    /** null for a raw image, which has no structure the harness reads. */
+    structures: Promise<ResultStructures> | null;
   } {
     const comparePlan = this.comparePlan();
     const { reference, subject } = this.run.layout;
-    const structures = !this.qcow2
-      ? null
-      : this.run.background(
-          Promise.all([
-            reader.structuralCheck(this.run.path(subject)),
-            reader.structuralCheck(this.run.path(reference)),
-          ]),
-        );
-    if (index + 1 < this.plans.length) this.nextInputs = this.run.background(this.inputsFor(index + 1));
+    const { format } = this.run.c.image;
+    const path = (side: SideFiles) => this.run.path(side);
+    const structures: Promise<ResultStructures> | null = this.qcow2
+      ? Promise.all([reader.structuralCheck(path(subject)), reader.structuralCheck(path(reference))]).then(
+          ([s, r]) => ({ kind: 'qcow2', subject: s, reference: r }),
+        )
+      : isConverted(format)
+        ? Promise.all([
+            reader.readFormatStructure(path(subject), format),
+            reader.readFormatStructure(path(reference), format),
+          ]).then(([s, r]) => ({ kind: 'format', subject: s, reference: r }))
+        : null;
+    if (structures) this.run.background(structures);
+    if (index + 1 < this.run.c.steps.length) this.nextInputs = this.run.background(this.inputsFor(index + 1));
     return { comparePlan, structures };
   }
 
@@ -97,20 +112,23 @@ export class ReadAhead {
     return reader.contentHash(...this.run.files(side));
   }
 
-  private inputsFor(index: number, known?: [string, string]): Promise<StepInputs> {
-    const { plan } = this.plans[index]!;
+  private async inputsFor(index: number, known?: [string, string]): Promise<StepInputs> {
     const { base, reference, subject } = this.run.layout;
     const before = index === 0 ? base : reference;
+    // qemu's rules applied to the size qemu's side has now: a shrink it should accept is probed
+    const size = this.qcow2 ? await this.sizeOf(before) : null;
+    const plan = size === null ? null : planStep(this.run.c.steps[index]!, size, this.run.c.image.format);
     const discards =
-      plan.kind === 'shrink' && plan.accepted && this.qcow2
+      plan?.kind === 'shrink' && plan.accepted
         ? reader.hasHostClustersFrom(this.run.path(before), plan.target!)
         : undefined;
     const baseHash = index === 0 && !known ? this.hash(base) : null;
     const hashes = known ?? (baseHash ? [baseHash, baseHash] : [this.hash(reference), this.hash(subject)]);
-    return Promise.all([...hashes, discards]).then(([referenceHash, subjectHash, discardsAllocated]) => ({
+    const [referenceHash, subjectHash, discardsAllocated] = await Promise.all([...hashes, discards]);
+    return {
       referenceHash: referenceHash as string,
       subjectHash: subjectHash as string,
       discardsAllocated: discardsAllocated as boolean | undefined,
-    }));
+    };
   }
 }

@@ -3,11 +3,19 @@ import { planComparison } from './content-compare.ts';
 import { contentHash } from './files.ts';
 import { guestAllocation, hasHostClustersFrom } from '../qcow2/reader.ts';
 import { structuralCheck } from '../qcow2/structure.ts';
+import { readFormatStructure } from '../formats/structure.ts';
 
 // A reader thread (see readers.ts): runs the harness's in-process reading of images, one task at
 // a time in the order they came, since the harness asks in the order it needs the answers.
 
-export const readerTasks = { contentHash, structuralCheck, planComparison, hasHostClustersFrom, guestAllocation };
+export const readerTasks = {
+  contentHash,
+  structuralCheck,
+  readFormatStructure,
+  planComparison,
+  hasHostClustersFrom,
+  guestAllocation,
+};
 export type ReaderTasks = typeof readerTasks;
 export type ReaderRequest = { id: number; task: keyof ReaderTasks; args: unknown[] };
 export type ReaderReply = { id: number; value: unknown } | { id: number; error: { message: string; code?: string } };

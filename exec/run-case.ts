@@ -16,14 +16,22 @@ import {
   type CommandRecord,
 } from '../model/commands.ts';
 import { imagePath, keptFiles, type SideFiles } from '../model/layout.ts';
-import { plannedSizes, rawVirtualSize, regrowWindows, type StepPlan } from '../model/plan.ts';
+import { planStep, rawVirtualSize, type StepPlan } from '../model/plan.ts';
+import { formatVirtualSize } from '../formats/structure.ts';
 import { afterUseWorkload } from '../oracles/after-use.ts';
 import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
-import { firstMismatch, type CompareObservation, type MismatchSector, type RegrowProbe } from '../oracles/content.ts';
+import {
+  firstMismatch,
+  regrowWindows,
+  type CompareObservation,
+  type MismatchSector,
+  type ObservedStep,
+  type RegrowProbe,
+} from '../oracles/content.ts';
 import type { StepFinding } from '../oracles/finding.ts';
 import { rawGrownCounts, type AllocationObservation } from '../oracles/allocation.ts';
 import type { FileIdentity, InPlaceObservation } from '../oracles/in-place.ts';
-import { infoFromStructure, parseConvertedInfo, parseInfo, RAW_INFO, type InfoObservation } from '../oracles/info.ts';
+import { infoFromStructure, parseConvertedInfo, RAW_INFO, type InfoObservation } from '../oracles/info.ts';
 import { classifyOutcome, type OutcomeClass } from '../oracles/outcome.ts';
 import {
   judgeAfterUse,
@@ -36,7 +44,7 @@ import { readQcow2Header } from '../qcow2/reader.ts';
 import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
 import { copySparse, stampOf } from './files.ts';
-import { ReadAhead } from './read-ahead.ts';
+import { ReadAhead, type ResultStructures } from './read-ahead.ts';
 import { readVmdkDescriptor } from '../formats/vmdk.ts';
 import { reader } from './readers.ts';
 import { inCaseDirectory } from './work-dir.ts';
@@ -52,7 +60,12 @@ export type { ExecuteOptions } from './case-run.ts';
 
 export interface StepRecord {
   index: number;
+  /** The virtual size of qemu's side right before the step, read from its image. */
   sizeBefore: number;
+  /** qemu's result's virtual size after the step, read from it; null where qemu-img refused. */
+  sizeAfter?: number | null;
+  /** qemu's rules applied to the step from `sizeBefore`: what registry predicates and coverage
+   * call its kind. */
   plan: StepPlan;
   reference: OutcomeClass;
   subject: OutcomeClass;
@@ -120,8 +133,8 @@ export function runCase(c: Case, options: RunCaseOptions): Promise<CaseResult> {
 }
 
 async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResult> {
-  const plans = plannedSizes(run.c);
-  const ahead = new ReadAhead(run, plans);
+  const sizeOf = (side: SideFiles) => virtualSizeOf(run, side);
+  const ahead = new ReadAhead(run, sizeOf);
   await buildBase(run);
   // the copies and the reading go on while qemu-img checks the base image
   ahead.firstStep(run.background(copySides(run)));
@@ -129,8 +142,13 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
 
   const steps: StepRecord[] = [];
   const findings: StepFinding[] = [];
-  for (const [index, { before, plan }] of plans.entries()) {
-    const { record, observation } = await resizeStep(run, ahead, index, before, plan);
+  // qemu's result's sizes before and after each step, as read from it
+  const history: ObservedStep[] = [];
+  for (let index = 0; index < run.c.steps.length; index++) {
+    const side = index === 0 ? run.layout.base : run.layout.reference;
+    const before = (await sizeOf(side)) ?? run.c.image.virtualSize;
+    history.push({ before, after: null });
+    const { record, observation } = await resizeStep(run, ahead, index, history);
     const judged = judgeStep(observation);
     record.oracles = judged.oracles;
     steps.push(record);
@@ -139,7 +157,7 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
   }
 
   const last = steps.at(-1)!;
-  const afterUse = findings.length === 0 ? await useBothResults(run, ahead, last) : null;
+  const afterUse = findings.length === 0 ? await useBothResults(run, ahead, last, history) : null;
   if (afterUse) findings.push(...afterUse.findings.map((f) => ({ ...f, step: last.index })));
 
   const kept = options.wantArtifacts(findings, steps)
@@ -198,12 +216,17 @@ async function checkBase(run: CaseRun, ahead: ReadAhead): Promise<CaseResult['ba
   return { byCheck, byReader: read.readable ? read.allocatedClusters : null };
 }
 
-/** Both resizes of one step, and what the oracles need to judge it. */
-async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before: number, plan: StepPlan) {
+/** Both resizes of one step, and what the oracles need to judge it. `history` holds qemu's
+ * side's sizes up to this step, whose size before it is read; its size after is filled in here. */
+async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, history: ObservedStep[]) {
   const step = run.c.steps[index]!;
   const { reference, subject } = run.layout;
+  const before = history[index]!.before;
+  const plan = planStep(step, before, run.c.image.format);
   const inputs = await ahead.take(index);
   const [refStamp, subStamp] = await Promise.all([stampOf(run.files(reference)), stampOf(run.files(subject))]);
+  // both copies were the base image until the first step; the subject's own size after that
+  const subjectBefore = index === 0 ? before : await virtualSizeOf(run, subject);
   // a raw image's grown range is allocated as its host blocks grew (allocation oracle)
   const hostBefore =
     run.c.image.format === 'raw'
@@ -220,6 +243,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
   const record: StepRecord = {
     index,
     sizeBefore: before,
+    sizeAfter: null,
     plan,
     reference: classifyOutcome(ref),
     subject: classifyOutcome(sub),
@@ -227,12 +251,18 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     subjectStderr: sub.stderr,
     oracles: [],
   };
+  if (record.reference === 'ok') {
+    record.sizeAfter = await virtualSizeOf(run, reference);
+    history[index]!.after = record.sizeAfter;
+  }
   const observation: StepObservation = {
     case: run.c,
     index,
     kind: plan.kind,
     reference: ref,
     subject: sub,
+    sizeBefore: subjectBefore,
+    history,
     output: outputModeOf(run.options.subject, step),
     subjectAfter: null,
     accepted: null,
@@ -253,7 +283,8 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     observation.subjectAfter = { size: sizeAfter, fileLength };
   }
   // what the subject made of a size qemu-img refused names why it accepted
-  if (onlyQemuRefused) observation.accepted = { before, target: plan.target, after: sizeAfter };
+  if (onlyQemuRefused)
+    observation.accepted = { before: subjectBefore ?? before, target: plan.target, after: sizeAfter };
   if (record.reference === 'refused' || record.subject === 'refused') {
     const refAfter =
       record.reference === 'refused'
@@ -270,7 +301,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, before:
     if (refAfter !== null && subAfter !== null) ahead.afterRefusal(index, [refAfter, subAfter]);
   }
   if (record.reference === 'ok' && record.subject === 'ok') {
-    observation.results = await observeResults(run, ahead, index, { before, plan, hostBefore });
+    observation.results = await observeResults(run, ahead, index, { before, plan, hostBefore }, history);
     Object.assign(record, {
       subjectCheck: observation.results.subjectCheck,
       ...(observation.results.referenceCheck ? { referenceCheck: observation.results.referenceCheck } : {}),
@@ -329,13 +360,15 @@ async function observeResults(
   ahead: ReadAhead,
   index: number,
   step: StepSizes,
+  history: ObservedStep[],
 ): Promise<ResultsObservation> {
   const { comparePlan, structures } = ahead.afterAcceptance(index);
   const allocation = run.background(observeAllocation(run, index, step));
   const { format } = run.c.image;
   const subCheck = checkable(run) ? await run.check(run.layout.subject) : null;
   const compared = await compareResults(run, comparePlan);
-  const [subjectStructure, referenceStructure] = (await structures) ?? [null, null];
+  const read: ResultStructures | null = structures && (await structures);
+  const [subjectStructure, referenceStructure] = read?.kind === 'qcow2' ? [read.subject, read.reference] : [null, null];
   const { subjectCheck, referenceCheck } = await checks(run, subCheck);
   const infoOf = format === 'raw' ? rawInfo : convertedInfo;
   const [referenceInfo, subjectInfo] =
@@ -347,7 +380,7 @@ async function observeResults(
     referenceSize: sizeOf(referenceInfo),
     subjectSize: sizeOf(subjectInfo),
   };
-  const regrow = await probeRegrowWindow(run, index, compare);
+  const regrow = await probeRegrowWindow(run, history, compare);
   const quirk = regrow !== null && !regrow.referenceReadsZero && regrow.subjectReadsZero;
   if (!quirk) compare.sector = await probeSector(run, compare);
   return {
@@ -355,6 +388,7 @@ async function observeResults(
     referenceCheck,
     subjectStructure,
     referenceStructure,
+    formatStructures: read?.kind === 'format' ? { subject: read.subject, reference: read.reference } : null,
     subjectInfo,
     referenceInfo,
     compare,
@@ -403,8 +437,10 @@ async function hostBytes(run: CaseRun, side: SideFiles): Promise<number> {
   return stats.reduce((sum, s) => sum + (s ? s.blocks * 512 : 0), 0);
 }
 
-/** A side's virtual size as it is now, as qemu sees it: a qcow2 header's size field, a raw
- * file's length in whole sectors (rawVirtualSize), what qemu-img info says of any other. */
+/** A side's virtual size as it is now, as qemu sees it, read from the image without starting
+ * qemu: a qcow2 header's size field, a raw file's length in whole sectors (rawVirtualSize), a vpc's
+ * footer, a vhdx's metadata, a vmdk's extent headers and descriptor (formats/). null where the
+ * image cannot be read. */
 function virtualSizeOf(run: CaseRun, side: SideFiles): Promise<number | null> {
   const file = run.path(side);
   const { format } = run.c.image;
@@ -413,10 +449,7 @@ function virtualSizeOf(run: CaseRun, side: SideFiles): Promise<number | null> {
       ? stat(file).then((s) => rawVirtualSize(s.size))
       : format === 'qcow2'
         ? readQcow2Header(file).then((h) => h.size)
-        : qemuInfo(run, side).then((r) => {
-            const info = parseInfo(r.exitCode, r.stdout, r.stderr);
-            return info.ok ? Number(info.fields['virtual-size']) : null;
-          });
+        : formatVirtualSize(file, format);
   return size.catch(() => null);
 }
 
@@ -494,15 +527,17 @@ async function probeSector(run: CaseRun, compare: CompareObservation): Promise<M
   return { referenceReadsZero, subjectReadsZero };
 }
 
-/** When the first difference lies in a partial cluster a shrink kept and a later grow exposed,
- * what each result reads there (two reads, only then): qemu's quirk or the subject's bug. */
+/** When the first difference lies in a partial cluster a shrink kept and a later grow exposed (by
+ * the sizes qemu's result had), what each result reads there (two reads, only then): qemu's quirk
+ * or the subject's bug. */
 async function probeRegrowWindow(
   run: CaseRun,
-  index: number,
+  history: ObservedStep[],
   compare: CompareObservation,
 ): Promise<RegrowProbe | null> {
   const at = firstMismatch(compare);
-  const window = at === null ? undefined : regrowWindows(run.c, index).find((w) => at >= w.start && at < w.end);
+  const windows = at === null ? [] : regrowWindows(history, run.c.image.clusterSize);
+  const window = windows.find((w) => at! >= w.start && at! < w.end);
   if (!window) return null;
   const referenceReadsZero = await readsZero(run, run.layout.reference, window.start, window.end);
   const subjectReadsZero = await readsZero(run, run.layout.subject, window.start, window.end);
@@ -511,15 +546,18 @@ async function probeRegrowWindow(
 
 /** When every step both sides ran succeeded: the same qemu-io workload on both results, then
  * check and compare again (some damage shows only at the next allocation). */
-async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord) {
+async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord, history: ObservedStep[]) {
   if (last.reference !== 'ok' || last.subject !== 'ok' || !last.referenceInfo?.ok) return null;
   const { reference, subject } = run.layout;
-  const workload = afterUseWorkload(run.c, Number(last.referenceInfo.fields['virtual-size']));
+  const size = Number(last.referenceInfo.fields['virtual-size']);
+  // the largest size qemu's result had: a grow back over it reads all a shrink discarded
+  const largest = Math.max(...history.flatMap((h) => [h.before, h.after ?? 0]));
+  const workload = afterUseWorkload(run.c, size, largest);
   const io = (side: SideFiles) => run.run('qemu-io', qemuIoArgs(workload, side.image, run.c.image), side);
   const refIo = await io(reference);
   const subIo = await io(subject);
   const record: AfterUseRecord = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
-  // sizes from the headers: the workload grew both images, and this saves two info runs
+  // sizes from the images: the workload grew both, and this saves two info runs
   const sizes = run.background(Promise.all([virtualSizeOf(run, reference), virtualSizeOf(run, subject)]));
   const comparePlan = ahead.comparePlan();
   const subCheck = checkable(run) ? await run.check(subject) : null;
@@ -530,15 +568,21 @@ async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord) 
   compare.sector = await probeSector(run, compare);
   // the subject's structure names the clusters qemu-img check complains about: read only then
   const unclean = subjectCheck !== null && !isClean(subjectCheck);
-  const subjectStructure = unclean ? await reader.structuralCheck(run.path(subject)) : null;
-  const context = { case: run.c, step: last.index, workloadSize: referenceSize, subjectStructure };
+  const subjectStructure =
+    unclean && run.c.image.format === 'qcow2' ? await reader.structuralCheck(run.path(subject)) : null;
+  const where = {
+    clusterSize: run.c.image.clusterSize,
+    before: last.sizeBefore,
+    after: size,
+    workloadSize: referenceSize,
+  };
   const findings = judgeAfterUse({
     ...record,
     subjectStderr: subIo.stderr,
     subjectCheck,
     referenceCheck,
     compare,
-    context,
+    context: { where, subjectStructure },
   });
   return { record, findings };
 }

@@ -1,8 +1,11 @@
 import { isConverted, type Case, type ImageFormat, type ResizeStep } from './case.ts';
 
-// What qemu's rules say each step of a case is, from the case alone: the size it asks for, its
-// kind, whether qemu-img should accept it. Used for registry predicates, coverage, the generator
-// and the after-use workload; never as an oracle (the oracle is what qemu-img actually does).
+// What qemu's rules say of a step: the size it asks for, its kind, whether qemu-img should accept
+// it. planStep applies them to a size the caller knows: the run to the size it read from the image
+// before the step (the step records, registry predicates and coverage take that), the generator to
+// the size it predicts. plannedSizes predicts every step's size from the case alone, so it serves
+// only where nothing was observed: generation, and what a case is expected to do before it runs.
+// Nothing downstream of execution judges by it; oracles take what the images show.
 
 export type StepKind = 'grow' | 'shrink' | 'same' | 'invalid';
 export const STEP_KINDS: readonly StepKind[] = ['grow', 'shrink', 'same', 'invalid'];
@@ -65,7 +68,7 @@ export const rawVirtualSize = (length: number) => Math.ceil(length / 512) * 512;
 export const sizeAfterStep = (target: number, format: ImageFormat) =>
   format === 'qcow2' ? target : rawVirtualSize(target);
 
-/** The virtual size before each step, assuming qemu's rules decide acceptance. */
+/** The virtual size before each step, assuming qemu's rules decide acceptance: a prediction. */
 export function plannedSizes(c: Case): { before: number; plan: StepPlan }[] {
   let current = c.image.virtualSize;
   return c.steps.map((step) => {
@@ -74,44 +77,4 @@ export function plannedSizes(c: Case): { before: number; plan: StepPlan }[] {
     if (plan.accepted && plan.target !== null) current = sizeAfterStep(plan.target, c.image.format);
     return { before, plan };
   });
-}
-
-/** The largest virtual size the image has at any point of its planned steps. */
-export const largestPlannedSize = (c: Case) =>
-  Math.max(
-    c.image.virtualSize,
-    ...plannedSizes(c).map(({ plan }) => (plan.accepted && plan.target !== null ? plan.target : 0)),
-  );
-
-/** Guest ranges where qemu shows old bytes again after the steps up to `step`: a shrink to a size
- * inside a cluster keeps that cluster whole, and a later grow makes the rest of it readable
- * (a qemu quirk, see the reference notes). One range per such shrink, to the end of its cluster. */
-export function regrowWindows(c: Case, step: number): { start: number; end: number }[] {
-  const plans = plannedSizes(c)
-    .slice(0, step + 1)
-    .map((p) => p.plan);
-  const cs = c.image.clusterSize;
-  return plans.flatMap((p, j) => {
-    const s = p.target;
-    if (p.kind !== 'shrink' || !p.accepted || s === null || s % cs === 0) return [];
-    const regrown = plans.slice(j + 1).some((q) => q.accepted && q.target !== null && q.target > s);
-    return regrown ? [{ start: s, end: Math.ceil(s / cs) * cs }] : [];
-  });
-}
-
-/** Where a guest offset lies relative to the step that diverged, for naming a content difference:
- * `kept` (below both the size before the step and after it), `grown` (new space of a grow),
- * `beyond-end` (past the size after the step). `workloadSize`, when given, is the size the
- * after-use workload grew the results to: offsets from the step's size up to it are `grown` too
- * (a grow is a grow, whoever made it). Deliberately coarse: a bug that writes where a grow begins lands in `grown`
- * whatever the steps before it did, so the finer history (a range discarded earlier, a partial
- * cluster, preallocation) would split one bug over several signatures. */
-export type GuestRegion = 'kept' | 'grown' | 'beyond-end';
-
-export function guestRegion(c: Case, step: number, offset: number, workloadSize: number | null = null): GuestRegion {
-  const { before, plan } = plannedSizes(c)[step] ?? { before: c.image.virtualSize, plan: null };
-  const after = plan && plan.accepted && plan.target !== null ? plan.target : before;
-  if (workloadSize !== null) return offset < after ? 'kept' : offset < workloadSize ? 'grown' : 'beyond-end';
-  if (offset < Math.min(before, after)) return 'kept';
-  return offset < after ? 'grown' : 'beyond-end';
 }

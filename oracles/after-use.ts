@@ -1,9 +1,8 @@
 import type { Case, IoOp } from '../model/case.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import { qemuIoCommand } from '../model/commands.ts';
-import { largestPlannedSize } from '../model/plan.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
-import { contentOracle, type CompareObservation } from './content.ts';
+import { contentOracle, type CompareContext, type CompareObservation } from './content.ts';
 import { normaliseMessage } from './message.ts';
 import type { Finding } from './finding.ts';
 
@@ -11,8 +10,9 @@ import type { Finding } from './finding.ts';
 // overwrite live data, stale L2 entries past a shrink come back when the image grows. When both
 // sides succeeded, the same qemu-io workload runs on both results, then check and compare again.
 
-/** The workload, derived from the case alone so that replay and repro.sh run the same one. */
-export function afterUseWorkload(c: Case, size: number): string[] {
+/** The workload for results of virtual size `size`, from the case and `largest`, the largest size
+ * qemu's result had over the steps (observed); reports keep it, and repro.sh runs it as kept. */
+export function afterUseWorkload(c: Case, size: number, largest: number): string[] {
   const cs = c.image.clusterSize;
   const align = (n: number) => Math.floor(n / 512) * 512;
   const ops: IoOp[] = [];
@@ -30,7 +30,7 @@ export function afterUseWorkload(c: Case, size: number): string[] {
   // (data left past the new end, in the image or in an external data file, shows there). Only from
   // a cluster-aligned size: inside a partial cluster qemu itself shows old bytes again (a qemu quirk).
   if (size % cs === 0) {
-    const grown = Math.max(size + 4 * cs, Math.ceil(largestPlannedSize(c) / cs) * cs);
+    const grown = Math.max(size + 4 * cs, Math.ceil(largest / cs) * cs);
     commands.push(`truncate ${grown}`, qemuIoCommand({ op: 'write', offset: grown - 512, length: 512, pattern: 0xe3 }));
   }
   return commands;
@@ -47,9 +47,9 @@ export interface AfterUseObservation {
   subjectCheck: CheckObservation | null;
   referenceCheck: CheckObservation | null;
   compare: CompareObservation;
-  /** Where the results stand: the case and its last step, the size the workload grew them to, and
-   * the subject's structure (which names the clusters qemu-img check complains about). */
-  context?: { case: Case; step: number; workloadSize: number | null; subjectStructure: StructureObservation | null };
+  /** Where the results stand: the sizes of the last step and the size the workload grew them to,
+   * and the subject's structure (which names the clusters qemu-img check complains about). */
+  context?: { where: CompareContext; subjectStructure: StructureObservation | null };
 }
 
 /** The check and content oracles again, after the workload; findings carry the 'after-use'
@@ -75,11 +75,7 @@ export function afterUseOracle(o: AfterUseObservation): Finding[] {
   const checked = o.subjectCheck
     ? checkOracle(o.subjectCheck, o.referenceCheck, { subject: x?.subjectStructure ?? null, reference: null })
     : [];
-  const compared = contentOracle(
-    o.compare,
-    null,
-    x ? { case: x.case, step: x.step, workloadSize: x.workloadSize } : null,
-  );
+  const compared = contentOracle(o.compare, null, x?.where ?? null);
   return [...checked, ...compared].map((f) => ({
     ...f,
     oracle: 'after-use' as const,

@@ -1,5 +1,3 @@
-import type { Case } from '../model/case.ts';
-import { guestRegion } from '../model/plan.ts';
 import type { Finding } from './finding.ts';
 import { normaliseMessage } from './message.ts';
 
@@ -28,19 +26,54 @@ export function firstMismatch(c: Pick<CompareObservation, 'exitCode' | 'stdout'>
 }
 
 /** What both results read in the partial cluster a shrink kept and a later grow exposed, when the
- * first mismatch lies there (see regrowWindows in model/plan.ts). */
+ * first mismatch lies there (see regrowWindows). */
 export interface RegrowProbe {
   window: { start: number; end: number };
   referenceReadsZero: boolean;
   subjectReadsZero: boolean;
 }
 
-/** Where the compared results stand in their case: the difference is named by where it lies
- * relative to the steps (model/plan.ts guestRegion). `workloadSize`: after-use's grown size. */
+/** The virtual size of qemu's result before and after one step, as observed on the image; `after`
+ * is null where the step was refused. */
+export interface ObservedStep {
+  before: number;
+  after: number | null;
+}
+
+/** Guest ranges where qemu shows old bytes again after the steps observed so far: a shrink to a
+ * size inside a cluster keeps that cluster whole, and a later grow makes the rest of it readable (a
+ * qemu quirk, see the reference notes). One range per such shrink, to the end of its cluster. */
+export function regrowWindows(history: ObservedStep[], clusterSize: number): { start: number; end: number }[] {
+  return history.flatMap(({ before, after: s }, j) => {
+    if (s === null || s >= before || s % clusterSize === 0) return [];
+    const regrown = history.slice(j + 1).some((q) => q.after !== null && q.after > s);
+    return regrown ? [{ start: s, end: Math.ceil(s / clusterSize) * clusterSize }] : [];
+  });
+}
+
+/** Where the compared results stand: the virtual sizes observed on qemu's result before and after
+ * the step, and for after-use the size its workload grew them to. */
 export interface CompareContext {
-  case: Case;
-  step: number;
+  /** The image's cluster size: a subject size on a cluster boundary qemu's is not on is a rounding. */
+  clusterSize: number;
+  before: number;
+  after: number;
+  /** After use: the size the workload grew the results to. */
   workloadSize?: number | null;
+}
+
+/** Where a guest offset lies relative to the step, for naming a content difference: `kept` (below
+ * both sizes), `grown` (new space of a grow), `beyond-end` (past the size after the step). After use,
+ * offsets from the step's size up to the size the workload grew the results to are `grown` too (a
+ * grow is a grow, whoever made it). Deliberately coarse: a bug that writes where a grow begins lands
+ * in `grown` whatever the steps before it did, so the finer history (a range discarded earlier, a
+ * partial cluster, preallocation) would split one bug over several signatures. */
+export type GuestRegion = 'kept' | 'grown' | 'beyond-end';
+
+export function guestRegion(offset: number, { before, after, workloadSize }: CompareContext): GuestRegion {
+  if (workloadSize != null) return offset < after ? 'kept' : offset < workloadSize ? 'grown' : 'beyond-end';
+  if (offset < Math.min(before, after)) return 'kept';
+  return offset < after ? 'grown' : 'beyond-end';
 }
 
 /** How the subject's size differs from qemu's: larger or smaller, and whether it sits on a
@@ -73,7 +106,7 @@ export function contentOracle(
   const base = { oracle: 'content' as const, side: 'subject' as const };
   if (c.referenceSize !== null && c.subjectSize !== null && c.referenceSize !== c.subjectSize) {
     const message = `virtual sizes differ: qemu ${c.referenceSize}, subject ${c.subjectSize}`;
-    const detail = sizeDetail(c.referenceSize, c.subjectSize, where?.case.image.clusterSize ?? null);
+    const detail = sizeDetail(c.referenceSize, c.subjectSize, where?.clusterSize ?? null);
     return [
       {
         ...base,
@@ -90,8 +123,7 @@ export function contentOracle(
     // in a regrow window qemu's own bytes are its quirk: the subject is judged against zeros there
     const sector = c.sector && regrow ? { ...c.sector, referenceReadsZero: true } : (c.sector ?? null);
     const at = firstMismatch(c);
-    const region =
-      at !== null && where ? guestRegion(where.case, where.step, at, where.workloadSize ?? null) : 'unknown';
+    const region = at !== null && where ? guestRegion(at, where) : 'unknown';
     return [
       {
         ...base,

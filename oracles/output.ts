@@ -1,6 +1,5 @@
 import type { OutputMode } from '../model/case.ts';
 import type { CommandRecord } from '../model/commands.ts';
-import { plannedSizes } from '../model/plan.ts';
 import type { Case } from '../model/case.ts';
 import type { Finding } from './finding.ts';
 import { normaliseMessage } from './message.ts';
@@ -19,6 +18,9 @@ export interface OutputObservation {
   output: OutputMode;
   reference: CommandRecord;
   subject: CommandRecord;
+  /** The virtual size of the subject's image right before the step, as read from the image (null
+   * where it could not be read). */
+  sizeBefore: number | null;
   /** The subject's image after the step, for a JSON report: its virtual size and file length. */
   subjectAfter: { size: number | null; fileLength: number | null } | null;
 }
@@ -37,9 +39,9 @@ function jsonDisagreements(o: OutputObservation): { wrong: string[]; missing: st
     return null;
   }
   const missing = JSON_KEYS.filter((k) => !(k in report));
-  const before = plannedSizes(o.case)[o.index]!.before;
+  const before = o.sizeBefore;
   const after = o.subjectAfter?.size ?? null;
-  const action = after === null ? null : after > before ? 'grow' : after < before ? 'shrink' : 'noop';
+  const action = after === null || before === null ? null : after > before ? 'grow' : after < before ? 'shrink' : 'noop';
   const expected: Record<string, unknown> = {
     format: o.case.image.format,
     action,

@@ -21,6 +21,7 @@ const ORDER = [
   'structure/unreadable',
   'structure/header-inconsistent',
   'structure/metadata-invalid',
+  'structure/spec-violation',
   'check/check-failed',
   'check/corruptions',
   'check/check-errors',

@@ -1,6 +1,5 @@
 import type { Case } from '../model/case.ts';
 import type { CommandRecord } from '../model/commands.ts';
-import { plannedSizes } from '../model/plan.ts';
 import { isPlainForm, otherReadings, sizeForm } from '../model/size.ts';
 import type { Finding } from './finding.ts';
 import { classifyOutcome } from './outcome.ts';
@@ -17,6 +16,8 @@ export interface SizeObservation {
   index: number;
   reference: CommandRecord;
   subject: CommandRecord;
+  /** The subject's virtual size right before the step, as read from its image. */
+  sizeBefore: number | null;
   /** Virtual sizes after the step: both when both accepted it, the subject's alone when only
    * qemu-img refused. */
   sizes: { reference: number | null; subject: number | null } | null;
@@ -42,9 +43,8 @@ export function sizeGrammarOracle(o: SizeObservation): Finding[] {
     return [{ ...base, kind: 'accepted', message, evidence }];
   }
   const { reference, subject } = o.sizes ?? { reference: null, subject: null };
-  if (subject === null || reference === subject) return [];
-  const before = plannedSizes(o.case)[o.index]!.before;
-  if (!otherReadings(size, before).includes(subject)) return [];
+  if (subject === null || reference === subject || o.sizeBefore === null) return [];
+  if (!otherReadings(size, o.sizeBefore).includes(subject)) return [];
   // qemu-img refusing what its own reading makes of SIZE (a shrink without --shrink) is the
   // same difference
   if (reference === null && !(ref === 'refused' && sub === 'ok')) return [];

@@ -1,11 +1,12 @@
 import type { CommandRecord } from '../model/commands.ts';
 import type { Case, OutputMode } from '../model/case.ts';
 import type { StepKind } from '../model/plan.ts';
+import type { FormatStructure } from '../formats/rules.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import { afterUseOracle, type AfterUseObservation } from './after-use.ts';
 import { allocationOracle, type AllocationObservation } from './allocation.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
-import { contentOracle, type CompareObservation, type RegrowProbe } from './content.ts';
+import { contentOracle, type CompareObservation, type ObservedStep, type RegrowProbe } from './content.ts';
 import type { Finding } from './finding.ts';
 import { inPlaceOracle, type InPlaceObservation } from './in-place.ts';
 import { infoOracle, type InfoObservation } from './info.ts';
@@ -13,6 +14,7 @@ import { outcomeOracle, type AcceptedSize } from './outcome.ts';
 import { outputOracle } from './output.ts';
 import { byRank } from './rank.ts';
 import { sizeGrammarOracle } from './size-grammar.ts';
+import { formatStructureOracle } from './format-structure.ts';
 import { structureOracle } from './structure.ts';
 import { unchangedOnRefusalOracle, type RefusalHashes } from './unchanged-on-refusal.ts';
 
@@ -29,6 +31,11 @@ export interface StepObservation {
   /** The two resize commands. */
   reference: CommandRecord;
   subject: CommandRecord;
+  /** Virtual sizes read from the images, never predicted: the subject's right before the step, and
+   * qemu's result's before and after every step so far, this one included (after: null where
+   * qemu-img refused). */
+  sizeBefore: number | null;
+  history: ObservedStep[];
   /** What the subject was asked to print, and its image after the step when it owes a JSON
    * report of it. */
   output: OutputMode;
@@ -52,6 +59,9 @@ export interface ResultsObservation {
   /** The qcow2 structures read by the harness; null for a raw image, which has none. */
   subjectStructure: StructureObservation | null;
   referenceStructure: StructureObservation | null;
+  /** A vpc's, vhdx's or vmdk's structures, read by the format readers (formats/); null for qcow2 and
+   * raw. Absent in steps recorded before they existed. */
+  formatStructures?: { subject: FormatStructure; reference: FormatStructure } | null;
   subjectInfo: InfoObservation;
   referenceInfo: InfoObservation;
   compare: CompareObservation;
@@ -72,12 +82,18 @@ type AfterUseStage = { name: string; stage: 'after-use'; judge: (o: AfterUseObse
 const refused = (o: StepObservation) => o.refusal !== null;
 const accepted = (o: StepObservation) => o.results !== null;
 const checked = (o: StepObservation) => o.results?.subjectCheck != null;
-const hasStructure = (o: StepObservation) => o.results?.subjectStructure != null;
+const hasStructure = (o: StepObservation) => o.results?.subjectStructure != null || o.results?.formatStructures != null;
 
 const sizesOf = ({ results: r, accepted }: StepObservation) =>
   r
     ? { reference: r.compare.referenceSize, subject: r.compare.subjectSize }
     : accepted && { reference: null, subject: accepted.after };
+
+/** Where the compared results stand: qemu's result's sizes before and after the step. */
+const whereOf = (o: StepObservation) => {
+  const { before, after } = o.history[o.index]!;
+  return { clusterSize: o.case.image.clusterSize, before, after: after ?? before };
+};
 
 export const ORACLES = [
   {
@@ -107,7 +123,10 @@ export const ORACLES = [
     name: 'structure',
     stage: 'step',
     runs: hasStructure,
-    judge: (o) => structureOracle(o.results!.subjectStructure!, o.results!.referenceStructure!),
+    judge: ({ results: r }) =>
+      r!.formatStructures
+        ? formatStructureOracle(r!.formatStructures.subject, r!.formatStructures.reference)
+        : structureOracle(r!.subjectStructure!, r!.referenceStructure!),
   },
   {
     name: 'info',
@@ -119,7 +138,7 @@ export const ORACLES = [
     name: 'content',
     stage: 'step',
     runs: accepted,
-    judge: (o) => contentOracle(o.results!.compare, o.results!.regrow, { case: o.case, step: o.index }),
+    judge: (o) => contentOracle(o.results!.compare, o.results!.regrow, whereOf(o)),
   },
   {
     name: 'allocation',

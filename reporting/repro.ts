@@ -11,7 +11,7 @@ import {
   type Resizer,
 } from '../model/commands.ts';
 import { caseLayout, imagePath, sideExtras, type Layout, type SideFiles } from '../model/layout.ts';
-import { plannedSizes } from '../model/plan.ts';
+import { plannedSizes, type StepKind } from '../model/plan.ts';
 import { HOST_FACTOR, HOST_SLACK } from '../oracles/allocation.ts';
 import { signatureOf, type Finding, type StepFinding } from '../oracles/finding.ts';
 
@@ -292,9 +292,11 @@ export interface ReproInput {
   case: Case;
   subject: Resizer;
   origin: string;
+  /** The steps as the run recorded them: the kind each was, from the size read before it. */
+  steps?: readonly { index: number; plan: { kind: StepKind } }[];
 }
 
-export function reproScript({ finding, case: c, subject, origin }: ReproInput): string {
+export function reproScript({ finding, case: c, subject, origin, steps = [] }: ReproInput): string {
   // a control run across qemu versions names its subject qemu-img by path
   const subjectProgram = subject.dialect === 'instar' ? '"$INSTAR"' : shellQuote(subject.program);
   const layout = caseLayout(c);
@@ -315,10 +317,14 @@ export function reproScript({ finding, case: c, subject, origin }: ReproInput): 
     ...(checks.some((l) => l.includes('fields ')) ? [fields(c.image.format)] : []),
   ];
   lines.push(...buildLines(c, layout));
-  for (const [index, { plan }] of plannedSizes(c)
+  // each step's kind as the run observed it; qemu's rules predict it from the case alone only for
+  // reports that did not record it (it picks vhdx, vmdk and vpc grows' route through raw)
+  const observed = new Map(steps.map((s) => [s.index, s.plan.kind]));
+  for (const [index, predicted] of plannedSizes(c)
     .slice(0, finding.step + 1)
     .entries()) {
     const step = c.steps[index]!;
+    const plan = { kind: observed.get(index) ?? predicted.plan.kind };
     const last = index === finding.step;
     if (last && finding.oracle === 'unchanged-on-refusal') {
       const side = finding.side === 'subject' ? sub : ref;

@@ -104,6 +104,7 @@ async function writeFolderFiles(dir: string, report: Report, folder: string, art
       case: report.case,
       subject: report.subject,
       origin: originText(report.firstSeen),
+      steps: report.steps,
     }),
   );
   await chmod(repro, 0o755);

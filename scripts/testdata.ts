@@ -20,13 +20,13 @@ import {
   type CommandRecord,
   type Resizer,
 } from '../model/commands.ts';
-import { plannedSizes, regrowWindows } from '../model/plan.ts';
+import { planStep } from '../model/plan.ts';
 import { EXT_BITMAPS, EXT_FEATURE_TABLE, HEADER_OFFSET } from '../qcow2/format.ts';
 import { readQcow2Header, withQcow2 } from '../qcow2/reader.ts';
 import { decodeL1Entry } from '../qcow2/tables.ts';
 import { afterUseWorkload } from '../oracles/after-use.ts';
 import { isClean, parseCheck } from '../oracles/check.ts';
-import { firstMismatch, type CompareObservation } from '../oracles/content.ts';
+import { firstMismatch, regrowWindows, type CompareObservation, type ObservedStep } from '../oracles/content.ts';
 import { classifyOutcome } from '../oracles/outcome.ts';
 import {
   differences,
@@ -193,6 +193,8 @@ const instar = (program: string): Resizer => ({ dialect: 'instar', program });
 interface Run {
   case: Case;
   index: number;
+  /** qemu's result's sizes before and after each step up to this one, read from it. */
+  history: ObservedStep[];
   step: OutcomeInput;
   refusal: UnchangedInput | null;
 }
@@ -225,9 +227,10 @@ async function runCase(
   }
   await b.copy('base.qcow2', 'reference.qcow2');
   await b.copy('base.qcow2', 'subject.qcow2');
-  const plans = plannedSizes(c);
-  for (const [index, { before, plan }] of plans.entries()) {
-    const step = c.steps[index]!;
+  const history: ObservedStep[] = [];
+  for (const [index, step] of c.steps.entries()) {
+    const before = (await headerSize(b, 'reference.qcow2'))!;
+    const plan = planStep(step, before, 'qcow2');
     const hashes = {
       reference: await contentHash(b.path('reference.qcow2')),
       subject: await contentHash(b.path('subject.qcow2')),
@@ -236,6 +239,7 @@ async function runCase(
     const reference = await command(b, o.reference ?? qemuImg, step, 'reference.qcow2', timeoutMs);
     const sub = await command(b, instar(subject), step, 'subject.qcow2', timeoutMs);
     const [ref, subj] = [classifyOutcome(reference), classifyOutcome(sub)];
+    history.push({ before, after: ref === 'ok' ? await headerSize(b, 'reference.qcow2') : null });
     const accepted =
       ref === 'refused' && subj === 'ok'
         ? { before, target: plan.target, after: await headerSize(b, 'subject.qcow2') }
@@ -249,8 +253,8 @@ async function runCase(
             subject: await hashed('subject', subj === 'refused'),
           }
         : null;
-    const run = { case: c, index, step: { stepKind: plan.kind, reference, subject: sub, accepted }, refusal };
-    if (ref !== 'ok' || subj !== 'ok' || index === plans.length - 1) return run;
+    const run = { case: c, index, history, step: { stepKind: plan.kind, reference, subject: sub, accepted }, refusal };
+    if (ref !== 'ok' || subj !== 'ok' || index === c.steps.length - 1) return run;
   }
   throw new Error('a case has at least one step');
 }
@@ -281,7 +285,7 @@ async function compareOf(b: Bench, run: Run | null): Promise<CompareInput> {
   const window =
     at === null || run === null
       ? undefined
-      : regrowWindows(run.case, run.index).find((w) => at >= w.start && at < w.end);
+      : regrowWindows(run.history, run.case.image.clusterSize).find((w) => at >= w.start && at < w.end);
   const regrow = window
     ? {
         window,
@@ -291,8 +295,14 @@ async function compareOf(b: Bench, run: Run | null): Promise<CompareInput> {
     : null;
   if (at !== null && !(regrow && !regrow.referenceReadsZero && regrow.subjectReadsZero))
     compare.sector = await probeSector(b, at);
-  return { compare, regrow, where: run && { case: run.case, step: run.index } };
+  return { compare, regrow, where: run && whereOf(run) };
 }
+
+/** Where a run's results stand: qemu's result's sizes before and after its last step. */
+const whereOf = (run: Run) => {
+  const { before, after } = run.history[run.index]!;
+  return { clusterSize: run.case.image.clusterSize, before, after: after ?? before };
+};
 
 /** The check of the subject (or `subjectCheck`'s) and, as the harness does, of qemu's result when
  * the subject's is not clean. */
@@ -319,7 +329,8 @@ const firstL2Table = async (path: string) => (await firstMapping(path)).l2;
 /** The same qemu-io workload on both results after the run (oracles/after-use.ts), for qemu's
  * result of `size`, then check and compare as exec/run-case.ts useBothResults does. */
 async function useBoth(b: Bench, run: Run, size: number, subjectCheck?: (b: Bench) => Promise<Recorded>) {
-  const workload = afterUseWorkload(run.case, size);
+  const largest = Math.max(...run.history.flatMap((h) => [h.before, h.after ?? 0]));
+  const workload = afterUseWorkload(run.case, size, largest);
   const io = (name: string) => b.run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), name]);
   const refIo = await io('reference.qcow2');
   const subIo = await io('subject.qcow2');
@@ -341,7 +352,7 @@ async function useBoth(b: Bench, run: Run, size: number, subjectCheck?: (b: Benc
     subjectCheck: parse(checked.subject),
     referenceCheck: checked.reference && parse(checked.reference),
     compare,
-    context: { case: run.case, step: run.index, workloadSize: referenceSize },
+    context: { where: { ...whereOf(run), after: size, workloadSize: referenceSize } },
   };
 }
 
@@ -1164,7 +1175,14 @@ async function recordScene(s: Scene, files: Map<string, Buffer | string>) {
           reference: ok(r.step.reference) ? await headerSize(b, 'reference.qcow2') : null,
           subject: await headerSize(b, 'subject.qcow2'),
         };
-    put('size-grammar', { case: r.case, index: r.index, reference: r.step.reference, subject: r.step.subject, sizes });
+    put('size-grammar', {
+      case: r.case,
+      index: r.index,
+      sizeBefore: r.history[r.index]!.before,
+      reference: r.step.reference,
+      subject: r.step.subject,
+      sizes,
+    });
   }
   if (into.has('after-use')) {
     const observed = need(afterUse, 'after-use');
@@ -1179,6 +1197,8 @@ async function recordScene(s: Scene, files: Map<string, Buffer | string>) {
     const input: StepInput = {
       case: r.case,
       index: r.index,
+      sizeBefore: r.history[r.index]!.before,
+      history: r.history,
       outcome: at('outcome'),
       refusal: into.has('unchanged') ? at('unchanged') : null,
       results: accepted ? { check: at('check'), images: at('images'), info: at('info'), compare: at('compare') } : null,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { RAW_DATA_OPS, REFCOUNT_WIDTHS, isIoOp, parseCase, type Case, type IoOp } from '../model/case.ts';
-import { parseSize, planStep, plannedSizes, regrowWindows } from '../model/plan.ts';
+import { parseSize, planStep, plannedSizes } from '../model/plan.ts';
 import {
   HUGE_CLUSTER,
   MAX_CREATED_PREALLOCATED,
@@ -267,40 +267,6 @@ describe('case generator', () => {
       fc.property(caseArb, (c) => assert.deepEqual(parseCase(JSON.parse(JSON.stringify(c))), c)),
       { numRuns: 300 },
     );
-  });
-});
-
-describe('regrow windows', () => {
-  const base = caseAt(1, 0);
-  const c = (steps: Case['steps']): Case => ({
-    ...base,
-    image: { ...base.image, virtualSize: 1 << 20, clusterSize: 65536 },
-    steps,
-  });
-  it('open where a shrink inside a cluster is followed by a grow', () => {
-    assert.deepEqual(
-      regrowWindows(
-        c([
-          { size: '1536', shrink: true, preallocation: null },
-          { size: '1M', shrink: false, preallocation: null },
-        ]),
-        1,
-      ),
-      [{ start: 1536, end: 65536 }],
-    );
-  });
-  it('stay closed for cluster-aligned shrinks and shrinks never followed by a grow', () => {
-    assert.deepEqual(
-      regrowWindows(
-        c([
-          { size: '64K', shrink: true, preallocation: null },
-          { size: '1M', shrink: false, preallocation: null },
-        ]),
-        1,
-      ),
-      [],
-    );
-    assert.deepEqual(regrowWindows(c([{ size: '1536', shrink: true, preallocation: null }]), 0), []);
   });
 });
 

@@ -60,6 +60,44 @@ describe('no false alarms', () => {
   });
 });
 
+describe('sizes are read from the images, never predicted', () => {
+  // corpus/issue-23-json-after-refused-step.json: a shrink to 2048, a +1K grow both tools refuse
+  // though qemu's rules accept it, a JSON shrink; the harness filed the truth (old_virtual_size
+  // 2048) as wrong, having predicted 3072
+  const CASE = 'issue-23-json-after-refused-step.json';
+  async function run(t: TestContext, faults: string) {
+    const corpus = await reportsDir(t);
+    await writeFile(join(corpus, CASE), await readFile(join(ROOT, 'corpus', CASE)));
+    const reports = await reportsDir(t);
+    const args = ['--instar', join(ROOT, 'test', 'doubles', 'launch.sh'), '--iterations', '1', '--seed', '1'];
+    const r = await fuzzCli([...args, '--corpus', corpus, '--reports', reports, '--minimise-runs', '0'], {
+      INSTAR_DOUBLE_FAULT: faults,
+    });
+    return { r, reports };
+  }
+  it('a step both tools refuse, then a JSON step: no report against a subject that tells the truth', async (t) => {
+    const { r, reports } = await run(t, 'exact');
+    assert.equal(r.exitCode, 0, r.all);
+    assert.equal((await readSummary(reports)).corpus.newDivergences, 0);
+  });
+  it('and a report of that step says the size the image had', async (t) => {
+    const { r, reports } = await run(t, 'exact+json-old-size-from-file');
+    assert.equal(r.exitCode, 1, r.all);
+    const [sig] = (await readSummary(reports)).signatures;
+    assert.equal(sig?.signature, 'output/json-wrong/subject/old_virtual_size');
+    const report = await readReportIn(reports, sig!.folder);
+    assert.deepEqual(
+      report.steps.map((s) => [s.sizeBefore, s.sizeAfter]),
+      [
+        [1048576, 2048],
+        [2048, null],
+        [2048, 1536],
+      ],
+    );
+    assert.match(await readFile(join(reports, sig!.folder, 'report.md'), 'utf8'), /step 3: `1\.5K`.*from 2048/);
+  });
+});
+
 /** Each fault, the oracles that must catch it (the first one names the report) and why. The check
  * and structure oracles overlap on purpose: structure is an independent second opinion on refcounts. */
 const FAULTS = [

@@ -13,7 +13,18 @@ export const CLI = join(ROOT, 'cli', 'fuzz.ts');
 export const instarDouble = (fault: string) => join(ROOT, 'test', 'doubles', `instar-${fault}`);
 
 const BUNDLE_DIR = join(ROOT, 'test', '.bundle-cli');
-const HARNESS_DIRS = ['model', 'qcow2', 'formats', 'generators', 'oracles', 'exec', 'triage', 'reporting', 'run', 'cli'];
+const HARNESS_DIRS = [
+  'model',
+  'qcow2',
+  'formats',
+  'generators',
+  'oracles',
+  'exec',
+  'triage',
+  'reporting',
+  'run',
+  'cli',
+];
 
 /** cli/fuzz.ts and the modules it starts in other processes and threads (exec/spawner.ts,
  * exec/reader-worker.ts), bundled with esbuild into test/.bundle-cli/ when a harness source is

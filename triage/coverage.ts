@@ -54,6 +54,8 @@ export function emptyCoverage(): CoverageSummary {
  * (packed by qemu into shared host clusters) on both sides of its new end; clusters a snapshot
  * shares past it; and data behind the second cluster of a multi-cluster L1 table. */
 export function dataShapes(c: Case): Record<string, boolean> {
+  // the shapes the generator aimed at: where it placed the data (around the shrink it predicted, from
+  // the case alone), not what a step then did, which the refcount table counts from the records
   const shrink = plannedSizes(c).find((p) => p.plan.kind === 'shrink');
   const end = shrink?.plan.target ?? null;
   const past = (d: { offset: number; length: number }) => end !== null && d.offset + d.length > end;

@@ -202,6 +202,10 @@ let sharedBefore: Set<number> | undefined;
 
 export const FAULTS = {
   none: { what: 'none: qemu-img resize, faithfully' },
+  exact: {
+    what: 'none: qemu-img resize, faithfully, and images with a backing file or a data file too (no refusal of its own)',
+    accepts: ['backing-file', 'data-file'],
+  },
   '365-stride': {
     what: 'bug #365: after a shrink of a 1/2/4-bit image, refblock entries rewritten at a 16-bit stride',
     after: async (c) => {

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { rawGrownCounts } from '../../oracles/allocation.ts';
+import { regrowWindows } from '../../oracles/content.ts';
 import { infoOracle, parseInfo } from '../../oracles/info.ts';
 import { classifyOutcome } from '../../oracles/outcome.ts';
 import { ORACLES } from '../../oracles/table.ts';
@@ -62,6 +63,9 @@ describe('output oracle', () => {
     assert.deepEqual(await details('output', 'json-incomplete'), ['action,new_file_size']);
     assert.deepEqual(await kinds('output', 'json-invalid'), ['output/json-invalid/subject']);
   });
+  test('judges a JSON report by the size read from the image, not by what the case predicts', async () =>
+    // qemu's rules predict 3072 before this step (a grow before it that both tools refused)
+    assert.deepEqual(await kinds('output', 'json-after-refused-step'), []));
   test("holds human output to qemu-img's words and -q to silence", async () => {
     assert.deepEqual(await kinds('output', 'human-faithful'), []);
     assert.deepEqual(await kinds('output', 'human-output-differs'), ['output/stdout-differs/subject']);
@@ -306,5 +310,26 @@ describe('the oracle table', () => {
       stepOracles.filter((o) => o !== 'unchanged-on-refusal'),
     );
     assert.equal(computed.findings[0]!.kind, 'unreadable', 'the missing image before what it causes');
+  });
+});
+
+describe('regrow windows, from the sizes observed on qemu results', () => {
+  test('open where a shrink inside a cluster is followed by a grow', () =>
+    assert.deepEqual(
+      regrowWindows(
+        [
+          { before: 1 << 20, after: 1536 },
+          { before: 1536, after: 1 << 20 },
+        ],
+        65536,
+      ),
+      [{ start: 1536, end: 65536 }],
+    ));
+  test('stay closed for cluster-aligned shrinks, shrinks never followed by a grow, and refused steps', () => {
+    const grow = { before: 65536, after: 1 << 20 };
+    assert.deepEqual(regrowWindows([{ before: 1 << 20, after: 65536 }, grow], 65536), []);
+    assert.deepEqual(regrowWindows([{ before: 1 << 20, after: 1536 }], 65536), []);
+    // a shrink both tools refused (after: null) opens nothing, whatever the case asked for
+    assert.deepEqual(regrowWindows([{ before: 1 << 20, after: null }, grow], 65536), []);
   });
 });

@@ -20,6 +20,7 @@ import {
   contentOracle,
   firstMismatch,
   type CompareContext,
+  type ObservedStep,
   type CompareObservation,
   type RegrowProbe,
 } from '../../oracles/content.ts';
@@ -161,14 +162,14 @@ const allocationActual = (input: AllocationObservation) => ({ findings: allocati
 /** The after-use observation as recorded, the subject's structure given by its image (an images
  * case, relative to testdata/), read as the harness reads it: only when its check is not clean. */
 export interface AfterUseInput extends Omit<AfterUseObservation, 'context'> {
-  context: { case: Case; step: number; workloadSize: number | null; images: string | null };
+  context: { where: CompareContext; images: string | null };
 }
 
 async function afterUseActual(input: AfterUseInput) {
-  const { images, ...context } = input.context;
+  const { images, where } = input.context;
   const unclean = input.subjectCheck !== null && !isClean(input.subjectCheck);
   const subjectStructure = unclean ? (await structuresOf(images)).subject : null;
-  return { findings: afterUseOracle({ ...input, context: { ...context, subjectStructure } }).map(findingView) };
+  return { findings: afterUseOracle({ ...input, context: { where, subjectStructure } }).map(findingView) };
 }
 
 /** The gzipped images of a case, named relative to its JSON file; null for a file that is not there
@@ -275,6 +276,10 @@ async function imagesActual(input: ImagesInput, caseFile: string) {
 export interface StepInput {
   case: Case;
   index: number;
+  /** The sizes read from the images: the subject's before the step, qemu's result's before and
+   * after each step up to it. */
+  sizeBefore: number | null;
+  history: ObservedStep[];
   outcome: string;
   refusal: string | null;
   results: { check: string; images: string; info: string; compare: string } | null;
@@ -288,6 +293,8 @@ async function stepActual(input: StepInput) {
     kind: outcome.stepKind,
     reference: outcome.reference,
     subject: outcome.subject,
+    sizeBefore: input.sizeBefore,
+    history: input.history,
     output: 'human',
     subjectAfter: null,
     accepted: outcome.accepted,
@@ -439,6 +446,7 @@ export async function reportGoldens(folder: string): Promise<Record<string, stri
     case: report.case,
     subject: report.subject,
     origin: originText(report.firstSeen),
+    steps: report.steps,
   });
   const issue = issueText(report, where, repro);
   return {
