@@ -82,7 +82,8 @@ function call<K extends keyof ReaderTasks>(task: K, ...args: Parameters<ReaderTa
 export const reader = {
   contentHash: (...files: string[]) => call('contentHash', ...files),
   structuralCheck: (path: string) => call('structuralCheck', path),
-  readFormatStructure: (...args: Parameters<ReaderTasks['readFormatStructure']>) => call('readFormatStructure', ...args),
+  readFormatStructure: (...args: Parameters<ReaderTasks['readFormatStructure']>) =>
+    call('readFormatStructure', ...args),
   planComparison: (...args: Parameters<ReaderTasks['planComparison']>) => call('planComparison', ...args),
   hasHostClustersFrom: (path: string, guestOffset: number) => call('hasHostClustersFrom', path, guestOffset),
   guestAllocation: (path: string, from: number, to: number) => call('guestAllocation', path, from, to),

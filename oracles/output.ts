@@ -41,7 +41,8 @@ function jsonDisagreements(o: OutputObservation): { wrong: string[]; missing: st
   const missing = JSON_KEYS.filter((k) => !(k in report));
   const before = o.sizeBefore;
   const after = o.subjectAfter?.size ?? null;
-  const action = after === null || before === null ? null : after > before ? 'grow' : after < before ? 'shrink' : 'noop';
+  const action =
+    after === null || before === null ? null : after > before ? 'grow' : after < before ? 'shrink' : 'noop';
   const expected: Record<string, unknown> = {
     format: o.case.image.format,
     action,
