@@ -213,7 +213,8 @@ async function checkSparseExtent(
       'header-fields',
       grainOk && h.numGTEsPerGT === 512 && h.capacity > 0,
       () =>
-        `${where}header: grain size ${h.grainSize} sectors, ${h.numGTEsPerGT} entries per grain table, capacity ${h.capacity}`,
+        `${where}header: grain size ${h.grainSize} sectors, ${h.numGTEsPerGT} entries per grain table, ` +
+        `capacity ${h.capacity}`,
     )
   )
     return null;
@@ -284,7 +285,8 @@ async function checkSparseExtent(
       'redundant-gd',
       differ.length === 0,
       () =>
-        `${where}the redundant grain tables differ from the primary ones for grain directory entries ${differ.slice(0, 8).join(', ')}`,
+        `${where}the redundant grain tables differ from the primary ones ` +
+        `for grain directory entries ${differ.slice(0, 8).join(', ')}`,
     );
   }
   if (!primary) return h.capacity;

@@ -217,7 +217,8 @@ export async function readVpcStructure(f: ImageFile): Promise<FormatStructure> {
     'bat-covers-disk',
     header.maxTableEntries >= needed,
     () =>
-      `${header.maxTableEntries} BAT entries cover ${header.maxTableEntries * header.blockSize} bytes, the disk is ${footer.currentSize}`,
+      `${header.maxTableEntries} BAT entries cover ${header.maxTableEntries * header.blockSize} bytes, ` +
+      `the disk is ${footer.currentSize}`,
   );
   // each allocated block: its sector bitmap (whole sectors) then its data, before the footer
   const bitmapBytes = Math.ceil(header.blockSize / SECTOR / 8 / SECTOR) * SECTOR;

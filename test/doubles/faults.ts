@@ -203,7 +203,7 @@ let sharedBefore: Set<number> | undefined;
 export const FAULTS = {
   none: { what: 'none: qemu-img resize, faithfully' },
   exact: {
-    what: 'none: qemu-img resize, faithfully, and images with a backing file or a data file too (no refusal of its own)',
+    what: 'none: qemu-img resize, faithfully, images with a backing or data file too (no refusal of its own)',
     accepts: ['backing-file', 'data-file'],
   },
   '365-stride': {

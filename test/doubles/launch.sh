@@ -7,7 +7,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$(dirname "$here")")
 bundle=$here/.bundle/instar-double.mjs
 # the double imports the format readers and the harness's model
-newer=$(find "$here" "$root/qcow2" "$root/formats" "$root/model" "$root/oracles" -name '*.ts' -newer "$bundle" -print -quit 2>/dev/null)
+sources="$here $root/qcow2 $root/formats $root/model $root/oracles"
+# shellcheck disable=SC2086
+newer=$(find $sources -name '*.ts' -newer "$bundle" -print -quit 2>/dev/null)
 if [ ! -f "$bundle" ] || [ -n "$newer" ]; then
   mkdir -p "$here/.bundle"
   tmp=$here/.bundle/build-$$.mjs
