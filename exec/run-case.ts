@@ -18,7 +18,7 @@ import {
 import { imagePath, keptFiles, type SideFiles } from '../model/layout.ts';
 import { planStep, rawVirtualSize, type StepPlan } from '../model/plan.ts';
 import { formatVirtualSize } from '../formats/structure.ts';
-import { afterUseWorkload } from '../oracles/after-use.ts';
+import { afterUseWorkload, withoutTimings, workloadOutcomes, type CommandOutcome } from '../oracles/after-use.ts';
 import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
 import {
   firstMismatch,
@@ -41,6 +41,7 @@ import {
   type StepObservation,
 } from '../oracles/table.ts';
 import { readQcow2Header } from '../qcow2/reader.ts';
+import type { StructureObservation } from '../qcow2/structure.ts';
 import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
 import { copySparse, stampOf } from './files.ts';
@@ -64,6 +65,9 @@ export interface StepRecord {
   sizeBefore: number;
   /** qemu's result's virtual size after the step, read from it; null where qemu-img refused. */
   sizeAfter?: number | null;
+  /** The subject's virtual size after the step, where it was read: when only qemu-img refused (and
+   * for a JSON report). */
+  subjectSizeAfter?: number | null;
   /** qemu's rules applied to the step from `sizeBefore`: what registry predicates and coverage
    * call its kind. */
   plan: StepPlan;
@@ -86,6 +90,8 @@ export interface AfterUseRecord {
   workload: string[];
   referenceExit: number | null;
   subjectExit: number | null;
+  /** Each command's outcome on each side ("ok", or the line it failed with). */
+  outcomes?: { role: string; reference: string; subject: string }[];
 }
 
 export interface CaseResult {
@@ -138,7 +144,9 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
   await buildBase(run);
   // the copies and the reading go on while qemu-img checks the base image
   ahead.firstStep(run.background(copySides(run)));
-  const baseReader = await checkBase(run, ahead);
+  const { baseReader, baseStructure } = await checkBase(run, ahead);
+  // the subject's image as read before each step: what clusters a step leaks had been
+  let subjectBefore = baseStructure;
 
   const steps: StepRecord[] = [];
   const findings: StepFinding[] = [];
@@ -148,7 +156,8 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
     const side = index === 0 ? run.layout.base : run.layout.reference;
     const before = (await sizeOf(side)) ?? run.c.image.virtualSize;
     history.push({ before, after: null });
-    const { record, observation } = await resizeStep(run, ahead, index, history);
+    const { record, observation } = await resizeStep(run, ahead, index, history, subjectBefore);
+    if (observation.results) subjectBefore = observation.results.subjectStructure;
     const judged = judgeStep(observation);
     record.oracles = judged.oracles;
     steps.push(record);
@@ -157,7 +166,7 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
   }
 
   const last = steps.at(-1)!;
-  const afterUse = findings.length === 0 ? await useBothResults(run, ahead, last, history) : null;
+  const afterUse = findings.length === 0 ? await useBothResults(run, ahead, last, history, subjectBefore) : null;
   if (afterUse) findings.push(...afterUse.findings.map((f) => ({ ...f, step: last.index })));
 
   const kept = options.wantArtifacts(findings, steps)
@@ -199,11 +208,16 @@ async function copySides(run: CaseRun) {
 }
 
 /** The generator promised a clean image (a dirty one's refcounts lag by design), and the qcow2
- * reader must count the same allocated clusters as qemu-img check: both are checked. */
-async function checkBase(run: CaseRun, ahead: ReadAhead): Promise<CaseResult['baseReader']> {
-  // qemu-img cannot check a raw or vpc image, and the harness reads only qcow2 structures
-  if (run.c.image.dirty || run.c.image.format !== 'qcow2') return null;
+ * reader must count the same allocated clusters as qemu-img check: both are checked. The base
+ * image's structure is read for every qcow2 case: it says what each cluster is before the first step. */
+async function checkBase(
+  run: CaseRun,
+  ahead: ReadAhead,
+): Promise<{ baseReader: CaseResult['baseReader']; baseStructure: StructureObservation | null }> {
+  // qemu-img cannot check a raw or vpc image, and the harness reads only qcow2 structures here
+  if (run.c.image.format !== 'qcow2') return { baseReader: null, baseStructure: null };
   const structure = ahead.baseStructure();
+  if (run.c.image.dirty) return { baseReader: null, baseStructure: await structure };
   const check = await run.check(run.layout.base);
   const read = await structure;
   if (check.exitCode !== 0) {
@@ -213,12 +227,18 @@ async function checkBase(run: CaseRun, ahead: ReadAhead): Promise<CaseResult['ba
     );
   }
   const byCheck = parseCheck(check.exitCode, check.stdout, check.stderr).report?.['allocated-clusters'] ?? 0;
-  return { byCheck, byReader: read.readable ? read.allocatedClusters : null };
+  return { baseReader: { byCheck, byReader: read.readable ? read.allocatedClusters : null }, baseStructure: read };
 }
 
 /** Both resizes of one step, and what the oracles need to judge it. `history` holds qemu's
  * side's sizes up to this step, whose size before it is read; its size after is filled in here. */
-async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, history: ObservedStep[]) {
+async function resizeStep(
+  run: CaseRun,
+  ahead: ReadAhead,
+  index: number,
+  history: ObservedStep[],
+  structureBefore: StructureObservation | null,
+) {
   const step = run.c.steps[index]!;
   const { reference, subject } = run.layout;
   const before = history[index]!.before;
@@ -274,6 +294,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, history
   const onlyQemuRefused = record.reference === 'refused' && record.subject === 'ok';
   // the subject's virtual size after the step, read once for both uses below
   const sizeAfter = json || onlyQemuRefused ? await virtualSizeOf(run, subject) : null;
+  if (json || onlyQemuRefused) record.subjectSizeAfter = sizeAfter;
   if (json) {
     // what the subject's JSON report must say: its image as it is now
     const fileLength = await stat(run.path(subject)).then(
@@ -302,6 +323,7 @@ async function resizeStep(run: CaseRun, ahead: ReadAhead, index: number, history
   }
   if (record.reference === 'ok' && record.subject === 'ok') {
     observation.results = await observeResults(run, ahead, index, { before, plan, hostBefore }, history);
+    observation.results.subjectBefore = structureBefore;
     Object.assign(record, {
       subjectCheck: observation.results.subjectCheck,
       ...(observation.results.referenceCheck ? { referenceCheck: observation.results.referenceCheck } : {}),
@@ -546,23 +568,47 @@ async function probeRegrowWindow(
 
 /** When every step both sides ran succeeded: the same qemu-io workload on both results, then
  * check and compare again (some damage shows only at the next allocation). */
-async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord, history: ObservedStep[]) {
+async function useBothResults(
+  run: CaseRun,
+  ahead: ReadAhead,
+  last: StepRecord,
+  history: ObservedStep[],
+  subjectBefore: StructureObservation | null,
+) {
   if (last.reference !== 'ok' || last.subject !== 'ok' || !last.referenceInfo?.ok) return null;
   const { reference, subject } = run.layout;
   const size = Number(last.referenceInfo.fields['virtual-size']);
   // the largest size qemu's result had: a grow back over it reads all a shrink discarded
   const largest = Math.max(...history.flatMap((h) => [h.before, h.after ?? 0]));
   const workload = afterUseWorkload(run.c, size, largest);
-  const io = (side: SideFiles) => run.run('qemu-io', qemuIoArgs(workload, side.image, run.c.image), side);
+  const commands = workload.map((w) => w.command);
+  // qemu-io's timing lines differ from run to run: the record keeps what the commands said
+  const io = async (side: SideFiles) => {
+    const r = await run.runUnrecorded('qemu-io', qemuIoArgs(commands, side.image, run.c.image), side);
+    return run.record({ ...r, stdout: withoutTimings(r.stdout) });
+  };
   const refIo = await io(reference);
   const subIo = await io(subject);
-  const record: AfterUseRecord = { workload, referenceExit: refIo.exitCode, subjectExit: subIo.exitCode };
   // sizes from the images: the workload grew both, and this saves two info runs
-  const sizes = run.background(Promise.all([virtualSizeOf(run, reference), virtualSizeOf(run, subject)]));
+  const [referenceSize, subjectSize] = await Promise.all([virtualSizeOf(run, reference), virtualSizeOf(run, subject)]);
+  const outcomes = {
+    reference: workloadOutcomes(workload, refIo.stdout, refIo.stderr, referenceSize),
+    subject: workloadOutcomes(workload, subIo.stdout, subIo.stderr, subjectSize),
+  };
+  const said = (o: CommandOutcome) => (o.ok ? 'ok' : o.said);
+  const record: AfterUseRecord = {
+    workload: commands,
+    referenceExit: refIo.exitCode,
+    subjectExit: subIo.exitCode,
+    outcomes: workload.map((w, i) => ({
+      role: w.role,
+      reference: said(outcomes.reference[i]!),
+      subject: said(outcomes.subject[i]!),
+    })),
+  };
   const comparePlan = ahead.comparePlan();
   const subCheck = checkable(run) ? await run.check(subject) : null;
   const compared = await compareResults(run, comparePlan);
-  const [referenceSize, subjectSize] = await sizes;
   const { subjectCheck, referenceCheck } = await checks(run, subCheck);
   const compare: CompareObservation = { ...compared, referenceSize, subjectSize };
   compare.sector = await probeSector(run, compare);
@@ -577,12 +623,12 @@ async function useBothResults(run: CaseRun, ahead: ReadAhead, last: StepRecord, 
     workloadSize: referenceSize,
   };
   const findings = judgeAfterUse({
-    ...record,
-    subjectStderr: subIo.stderr,
+    workload,
+    ...outcomes,
     subjectCheck,
     referenceCheck,
     compare,
-    context: { where, subjectStructure },
+    context: { where, subjectStructure, subjectBefore },
   });
   return { record, findings };
 }

@@ -334,10 +334,8 @@ async function checkSparseExtent(
   return h.capacity;
 }
 
-/** Two grain tables map the same grains when their entries agree: both absent counts as the same
- * (and an absent table as all zeros). */
+/** The redundant copy of a grain table is one when both are there with the same entries, or
+ * neither is: a table in one directory only is not copied. */
 function sameTable(a: Buffer | null, b: Buffer | null): boolean {
-  if (a && b) return a.equals(b);
-  const present = a ?? b;
-  return present === null || present.every((byte) => byte === 0);
+  return a && b ? a.equals(b) : a === b;
 }

@@ -23,8 +23,11 @@ const STEP_KINDS = [
   { weight: 1, arbitrary: fc.constant('same' as const) },
   { weight: 1, arbitrary: fc.constant('shrinkWithoutFlag' as const) },
   { weight: 1, arbitrary: fc.constant('preallocatedShrink' as const) },
-  { weight: 1, arbitrary: fc.constant('unalignedSize' as const) },
+  { weight: 1, arbitrary: fc.constant('unalignedShrink' as const) },
   { weight: 1, arbitrary: fc.constant('nonPositiveSize' as const) },
+  // off the sector grid as often growing as shrinking, at every image size (qemu-img refuses both on
+  // qcow2, raw takes them): a resizer that takes an odd grow writes the odd size into the header
+  { weight: 1, arbitrary: fc.constant('unalignedGrow' as const) },
 ];
 
 export const stepRecipeArb = fc.record({
@@ -117,12 +120,18 @@ export function materialiseStep(r: StepRecipe, image: ImageSpec, current: number
     }
     case 'same':
       return { size: sizeArgument(current, current, r, cap), shrink: r.clusterAligned, preallocation: r.preallocation };
-    case 'unalignedSize':
-      return {
-        size: String(align(between(512, current + 64 * KiB, r.targetFraction), 512) + r.unalignedBy),
-        shrink: true,
-        preallocation: null,
-      };
+    case 'unalignedShrink': {
+      if (current < 1024) return materialiseStep({ ...r, kind: 'unalignedGrow' }, image, current);
+      const target = align(between(512, current - 512, r.targetFraction), 512) - 512 + r.unalignedBy;
+      return { size: String(target), shrink: true, preallocation: null };
+    }
+    case 'unalignedGrow': {
+      // up to as far again as the image is (64 KiB at least), within the bound of its steps
+      const highest = Math.min(cap - 512, current + Math.max(64 * KiB, current));
+      if (highest < current + 512) return materialiseStep({ ...r, kind: 'unalignedShrink' }, image, current);
+      const target = align(between(current, highest, r.targetFraction), 512) + r.unalignedBy;
+      return { size: String(target), shrink: false, preallocation: null };
+    }
     case 'nonPositiveSize':
       return { size: r.clusterAligned ? '0' : `-${current}`, shrink: true, preallocation: null };
   }

@@ -1,7 +1,7 @@
 import type { StructureObservation } from '../qcow2/structure.ts';
 import type { Finding, Side } from './finding.ts';
 import { normaliseMessage } from './message.ts';
-import { checkDamage, damageDetail, parseCheckComplaints } from './refcount-damage.ts';
+import { checkDamage, damageDetail, isGarbled, parseCheckComplaints } from './refcount-damage.ts';
 
 /** `qemu-img check --output=json`: counters appear only when non-zero. */
 export interface CheckReport {
@@ -38,6 +38,7 @@ function checkFinding(
   c: CheckObservation,
   structure: StructureObservation | null,
   otherHasLeaks: boolean,
+  before: StructureObservation | null,
 ): Finding | null {
   const r = c.report;
   const base = { oracle: 'check' as const, side };
@@ -51,15 +52,12 @@ function checkFinding(
       evidence,
     };
   }
+  const complaints = parseCheckComplaints(c.stderr, structure?.readable ? structure.header.clusterBits : 16);
   const damage = (kind: 'corruptions' | 'leaks') => {
     const bits = structure?.readable ? structure.header.refcountBits : 16;
-    const classes = checkDamage(
-      parseCheckComplaints(c.stderr, structure?.readable ? structure.header.clusterBits : 16),
-      structure,
-      kind,
-    );
+    const classes = checkDamage(complaints, structure, kind, before);
     return {
-      detail: damageDetail(classes, bits) || 'unexplained',
+      detail: damageDetail(classes, bits, isGarbled(complaints.refcounts)) || 'unexplained',
       evidence: { ...evidence, classes: [...new Set(classes.map((x) => x.class))].sort() },
     };
   };
@@ -85,13 +83,15 @@ function checkFinding(
 export function checkOracle(
   subject: CheckObservation,
   reference: CheckObservation | null,
-  structures: { subject: StructureObservation | null; reference: StructureObservation | null } = {
-    subject: null,
-    reference: null,
-  },
+  structures: {
+    subject: StructureObservation | null;
+    reference: StructureObservation | null;
+    /** The subject's image before the step: what clusters leaked by it were. */
+    subjectBefore?: StructureObservation | null;
+  } = { subject: null, reference: null },
 ): Finding[] {
   const refLeaks = Boolean(reference?.report?.leaks);
-  const findings = [checkFinding('subject', subject, structures.subject, refLeaks)];
-  if (reference) findings.push(checkFinding('reference', reference, structures.reference, true));
+  const findings = [checkFinding('subject', subject, structures.subject, refLeaks, structures.subjectBefore ?? null)];
+  if (reference) findings.push(checkFinding('reference', reference, structures.reference, true, null));
   return findings.filter((f): f is Finding => f !== null);
 }

@@ -22,8 +22,10 @@ export interface AcceptedSize {
   after: number | null;
 }
 
-/** How the subject's result size relates to the request: part of why it accepted. */
-function sizeRelation({ before, target, after }: AcceptedSize): string {
+/** How the subject's result size relates to the request, when it accepted what qemu-img refused:
+ * `as-asked`, `below-asked`, `above-asked`, `unchanged`, `changed` (SIZE does not parse) or
+ * `unreadable`. */
+export function sizeRelation({ before, target, after }: AcceptedSize): string {
   if (after === null) return 'unreadable';
   if (after === before) return 'unchanged';
   if (target === null) return 'changed';
@@ -68,8 +70,7 @@ function abnormal(side: Side, r: CommandRecord, outcome: OutcomeClass, stepKind:
 /** Different outcome classes are a divergence; a crash or timeout is a finding on its own, even
  * when the other side did the same. Any two refusals agree: exit codes and messages differ freely.
  * A refusal only one side makes is named by the refusing side's message (a refusal for a new reason
- * is a new signature, whatever the step); an acceptance qemu-img refused, by qemu-img's message and
- * what the subject made of the size. */
+ * is a new signature, whatever the step); an acceptance qemu-img refused, by qemu-img's message. */
 export function outcomeOracle(
   reference: CommandRecord,
   subject: CommandRecord,
@@ -96,6 +97,8 @@ export function outcomeOracle(
       `the subject refused a ${stepKind} step that qemu-img accepted: ` + (firstLine(subject.stderr) || said);
     return [{ oracle: 'outcome', kind: 'refused', side: 'subject', detail: said, message, evidence }];
   }
+  // named by qemu's reason alone: where the size landed (as asked, rounded) is a second behaviour,
+  // said in the message, and would split one cause over several signatures
   const size = accepted ? sizeRelation(accepted) : 'unknown';
   const said = refusal(reference);
   const message =
@@ -105,8 +108,8 @@ export function outcomeOracle(
       oracle: 'outcome',
       kind: 'accepted',
       side: 'subject',
-      detail: `qemu-img: ${said.replace(/^qemu-img: /, '')}; size ${size}`,
-      message: `${message}; the subject's size: ${accepted?.after ?? 'unreadable'}`,
+      detail: `qemu-img: ${said.replace(/^qemu-img: /, '')}`,
+      message: `${message}; the subject's size: ${accepted?.after ?? 'unreadable'} (${size})`,
       evidence: { ...evidence, size: accepted },
     },
   ];

@@ -22,6 +22,8 @@ const ORDER = [
   'structure/header-inconsistent',
   'structure/metadata-invalid',
   'structure/spec-violation',
+  // a whole structure lost (a header rebuilt without it): the cause of the refcount damage below
+  'structure/structure-dropped',
   'check/check-failed',
   'check/corruptions',
   'check/check-errors',

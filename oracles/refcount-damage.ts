@@ -22,18 +22,66 @@ export function damageClass(
 
 const widthGroup = (bits: number) => (bits < 8 ? 'sub-byte' : bits === 8 ? 'byte' : 'multi-byte');
 
+/** Which structure's damage names a signature when several are damaged: metadata before data, the
+ * tables that map others before those they map; unreferenced clusters last. */
+const ROLE_PRECEDENCE: (ClusterRole | null)[] = [
+  'header',
+  'refcount-table',
+  'refcount-block',
+  'l1',
+  'l2',
+  'snapshot-table',
+  'snapshot-l1',
+  'snapshot-l2',
+  'crypto-header',
+  'bitmap-directory',
+  'bitmap-table',
+  'bitmap-data',
+  'data',
+  'data-zero',
+  'compressed',
+  'snapshot-data',
+  null,
+];
+const rankOfRole = (role: ClusterRole | null) => {
+  const at = ROLE_PRECEDENCE.indexOf(role);
+  return at < 0 ? ROLE_PRECEDENCE.length : at;
+};
+
+/** Whether damage is the refcount blocks' encoding itself (entries at the wrong width, bit order or
+ * stride, as in instar #365) rather than some clusters' counts: the header cluster, whose refcount
+ * no operation here changes, is among the damaged clusters, and it is not alone. One cluster counted
+ * wrong is not a garbled block: a header alone at 0 is `undercounted:header`. */
+export function isGarbled(damaged: { cluster: number }[], total = damaged.length): boolean {
+  return damaged.some((d) => d.cluster === 0) && total >= 2;
+}
+
+/** The structures a cluster nothing references any more is named by when it belonged to one before
+ * the step: whole structures a step may lose (the LUKS header, a snapshot's table, L1, L2 or data,
+ * a bitmap's). A table or data cluster of the active image that a step frees is a cluster like any
+ * other: `unreferenced`, wherever the step happened to leave it. */
+const NAMED_WHEN_LEAKED = new Set<ClusterRole>([
+  'crypto-header',
+  'snapshot-table',
+  'snapshot-l1',
+  'snapshot-l2',
+  'snapshot-data',
+  'bitmap-directory',
+  'bitmap-table',
+  'bitmap-data',
+]);
+
 /**
- * The signature detail of a set of damaged clusters. No resize ever changes the header cluster's
- * refcount, so damage that reaches it is the refcount blocks' encoding itself (entries at the wrong
- * width or stride, as in instar #365): it is named by that and the refcount width's group, not by
- * the set of clusters it happened to hit, which follows the image's content. Otherwise the classes.
+ * The signature detail of a set of damaged clusters: for garbled refcount blocks that and the
+ * refcount width's group (the set of clusters it happened to hit follows the image's content);
+ * otherwise one class, the damaged structure that comes first by ROLE_PRECEDENCE, so that a second
+ * behaviour in the same case (a leak beside an undercount) does not make a new signature. The
+ * message and evidence list every class.
  */
-export function damageDetail(classes: DamagedClass[], refcountBits: number): string {
-  // the header referenced once: its stored refcount changed (one referenced more is an extra
-  // reference to it, named as such)
-  if (classes.some((c) => c.role === 'header' && !c.shared))
-    return `refcount-blocks-garbled:${widthGroup(refcountBits)}`;
-  return [...new Set(classes.map((c) => c.class))].sort().join(',');
+export function damageDetail(classes: DamagedClass[], refcountBits: number, garbled: boolean): string {
+  if (garbled) return `refcount-blocks-garbled:${widthGroup(refcountBits)}`;
+  const first = [...classes].sort((a, b) => rankOfRole(a.role) - rankOfRole(b.role))[0];
+  return first?.class ?? '';
 }
 
 /** One damaged cluster (or group of them) as a signature sees it. */
@@ -55,6 +103,14 @@ export function roleOf(runs: RoleRun[], cluster: number): RoleRun | null {
     else return run;
   }
   return null;
+}
+
+/** What a host cluster was in the image before the step (its structure as read then), when that
+ * names a structure the step lost (NAMED_WHEN_LEAKED): a cluster leaked by a step is named by it
+ * (`leaked:crypto-header`, `leaked:snapshot-l1`); any other is unreferenced. */
+export function roleBefore(before: StructureObservation | null, cluster: number): RoleRun | null {
+  const run = before?.readable ? roleOf(before.clusterRoles, cluster) : null;
+  return run && NAMED_WHEN_LEAKED.has(run.role) ? { ...run, shared: false } : null;
 }
 
 /** What `qemu-img check` printed about each damaged cluster, and its other complaints. */
@@ -96,11 +152,13 @@ export function checkDamage(
   complaints: CheckComplaints,
   structure: StructureObservation | null,
   kind: 'corruptions' | 'leaks',
+  before: StructureObservation | null = null,
 ) {
   const runs = structure?.readable ? structure.clusterRoles : [];
   const refcounts = complaints.refcounts.filter((r) => (r.how === 'undercounted') === (kind === 'corruptions'));
   const classes = refcounts.map(({ cluster, how }) => {
-    const run = how === 'leaked' ? null : roleOf(runs, cluster);
+    // a cluster nothing references now is named by what it was before the step
+    const run = how === 'leaked' ? roleBefore(before, cluster) : roleOf(runs, cluster);
     return {
       class: damageClass(how, run?.role ?? null, run?.shared ?? false),
       role: run?.role ?? null,

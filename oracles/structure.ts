@@ -17,7 +17,7 @@ import {
 } from '../qcow2/format.ts';
 import type { HeaderSummary, RefcountMismatchClass, StructureObservation } from '../qcow2/structure.ts';
 import { l1EntriesNeeded } from '../qcow2/tables.ts';
-import { damageClass, damageDetail } from './refcount-damage.ts';
+import { damageClass, damageDetail, isGarbled, roleBefore } from './refcount-damage.ts';
 import type { Finding, Side } from './finding.ts';
 
 // The structure oracle reads the qcow2 metadata itself (qcow2/structure.ts structuralCheck) instead
@@ -93,7 +93,7 @@ const MISMATCH_ORDER: RefcountMismatchClass[] = ['undercounted', 'overcounted', 
 const uniqSorted = (xs: string[]) => [...new Set(xs)].sort();
 
 /** Findings about one image on its own: everything that must hold for any valid qcow2 result. */
-function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
+function intrinsicFindings(side: Side, o: StructureObservation, before: StructureObservation | null = null): Finding[] {
   const base = { oracle: 'structure' as const, side };
   if (!o.readable) {
     return [
@@ -128,11 +128,22 @@ function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
   }
   const mismatched = MISMATCH_ORDER.reduce((n, cls) => n + o.mismatchCounts[cls], 0);
   if (mismatched > 0) {
-    const groups = o.mismatchGroups.map((g) => ({
-      class: damageClass(g.class, g.role, g.shared),
-      role: g.role,
-      shared: g.shared,
-    }));
+    // clusters nothing references now are named by what they were before the step (the listed ones)
+    const leakedBefore = o.refcountMismatches
+      .filter((m) => m.class === 'leaked')
+      .map((m) => roleBefore(before, m.cluster))
+      .map((run) => ({
+        class: damageClass('leaked', run?.role ?? null, false),
+        role: run?.role ?? null,
+        shared: false,
+      }));
+    const groups = [
+      ...o.mismatchGroups
+        .filter((g) => g.class !== 'leaked' || leakedBefore.length === 0)
+        .map((g) => ({ class: damageClass(g.class, g.role, g.shared), role: g.role, shared: g.shared })),
+      ...leakedBefore,
+    ];
+    const garbled = isGarbled(o.refcountMismatches, mismatched);
     const e = o.refcountMismatches[0];
     const counts = MISMATCH_ORDER.filter((cls) => o.mismatchCounts[cls] > 0).map(
       (cls) => `${o.mismatchCounts[cls]} ${cls}`,
@@ -140,12 +151,16 @@ function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
     findings.push({
       ...base,
       kind: 'refcount-mismatch',
-      detail: damageDetail(groups, o.header.refcountBits),
+      detail: damageDetail(groups, o.header.refcountBits, garbled),
       message:
         `${mismatched} host clusters of the ${side} image have a stored refcount that differs from the references ` +
         `the metadata makes (${counts.join(', ')}), ` +
         `e.g. cluster ${e?.cluster}: stored ${e?.stored}, expected ${e?.expected}`,
-      evidence: { groups: o.mismatchGroups, listed: o.refcountMismatches },
+      evidence: {
+        classes: [...new Set(groups.map((g) => g.class))].sort(),
+        groups: o.mismatchGroups,
+        listed: o.refcountMismatches,
+      },
     });
   }
   if (o.copiedMismatchCount > 0) {
@@ -184,6 +199,29 @@ function intrinsicFindings(side: Side, o: StructureObservation): Finding[] {
   return findings;
 }
 
+/** Whole structures qemu's result keeps and the subject's lost: the encryption header (crypt_method
+ * 0), the snapshot table, the bitmap directory, the backing file, the external data file. A header
+ * rebuilt without one leaks its clusters (or over-counts those it shared): the lost structure is the
+ * cause, and names the report before the refcount damage it leaves. In this order. */
+export function droppedStructures(ref: Readable, sub: Readable): string[] {
+  const has = (o: Readable, type: number) => o.extensions.some((e) => e.type === type);
+  return [
+    ref.header.cryptMethod !== 0 && sub.header.cryptMethod === 0 ? 'crypto-header' : null,
+    sub.snapshots < ref.snapshots ? 'snapshot-table' : null,
+    sub.bitmaps < ref.bitmaps || (has(ref, EXT_BITMAPS) && !has(sub, EXT_BITMAPS)) ? 'bitmap-directory' : null,
+    ref.backingFile !== null && sub.backingFile === null ? 'backing-file' : null,
+    has(ref, EXT_DATA_FILE) && !has(sub, EXT_DATA_FILE) ? 'data-file' : null,
+  ].filter((d): d is string => d !== null);
+}
+
+/** The header fields and extensions (by name) each dropped structure takes with it. */
+const DROPPED_PARTS: Record<string, string[]> = {
+  'crypto-header': ['crypt_method', 'crypto-header'],
+  'bitmap-directory': ['bitmaps', 'autoclear_features'],
+  'backing-file': ['backing_file', 'backing-format'],
+  'data-file': ['data-file', 'incompatible_features', 'autoclear_features'],
+};
+
 /** Header bits and fields a resize must keep that the info oracle does not already compare
  * (it compares dirty, corrupt, compression type, extended L2 and lazy refcounts). */
 function changedFields(
@@ -207,7 +245,7 @@ function changedFields(
 }
 
 /** Extensions compared as multisets by type: lost, added, or present with different content. */
-function extensionFindings(ref: Readable, sub: Readable): Finding[] {
+function extensionFindings(ref: Readable, sub: Readable, covered: Set<string> = new Set()): Finding[] {
   const base = { oracle: 'structure' as const, side: 'subject' as const };
   const byType = (o: Readable) => {
     const m = new Map<number, { name: string; contents: string[] }>();
@@ -225,8 +263,9 @@ function extensionFindings(ref: Readable, sub: Readable): Finding[] {
   const changed: string[] = [];
   for (const [type, e] of r) {
     const other = s.get(type);
-    if (!other) lost.push(e.name);
-    else if (JSON.stringify([...e.contents].sort()) !== JSON.stringify([...other.contents].sort()))
+    if (!other) {
+      if (!covered.has(e.name)) lost.push(e.name);
+    } else if (JSON.stringify([...e.contents].sort()) !== JSON.stringify([...other.contents].sort()))
       changed.push(e.name);
   }
   for (const [type, e] of s) if (!r.has(type)) added.push(e.name);
@@ -266,11 +305,33 @@ function extensionFindings(ref: Readable, sub: Readable): Finding[] {
  * the subject's own consistency is then judged). Intrinsic problems of qemu's result are reported
  * with side 'reference' (a qemu bug or, more likely, a bug of this oracle).
  */
-export function structureOracle(subject: StructureObservation, reference: StructureObservation | null): Finding[] {
-  const findings = intrinsicFindings('subject', subject);
+export function structureOracle(
+  subject: StructureObservation,
+  reference: StructureObservation | null,
+  subjectBefore: StructureObservation | null = null,
+): Finding[] {
+  const findings = intrinsicFindings('subject', subject, subjectBefore);
   if (reference === null) return findings;
   if (subject.readable && reference.readable) {
     const base = { oracle: 'structure' as const, side: 'subject' as const };
+    const dropped = droppedStructures(reference, subject);
+    // the header fields and extensions of a dropped structure are part of that finding
+    const covered = new Set(dropped.flatMap((d) => DROPPED_PARTS[d] ?? []));
+    for (const what of dropped)
+      findings.push({
+        ...base,
+        kind: 'structure-dropped',
+        detail: what,
+        message: `the subject's result lost the ${what} that qemu's result keeps`,
+        evidence: {
+          reference: {
+            cryptMethod: reference.header.cryptMethod,
+            snapshots: reference.snapshots,
+            bitmaps: reference.bitmaps,
+          },
+          subject: { cryptMethod: subject.header.cryptMethod, snapshots: subject.snapshots, bitmaps: subject.bitmaps },
+        },
+      });
     if (subject.header.refcountOrder !== reference.header.refcountOrder) {
       findings.push({
         ...base,
@@ -282,7 +343,9 @@ export function structureOracle(subject: StructureObservation, reference: Struct
         evidence: { reference: reference.header.refcountOrder, subject: subject.header.refcountOrder },
       });
     }
-    const changed = changedFields(reference.header, subject.header, reference.backingFile, subject.backingFile);
+    const changed = changedFields(reference.header, subject.header, reference.backingFile, subject.backingFile).filter(
+      (f) => !covered.has(f),
+    );
     if (changed.length > 0) {
       findings.push({
         ...base,
@@ -292,7 +355,7 @@ export function structureOracle(subject: StructureObservation, reference: Struct
         evidence: { reference: reference.header, subject: subject.header },
       });
     }
-    findings.push(...extensionFindings(reference, subject));
+    findings.push(...extensionFindings(reference, subject, covered));
   }
   findings.push(...intrinsicFindings('reference', reference));
   return findings;

@@ -59,6 +59,9 @@ export interface ResultsObservation {
   /** The qcow2 structures read by the harness; null for a raw image, which has none. */
   subjectStructure: StructureObservation | null;
   referenceStructure: StructureObservation | null;
+  /** The subject's image before the step, as the harness read it (qcow2): what the clusters a step
+   * leaked had been. null where not read. */
+  subjectBefore?: StructureObservation | null;
   /** A vpc's, vhdx's or vmdk's structures, read by the format readers (formats/); null for qcow2 and
    * raw. Absent in steps recorded before they existed. */
   formatStructures?: { subject: FormatStructure; reference: FormatStructure } | null;
@@ -117,6 +120,7 @@ export const ORACLES = [
       checkOracle(r!.subjectCheck!, r!.referenceCheck, {
         subject: r!.subjectStructure,
         reference: r!.referenceStructure,
+        subjectBefore: r!.subjectBefore ?? null,
       }),
   },
   {
@@ -126,7 +130,7 @@ export const ORACLES = [
     judge: ({ results: r }) =>
       r!.formatStructures
         ? formatStructureOracle(r!.formatStructures.subject, r!.formatStructures.reference)
-        : structureOracle(r!.subjectStructure!, r!.referenceStructure!),
+        : structureOracle(r!.subjectStructure!, r!.referenceStructure!, r!.subjectBefore ?? null),
   },
   {
     name: 'info',

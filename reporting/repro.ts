@@ -185,13 +185,20 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
     case 'after-use': {
       const { workload } = f.evidence as { workload: string[] };
       const io = (s: SideFiles) => at(s, command(['qemu-io', ...qemuIoArgs(workload, s.image, spec)]));
+      // what each write and discard said: `wrote ...` or `write failed: ...`, in order
+      const said = "grep -E '^(wrote|write failed|discard|discard failed)'";
       const lines = [
         `echo '== the same qemu-io workload on both results'`,
-        `${io(ref)} >/dev/null; ref_io=$?`,
-        `${io(sub)} >/dev/null; sub_io=$?`,
+        `ref_said=$(${io(ref)} 2>&1); ref_io=$?; ref_said=$(echo "$ref_said" | ${said})`,
+        `sub_said=$(${io(sub)} 2>&1); sub_io=$?; sub_said=$(echo "$sub_said" | ${said})`,
         'echo "qemu-io exit: qemu-img result $ref_io, subject result $sub_io"',
       ];
-      if (f.kind === 'workload-failed') return [...lines, '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1'];
+      if (f.kind === 'workload-failed')
+        return [
+          ...lines,
+          'if ! diff <(echo "$ref_said") <(echo "$sub_said"); then reproduced=1; fi',
+          '[ $((ref_io == 0)) != $((sub_io == 0)) ] && reproduced=1',
+        ];
       const judged = { ...f, oracle: CHECK_KINDS.includes(f.kind) ? ('check' as const) : ('content' as const) };
       return [...lines, ...verdict(judged, layout, spec)];
     }

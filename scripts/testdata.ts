@@ -24,7 +24,7 @@ import { planStep } from '../model/plan.ts';
 import { EXT_BITMAPS, EXT_FEATURE_TABLE, HEADER_OFFSET } from '../qcow2/format.ts';
 import { readQcow2Header, withQcow2 } from '../qcow2/reader.ts';
 import { decodeL1Entry } from '../qcow2/tables.ts';
-import { afterUseWorkload } from '../oracles/after-use.ts';
+import { afterUseWorkload, withoutTimings } from '../oracles/after-use.ts';
 import { isClean, parseCheck } from '../oracles/check.ts';
 import { firstMismatch, regrowWindows, type CompareObservation, type ObservedStep } from '../oracles/content.ts';
 import { classifyOutcome } from '../oracles/outcome.ts';
@@ -77,6 +77,12 @@ class Bench {
   async run(program: string, args: string[]): Promise<Recorded> {
     const r = await execa(program, args, { cwd: this.dir, reject: false });
     return { exitCode: r.exitCode ?? null, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  /** A build command, with the signal that ended it (an aborting qemu-io is meant to die). */
+  async build(program: string, args: string[]): Promise<Recorded & { signal: string | null }> {
+    const r = await execa(program, args, { cwd: this.dir, reject: false });
+    return { exitCode: r.exitCode ?? null, stdout: r.stdout, stderr: r.stderr, signal: r.signal ?? null };
   }
 
   /** A qcow2 image made by qemu-img create and filled by one qemu-io run. */
@@ -222,7 +228,7 @@ async function runCase(
   o: { reference?: Resizer; timeoutMs?: number } = {},
 ): Promise<Run> {
   for (const cmd of buildCommands(c, 'base.qcow2')) {
-    const { result: r, ok } = await runBuildCommand(cmd, () => b.run(cmd.program, cmd.args));
+    const { result: r, ok } = await runBuildCommand(cmd, () => b.build(cmd.program, cmd.args));
     if (!ok) throw new Error(`${cmd.what} failed in ${b.dir}: ${r.stderr}`);
   }
   await b.copy('base.qcow2', 'reference.qcow2');
@@ -237,6 +243,8 @@ async function runCase(
     };
     const timeoutMs = o.timeoutMs ?? 30_000;
     const reference = await command(b, o.reference ?? qemuImg, step, 'reference.qcow2', timeoutMs);
+    // what the subject's clusters were before this step names what it leaks (refcount-damage.ts)
+    await b.copy('subject.qcow2', 'before.qcow2');
     const sub = await command(b, instar(subject), step, 'subject.qcow2', timeoutMs);
     const [ref, subj] = [classifyOutcome(reference), classifyOutcome(sub)];
     history.push({ before, after: ref === 'ok' ? await headerSize(b, 'reference.qcow2') : null });
@@ -331,24 +339,26 @@ const firstL2Table = async (path: string) => (await firstMapping(path)).l2;
 async function useBoth(b: Bench, run: Run, size: number, subjectCheck?: (b: Bench) => Promise<Recorded>) {
   const largest = Math.max(...run.history.flatMap((h) => [h.before, h.after ?? 0]));
   const workload = afterUseWorkload(run.case, size, largest);
-  const io = (name: string) => b.run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w]), name]);
+  const io = (name: string) => b.run('qemu-io', ['-f', 'qcow2', ...workload.flatMap((w) => ['-c', w.command]), name]);
   const refIo = await io('reference.qcow2');
   const subIo = await io('subject.qcow2');
   const referenceSize = await headerSize(b, 'reference.qcow2');
+  const subjectSize = await headerSize(b, 'subject.qcow2');
   const checked = await checks(b, subjectCheck);
   const compare: CompareObservation = {
     ...(await b.compare('reference.qcow2', 'subject.qcow2')),
     referenceSize,
-    subjectSize: await headerSize(b, 'subject.qcow2'),
+    subjectSize,
   };
   const at = firstMismatch(compare);
   if (at !== null) compare.sector = await probeSector(b, at);
   const parse = (r: Recorded) => parseCheck(r.exitCode, r.stdout, r.stderr);
   return {
     workload,
-    referenceExit: refIo.exitCode,
-    subjectExit: subIo.exitCode,
-    subjectStderr: subIo.stderr,
+    io: {
+      reference: { ...refIo, stdout: withoutTimings(refIo.stdout) },
+      subject: { ...subIo, stdout: withoutTimings(subIo.stdout) },
+    },
     subjectCheck: parse(checked.subject),
     referenceCheck: checked.reference && parse(checked.reference),
     compare,
@@ -469,6 +479,28 @@ const SCENES: Scene[] = [
     build: ran(caseOf(shrink2M, { refcountBits: bits }), double('365-stride')),
     into: ALL,
   })),
+  {
+    name: 'zero-flag-header-1bit',
+    description:
+      "a 1-bit image's shrink discarding a zero-flag L2 entry, by a double that then zeroes the header " +
+      "cluster's refcount: one cluster undercounted, named by its structure, not as garbled blocks",
+    build: ran(
+      caseOf(shrink2M, { refcountBits: 1 }, [...DATA_OPS, { op: 'zero', offset: 3 * MiB + 65536, length: 65536 }]),
+      double('zero-flag-header-refcount'),
+    ),
+    into: ALL,
+  },
+  {
+    name: 'snapshot-table-dropped',
+    description:
+      'a shrink of an image with a snapshot by a double that rebuilds the header without its snapshot table: ' +
+      'the lost table names it, before the clusters it leaks',
+    build: ran(
+      caseOf(shrink2M, {}, [DATA_OPS[0]!, { op: 'snapshot-create', name: 's1' }, DATA_OPS[1]!]),
+      double('drop-snapshot-table'),
+    ),
+    into: ALL,
+  },
   {
     name: 'leak-on-shrink',
     description: 'instar-leak-on-shrink: a free cluster marked used after the shrink (leaked)',
@@ -1150,13 +1182,16 @@ async function recordScene(s: Scene, files: Map<string, Buffer | string>) {
       subject: await exists(b.path('subject.qcow2')),
       reference: await exists(b.path('reference.qcow2')),
     };
+    const before = await exists(b.path('before.qcow2'));
     const input: ImagesInput = {
       subject: present.subject ? `${s.name}.qcow2.gz` : null,
       reference: present.reference ? `${s.name}.reference.qcow2.gz` : null,
+      before: before ? `${s.name}.before.qcow2.gz` : null,
       info: present.subject ? await b.info('subject.qcow2') : null,
     };
     if (present.subject) files.set(`images/${input.subject}`, await readFile(b.path('subject.qcow2')));
     if (present.reference) files.set(`images/${input.reference}`, await readFile(b.path('reference.qcow2')));
+    if (before) files.set(`images/${input.before}`, await readFile(b.path('before.qcow2')));
     put('images', input);
   }
   if (into.has('info'))

@@ -9,8 +9,9 @@ import type { OracleName } from '../oracles/table.ts';
 type Counts = Record<string, number>;
 
 export interface CoverageSummary {
-  /** Cases and the steps qemu-img accepted, per image format. */
-  formats: Record<string, { cases: number; grow: number; shrink: number }>;
+  /** Cases and the steps qemu-img accepted, per image format; and the steps run to a size off the
+   * 512-byte grid, growing or shrinking (qemu-img refuses them on qcow2, raw takes them). */
+  formats: Record<string, { cases: number; grow: number; shrink: number; offGridGrow: number; offGridShrink: number }>;
   refcountBits: Counts;
   clusterSize: Counts;
   compat: Counts;
@@ -33,7 +34,9 @@ const bump = (counts: Counts, key: string | number, by = 1) => {
 
 export function emptyCoverage(): CoverageSummary {
   return {
-    formats: Object.fromEntries(IMAGE_FORMATS.map((f) => [f, { cases: 0, grow: 0, shrink: 0 }])),
+    formats: Object.fromEntries(
+      IMAGE_FORMATS.map((f) => [f, { cases: 0, grow: 0, shrink: 0, offGridGrow: 0, offGridShrink: 0 }]),
+    ),
     refcountBits: {},
     clusterSize: {},
     compat: {},
@@ -81,6 +84,11 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
   for (const s of result.steps) {
     if (s.reference === 'ok' && s.plan.kind === 'grow') format.grow++;
     if (s.reference === 'ok' && s.plan.kind === 'shrink') format.shrink++;
+    const target = s.plan.target;
+    if (target !== null && target > 0 && target % 512 !== 0) {
+      if (target > s.sizeBefore) format.offGridGrow++;
+      else format.offGridShrink++;
+    }
   }
   if (c.image.format !== 'qcow2') return addPlainCase(cov, c, result);
   bump(cov.refcountBits, c.image.refcountBits);
@@ -204,10 +212,11 @@ export function coverageTable(cov: CoverageSummary): string {
   const formats = Object.entries(cov.formats ?? {}).map(
     ([name, f]) =>
       `  ${name.padEnd(8)}  ${String(f.cases).padStart(5)}  ` +
-      `${String(f.grow).padStart(5)}  ${String(f.shrink).padStart(7)}`,
+      `${String(f.grow).padStart(5)}  ${String(f.shrink).padStart(7)}  ` +
+      `${String(f.offGridGrow ?? 0).padStart(14)}  ${String(f.offGridShrink ?? 0).padStart(16)}`,
   );
   return [
-    '  format    cases  grows  shrinks',
+    '  format    cases  grows  shrinks  off-grid grows  off-grid shrinks',
     ...formats,
     '  refcount  grows  shrinks  shrinks discarding   (qcow2)',
     ...rows,

@@ -15,6 +15,7 @@ import { FatalError } from '../model/errors.ts';
 import { STEP_KINDS, type StepKind } from '../model/plan.ts';
 import type { StepRecord } from '../exec/run-case.ts';
 import type { Side, StepFinding } from '../oracles/finding.ts';
+import { sizeRelation } from '../oracles/outcome.ts';
 import { ORACLE_NAMES, type OracleName } from '../oracles/table.ts';
 
 // The known-divergence registry: expected refusals and differences that are not filed as new.
@@ -56,12 +57,16 @@ export interface CaseFacts {
   encrypted: boolean;
   /** qemu-img was given the key for this step's resize (only ever on an encrypted image). */
   keyGiven: boolean;
+  /** Where the subject's size landed when it accepted a step qemu-img refused (oracles/outcome.ts
+   * sizeRelation); 'none' for other steps. */
+  sizeLanded: string;
 }
 
 /** Every subformat a case may name, and 'none'. */
 const SUBFORMATS = ['none', ...new Set(Object.values(FORMAT_OPTIONS).flatMap((o) => o.subformat as readonly string[]))];
 
 export const BACKING_FACTS = ['none', 'shorter', 'longer'] as const;
+export const SIZE_LANDINGS = ['none', 'as-asked', 'below-asked', 'above-asked', 'unchanged', 'changed', 'unreadable'];
 export type BackingFact = (typeof BACKING_FACTS)[number];
 
 interface CasePredicates {
@@ -86,6 +91,7 @@ interface CasePredicates {
   dataFile?: DataFileKind[];
   encrypted?: boolean;
   keyGiven?: boolean;
+  sizeLanded?: string[];
 }
 
 export interface KnownDivergence {
@@ -195,6 +201,7 @@ export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   dataFile: listOf(oneOf(DATA_FILE_KINDS)),
   encrypted: isBoolean,
   keyGiven: isBoolean,
+  sizeLanded: listOf(oneOf(SIZE_LANDINGS)),
 };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -313,6 +320,10 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     dataFile: c.image.dataFile,
     encrypted: c.image.encrypted,
     keyGiven: s.key === true,
+    sizeLanded:
+      step.reference === 'refused' && step.subject === 'ok'
+        ? sizeRelation({ before: step.sizeBefore, target: step.plan.target, after: step.subjectSizeAfter ?? null })
+        : 'none',
   };
 }
 
@@ -339,7 +350,8 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
     inList(p.backingFile, f.backingFile) &&
     inList(p.dataFile, f.dataFile) &&
     equal(p.encrypted, f.encrypted) &&
-    equal(p.keyGiven, f.keyGiven)
+    equal(p.keyGiven, f.keyGiven) &&
+    inList(p.sizeLanded, f.sizeLanded)
   );
 }
 

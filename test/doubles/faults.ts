@@ -17,6 +17,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
+import { openImage } from '../../model/commands.ts';
 import {
   COMPAT_LAZY_REFCOUNTS,
   EXT_CRYPTO,
@@ -26,7 +27,7 @@ import {
   INCOMPAT_DATA_FILE,
   type Qcow2Header,
 } from '../../qcow2/format.ts';
-import { withQcow2 } from '../../qcow2/reader.ts';
+import { guestAllocation, withQcow2 } from '../../qcow2/reader.ts';
 import { structuralCheck } from '../../qcow2/structure.ts';
 import { getRefcountEntry, refcountEntriesPerBlock } from '../../qcow2/tables.ts';
 import {
@@ -37,6 +38,16 @@ import {
   writeCompatibleFeatures,
   writeVirtualSize,
 } from './qcow2-edit.ts';
+import {
+  VHDX_HEADER,
+  VPC_DYNAMIC,
+  currentVhdxHeader,
+  editVhdxHeader,
+  editVpcDynamicHeader,
+  setVmdkDirectoryEntry,
+  vmdkDirectories,
+  vpcLayout,
+} from './format-edit.ts';
 
 export interface Context {
   file: string;
@@ -197,6 +208,13 @@ async function sharing(file: string): Promise<{ shared: Set<number>; snapshotOnl
 /** The image file's length before the resize, kept by the json-old-size-from-file fault. */
 let fileLengthBefore: number | undefined;
 
+/** Whether the shrink the zero-flag-header-refcount fault watches discards zero-flag L2 entries,
+ * kept between its hooks. */
+let discardsZeroFlags = false;
+
+/** The snapshot count the accept-v2-snapshots fault hid from qemu-img, kept between its hooks. */
+let hiddenSnapshots: { count: number } | undefined;
+
 /** Clusters shared before a shrink, kept by the drop-shared-on-shrink fault between its hooks. */
 let sharedBefore: Set<number> | undefined;
 
@@ -342,6 +360,64 @@ export const FAULTS = {
       if (!c.after || c.after.cryptMethod === 0) return;
       await writeBytes(c.file, HEADER_OFFSET.cryptMethod, Buffer.alloc(4));
       await rewriteHeaderExtensions(c.file, (exts) => exts.filter((e) => e.type !== EXT_CRYPTO));
+    },
+  },
+  'drop-snapshot-table': {
+    what: 'after a resize, rebuilds the header without its snapshot table (nb_snapshots 0, snapshots_offset 0)',
+    after: async (c) => {
+      if (!c.after || c.after.nbSnapshots === 0) return;
+      await writeBytes(c.file, HEADER_OFFSET.nbSnapshots, Buffer.alloc(4));
+      await writeBytes(c.file, HEADER_OFFSET.snapshotsOffset, Buffer.alloc(8));
+    },
+  },
+  'accept-v2-snapshots': {
+    what: 'resizes a v2 image with internal snapshots, which qemu-img refuses (instar never checks for them)',
+    before: async (c) => {
+      if (!c.before || c.before.version !== 2 || c.before.nbSnapshots === 0) return;
+      // qemu-img underneath resizes the image it sees without snapshots; they are put back after
+      hiddenSnapshots = { count: c.before.nbSnapshots };
+      await writeBytes(c.file, HEADER_OFFSET.nbSnapshots, Buffer.alloc(4));
+    },
+    after: async (c) => {
+      if (!hiddenSnapshots) return;
+      const count = Buffer.alloc(4);
+      count.writeUInt32BE(hiddenSnapshots.count);
+      await writeBytes(c.file, HEADER_OFFSET.nbSnapshots, count);
+    },
+    refused: async (c) => {
+      if (!hiddenSnapshots) return;
+      const count = Buffer.alloc(4);
+      count.writeUInt32BE(hiddenSnapshots.count);
+      await writeBytes(c.file, HEADER_OFFSET.nbSnapshots, count);
+    },
+  },
+  'round-shrink-to-cluster': {
+    what: "rounds a shrink's new size down to a cluster boundary (instar's documented behaviour)",
+    before: async (c) => {
+      if (!c.before || c.wanted === undefined || !isShrink(c) || !c.shrink || c.preallocation !== undefined) return;
+      const cs = c.before.clusterSize;
+      if (c.wanted % cs === 0 || c.wanted < cs) return;
+      const rounded = Math.floor(c.wanted / cs) * cs;
+      // instar needs no key for an encrypted image; qemu-img underneath does: the harness's
+      const { options, image } = openImage(c.file, { format: 'qcow2' }, c.before.cryptMethod !== 0);
+      const r = await execa('qemu-img', ['resize', '-q', ...options, '--shrink', image, String(rounded)], {
+        reject: false,
+      });
+      process.stderr.write(r.stderr);
+      return r.exitCode === 0 ? 0 : 1;
+    },
+  },
+  'zero-flag-header-refcount': {
+    what: "on a shrink that discards zero-flag L2 entries, sets the header cluster's refcount to 0",
+    before: async (c) => {
+      discardsZeroFlags = false;
+      if (!c.before || c.wanted === undefined || c.oldSize === undefined || !isShrink(c)) return;
+      const from = Math.ceil(c.wanted / c.before.clusterSize) * c.before.clusterSize;
+      const counts = await guestAllocation(c.file, from, c.oldSize).catch(() => null);
+      discardsZeroFlags = counts !== null && counts['zero-plain'] + counts['zero-alloc'] > 0;
+    },
+    after: async (c) => {
+      if (discardsZeroFlags && c.after && c.after.size < (c.before?.size ?? 0)) await setRefcount(c.file, 0, 0);
     },
   },
   'drop-feature-table': {
@@ -543,7 +619,59 @@ export const FAULTS = {
     what: "rebuilds a grown vhdx with qemu's default block and log sizes instead of the image's own",
     convertBack: ({ subformat }) => ({ subformat: subformat! }),
   },
+  'vpc-stale-dynamic-checksum': {
+    what: "grows a dynamic vpc and writes its dynamic header's new BAT size, but keeps the header's old checksum",
+    before: async (c) => {
+      staleVpcChecksum = undefined;
+      if (c.format !== 'vpc') return;
+      const { header } = await vpcLayout(c.file).catch(() => ({ header: null }));
+      if (header) staleVpcChecksum = header.checksum;
+    },
+    after: async (c) => {
+      if (c.format !== 'vpc' || !grown(c) || staleVpcChecksum === undefined) return;
+      const old = staleVpcChecksum;
+      await editVpcDynamicHeader(c.file, (b) => b.writeUInt32BE(old, VPC_DYNAMIC.checksum), true);
+    },
+  },
+  'vmdk-stale-redundant-gd': {
+    what: 'grows a vmdk and gives the grown range grain tables in its grain directory, not in the redundant one',
+    after: async (c) => {
+      if (c.format !== 'vmdk' || !grown(c)) return;
+      const { header, rgd } = await vmdkDirectories(c.file);
+      if (!rgd.sector) return;
+      const oldEntries = Math.ceil(c.oldSize! / 512 / (header.grainSize * header.numGTEsPerGT));
+      for (let i = oldEntries; i < rgd.entries.length; i++) await setVmdkDirectoryEntry(c.file, rgd.sector, i, 0);
+    },
+  },
+  'vhdx-stale-header-checksum': {
+    what: "grows a vhdx and writes a new data write GUID into its older header, keeping that header's old checksum",
+    after: async (c) => {
+      if (c.format !== 'vhdx' || !grown(c)) return;
+      const older = (await currentVhdxHeader(c.file)) === 0 ? 1 : 0;
+      await editVhdxHeader(
+        c.file,
+        older,
+        (b) => b.fill(0x42, VHDX_HEADER.dataWriteGuid, VHDX_HEADER.dataWriteGuid + 16),
+        true,
+      );
+    },
+  },
+  'vmdk-gd-unallocated': {
+    what: "grows a vmdk's capacity but leaves the grain directory entries of the grown range empty (no grain tables)",
+    after: async (c) => {
+      if (c.format !== 'vmdk' || !grown(c)) return;
+      const { header, gd, rgd } = await vmdkDirectories(c.file);
+      const oldEntries = Math.ceil(c.oldSize! / 512 / (header.grainSize * header.numGTEsPerGT));
+      for (let i = oldEntries; i < gd.entries.length; i++) {
+        await setVmdkDirectoryEntry(c.file, gd.sector, i, 0);
+        if (rgd.sector) await setVmdkDirectoryEntry(c.file, rgd.sector, i, 0);
+      }
+    },
+  },
 } satisfies Record<string, Fault>;
+
+/** The dynamic header's checksum before the resize, kept by the vpc-stale-dynamic-checksum fault. */
+let staleVpcChecksum: number | undefined;
 
 /** Runs `edit` on a file opened for writing, and closes it. */
 async function editFile(path: string, edit: (file: FileHandle) => Promise<void>): Promise<void> {

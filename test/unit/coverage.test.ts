@@ -29,6 +29,7 @@ const KINDS: Record<string, string[]> = {
     'extension-changed',
     'extension-added',
     'spec-violation',
+    'structure-dropped',
   ],
   info: ['info-failed', 'info-mismatch'],
   output: ['quiet-printed', 'stdout-differs', 'json-invalid', 'json-incomplete', 'json-wrong'],

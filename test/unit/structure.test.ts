@@ -104,7 +104,7 @@ test('every gzipped image belongs to a case', async () => {
   const named = new Set<string>();
   for (const file of files) {
     const { input } = await readCase<ImagesInput>(file);
-    for (const name of [input.subject, input.reference]) if (name) named.add(name);
+    for (const name of [input.subject, input.reference, input.before]) if (name) named.add(name);
   }
   const stored = (await readdir(join(TESTDATA, 'images'))).filter((n) => n.endsWith('.gz'));
   assert.deepEqual(

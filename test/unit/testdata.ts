@@ -14,7 +14,7 @@ import { structuralCheck, type StructureObservation } from '../../qcow2/structur
 import type { FormatStructure, StructuredFormat } from '../../formats/rules.ts';
 import { readFormatStructure } from '../../formats/structure.ts';
 import { formatStructureOracle } from '../../oracles/format-structure.ts';
-import { afterUseOracle, type AfterUseObservation } from '../../oracles/after-use.ts';
+import { afterUseOracle, workloadOutcomes, type AfterUseObservation } from '../../oracles/after-use.ts';
 import { checkOracle, isClean, parseCheck } from '../../oracles/check.ts';
 import {
   contentOracle,
@@ -94,7 +94,7 @@ export interface CheckInput {
 
 /** The structures of an images case, or none. */
 async function structuresOf(images: string | null) {
-  if (images === null) return { subject: null, reference: null };
+  if (images === null) return { subject: null, reference: null, subjectBefore: null };
   return observeImages((await readCase<ImagesInput>(images)).input, join(TESTDATA, images));
 }
 
@@ -161,15 +161,25 @@ const allocationActual = (input: AllocationObservation) => ({ findings: allocati
 
 /** The after-use observation as recorded, the subject's structure given by its image (an images
  * case, relative to testdata/), read as the harness reads it: only when its check is not clean. */
-export interface AfterUseInput extends Omit<AfterUseObservation, 'context'> {
+export interface AfterUseInput extends Omit<AfterUseObservation, 'context' | 'reference' | 'subject'> {
+  /** What qemu-io printed running the workload on each side (timing lines taken out). */
+  io: { reference: Recorded; subject: Recorded };
   context: { where: CompareContext; images: string | null };
 }
 
 async function afterUseActual(input: AfterUseInput) {
-  const { images, where } = input.context;
+  const { io, context, ...observed } = input;
   const unclean = input.subjectCheck !== null && !isClean(input.subjectCheck);
-  const subjectStructure = unclean ? (await structuresOf(images)).subject : null;
-  return { findings: afterUseOracle({ ...input, context: { where, subjectStructure } }).map(findingView) };
+  const structures = unclean ? await structuresOf(context.images) : null;
+  const subjectStructure = structures?.subject ?? null;
+  const outcomes = (r: Recorded, size: number | null) => workloadOutcomes(input.workload, r.stdout, r.stderr, size);
+  const o: AfterUseObservation = {
+    ...observed,
+    reference: outcomes(io.reference, input.compare.referenceSize),
+    subject: outcomes(io.subject, input.compare.subjectSize),
+    context: { where: context.where, subjectStructure, subjectBefore: structures?.subjectBefore ?? null },
+  };
+  return { outcomes: { reference: o.reference, subject: o.subject }, findings: afterUseOracle(o).map(findingView) };
 }
 
 /** The gzipped images of a case, named relative to its JSON file; null for a file that is not there
@@ -177,6 +187,8 @@ async function afterUseActual(input: AfterUseInput) {
 export interface ImagesInput {
   subject: string | null;
   reference: string | null;
+  /** The subject's image right before the step (absent in recordings made before it was kept). */
+  before?: string | null;
   info: Recorded | null;
 }
 
@@ -227,7 +239,8 @@ export async function observeImages(input: ImagesInput, caseFile: string) {
     };
     const subject = await observe(input.subject, 'subject.qcow2');
     const reference = input.reference === null ? null : await observe(input.reference, 'reference.qcow2');
-    return { subject, reference };
+    const subjectBefore = input.before ? await observe(input.before, 'before.qcow2') : null;
+    return { subject, reference, subjectBefore };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -261,12 +274,12 @@ async function formatImagesActual(input: FormatImagesInput, caseFile: string) {
 }
 
 async function imagesActual(input: ImagesInput, caseFile: string) {
-  const { subject, reference } = await observeImages(input, caseFile);
+  const { subject, reference, subjectBefore } = await observeImages(input, caseFile);
   return {
     subject: structureDigest(subject),
     reference: reference && structureDigest(reference),
     info: infoFromStructure(subject),
-    findings: structureOracle(subject, reference).map(findingView),
+    findings: structureOracle(subject, reference, subjectBefore).map(findingView),
   };
 }
 
@@ -306,7 +319,7 @@ async function stepActual(input: StepInput) {
     const check = (await readCase<CheckInput>(input.results.check)).input;
     const info = (await readCase<InfoInput>(input.results.info)).input;
     const compare = (await readCase<CompareInput>(input.results.compare)).input;
-    const { subject, reference } = await structuresOf(input.results.images);
+    const { subject, reference, subjectBefore } = await structuresOf(input.results.images);
     if (subject === null || reference === null) throw new Error(`${input.results.images} lacks an image`);
     const parseInfoOf = (r: Recorded) => parseInfo(r.exitCode, r.stdout, r.stderr);
     observation.results = {
@@ -319,6 +332,7 @@ async function stepActual(input: StepInput) {
       compare: compare.compare,
       regrow: compare.regrow,
       allocation: null,
+      subjectBefore,
     };
   }
   const judged = judgeStep(observation);

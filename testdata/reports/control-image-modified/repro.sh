@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces unchanged-on-refusal/image-modified-on-refusal/reference/hash-changed: qemu-img refused the resize but changed the image file
-# Found by the instar resize fuzzer (seed 5, iteration 4, 2026-12-02 14:44 UTC). A control run (qemu-img on both sides): a harness bug.
+# Found by the instar resize fuzzer (seed 5, iteration 4, 2026-12-07 01:10 UTC). A control run (qemu-img on both sides): a harness bug.
 # Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.
 set -u; INSTAR=${INSTAR:-instar}; TIMEOUT=${TIMEOUT:-30}
 work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2
@@ -10,9 +10,9 @@ qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=1,compat=1.1 base.
 qemu-img bitmap -f qcow2 --add base.qcow2 bitmap0 >/dev/null || exit 2
 cp base.qcow2 reference.qcow2 && cp base.qcow2 subject.qcow2 || exit 2
 cp reference.qcow2 before.qcow2
-timeout -k 5 "$TIMEOUT" qemu-img resize -f qcow2 --shrink reference.qcow2 -512; ref=$(outcome $?)
-timeout -k 5 "$TIMEOUT" qemu-img resize -f qcow2 --shrink subject.qcow2 -512; sub=$(outcome $?)
-echo '== step 1, resize to -512 (invalid):' "qemu-img $ref, subject $sub"
+timeout -k 5 "$TIMEOUT" qemu-img resize -f qcow2 reference.qcow2 513; ref=$(outcome $?)
+timeout -k 5 "$TIMEOUT" qemu-img resize -f qcow2 subject.qcow2 513; sub=$(outcome $?)
+echo '== step 1, resize to 513 (invalid):' "qemu-img $ref, subject $sub"
 reproduced=0
 if ! cmp -s before.qcow2 reference.qcow2; then echo "reference.qcow2 changed although the resize was refused"; reproduced=1; fi
 if [ "$reproduced" = 1 ]; then echo 'REPRODUCED: unchanged-on-refusal/image-modified-on-refusal/reference/hash-changed'; exit 1; fi

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Reproduces content/content-differs/subject/region=grown,subject=data,qemu=zeros: guest content differs first at offset 512 (grown)
-# Found by the instar resize fuzzer (seed 3, iteration 2, 2026-12-02 14:44 UTC). Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh
+# Reproduces content/content-differs/subject/region=grown,subject=data,qemu=zeros: guest content differs first at offset 66060288 (grown)
+# Found by the instar resize fuzzer (corpus iotest-025-grow-fully-written, 2026-12-07 01:09 UTC). Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh
 # Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.
 set -u; INSTAR=${INSTAR:-instar}; TIMEOUT=${TIMEOUT:-30}
 work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2
 # outcome class of an exit status from timeout(1): 124 timed out, above 128 killed by a signal
 outcome() { case $1 in 0) echo ok ;; 124) echo timed-out ;; *) if [ "$1" -gt 128 ]; then echo crashed; else echo refused; fi ;; esac; }
-qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=1,compat=1.1 base.qcow2 512 >/dev/null || exit 2
+qemu-img create -q -f qcow2 -o cluster_size=1024,refcount_bits=16,compat=1.1,preallocation=metadata base.qcow2 66060288 >/dev/null || exit 2
 cp base.qcow2 reference.qcow2 && cp base.qcow2 subject.qcow2 || exit 2
-timeout -k 5 "$TIMEOUT" qemu-img resize -f qcow2 reference.qcow2 1024; ref=$(outcome $?)
-timeout -k 5 "$TIMEOUT" "$INSTAR" resize -f qcow2 subject.qcow2 1024; sub=$(outcome $?)
-echo '== step 1, resize to 1024 (grow):' "qemu-img $ref, subject $sub"
+timeout -k 5 "$TIMEOUT" qemu-img resize -f qcow2 reference.qcow2 65M; ref=$(outcome $?)
+timeout -k 5 "$TIMEOUT" "$INSTAR" resize -f qcow2 subject.qcow2 65M; sub=$(outcome $?)
+echo '== step 1, resize to 65M (grow):' "qemu-img $ref, subject $sub"
 reproduced=0
 qemu-img compare -f qcow2 -F qcow2 reference.qcow2 subject.qcow2; [ $? = 1 ] && reproduced=1
 [ "$ref$sub" = okok ] || reproduced=0
