@@ -50,6 +50,10 @@ const EXTENSION_MAGIC: Record<string, string> = {
   'crypto-header': '05 37 be 77',
 };
 
+/** The subject's image right before the step a structure finding judges: what its leaked clusters
+ * had been (oracles/refcount-damage.ts). */
+const SUBJECT_BEFORE = 'subject-before.img';
+
 /** The structure oracle reads metadata that qemu-img does not show. With a checkout of the fuzzer
  * (FUZZER=DIR) repro.sh runs that oracle itself; without one it shows what od can: the extension
  * magic numbers and refcount_order of both header clusters. */
@@ -58,7 +62,7 @@ function structureVerdict(f: Finding, layout: Layout): string[] {
   const exact = [
     'if [ -n "${FUZZER:-}" ]; then',
     `  node --import "$FUZZER/node_modules/tsx/dist/loader.mjs" "$FUZZER/cli/structure.ts" ` +
-      `${SUBJECT} ${REFERENCE} ${shellQuote(signatureOf(f))}; [ $? = 1 ] && reproduced=1`,
+      `${SUBJECT} ${REFERENCE} ${shellQuote(signatureOf(f))} ${SUBJECT_BEFORE}; [ $? = 1 ] && reproduced=1`,
   ];
   const header = (image: string) => `od -An -tx1 -v -w1 -N 65536 ${image} | tr -d '\n'`;
   const magic = f.detail.split(',').map((name) => EXTENSION_MAGIC[name]);
@@ -333,6 +337,7 @@ export function reproScript({ finding, case: c, subject, origin, steps = [] }: R
     const step = c.steps[index]!;
     const plan = { kind: observed.get(index) ?? predicted.plan.kind };
     const last = index === finding.step;
+    if (last && finding.oracle === 'structure') lines.push(`cp ${imagePath(sub)} ${SUBJECT_BEFORE}`);
     if (last && finding.oracle === 'unchanged-on-refusal') {
       const side = finding.side === 'subject' ? sub : ref;
       const data = sideExtras(layout)

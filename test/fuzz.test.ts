@@ -176,10 +176,11 @@ const FAULTS = [
   },
   {
     fault: 'encrypted-as-plain',
-    // qemu-img check sees the LUKS header's clusters leak; the header and the info fields say why
-    oracles: ['check', 'info', 'structure'],
-    kind: 'leaks',
+    // the lost encryption header names it; qemu-img check sees its clusters leak, info its fields
+    oracles: ['structure', 'check', 'info'],
+    kind: 'structure-dropped',
     why: "rebuilds an encrypted image's header as a plain one",
+    structureNeedsFuzzer: true,
   },
   {
     fault: 'raw-sector-rounding',
@@ -215,6 +216,38 @@ const FAULTS = [
     oracles: ['info'],
     kind: 'info-mismatch',
     why: "rebuilds a grown vhdx with qemu's default block and log sizes, not its own",
+  },
+  // seen by the format readers alone: qemu never checks these
+  {
+    fault: 'vpc-stale-dynamic-checksum',
+    formats: 'vpc',
+    oracles: ['structure'],
+    kind: 'spec-violation',
+    why: "grows a vpc but keeps its dynamic header's old checksum",
+    structureNeedsFuzzer: true,
+  },
+  {
+    fault: 'vmdk-stale-redundant-gd',
+    formats: 'vmdk',
+    oracles: ['structure'],
+    kind: 'spec-violation',
+    why: 'grows a vmdk without grain tables for the grown range in its redundant grain directory',
+    structureNeedsFuzzer: true,
+  },
+  {
+    fault: 'vhdx-stale-header-checksum',
+    formats: 'vhdx',
+    oracles: ['structure'],
+    kind: 'spec-violation',
+    why: 'grows a vhdx and leaves its older header with a stale checksum',
+    structureNeedsFuzzer: true,
+  },
+  {
+    fault: 'vmdk-gd-unallocated',
+    formats: 'vmdk',
+    oracles: ['after-use'],
+    kind: 'workload-failed',
+    why: "grows a vmdk but leaves the grown range's grain directory entries empty: the next write there fails",
   },
   {
     fault: 'blow-up-grow',
