@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { IMAGE_FORMATS, QEMU_RESIZED_FORMATS, type ImageFormat } from '../model/case.ts';
+import { IMAGE_FORMATS, OUTPUT_MODES, QEMU_RESIZED_FORMATS, type ImageFormat } from '../model/case.ts';
 import { parseShard, type Shard } from '../model/shard.ts';
 import { commandLine, usageFail } from './args.ts';
 
@@ -42,6 +42,12 @@ export async function parseArgs(argv: string[]) {
         describe:
           `Image formats of the generated cases, comma-separated, from ${IMAGE_FORMATS.join(', ')} ` +
           `(default: all of them; in a control run ${QEMU_RESIZED_FORMATS.join(', ')}, which qemu-img resizes)`,
+      },
+      output: {
+        choices: OUTPUT_MODES,
+        describe:
+          'What the subject is asked to print in every generated step: human (its words), json ' +
+          '(--output json) or quiet (-q) (default: a mix of the three)',
       },
       control: {
         type: 'boolean',

@@ -124,6 +124,7 @@ async function fuzzMode(
     seed,
     iterations,
     formats,
+    output: args.output ?? null,
     durationMs: args.duration === undefined ? null : args.duration * 1000,
     shard,
     jobs: args.jobs,

@@ -129,10 +129,22 @@ export function formatAt(seed: number, iteration: number, formats: readonly Imag
   return fc.sample(arb, { seed: (seed + FORMAT_SEED_OFFSET) | 0, path: String(iteration), numRuns: 1 })[0]!;
 }
 
+/** The generator of a format's cases; with `output`, every step asks the subject for that output
+ * (`--output json` in every step, say) instead of the drawn mix. The draws are the same either way. */
+export function caseArbitrary(format: ImageFormat, output: OutputMode | null = null): fc.Arbitrary<Case> {
+  const arb = CASE_ARBITRARIES[format];
+  return output === null ? arb : arb.map((c) => ({ ...c, steps: c.steps.map((s) => ({ ...s, output })) }));
+}
+
 /** The case of run `iteration` of seed `seed` (qcow2 cases unless other formats are given): the
  * same pair always gives the same case, and fast-check reaches any index directly, so runs can be
  * resumed or split without replaying. Minimisation starts from the same sample (run/minimise.ts). */
-export function caseAt(seed: number, iteration: number, formats: readonly ImageFormat[] = ['qcow2']): Case {
-  const arb = CASE_ARBITRARIES[formatAt(seed, iteration, formats)];
+export function caseAt(
+  seed: number,
+  iteration: number,
+  formats: readonly ImageFormat[] = ['qcow2'],
+  output: OutputMode | null = null,
+): Case {
+  const arb = caseArbitrary(formatAt(seed, iteration, formats), output);
   return fc.sample(arb, { seed, path: String(iteration), numRuns: 1 })[0]!;
 }

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { CASE_ARBITRARIES } from '../generators/cases.ts';
+import { caseArbitrary } from '../generators/cases.ts';
 import type { Case } from '../model/case.ts';
 import { CaseAborted } from '../model/errors.ts';
 import type { MinimisationRecord } from '../reporting/store.ts';
@@ -37,6 +37,7 @@ export async function minimise(
   reproduces: Reproduces,
   budget: MinimiseBudget,
   originalStep: number,
+  arbitrary: fc.Arbitrary<Case> = caseArbitrary(original.image.format),
 ): Promise<Minimised> {
   const started = performance.now();
   let runs = 0;
@@ -50,7 +51,7 @@ export async function minimise(
   let limit = budget.runs - reserve;
   let first = true;
   let failure: unknown = null;
-  const property = fc.asyncProperty(CASE_ARBITRARIES[original.image.format], async (c) => {
+  const property = fc.asyncProperty(arbitrary, async (c) => {
     // the first value is the generated case itself, already known to reproduce; if the generator
     // no longer makes it (a case from an older version), it passes and nothing is shrunk
     if (first) {

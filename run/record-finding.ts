@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CaseSetupError, runCase, type CaseResult } from '../exec/run-case.ts';
-import type { Case } from '../model/case.ts';
+import type { Case, OutputMode } from '../model/case.ts';
 import type { Resizer } from '../model/commands.ts';
 import { CaseAborted } from '../model/errors.ts';
 import { signatureOf, type StepFinding } from '../oracles/finding.ts';
@@ -16,6 +16,7 @@ import {
 } from '../reporting/store.ts';
 import type { KnownDivergence } from '../triage/registry.ts';
 import { triage } from '../triage/triage.ts';
+import { caseArbitrary } from '../generators/cases.ts';
 import { minimise, type MinimiseBudget } from './minimise.ts';
 
 // What becomes of a case's new finding: a signature already in the store gets one more hit; a new
@@ -34,6 +35,8 @@ export interface RecordingContext {
   confirmRuns: number;
   /** null: file the case as generated. */
   minimise: MinimiseBudget | null;
+  /** What every generated step asked the subject to print, when a run fixed it (--output). */
+  output?: OutputMode | null;
   log: Logger;
 }
 
@@ -111,7 +114,8 @@ export async function recordFinding(
   let filedResult = result;
   let filedFinding = primary;
   if (!flaky && !interrupted && ctx.minimise && 'seed' in source) {
-    const m = await minimise(source.seed, source.iteration, c, reproduces, ctx.minimise, primary.step);
+    const arbitrary = caseArbitrary(c.image.format, ctx.output ?? null);
+    const m = await minimise(source.seed, source.iteration, c, reproduces, ctx.minimise, primary.step, arbitrary);
     const { case: smallest, ...record } = m;
     minimisation = record;
     ctx.log.info(
