@@ -1,4 +1,4 @@
-import { isConverted } from '../model/case.ts';
+import { isConverted, isResize } from '../model/case.ts';
 import { planStep } from '../model/plan.ts';
 import type { SideFiles } from '../model/layout.ts';
 import type { FormatStructure } from '../formats/rules.ts';
@@ -116,8 +116,9 @@ export class ReadAhead {
     const { base, reference, subject } = this.run.layout;
     const before = index === 0 ? base : reference;
     // qemu's rules applied to the size qemu's side has now: a shrink it should accept is probed
-    const size = this.qcow2 ? await this.sizeOf(before) : null;
-    const plan = size === null ? null : planStep(this.run.c.steps[index]!, size, this.run.c.image.format);
+    const step = this.run.c.steps[index]!;
+    const size = this.qcow2 && isResize(step) ? await this.sizeOf(before) : null;
+    const plan = size === null || !isResize(step) ? null : planStep(step, size, this.run.c.image.format);
     const discards =
       plan?.kind === 'shrink' && plan.accepted
         ? reader.hasHostClustersFrom(this.run.path(before), plan.target!)

@@ -3,21 +3,22 @@ import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
-import { isConverted, sparseRawBase, type Case } from '../model/case.ts';
+import { isConverted, isResize, sparseRawBase, type Case, type OperationName, type Step } from '../model/case.ts';
 import {
   buildCommands,
   runBuildCommand,
   compareArgs,
-  outputModeOf,
   qemuImg,
   qemuIoArgs,
-  referenceCommands,
-  resizeArgs,
   type CommandRecord,
 } from '../model/commands.ts';
 import { imagePath, keptFiles, type SideFiles } from '../model/layout.ts';
-import { planStep, rawVirtualSize, type StepPlan } from '../model/plan.ts';
-import { formatVirtualSize } from '../formats/structure.ts';
+import type { StepPlan } from '../model/plan.ts';
+import { initialState, type ImageState } from '../model/state.ts';
+import type { Operation } from '../operations/operation.ts';
+import { operationOf } from '../operations/table.ts';
+import { readImageState, readVirtualSize } from './image-state.ts';
+import { SnapshotContent } from './snapshot-content.ts';
 import { afterUseWorkload, withoutTimings, workloadOutcomes, type CommandOutcome } from '../oracles/after-use.ts';
 import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
 import {
@@ -40,7 +41,6 @@ import {
   type ResultsObservation,
   type StepObservation,
 } from '../oracles/table.ts';
-import { readQcow2Header } from '../qcow2/reader.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
@@ -61,6 +61,8 @@ export type { ExecuteOptions } from './case-run.ts';
 
 export interface StepRecord {
   index: number;
+  /** The step's operation (absent in reports of resize-only harnesses: resize). */
+  operation?: OperationName;
   /** The virtual size of qemu's side right before the step, read from its image. */
   sizeBefore: number;
   /** qemu's result's virtual size after the step, read from it; null where qemu-img refused. */
@@ -68,9 +70,12 @@ export interface StepRecord {
   /** The subject's virtual size after the step, where it was read: when only qemu-img refused (and
    * for a JSON report). */
   subjectSizeAfter?: number | null;
-  /** qemu's rules applied to the step from `sizeBefore`: what registry predicates and coverage
-   * call its kind. */
+  /** qemu's rules of its operation applied to the step from the state read before it: what
+   * registry predicates and coverage call its kind. */
   plan: StepPlan;
+  /** qemu's side before the step, as read from it (absent where not read, and in older reports):
+   * registry facts take these over the case's, which an earlier amend or snapshot step changed. */
+  stateBefore?: { compat: '1.1' | '0.10'; refcountBits: number; lazyRefcounts: boolean; snapshots: number };
   reference: OutcomeClass;
   subject: OutcomeClass;
   /** For a shrink qemu-img accepted: whether clusters holding data lay past the new end. */
@@ -139,9 +144,10 @@ export function runCase(c: Case, options: RunCaseOptions): Promise<CaseResult> {
 }
 
 async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResult> {
-  const sizeOf = (side: SideFiles) => virtualSizeOf(run, side);
+  const sizeOf = (side: SideFiles) => readVirtualSize(run.path(side), run.c);
   const ahead = new ReadAhead(run, sizeOf);
-  await buildBase(run);
+  const kept = new SnapshotContent(run);
+  await buildBase(run, kept);
   // the copies and the reading go on while qemu-img checks the base image
   ahead.firstStep(run.background(copySides(run)));
   const { baseReader, baseStructure } = await checkBase(run, ahead);
@@ -154,9 +160,9 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
   const history: ObservedStep[] = [];
   for (let index = 0; index < run.c.steps.length; index++) {
     const side = index === 0 ? run.layout.base : run.layout.reference;
-    const before = (await sizeOf(side)) ?? run.c.image.virtualSize;
-    history.push({ before, after: null });
-    const { record, observation } = await resizeStep(run, ahead, index, history, subjectBefore);
+    const state = await readImageState(run.path(side), run.c);
+    history.push({ before: state?.size ?? run.c.image.virtualSize, after: null });
+    const { record, observation } = await runStep(run, ahead, index, { history, state, subjectBefore, kept });
     if (observation.results) subjectBefore = observation.results.subjectStructure;
     const judged = judgeStep(observation);
     record.oracles = judged.oracles;
@@ -169,14 +175,15 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
   const afterUse = findings.length === 0 ? await useBothResults(run, ahead, last, history, subjectBefore) : null;
   if (afterUse) findings.push(...afterUse.findings.map((f) => ({ ...f, step: last.index })));
 
-  const kept = options.wantArtifacts(findings, steps)
+  const stored = options.wantArtifacts(findings, steps)
     ? await collectArtifacts(run)
     : { artifacts: [], artifactsSkipped: [] };
-  return { findings, steps, afterUse: afterUse?.record ?? null, commands: run.commands, baseReader, ...kept };
+  return { findings, steps, afterUse: afterUse?.record ?? null, commands: run.commands, baseReader, ...stored };
 }
 
-/** Runs the build commands in the base image's directory; each must do what it is meant to. */
-async function buildBase(run: CaseRun) {
+/** Runs the build commands in the base image's directory; each must do what it is meant to. A
+ * snapshot a later step applies is kept as the guest content it names. */
+async function buildBase(run: CaseRun, kept: SnapshotContent) {
   const { base, reference, subject } = run.layout;
   if (base.dir !== '.') await Promise.all([base, reference, subject].map((s) => mkdir(join(run.dir, s.dir))));
   for (const cmd of buildCommands(run.c, base.image)) {
@@ -187,6 +194,7 @@ async function buildBase(run: CaseRun) {
         `${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`,
         r,
       );
+    if (cmd.creates !== undefined) await kept.keep(cmd.creates, base);
   }
 }
 
@@ -230,38 +238,45 @@ async function checkBase(
   return { baseReader: { byCheck, byReader: read.readable ? read.allocatedClusters : null }, baseStructure: read };
 }
 
-/** Both resizes of one step, and what the oracles need to judge it. `history` holds qemu's
- * side's sizes up to this step, whose size before it is read; its size after is filled in here. */
-async function resizeStep(
-  run: CaseRun,
-  ahead: ReadAhead,
-  index: number,
-  history: ObservedStep[],
-  structureBefore: StructureObservation | null,
-) {
+/** What a step starts from: qemu's side's sizes up to it (its size after is filled in here), the
+ * state read from qemu's side before it, the subject's structure before it, and the guest content
+ * kept for snapshots a later step applies. */
+interface StepContext {
+  history: ObservedStep[];
+  state: ImageState | null;
+  subjectBefore: StructureObservation | null;
+  kept: SnapshotContent;
+}
+
+/** One step on both sides, by its operation's row (operations/table.ts), and what the oracles need
+ * to judge it. */
+async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepContext) {
   const step = run.c.steps[index]!;
+  const op = operationOf(step);
   const { reference, subject } = run.layout;
-  const before = history[index]!.before;
-  const plan = planStep(step, before, run.c.image.format);
+  const { format } = run.c.image;
+  const before = ctx.history[index]!.before;
+  // qemu's rules applied to the state qemu's side has now, never to a predicted one
+  const state: ImageState = ctx.state ?? { ...initialState(run.c), size: before };
+  const { next: _, ...plan } = op.plan(step, state, format);
   const inputs = await ahead.take(index);
   const [refStamp, subStamp] = await Promise.all([stampOf(run.files(reference)), stampOf(run.files(subject))]);
-  // both copies were the base image until the first step; the subject's own size after that
-  const subjectBefore = index === 0 ? before : await virtualSizeOf(run, subject);
+  // both copies were the base image until the first step; the subject's own state after that
+  const subjectState = index === 0 ? ctx.state : await readImageState(run.path(subject), run.c);
   // a raw image's grown range is allocated as its host blocks grew (allocation oracle)
   const hostBefore =
-    run.c.image.format === 'raw'
-      ? { reference: await hostBytes(run, reference), subject: await hostBytes(run, subject) }
-      : null;
-  const ref = await referenceStep(run, index, plan);
+    format === 'raw' ? { reference: await hostBytes(run, reference), subject: await hostBytes(run, subject) } : null;
+  const ref = await referenceStep(run, op, step, plan);
   const around = await aroundSubject(run);
   const sub = await run.run(
     run.options.subject.program,
-    resizeArgs(run.options.subject, step, subject.image, run.c.image.format),
+    op.subject(run.options.subject, step, subject.image, run.c.image),
     subject,
   );
   const inPlace = await around.after();
   const record: StepRecord = {
     index,
+    operation: op.name,
     sizeBefore: before,
     sizeAfter: null,
     plan,
@@ -271,19 +286,24 @@ async function resizeStep(
     subjectStderr: sub.stderr,
     oracles: [],
   };
+  if (ctx.state && format === 'qcow2') {
+    const { compat, refcountBits, lazyRefcounts, snapshots } = ctx.state;
+    record.stateBefore = { compat, refcountBits, lazyRefcounts, snapshots: snapshots.length };
+  }
   if (record.reference === 'ok') {
-    record.sizeAfter = await virtualSizeOf(run, reference);
-    history[index]!.after = record.sizeAfter;
+    record.sizeAfter = await readVirtualSize(run.path(reference), run.c);
+    ctx.history[index]!.after = record.sizeAfter;
   }
   const observation: StepObservation = {
     case: run.c,
     index,
     kind: plan.kind,
+    operation: { name: op.name, oracles: op.oracles },
     reference: ref,
     subject: sub,
-    sizeBefore: subjectBefore,
-    history,
-    output: outputModeOf(run.options.subject, step),
+    sizeBefore: subjectState?.size ?? null,
+    history: ctx.history,
+    output: op.output(run.options.subject, step),
     subjectAfter: null,
     accepted: null,
     refusal: null,
@@ -292,20 +312,28 @@ async function resizeStep(
   };
   const json = observation.output === 'json' && record.subject === 'ok';
   const onlyQemuRefused = record.reference === 'refused' && record.subject === 'ok';
-  // the subject's virtual size after the step, read once for both uses below
-  const sizeAfter = json || onlyQemuRefused ? await virtualSizeOf(run, subject) : null;
-  if (json || onlyQemuRefused) record.subjectSizeAfter = sizeAfter;
-  if (json) {
-    // what the subject's JSON report must say: its image as it is now
+  if (json || onlyQemuRefused) {
+    // what the subject's image is now: what its JSON report must say, and what it made of a step
+    // qemu-img refused
+    const after = await readImageState(run.path(subject), run.c);
+    record.subjectSizeAfter = after?.size ?? null;
     const fileLength = await stat(run.path(subject)).then(
       (s) => s.size,
       () => null,
     );
-    observation.subjectAfter = { size: sizeAfter, fileLength };
+    observation.subjectAfter = { size: after?.size ?? null, fileLength };
+    Object.assign(observation, {
+      stateBefore: subjectState,
+      stateAfter: after,
+      snapshotsAfter: after?.snapshots.map((s) => ({ id: s.id ?? '', name: s.name })) ?? null,
+    });
   }
-  // what the subject made of a size qemu-img refused names why it accepted
   if (onlyQemuRefused)
-    observation.accepted = { before: subjectBefore ?? before, target: plan.target, after: sizeAfter };
+    observation.accepted = {
+      before: subjectState?.size ?? before,
+      target: plan.target,
+      after: record.subjectSizeAfter!,
+    };
   if (record.reference === 'refused' || record.subject === 'refused') {
     const refAfter =
       record.reference === 'refused'
@@ -322,8 +350,10 @@ async function resizeStep(
     if (refAfter !== null && subAfter !== null) ahead.afterRefusal(index, [refAfter, subAfter]);
   }
   if (record.reference === 'ok' && record.subject === 'ok') {
-    observation.results = await observeResults(run, ahead, index, { before, plan, hostBefore }, history);
-    observation.results.subjectBefore = structureBefore;
+    const sizes = op.name === 'resize' ? { before, plan, hostBefore } : null;
+    observation.results = await observeResults(run, ahead, index, sizes, ctx.history);
+    observation.results.subjectBefore = ctx.subjectBefore;
+    observation.results.snapshotContent = await ctx.kept.afterStep(op.snapshotContent?.(step) ?? null);
     Object.assign(record, {
       subjectCheck: observation.results.subjectCheck,
       ...(observation.results.referenceCheck ? { referenceCheck: observation.results.referenceCheck } : {}),
@@ -334,15 +364,15 @@ async function resizeStep(
   return { record, observation };
 }
 
-/** qemu-img's side of a step (referenceCommands): its commands one after the other up to the first
- * that fails, which is then the outcome, else the resize's. */
-async function referenceStep(run: CaseRun, index: number, plan: StepPlan): Promise<CommandRecord> {
+/** qemu-img's side of a step (its operation's reference commands): one after the other up to the
+ * first that fails, which is then the outcome, else the main one's. */
+async function referenceStep(run: CaseRun, op: Operation, step: Step, plan: { kind: string }): Promise<CommandRecord> {
   const { reference } = run.layout;
-  const { commands, resize, scratch } = referenceCommands(run.c.steps[index]!, reference.image, run.c.image, plan.kind);
+  const { commands, main, scratch } = op.reference(step, reference.image, run.c.image, plan);
   let outcome: CommandRecord | undefined;
   for (const [i, args] of commands.entries()) {
     const r = await run.run(qemuImg.program, args, reference);
-    if (i === resize || r.exitCode !== 0) outcome = r;
+    if (i === main || r.exitCode !== 0) outcome = r;
     if (r.exitCode !== 0) break;
   }
   if (scratch) await rm(join(run.dir, reference.dir, scratch), { force: true });
@@ -381,11 +411,12 @@ async function observeResults(
   run: CaseRun,
   ahead: ReadAhead,
   index: number,
-  step: StepSizes,
+  step: StepSizes | null,
   history: ObservedStep[],
 ): Promise<ResultsObservation> {
   const { comparePlan, structures } = ahead.afterAcceptance(index);
-  const allocation = run.background(observeAllocation(run, index, step));
+  // what a resize allocates; no other operation is judged by it
+  const allocation = run.background(step ? observeAllocation(run, index, step) : Promise.resolve(null));
   const { format } = run.c.image;
   const subCheck = checkable(run) ? await run.check(run.layout.subject) : null;
   const compared = await compareResults(run, comparePlan);
@@ -442,7 +473,9 @@ async function observeAllocation(
           () => null,
         )
       : null;
-  return { preallocation: run.c.steps[index]!.preallocation ?? 'none', grown, hostBytes: hostAfter };
+  const resized = run.c.steps[index]!;
+  const preallocation = isResize(resized) ? (resized.preallocation ?? 'none') : 'none';
+  return { preallocation, grown, hostBytes: hostAfter };
 }
 
 /** Where a step starts and what it asks for; for a raw image also the host bytes each side held
@@ -457,22 +490,6 @@ interface StepSizes {
 async function hostBytes(run: CaseRun, side: SideFiles): Promise<number> {
   const stats = await Promise.all(run.files(side).map((f) => stat(f).catch(() => null)));
   return stats.reduce((sum, s) => sum + (s ? s.blocks * 512 : 0), 0);
-}
-
-/** A side's virtual size as it is now, as qemu sees it, read from the image without starting
- * qemu: a qcow2 header's size field, a raw file's length in whole sectors (rawVirtualSize), a vpc's
- * footer, a vhdx's metadata, a vmdk's extent headers and descriptor (formats/). null where the
- * image cannot be read. */
-function virtualSizeOf(run: CaseRun, side: SideFiles): Promise<number | null> {
-  const file = run.path(side);
-  const { format } = run.c.image;
-  const size =
-    format === 'raw'
-      ? stat(file).then((s) => rawVirtualSize(s.size))
-      : format === 'qcow2'
-        ? readQcow2Header(file).then((h) => h.size)
-        : formatVirtualSize(file, format);
-  return size.catch(() => null);
 }
 
 /** Whether qemu-img can check images of the case's format: not raw or vpc. */
@@ -590,7 +607,10 @@ async function useBothResults(
   const refIo = await io(reference);
   const subIo = await io(subject);
   // sizes from the images: the workload grew both, and this saves two info runs
-  const [referenceSize, subjectSize] = await Promise.all([virtualSizeOf(run, reference), virtualSizeOf(run, subject)]);
+  const [referenceSize, subjectSize] = await Promise.all([
+    readVirtualSize(run.path(reference), run.c),
+    readVirtualSize(run.path(subject), run.c),
+  ]);
   const outcomes = {
     reference: workloadOutcomes(workload, refIo.stdout, refIo.stderr, referenceSize),
     subject: workloadOutcomes(workload, subIo.stdout, subIo.stderr, subjectSize),

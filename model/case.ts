@@ -1,6 +1,9 @@
 // A case is the one currency of the harness: plain JSON that fully describes the base image, the
-// data written into it and the resize steps. Everything downstream (execution, oracles, reports,
-// replay, repro scripts) is derived from it and from nothing else.
+// data written into it and the steps, each an operation (a resize, an amend, a snapshot step).
+// Everything downstream (execution, oracles, reports, replay, repro scripts) is derived from it and
+// from nothing else.
+import { parseAmendStep, type AmendStep } from '../operations/amend/step.ts';
+import { parseSnapshotStep, type SnapshotStep } from '../operations/snapshot/step.ts';
 
 export const REFCOUNT_WIDTHS = [1, 2, 4, 8, 16, 32, 64] as const;
 export type RefcountBits = (typeof REFCOUNT_WIDTHS)[number];
@@ -120,7 +123,20 @@ export type DataOp =
 export type IoOp = Extract<DataOp, { offset: number }>;
 export const isIoOp = (op: DataOp): op is IoOp => 'offset' in op;
 
+/** The operations a step may be, each a row of operations/table.ts with a folder of its own. */
+export const OPERATION_NAMES = ['resize', 'amend', 'snapshot'] as const;
+export type OperationName = (typeof OPERATION_NAMES)[number];
+
+/** One step of a case: an operation and its arguments. A step without `op` is a resize (the only
+ * operation cases had before). */
+export type Step = ResizeStep | AmendStep | SnapshotStep;
+export type { AmendStep, SnapshotStep };
+
+export const opOf = (step: Step): OperationName => (step as { op?: OperationName }).op ?? 'resize';
+export const isResize = (step: Step): step is ResizeStep => opOf(step) === 'resize';
+
 export interface ResizeStep {
+  op?: 'resize';
   /** SIZE exactly as both tools get it on their command lines: "8388608", "8M", "+1536K", "-512". */
   size: string;
   shrink: boolean;
@@ -141,7 +157,7 @@ export type OutputMode = (typeof OUTPUT_MODES)[number];
 export interface Case {
   image: ImageSpec;
   data: DataOp[];
-  steps: ResizeStep[];
+  steps: Step[];
 }
 
 /** How many internal snapshots the base image ends up with. */
@@ -268,6 +284,15 @@ export function parseCase(json: unknown, where = 'case'): Case {
   if (!Array.isArray(c.steps) || c.steps.length === 0) fail('steps', 'must be a non-empty array');
   (c.steps as unknown[]).forEach((s, i) => {
     const step = obj(s, `steps[${i}]`);
+    const stepFail = (field: string, why: string): never => fail(`steps[${i}].${field}`, why);
+    oneOf(step.op ?? 'resize', `steps[${i}].op`, OPERATION_NAMES);
+    if (step.output !== undefined) oneOf(step.output, `steps[${i}].output`, OUTPUT_MODES);
+    if (step.op === 'amend' || step.op === 'snapshot') {
+      if (format !== 'qcow2') fail(`steps[${i}].op`, `${step.op} is a qcow2 operation, not one of ${format} images`);
+      if (step.op === 'amend') parseAmendStep(step, stepFail);
+      else parseSnapshotStep(step, stepFail);
+      return;
+    }
     if (typeof step.size !== 'string' || step.size === '') fail(`steps[${i}].size`, 'must be a non-empty string');
     if (typeof step.shrink !== 'boolean') fail(`steps[${i}].shrink`, 'must be true or false');
     oneOf(step.preallocation, `steps[${i}].preallocation`, [null, ...PREALLOCATION_MODES]);

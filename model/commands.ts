@@ -24,6 +24,8 @@ export interface BuildCommand {
   what: string;
   /** qemu may fail it for a passing reason (TRANSIENT_FAILURE): it is tried up to BUILD_ATTEMPTS times. */
   retried?: boolean;
+  /** The internal snapshot it creates, for a harness that keeps the guest content it names. */
+  creates?: string;
 }
 
 /** A LUKS create measures qemu's PBKDF speed on the thread's CPU clock, and qemu 7.2 gives up when
@@ -183,6 +185,7 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
       args: ['snapshot', ...(image.encrypted ? options : []), flag, op.name, name],
       expect: 'ok',
       what: `qemu-img snapshot ${flag}`,
+      ...(op.op === 'snapshot-create' ? { creates: op.name } : {}),
     });
   }
   flush();
@@ -252,6 +255,13 @@ export function compareArgs(layout: Layout, image: Pick<ImageSpec, 'format' | 'e
   const opts = (side: SideFiles) =>
     qcow2ImageOpts(imagePath(side), dataFile === null ? null : `${side.dir}/${dataFile}`, encrypted);
   return ['compare', ...(encrypted ? KEY_OBJECT : []), '--image-opts', opts(r), opts(s)];
+}
+
+/** `qemu-img compare` of two images of the case's format (each named as it is, relative to the
+ * directory it runs in), with the key of an encrypted image. */
+export function compareFilesArgs(a: string, b: string, image: Pick<ImageSpec, 'format' | 'encrypted'>): string[] {
+  if (!image.encrypted) return ['compare', '-f', image.format, '-F', image.format, a, b];
+  return ['compare', ...KEY_OBJECT, '--image-opts', qcow2ImageOpts(a, null, true), qcow2ImageOpts(b, null, true)];
 }
 
 /** A program that resizes an image in place. The reference is always qemu-img; the subject is
@@ -332,7 +342,7 @@ const convertedBackOptions = (format: ConvertedFormat, options: Record<string, s
 
 /** What a resizer is asked to print for a step: qemu-img has no JSON, so a control run's subject
  * prints its words where instar would print JSON. */
-export function outputModeOf(resizer: Resizer, step: ResizeStep): OutputMode {
+export function outputModeOf(resizer: Resizer, step: Pick<ResizeStep, 'output'>): OutputMode {
   const mode = step.output ?? 'human';
   return mode === 'json' && resizer.dialect !== 'instar' ? 'human' : mode;
 }

@@ -1,4 +1,15 @@
-import { isConverted, type Case, type ImageFormat, type ResizeStep } from './case.ts';
+import { planAmend } from '../operations/amend/step.ts';
+import { planSnapshot } from '../operations/snapshot/step.ts';
+import {
+  isConverted,
+  opOf,
+  type Case,
+  type ImageFormat,
+  type OperationName,
+  type ResizeStep,
+  type Step,
+} from './case.ts';
+import { initialState, type ImageState, type OperationPlan } from './state.ts';
 
 // What qemu's rules say of a step: the size it asks for, its kind, whether qemu-img should accept
 // it. planStep applies them to a size the caller knows: the run to the size it read from the image
@@ -10,8 +21,10 @@ import { isConverted, type Case, type ImageFormat, type ResizeStep } from './cas
 export type StepKind = 'grow' | 'shrink' | 'same' | 'invalid';
 export const STEP_KINDS: readonly StepKind[] = ['grow', 'shrink', 'same', 'invalid'];
 
+/** What qemu's rules say of a step: its kind (a resize's grow or shrink, an amend's downgrade, a
+ * snapshot's apply...), the size it asks for where it asks for one, whether qemu-img accepts it. */
 export interface StepPlan {
-  kind: StepKind;
+  kind: string;
   /** The requested new size in bytes, or null when SIZE does not parse. */
   target: number | null;
   /** Whether qemu-img is expected to accept it. */
@@ -46,7 +59,7 @@ export function parseSize(size: string, current: number): number | null {
  * sector grid, raw any byte count but no metadata preallocation; vhdx, vmdk and vpc are grown as
  * raw is (their reference is a raw resize) and never shrunk (qemu-img resizes none of them, and
  * instar grows them only). */
-export function planStep(step: ResizeStep, current: number, format: ImageFormat): StepPlan {
+export function planStep(step: ResizeStep, current: number, format: ImageFormat): StepPlan & { kind: StepKind } {
   const target = parseSize(step.size, current);
   const offGrid = format === 'qcow2' && target !== null && target % 512 !== 0;
   if (target === null || target <= 0 || offGrid) return { kind: 'invalid', target, accepted: false };
@@ -68,13 +81,37 @@ export const rawVirtualSize = (length: number) => Math.ceil(length / 512) * 512;
 export const sizeAfterStep = (target: number, format: ImageFormat) =>
   format === 'qcow2' ? target : rawVirtualSize(target);
 
-/** The virtual size before each step, assuming qemu's rules decide acceptance: a prediction. */
-export function plannedSizes(c: Case): { before: number; plan: StepPlan }[] {
-  let current = c.image.virtualSize;
+/** A resize by qemu's rules, from a state. */
+export function planResize(step: ResizeStep, state: ImageState, format: ImageFormat): OperationPlan {
+  const plan = planStep(step, state.size, format);
+  const size = plan.accepted && plan.target !== null ? sizeAfterStep(plan.target, format) : state.size;
+  return { ...plan, next: { ...state, size } };
+}
+
+/** Each operation's rules (its step module), by name: a new operation is a line here. */
+const PLANNERS: { [K in OperationName]: (step: StepOf<K>, state: ImageState, format: ImageFormat) => OperationPlan } = {
+  resize: planResize,
+  amend: planAmend,
+  snapshot: planSnapshot,
+};
+type StepOf<K extends OperationName> = Extract<Step, { op?: K }>;
+
+/** A step of any operation by qemu's rules, from a state. */
+export const planOperation = (step: Step, state: ImageState, format: ImageFormat): OperationPlan =>
+  (PLANNERS[opOf(step)] as (s: Step, st: ImageState, f: ImageFormat) => OperationPlan)(step, state, format);
+
+/** The state before each step and what qemu's rules make of the step, from the case alone: a
+ * prediction, for generation and what a case is expected to do before it runs. */
+export function plannedStates(c: Case): { before: ImageState; plan: OperationPlan }[] {
+  let state = initialState(c);
   return c.steps.map((step) => {
-    const plan = planStep(step, current, c.image.format);
-    const before = current;
-    if (plan.accepted && plan.target !== null) current = sizeAfterStep(plan.target, c.image.format);
+    const before = state;
+    const plan = planOperation(step, state, c.image.format);
+    if (plan.accepted) state = plan.next;
     return { before, plan };
   });
 }
+
+/** The virtual size before each step, assuming qemu's rules decide acceptance: a prediction. */
+export const plannedSizes = (c: Case): { before: number; plan: StepPlan }[] =>
+  plannedStates(c).map(({ before, plan: { next: _, ...plan } }) => ({ before: before.size, plan }));

@@ -145,6 +145,41 @@ export function contentOracle(
   ];
 }
 
+/** After a snapshot apply, each side must read what the image held when the snapshot was taken
+ * (the harness kept a copy then): a side that does not is wrong about its apply, whatever the other
+ * side did. Named by what differs: the size or the content, or the compare's failure. */
+export function snapshotContentOracle(o: {
+  name: string;
+  reference: CompareObservation;
+  subject: CompareObservation;
+}): Finding[] {
+  return (['subject', 'reference'] as const).flatMap((side): Finding[] => {
+    const c = o[side];
+    const evidence = { snapshot: o.name, exitCode: c.exitCode, stdout: c.stdout, stderr: c.stderr };
+    const kept = c.referenceSize;
+    const now = c.subjectSize;
+    const base = { oracle: 'content' as const, kind: 'snapshot-content-differs', side };
+    if (kept !== null && now !== null && kept !== now)
+      return [
+        {
+          ...base,
+          detail: 'size',
+          message: `after applying snapshot ${o.name}, the ${side}'s image is ${now} bytes; it was ${kept} then`,
+          evidence,
+        },
+      ];
+    if (c.exitCode === 0) return [];
+    const at = firstMismatch(c);
+    const detail = c.exitCode === 1 ? 'content' : `compare-failed:${normaliseMessage(c.stderr) || c.exitCode}`;
+    const message =
+      c.exitCode === 1
+        ? `after applying snapshot ${o.name}, the ${side}'s image reads otherwise than when it was taken` +
+          (at !== null ? `, first at offset ${at}` : '')
+        : `comparing the ${side}'s image with snapshot ${o.name}'s content failed: ${c.stderr.trim()}`;
+    return [{ ...base, detail, message, evidence }];
+  });
+}
+
 const regrowQuirk = (window: RegrowProbe['window']): Finding => ({
   oracle: 'content',
   kind: 'stale-bytes-after-regrow',

@@ -1,5 +1,4 @@
 import type { CommandRecord } from '../model/commands.ts';
-import type { StepKind } from '../model/plan.ts';
 import type { Finding, Side } from './finding.ts';
 import { firstLine, normaliseMessage } from './message.ts';
 
@@ -39,7 +38,7 @@ const refusal = (r: CommandRecord) =>
     ? `could not start: ${/\b(E[A-Z]+)\b/.exec(r.spawnError)?.[1] ?? normaliseMessage(r.spawnError)}`
     : normaliseMessage(r.stderr) || `exit ${r.exitCode} without a message`;
 
-function abnormal(side: Side, r: CommandRecord, outcome: OutcomeClass, stepKind: StepKind): Finding | null {
+function abnormal(side: Side, r: CommandRecord, outcome: OutcomeClass, stepKind: string): Finding | null {
   const evidence = { stepKind, signal: r.signal, stderr: firstLine(r.stderr) };
   if (outcome === 'crashed') {
     // a panic or assertion message names the cause like a crash's top frame; without one the
@@ -74,7 +73,7 @@ function abnormal(side: Side, r: CommandRecord, outcome: OutcomeClass, stepKind:
 export function outcomeOracle(
   reference: CommandRecord,
   subject: CommandRecord,
-  stepKind: StepKind,
+  stepKind: string,
   accepted: AcceptedSize | null = null,
 ): Finding[] {
   const ref = classifyOutcome(reference);

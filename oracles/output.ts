@@ -1,15 +1,17 @@
-import type { OutputMode } from '../model/case.ts';
+import { opOf, type Case, type OutputMode, type SnapshotStep } from '../model/case.ts';
 import type { CommandRecord } from '../model/commands.ts';
-import type { Case } from '../model/case.ts';
+import type { ImageState } from '../model/state.ts';
+import { AMEND_JSON_KEYS, amendJsonExpected } from '../operations/amend/judge.ts';
+import { normaliseListing, snapshotJsonDisagreements } from '../operations/snapshot/judge.ts';
 import type { Finding } from './finding.ts';
 import { normaliseMessage } from './message.ts';
 import { classifyOutcome } from './outcome.ts';
 
-// The subject's own report of what it did. In human mode its words must be qemu-img's
-// (`Image resized.`); with -q it prints nothing; with --output json its report must say what the
-// images show: the action, the virtual size before (the size the step started from) and after
-// (the subject's result), and the file's new length. qemu-img has no JSON: the check is against
-// the images.
+// The subject's own report of what it did. In human mode its words must be qemu-img's (`Image
+// resized.`; nothing for amend and the mutating snapshot modes; a snapshot listing but for its
+// dates); with -q it prints nothing; with --output json its report must say what the images show,
+// per operation (a resize's action and sizes, an amend's compat and lazy_refcounts, a listing's
+// snapshots). qemu-img has no JSON: the check is against the images.
 
 export interface OutputObservation {
   case: Case;
@@ -23,53 +25,82 @@ export interface OutputObservation {
   sizeBefore: number | null;
   /** The subject's image after the step, for a JSON report: its virtual size and file length. */
   subjectAfter: { size: number | null; fileLength: number | null } | null;
+  /** A qcow2 subject's image as read before and after the step (an amend's report says them), and
+   * its snapshots after it (a listing names them). Absent where not read. */
+  stateBefore?: ImageState | null;
+  stateAfter?: ImageState | null;
+  snapshotsAfter?: { id: string; name: string }[] | null;
 }
 
-const JSON_KEYS = ['filename', 'format', 'action', 'old_virtual_size', 'new_virtual_size', 'new_file_size'] as const;
+const RESIZE_JSON_KEYS = ['filename', 'format', 'action', 'old_virtual_size', 'new_virtual_size', 'new_file_size'];
 
-/** The fields of a JSON report that disagree with the images, sorted; null when it is not a
- * JSON object, and the keys it lacks. */
-function jsonDisagreements(o: OutputObservation): { wrong: string[]; missing: string[] } | null {
-  let report: Record<string, unknown>;
-  try {
-    const parsed: unknown = JSON.parse(o.subject.stdout);
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null;
-    report = parsed as Record<string, unknown>;
-  } catch {
-    return null;
-  }
-  const missing = JSON_KEYS.filter((k) => !(k in report));
+/** What a step's JSON report must hold, by operation: the keys, and the values the images give
+ * (null: not read, not judged). */
+function expectedJson(o: OutputObservation): { keys: readonly string[]; values: Record<string, unknown> } {
+  const step = o.case.steps[o.index]!;
+  if (opOf(step) === 'amend')
+    return { keys: AMEND_JSON_KEYS, values: amendJsonExpected(o.stateBefore ?? null, o.stateAfter ?? null) };
   const before = o.sizeBefore;
   const after = o.subjectAfter?.size ?? null;
   const action =
     after === null || before === null ? null : after > before ? 'grow' : after < before ? 'shrink' : 'noop';
-  const expected: Record<string, unknown> = {
-    format: o.case.image.format,
-    action,
-    old_virtual_size: before,
-    new_virtual_size: after,
-    new_file_size: o.subjectAfter?.fileLength ?? null,
+  return {
+    keys: RESIZE_JSON_KEYS,
+    values: {
+      format: o.case.image.format,
+      action,
+      old_virtual_size: before,
+      new_virtual_size: after,
+      new_file_size: o.subjectAfter?.fileLength ?? null,
+    },
   };
-  const wrong = Object.entries(expected)
-    .filter(([k, v]) => k in report && v !== null && report[k] !== v)
+}
+
+/** The fields of a JSON report that disagree with the images, sorted, and the keys it lacks; null
+ * when it is not JSON of the shape the operation prints. */
+function jsonDisagreements(o: OutputObservation): { wrong: string[]; missing: string[] } | null {
+  const step = o.case.steps[o.index]!;
+  let report: unknown;
+  try {
+    report = o.subject.stdout.trim() === '' ? undefined : JSON.parse(o.subject.stdout);
+  } catch {
+    return null;
+  }
+  if (opOf(step) === 'snapshot')
+    return snapshotJsonDisagreements(step as SnapshotStep, report, o.snapshotsAfter ?? null);
+  if (typeof report !== 'object' || report === null || Array.isArray(report)) return null;
+  const fields = report as Record<string, unknown>;
+  const { keys, values } = expectedJson(o);
+  const missing = keys.filter((k) => !(k in fields));
+  const wrong = Object.entries(values)
+    .filter(([k, v]) => k in fields && v !== null && fields[k] !== v)
     .map(([k]) => k)
     .sort();
   return { wrong, missing };
 }
+
+/** The subject's words against qemu-img's, with what differs from run to run taken out. */
+const sameWords = (o: OutputObservation) => {
+  const step = o.case.steps[o.index]!;
+  const plain = (t: string) => (opOf(step) === 'snapshot' ? normaliseListing(t) : t);
+  return plain(o.subject.stdout) === plain(o.reference.stdout);
+};
 
 export function outputOracle(o: OutputObservation): Finding[] {
   if (classifyOutcome(o.subject) !== 'ok') return [];
   const base = { oracle: 'output' as const, side: 'subject' as const };
   const said = o.subject.stdout;
   const evidence = { output: o.output, stdout: said, referenceStdout: o.reference.stdout };
-  if (o.output === 'quiet') {
+  // -q silences nothing of a snapshot step (qemu-img's listing prints all the same): its words
+  const mode = o.output === 'quiet' && opOf(o.case.steps[o.index]!) === 'snapshot' ? 'human' : o.output;
+  if (mode === 'quiet') {
     if (said.trim() === '') return [];
     const message = `the subject printed ${JSON.stringify(said.slice(0, 200))} with -q`;
     return [{ ...base, kind: 'quiet-printed', detail: normaliseMessage(said), message, evidence }];
   }
-  if (o.output === 'human') {
+  if (mode === 'human') {
     // qemu-img's words for a step it also accepted
-    if (classifyOutcome(o.reference) !== 'ok' || said === o.reference.stdout) return [];
+    if (classifyOutcome(o.reference) !== 'ok' || sameWords(o)) return [];
     const printed = JSON.stringify(said.slice(0, 200));
     const message = `the subject printed ${printed} where qemu-img printed ${JSON.stringify(o.reference.stdout)}`;
     return [{ ...base, kind: 'stdout-differs', detail: normaliseMessage(said) || 'nothing', message, evidence }];

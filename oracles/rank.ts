@@ -43,6 +43,7 @@ const ORDER = [
   'content/compare-failed',
   'content/content-differs',
   'content/stale-bytes-after-regrow',
+  'content/snapshot-content-differs',
   'allocation/grown-range-differs',
   'allocation/host-blow-up',
   'output/json-invalid',

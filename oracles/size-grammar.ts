@@ -1,4 +1,4 @@
-import type { Case } from '../model/case.ts';
+import { isResize, type Case } from '../model/case.ts';
 import type { CommandRecord } from '../model/commands.ts';
 import { isPlainForm, otherReadings, sizeForm } from '../model/size.ts';
 import type { Finding } from './finding.ts';
@@ -27,7 +27,9 @@ export interface SizeObservation {
 const QEMU_PARSE_ERROR = /Invalid image size specified|Parameter 'size' expects/;
 
 export function sizeGrammarOracle(o: SizeObservation): Finding[] {
-  const size = o.case.steps[o.index]!.size;
+  const step = o.case.steps[o.index]!;
+  if (!isResize(step)) return [];
+  const size = step.size;
   const form = sizeForm(size);
   if (isPlainForm(form)) return [];
   const ref = classifyOutcome(o.reference);

@@ -1,12 +1,17 @@
 import type { CommandRecord } from '../model/commands.ts';
-import type { Case, OutputMode } from '../model/case.ts';
-import type { StepKind } from '../model/plan.ts';
+import type { Case, OperationName, OutputMode } from '../model/case.ts';
 import type { FormatStructure } from '../formats/rules.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import { afterUseOracle, type AfterUseObservation } from './after-use.ts';
 import { allocationOracle, type AllocationObservation } from './allocation.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
-import { contentOracle, type CompareObservation, type ObservedStep, type RegrowProbe } from './content.ts';
+import {
+  contentOracle,
+  snapshotContentOracle,
+  type CompareObservation,
+  type ObservedStep,
+  type RegrowProbe,
+} from './content.ts';
 import type { Finding } from './finding.ts';
 import { inPlaceOracle, type InPlaceObservation } from './in-place.ts';
 import { infoOracle, type InfoObservation } from './info.ts';
@@ -22,12 +27,15 @@ import { unchangedOnRefusalOracle, type RefusalHashes } from './unchanged-on-ref
 // when), the registry (which names an entry may match) and coverage (which oracles ran) derive
 // their lists from. Each oracle is a pure function of what a step's execution observed.
 
-/** Everything observed of one resize step on both sides. */
+/** Everything observed of one step on both sides. */
 export interface StepObservation {
-  /** The case and the step's index in it: where a content difference lies is told from them. */
+  /** The case and the step's index in it. */
   case: Case;
   index: number;
-  kind: StepKind;
+  /** The step's kind by its operation's rules, from the state read before it. */
+  kind: string;
+  /** The step's operation and the oracles of its own that judge it (size-grammar, allocation). */
+  operation: { name: OperationName; oracles: readonly string[] };
   /** The two resize commands. */
   reference: CommandRecord;
   subject: CommandRecord;
@@ -62,6 +70,9 @@ export interface ResultsObservation {
   /** The subject's image before the step, as the harness read it (qcow2): what the clusters a step
    * leaked had been. null where not read. */
   subjectBefore?: StructureObservation | null;
+  /** After a snapshot apply: each side compared with the guest content kept when the snapshot was
+   * taken (exec/snapshot-content.ts). */
+  snapshotContent?: SnapshotContentObservation | null;
   /** A vpc's, vhdx's or vmdk's structures, read by the format readers (formats/); null for qcow2 and
    * raw. Absent in steps recorded before they existed. */
   formatStructures?: { subject: FormatStructure; reference: FormatStructure } | null;
@@ -71,6 +82,13 @@ export interface ResultsObservation {
   regrow: RegrowProbe | null;
   /** Null where it was not observed (recorded steps of testdata/). */
   allocation: AllocationObservation | null;
+}
+
+/** Each side after a snapshot apply, compared with the content the snapshot was taken with. */
+export interface SnapshotContentObservation {
+  name: string;
+  reference: CompareObservation;
+  subject: CompareObservation;
 }
 
 type StepOracle = {
@@ -102,7 +120,7 @@ export const ORACLES = [
   {
     name: 'size-grammar',
     stage: 'step',
-    runs: () => true,
+    runs: (o) => o.operation.oracles.includes('size-grammar'),
     judge: (o) => sizeGrammarOracle({ ...o, sizes: sizesOf(o) }),
   },
   {
@@ -142,12 +160,15 @@ export const ORACLES = [
     name: 'content',
     stage: 'step',
     runs: accepted,
-    judge: (o) => contentOracle(o.results!.compare, o.results!.regrow, whereOf(o)),
+    judge: (o) => [
+      ...contentOracle(o.results!.compare, o.results!.regrow, whereOf(o)),
+      ...(o.results!.snapshotContent ? snapshotContentOracle(o.results!.snapshotContent) : []),
+    ],
   },
   {
     name: 'allocation',
     stage: 'step',
-    runs: (o) => o.results?.allocation != null,
+    runs: (o) => o.operation.oracles.includes('allocation') && o.results?.allocation != null,
     judge: (o) => allocationOracle(o.results!.allocation!),
   },
   { name: 'output', stage: 'step', runs: (o) => o.subject.exitCode === 0 && !o.subject.timedOut, judge: outputOracle },

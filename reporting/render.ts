@@ -1,4 +1,5 @@
 import { caseSizeText, type Case, type ImageSpec } from '../model/case.ts';
+import { operationOf } from '../operations/table.ts';
 import { createOptions } from '../model/commands.ts';
 import { shellQuote } from './repro.ts';
 import type { Origin, Recheck, Report } from './store.ts';
@@ -100,10 +101,8 @@ export function codeBlock(lang: string, text: string): string {
 
 const stepText = (c: Case, s: Report['steps'][number]) => {
   const step = c.steps[s.index]!;
-  const prealloc = step.preallocation ? ` --preallocation=${step.preallocation}` : '';
-  const flags = `${step.shrink ? ' --shrink' : ''}${prealloc}`;
   return (
-    `- step ${s.index + 1}: \`${step.size}\`${flags} (${s.plan.kind}, from ${s.sizeBefore}): ` +
+    `- step ${s.index + 1}: \`${operationOf(step).describe(step)}\` (${s.plan.kind}, from ${s.sizeBefore}): ` +
     `qemu-img ${s.reference}, subject ${s.subject}`
   );
 };

@@ -3,15 +3,15 @@ import {
   BUILD_ATTEMPTS,
   buildCommands,
   compareArgs,
+  compareFilesArgs,
   openImage,
   qemuImg,
   qemuIoArgs,
-  referenceCommands,
-  resizeArgs,
   type Resizer,
 } from '../model/commands.ts';
 import { caseLayout, imagePath, sideExtras, type Layout, type SideFiles } from '../model/layout.ts';
-import { plannedSizes, type StepKind } from '../model/plan.ts';
+import { plannedSizes } from '../model/plan.ts';
+import { operationOf } from '../operations/table.ts';
 import { HOST_FACTOR, HOST_SLACK } from '../oracles/allocation.ts';
 import { signatureOf, type Finding, type StepFinding } from '../oracles/finding.ts';
 
@@ -96,7 +96,11 @@ const BOTH_OK = '[ "$ref$sub" = okok ] || reproduced=0';
 function outputVerdict(f: Finding, layout: Layout, format: string): string[] {
   const shown = ["echo '== what the subject printed'", 'cat sub.out'];
   if (f.kind === 'quiet-printed') return [...shown, '[ -s sub.out ] && reproduced=1'];
-  if (f.kind === 'stdout-differs') return [...shown, 'cmp -s ref.out sub.out || reproduced=1'];
+  // a snapshot listing's dates and clocks differ between the sides, whatever else does
+  const plain = (file: string) =>
+    `<(sed -E 's/[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}/<date>/g; ` +
+    `s/[0-9]{2,}:[0-9]{2}:[0-9]{2}[.][0-9]{3}/<clock>/g' ${file})`;
+  if (f.kind === 'stdout-differs') return [...shown, `cmp -s ${plain('ref.out')} ${plain('sub.out')} || reproduced=1`];
   if (f.kind === 'json-invalid') return [...shown, "head -c 1 sub.out | grep -q '{' || reproduced=1"];
   const fields = f.detail.split(',');
   if (f.kind === 'json-incomplete') return [...shown, ...fields.map((k) => `grep -q '"${k}"' sub.out || reproduced=1`)];
@@ -250,6 +254,15 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
       ];
     }
     case 'content':
+      if (f.kind === 'snapshot-content-differs') {
+        if (f.detail === 'size')
+          return [
+            `if ! diff <(fields ${SNAPSHOT_COPY} '"virtual-size":') <(${at(side, `fields ${side.image} '"virtual-size":'`)}); then reproduced=1; fi`,
+          ];
+        return [
+          `${command(['qemu-img', ...compareFilesArgs(SNAPSHOT_COPY, image, spec)])}; [ $? -ne 0 ] && reproduced=1`,
+        ];
+      }
       if (f.kind === 'size-differs') {
         // qemu-img info rounds a raw file's length up to whole sectors: the length itself
         const size = (s: SideFiles) =>
@@ -268,10 +281,11 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
 
 /** The lines that build the base image and give each side its copy. With an external data file
  * each side has a directory of its own (see model/layout.ts): three lines more. */
-function buildLines(c: Case, layout: Layout): string[] {
+function buildLines(c: Case, layout: Layout, applied: string | null = null): string[] {
   const { base, reference, subject } = layout;
   const own = base.dir !== '.';
   const lines = own ? [`mkdir ${base.dir} ${reference.dir} ${subject.dir} && cd ${base.dir} || exit 2`] : [];
+  let copied = false;
   for (const cmd of buildCommands(c, base.image)) {
     const words = command([cmd.program, ...cmd.args]);
     const n = BUILD_ATTEMPTS;
@@ -281,6 +295,11 @@ function buildLines(c: Case, layout: Layout): string[] {
     else if (cmd.retried)
       lines.push(`for try in $(seq ${n}); do ${words} >/dev/null && break; [ $try = ${n} ] && exit 2; done`);
     else lines.push(`${words} >/dev/null || exit 2`);
+    // the content of the snapshot the finding's apply restores, as it was taken
+    if (applied !== null && cmd.creates === applied && !copied) {
+      lines.push(`cp ${base.image} ${SNAPSHOT_COPY}`);
+      copied = true;
+    }
   }
   if (!own) {
     // as the harness copies it (exec/run-case.ts): a sparse raw image's zero blocks become holes
@@ -298,13 +317,19 @@ function buildLines(c: Case, layout: Layout): string[] {
   ];
 }
 
+/** The guest content a snapshot was taken with, for a finding about an apply of it. */
+const SNAPSHOT_COPY = 'snapshot-content.img';
+
+/** Whether the base image's build creates snapshot `name`. */
+const buildCreates = (c: Case, name: string) => c.data.some((d) => d.op === 'snapshot-create' && d.name === name);
+
 export interface ReproInput {
   finding: StepFinding;
   case: Case;
   subject: Resizer;
   origin: string;
-  /** The steps as the run recorded them: the kind each was, from the size read before it. */
-  steps?: readonly { index: number; plan: { kind: StepKind } }[];
+  /** The steps as the run recorded them: the kind each was, from the state read before it. */
+  steps?: readonly { index: number; plan: { kind: string } }[];
 }
 
 export function reproScript({ finding, case: c, subject, origin, steps = [] }: ReproInput): string {
@@ -327,7 +352,13 @@ export function reproScript({ finding, case: c, subject, origin, steps = [] }: R
     PRELUDE,
     ...(checks.some((l) => l.includes('fields ')) ? [fields(c.image.format)] : []),
   ];
-  lines.push(...buildLines(c, layout));
+  // a finding about an applied snapshot's content needs the content it was taken with
+  const appliedStep = c.steps[finding.step];
+  const applied =
+    finding.kind === 'snapshot-content-differs' && appliedStep?.op === 'snapshot' ? appliedStep.name : null;
+  let copied = false;
+  lines.push(...buildLines(c, layout, applied));
+  copied = applied !== null && buildCreates(c, applied);
   // each step's kind as the run observed it; qemu's rules predict it from the case alone only for
   // reports that did not record it (it picks vhdx, vmdk and vpc grows' route through raw)
   const observed = new Map(steps.map((s) => [s.index, s.plan.kind]));
@@ -345,14 +376,15 @@ export function reproScript({ finding, case: c, subject, origin, steps = [] }: R
         .join('');
       lines.push(`cp ${imagePath(side)} before.qcow2${data}`);
     }
-    // qemu-img's side: its resize, or for vhdx, vmdk and vpc its resize of a raw conversion
-    const reference = referenceCommands(step, ref.image, c.image, plan.kind);
+    // qemu-img's side by the step's operation: for a vhdx, vmdk or vpc grow its resize of a raw conversion
+    const op = operationOf(step);
+    const reference = op.reference(step, ref.image, c.image, plan);
     const timed = reference.commands.map((args) => `timeout -k 5 "$TIMEOUT" ${command(['qemu-img', ...args])}`);
     const refResize = reference.scratch
       ? `{ ${timed.join(' && ')}; r=$?; rm -f ${shellQuote(reference.scratch)}; (exit $r); }`
       : timed[0]!;
-    const subResize = `${subjectProgram} ${command(resizeArgs(subject, step, sub.image, c.image.format))}`;
-    const heading = shellQuote(`== step ${index + 1}, resize to ${step.size} (${plan.kind}):`);
+    const subResize = `${subjectProgram} ${command(op.subject(subject, step, sub.image, c.image))}`;
+    const heading = shellQuote(`== step ${index + 1}, ${op.describe(step)} (${plan.kind}):`);
     // the output oracle judges what the last step printed: both sides' stdout kept in files
     const keep = last && finding.oracle === 'output';
     lines.push(`${at(ref, refResize)}${keep ? ' >ref.out' : ''}; ref=$(outcome $?)`);
@@ -363,6 +395,12 @@ export function reproScript({ finding, case: c, subject, origin, steps = [] }: R
       `${at(sub, `timeout -k 5 "$TIMEOUT" ${subResize}`)}${keep ? ' >sub.out' : ''}; sub=$(outcome $?)`,
       `echo ${heading} "qemu-img $ref, subject $sub"`,
     );
+    // the content a snapshot that the finding's apply restores was taken with, kept as the harness keeps it
+    const created = op.snapshotContent?.(step);
+    if (applied !== null && created && 'keeps' in created && created.keeps === applied && !copied) {
+      lines.push(`[ "$ref" = ok ] && cp ${imagePath(ref)} ${SNAPSHOT_COPY}`);
+      copied = true;
+    }
   }
   lines.push('reproduced=0', ...checks);
   // every oracle but outcome and unchanged-on-refusal judges two results both sides made

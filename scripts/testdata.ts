@@ -234,7 +234,8 @@ async function runCase(
   await b.copy('base.qcow2', 'reference.qcow2');
   await b.copy('base.qcow2', 'subject.qcow2');
   const history: ObservedStep[] = [];
-  for (const [index, step] of c.steps.entries()) {
+  // the recorded scenes are resizes
+  for (const [index, step] of (c.steps as ResizeStep[]).entries()) {
     const before = (await headerSize(b, 'reference.qcow2'))!;
     const plan = planStep(step, before, 'qcow2');
     const hashes = {

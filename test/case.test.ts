@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { RAW_DATA_OPS, REFCOUNT_WIDTHS, isIoOp, parseCase, type Case, type IoOp } from '../model/case.ts';
+import {
+  RAW_DATA_OPS,
+  REFCOUNT_WIDTHS,
+  isIoOp,
+  parseCase,
+  type Case,
+  type IoOp,
+  type ResizeStep,
+} from '../model/case.ts';
 import { parseSize, planStep, plannedSizes } from '../model/plan.ts';
 import {
   HUGE_CLUSTER,
@@ -28,7 +36,7 @@ describe('SIZE parsing, as qemu-img does it', () => {
     assert.equal(parseSize('abc', 0), null);
   });
   it('plans steps by qemu-img rules', () => {
-    const step = (size: string, shrink = false, preallocation: Case['steps'][number]['preallocation'] = null) =>
+    const step = (size: string, shrink = false, preallocation: ResizeStep['preallocation'] = null) =>
       planStep({ size, shrink, preallocation }, 4096, 'qcow2');
     assert.deepEqual(step('8192'), { kind: 'grow', target: 8192, accepted: true });
     assert.equal(step('2048').accepted, false, 'a shrink needs --shrink');
@@ -39,7 +47,7 @@ describe('SIZE parsing, as qemu-img does it', () => {
     assert.equal(step('-4096').kind, 'invalid');
   });
   it('plans raw steps by qemu-img rules for raw: any byte count, no metadata preallocation', () => {
-    const step = (size: string, shrink = false, preallocation: Case['steps'][number]['preallocation'] = null) =>
+    const step = (size: string, shrink = false, preallocation: ResizeStep['preallocation'] = null) =>
       planStep({ size, shrink, preallocation }, 4096, 'raw');
     assert.deepEqual(step('4097'), { kind: 'grow', target: 4097, accepted: true });
     assert.deepEqual(step('1000', true), { kind: 'shrink', target: 1000, accepted: true });
@@ -156,7 +164,7 @@ describe('case generator', () => {
     fc.assert(
       fc.property(caseArb, (c) => {
         for (const [i, { plan }] of plannedSizes(c).entries()) {
-          const mode = c.steps[i]!.preallocation;
+          const mode = (c.steps[i] as ResizeStep).preallocation;
           if (!plan.accepted || plan.kind !== 'grow') continue;
           if (mode === 'full' || mode === 'falloc')
             assert.ok(plan.target! <= 64 * 2 ** 20, `${mode} grow to ${plan.target}`);
@@ -214,10 +222,10 @@ describe('case generator', () => {
       fc.property(caseArb, (c) => {
         const { image, data, steps } = c;
         // the key is only ever given for an encrypted image, which has no backing image or data file
-        if (!image.encrypted) assert.ok(steps.every((s) => s.key === undefined));
+        if (!image.encrypted) assert.ok(steps.every((s) => (s as ResizeStep).key === undefined));
         if (image.encrypted) {
           assert.ok(image.backing === null && image.dataFile === 'none');
-          assert.ok(steps.every((s) => typeof s.key === 'boolean'));
+          assert.ok(steps.every((s) => typeof (s as ResizeStep).key === 'boolean'));
           // qemu-img compare fails an assertion on encrypted images from 2 GiB
           for (const { plan } of plannedSizes(c)) if (plan.target !== null) assert.ok(plan.target < 2 * 2 ** 30);
         }
@@ -238,8 +246,8 @@ describe('case generator', () => {
     const share = (p: (c: Case) => boolean) => cases.filter(p).length / cases.length;
     for (const [what, s] of [
       ['encrypted', share((c) => c.image.encrypted)],
-      ['the key given in a step', share((c) => c.steps.some((s) => s.key))],
-      ['the key withheld in a step', share((c) => c.steps.some((s) => s.key === false))],
+      ['the key given in a step', share((c) => c.steps.some((s) => (s as ResizeStep).key))],
+      ['the key withheld in a step', share((c) => c.steps.some((s) => (s as ResizeStep).key === false))],
       ['created preallocated', share((c) => c.image.createdPreallocation !== 'off')],
       ['a raw backing image', share((c) => c.image.backing?.format === 'raw')],
     ] as const)
@@ -321,7 +329,9 @@ describe('raw cases', () => {
     assert.ok(share((x) => x.plan.kind === 'grow' && x.plan.accepted) > 0.2);
     assert.ok(share((x) => x.plan.kind === 'shrink' && x.plan.accepted) > 0.2);
     assert.ok(share((x) => x.plan.accepted && x.plan.target! % 512 !== 0) > 0.01);
-    assert.ok(share((x) => x.plan.accepted && ['falloc', 'full'].includes(x.step.preallocation ?? '')) > 0.05);
+    assert.ok(
+      share((x) => x.plan.accepted && ['falloc', 'full'].includes((x.step as ResizeStep).preallocation ?? '')) > 0.05,
+    );
   });
   it('reject what a raw image cannot have', () => {
     const good = raws[0]!;

@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import fc from 'fast-check';
 import { gunzipSync } from 'node:zlib';
-import { type Case } from '../model/case.ts';
+import { type Case, type ResizeStep } from '../model/case.ts';
 import { BACKING, DATA_FILE, backingFileOf, caseLayout } from '../model/layout.ts';
 import { runCase } from '../exec/run-case.ts';
 import { workDirsRemoved } from '../exec/work-dir.ts';
@@ -214,7 +214,7 @@ describe('whole cases in the layout, qemu-img on both sides', () => {
       // not dirty, no bitmaps: qemu-img repairs a dirty image and stores bitmaps again even when it
       // refuses (registered findings of their own)
       const plain = (x: Case) => want(x) && !x.image.dirty && x.image.bitmaps === 0 && x.steps.length >= 2;
-      const [c] = pick((x) => plain(x) && x.steps.every((s) => s.preallocation === null), 1, 41);
+      const [c] = pick((x) => plain(x) && x.steps.every((s) => (s as ResizeStep).preallocation === null), 1, 41);
       assert.ok(c);
       const workdir = await mkdtemp(join(dirs.dir(), 'work-'));
       const result = await runCase(c, { subject: qemuImg, timeoutMs: 60_000, workdir, wantArtifacts: () => true });

@@ -1,5 +1,16 @@
 import type { CaseResult } from '../exec/run-case.ts';
-import { IMAGE_FORMATS, isIoOp, QEMU_RESIZED_FORMATS, l2Coverage, REFCOUNT_WIDTHS, type Case } from '../model/case.ts';
+import {
+  IMAGE_FORMATS,
+  isIoOp,
+  isResize,
+  OPERATION_NAMES,
+  opOf,
+  QEMU_RESIZED_FORMATS,
+  l2Coverage,
+  REFCOUNT_WIDTHS,
+  type Case,
+  type Step,
+} from '../model/case.ts';
 import { plannedSizes } from '../model/plan.ts';
 import type { OracleName } from '../oracles/table.ts';
 
@@ -20,6 +31,10 @@ export interface CoverageSummary {
   stepKind: Counts;
   outcomes: { reference: Counts; subject: Counts };
   oracles: Counts;
+  /** The steps of each operation that ran, by kind, and how many qemu-img accepted. */
+  operations: Record<string, { steps: number; accepted: number; kinds: Counts }>;
+  /** Steps qemu-img accepted on qcow2 images, per operation and refcount width (before the step). */
+  operationByRefcount: Record<string, Counts>;
   /** Steps qemu-img accepted on qcow2 images, per refcount width: grows, shrinks, and shrinks
    * that discarded clusters holding data. */
   refcountByStep: Record<string, { grow: number; shrink: number; shrinkDiscarding: number }>;
@@ -45,6 +60,8 @@ export function emptyCoverage(): CoverageSummary {
     stepKind: {},
     outcomes: { reference: {}, subject: {} },
     oracles: {},
+    operations: Object.fromEntries(OPERATION_NAMES.map((o) => [o, { steps: 0, accepted: 0, kinds: {} }])),
+    operationByRefcount: Object.fromEntries(OPERATION_NAMES.map((o) => [o, {}])),
     refcountByStep: Object.fromEntries(
       REFCOUNT_WIDTHS.map((b) => [String(b), { grow: 0, shrink: 0, shrinkDiscarding: 0 }]),
     ),
@@ -82,6 +99,20 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
   const format = cov.formats[c.image.format]!;
   format.cases++;
   for (const s of result.steps) {
+    const op = opOf(c.steps[s.index]!);
+    const row = (cov.operations ??= {})[op] ?? { steps: 0, accepted: 0, kinds: {} };
+    cov.operations[op] = row;
+    row.steps++;
+    bump(row.kinds, s.plan.kind);
+    if (s.reference === 'ok') {
+      row.accepted++;
+      if (c.image.format === 'qcow2') {
+        const widths = ((cov.operationByRefcount ??= {})[op] ??= {});
+        bump(widths, s.stateBefore?.refcountBits ?? c.image.refcountBits);
+      }
+    }
+    // the formats table counts resizes (an amend's size change is the amend row's)
+    if (op !== 'resize') continue;
     if (s.reference === 'ok' && s.plan.kind === 'grow') format.grow++;
     if (s.reference === 'ok' && s.plan.kind === 'shrink') format.shrink++;
     const target = s.plan.target;
@@ -111,7 +142,7 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
     rawBacking: c.image.backing?.format === 'raw',
     encrypted: c.image.encrypted,
     // resized with qemu-img given the key (the rest of an encrypted case's steps withhold it)
-    encryptedKeyGiven: c.image.encrypted && c.steps.some((s) => s.key),
+    encryptedKeyGiven: c.image.encrypted && c.steps.some((s) => isResize(s) && s.key),
     createdMetadata: c.image.createdPreallocation === 'metadata',
     createdFalloc: c.image.createdPreallocation === 'falloc',
     createdFull: c.image.createdPreallocation === 'full',
@@ -129,7 +160,7 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
     bump(cov.outcomes.reference, s.reference);
     bump(cov.outcomes.subject, s.subject);
     for (const oracle of s.oracles) bump(cov.oracles, oracle);
-    const row = cov.refcountByStep[String(c.image.refcountBits)]!;
+    const row = cov.refcountByStep[String(s.stateBefore?.refcountBits ?? c.image.refcountBits)]!;
     if (s.reference !== 'ok') continue;
     if (s.plan.kind === 'grow') row.grow++;
     if (s.plan.kind === 'shrink') {
@@ -159,7 +190,7 @@ function addPlainCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 's
             (s) =>
               s.reference === 'ok' &&
               s.plan.kind === 'grow' &&
-              ['falloc', 'full'].includes(c.steps[s.index]!.preallocation ?? ''),
+              ['falloc', 'full'].includes(preallocationOf(c.steps[s.index]!)),
           ),
         };
   for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);
@@ -172,6 +203,8 @@ function addPlainCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 's
   }
   if (result.afterUse) bump(cov.oracles, 'after-use' satisfies OracleName);
 }
+
+const preallocationOf = (step: Step) => (isResize(step) ? (step.preallocation ?? '') : '');
 
 /** Every format with cases but no grow or (where qemu-img shrinks it) no shrink, and every refcount width x step kind
  * combination that no qcow2 case reached (none when the run had no qcow2 cases). */

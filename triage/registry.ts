@@ -3,6 +3,10 @@ import {
   DATA_FILE_KINDS,
   FORMAT_OPTIONS,
   IMAGE_FORMATS,
+  OPERATION_NAMES,
+  isResize,
+  opOf,
+  type OperationName,
   PREALLOCATION_MODES,
   REFCOUNT_WIDTHS,
   l2Coverage,
@@ -12,10 +16,10 @@ import {
   type ImageFormat,
 } from '../model/case.ts';
 import { FatalError } from '../model/errors.ts';
-import { STEP_KINDS, type StepKind } from '../model/plan.ts';
 import type { StepRecord } from '../exec/run-case.ts';
 import type { Side, StepFinding } from '../oracles/finding.ts';
 import { sizeRelation } from '../oracles/outcome.ts';
+import { ALL_STEP_KINDS, operationOf } from '../operations/table.ts';
 import { ORACLE_NAMES, type OracleName } from '../oracles/table.ts';
 
 // The known-divergence registry: expected refusals and differences that are not filed as new.
@@ -28,12 +32,17 @@ export interface CaseFacts {
   format: ImageFormat;
   /** A vhdx, vmdk or vpc image's subformat (`-o subformat=`); 'none' for qcow2 and raw. */
   subformat: string;
+  /** The step's operation (operations/table.ts). */
+  operation: OperationName;
+  /** An amend step's -o keys (none for other operations). */
+  amendKeys: string[];
   refcountBits: number;
   clusterSize: number;
   compat: string;
   lazyRefcounts: boolean;
   extendedL2: boolean;
-  stepKind: StepKind;
+  /** The step's kind by its operation's rules (a resize's grow, an amend's downgrade...). */
+  stepKind: string;
   /** 'none' when the step has no --preallocation option. */
   preallocation: string;
   shrinkFlag: boolean;
@@ -72,12 +81,15 @@ export type BackingFact = (typeof BACKING_FACTS)[number];
 interface CasePredicates {
   format?: ImageFormat[];
   subformat?: string[];
+  operation?: OperationName[];
+  /** The amend step uses one of these -o keys. */
+  amendKeys?: string[];
   refcountBits?: number[];
   clusterSize?: number[];
   compat?: string[];
   lazyRefcounts?: boolean;
   extendedL2?: boolean;
-  stepKind?: StepKind[];
+  stepKind?: string[];
   preallocation?: string[];
   shrinkFlag?: boolean;
   /** At least this many L2 tables in the discarded range. */
@@ -183,12 +195,14 @@ export const MATCH_FIELDS: Record<string, Check> = {
 export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   format: listOf(oneOf(IMAGE_FORMATS)),
   subformat: listOf(oneOf(SUBFORMATS)),
+  operation: listOf(oneOf(OPERATION_NAMES)),
+  amendKeys: listOf(isString),
   refcountBits: listOf(oneOf(REFCOUNT_WIDTHS)),
   clusterSize: listOf(isClusterSize),
   compat: listOf(oneOf(['1.1', '0.10'])),
   lazyRefcounts: isBoolean,
   extendedL2: isBoolean,
-  stepKind: listOf(oneOf(STEP_KINDS)),
+  stepKind: listOf(oneOf(ALL_STEP_KINDS)),
   preallocation: listOf(oneOf(['none', ...PREALLOCATION_MODES])),
   shrinkFlag: isBoolean,
   shrinkL2TablesAtLeast: isPositiveInteger,
@@ -296,30 +310,35 @@ export async function loadRegistry(file: string): Promise<KnownDivergence[]> {
 
 export function caseFacts(c: Case, step: StepRecord): CaseFacts {
   const s = c.steps[step.index]!;
+  const resize = isResize(s) ? s : null;
   const l2 = l2Coverage(c.image.clusterSize, c.image.extendedL2);
   const target = step.plan.target ?? 0;
+  // the image as read before the step where it was (an earlier amend may have changed it), else as built
+  const state = step.stateBefore;
   return {
     format: c.image.format,
     subformat: c.image.options?.subformat ?? 'none',
-    refcountBits: c.image.refcountBits,
+    operation: opOf(s),
+    refcountBits: state?.refcountBits ?? c.image.refcountBits,
     clusterSize: c.image.clusterSize,
-    compat: c.image.compat,
-    lazyRefcounts: c.image.lazyRefcounts,
+    compat: state?.compat ?? c.image.compat,
+    lazyRefcounts: state?.lazyRefcounts ?? c.image.lazyRefcounts,
     extendedL2: c.image.extendedL2,
     stepKind: step.plan.kind,
-    preallocation: s.preallocation ?? 'none',
-    shrinkFlag: s.shrink,
+    amendKeys: operationOf(s).facts(s).amendKeys,
+    preallocation: resize?.preallocation ?? 'none',
+    shrinkFlag: resize?.shrink ?? false,
     shrinkL2Tables: step.plan.kind === 'shrink' ? Math.ceil(step.sizeBefore / l2) - Math.floor(target / l2) : 0,
     shrinkBelowOneCluster: step.plan.kind === 'shrink' && target > 0 && target < c.image.clusterSize,
     compressionType: c.image.compressionType,
     bitmaps: c.image.bitmaps > 0,
     dirty: c.image.dirty,
-    snapshots: liveSnapshots(c) > 0,
+    snapshots: state ? state.snapshots > 0 : liveSnapshots(c) > 0,
     backingFile:
       c.image.backing === null ? 'none' : c.image.backing.virtualSize > step.sizeBefore ? 'longer' : 'shorter',
     dataFile: c.image.dataFile,
     encrypted: c.image.encrypted,
-    keyGiven: s.key === true,
+    keyGiven: resize?.key === true,
     sizeLanded:
       step.reference === 'refused' && step.subject === 'ok'
         ? sizeRelation({ before: step.sizeBefore, target: step.plan.target, after: step.subjectSizeAfter ?? null })
@@ -333,6 +352,8 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
   return (
     inList(p.format, f.format) &&
     inList(p.subformat, f.subformat) &&
+    inList(p.operation, f.operation) &&
+    (p.amendKeys === undefined || p.amendKeys.some((k) => f.amendKeys.includes(k))) &&
     inList(p.refcountBits, f.refcountBits) &&
     inList(p.clusterSize, f.clusterSize) &&
     inList(p.compat, f.compat) &&

@@ -2,6 +2,7 @@
 // which entry of the shipped known-divergences.json (or of a case's own entries) explains a
 // finding, the case facts entries test, and the message that rejects a malformed registry.
 import assert from 'node:assert/strict';
+import { ALL_STEP_KINDS, OPERATIONS } from '../../operations/table.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -69,6 +70,10 @@ describe('registry validation', () => {
       Object.keys(item.properties.match.properties.case.properties).sort(),
       Object.keys(CASE_FIELDS).sort(),
     );
+    // every operation's step kinds and names, as the operation table has them
+    const predicates = item.properties.match.properties.case.properties;
+    assert.deepEqual(predicates.stepKind.items.enum, ALL_STEP_KINDS);
+    assert.deepEqual(predicates.operation.items.enum, Object.keys(OPERATIONS));
   });
 });
 

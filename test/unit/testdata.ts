@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
-import { parseCase, type Case } from '../../model/case.ts';
+import { parseCase, type Case, type ResizeStep } from '../../model/case.ts';
+import { operationOf } from '../../operations/table.ts';
 import type { CommandRecord } from '../../model/commands.ts';
 import { planStep, type StepKind } from '../../model/plan.ts';
 import { structuralCheck, type StructureObservation } from '../../qcow2/structure.ts';
@@ -304,6 +305,7 @@ async function stepActual(input: StepInput) {
     case: input.case,
     index: input.index,
     kind: outcome.stepKind,
+    operation: { name: 'resize', oracles: operationOf(input.case.steps[input.index]!).oracles },
     reference: outcome.reference,
     subject: outcome.subject,
     sizeBefore: input.sizeBefore,
@@ -352,7 +354,7 @@ async function registryActual(input: RegistryInput, caseFile: string) {
   const c = parseCase(structuredClone(input.case), `${caseFile}: case`);
   const step: StepRecord = {
     ...input.step,
-    plan: planStep(c.steps[input.step.index]!, input.step.sizeBefore, c.image.format),
+    plan: planStep(c.steps[input.step.index] as ResizeStep, input.step.sizeBefore, c.image.format),
     oracles: [],
   };
   const entries =

@@ -11,7 +11,7 @@ qemu-io -f qcow2 -c 'write -q -z 85504 512' -c 'discard -q 164864 5120' -c 'writ
 cp base.qcow2 reference.qcow2 && cp base.qcow2 subject.qcow2 || exit 2
 timeout -k 5 "$TIMEOUT" qemu-img resize -f qcow2 --shrink reference.qcow2 77.5K; ref=$(outcome $?)
 timeout -k 5 "$TIMEOUT" "$INSTAR" resize -f qcow2 --shrink subject.qcow2 77.5K; sub=$(outcome $?)
-echo '== step 1, resize to 77.5K (shrink):' "qemu-img $ref, subject $sub"
+echo '== step 1, resize to 77.5K --shrink (shrink):' "qemu-img $ref, subject $sub"
 reproduced=0
 [ "$sub" = outcome-mismatch ] && reproduced=1
 if [ "$reproduced" = 1 ]; then echo 'REPRODUCED: outcome/outcome-mismatch/subject/reference=ok,subject=refused,step=shrink'; exit 1; fi

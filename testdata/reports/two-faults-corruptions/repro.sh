@@ -10,7 +10,7 @@ qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=1,compat=1.1 base.
 cp base.qcow2 reference.qcow2 && cp base.qcow2 subject.qcow2 || exit 2
 timeout -k 5 "$TIMEOUT" qemu-img resize -f qcow2 --shrink reference.qcow2 512; ref=$(outcome $?)
 timeout -k 5 "$TIMEOUT" "$INSTAR" resize -f qcow2 --shrink subject.qcow2 512; sub=$(outcome $?)
-echo '== step 1, resize to 512 (shrink):' "qemu-img $ref, subject $sub"
+echo '== step 1, resize to 512 --shrink (shrink):' "qemu-img $ref, subject $sub"
 reproduced=0
 qemu-img check -f qcow2 subject.qcow2; check=$?
 [ "$check" = 2 ] && reproduced=1

@@ -1,0 +1,49 @@
+import { stat } from 'node:fs/promises';
+import { formatVirtualSize } from '../formats/structure.ts';
+import { isConverted, type Case } from '../model/case.ts';
+import { rawVirtualSize } from '../model/plan.ts';
+import type { ImageState } from '../model/state.ts';
+import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2 } from '../qcow2/format.ts';
+import { withQcow2 } from '../qcow2/reader.ts';
+
+// What an image is between steps, read from it: the state the operations' rules take (model/state.ts)
+// and the oracles judge by. A qcow2 header and snapshot table, a raw file's length, a vpc's, vhdx's
+// or vmdk's structures: a few small reads, no process.
+
+/** A side's virtual size as qemu sees it: a qcow2 header's size field, a raw file's length in whole
+ * sectors, a vpc's footer, a vhdx's metadata, a vmdk's extent headers and descriptor (formats/).
+ * null where the image cannot be read. */
+export function readVirtualSize(file: string, c: Case): Promise<number | null> {
+  const { format } = c.image;
+  const size =
+    format === 'raw'
+      ? stat(file).then((s) => rawVirtualSize(s.size))
+      : isConverted(format)
+        ? formatVirtualSize(file, format)
+        : withQcow2(file, async (r) => r.header.size);
+  return size.catch(() => null);
+}
+
+/** The state of a side's image as read from it; null where it cannot be read. Other formats than
+ * qcow2 have only a size: the rest is the case's. */
+export async function readImageState(file: string, c: Case): Promise<ImageState | null> {
+  if (c.image.format !== 'qcow2') {
+    const size = await readVirtualSize(file, c);
+    if (size === null) return null;
+    const { compat, refcountBits, lazyRefcounts, extendedL2 } = c.image;
+    return { size, compat, refcountBits, lazyRefcounts, extendedL2, dataFile: false, snapshots: [] };
+  }
+  return withQcow2(file, async (r) => {
+    const h = r.header;
+    const { entries } = h.nbSnapshots > 0 ? await r.readSnapshots() : { entries: [] };
+    return {
+      size: h.size,
+      compat: h.version >= 3 ? '1.1' : '0.10',
+      refcountBits: h.refcountBits as ImageState['refcountBits'],
+      lazyRefcounts: (h.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n,
+      extendedL2: (h.incompatibleFeatures & INCOMPAT_EXTL2) !== 0n,
+      dataFile: (h.incompatibleFeatures & INCOMPAT_DATA_FILE) !== 0n,
+      snapshots: entries.map((e) => ({ id: e.id, name: e.name, size: e.diskSize ?? h.size })),
+    } satisfies ImageState;
+  }).catch(() => null);
+}

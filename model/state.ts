@@ -1,0 +1,42 @@
+import type { Case, RefcountBits } from './case.ts';
+
+// The state of an image between steps that the operations' rules look at: its size, its qcow2
+// version and options, its internal snapshots. A generator predicts it from qemu's rules (the
+// case alone); a run reads it from the image before every step (observed, never predicted).
+
+export interface ImageState {
+  size: number;
+  compat: '1.1' | '0.10';
+  refcountBits: RefcountBits;
+  lazyRefcounts: boolean;
+  extendedL2: boolean;
+  /** An external data file. */
+  dataFile: boolean;
+  /** Internal snapshots in table order, each with the virtual size it was taken at (and its id,
+   * where read from an image). */
+  snapshots: { name: string; size: number; id?: string }[];
+}
+
+/** What an operation's rules say of one step from a state: its kind (per operation: a resize's
+ * grow or shrink, an amend's downgrade, a snapshot's apply...), the size it asks for where it asks
+ * for one, whether qemu-img accepts it, and the state it leaves. */
+export interface OperationPlan {
+  kind: string;
+  target: number | null;
+  accepted: boolean;
+  next: ImageState;
+}
+
+/** The state the base image of a case has before the first step, as the case describes it. */
+export function initialState(c: Case): ImageState {
+  const snapshots: ImageState['snapshots'] = [];
+  for (const op of c.data) {
+    if (op.op === 'snapshot-create') snapshots.push({ name: op.name, size: c.image.virtualSize });
+    if (op.op === 'snapshot-delete') {
+      const at = snapshots.findIndex((s) => s.name === op.name);
+      if (at >= 0) snapshots.splice(at, 1);
+    }
+  }
+  const { virtualSize: size, compat, refcountBits, lazyRefcounts, extendedL2, dataFile } = c.image;
+  return { size, compat, refcountBits, lazyRefcounts, extendedL2, dataFile: dataFile !== 'none', snapshots };
+}
