@@ -255,10 +255,9 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
     }
     case 'content':
       if (f.kind === 'snapshot-content-differs') {
+        const size = (file: string) => `fields ${file} '"virtual-size":'`;
         if (f.detail === 'size')
-          return [
-            `if ! diff <(fields ${SNAPSHOT_COPY} '"virtual-size":') <(${at(side, `fields ${side.image} '"virtual-size":'`)}); then reproduced=1; fi`,
-          ];
+          return [`if ! diff <(${size(SNAPSHOT_COPY)}) <(${at(side, size(side.image))}); then reproduced=1; fi`];
         return [
           `${command(['qemu-img', ...compareFilesArgs(SNAPSHOT_COPY, image, spec)])}; [ $? -ne 0 ] && reproduced=1`,
         ];
