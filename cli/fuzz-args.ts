@@ -1,5 +1,12 @@
 import { availableParallelism } from 'node:os';
-import { IMAGE_FORMATS, OUTPUT_MODES, QEMU_RESIZED_FORMATS, type ImageFormat } from '../model/case.ts';
+import {
+  IMAGE_FORMATS,
+  OPERATION_NAMES,
+  OUTPUT_MODES,
+  QEMU_RESIZED_FORMATS,
+  type ImageFormat,
+  type OperationName,
+} from '../model/case.ts';
 import { parseShard, type Shard } from '../model/shard.ts';
 import { commandLine, usageFail } from './args.ts';
 
@@ -42,6 +49,12 @@ export async function parseArgs(argv: string[]) {
         describe:
           `Image formats of the generated cases, comma-separated, from ${IMAGE_FORMATS.join(', ')} ` +
           `(default: all of them; in a control run ${QEMU_RESIZED_FORMATS.join(', ')}, which qemu-img resizes)`,
+      },
+      ops: {
+        type: 'string',
+        describe:
+          `Operations of the generated steps, comma-separated, from ${OPERATION_NAMES.join(', ')} ` +
+          '(default: all of them); amend and snapshot are qcow2 operations',
       },
       output: {
         choices: OUTPUT_MODES,
@@ -159,7 +172,7 @@ export async function parseArgs(argv: string[]) {
         usageFail(`--minimise-time must be a positive number of seconds, not ${a['minimise-time']}`);
       if (!Number.isFinite(a['corpus-share']) || a['corpus-share'] < 0 || a['corpus-share'] > 1)
         usageFail(`--corpus-share must be a number from 0 to 1, not ${a['corpus-share']}`);
-      formatsOf(a.formats, a.control || a['control-qemu-img'] !== undefined);
+      formatsOf(a.formats, a.control || a['control-qemu-img'] !== undefined, opsOf(a.ops));
       if (a.control && a['control-qemu-img'] !== undefined)
         usageFail('--control and --control-qemu-img cannot be combined: pick one');
       const modes = ['replay', 'recheck', 'promote'].filter((m) => a[m] !== undefined && a[m] !== false);
@@ -171,11 +184,25 @@ export async function parseArgs(argv: string[]) {
 
 export type Args = Awaited<ReturnType<typeof parseArgs>>;
 
-/** The formats of --formats, each once, in the order given; by default every format, and in a
- * control run the ones qemu-img resizes. */
-export function formatsOf(text: string | undefined, control: boolean): ImageFormat[] {
+/** The operations of --ops, each once, in the order given; by default every one. */
+export function opsOf(text: string | undefined): OperationName[] {
+  if (text === undefined) return [...OPERATION_NAMES];
+  const names = [...new Set(text.split(',').map((o) => o.trim()))];
+  for (const name of names)
+    if (!(OPERATION_NAMES as readonly string[]).includes(name))
+      usageFail(
+        `--ops: ${JSON.stringify(name)} is not an operation the harness drives; pick from ${OPERATION_NAMES.join(', ')}`,
+      );
+  return names as OperationName[];
+}
+
+/** The formats of --formats, each once, in the order given; by default every format the
+ * operations take, and in a control run the ones qemu-img resizes. Operations other than resize
+ * are qcow2's: without resize, only qcow2. */
+export function formatsOf(text: string | undefined, control: boolean, ops: readonly OperationName[]): ImageFormat[] {
   const resized = QEMU_RESIZED_FORMATS as readonly string[];
-  if (text === undefined) return control ? [...QEMU_RESIZED_FORMATS] : [...IMAGE_FORMATS];
+  const resizing = ops.includes('resize');
+  if (text === undefined) return !resizing ? ['qcow2'] : control ? [...QEMU_RESIZED_FORMATS] : [...IMAGE_FORMATS];
   const names = [...new Set(text.split(',').map((f) => f.trim()))];
   const unresized = names.filter((f) => !resized.includes(f) && (IMAGE_FORMATS as readonly string[]).includes(f));
   if (control && unresized.length > 0)
@@ -189,6 +216,10 @@ export function formatsOf(text: string | undefined, control: boolean): ImageForm
       `--formats: ${JSON.stringify(name)} is not a format the harness generates; pick from ${IMAGE_FORMATS.join(', ')}`,
     );
   }
+  if (!resizing && names.some((f) => f !== 'qcow2'))
+    usageFail(
+      `--formats ${names.join(',')} with --ops ${ops.join(',')}: those operations are qcow2's; add resize or pick qcow2`,
+    );
   return names as ImageFormat[];
 }
 

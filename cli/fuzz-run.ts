@@ -9,7 +9,7 @@ import { recheckReports } from '../run/recheck.ts';
 import { replay } from '../run/replay.ts';
 import { coverageGaps, coverageTable } from '../triage/coverage.ts';
 import { byExpiry, byQemuVersion, loadRegistry, qemuVersionOf } from '../triage/registry.ts';
-import { CORPUS_DEFAULT, formatsOf, shardOf, type Args } from './fuzz-args.ts';
+import { CORPUS_DEFAULT, formatsOf, opsOf, shardOf, type Args } from './fuzz-args.ts';
 import { writableDir } from './paths.ts';
 import { checkQemu, stopOnSignals, subjectFrom, subjectVersion, useQemuFrom } from './preflight.ts';
 
@@ -99,7 +99,8 @@ async function fuzzMode(
   // --duration alone: unbounded iterations, the clock ends the run
   const iterations = args.iterations ?? (args.duration !== undefined ? Infinity : 250);
   const shard = args.shard === undefined ? null : shardOf(args.shard);
-  const formats = formatsOf(args.formats, args.control || args['control-qemu-img'] !== undefined);
+  const ops = opsOf(args.ops);
+  const formats = formatsOf(args.formats, args.control || args['control-qemu-img'] !== undefined, ops);
   const logFile = join(args.reports, `fuzz-${new Date().toISOString().replace(/[:.]/g, '-')}.log`);
   const log = pino({ base: { seed } }, destination({ dest: logFile, sync: true }));
   const tools = { qemuImg: qemuVersion, subject: await subjectVersion(subject, qemuVersion, timeoutMs) };
@@ -108,6 +109,7 @@ async function fuzzMode(
     args.duration !== undefined ? `for at most ${args.duration} s` : null,
     shard ? `shard ${shard.index}/${shard.count} (case indices i with i % ${shard.count} == ${shard.index - 1})` : null,
     `formats ${formats.join(', ')}`,
+    `operations ${ops.join(', ')}`,
   ].filter(Boolean);
   const who =
     subject.dialect === 'instar'
@@ -124,6 +126,7 @@ async function fuzzMode(
     seed,
     iterations,
     formats,
+    ops,
     output: args.output ?? null,
     durationMs: args.duration === undefined ? null : args.duration * 1000,
     shard,

@@ -1,6 +1,18 @@
 import fc from 'fast-check';
-import type { Case, ImageFormat, OutputMode, ResizeStep } from '../model/case.ts';
-import { planStep, plannedSizes } from '../model/plan.ts';
+import {
+  isResize,
+  type Case,
+  type DataOp,
+  type ImageFormat,
+  type ImageSpec,
+  type OperationName,
+  type OutputMode,
+  type Step,
+} from '../model/case.ts';
+import { planOperation, plannedSizes } from '../model/plan.ts';
+import { initialState, type ImageState } from '../model/state.ts';
+import { amendRecipeArb, materialiseAmend } from '../operations/amend/generate.ts';
+import { materialiseSnapshot, snapshotStepRecipeArb } from '../operations/snapshot/generate.ts';
 import { align } from './bounds.ts';
 import {
   backingWriteArb,
@@ -15,96 +27,201 @@ import {
 import { creationArb, externalArb, imageArb, withCreation, withExternalFiles } from './image.ts';
 import { convertedCaseArb } from './converted.ts';
 import { rawCaseArb } from './raw.ts';
-import { formatBytes, materialiseStep, stepRecipeArb } from './steps.ts';
+import { formatBytes, materialiseStep, stepRecipeArb, type StepRecipe } from './steps.ts';
 
 // Generation happens in two layers: fast-check draws small "recipes" (kinds, fractions, anchors)
 // and pure functions turn them into concrete, valid sizes and offsets. Every recipe maps to a valid
 // case, so shrinking a recipe never produces an image qemu-img cannot build. The draw order of
 // caseArb's record is part of every seed's identity: new draws go last.
 
-export const caseArb: fc.Arbitrary<Case> = fc
-  .record({
-    image: imageArb,
-    steps: fc.array(stepRecipeArb, { minLength: 1, maxLength: 4 }),
-    data: fc.array(dataRecipeArb, { minLength: 0, maxLength: 6 }),
-    // most cases also get one write past the first shrink's new end: a shrink that discards
-    // allocated clusters is where #365 lived
-    discardProbe: fc.option(
-      fc
-        .tuple(
-          dataRecipeArb,
-          fc.constantFrom('beyondTarget' as const, 'beyondTarget' as const, 'targetCluster' as const),
-        )
-        .map(([r, anchor]) => ({ ...r, op: 'write' as const, anchor })),
-      { freq: 4 },
-    ),
-    snapshots: fc.oneof(
-      { withCrossShrink: true },
-      { weight: 2, arbitrary: fc.constant(null) },
-      { weight: 1, arbitrary: fc.array(snapshotRecipeArb, { minLength: 1, maxLength: 5 }) },
-    ),
-    // a grow right after the first shrink: discarded data must not come back
-    regrow: fc.integer({ min: 0, max: 2 }).map((n) => n === 2),
-    // last: every draw above is the same as before backing images and data files existed
-    external: externalArb,
-    backingData: fc.array(backingWriteArb, { minLength: 1, maxLength: 3 }),
-    // what each step asks the subject to print: its words half the time, else JSON or nothing
-    outputs: fc.array(fc.constantFrom<OutputMode>('human', 'human', 'json', 'quiet'), { minLength: 5, maxLength: 5 }),
-    // last: encryption, preallocated creation and raw backing images, after every older draw
-    creation: creationArb,
-  })
-  .map(
-    ({
-      image: drawn,
-      steps: stepRecipes,
-      data: recipes,
-      discardProbe,
-      snapshots,
-      regrow,
-      external,
-      backingData,
-      outputs,
-      creation,
-    }): Case => {
-      let image = withCreation(withExternalFiles(drawn, external), creation);
-      const data = discardProbe ? [...recipes, discardProbe] : recipes;
-      let current = image.virtualSize;
-      let pendingRegrow = regrow && stepRecipes.length < 4;
-      const steps: ResizeStep[] = [];
-      // each step is materialised from the size the steps before it leave, regrow included
-      const add = (step: ResizeStep) => {
-        const plan = planStep(step, current, image.format);
-        if (plan.accepted && plan.target !== null) current = plan.target;
-        steps.push(step);
-        return plan;
-      };
-      for (const r of stepRecipes) {
-        const plan = add(materialiseStep(r, image, current));
-        if (pendingRegrow && plan.kind === 'shrink' && plan.accepted) {
-          pendingRegrow = false;
-          add({ size: `+${formatBytes(2 * image.clusterSize, 'upper')}`, shrink: false, preallocation: null });
+/** One step's operation when a run drives others than resize: a pick among the enabled operations
+ * (by OPERATION_WEIGHTS) and that operation's recipe. Drawn last, so that a resize-only run's cases
+ * are the cases of today's seeds. */
+const operationRecipeArb = fc.record({
+  pick: fc.integer({ min: 0, max: 999 }),
+  amend: amendRecipeArb,
+  snapshot: snapshotStepRecipeArb,
+});
+type OperationRecipe = typeof operationRecipeArb extends fc.Arbitrary<infer T> ? T : never;
+
+/** How often each operation comes up among those a run drives: resize most (it has the most a
+ * step can get wrong), amend and snapshot each half as often. */
+const OPERATION_WEIGHTS: Record<OperationName, number> = { resize: 2, amend: 1, snapshot: 1 };
+
+/** The operation of a step, from its pick among the enabled ones. */
+function pickOperation(pick: number, ops: readonly OperationName[]): OperationName {
+  const total = ops.reduce((n, o) => n + OPERATION_WEIGHTS[o], 0);
+  let at = (pick / 1000) * total;
+  for (const o of ops) {
+    at -= OPERATION_WEIGHTS[o];
+    if (at < 0) return o;
+  }
+  return ops.at(-1)!;
+}
+
+/** The steps of a case from their recipes, each made concrete from the state the steps before
+ * leave (qemu's rules predict it): a resize from its recipe (and a grow right after the first
+ * shrink it accepts, when asked), another operation from its own. */
+function materialiseSteps(
+  image: ImageSpec,
+  start: ImageState,
+  recipes: { resize: StepRecipe; operation: OperationRecipe | undefined }[],
+  ops: readonly OperationName[],
+  regrow: boolean,
+  outputs: readonly OutputMode[],
+): Step[] {
+  let state = start;
+  let pendingRegrow = regrow && recipes.length < 4;
+  const steps: Step[] = [];
+  const add = (step: Step) => {
+    const plan = planOperation(step, state, image.format);
+    if (plan.accepted) state = plan.next;
+    steps.push(step);
+    return plan;
+  };
+  for (const r of recipes) {
+    const output = outputs[steps.length] ?? 'human';
+    const op = r.operation ? pickOperation(r.operation.pick, ops) : 'resize';
+    if (op === 'amend') add(materialiseAmend(r.operation!.amend, image, state, output));
+    else if (op === 'snapshot') add(materialiseSnapshot(r.operation!.snapshot, state, output));
+    else {
+      const plan = add(materialiseStep(r.resize, image, state.size));
+      if (pendingRegrow && plan.kind === 'shrink' && plan.accepted) {
+        pendingRegrow = false;
+        add({ size: `+${formatBytes(2 * image.clusterSize, 'upper')}`, shrink: false, preallocation: null });
+      }
+    }
+  }
+  return steps;
+}
+
+/** Zero-flag clusters in the active and a snapshot's L2 tables, and the snapshot, for a case that
+ * downgrades: what qemu's downgrade expands and a header-only downgrade leaves behind. Only where
+ * the image can have both (v3, room in its refcounts for a snapshot). */
+function downgradeShapes(image: ImageSpec, at: number): DataOp[] {
+  if (image.compat !== '1.1' || !canSnapshot(image) || image.encrypted) return [];
+  const cs = image.clusterSize;
+  const clusters = Math.floor(image.virtualSize / cs);
+  if (clusters < 4) return [];
+  const first = Math.floor(at * (clusters - 2)) * cs;
+  const second = ((Math.floor(at * (clusters - 2)) + 1) % clusters) * cs;
+  return [
+    { op: 'zero', offset: first, length: cs },
+    { op: 'snapshot-create', name: 'before_downgrade' },
+    { op: 'zero', offset: second, length: cs },
+  ];
+}
+
+const qcow2Arbitraries = new Map<string, fc.Arbitrary<Case>>();
+
+/** The qcow2 cases of a run that drives `ops` (resize alone: the cases seeds had before other
+ * operations existed). */
+export function qcow2CaseArb(ops: readonly OperationName[] = ['resize']): fc.Arbitrary<Case> {
+  const key = ops.join(',');
+  const known = qcow2Arbitraries.get(key);
+  if (known) return known;
+  const arb = makeQcow2CaseArb(ops);
+  qcow2Arbitraries.set(key, arb);
+  return arb;
+}
+
+function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
+  return fc
+    .record({
+      image: imageArb,
+      steps: fc.array(stepRecipeArb, { minLength: 1, maxLength: 4 }),
+      data: fc.array(dataRecipeArb, { minLength: 0, maxLength: 6 }),
+      // most cases also get one write past the first shrink's new end: a shrink that discards
+      // allocated clusters is where #365 lived
+      discardProbe: fc.option(
+        fc
+          .tuple(
+            dataRecipeArb,
+            fc.constantFrom('beyondTarget' as const, 'beyondTarget' as const, 'targetCluster' as const),
+          )
+          .map(([r, anchor]) => ({ ...r, op: 'write' as const, anchor })),
+        { freq: 4 },
+      ),
+      snapshots: fc.oneof(
+        { withCrossShrink: true },
+        { weight: 2, arbitrary: fc.constant(null) },
+        { weight: 1, arbitrary: fc.array(snapshotRecipeArb, { minLength: 1, maxLength: 5 }) },
+      ),
+      // a grow right after the first shrink: discarded data must not come back
+      regrow: fc.integer({ min: 0, max: 2 }).map((n) => n === 2),
+      // last: every draw above is the same as before backing images and data files existed
+      external: externalArb,
+      backingData: fc.array(backingWriteArb, { minLength: 1, maxLength: 3 }),
+      // what each step asks the subject to print: its words half the time, else JSON or nothing
+      outputs: fc.array(fc.constantFrom<OutputMode>('human', 'human', 'json', 'quiet'), {
+        minLength: 5,
+        maxLength: 5,
+      }),
+      // last: encryption, preallocated creation and raw backing images, after every older draw
+      creation: creationArb,
+      // last: the operation of each step where a run drives others than resize
+      operations: fc.array(operationRecipeArb, { minLength: 4, maxLength: 4 }),
+    })
+    .map(
+      ({
+        image: drawn,
+        steps: stepRecipes,
+        data: recipes,
+        discardProbe,
+        snapshots,
+        regrow,
+        external,
+        backingData,
+        outputs,
+        creation,
+        operations,
+      }): Case => {
+        let image = withCreation(withExternalFiles(drawn, external), creation);
+        const data = discardProbe ? [...recipes, discardProbe] : recipes;
+        // the resizes alone first: data is placed around the first shrink they make, so that
+        // shrinks discard allocated clusters; without a shrink, around the middle of the image
+        const resizes = stepRecipes.map((resize) => ({ resize, operation: undefined }));
+        const alone = { image, data: [], steps: [] };
+        const resizeSteps = materialiseSteps(image, initialState(alone), resizes, ['resize'], regrow, outputs);
+        const shrink = plannedSizes({ image, data: [], steps: resizeSteps }).find(
+          ({ plan }) => plan.kind === 'shrink' && plan.accepted,
+        );
+        const target = shrink?.plan.target ?? align(image.virtualSize / 2, 512);
+        if (image.backing) {
+          const size = image.backing.virtualSize;
+          const data = backingData.map((r) => materialiseBackingWrite(r, image, size, target));
+          image = { ...image, backing: { ...image.backing, data } };
         }
-      }
-      // data is placed around the first accepted shrink's new size, so that shrinks discard
-      // allocated clusters; without a shrink, around the middle of the image
-      const shrink = plannedSizes({ image, data: [], steps }).find(
-        ({ plan }) => plan.kind === 'shrink' && plan.accepted,
-      );
-      const target = shrink?.plan.target ?? align(image.virtualSize / 2, 512);
-      if (image.backing) {
-        const size = image.backing.virtualSize;
-        const data = backingData.map((r) => materialiseBackingWrite(r, image, size, target));
-        image = { ...image, backing: { ...image.backing, data } };
-      }
-      const io = compressedFirst(data.map((r) => materialiseData(r, image, target)));
-      const withOutputs = steps.map((s, i) => ({
-        ...s,
-        output: outputs[i]!,
-        ...(image.encrypted ? { key: creation.keys[i]! } : {}),
-      }));
-      return { image, data: snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io, steps: withOutputs };
-    },
-  );
+        const io = compressedFirst(data.map((r) => materialiseData(r, image, target)));
+        let filled = snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io;
+        let steps = resizeSteps;
+        if (ops.some((o) => o !== 'resize')) {
+          // each step becomes the operation its pick says, made from the state before it
+          const mixed = stepRecipes.map((resize, i) => ({ resize, operation: operations[i] }));
+          const downgrades = mixed.some(
+            (r) => pickOperation(r.operation!.pick, ops) === 'amend' && r.operation!.amend.kind === 'downgrade',
+          );
+          if (downgrades) {
+            // qemu downgrades only 16-bit refcounts: most downgrading cases get them, so that the
+            // downgrade over zero-flag clusters and a snapshot is reached, not only refused
+            const fraction = operations[0]!.amend.fraction;
+            const v3 = image.compat === '1.1' && !image.extendedL2 && image.dataFile === 'none';
+            if (v3 && fraction < 2 / 3) image = { ...image, refcountBits: 16, createdWithRefcountBits: null };
+            filled = [...filled, ...downgradeShapes(image, fraction)];
+          }
+          const start = initialState({ image, data: filled, steps: [] });
+          steps = materialiseSteps(image, start, mixed, ops, regrow, outputs);
+        }
+        const withKeys = steps.map((s, i) =>
+          isResize(s) ? { ...s, output: outputs[i]!, ...(image.encrypted ? { key: creation.keys[i]! } : {}) } : s,
+        );
+        return { image, data: filled, steps: withKeys };
+      },
+    );
+}
+
+/** The qcow2 cases of a resize-only run. */
+export const caseArb: fc.Arbitrary<Case> = qcow2CaseArb();
 
 /** The generator of each format's cases. */
 export const CASE_ARBITRARIES: Record<ImageFormat, fc.Arbitrary<Case>> = {
@@ -131,8 +248,13 @@ export function formatAt(seed: number, iteration: number, formats: readonly Imag
 
 /** The generator of a format's cases; with `output`, every step asks the subject for that output
  * (`--output json` in every step, say) instead of the drawn mix. The draws are the same either way. */
-export function caseArbitrary(format: ImageFormat, output: OutputMode | null = null): fc.Arbitrary<Case> {
-  const arb = CASE_ARBITRARIES[format];
+export function caseArbitrary(
+  format: ImageFormat,
+  output: OutputMode | null = null,
+  ops: readonly OperationName[] = ['resize'],
+): fc.Arbitrary<Case> {
+  const mixed = format === 'qcow2' && ops.some((o) => o !== 'resize');
+  const arb = mixed ? qcow2CaseArb(ops) : CASE_ARBITRARIES[format];
   return output === null ? arb : arb.map((c) => ({ ...c, steps: c.steps.map((s) => ({ ...s, output })) }));
 }
 
@@ -144,7 +266,8 @@ export function caseAt(
   iteration: number,
   formats: readonly ImageFormat[] = ['qcow2'],
   output: OutputMode | null = null,
+  ops: readonly OperationName[] = ['resize'],
 ): Case {
-  const arb = caseArbitrary(formatAt(seed, iteration, formats), output);
+  const arb = caseArbitrary(formatAt(seed, iteration, formats), output, ops);
   return fc.sample(arb, { seed, path: String(iteration), numRuns: 1 })[0]!;
 }

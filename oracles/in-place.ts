@@ -36,7 +36,7 @@ export function inPlaceOracle(o: InPlaceObservation): Finding[] {
   const { before, after } = o;
   if (after !== null && after.ino !== before.ino) {
     const message =
-      `the image is a new file after the resize (inode ${before.ino}, now ${after.ino}): ` +
+      `the image is a new file after the step (inode ${before.ino}, now ${after.ino}): ` +
       'it was replaced, not resized in place';
     out.push({ ...base, kind: 'replaced', detail: 'inode', message, evidence: { before, after } });
   } else if (after !== null && (after.mode !== before.mode || after.uid !== before.uid || after.gid !== before.gid)) {
@@ -46,7 +46,7 @@ export function inPlaceOracle(o: InPlaceObservation): Finding[] {
     ];
     const octal = (m: number) => (m & 0o7777).toString(8);
     const message =
-      `the resize changed the image's ${changed.join(' and ')}: mode ${octal(before.mode)} → ${octal(after.mode)}, ` +
+      `the step changed the image's ${changed.join(' and ')}: mode ${octal(before.mode)} → ${octal(after.mode)}, ` +
       `owner ${before.uid}:${before.gid} → ${after.uid}:${after.gid}`;
     out.push({ ...base, kind: 'attributes-changed', detail: changed.join(','), message, evidence: { before, after } });
   }
@@ -54,7 +54,7 @@ export function inPlaceOracle(o: InPlaceObservation): Finding[] {
   const left = o.filesAfter.filter((n) => !had.has(n)).sort();
   if (left.length > 0) {
     const names = [...new Set(left.map((n) => leftoverName(n, o.image)))].sort();
-    const message = `the resize left ${left.length} new file(s) next to the image: ${left.join(', ')}`;
+    const message = `the step left ${left.length} new file(s) next to the image: ${left.join(', ')}`;
     out.push({ ...base, kind: 'files-left', detail: names.join(','), message, evidence: { left } });
   }
   return out;

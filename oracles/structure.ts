@@ -310,7 +310,12 @@ export function structureOracle(
   reference: StructureObservation | null,
   subjectBefore: StructureObservation | null = null,
 ): Finding[] {
-  const findings = intrinsicFindings('subject', subject, subjectBefore);
+  const qemus = reference === null ? [] : intrinsicFindings('reference', reference);
+  // what qemu's own result breaks the same way is qemu's: reported on its side, not the subject's
+  const shared = new Set(qemus.map((f) => `${f.kind}/${f.detail}`));
+  const findings = intrinsicFindings('subject', subject, subjectBefore).filter(
+    (f) => !shared.has(`${f.kind}/${f.detail}`),
+  );
   if (reference === null) return findings;
   if (subject.readable && reference.readable) {
     const base = { oracle: 'structure' as const, side: 'subject' as const };
@@ -357,6 +362,6 @@ export function structureOracle(
     }
     findings.push(...extensionFindings(reference, subject, covered));
   }
-  findings.push(...intrinsicFindings('reference', reference));
+  findings.push(...qemus);
   return findings;
 }

@@ -11,12 +11,12 @@ function finding(side: Side, h: { before: string; after: string }): Finding {
     kind: 'image-modified-on-refusal',
     side,
     detail: 'hash-changed',
-    message: `${side === 'subject' ? 'the subject' : 'qemu-img'} refused the resize but changed the image file`,
+    message: `${side === 'subject' ? 'the subject' : 'qemu-img'} refused the step but changed the image file`,
     evidence: { hashBefore: h.before, hashAfter: h.after },
   };
 }
 
-/** A refused resize must leave the image byte for byte as it was. qemu-img itself changes some
+/** A refused step must leave the image byte for byte as it was. qemu-img itself changes some
  * images before it refuses (opening a dirty lazy-refcounts image read-write repairs it): that is
  * reported on the reference side, and a subject that changes the image where qemu-img did too
  * agrees with it. */

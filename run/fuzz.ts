@@ -5,7 +5,7 @@ import { readerThreadsFor, startReaders } from '../exec/readers.ts';
 import { CaseSetupError, runCase } from '../exec/run-case.ts';
 import { workDirsRemoved } from '../exec/work-dir.ts';
 import { caseAt } from '../generators/cases.ts';
-import type { ImageFormat, OutputMode } from '../model/case.ts';
+import type { ImageFormat, OperationName, OutputMode } from '../model/case.ts';
 import type { Resizer } from '../model/commands.ts';
 import { DiskFullError, isNoSpace } from '../model/errors.ts';
 import { caseIndexAt, casesInShard, type Shard } from '../model/shard.ts';
@@ -32,6 +32,8 @@ export interface FuzzOptions {
   formats: readonly ImageFormat[];
   /** What every generated step asks the subject to print; null: the generator's mix. */
   output?: OutputMode | null;
+  /** The operations of the generated steps (operations/table.ts); resize alone when absent. */
+  ops?: readonly OperationName[];
   /** Time budget: no case starts after it; running ones get up to timeoutMs to finish, then are
    * stopped like an interrupted run. */
   durationMs?: number | null;
@@ -85,7 +87,7 @@ function runPositions(o: FuzzOptions) {
   const caseOf = (source: CaseSource) =>
     'corpus' in source
       ? corpus.find((e) => e.name === source.corpus)!.case
-      : caseAt(source.seed, source.iteration, o.formats, o.output ?? null);
+      : caseAt(source.seed, source.iteration, o.formats, o.output ?? null, o.ops);
   return { shard, corpus, corpusCases, generated, total: corpusCases + generated, sourceAt, caseOf };
 }
 

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CaseSetupError, runCase, type CaseResult } from '../exec/run-case.ts';
-import type { Case, OutputMode } from '../model/case.ts';
+import type { Case, OperationName, OutputMode } from '../model/case.ts';
 import type { Resizer } from '../model/commands.ts';
 import { CaseAborted } from '../model/errors.ts';
 import { signatureOf, type StepFinding } from '../oracles/finding.ts';
@@ -37,6 +37,8 @@ export interface RecordingContext {
   minimise: MinimiseBudget | null;
   /** What every generated step asked the subject to print, when a run fixed it (--output). */
   output?: OutputMode | null;
+  /** The operations the run's steps were drawn from (--ops). */
+  ops?: readonly OperationName[];
   log: Logger;
 }
 
@@ -114,7 +116,7 @@ export async function recordFinding(
   let filedResult = result;
   let filedFinding = primary;
   if (!flaky && !interrupted && ctx.minimise && 'seed' in source) {
-    const arbitrary = caseArbitrary(c.image.format, ctx.output ?? null);
+    const arbitrary = caseArbitrary(c.image.format, ctx.output ?? null, ctx.ops);
     const m = await minimise(source.seed, source.iteration, c, reproduces, ctx.minimise, primary.step, arbitrary);
     const { case: smallest, ...record } = m;
     minimisation = record;

@@ -147,6 +147,12 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
     createdFalloc: c.image.createdPreallocation === 'falloc',
     createdFull: c.image.createdPreallocation === 'full',
     steps4: c.steps.length === 4,
+    // a downgrade qemu-img took over zero-flag clusters (v3 `write -z`) and a snapshot: what it
+    // expands, and what a header-only downgrade would leave behind
+    downgradeOverZeroFlags:
+      c.data.some((d) => d.op === 'zero') &&
+      c.data.some((d) => d.op === 'snapshot-create') &&
+      result.steps.some((s) => s.plan.kind === 'downgrade' && s.reference === 'ok'),
     ...dataShapes(c),
   };
   for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);

@@ -18,6 +18,7 @@ import {
 import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import { openImage } from '../../model/commands.ts';
+import type { OpHooks } from './ops.ts';
 import {
   COMPAT_LAZY_REFCOUNTS,
   EXT_CRYPTO,
@@ -84,6 +85,9 @@ export interface Fault {
   reword?: (message: string, image: Qcow2Header | undefined) => string;
   /** vhdx, vmdk, vpc: changes the options the double converts the resized image back with. */
   convertBack?: (own: Record<string, string>) => Record<string, string>;
+  /** Hooks into `instar amend` and `instar snapshot` (ops.ts). */
+  amend?: OpHooks;
+  snapshot?: OpHooks;
   /** Changes what --output json prints, and the human output. */
   json?: (r: JsonReport) => JsonReport;
   human?: (text: string) => string;

@@ -10,6 +10,7 @@ import { rawVirtualSize } from '../../model/plan.ts';
 import { EXT_FEATURE_TABLE, INCOMPAT_DATA_FILE, type Qcow2Header } from '../../qcow2/format.ts';
 import { readQcow2Header } from '../../qcow2/reader.ts';
 import { CONVERTED, resizeConverted } from './converted.ts';
+import { runOperation, type OpContext, type OpHooks } from './ops.ts';
 import { rewriteHeaderExtensions } from './qcow2-edit.ts';
 import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName, type JsonReport } from './faults.ts';
 import {
@@ -151,7 +152,23 @@ function combineFaults(faults: Fault[]): Fault {
     json: (r: JsonReport) => faults.reduce((report, f) => f.json?.(report) ?? report, r),
     human: (t: string) => faults.reduce((text, f) => f.human?.(text) ?? text, t),
     convertBack: faults.find((f) => f.convertBack)?.convertBack,
+    amend: combineHooks(faults.map((f) => f.amend)),
+    snapshot: combineHooks(faults.map((f) => f.snapshot)),
   } as Fault;
+}
+
+/** Several faults' hooks of one operation in turn; the first to answer wins. */
+function combineHooks(hooks: (OpHooks | undefined)[]): OpHooks {
+  const present = hooks.filter((h): h is OpHooks => h !== undefined);
+  const first =
+    (hook: 'before' | 'after') =>
+    async (c: OpContext): Promise<number | void> => {
+      for (const h of present) {
+        const code = await h[hook]?.(c);
+        if (typeof code === 'number') return code;
+      }
+    };
+  return { before: first('before'), after: first('after') };
 }
 
 /** instar's documented refusals that the generators reach and qemu-img does not share, in its
@@ -178,7 +195,8 @@ async function main(): Promise<number> {
     process.stdout.write(`instar-double 0.1 (fault: ${name})\n`);
     return 0;
   }
-  if (cmd !== 'resize') die(`only 'resize' and '--version' are supported\n${USAGE}`);
+  if (cmd === 'amend' || cmd === 'snapshot') return runOperation(cmd, rest, fault[cmd] ?? {});
+  if (cmd !== 'resize') die(`only 'resize', 'amend', 'snapshot' and '--version' are supported\n${USAGE}`);
   const args = parseResizeArgs(rest);
   // instar probes the format when -f is absent; qcow2 is all this double needs to recognise.
   const format = args.format ?? ((await isQcow2(args.filename)) ? 'qcow2' : undefined);

@@ -1,0 +1,299 @@
+// The instar test double's operations besides resize: `instar amend` and `instar snapshot`, in
+// instar's command line (../shared/reference/instar-ops.md), done by qemu-img underneath, with
+// the fault hooks of faults.ts. With INSTAR_DOUBLE_CLI=real the double also speaks instar's
+// refusals, in its order and words, and prints its success lines; without, it refuses nothing and
+// prints what qemu-img prints.
+import { execa } from 'execa';
+import { openImage } from '../../model/commands.ts';
+import {
+  COMPAT_LAZY_REFCOUNTS,
+  INCOMPAT_COMPRESSION,
+  INCOMPAT_CORRUPT,
+  INCOMPAT_DATA_FILE,
+  INCOMPAT_DIRTY,
+  INCOMPAT_EXTL2,
+  type Qcow2Header,
+} from '../../qcow2/format.ts';
+import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
+import { structuralCheck } from '../../qcow2/structure.ts';
+import { instarError } from './instar-cli.ts';
+
+export type OpName = 'amend' | 'snapshot';
+
+/** What one operation's hooks see: the file, the parsed arguments, the header before the
+ * operation (and after it, for `after`). */
+export interface OpContext {
+  file: string;
+  op: OpName;
+  args: AmendArgs | SnapshotArgs;
+  before: Qcow2Header | undefined;
+  after?: Qcow2Header | undefined;
+}
+
+type Exit = number | void;
+export interface OpHooks {
+  /** Before qemu-img runs; a number ends the double with that exit code (0: it did the operation
+   * itself, and prints as instar would). */
+  before?: (c: OpContext) => Exit | Promise<Exit>;
+  after?: (c: OpContext) => Exit | Promise<Exit>;
+}
+
+export interface AmendArgs {
+  kind: 'amend';
+  format: string | undefined;
+  options: string[];
+  quiet: boolean;
+  output: 'human' | 'json';
+  filename: string;
+}
+
+export interface SnapshotArgs {
+  kind: 'snapshot';
+  mode: 'list' | 'create' | 'apply' | 'delete';
+  name: string;
+  format: string | undefined;
+  quiet: boolean;
+  output: 'human' | 'json';
+  filename: string;
+}
+
+const REAL = process.env.INSTAR_DOUBLE_CLI === 'real';
+
+class Usage extends Error {}
+
+/** `instar amend [-f qcow2] -o K=V[,K=V]... [-q] [--output human|json] FILENAME`. */
+function parseAmend(args: string[]): AmendArgs {
+  const out: AmendArgs = { kind: 'amend', format: undefined, options: [], quiet: false, output: 'human', filename: '' };
+  const positional: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '-f') out.format = args[++i];
+    else if (a === '-o') out.options.push(args[++i] ?? '');
+    else if (a === '-q') out.quiet = true;
+    else if (a === '--output') out.output = args[++i] === 'json' ? 'json' : 'human';
+    else if (a.startsWith('-')) throw new Usage(`unexpected argument '${a}' found`);
+    else positional.push(a);
+  }
+  if (positional.length !== 1 || out.options.length === 0) throw new Usage('expected -o OPTIONS and FILENAME');
+  out.filename = positional[0]!;
+  return out;
+}
+
+const MODES: Record<string, SnapshotArgs['mode']> = { '-l': 'list', '-c': 'create', '-a': 'apply', '-d': 'delete' };
+
+/** `instar snapshot [-l | -c NAME | -a SNAP | -d SNAP] [-f qcow2] [-q] [--output human|json] FILENAME`. */
+function parseSnapshot(args: string[]): SnapshotArgs {
+  const out: SnapshotArgs = {
+    kind: 'snapshot',
+    mode: 'list',
+    name: '',
+    format: undefined,
+    quiet: false,
+    output: 'human',
+    filename: '',
+  };
+  const positional: string[] = [];
+  let modes = 0;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a in MODES) {
+      modes++;
+      out.mode = MODES[a]!;
+      if (a !== '-l') out.name = args[++i] ?? '';
+    } else if (a === '-f') out.format = args[++i];
+    else if (a === '-q') out.quiet = true;
+    else if (a === '--output') out.output = args[++i] === 'json' ? 'json' : 'human';
+    else if (a.startsWith('-')) throw new Usage(`unexpected argument '${a}' found`);
+    else positional.push(a);
+  }
+  // clap's group error: one mode at most
+  if (modes > 1) throw new Usage('the argument cannot be used with one or more of the other specified arguments');
+  if (positional.length !== 1) throw new Usage('expected FILENAME');
+  out.filename = positional[0]!;
+  return out;
+}
+
+// ---- instar's refusals (INSTAR_DOUBLE_CLI=real) -------------------------------------------------
+
+const TRUTHY = ['on', 'true', 'yes'];
+const FALSY = ['off', 'false', 'no'];
+
+/** instar's amend refusals in its order: the -o list first (before the file is opened), then the
+ * format, then the guest planner's checks; null when it amends. */
+function amendRefusal(a: AmendArgs, h: Qcow2Header | undefined): string | null {
+  const wanted: { compat?: string; lazy?: boolean } = {};
+  for (const piece of a.options.flatMap((o) => o.split(',')).filter((p) => p !== '')) {
+    const at = piece.indexOf('=');
+    if (at < 0) return `amend: -o option '${piece}' is missing a value (expected KEY=VALUE)`;
+    const [key, value] = [piece.slice(0, at), piece.slice(at + 1)];
+    if (key === 'compat') {
+      if (value !== '0.10' && value !== '1.1')
+        return `amend: bad value '${value}' for -o key 'compat' (expected 0.10 or 1.1)`;
+      wanted.compat = value;
+    } else if (key === 'lazy_refcounts') {
+      const v = value.toLowerCase();
+      if (!TRUTHY.includes(v) && !FALSY.includes(v))
+        return `amend: bad value '${value}' for -o key 'lazy_refcounts' (expected on/off)`;
+      wanted.lazy = TRUTHY.includes(v);
+    } else return `amend: -o key '${key}' is not supported (amend changes compat and lazy_refcounts only)`;
+  }
+  if (wanted.compat === undefined && wanted.lazy === undefined)
+    return 'amend: no supported -o options given (expected compat= and/or lazy_refcounts=)';
+  if ((a.format !== undefined && a.format !== 'qcow2') || !h) return 'amend: only qcow2 images can be amended';
+  if (h.incompatibleFeatures & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT))
+    return 'amend: the image is marked dirty (another writer may hold it open); run `instar check` first';
+  const toV2 = wanted.compat === '0.10' || (wanted.compat === undefined && h.version === 2);
+  if (wanted.lazy === true && toV2) return 'amend: lazy_refcounts=on requires compat=1.1 (qcow2 v3)';
+  if (wanted.compat === '0.10' && h.version >= 3) {
+    const v3Only = INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+    if (h.incompatibleFeatures & v3Only)
+      return 'amend: cannot downgrade to compat=0.10: image uses a v3-only incompatible feature';
+    if (h.refcountBits !== 16) return 'amend: cannot downgrade to compat=0.10: refcount_bits != 16';
+  }
+  return null;
+}
+
+const guestError = (code: number, text: string) =>
+  `${text}\n${instarError(`snapshot: guest reported error code ${code}`)}`;
+
+/** instar's snapshot refusals in its order (host, then guest); null when it goes ahead. A guest
+ * refusal is a line of text and `Error: "snapshot: guest reported error code N"`. */
+async function snapshotRefusal(a: SnapshotArgs, h: Qcow2Header | undefined): Promise<string | null> {
+  if (a.format !== undefined && a.format !== 'qcow2')
+    return instarError(`snapshot: format driver '${a.format}' does not support image snapshots (qcow2 only)`);
+  if (a.mode === 'create' && a.name === '') return instarError('snapshot: -c requires a non-empty snapshot name');
+  if (a.mode === 'create' && Buffer.byteLength(a.name) > 255)
+    return instarError(`snapshot: snapshot name is ${Buffer.byteLength(a.name)} bytes; the qcow2 on-disk limit is 255`);
+  if (!h) return instarError('snapshot: invalid qcow2 header');
+  if (a.mode === 'list') return null;
+  if (a.mode !== 'create' && Buffer.byteLength(a.name) > 256)
+    return guestError(3, `snapshot '${a.name.slice(0, 16)}...' not found`);
+  const incompat = h.incompatibleFeatures;
+  const structure = await structuralCheck(a.filename);
+  const compressed = structure.readable && structure.compressedClusters > 0;
+  const unsupported =
+    h.refcountBits !== 16
+      ? `unsupported image: refcount_bits=${h.refcountBits} (only 16-bit refcounts are supported)`
+      : compressed || incompat & INCOMPAT_COMPRESSION
+        ? 'unsupported image: compressed clusters'
+        : h.cryptMethod !== 0
+          ? 'unsupported image: encryption'
+          : incompat & INCOMPAT_DATA_FILE
+            ? 'unsupported image: external data file'
+            : h.autoclearFeatures & 1n
+              ? 'unsupported image: persistent dirty bitmaps'
+              : incompat & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT)
+                ? 'unsupported image: the image is marked dirty or corrupt'
+                : null;
+  if (unsupported) return guestError(2, unsupported);
+  const names = await withQcow2(a.filename, async (r) =>
+    h.nbSnapshots > 0 ? (await r.readSnapshots()).entries.map((e) => ({ name: e.name, size: e.diskSize })) : [],
+  );
+  const found = names.find((s) => s.name === a.name);
+  if (a.mode !== 'create' && !found) return guestError(3, `snapshot '${a.name}' not found`);
+  if (a.mode === 'create' && found) return guestError(4, `a snapshot named '${a.name}' already exists`);
+  if (a.mode === 'create' && names.length >= 16)
+    return guestError(7, 'too many snapshots (instar v1 keeps at most 16)');
+  if (a.mode === 'apply' && found && found.size !== null && found.size !== h.size)
+    return guestError(9, 'the image was resized since the snapshot was taken');
+  return null;
+}
+
+// ---- doing it -------------------------------------------------------------------------------------
+
+/** Runs qemu-img underneath with the image opened as instar would have it (the harness's key for
+ * an encrypted one, which instar needs not). */
+async function qemuImg(args: string[], file: string, h: Qcow2Header | undefined) {
+  const opened = openImage(file, { format: 'qcow2' }, (h?.cryptMethod ?? 0) !== 0);
+  const named = h && h.cryptMethod !== 0 ? [...opened.options, opened.image] : [file];
+  return execa('qemu-img', [...args, ...named], { reject: false });
+}
+
+const lazyOf = (h: Qcow2Header) => ((h.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n ? 'on' : 'off');
+
+/** instar's JSON listing: an array of {id, name, vm-state-size, date, vm-clock, icount}. */
+async function listingJson(file: string): Promise<string> {
+  const entries = await withQcow2(file, async (r) =>
+    r.header.nbSnapshots > 0 ? (await r.readSnapshots()).entries : [],
+  );
+  const rows = entries.map((e) => ({
+    id: e.id,
+    name: e.name,
+    'vm-state-size': e.vmStateSize,
+    date: new Date(e.dateSec * 1000).toISOString(),
+    'vm-clock': e.vmClockNsec,
+    icount: 0,
+  }));
+  return `${JSON.stringify(rows, null, 2)}\n`;
+}
+
+/** The double's `amend` or `snapshot`; its exit code. `hooks`: the faults' for this operation. */
+export async function runOperation(op: OpName, argv: string[], hooks: OpHooks): Promise<number> {
+  let args: AmendArgs | SnapshotArgs;
+  try {
+    args = op === 'amend' ? parseAmend(argv) : parseSnapshot(argv);
+  } catch (err) {
+    if (!(err instanceof Usage)) throw err;
+    process.stderr.write(`error: ${err.message}\n\nusage: instar ${op} ...\n`);
+    return 2;
+  }
+  const file = args.filename;
+  const before = await readQcow2Header(file).catch(() => undefined);
+  if (REAL) {
+    const refusal = args.kind === 'amend' ? amendRefusal(args, before) : await snapshotRefusal(args, before);
+    if (refusal !== null) {
+      process.stderr.write(args.kind === 'amend' ? instarError(refusal) : refusal);
+      return 1;
+    }
+  }
+  const ctx: OpContext = { file, op, args, before };
+  const early = await hooks.before?.(ctx);
+  if (typeof early === 'number' && early !== 0) return early;
+  let stdout = '';
+  if (early !== 0) {
+    const qemuArgs =
+      args.kind === 'amend'
+        ? ['amend', ...args.options.flatMap((o) => ['-o', o])]
+        : [
+            'snapshot',
+            ...(args.mode === 'list' ? ['-l'] : [{ create: '-c', apply: '-a', delete: '-d' }[args.mode], args.name]),
+          ];
+    const r = await qemuImg(qemuArgs, file, before);
+    if (r.exitCode !== 0) {
+      const said = String(r.stderr)
+        .split('\n')[0]!
+        .replace(/^qemu-img: /, '');
+      process.stderr.write(REAL ? instarError(`${op}: ${said}`) : `${r.stderr}\n`);
+      return r.exitCode ?? 1;
+    }
+    stdout = String(r.stdout);
+  }
+  const after = await readQcow2Header(file).catch(() => undefined);
+  const late = await hooks.after?.({ ...ctx, after });
+  if (typeof late === 'number' && late !== 0) return late;
+  if (args.quiet && args.kind === 'amend') return 0;
+  if (args.kind === 'snapshot') {
+    // the mutating modes print nothing, in instar as in qemu-img; a listing is qemu-img's, or JSON
+    const listing = stdout === '' ? '' : `${stdout}\n`;
+    if (args.mode === 'list') process.stdout.write(args.output === 'json' ? await listingJson(file) : listing);
+    return 0;
+  }
+  const changed =
+    !before ||
+    !after ||
+    before.version !== after.version ||
+    lazyOf(before) !== lazyOf(after) ||
+    before.refcountBits !== after.refcountBits ||
+    before.size !== after.size;
+  if (args.output === 'json') {
+    const report = {
+      filename: file,
+      format: 'qcow2',
+      action: changed ? 'amended' : 'noop',
+      compat: after && after.version >= 3 ? '1.1' : '0.10',
+      lazy_refcounts: after ? lazyOf(after) : 'off',
+    };
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  } else if (REAL) process.stdout.write(changed ? 'Image amended.\n' : 'No change.\n');
+  return 0;
+}
