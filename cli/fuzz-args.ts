@@ -191,7 +191,8 @@ export function opsOf(text: string | undefined): OperationName[] {
   for (const name of names)
     if (!(OPERATION_NAMES as readonly string[]).includes(name))
       usageFail(
-        `--ops: ${JSON.stringify(name)} is not an operation the harness drives; pick from ${OPERATION_NAMES.join(', ')}`,
+        `--ops: ${JSON.stringify(name)} is not an operation the harness drives; ` +
+          `pick from ${OPERATION_NAMES.join(', ')}`,
       );
   return names as OperationName[];
 }
@@ -218,7 +219,8 @@ export function formatsOf(text: string | undefined, control: boolean, ops: reado
   }
   if (!resizing && names.some((f) => f !== 'qcow2'))
     usageFail(
-      `--formats ${names.join(',')} with --ops ${ops.join(',')}: those operations are qcow2's; add resize or pick qcow2`,
+      `--formats ${names.join(',')} with --ops ${ops.join(',')}: ` +
+        "those operations are qcow2's; add resize or pick qcow2",
     );
   return names as ImageFormat[];
 }
