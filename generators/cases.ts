@@ -13,7 +13,7 @@ import { planOperation, plannedSizes } from '../model/plan.ts';
 import { initialState, type ImageState } from '../model/state.ts';
 import { amendRecipeArb, materialiseAmend } from '../operations/amend/generate.ts';
 import { materialiseSnapshot, snapshotStepRecipeArb } from '../operations/snapshot/generate.ts';
-import { align } from './bounds.ts';
+import { align, stepSizeLimit } from './bounds.ts';
 import {
   backingWriteArb,
   canSnapshot,
@@ -83,8 +83,16 @@ function materialiseSteps(
     const output = outputs[steps.length] ?? 'human';
     const op = r.operation ? pickOperation(r.operation.pick, ops) : 'resize';
     if (op === 'amend') add(materialiseAmend(r.operation!.amend, image, state, output));
-    else if (op === 'snapshot') add(materialiseSnapshot(r.operation!.snapshot, state, output));
-    else {
+    else if (op === 'snapshot') {
+      const recipe = r.operation!.snapshot;
+      // most applies come after a grow: the image is then not the size the snapshot was taken at
+      // (qemu sets the snapshot's size back; instar documents refusing)
+      const grow = 4 * image.clusterSize;
+      const room = state.size + grow <= stepSizeLimit(image) && steps.length < 3;
+      if (recipe.action === 'apply' && recipe.which < 0.75 && state.snapshots.length > 0 && room)
+        add({ size: `+${formatBytes(grow, 'upper')}`, shrink: false, preallocation: null });
+      add(materialiseSnapshot(recipe, state, output));
+    } else {
       const plan = add(materialiseStep(r.resize, image, state.size));
       if (pendingRegrow && plan.kind === 'shrink' && plan.accepted) {
         pendingRegrow = false;
@@ -209,6 +217,10 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
             if (v3 && fraction < 2 / 3) image = { ...image, refcountBits: 16, createdWithRefcountBits: null };
             filled = [...filled, ...downgradeShapes(image, fraction)];
           }
+          // a case with snapshot steps has a snapshot of its data to apply or delete (where it can)
+          const snapshotting = mixed.some((r) => pickOperation(r.operation!.pick, ops) === 'snapshot');
+          if (snapshotting && canSnapshot(image) && !filled.some((d) => d.op === 'snapshot-create'))
+            filled = [...filled, { op: 'snapshot-create', name: 'base' }];
           const start = initialState({ image, data: filled, steps: [] });
           steps = materialiseSteps(image, start, mixed, ops, regrow, outputs);
         }

@@ -2,7 +2,7 @@ import { INCOMPAT_DIRTY } from '../qcow2/format.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import type { Finding, Side } from './finding.ts';
 import { normaliseMessage } from './message.ts';
-import { checkDamage, damageDetail, isGarbled, parseCheckComplaints } from './refcount-damage.ts';
+import { checkDamage, damageDetail, isGarbled, parseCheckComplaints, type CheckComplaints } from './refcount-damage.ts';
 
 /** `qemu-img check --output=json`: counters appear only when non-zero. */
 export interface CheckReport {
@@ -58,7 +58,7 @@ function checkFinding(
     const bits = structure?.readable ? structure.header.refcountBits : 16;
     const classes = checkDamage(complaints, structure, kind, before);
     return {
-      detail: damageDetail(classes, bits, isGarbled(complaints.refcounts)) || 'unexplained',
+      detail: damageDetail(classes, bits, garbled(complaints, structure, bits)) || 'unexplained',
       evidence: { ...evidence, classes: [...new Set(classes.map((x) => x.class))].sort() },
     };
   };
@@ -86,6 +86,15 @@ function checkFinding(
 const dirty = (s: StructureObservation | null) =>
   s?.readable === true && (BigInt(s.header.incompatibleFeatures) & INCOMPAT_DIRTY) !== 0n;
 
+/** Garbled refcount blocks, by what qemu-img check lists or, more completely, by what the reader saw
+ * of the same image (check does not list clusters past the end of the file). */
+function garbled(complaints: CheckComplaints, structure: StructureObservation | null, bits: number): boolean {
+  if (isGarbled(complaints.refcounts, complaints.refcounts.length, bits)) return true;
+  if (!structure?.readable || !structure.refcountsChecked) return false;
+  const { undercounted, overcounted, leaked } = structure.mismatchCounts;
+  return isGarbled(structure.refcountMismatches, undercounted + overcounted + leaked, bits);
+}
+
 export function checkOracle(
   subject: CheckObservation,
   reference: CheckObservation | null,
@@ -97,8 +106,10 @@ export function checkOracle(
   } = { subject: null, reference: null },
 ): Finding[] {
   const refLeaks = Boolean(reference?.report?.leaks);
-  const qemus = reference ? checkFinding('reference', reference, structures.reference, true, null) : null;
-  const own = checkFinding('subject', subject, structures.subject, refLeaks, structures.subjectBefore ?? null);
+  // qemu's result before the step was what the subject's was: what leaked clusters had been
+  const before = structures.subjectBefore ?? null;
+  const qemus = reference ? checkFinding('reference', reference, structures.reference, true, before) : null;
+  const own = checkFinding('subject', subject, structures.subject, refLeaks, before);
   // damage qemu's own result has the same way is qemu's: reported on its side, not the subject's
   const findings = [own && qemus && own.kind === qemus.kind && own.detail === qemus.detail ? null : own, qemus];
   // a step that leaves qemu's result dirty too (a read-only one, a listing) leaves the refcounts

@@ -15,6 +15,10 @@ export interface Finding {
   /** For people: the specifics of this hit (sizes, exit codes, counts). */
   message: string;
   evidence?: unknown;
+  /** The operation of the step it came from, where not a resize (the harness's first operation,
+   * whose signatures keep the form they had): the same damage after a snapshot and after a resize
+   * comes from different code. */
+  operation?: string;
 }
 
 /** A finding together with the step it came from. */
@@ -33,5 +37,5 @@ export const signatureOracle = (f: Pick<Finding, 'oracle' | 'kind'>): string =>
       ? 'check'
       : 'content';
 
-export const signatureOf = (f: Pick<Finding, 'oracle' | 'kind' | 'side' | 'detail'>) =>
-  `${signatureOracle(f)}/${f.kind}/${f.side}/${f.detail}`;
+export const signatureOf = (f: Pick<Finding, 'oracle' | 'kind' | 'side' | 'detail' | 'operation'>) =>
+  `${f.operation ? `${f.operation}:` : ''}${signatureOracle(f)}/${f.kind}/${f.side}/${f.detail}`;

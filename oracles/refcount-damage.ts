@@ -22,25 +22,27 @@ export function damageClass(
 
 const widthGroup = (bits: number) => (bits < 8 ? 'sub-byte' : bits === 8 ? 'byte' : 'multi-byte');
 
-/** Which structure's damage names a signature when several are damaged: metadata before data, the
- * tables that map others before those they map; unreferenced clusters last. */
+/** Which structure's damage names a signature when several are damaged: what is mapped before what
+ * maps it (data before the L2 table over it, before the L1 table), since damage to a table nearly
+ * always reaches what it maps, and the other way round not: a bug that frees shared L2 tables and
+ * their data, or only the data, is named the same; unreferenced clusters last. */
 const ROLE_PRECEDENCE: (ClusterRole | null)[] = [
-  'header',
-  'refcount-table',
-  'refcount-block',
-  'l1',
-  'l2',
-  'snapshot-table',
-  'snapshot-l1',
-  'snapshot-l2',
-  'crypto-header',
-  'bitmap-directory',
-  'bitmap-table',
-  'bitmap-data',
   'data',
   'data-zero',
   'compressed',
   'snapshot-data',
+  'l2',
+  'snapshot-l2',
+  'l1',
+  'snapshot-l1',
+  'bitmap-data',
+  'bitmap-table',
+  'bitmap-directory',
+  'crypto-header',
+  'snapshot-table',
+  'refcount-block',
+  'refcount-table',
+  'header',
   null,
 ];
 const rankOfRole = (role: ClusterRole | null) => {
@@ -50,10 +52,26 @@ const rankOfRole = (role: ClusterRole | null) => {
 
 /** Whether damage is the refcount blocks' encoding itself (entries at the wrong width, bit order or
  * stride, as in instar #365) rather than some clusters' counts: the header cluster, whose refcount
- * no operation here changes, is among the damaged clusters, and it is not alone. One cluster counted
- * wrong is not a garbled block: a header alone at 0 is `undercounted:header`. */
-export function isGarbled(damaged: { cluster: number }[], total = damaged.length): boolean {
-  return damaged.some((d) => d.cluster === 0) && total >= 2;
+ * no operation here changes, is among the damaged clusters and not alone; or, at a sub-byte width,
+ * two clusters of one byte hold each other's counts (fields packed in the wrong order). One cluster
+ * counted wrong is not a garbled block: a header alone at 0 is `undercounted:header`. */
+export function isGarbled(
+  damaged: { cluster: number; stored?: number; expected?: number }[],
+  total = damaged.length,
+  refcountBits = 16,
+): boolean {
+  if (damaged.some((d) => d.cluster === 0) && total >= 2) return true;
+  if (refcountBits >= 8) return false;
+  const byCluster = new Map(damaged.map((d) => [d.cluster, d]));
+  const perByte = 8 / refcountBits;
+  return damaged.some((a) => {
+    const first = Math.floor(a.cluster / perByte) * perByte;
+    for (let c = first; c < first + perByte; c++) {
+      const b = byCluster.get(c);
+      if (b && b !== a && a.stored === b.expected && b.stored === a.expected && a.stored !== a.expected) return true;
+    }
+    return false;
+  });
 }
 
 /** The structures a cluster nothing references any more is named by when it belonged to one before
@@ -75,13 +93,17 @@ const NAMED_WHEN_LEAKED = new Set<ClusterRole>([
  * The signature detail of a set of damaged clusters: for garbled refcount blocks that and the
  * refcount width's group (the set of clusters it happened to hit follows the image's content);
  * otherwise one class, the damaged structure that comes first by ROLE_PRECEDENCE, so that a second
- * behaviour in the same case (a leak beside an undercount) does not make a new signature. The
+ * behaviour in the same case (a leak beside an undercount) or a table beside the data it maps does
+ * not make a new signature. The
  * message and evidence list every class.
  */
 export function damageDetail(classes: DamagedClass[], refcountBits: number, garbled: boolean): string {
   if (garbled) return `refcount-blocks-garbled:${widthGroup(refcountBits)}`;
   const first = [...classes].sort((a, b) => rankOfRole(a.role) - rankOfRole(b.role))[0];
-  return first?.class ?? '';
+  // a data cluster is data however it is stored (behind a zero flag, compressed), shared with a
+  // snapshot or not: which of them a case's damage reaches follows the image, not the cause; the
+  // evidence lists the classes
+  return first?.class.replace(/:(data-zero|compressed)\b/, ':data').replace('+shared', '') ?? '';
 }
 
 /** One damaged cluster (or group of them) as a signature sees it. */
@@ -115,7 +137,7 @@ export function roleBefore(before: StructureObservation | null, cluster: number)
 
 /** What `qemu-img check` printed about each damaged cluster, and its other complaints. */
 export interface CheckComplaints {
-  refcounts: { cluster: number; how: RefcountMismatchClass }[];
+  refcounts: { cluster: number; how: RefcountMismatchClass; stored: number; expected: number }[];
   copiedFlags: { cluster: number; table: 'l2' | 'data' }[];
   /** Other ERROR and Warning lines, normalised. */
   other: string[];
@@ -136,7 +158,7 @@ export function parseCheckComplaints(stderr: string, clusterBits: number): Check
     if (r) {
       const [stored, references] = [Number(r[3]), Number(r[4])];
       const how = stored < references ? 'undercounted' : references === 0 ? 'leaked' : 'overcounted';
-      out.refcounts.push({ cluster: Number(r[2]), how });
+      out.refcounts.push({ cluster: Number(r[2]), how, stored, expected: references });
     } else if (data) out.copiedFlags.push({ cluster: clusterOf(data[1]!), table: 'data' });
     else if (l2) out.copiedFlags.push({ cluster: clusterOf(l2[1]!), table: 'l2' });
     else if (/^(ERROR|Warning)\b/.test(line)) out.other.push(normaliseMessage(line));

@@ -143,7 +143,7 @@ function intrinsicFindings(side: Side, o: StructureObservation, before: Structur
         .map((g) => ({ class: damageClass(g.class, g.role, g.shared), role: g.role, shared: g.shared })),
       ...leakedBefore,
     ];
-    const garbled = isGarbled(o.refcountMismatches, mismatched);
+    const garbled = isGarbled(o.refcountMismatches, mismatched, o.header.refcountBits);
     const e = o.refcountMismatches[0];
     const counts = MISMATCH_ORDER.filter((cls) => o.mismatchCounts[cls] > 0).map(
       (cls) => `${o.mismatchCounts[cls]} ${cls}`,
@@ -310,7 +310,8 @@ export function structureOracle(
   reference: StructureObservation | null,
   subjectBefore: StructureObservation | null = null,
 ): Finding[] {
-  const qemus = reference === null ? [] : intrinsicFindings('reference', reference);
+  // qemu's result before the step was what the subject's was: what leaked clusters had been
+  const qemus = reference === null ? [] : intrinsicFindings('reference', reference, subjectBefore);
   // what qemu's own result breaks the same way is qemu's: reported on its side, not the subject's
   const shared = new Set(qemus.map((f) => `${f.kind}/${f.detail}`));
   const findings = intrinsicFindings('subject', subject, subjectBefore).filter(

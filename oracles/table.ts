@@ -191,8 +191,10 @@ const AFTER_USE_ORACLES: readonly AfterUseStage[] = ORACLES.filter(
  * it. */
 export function judgeStep(o: StepObservation): { findings: Finding[]; oracles: OracleName[] } {
   const ran = STEP_ORACLES.filter((oracle) => oracle.runs(o));
+  // a step of another operation than resize names it in its findings' signatures
+  const operation = o.operation.name === 'resize' ? {} : { operation: o.operation.name };
   return {
-    findings: byRank(ran.flatMap((oracle) => oracle.judge(o))),
+    findings: byRank(ran.flatMap((oracle) => oracle.judge(o)).map((f) => ({ ...f, ...operation }))),
     oracles: ran.map((oracle) => oracle.name as OracleName),
   };
 }

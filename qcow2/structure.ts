@@ -363,6 +363,13 @@ class StructureWalk {
         if (isZero(table, at, step)) continue;
         const e = decodeL2Entry(table.readBigUInt64BE(at), this.fmt);
         const guest = firstGuest + at / step;
+        // qcow2.txt: bit 0 (reads as zero) is a version 3 feature; in a version 2 image it is
+        // reserved, and readers that know v2 only read the cluster behind it (or the backing file)
+        if (this.h.version < 3 && table.readUInt32BE(at + 4) & 1)
+          this.problem(
+            'zero-flag-in-v2',
+            `guest cluster ${guest} has the zero flag (bit 0) set in a version 2 image${active ? '' : " (a snapshot's table)"}`,
+          );
         if (active && guest >= guestClusters) this.beyondEnd('l2', guest);
         if (e.type === 'compressed') {
           // qcow2.txt: an image with an external data file has no compressed clusters

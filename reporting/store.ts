@@ -17,7 +17,9 @@ import { legacySignatures } from '../oracles/legacy.ts';
 // name and renamed, so a harness killed at any moment never leaves a half-written file, and a
 // new folder is staged under a hidden name that the next run clears if it was left behind.
 
-export const REPORT_FORMAT = 3;
+/** 4: a case's steps are operations (resize, amend, snapshot), and step records and findings say
+ * which; 3: signatures name causes; 1 and 2: coarse signatures. */
+export const REPORT_FORMAT = 4;
 export const FLAKY_DIR = 'flaky';
 
 /** Where a hit came from. */
@@ -113,7 +115,8 @@ export function parseReport(text: string, file: string): Report {
 }
 
 /** Format 1 (before confirmation and minimisation) lacks the triage fields: they get what they
- * meant then. Formats 1 and 2 filed coarse signatures, which their reports keep. */
+ * meant then. Formats 1 and 2 filed coarse signatures, which their reports keep. Formats 1 to 3
+ * knew resize alone: their steps are resizes (parseCase reads a step without an operation so). */
 function upgrade(json: Record<string, unknown>, c: Case): Report {
   const r = json as unknown as Report;
   const original =
@@ -129,7 +132,7 @@ function upgrade(json: Record<string, unknown>, c: Case): Report {
     flaky: r.flaky ?? false,
     rechecks: r.rechecks ?? [],
     findings: r.findings ?? [],
-    steps: r.steps ?? [],
+    steps: (r.steps ?? []).map((s) => ({ ...s, operation: s.operation ?? 'resize' })),
     commands: r.commands ?? [],
   };
 }

@@ -1261,7 +1261,13 @@ async function folderOf(reports: string, prefix: string): Promise<string> {
 
 /** Reports of earlier formats, as older harnesses wrote them: kept by --record, which cannot make
  * them again; the index shows the first of them beside the new ones. */
-const LEGACY_REPORTS = ['format-1-check-corruptions', 'format-2-content-differs', 'format-2-control', 'format-2-flaky'];
+const LEGACY_REPORTS = [
+  'format-1-check-corruptions',
+  'format-2-content-differs',
+  'format-2-control',
+  'format-2-flaky',
+  'format-3-corruptions',
+];
 
 /** The fuzz runs behind testdata/reports and testdata/index: report.json files and one summary. */
 async function recordReports(files: Map<string, Buffer | string>): Promise<string[]> {

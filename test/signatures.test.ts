@@ -5,9 +5,9 @@ import { before, describe, it } from 'node:test';
 import { dir } from 'tmp-promise';
 import { ROOT, fuzzCli, readReportIn, readSummary, reportsDir } from './helpers.ts';
 
-// One report per bug: against a double with seven faults at once, four of which qemu-img check
-// sees, a seeded run files exactly one report per fault, and each report stops reproducing when
-// its own fault alone is taken out of the double (and keeps reproducing when any other is).
+// One report per bug: against a double with twelve faults at once (of resize, amend and snapshot),
+// a seeded run of qcow2 cases files exactly one report per fault, and each report stops reproducing
+// when its own fault alone is taken out of the double (and keeps reproducing when any other is).
 
 const LAUNCH = join(ROOT, 'test', 'doubles', 'launch.sh');
 const FAULTS: Record<string, string> = {
@@ -19,6 +19,11 @@ const FAULTS: Record<string, string> = {
   'drop-shared-on-shrink': 'check/corruptions/subject/undercounted:snapshot-data',
   'leak-on-shrink': 'check/leaks/subject/leaked:unreferenced',
   'drop-lazy-refcounts': 'info/info-mismatch/subject/lazy-refcounts',
+  'downgrade-keeps-zero-flags': 'amend:structure/metadata-invalid/subject/zero-flag-in-v2',
+  'amend-leaves-dirty': 'amend:info/info-mismatch/subject/dirty-flag',
+  'snapshot-msb-first': 'snapshot:check/corruptions/subject/refcount-blocks-garbled:sub-byte',
+  'delete-frees-shared': 'snapshot:check/corruptions/subject/undercounted:data',
+  'apply-keeps-l1-size': 'snapshot:content/size-differs/subject/subject-larger',
 };
 const ALL = Object.keys(FAULTS);
 
@@ -41,6 +46,8 @@ describe('signatures that tell causes apart', () => {
       '250',
       '--seed',
       '1',
+      '--formats',
+      'qcow2',
     ];
     const run = await fuzzCli([...args, '--confirm', '1', '--minimise-runs', '10', '--reports', reports]);
     assert.equal(run.exitCode, 1, run.all);
@@ -124,6 +131,25 @@ describe('one report per cause when causes collide in one case', () => {
       const others = COLLIDING_ALL.filter((f) => f !== fault);
       assert.equal(await reproducesWith(folder, others), false, `${signature} is gone without ${fault}`);
     }
+  });
+});
+
+describe('reports of format 3, which knew resize alone', () => {
+  it('are still replayed and rechecked', async (t) => {
+    const reports = await reportsDir(t);
+    const folder = join(reports, 'format-3-corruptions');
+    await mkdir(folder);
+    await writeFile(
+      join(folder, 'report.json'),
+      await readFile(join(ROOT, 'testdata', 'reports', 'format-3-corruptions', 'report.json')),
+    );
+    const faulty = join(ROOT, 'test', 'doubles', 'instar-two-faults');
+    assert.equal((await fuzzCli(['--replay', folder, '--instar', faulty])).exitCode, 1, 'replay reproduces it');
+    const none = join(ROOT, 'test', 'doubles', 'instar-none');
+    assert.equal((await fuzzCli(['--replay', folder, '--instar', none])).exitCode, 0, 'not against a faithful subject');
+    const recheck = await fuzzCli(['--recheck', '--reports', reports, '--instar', faulty]);
+    assert.equal(recheck.exitCode, 1, recheck.all);
+    assert.match(recheck.all ?? '', /STILL REPRODUCES: format-3-corruptions/);
   });
 });
 

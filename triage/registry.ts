@@ -53,6 +53,8 @@ export interface CaseFacts {
   compressionType: string;
   /** The base image has persistent bitmaps. */
   bitmaps: boolean;
+  /** The base image holds compressed clusters. */
+  compressed: boolean;
   /** The base image was left with the dirty bit set. */
   dirty: boolean;
   /** Internal snapshots exist when the steps run. */
@@ -97,6 +99,7 @@ interface CasePredicates {
   shrinkBelowOneCluster?: boolean;
   compressionType?: string[];
   bitmaps?: boolean;
+  compressed?: boolean;
   dirty?: boolean;
   snapshots?: boolean;
   backingFile?: BackingFact[];
@@ -209,6 +212,7 @@ export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   shrinkBelowOneCluster: isBoolean,
   compressionType: listOf(oneOf(['zlib', 'zstd'])),
   bitmaps: isBoolean,
+  compressed: isBoolean,
   dirty: isBoolean,
   snapshots: isBoolean,
   backingFile: listOf(oneOf(BACKING_FACTS)),
@@ -332,6 +336,7 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     shrinkBelowOneCluster: step.plan.kind === 'shrink' && target > 0 && target < c.image.clusterSize,
     compressionType: c.image.compressionType,
     bitmaps: c.image.bitmaps > 0,
+    compressed: c.data.some((d) => d.op === 'compress'),
     dirty: c.image.dirty,
     snapshots: state ? state.snapshots > 0 : liveSnapshots(c) > 0,
     backingFile:
@@ -366,6 +371,7 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
     equal(p.shrinkBelowOneCluster, f.shrinkBelowOneCluster) &&
     inList(p.compressionType, f.compressionType) &&
     equal(p.bitmaps, f.bitmaps) &&
+    equal(p.compressed, f.compressed) &&
     equal(p.dirty, f.dirty) &&
     equal(p.snapshots, f.snapshots) &&
     inList(p.backingFile, f.backingFile) &&

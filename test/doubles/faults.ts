@@ -18,20 +18,24 @@ import {
 import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import { openImage } from '../../model/commands.ts';
-import type { OpHooks } from './ops.ts';
+import type { AmendArgs, OpHooks, SnapshotArgs } from './ops.ts';
 import {
   COMPAT_LAZY_REFCOUNTS,
   EXT_CRYPTO,
   EXT_DATA_FILE,
   EXT_FEATURE_TABLE,
   HEADER_OFFSET,
+  INCOMPAT_COMPRESSION,
   INCOMPAT_DATA_FILE,
+  INCOMPAT_DIRTY,
+  INCOMPAT_EXTL2,
   type Qcow2Header,
 } from '../../qcow2/format.ts';
 import { guestAllocation, withQcow2 } from '../../qcow2/reader.ts';
 import { structuralCheck } from '../../qcow2/structure.ts';
 import { getRefcountEntry, refcountEntriesPerBlock } from '../../qcow2/tables.ts';
 import {
+  downgradeHeaderOnly,
   rewriteHeaderExtensions,
   rewriteRefcountBlocks,
   setRefcount,
@@ -218,6 +222,9 @@ let discardsZeroFlags = false;
 
 /** The snapshot count the accept-v2-snapshots fault hid from qemu-img, kept between its hooks. */
 let hiddenSnapshots: { count: number } | undefined;
+
+/** Every refcount before a snapshot delete, kept by the delete-frees-shared fault between its hooks. */
+let refcountsBefore: Map<number, number> | undefined;
 
 /** Clusters shared before a shrink, kept by the drop-shared-on-shrink fault between its hooks. */
 let sharedBefore: Set<number> | undefined;
@@ -422,6 +429,78 @@ export const FAULTS = {
     },
     after: async (c) => {
       if (discardsZeroFlags && c.after && c.after.size < (c.before?.size ?? 0)) await setRefcount(c.file, 0, 0);
+    },
+  },
+  // ---- amend and snapshot (ops.ts) ----
+  'downgrade-keeps-zero-flags': {
+    what: "downgrades to compat=0.10 by rebuilding the header only: zero-flag L2 entries, active and a snapshot's, stay",
+    amend: {
+      before: async (c) => {
+        const a = c.args as AmendArgs;
+        const toV2 = a.options.some((o) => /(^|,)compat=(0\.10|v2)(,|$)/.test(o));
+        const h = c.before;
+        const v3Only = INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+        // what qemu refuses it leaves to qemu-img underneath, and a dirty image too (instar refuses it)
+        const refused = h && (h.refcountBits !== 16 || h.incompatibleFeatures & (v3Only | INCOMPAT_DIRTY));
+        if (!toV2 || !h || h.version < 3 || refused) return;
+        if (a.options.some((o) => /refcount_bits|size=/.test(o))) return;
+        await downgradeHeaderOnly(c.file);
+        return 0;
+      },
+    },
+  },
+  'snapshot-msb-first': {
+    what: 'after creating a snapshot of an image with 1, 2 or 4-bit refcounts, rewrites its refcount blocks MSB-first',
+    snapshot: {
+      after: async (c) => {
+        const a = c.args as SnapshotArgs;
+        if (a.mode !== 'create' || !c.after || !SUB_BYTE.includes(c.after.refcountBits)) return;
+        await rewriteRefcountBlocks(c.file, (block, _ref, h) => msbFirst(block, h.refcountBits));
+      },
+    },
+  },
+  'delete-frees-shared': {
+    what: 'deleting a snapshot frees the clusters it shared with the image or another snapshot (refcount 0)',
+    snapshot: {
+      before: async (c) => {
+        refcountsBefore = undefined;
+        if ((c.args as SnapshotArgs).mode === 'delete')
+          refcountsBefore = await withQcow2(c.file, (r) => r.readRefcounts());
+      },
+      after: async (c) => {
+        if (!refcountsBefore) return;
+        const after = await withQcow2(c.file, (r) => r.readRefcounts());
+        for (const [cluster, was] of refcountsBefore) {
+          const now = after.get(cluster) ?? 0;
+          // shared before, one reference fewer now (the deleted snapshot's), still referenced
+          if (was >= 2 && now >= 1 && now < was) await setRefcount(c.file, cluster, 0);
+        }
+      },
+    },
+  },
+  'apply-keeps-l1-size': {
+    what:
+      "applying a snapshot taken at another size keeps the image's size and L1 size, where qemu " +
+      "sets the snapshot's size (instar's planner refuses such an apply, error 9)",
+    snapshot: {
+      after: async (c) => {
+        if ((c.args as SnapshotArgs).mode !== 'apply' || !c.before || !c.after) return;
+        if (c.after.size === c.before.size) return;
+        await writeVirtualSize(c.file, c.before.size);
+      },
+    },
+  },
+  'amend-leaves-dirty': {
+    what: 'an amend that rewrites the header (compat, refcount width) leaves the dirty bit it set while it worked',
+    amend: {
+      after: async (c) => {
+        if (!c.before || !c.after || c.after.version < 3) return;
+        const rewritten = c.before.version !== c.after.version || c.before.refcountBits !== c.after.refcountBits;
+        if (!rewritten) return;
+        const b = Buffer.alloc(8);
+        b.writeBigUInt64BE(c.after.incompatibleFeatures | INCOMPAT_DIRTY);
+        await writeBytes(c.file, HEADER_OFFSET.incompatibleFeatures, b);
+      },
     },
   },
   'drop-feature-table': {

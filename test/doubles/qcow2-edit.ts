@@ -167,3 +167,29 @@ export async function rewriteHeaderExtensions(
 /** Writes bytes at a host offset of an image file. */
 export const writeBytes = (path: string, offset: number, data: Buffer) =>
   withWritable(path, (fh) => writeAt(fh, offset, data)).then(() => undefined);
+
+/**
+ * Rebuilds a version 3 header as version 2 in the first cluster and changes nothing else, as instar
+ * documents its downgrade (../shared/reference/instar-ops.md): the 72 bytes of the v2 header copied
+ * with version 2, every header extension copied after them verbatim, the backing file name moved up
+ * with them (backing_file_offset follows). No L1, L2 or refcount is touched: zero-flag L2 entries
+ * stay, where qemu's downgrade expands them.
+ */
+export async function downgradeHeaderOnly(path: string): Promise<void> {
+  const h = await withQcow2(path, async (r) => r.header);
+  const cluster0 = await withWritable(path, async (fh) => {
+    const old = await readAt(fh, 0, h.clusterSize);
+    const shift = h.headerLength - 72;
+    const out = Buffer.alloc(h.clusterSize);
+    old.copy(out, 0, 0, 72);
+    out.writeUInt32BE(2, HEADER_OFFSET.version);
+    const extensionsEnd = extensionAreaEnd(h);
+    old.copy(out, 72, h.headerLength, extensionsEnd);
+    if (h.backingFileOffset > 0) {
+      old.copy(out, h.backingFileOffset - shift, h.backingFileOffset, h.backingFileOffset + h.backingFileSize);
+      out.writeBigUInt64BE(BigInt(h.backingFileOffset - shift), HEADER_OFFSET.backingFileOffset);
+    }
+    return out;
+  });
+  await withWritable(path, (fh) => writeAt(fh, 0, cluster0));
+}

@@ -49,6 +49,13 @@ describe('the report store', () => {
     assert.equal(r.case.image.compressionType, 'zlib');
     assert.equal(r.case.image.backing, null);
   });
+  test('reads the resize steps of a format 3 report, which knew no other operation, as resizes', async () => {
+    const raw = JSON.parse(await stored('reports/format-3-corruptions/report.json')) as { formatVersion: number };
+    assert.equal(raw.formatVersion, 3);
+    const r = await report('reports/format-3-corruptions');
+    assert.ok(r.steps.length > 0 && r.steps.every((s) => s.operation === 'resize'));
+    assert.equal(r.signatureScheme, 'cause');
+  });
   test('keeps the coarse signatures reports of formats 1 and 2 were filed with', async () => {
     for (const folder of folders.filter((f) => /format-[12]-/.test(f)))
       assert.equal((await report(folder)).signatureScheme, 'coarse', folder);
