@@ -368,7 +368,8 @@ class StructureWalk {
         if (this.h.version < 3 && table.readUInt32BE(at + 4) & 1)
           this.problem(
             'zero-flag-in-v2',
-            `guest cluster ${guest} has the zero flag (bit 0) set in a version 2 image${active ? '' : " (a snapshot's table)"}`,
+            `guest cluster ${guest} has the zero flag (bit 0) set in a version 2 image` +
+              (active ? '' : " (a snapshot's table)"),
           );
         if (active && guest >= guestClusters) this.beyondEnd('l2', guest);
         if (e.type === 'compressed') {

@@ -5,7 +5,8 @@ import { fraction } from '../../generators/bounds.ts';
 
 // snapshot steps: recipes drawn by fast-check, made concrete from the snapshots the image has then
 // (the build's and the steps' before). Applies come most often (half of them after a grow), then
-// creations and deletes of a snapshot the image has, listings; and what the tools treat differently: a name the image lacks,
+// creations and deletes of a snapshot the image has, listings; and what the tools treat
+// differently: a name the image lacks,
 // a second snapshot of a name (qemu allows it), an empty name, a name past qcow2's 255 bytes.
 
 const ACTIONS = [

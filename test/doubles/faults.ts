@@ -433,7 +433,7 @@ export const FAULTS = {
   },
   // ---- amend and snapshot (ops.ts) ----
   'downgrade-keeps-zero-flags': {
-    what: "downgrades to compat=0.10 by rebuilding the header only: zero-flag L2 entries, active and a snapshot's, stay",
+    what: 'downgrades to compat=0.10 by rebuilding the header only: zero-flag L2 entries stay (active and snapshot)',
     amend: {
       before: async (c) => {
         const a = c.args as AmendArgs;
