@@ -221,6 +221,12 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
           const snapshotting = mixed.some((r) => pickOperation(r.operation!.pick, ops) === 'snapshot');
           if (snapshotting && canSnapshot(image) && !filled.some((d) => d.op === 'snapshot-create'))
             filled = [...filled, { op: 'snapshot-create', name: 'base' }];
+          // and one in seven of them has sixteen, instar's cap: the next creation is the 17th
+          if (snapshotting && canSnapshot(image) && operations[1]!.snapshot.which < 1 / 7)
+            filled = [
+              ...filled,
+              ...Array.from({ length: 16 }, (_, i) => ({ op: 'snapshot-create' as const, name: `s${i}` })),
+            ];
           const start = initialState({ image, data: filled, steps: [] });
           steps = materialiseSteps(image, start, mixed, ops, regrow, outputs);
         }

@@ -365,7 +365,8 @@ class StructureWalk {
         const guest = firstGuest + at / step;
         // qcow2.txt: bit 0 (reads as zero) is a version 3 feature; in a version 2 image it is
         // reserved, and readers that know v2 only read the cluster behind it (or the backing file)
-        if (this.h.version < 3 && table.readUInt32BE(at + 4) & 1)
+        // (in a compressed entry bit 0 is part of the host offset)
+        if (this.h.version < 3 && e.type !== 'compressed' && table.readUInt32BE(at + 4) & 1)
           this.problem(
             'zero-flag-in-v2',
             `guest cluster ${guest} has the zero flag (bit 0) set in a version 2 image` +
