@@ -59,10 +59,12 @@ const SUBJECT_BEFORE = 'subject-before.img';
  * magic numbers and refcount_order of both header clusters. */
 function structureVerdict(f: Finding, layout: Layout): string[] {
   const [REFERENCE, SUBJECT] = [imagePath(layout.reference), imagePath(layout.subject)];
+  // cli/structure.ts judges two images, not a step: its signatures name no operation
   const exact = [
     'if [ -n "${FUZZER:-}" ]; then',
     `  node --import "$FUZZER/node_modules/tsx/dist/loader.mjs" "$FUZZER/cli/structure.ts" ` +
-      `${SUBJECT} ${REFERENCE} ${shellQuote(signatureOf(f))} ${SUBJECT_BEFORE}; [ $? = 1 ] && reproduced=1`,
+      `${SUBJECT} ${REFERENCE} ${shellQuote(signatureOf({ ...f, operation: undefined }))} ${SUBJECT_BEFORE}; ` +
+      '[ $? = 1 ] && reproduced=1',
   ];
   const header = (image: string) => `od -An -tx1 -v -w1 -N 65536 ${image} | tr -d '\n'`;
   const magic = f.detail.split(',').map((name) => EXTENSION_MAGIC[name]);

@@ -249,6 +249,39 @@ const FAULTS = [
     kind: 'workload-failed',
     why: "grows a vmdk but leaves the grown range's grain directory entries empty: the next write there fails",
   },
+  // faults of the other operations, which share resize's refcount and table code
+  {
+    fault: 'downgrade-keeps-zero-flags',
+    // v2 readers ignore the zero flag: the guest sees the data under it again
+    oracles: ['structure', 'content'],
+    kind: 'metadata-invalid',
+    why: 'downgrades to compat 0.10 by rewriting the header alone, keeping L2 entries with the zero flag',
+    structureNeedsFuzzer: true,
+  },
+  {
+    fault: 'snapshot-msb-first',
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: "packs sub-byte refcounts MSB-first when a snapshot raises its clusters' counts",
+  },
+  {
+    fault: 'delete-frees-shared',
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: 'deletes a snapshot by freeing its clusters, those the image still shares too',
+  },
+  {
+    fault: 'apply-keeps-l1-size',
+    oracles: ['content'],
+    kind: 'size-differs',
+    why: "applies a snapshot but keeps the image's size, not the snapshot's",
+  },
+  {
+    fault: 'amend-leaves-dirty',
+    oracles: ['info'],
+    kind: 'info-mismatch',
+    why: 'changes compat or refcount width and leaves the dirty bit set',
+  },
   {
     fault: 'blow-up-grow',
     oracles: ['allocation'],
