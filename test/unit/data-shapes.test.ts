@@ -54,3 +54,18 @@ test("seed 1's first 250 cases reach every shape", () => {
   for (const shape of Object.keys(dataShapes(caseAt(1, 0))))
     assert.ok((counts[shape] ?? 0) >= 5, `${shape}: ${counts[shape] ?? 0} of 250 cases`);
 });
+
+test('the snapshots a case is built with fit in its refcounts, at creation and after an amend', () => {
+  // a cluster every snapshot shares is counted once by the image and once by each snapshot
+  const ops = ['resize', 'amend', 'snapshot'] as const;
+  let sixteen = 0;
+  for (const seed of [1, 6, 11])
+    for (let i = 0; i < 400; i++) {
+      const { image, data } = caseAt(seed, i, ['qcow2'], null, ops);
+      const snapshots = data.filter((d) => d.op === 'snapshot-create').length;
+      if (snapshots >= 16) sixteen++;
+      const bits = Math.min(image.refcountBits, image.createdWithRefcountBits ?? 64);
+      assert.ok(snapshots + 1 <= 2 ** bits - 1, `seed ${seed} case ${i}: ${snapshots} snapshots at ${bits} bits`);
+    }
+  assert.ok(sixteen >= 10, `${sixteen} cases with sixteen snapshots`);
+});
