@@ -44,6 +44,7 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
       extendedL2: (h.incompatibleFeatures & INCOMPAT_EXTL2) !== 0n,
       dataFile: (h.incompatibleFeatures & INCOMPAT_DATA_FILE) !== 0n,
       snapshots: entries.map((e) => ({ id: e.id, name: e.name, size: e.diskSize ?? h.size })),
+      refcountTableClusters: h.refcountTableClusters,
     } satisfies ImageState;
   }).catch(() => null);
 }

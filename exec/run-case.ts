@@ -78,6 +78,8 @@ export interface StepRecord {
   stateBefore?: { compat: '1.1' | '0.10'; refcountBits: number; lazyRefcounts: boolean; snapshots: number };
   reference: OutcomeClass;
   subject: OutcomeClass;
+  /** qemu's side grew its refcount table in this step (qcow2, read from the image before and after). */
+  refcountTableGrew?: boolean;
   /** For a shrink qemu-img accepted: whether clusters holding data lay past the new end. */
   discardsAllocated?: boolean;
   /** What the subject printed on stderr for this step; registry entries may match on it. */
@@ -291,8 +293,12 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
     record.stateBefore = { compat, refcountBits, lazyRefcounts, snapshots: snapshots.length };
   }
   if (record.reference === 'ok') {
-    record.sizeAfter = await readVirtualSize(run.path(reference), run.c);
+    const after = format === 'qcow2' ? await readImageState(run.path(reference), run.c) : null;
+    record.sizeAfter = after ? after.size : await readVirtualSize(run.path(reference), run.c);
     ctx.history[index]!.after = record.sizeAfter;
+    const tableBefore = ctx.state?.refcountTableClusters;
+    if (after?.refcountTableClusters !== undefined && tableBefore !== undefined)
+      record.refcountTableGrew = after.refcountTableClusters > tableBefore;
   }
   const observation: StepObservation = {
     case: run.c,

@@ -2,7 +2,6 @@ import fc from 'fast-check';
 import {
   isResize,
   type Case,
-  type DataOp,
   type ImageFormat,
   type ImageSpec,
   type OperationName,
@@ -11,8 +10,13 @@ import {
 } from '../model/case.ts';
 import { planOperation, plannedSizes } from '../model/plan.ts';
 import { initialState, type ImageState } from '../model/state.ts';
-import { amendRecipeArb, materialiseAmend } from '../operations/amend/generate.ts';
-import { materialiseSnapshot, snapshotStepRecipeArb } from '../operations/snapshot/generate.ts';
+import { amendRecipeArb, materialiseAmend, shapeForDowngrades } from '../operations/amend/generate.ts';
+import {
+  materialiseSnapshot,
+  shapeForSnapshots,
+  snapshotCaseRecipeArb,
+  snapshotStepRecipeArb,
+} from '../operations/snapshot/generate.ts';
 import { align, stepSizeLimit } from './bounds.ts';
 import {
   backingWriteArb,
@@ -103,23 +107,6 @@ function materialiseSteps(
   return steps;
 }
 
-/** Zero-flag clusters in the active and a snapshot's L2 tables, and the snapshot, for a case that
- * downgrades: what qemu's downgrade expands and a header-only downgrade leaves behind. Only where
- * the image can have both (v3, room in its refcounts for a snapshot). */
-function downgradeShapes(image: ImageSpec, at: number): DataOp[] {
-  if (image.compat !== '1.1' || !canSnapshot(image) || image.encrypted) return [];
-  const cs = image.clusterSize;
-  const clusters = Math.floor(image.virtualSize / cs);
-  if (clusters < 4) return [];
-  const first = Math.floor(at * (clusters - 2)) * cs;
-  const second = ((Math.floor(at * (clusters - 2)) + 1) % clusters) * cs;
-  return [
-    { op: 'zero', offset: first, length: cs },
-    { op: 'snapshot-create', name: 'before_downgrade' },
-    { op: 'zero', offset: second, length: cs },
-  ];
-}
-
 const qcow2Arbitraries = new Map<string, fc.Arbitrary<Case>>();
 
 /** The qcow2 cases of a run that drives `ops` (resize alone: the cases seeds had before other
@@ -169,6 +156,8 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
       creation: creationArb,
       // last: the operation of each step where a run drives others than resize
       operations: fc.array(operationRecipeArb, { minLength: 4, maxLength: 4 }),
+      // last: the image and data of cases with snapshot steps
+      snapshotCase: snapshotCaseRecipeArb,
     })
     .map(
       ({
@@ -183,6 +172,7 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
         outputs,
         creation,
         operations,
+        snapshotCase,
       }): Case => {
         let image = withCreation(withExternalFiles(drawn, external), creation);
         const data = discardProbe ? [...recipes, discardProbe] : recipes;
@@ -209,25 +199,11 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
           const downgrades = mixed.some(
             (r) => pickOperation(r.operation!.pick, ops) === 'amend' && r.operation!.amend.kind === 'downgrade',
           );
-          if (downgrades) {
-            // qemu downgrades only 16-bit refcounts: most downgrading cases get them, so that the
-            // downgrade over zero-flag clusters and a snapshot is reached, not only refused
-            const fraction = operations[0]!.amend.fraction;
-            const v3 = image.compat === '1.1' && !image.extendedL2 && image.dataFile === 'none';
-            if (v3 && fraction < 2 / 3) image = { ...image, refcountBits: 16, createdWithRefcountBits: null };
-            filled = [...filled, ...downgradeShapes(image, fraction)];
-          }
-          // a case with snapshot steps has a snapshot of its data to apply or delete (where it can)
-          const snapshotting = mixed.some((r) => pickOperation(r.operation!.pick, ops) === 'snapshot');
-          if (snapshotting && canSnapshot(image) && !filled.some((d) => d.op === 'snapshot-create'))
-            filled = [...filled, { op: 'snapshot-create', name: 'base' }];
-          // and one in seven of them has sixteen, instar's cap: the next creation is the 17th (where
-          // refcounts hold that many references: 4 bits hold 15, and qemu fails the creation)
-          if (snapshotting && holdsSixteenSnapshots(image) && operations[1]!.snapshot.which < 1 / 7)
-            filled = [
-              ...filled,
-              ...Array.from({ length: 16 }, (_, i) => ({ op: 'snapshot-create' as const, name: `s${i}` })),
-            ];
+          // and downgrades meet what qemu's downgrade expands
+          if (downgrades) ({ image, data: filled } = shapeForDowngrades(image, filled, operations[0]!.amend.fraction));
+          // a case with snapshot steps has a snapshot of its data to apply or delete, and more
+          if (mixed.some((r) => pickOperation(r.operation!.pick, ops) === 'snapshot'))
+            ({ image, data: filled } = shapeForSnapshots(image, filled, snapshotCase));
           const start = initialState({ image, data: filled, steps: [] });
           steps = materialiseSteps(image, start, mixed, ops, regrow, outputs);
         }
@@ -238,11 +214,6 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
       },
     );
 }
-
-/** Sixteen snapshots and the image raise a cluster's refcount to 17: from 8-bit refcounts up, at
- * creation and after an amend (qemu refuses to narrow refcounts below a count they hold). */
-const holdsSixteenSnapshots = (image: ImageSpec) =>
-  canSnapshot(image) && Math.min(image.refcountBits, image.createdWithRefcountBits ?? 64) >= 8;
 
 /** The qcow2 cases of a resize-only run. */
 export const caseArb: fc.Arbitrary<Case> = qcow2CaseArb();

@@ -15,6 +15,9 @@ export interface ImageState {
   /** Internal snapshots in table order, each with the virtual size it was taken at (and its id,
    * where read from an image). */
   snapshots: { name: string; size: number; id?: string }[];
+  /** The clusters of its refcount table, where read from an image (qcow2): a step that grows the
+   * table takes the allocator's rarest path. Never predicted. */
+  refcountTableClusters?: number;
 }
 
 /** What an operation's rules say of one step from a state: its kind (per operation: a resize's

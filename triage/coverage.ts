@@ -153,6 +153,10 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
       c.data.some((d) => d.op === 'zero') &&
       c.data.some((d) => d.op === 'snapshot-create') &&
       result.steps.some((s) => s.plan.kind === 'downgrade' && s.reference === 'ok'),
+    // a snapshot creation that made qemu-img grow the refcount table (instar v1 never grows it)
+    snapshotGrewRefcountTable: result.steps.some(
+      (s) => opOf(c.steps[s.index]!) === 'snapshot' && s.plan.kind === 'create' && s.refcountTableGrew === true,
+    ),
     ...dataShapes(c),
   };
   for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);

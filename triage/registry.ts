@@ -59,6 +59,8 @@ export interface CaseFacts {
   dirty: boolean;
   /** Internal snapshots exist when the steps run. */
   snapshots: boolean;
+  /** qemu-img grew the image's refcount table in this step (read from its result). */
+  refcountTableGrew: boolean;
   /** The backing image, compared with the image's virtual size before the step: 'longer' when it
    * is larger (qemu zero-fills a grow then), 'shorter' when not, 'none' without one. */
   backingFile: BackingFact;
@@ -102,6 +104,7 @@ interface CasePredicates {
   compressed?: boolean;
   dirty?: boolean;
   snapshots?: boolean;
+  refcountTableGrew?: boolean;
   backingFile?: BackingFact[];
   dataFile?: DataFileKind[];
   encrypted?: boolean;
@@ -215,6 +218,7 @@ export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   compressed: isBoolean,
   dirty: isBoolean,
   snapshots: isBoolean,
+  refcountTableGrew: isBoolean,
   backingFile: listOf(oneOf(BACKING_FACTS)),
   dataFile: listOf(oneOf(DATA_FILE_KINDS)),
   encrypted: isBoolean,
@@ -339,6 +343,7 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     compressed: c.data.some((d) => d.op === 'compress'),
     dirty: c.image.dirty,
     snapshots: state ? state.snapshots > 0 : liveSnapshots(c) > 0,
+    refcountTableGrew: step.refcountTableGrew === true,
     backingFile:
       c.image.backing === null ? 'none' : c.image.backing.virtualSize > step.sizeBefore ? 'longer' : 'shorter',
     dataFile: c.image.dataFile,
@@ -374,6 +379,7 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
     equal(p.compressed, f.compressed) &&
     equal(p.dirty, f.dirty) &&
     equal(p.snapshots, f.snapshots) &&
+    equal(p.refcountTableGrew, f.refcountTableGrew) &&
     inList(p.backingFile, f.backingFile) &&
     inList(p.dataFile, f.dataFile) &&
     equal(p.encrypted, f.encrypted) &&

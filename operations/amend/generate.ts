@@ -1,7 +1,8 @@
 import fc from 'fast-check';
-import { REFCOUNT_WIDTHS, type AmendStep, type ImageSpec, type OutputMode } from '../../model/case.ts';
+import { REFCOUNT_WIDTHS, type AmendStep, type DataOp, type ImageSpec, type OutputMode } from '../../model/case.ts';
 import type { ImageState } from '../../model/state.ts';
 import { MAX_AMEND_CLUSTER, align, between, fraction, stepSizeLimit } from '../../generators/bounds.ts';
+import { canSnapshot } from '../../generators/data.ts';
 
 // amend steps: recipes drawn by fast-check, made concrete from the state the steps before leave.
 // Downgrades come most often (qemu expands zero clusters and drops v3 fields on the way, the
@@ -71,4 +72,33 @@ export function materialiseAmend(r: AmendRecipe, image: ImageSpec, state: ImageS
     case 'refused':
       return step(r.refused);
   }
+}
+
+// ---- the images of cases that downgrade ---------------------------------------------------------
+
+/** The image and data of a case with a downgrade: qemu downgrades only 16-bit refcounts, so most
+ * such cases get them (two in three of the v3 images that can), that the downgrade over zero-flag
+ * clusters and a snapshot is reached, not only refused. */
+export function shapeForDowngrades(image: ImageSpec, data: DataOp[], fraction: number) {
+  const v3 = image.compat === '1.1' && !image.extendedL2 && image.dataFile === 'none';
+  const shaped: ImageSpec =
+    v3 && fraction < 2 / 3 ? { ...image, refcountBits: 16, createdWithRefcountBits: null } : image;
+  return { image: shaped, data: [...data, ...downgradeShapes(shaped, fraction)] };
+}
+
+/** Zero-flag clusters in the active and a snapshot's L2 tables, and the snapshot, for a case that
+ * downgrades: what qemu's downgrade expands and a header-only downgrade leaves behind. Only where
+ * the image can have both (v3, room in its refcounts for a snapshot). */
+function downgradeShapes(image: ImageSpec, at: number): DataOp[] {
+  if (image.compat !== '1.1' || !canSnapshot(image) || image.encrypted) return [];
+  const cs = image.clusterSize;
+  const clusters = Math.floor(image.virtualSize / cs);
+  if (clusters < 4) return [];
+  const first = Math.floor(at * (clusters - 2)) * cs;
+  const second = ((Math.floor(at * (clusters - 2)) + 1) % clusters) * cs;
+  return [
+    { op: 'zero', offset: first, length: cs },
+    { op: 'snapshot-create', name: 'before_downgrade' },
+    { op: 'zero', offset: second, length: cs },
+  ];
 }

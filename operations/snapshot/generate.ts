@@ -1,7 +1,8 @@
 import fc from 'fast-check';
-import type { OutputMode, SnapshotStep } from '../../model/case.ts';
+import type { DataOp, ImageSpec, OutputMode, SnapshotStep } from '../../model/case.ts';
 import type { ImageState } from '../../model/state.ts';
-import { fraction } from '../../generators/bounds.ts';
+import { fraction, MiB } from '../../generators/bounds.ts';
+import { canSnapshot } from '../../generators/data.ts';
 
 // snapshot steps: recipes drawn by fast-check, made concrete from the snapshots the image has then
 // (the build's and the steps' before). Applies come most often (half of them after a grow), then
@@ -51,4 +52,67 @@ export function materialiseSnapshot(r: SnapshotStepRecipe, state: ImageState, ou
   if (r.name === 'missing') return step(r.action, 'nosuch');
   // apply and delete: a snapshot the image has; with none yet, one is made first
   return pick === undefined ? step('create', fresh()) : step(r.action, pick);
+}
+
+// ---- the images of cases with snapshot steps -------------------------------------------------------
+
+export const snapshotCaseRecipeArb = fc.record({
+  sixteen: fraction,
+  tableEdge: fraction,
+  edgeAt: fraction,
+  pattern: fc.integer({ min: 1, max: 255 }),
+});
+export type SnapshotCaseRecipe = typeof snapshotCaseRecipeArb extends fc.Arbitrary<infer T> ? T : never;
+
+/** The image and data of a case with snapshot steps: a snapshot of its data to apply or delete
+ * ('base', where it has none and can have one); in one case in seven sixteen more, instar's cap, so
+ * that the next creation is the 17th; in one in six an image at the edge of its refcount table. */
+export function shapeForSnapshots(
+  image: ImageSpec,
+  data: DataOp[],
+  r: SnapshotCaseRecipe,
+): { image: ImageSpec; data: DataOp[] } {
+  if (r.tableEdge < 1 / 6) return atRefcountTableEdge(image, r.edgeAt, r.pattern);
+  if (!canSnapshot(image)) return { image, data };
+  const shaped = data.some((d) => d.op === 'snapshot-create') ? data : [...data, base];
+  if (!holdsSixteenSnapshots(image) || r.sixteen >= 1 / 7) return { image, data: shaped };
+  return { image, data: [...shaped, ...Array.from({ length: 16 }, (_, i) => ({ ...base, name: `s${i}` }))] };
+}
+
+const base = { op: 'snapshot-create' as const, name: 'base' };
+
+/** Sixteen snapshots and the image raise a cluster's refcount to 17: from 8-bit refcounts up, at
+ * creation and after an amend (qemu refuses to narrow refcounts below a count they hold; at 4 bits
+ * it fails the creation). */
+const holdsSixteenSnapshots = (image: ImageSpec) =>
+  canSnapshot(image) && Math.min(image.refcountBits, image.createdWithRefcountBits ?? 64) >= 8;
+
+/** At 512-byte clusters and 16-bit refcounts qemu's first refcount table is one cluster: 64
+ * refblocks of 256 clusters, 8 MiB of file. Written from the start to just below that, a 64 MiB
+ * image's file ends where a snapshot creation (its 16 KiB L1 copy) makes qemu grow the table, the
+ * allocator's rarest path, which instar v1 never takes (guest error 6). Where in the window the file
+ * ends is drawn: measured with qemu 7.2, the first creation grows the table after writes of
+ * 8194048 to 8208384 bytes, later creations after shorter ones; the longest here grows it while
+ * building. Any other feature of the drawn image would only have instar refuse the snapshot. */
+export const TABLE_EDGE = { virtualSize: 64 * MiB, shortest: 8175616, longest: 8210432 };
+
+export function atRefcountTableEdge(image: ImageSpec, at: number, pattern: number) {
+  const span = (TABLE_EDGE.longest - TABLE_EDGE.shortest) / 512;
+  const length = TABLE_EDGE.shortest + Math.floor(at * span) * 512;
+  const plain: ImageSpec = {
+    ...image,
+    virtualSize: TABLE_EDGE.virtualSize,
+    clusterSize: 512,
+    refcountBits: 16,
+    createdWithRefcountBits: null,
+    extendedL2: false,
+    compressionType: 'zlib',
+    bitmaps: 0,
+    dirty: false,
+    backing: null,
+    dataFile: 'none',
+    createdPreallocation: 'off',
+    encrypted: false,
+  };
+  return { image: plain, data: [{ op: 'write' as const, offset: 0, length, pattern }] };
 }

@@ -3,6 +3,9 @@
 // the fault hooks of faults.ts. With INSTAR_DOUBLE_CLI=real the double also speaks instar's
 // refusals, in its order and words, and prints its success lines; without, it refuses nothing and
 // prints what qemu-img prints.
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { openImage } from '../../model/commands.ts';
 import {
@@ -196,7 +199,24 @@ async function snapshotRefusal(a: SnapshotArgs, h: Qcow2Header | undefined): Pro
     return guestError(7, 'too many snapshots (instar v1 keeps at most 16)');
   if (a.mode === 'apply' && found && found.size !== null && found.size !== h.size)
     return guestError(9, 'the image was resized since the snapshot was taken');
+  if (a.mode === 'create' && (await createGrowsRefcountTable(a.filename, h)))
+    return guestError(6, 'no free clusters available \u2014 the refcount table is full and instar v1 does not grow it');
   return null;
+}
+
+/** Whether qemu-img's creation of a snapshot grows the image's refcount table: tried on a copy.
+ * instar v1 never grows it (guest error 6); the reference names no finer rule, so the double takes
+ * "qemu had to grow it" for "instar's table is full". */
+async function createGrowsRefcountTable(file: string, h: Qcow2Header): Promise<boolean> {
+  const dir = await mkdtemp(join(tmpdir(), 'instar-double-'));
+  try {
+    const copy = join(dir, 'probe.qcow2');
+    await copyFile(file, copy);
+    const r = await execa('qemu-img', ['snapshot', '-c', 'probe', copy], { reject: false });
+    return r.exitCode === 0 && (await readQcow2Header(copy)).refcountTableClusters > h.refcountTableClusters;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 // ---- doing it -------------------------------------------------------------------------------------

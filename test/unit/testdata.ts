@@ -7,10 +7,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
-import { parseCase, type Case, type ResizeStep } from '../../model/case.ts';
+import { parseCase, type Case } from '../../model/case.ts';
 import { operationOf } from '../../operations/table.ts';
 import type { CommandRecord } from '../../model/commands.ts';
-import { planStep, type StepKind } from '../../model/plan.ts';
+import { planOperation, type StepKind } from '../../model/plan.ts';
+import { initialState } from '../../model/state.ts';
 import { structuralCheck, type StructureObservation } from '../../qcow2/structure.ts';
 import type { FormatStructure, StructuredFormat } from '../../formats/rules.ts';
 import { readFormatStructure } from '../../formats/structure.ts';
@@ -345,18 +346,18 @@ async function stepActual(input: StepInput) {
  * to match against instead of the shipped known-divergences.json. */
 export interface RegistryInput {
   case: unknown;
-  step: Pick<StepRecord, 'index' | 'sizeBefore' | 'reference' | 'subject' | 'subjectStderr'>;
+  step: Pick<StepRecord, 'index' | 'sizeBefore' | 'reference' | 'subject' | 'subjectStderr'> &
+    Partial<Pick<StepRecord, 'stateBefore' | 'refcountTableGrew'>>;
   finding: Pick<Finding, 'oracle' | 'kind' | 'side' | 'detail'>;
   registry?: unknown[];
 }
 
 async function registryActual(input: RegistryInput, caseFile: string) {
   const c = parseCase(structuredClone(input.case), `${caseFile}: case`);
-  const step: StepRecord = {
-    ...input.step,
-    plan: planStep(c.steps[input.step.index] as ResizeStep, input.step.sizeBefore, c.image.format),
-    oracles: [],
-  };
+  // qemu's rules of the step's operation, from the state the case describes at the size recorded
+  const state = { ...initialState(c), size: input.step.sizeBefore };
+  const { next: _, ...plan } = planOperation(c.steps[input.step.index]!, state, c.image.format);
+  const step: StepRecord = { ...input.step, plan, oracles: [] };
   const entries =
     input.registry === undefined
       ? await loadRegistry(join(ROOT, 'known-divergences.json'))
