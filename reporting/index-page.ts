@@ -49,6 +49,14 @@ export interface RunHeadline {
 }
 
 export interface CoverageView {
+  /** Per operation driven: its steps, those qemu-img accepted (per refcount width), their kinds. */
+  operations: {
+    operation: string;
+    steps: number;
+    accepted: number;
+    byWidth: [string, number][];
+    kinds: [string, number][];
+  }[];
   /** Cases per image format and the grows and shrinks qemu-img accepted on them. */
   formats: { format: string; cases: number; grow: number; shrink: number }[];
   /** Rows of the refcount width x step table (`coverageTable` in triage/coverage.ts). */
@@ -119,7 +127,24 @@ function coverageView(v: unknown): CoverageView | null {
         isObj(f) ? [{ format, cases: num(f.cases) ?? 0, grow: num(f.grow) ?? 0, shrink: num(f.shrink) ?? 0 }] : [],
       )
     : [];
+  const byRefcount = isObj(v.operationByRefcount) ? v.operationByRefcount : {};
+  const operations = isObj(v.operations)
+    ? Object.entries(v.operations).flatMap(([operation, o]) =>
+        isObj(o) && (num(o.steps) ?? 0) > 0
+          ? [
+              {
+                operation,
+                steps: num(o.steps) ?? 0,
+                accepted: num(o.accepted) ?? 0,
+                byWidth: counts(byRefcount[operation]).sort((a, b) => Number(a[0]) - Number(b[0])),
+                kinds: counts(o.kinds),
+              },
+            ]
+          : [],
+      )
+    : [];
   return {
+    operations,
     formats,
     refcountByStep: rows,
     features: counts(v.features),
@@ -251,9 +276,27 @@ function formatsLine(cov: CoverageView): string | null {
   return `Formats: ${each.join(', ')}.`;
 }
 
+/** "create 4, apply 3": counts in one line. */
+const countsText = (xs: [string, number][]) => xs.map(([k, n]) => `${k} ${n}`).join(', ');
+/** "16-bit 4, 64-bit 1". */
+const widthsText = (xs: [string, number][]) => countsText(xs.map(([b, n]) => [`${b}-bit`, n]));
+
 function mdCoverage(cov: CoverageView): string[] {
   const formats = formatsLine(cov);
+  const operations = cov.operations.length
+    ? [
+        '| operation | steps | accepted | accepted per refcount width (qcow2) | kinds |',
+        '| --- | ---: | ---: | --- | --- |',
+        ...cov.operations.map(
+          (o) =>
+            `| ${mdCell(o.operation)} | ${o.steps} | ${o.accepted} | ${mdCell(widthsText(o.byWidth))} | ` +
+            `${mdCell(countsText(o.kinds))} |`,
+        ),
+        '',
+      ]
+    : [];
   const lines = [
+    ...operations,
     ...(formats ? [mdCell(formats), ''] : []),
     '| refcount | grows | shrinks | shrinks discarding |',
     '| ---: | ---: | ---: | ---: |',
@@ -438,7 +481,21 @@ function htmlCoverage(cov: CoverageView): string {
     .join('');
   const list = (xs: [string, number][]) => (xs.length ? xs.map(([k, n]) => `${h(k)} ${n}`).join(', ') : 'none');
   const formats = formatsLine(cov);
+  const operations = cov.operations
+    .map(
+      (o) =>
+        `<tr><td>${h(o.operation)}</td>${cell(o.steps)}${cell(o.accepted)}` +
+        `<td>${h(widthsText(o.byWidth))}</td><td>${h(countsText(o.kinds))}</td></tr>`,
+    )
+    .join('');
   return [
+    ...(operations
+      ? [
+          '<table class="coverage operations"><thead><tr><th>operation</th><th class="num">steps</th>' +
+            '<th class="num">accepted</th><th>accepted per refcount width (qcow2)</th><th>kinds</th></tr></thead>' +
+            `<tbody>${operations}</tbody></table>`,
+        ]
+      : []),
     ...(formats ? [`<p>${h(formats)}</p>`] : []),
     '<p class="note">Steps qemu-img accepted on qcow2 images, per refcount width; ' +
       'a zero is a combination no case reached.</p>',

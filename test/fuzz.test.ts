@@ -19,7 +19,7 @@ async function faithfulRun(t: TestContext, args: string[]) {
 }
 
 describe('no false alarms', () => {
-  it('a control run (qemu-img on both sides) of 500 iterations, raw and qcow2, reports nothing', async (t) => {
+  it('a control run (qemu-img on both sides) of 500 iterations, raw and qcow2, every operation, reports nothing', async (t) => {
     const reports = await reportsDir(t);
     const args = ['--control', '--formats', 'qcow2,raw', '--iterations', '500', '--seed', '11', '--reports', reports];
     const r = await fuzzCli(args);
@@ -34,6 +34,15 @@ describe('no false alarms', () => {
     }
     // with encrypted images (and qemu-img given the key) and images created preallocated in the mix
     for (const feature of ['encrypted', 'encryptedKeyGiven', 'createdFull', 'rawBacking'])
+      assert.ok(s.coverage.features[feature]! > 0, feature);
+    // every operation, each taken by qemu-img, at sub-byte refcount widths too; downgrades over
+    // zero-flag clusters and a snapshot, and snapshots that grew the refcount table
+    for (const op of ['resize', 'amend', 'snapshot']) {
+      assert.ok(s.coverage.operations[op]!.accepted > 0, `${op}: ${JSON.stringify(s.coverage.operations[op])}`);
+      const widths = s.coverage.operationByRefcount[op]!;
+      assert.ok(Object.keys(widths).length >= 4, `${op}: ${JSON.stringify(widths)}`);
+    }
+    for (const feature of ['downgradeOverZeroFlags', 'snapshotGrewRefcountTable'])
       assert.ok(s.coverage.features[feature]! > 0, feature);
   });
   it('the faithful double (no fault) over 250 iterations reports nothing', async (t) => {
@@ -94,7 +103,7 @@ describe('sizes are read from the images, never predicted', () => {
         [2048, 1536],
       ],
     );
-    assert.match(await readFile(join(reports, sig!.folder, 'report.md'), 'utf8'), /step 3: `1\.5K`.*from 2048/);
+    assert.match(await readFile(join(reports, sig!.folder, 'report.md'), 'utf8'), /step 3: `resize to 1\.5K[^`]*`.*from 2048/);
   });
 });
 
@@ -275,6 +284,12 @@ const FAULTS = [
     oracles: ['content'],
     kind: 'size-differs',
     why: "applies a snapshot but keeps the image's size, not the snapshot's",
+  },
+  {
+    fault: 'snapshot-keeps-full-table',
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: 'creates a snapshot without growing a full refcount table: the clusters past it go without refcounts',
   },
   {
     fault: 'amend-leaves-dirty',

@@ -219,16 +219,26 @@ const preallocationOf = (step: Step) => (isResize(step) ? (step.preallocation ??
 /** Every format with cases but no grow or (where qemu-img shrinks it) no shrink, and every refcount width x step kind
  * combination that no qcow2 case reached (none when the run had no qcow2 cases). */
 export function coverageGaps(cov: CoverageSummary): string[] {
+  // a run of other operations resizes only to set up their steps (a grow before a snapshot apply):
+  // shrinks and the refcount x resize table are not what it aimed at
+  const others = Object.entries(cov.operations ?? {}).filter(([op, o]) => op !== 'resize' && o.steps > 0);
+  const drivesResize = others.length === 0 || (cov.operations?.resize?.kinds.shrink ?? 0) > 0;
   const formats = Object.entries(cov.formats ?? {})
     .filter(([, f]) => f.cases > 0)
     .flatMap(([name, f]) => [
       f.grow === 0 ? `${name} x grow` : null,
       // qemu-img shrinks only the formats it resizes
-      f.shrink === 0 && (QEMU_RESIZED_FORMATS as readonly string[]).includes(name) ? `${name} x shrink` : null,
+      drivesResize && f.shrink === 0 && (QEMU_RESIZED_FORMATS as readonly string[]).includes(name)
+        ? `${name} x shrink`
+        : null,
     ])
     .filter((g): g is string => g !== null);
-  if (cov.formats && cov.formats.qcow2?.cases === 0) return formats;
-  return [...formats, ...refcountGaps(cov)];
+  // an operation the run drove that qemu-img never took
+  const operations = Object.entries(cov.operations ?? {})
+    .filter(([, o]) => o.steps > 0 && o.accepted === 0)
+    .map(([op]) => `${op} x accepted`);
+  if (cov.formats && cov.formats.qcow2?.cases === 0) return [...operations, ...formats];
+  return [...operations, ...formats, ...(drivesResize ? refcountGaps(cov) : [])];
 }
 
 function refcountGaps(cov: CoverageSummary): string[] {
@@ -239,7 +249,26 @@ function refcountGaps(cov: CoverageSummary): string[] {
   );
 }
 
-/** The refcount x step table and the feature counts, for the console. */
+/** The operations a run drove: their steps, those qemu-img took (per refcount width the image had
+ * then: qcow2), and the steps' kinds by their operation's rules. */
+function operationTable(cov: CoverageSummary): string[] {
+  const rows = Object.entries(cov.operations ?? {}).filter(([, o]) => o.steps > 0);
+  if (rows.length === 0) return [];
+  const widths = REFCOUNT_WIDTHS.map((b) => `${b}-bit`.padStart(7)).join('');
+  return [
+    `  operation  steps  accepted${widths}   kinds`,
+    ...rows.map(([op, o]) => {
+      const byWidth = cov.operationByRefcount?.[op] ?? {};
+      const cells = REFCOUNT_WIDTHS.map((b) => String(byWidth[String(b)] ?? 0).padStart(7)).join('');
+      const kinds = Object.entries(o.kinds)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ');
+      return `  ${op.padEnd(9)}  ${String(o.steps).padStart(5)}  ${String(o.accepted).padStart(8)}${cells}   ${kinds}`;
+    }),
+  ];
+}
+
+/** The operation, format and refcount x step tables and the feature counts, for the console. */
 export function coverageTable(cov: CoverageSummary): string {
   const rows = Object.entries(cov.refcountByStep).map(
     ([bits, r]) =>
@@ -259,6 +288,7 @@ export function coverageTable(cov: CoverageSummary): string {
       `${String(f.offGridGrow ?? 0).padStart(14)}  ${String(f.offGridShrink ?? 0).padStart(16)}`,
   );
   return [
+    ...operationTable(cov),
     '  format    cases  grows  shrinks  off-grid grows  off-grid shrinks',
     ...formats,
     '  refcount  grows  shrinks  shrinks discarding   (qcow2)',

@@ -490,6 +490,21 @@ export const FAULTS = {
       },
     },
   },
+  'snapshot-keeps-full-table': {
+    what:
+      'a snapshot creation that never grows the refcount table: where qemu grew it, the header keeps ' +
+      'pointing at the old one, and the clusters past its reach go without refcounts',
+    snapshot: {
+      after: async (c) => {
+        if ((c.args as SnapshotArgs).mode !== 'create' || !c.before || !c.after) return;
+        if (c.after.refcountTableClusters <= c.before.refcountTableClusters) return;
+        const old = Buffer.alloc(12);
+        old.writeBigUInt64BE(BigInt(c.before.refcountTableOffset));
+        old.writeUInt32BE(c.before.refcountTableClusters, 8);
+        await writeBytes(c.file, HEADER_OFFSET.refcountTableOffset, old);
+      },
+    },
+  },
   'amend-leaves-dirty': {
     what: 'an amend that rewrites the header (compat, refcount width) leaves the dirty bit it set while it worked',
     amend: {

@@ -3,7 +3,7 @@
 // (KVM) cannot run. By default it reads SIZE as qemu-img does and refuses only images with a
 // backing file or a data file; with INSTAR_DOUBLE_CLI=real it speaks instar's real command line
 // (instar-cli.ts): its size grammar, messages, exit codes, refusals and documented behaviours.
-import { stat } from 'node:fs/promises';
+import { copyFile, rm, stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { openImage } from '../../model/commands.ts';
 import { rawVirtualSize } from '../../model/plan.ts';
@@ -265,11 +265,15 @@ async function main(): Promise<number> {
   }
   const qemuArgs = ['resize', '-q', ...opened.options, ...(args.shrink ? ['--shrink'] : [])];
   if (args.preallocation !== undefined) qemuArgs.push(`--preallocation=${args.preallocation}`);
+  // qemu-img opened with the key stores an image's bitmaps again when it closes it, refusing or
+  // not; instar, which needs no key, does not: a refusal leaves such an image as it was
+  const kept = encrypted && before && before.autoclearFeatures & 1n ? await keepBytes(args.filename) : null;
   const run = await execa('qemu-img', [...qemuArgs, opened.image, qemuSize], {
     stdout: 'inherit',
     stderr: REAL ? 'pipe' : 'inherit',
     reject: false,
   });
+  if (kept) await (run.exitCode !== 0 ? kept.restore() : kept.drop());
   if (run.exitCode !== 0) {
     if (REAL)
       process.stderr.write(
@@ -328,3 +332,12 @@ function refuse(message: string): number {
 }
 
 process.exitCode = await main();
+
+/** A copy of a file beside it, to put back (restore) or throw away (drop). */
+async function keepBytes(file: string) {
+  const copy = `${file}.double-kept`;
+  await copyFile(file, copy);
+  const drop = () => rm(copy, { force: true });
+  // copied back over the same inode, which a rename would replace
+  return { restore: () => copyFile(copy, file).then(drop), drop };
+}

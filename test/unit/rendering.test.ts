@@ -108,6 +108,26 @@ describe('rendering', () => {
     assert.match(indexMarkdown(ix), /^Formats: qcow2 30 cases \(20 grows, 25 shrinks\)\.$/m);
     assert.match(indexHtml(ix), /<p>Formats: qcow2 30 cases \(20 grows, 25 shrinks\)\.<\/p>/);
   });
+  test("the index's coverage has a row per operation the run drove, by refcount width", async () => {
+    const ix = await indexOf(async (reports) => {
+      const summary = JSON.parse(await readFile(join(reports, 'summary.json'), 'utf8'));
+      summary.coverage.operations = {
+        resize: { steps: 12, accepted: 9, kinds: { grow: 5, shrink: 7 } },
+        amend: { steps: 0, accepted: 0, kinds: {} },
+        snapshot: { steps: 6, accepted: 4, kinds: { create: 4, apply: 2 } },
+      };
+      summary.coverage.operationByRefcount = { resize: { '1': 3, '16': 6 }, snapshot: { '64': 1, '16': 3 } };
+      await writeFile(join(reports, 'summary.json'), JSON.stringify(summary));
+    });
+    const md = indexMarkdown(ix);
+    assert.match(md, /^\| snapshot \| 6 \| 4 \| 16-bit 3, 64-bit 1 \| create 4, apply 2 \|$/m);
+    assert.match(md, /^\| resize \| 12 \| 9 \| 1-bit 3, 16-bit 6 \| grow 5, shrink 7 \|$/m);
+    assert.doesNotMatch(md, /^\| amend /m);
+    assert.match(
+      indexHtml(ix),
+      /<tr><td>snapshot<\/td><td class="num">6<\/td><td class="num">4<\/td><td>16-bit 3, 64-bit 1<\/td>/,
+    );
+  });
 });
 
 /** The index of a copy of testdata/index/reports, changed by `edit` first. */
