@@ -103,7 +103,10 @@ describe('sizes are read from the images, never predicted', () => {
         [2048, 1536],
       ],
     );
-    assert.match(await readFile(join(reports, sig!.folder, 'report.md'), 'utf8'), /step 3: `resize to 1\.5K[^`]*`.*from 2048/);
+    assert.match(
+      await readFile(join(reports, sig!.folder, 'report.md'), 'utf8'),
+      /step 3: `resize to 1\.5K[^`]*`.*from 2048/,
+    );
   });
 });
 
