@@ -8,6 +8,11 @@ import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, run
 // End to end, with the real qemu-img and the instar test doubles: no false alarms, every fault found
 // within 250 iterations by the oracle meant for it, and every report replays and reproduces alone.
 
+/** Every operation: the runs that must stay clean drive them all, and so do the fault runs of the
+ * operations besides resize; the resize faults run in resize-only cases, those of the seeds they
+ * were chosen on (test/helpers.ts). */
+const ALL_OPS = 'resize,amend,snapshot';
+
 /** A run of the faithful double (seed 12) that must end clean, with no new divergence; its summary. */
 async function faithfulRun(t: TestContext, args: string[]) {
   const reports = await reportsDir(t);
@@ -19,9 +24,10 @@ async function faithfulRun(t: TestContext, args: string[]) {
 }
 
 describe('no false alarms', () => {
-  it('a control run (qemu-img on both sides) of 500 iterations, raw and qcow2, every operation, reports nothing', async (t) => {
+  it('a control run (qemu-img on both sides) of 500 iterations, qcow2 and raw, all operations', async (t) => {
     const reports = await reportsDir(t);
-    const args = ['--control', '--formats', 'qcow2,raw', '--iterations', '500', '--seed', '11', '--reports', reports];
+    const args = ['--control', '--formats', 'qcow2,raw', '--ops', ALL_OPS, '--iterations', '500', '--seed', '11'];
+    args.push('--reports', reports);
     const r = await fuzzCli(args);
     assert.equal(r.exitCode, 0, r.all);
     const s = await readSummary(reports);
@@ -45,8 +51,8 @@ describe('no false alarms', () => {
     for (const feature of ['downgradeOverZeroFlags', 'snapshotGrewRefcountTable'])
       assert.ok(s.coverage.features[feature]! > 0, feature);
   });
-  it('the faithful double (no fault) over 250 iterations reports nothing', async (t) => {
-    const s = await faithfulRun(t, ['--iterations', '250']);
+  it('the faithful double (no fault) over 250 iterations of every operation reports nothing', async (t) => {
+    const s = await faithfulRun(t, ['--iterations', '250', '--ops', ALL_OPS]);
     assert.ok(s.coverage.features.encrypted! > 0 && s.coverage.features.encryptedKeyGiven! > 0);
     // qemu-img refuses the steps that withhold the key; the double resizes: known
     assert.ok(s.knownByEntry['instar-resizes-encrypted-images-without-their-key']! > 0, JSON.stringify(s.knownByEntry));
@@ -264,6 +270,7 @@ const FAULTS = [
   // faults of the other operations, which share resize's refcount and table code
   {
     fault: 'downgrade-keeps-zero-flags',
+    ops: ALL_OPS,
     // v2 readers ignore the zero flag: the guest sees the data under it again
     oracles: ['structure', 'content'],
     kind: 'metadata-invalid',
@@ -272,30 +279,35 @@ const FAULTS = [
   },
   {
     fault: 'snapshot-msb-first',
+    ops: ALL_OPS,
     oracles: ['check', 'structure'],
     kind: 'corruptions',
     why: "packs sub-byte refcounts MSB-first when a snapshot raises its clusters' counts",
   },
   {
     fault: 'delete-frees-shared',
+    ops: ALL_OPS,
     oracles: ['check', 'structure'],
     kind: 'corruptions',
     why: 'deletes a snapshot by freeing its clusters, those the image still shares too',
   },
   {
     fault: 'apply-keeps-l1-size',
+    ops: ALL_OPS,
     oracles: ['content'],
     kind: 'size-differs',
     why: "applies a snapshot but keeps the image's size, not the snapshot's",
   },
   {
     fault: 'snapshot-keeps-full-table',
+    ops: ALL_OPS,
     oracles: ['check', 'structure'],
     kind: 'corruptions',
     why: 'creates a snapshot without growing a full refcount table: the clusters past it go without refcounts',
   },
   {
     fault: 'amend-leaves-dirty',
+    ops: ALL_OPS,
     oracles: ['info'],
     kind: 'info-mismatch',
     why: 'changes compat or refcount width and leaves the dirty bit set',
@@ -318,7 +330,7 @@ async function registryWithout(ids: string[], dir: string): Promise<string> {
 }
 
 describe('every fault is found within 250 iterations, by its own oracles alone', () => {
-  for (const { fault, oracles, kind, why, structureNeedsFuzzer, withoutEntries, formats } of FAULTS) {
+  for (const { fault, oracles, kind, why, structureNeedsFuzzer, withoutEntries, formats, ops } of FAULTS) {
     it(`${fault}: ${why}`, async (t) => {
       const reports = await reportsDir(t);
       const instar = instarDouble(fault);
@@ -341,6 +353,7 @@ describe('every fault is found within 250 iterations, by its own oracles alone',
         '--reports',
         reports,
         ...(formats ? ['--formats', formats] : []),
+        ...['--ops', ops ?? 'resize'],
       ]);
       assert.equal(r.exitCode, 1, r.all);
       const s = await readSummary(reports);

@@ -72,7 +72,11 @@ const withTestCorpus = (args: string[]) => {
 
 /** The tests' seeds and the cases they name were chosen on qcow2 cases: their runs generate qcow2
  * cases alone unless they pass --formats (the raw tests and the control run do). */
-const withTestFormats = (args: string[]) => (args.includes('--formats') ? args : [...args, '--formats', 'qcow2']);
+const withTestFormats = (args: string[]) =>
+  withTestOps(args.includes('--formats') ? args : [...args, '--formats', 'qcow2']);
+
+/** And on resizes alone, the one operation there was: runs of other operations pass --ops. */
+const withTestOps = (args: string[]) => (args.includes('--ops') ? args : [...args, '--ops', 'resize']);
 
 /** Runs `npm run fuzz -- ARGS` the way a user would, without npm in between: the same sources,
  * bundled (bundledCli), since node with the tsx loader takes 0.7 s longer to start and the tests

@@ -49,6 +49,8 @@ describe('signatures that tell causes apart', () => {
       '1',
       '--formats',
       'qcow2',
+      '--ops',
+      'resize,amend,snapshot',
     ];
     const run = await fuzzCli([...args, '--confirm', '1', '--minimise-runs', '10', '--reports', reports]);
     assert.equal(run.exitCode, 1, run.all);

@@ -4,6 +4,7 @@ import {
   FORMAT_OPTIONS,
   IMAGE_FORMATS,
   OPERATION_NAMES,
+  isIoOp,
   isResize,
   opOf,
   type OperationName,
@@ -13,6 +14,7 @@ import {
   liveSnapshots,
   type Case,
   type DataFileKind,
+  type IoOp,
   type ImageFormat,
 } from '../model/case.ts';
 import { FatalError } from '../model/errors.ts';
@@ -53,7 +55,8 @@ export interface CaseFacts {
   compressionType: string;
   /** The base image has persistent bitmaps. */
   bitmaps: boolean;
-  /** The base image holds compressed clusters. */
+  /** The base image holds compressed clusters: a compressed write no later data operation overlaps
+   * (a write, zero or discard there leaves the cluster uncompressed or gone; qemu's rules). */
   compressed: boolean;
   /** The base image was left with the dirty bit set. */
   dirty: boolean;
@@ -340,7 +343,7 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     shrinkBelowOneCluster: step.plan.kind === 'shrink' && target > 0 && target < c.image.clusterSize,
     compressionType: c.image.compressionType,
     bitmaps: c.image.bitmaps > 0,
-    compressed: c.data.some((d) => d.op === 'compress'),
+    compressed: keepsCompressedClusters(c.data),
     dirty: c.image.dirty,
     snapshots: state ? state.snapshots > 0 : liveSnapshots(c) > 0,
     refcountTableGrew: step.refcountTableGrew === true,
@@ -354,6 +357,12 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
         ? sizeRelation({ before: step.sizeBefore, target: step.plan.target, after: step.subjectSizeAfter ?? null })
         : 'none',
   };
+}
+
+function keepsCompressedClusters(data: Case['data']): boolean {
+  const io = data.filter(isIoOp);
+  const overlaps = (a: IoOp, b: IoOp) => a.offset < b.offset + b.length && b.offset < a.offset + a.length;
+  return io.some((d, i) => d.op === 'compress' && !io.slice(i + 1).some((later) => overlaps(d, later)));
 }
 
 function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {

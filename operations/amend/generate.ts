@@ -61,8 +61,11 @@ export function materialiseAmend(r: AmendRecipe, image: ImageSpec, state: ImageS
       const bits = r.bits === state.refcountBits ? others[Math.floor(r.fraction * others.length)]! : r.bits;
       return step(`refcount_bits=${bits}`);
     }
-    case 'lazyRefcounts':
-      return step(`lazy_refcounts=${state.lazyRefcounts ? 'off' : 'on'}`);
+    case 'lazyRefcounts': {
+      // in capitals as often as qemu's other compat spellings: qemu refuses them, instar does not
+      const value = state.lazyRefcounts ? 'off' : 'on';
+      return step(`lazy_refcounts=${r.otherSpelling ? value.toUpperCase() : value}`);
+    }
     case 'size': {
       const limit = Math.min(stepSizeLimit(image), 4 * state.size + 2 ** 20);
       return step(`size=${align(between(512, limit, r.fraction), 512) || 512}`);
@@ -81,8 +84,10 @@ export function materialiseAmend(r: AmendRecipe, image: ImageSpec, state: ImageS
  * clusters and a snapshot is reached, not only refused. */
 export function shapeForDowngrades(image: ImageSpec, data: DataOp[], fraction: number) {
   const v3 = image.compat === '1.1' && !image.extendedL2 && image.dataFile === 'none';
-  const shaped: ImageSpec =
+  const sixteen: ImageSpec =
     v3 && fraction < 2 / 3 ? { ...image, refcountBits: 16, createdWithRefcountBits: null } : image;
+  // and one in nine zstd compression, a v3-only incompatible feature qemu 7.2 downgrades anyway
+  const shaped: ImageSpec = v3 && fraction < 1 / 9 ? { ...sixteen, compressionType: 'zstd' } : sixteen;
   return { image: shaped, data: [...data, ...downgradeShapes(shaped, fraction)] };
 }
 

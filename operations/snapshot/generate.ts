@@ -57,6 +57,7 @@ export function materialiseSnapshot(r: SnapshotStepRecipe, state: ImageState, ou
 // ---- the images of cases with snapshot steps -------------------------------------------------------
 
 export const snapshotCaseRecipeArb = fc.record({
+  width: fraction,
   sixteen: fraction,
   tableEdge: fraction,
   edgeAt: fraction,
@@ -64,15 +65,18 @@ export const snapshotCaseRecipeArb = fc.record({
 });
 export type SnapshotCaseRecipe = typeof snapshotCaseRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
-/** The image and data of a case with snapshot steps: a snapshot of its data to apply or delete
- * ('base', where it has none and can have one); in one case in seven sixteen more, instar's cap, so
- * that the next creation is the 17th; in one in six an image at the edge of its refcount table. */
+/** The image and data of a case with snapshot steps: 16-bit refcounts in two cases in three (the
+ * only width instar's snapshot code takes: its other refusals and its mutators are reached behind
+ * that one); a snapshot of its data to apply or delete ('base', where it has none and can have one);
+ * in one case in seven sixteen more, instar's cap, so that the next creation is the 17th; in one in
+ * six an image at the edge of its refcount table. */
 export function shapeForSnapshots(
-  image: ImageSpec,
+  drawn: ImageSpec,
   data: DataOp[],
   r: SnapshotCaseRecipe,
 ): { image: ImageSpec; data: DataOp[] } {
-  if (r.tableEdge < 1 / 6) return atRefcountTableEdge(image, r.edgeAt, r.pattern);
+  if (r.tableEdge < 1 / 6) return atRefcountTableEdge(drawn, r.edgeAt, r.pattern);
+  const image = r.width < 2 / 3 ? { ...drawn, refcountBits: 16 as const, createdWithRefcountBits: null } : drawn;
   if (!canSnapshot(image)) return { image, data };
   const shaped = data.some((d) => d.op === 'snapshot-create') ? data : [...data, base];
   if (!holdsSixteenSnapshots(image) || r.sixteen >= 1 / 7) return { image, data: shaped };

@@ -156,6 +156,20 @@ function amendRefusal(a: AmendArgs, h: Qcow2Header | undefined): string | null {
   return null;
 }
 
+/** The -o lists as instar reads them, for qemu-img underneath: lazy_refcounts in any case and as
+ * true/false/yes/no is qemu's on or off. */
+const asInstarReadsThem = (options: string[]) =>
+  options.map((o) =>
+    o
+      .split(',')
+      .map((piece) => {
+        const [key, value = ''] = piece.split('=', 2);
+        if (key !== 'lazy_refcounts') return piece;
+        return `${key}=${TRUTHY.includes(value.toLowerCase()) ? 'on' : 'off'}`;
+      })
+      .join(','),
+  );
+
 const guestError = (code: number, text: string) =>
   `${text}\n${instarError(`snapshot: guest reported error code ${code}`)}`;
 
@@ -273,7 +287,7 @@ export async function runOperation(op: OpName, argv: string[], hooks: OpHooks): 
   if (early !== 0) {
     const qemuArgs =
       args.kind === 'amend'
-        ? ['amend', ...args.options.flatMap((o) => ['-o', o])]
+        ? ['amend', ...(REAL ? asInstarReadsThem(args.options) : args.options).flatMap((o) => ['-o', o])]
         : [
             'snapshot',
             ...(args.mode === 'list' ? ['-l'] : [{ create: '-c', apply: '-a', delete: '-d' }[args.mode], args.name]),
