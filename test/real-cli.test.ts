@@ -81,6 +81,26 @@ describe("instar's real command line", () => {
       assert.ok(s.knownByEntry[`instar-${id}`]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
   });
 
+  it('amend and snapshot: every difference of 100 cases is registered, by its message', async (t) => {
+    const reports = await reportsDir(t);
+    const args = ['--instar', instarDouble('real-cli'), '--ops', 'amend,snapshot', '--iterations', ITERATIONS];
+    const r = await fuzzCli([...args, ...quick, '--reports', reports]);
+    assert.equal(r.exitCode, 0, r.all);
+    const s = await readSummary(reports);
+    assert.deepEqual(s.signatures, []);
+    assert.deepEqual(s.messageDiffers, {});
+    const entries = [
+      'amend-compat-and-lazy-refcounts-only',
+      'amend-prints-a-success-line',
+      'amend-refuses-dirty-images',
+      'snapshot-16-bit-refcounts-only',
+      'snapshot-refuses-compressed-clusters',
+      'snapshot-never-grows-the-refcount-table',
+    ];
+    for (const id of entries)
+      assert.ok(s.knownByEntry[`instar-${id}`]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
+  });
+
   const OUTPUT_FAULTS = [
     ['real-json-old-size-from-file', 'output/json-wrong/subject/old_virtual_size'],
     ['real-human-output-differs', 'output/stdout-differs/subject/Image resized successfully.'],
