@@ -18,9 +18,9 @@ const ACTIONS = [
 ];
 
 const NAMES = [
-  { weight: 8, arbitrary: fc.constant('usual' as const) },
+  { weight: 7, arbitrary: fc.constant('usual' as const) },
   { weight: 1, arbitrary: fc.constant('missing' as const) },
-  { weight: 1, arbitrary: fc.constant('duplicate' as const) },
+  { weight: 2, arbitrary: fc.constant('duplicate' as const) },
   { weight: 1, arbitrary: fc.constant('empty' as const) },
   { weight: 1, arbitrary: fc.constant('long' as const) },
 ];
@@ -62,6 +62,7 @@ export const snapshotCaseRecipeArb = fc.record({
   tableEdge: fraction,
   edgeAt: fraction,
   pattern: fc.integer({ min: 1, max: 255 }),
+  bitmapsAlone: fraction,
 });
 export type SnapshotCaseRecipe = typeof snapshotCaseRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
@@ -69,13 +70,15 @@ export type SnapshotCaseRecipe = typeof snapshotCaseRecipeArb extends fc.Arbitra
  * only width instar's snapshot code takes: its other refusals and its mutators are reached behind
  * that one); a snapshot of its data to apply or delete ('base', where it has none and can have one);
  * in one case in seven sixteen more, instar's cap, so that the next creation is the 17th; in one in
- * six an image at the edge of its refcount table. */
+ * six an image at the edge of its refcount table; in one in ten of the others a v3 image whose only
+ * feature instar refuses is its bitmaps (behind the refusals of other features they went unseen). */
 export function shapeForSnapshots(
   drawn: ImageSpec,
   data: DataOp[],
   r: SnapshotCaseRecipe,
 ): { image: ImageSpec; data: DataOp[] } {
   if (r.tableEdge < 1 / 6) return atRefcountTableEdge(drawn, r.edgeAt, r.pattern);
+  if (r.bitmapsAlone < 1 / 10 && drawn.compat === '1.1') return withBitmapsAlone(drawn, data);
   const image = r.width < 2 / 3 ? { ...drawn, refcountBits: 16 as const, createdWithRefcountBits: null } : drawn;
   if (!canSnapshot(image)) return { image, data };
   const shaped = data.some((d) => d.op === 'snapshot-create') ? data : [...data, base];
@@ -84,6 +87,21 @@ export function shapeForSnapshots(
 }
 
 const base = { op: 'snapshot-create' as const, name: 'base' };
+
+function withBitmapsAlone(drawn: ImageSpec, data: DataOp[]) {
+  const image: ImageSpec = {
+    ...drawn,
+    refcountBits: 16,
+    createdWithRefcountBits: null,
+    compressionType: 'zlib',
+    bitmaps: Math.max(1, drawn.bitmaps),
+    dirty: false,
+    dataFile: 'none',
+    encrypted: false,
+  };
+  const plain = data.filter((d) => d.op !== 'compress');
+  return { image, data: plain.some((d) => d.op === 'snapshot-create') ? plain : [...plain, base] };
+}
 
 /** Sixteen snapshots and the image raise a cluster's refcount to 17: from 8-bit refcounts up, at
  * creation and after an amend (qemu refuses to narrow refcounts below a count they hold; at 4 bits
