@@ -15,7 +15,12 @@ import {
   MAX_L1_BYTES,
   MAX_REFTABLE_BYTES,
 } from '../qcow2/format.ts';
-import type { HeaderSummary, RefcountMismatchClass, StructureObservation } from '../qcow2/structure.ts';
+import type {
+  HeaderSummary,
+  RefcountMismatchClass,
+  SnapshotSummary,
+  StructureObservation,
+} from '../qcow2/structure.ts';
 import { l1EntriesNeeded } from '../qcow2/tables.ts';
 import { damageClass, damageDetail, isGarbled, roleBefore } from './refcount-damage.ts';
 import type { Finding, Side } from './finding.ts';
@@ -214,6 +219,24 @@ export function droppedStructures(ref: Readable, sub: Readable): string[] {
   ].filter((d): d is string => d !== null);
 }
 
+/** Where the subject's snapshot table, entry by entry in table order, says other than qemu's
+ * result's: a snapshot more (`entries`; fewer is a dropped structure), its `id` (qemu numbers a new
+ * one past the highest), `name`, `l1-size` (the active L1's at creation), `disk-size` (the virtual
+ * size then, which an apply restores) or `vm-state-size`. */
+export function snapshotTableDifferences(ref: Readable, sub: Readable): string[] {
+  const a = ref.snapshotTable;
+  const b = sub.snapshotTable;
+  if (a.length !== b.length) return ['entries'];
+  const fields: [string, (e: SnapshotSummary) => unknown][] = [
+    ['id', (e) => e.id],
+    ['name', (e) => e.name],
+    ['l1-size', (e) => e.l1Size],
+    ['disk-size', (e) => e.diskSize],
+    ['vm-state-size', (e) => e.vmStateSize],
+  ];
+  return fields.filter(([, get]) => a.some((e, i) => get(e) !== get(b[i]!))).map(([name]) => name);
+}
+
 /** The header fields and extensions (by name) each dropped structure takes with it. */
 const DROPPED_PARTS: Record<string, string[]> = {
   'crypto-header': ['crypt_method', 'crypto-header'],
@@ -349,6 +372,15 @@ export function structureOracle(
         evidence: { reference: reference.header.refcountOrder, subject: subject.header.refcountOrder },
       });
     }
+    const snapshotFields = dropped.includes('snapshot-table') ? [] : snapshotTableDifferences(reference, subject);
+    if (snapshotFields.length > 0)
+      findings.push({
+        ...base,
+        kind: 'snapshot-table-differs',
+        detail: snapshotFields.join(','),
+        message: `the snapshot table differs from qemu's result in: ${snapshotFields.join(', ')}`,
+        evidence: { reference: reference.snapshotTable, subject: subject.snapshotTable },
+      });
     const changed = changedFields(reference.header, subject.header, reference.backingFile, subject.backingFile).filter(
       (f) => !covered.has(f),
     );

@@ -104,6 +104,17 @@ export interface ExtensionSummary {
   content: string;
 }
 
+/** A snapshot table entry's fields that say which snapshot it is and what it holds (not where:
+ * host offsets move legitimately; not when: dates and clocks differ run to run). `diskSize` is
+ * null in an entry without that extra data (a v2 image's). */
+export interface SnapshotSummary {
+  id: string;
+  name: string;
+  l1Size: number;
+  diskSize: number | null;
+  vmStateSize: number;
+}
+
 export type StructureObservation =
   | {
       readable: true;
@@ -115,6 +126,8 @@ export type StructureObservation =
       /** Header extension area could not be parsed (qemu refuses to open such an image). */
       extensionError: string | null;
       snapshots: number;
+      /** The snapshot table as a guest tool lists it, in table order (empty without snapshots). */
+      snapshotTable: SnapshotSummary[];
       bitmaps: number;
       /** false when the dirty bit is set: lazy refcounts legitimately lag behind the tables. */
       refcountsChecked: boolean;
@@ -259,6 +272,7 @@ class StructureWalk {
   private allocatedClusters = 0;
   private compressedClusters = 0;
   private snapshots = 0;
+  private snapshotTable: SnapshotSummary[] = [];
   private bitmapDirectory: BitmapDirectoryEntry[] = [];
 
   constructor(private readonly r: Qcow2Reader) {
@@ -421,6 +435,13 @@ class StructureWalk {
         throw new Error(`snapshot table at ${this.h.snapshotsOffset} is not cluster-aligned`);
       const { entries, size } = await this.r.readSnapshots();
       this.snapshots = entries.length;
+      this.snapshotTable = entries.map((e) => ({
+        id: e.id,
+        name: e.name,
+        l1Size: e.l1Size,
+        diskSize: e.diskSize,
+        vmStateSize: e.vmStateSize,
+      }));
       for (const sn of entries) await this.walkL1(sn.l1TableOffset, sn.l1Size, false);
       this.expected.add(this.h.snapshotsOffset, size, 'snapshot-table');
     });
@@ -524,6 +545,7 @@ class StructureWalk {
       extensions: this.extensionSummaries(),
       extensionError: this.extensionError,
       snapshots: this.snapshots,
+      snapshotTable: this.snapshotTable,
       bitmaps: this.bitmapDirectory.length,
       refcountsChecked: !dirty,
       mismatchCounts: mismatches.counts,

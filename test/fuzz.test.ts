@@ -306,6 +306,14 @@ const FAULTS = [
     why: 'creates a snapshot without growing a full refcount table: the clusters past it go without refcounts',
   },
   {
+    fault: 'snapshot-id-by-count',
+    ops: ALL_OPS,
+    oracles: ['structure'],
+    kind: 'snapshot-table-differs',
+    structureNeedsFuzzer: true,
+    why: 'numbers a new snapshot by the count: after a delete two snapshots share an id, seen in the snapshot table alone',
+  },
+  {
     fault: 'amend-leaves-dirty',
     ops: ALL_OPS,
     oracles: ['info'],

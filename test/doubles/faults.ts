@@ -505,6 +505,22 @@ export const FAULTS = {
       },
     },
   },
+  'snapshot-id-by-count': {
+    what:
+      'a snapshot creation that numbers the new snapshot by how many the image has, where qemu takes ' +
+      'the highest id plus one: after a delete, two snapshots share an id',
+    snapshot: {
+      after: async (c) => {
+        if ((c.args as SnapshotArgs).mode !== 'create' || !c.after) return;
+        const offset = c.after.snapshotsOffset;
+        const last = await withQcow2(c.file, async (r) => (await r.readSnapshots()).entries.at(-1));
+        const counted = String(c.after.nbSnapshots);
+        // an id of another length would move the entries after it: those cases are left alone
+        if (!last || last.id === counted || last.id.length !== counted.length) return;
+        await writeBytes(c.file, offset + last.tableOffset + 40 + last.extraData.length, Buffer.from(counted));
+      },
+    },
+  },
   'amend-leaves-dirty': {
     what: 'an amend that rewrites the header (compat, refcount width) leaves the dirty bit it set while it worked',
     amend: {
