@@ -311,7 +311,7 @@ const FAULTS = [
     oracles: ['structure'],
     kind: 'snapshot-table-differs',
     structureNeedsFuzzer: true,
-    why: 'numbers a new snapshot by the count: after a delete two snapshots share an id, seen in the snapshot table alone',
+    why: 'numbers a new snapshot by the count: after a delete two share an id, seen in the snapshot table alone',
   },
   {
     fault: 'amend-leaves-dirty',
