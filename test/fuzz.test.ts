@@ -217,15 +217,18 @@ const FAULTS = [
   {
     fault: 'vpc-stale-checksum',
     formats: 'vpc',
-    oracles: ['info', 'content'],
-    kind: 'info-failed',
+    // the format reader names the cause; qemu then cannot open it, and reads the size in the copy
+    oracles: ['structure', 'info', 'content', 'output'],
+    kind: 'spec-violation',
+    structureNeedsFuzzer: true,
     why: "grows a vpc but leaves its footer's checksum stale: qemu-img no longer opens it",
   },
   {
     fault: 'vmdk-descriptor-old-size',
     formats: 'vmdk',
-    oracles: ['info'],
-    kind: 'info-mismatch',
+    oracles: ['structure', 'info'],
+    kind: 'spec-violation',
+    structureNeedsFuzzer: true,
     why: "grows a vmdk's header but not its descriptor's extent, which qemu ignores and VMware reads",
   },
   {
