@@ -23,6 +23,7 @@ import { afterUseWorkload, withoutTimings, workloadOutcomes, type CommandOutcome
 import { isClean, parseCheck, type CheckObservation } from '../oracles/check.ts';
 import {
   firstMismatch,
+  readableWindow,
   regrowWindows,
   type CompareObservation,
   type MismatchSector,
@@ -582,7 +583,8 @@ async function probeRegrowWindow(
 ): Promise<RegrowProbe | null> {
   const at = firstMismatch(compare);
   const windows = at === null ? [] : regrowWindows(history, run.c.image.clusterSize);
-  const window = windows.find((w) => at! >= w.start && at! < w.end);
+  const found = windows.find((w) => at! >= w.start && at! < w.end);
+  const window = found ? readableWindow(found, compare.referenceSize) : null;
   if (!window) return null;
   const referenceReadsZero = await readsZero(run, run.layout.reference, window.start, window.end);
   const subjectReadsZero = await readsZero(run, run.layout.subject, window.start, window.end);

@@ -51,6 +51,13 @@ export function regrowWindows(history: ObservedStep[], clusterSize: number): { s
   });
 }
 
+/** The part of a regrow window an image of `size` bytes can read (a grow to less than the cluster's
+ * end exposes only part of it, and a read past the end fails); null when none. */
+export function readableWindow(window: { start: number; end: number }, size: number | null) {
+  const end = size === null ? window.end : Math.min(window.end, size);
+  return end > window.start ? { start: window.start, end } : null;
+}
+
 /** Where the compared results stand: the virtual sizes observed on qemu's result before and after
  * the step, and for after-use the size its workload grew them to. */
 export interface CompareContext {

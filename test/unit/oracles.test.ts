@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { rawGrownCounts } from '../../oracles/allocation.ts';
-import { regrowWindows } from '../../oracles/content.ts';
+import { readableWindow, regrowWindows } from '../../oracles/content.ts';
 import { infoOracle, parseInfo } from '../../oracles/info.ts';
 import { classifyOutcome } from '../../oracles/outcome.ts';
 import { ORACLES } from '../../oracles/table.ts';
@@ -331,5 +331,11 @@ describe('regrow windows, from the sizes observed on qemu results', () => {
     assert.deepEqual(regrowWindows([{ before: 1 << 20, after: 1536 }], 65536), []);
     // a shrink both tools refused (after: null) opens nothing, whatever the case asked for
     assert.deepEqual(regrowWindows([{ before: 1 << 20, after: null }, grow], 65536), []);
+  });
+  test('are read only as far as the image now reaches (seed 1, iteration 105: 512 to 1024 of 8 KiB)', () => {
+    assert.deepEqual(readableWindow({ start: 512, end: 8192 }, 1024), { start: 512, end: 1024 });
+    assert.deepEqual(readableWindow({ start: 512, end: 8192 }, 1 << 20), { start: 512, end: 8192 });
+    assert.deepEqual(readableWindow({ start: 512, end: 8192 }, null), { start: 512, end: 8192 });
+    assert.equal(readableWindow({ start: 512, end: 8192 }, 512), null);
   });
 });
