@@ -107,8 +107,9 @@ async function fuzzRun(extra: string[]): Promise<FuzzRun> {
     const started = performance.now();
     const child = execa(
       process.execPath,
-      // generated qcow2 cases only: the repository's corpus would change the mix as it grows, and
-      // raw cases (cheap, hashed whole by the harness) would change it from the entries before them
+      // generated qcow2 resize cases only: the repository's corpus would change the mix as it
+      // grows, and raw cases (cheap, hashed whole by the harness) or steps of other operations would
+      // change it from the entries before them
       [
         ...FUZZ_NODE_OPTIONS,
         CLI,
@@ -120,6 +121,8 @@ async function fuzzRun(extra: string[]): Promise<FuzzRun> {
         join(ROOT, 'test', 'empty-corpus'),
         '--formats',
         'qcow2',
+        '--ops',
+        'resize',
         ...extra,
       ],
       { cwd: ROOT, reject: false, all: true },
