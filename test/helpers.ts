@@ -29,7 +29,14 @@ const HARNESS_DIRS = [
 /** cli/fuzz.ts and the modules it starts in other processes and threads (exec/spawner.ts,
  * exec/reader-worker.ts), bundled with esbuild into test/.bundle-cli/ when a harness source is
  * newer than the bundle; each build goes to its own directory, renamed into place. */
-async function bundledCli(): Promise<string> {
+function bundledCli(): Promise<string> {
+  // runs started together (Promise.all) share one check and one build: two builds of one process
+  // would share its build directory
+  return (bundling ??= bundleIfStale().finally(() => (bundling = undefined)));
+}
+let bundling: Promise<string> | undefined;
+
+async function bundleIfStale(): Promise<string> {
   const cli = join(BUNDLE_DIR, 'fuzz.mjs');
   const built = await stat(cli).then(
     (s) => s.mtimeMs,
