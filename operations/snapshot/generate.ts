@@ -7,8 +7,8 @@ import { canSnapshot } from '../../generators/data.ts';
 // snapshot steps: recipes drawn by fast-check, made concrete from the snapshots the image has then
 // (the build's and the steps' before). Applies come most often (half of them after a grow), then
 // creations and deletes of a snapshot the image has, listings; and what the tools treat
-// differently: a name the image lacks,
-// a second snapshot of a name (qemu allows it), an empty name, a name past qcow2's 255 bytes.
+// differently: a name the image lacks, a second snapshot of a name (qemu allows it), an empty name,
+// a name past qcow2's 255 bytes.
 
 const ACTIONS = [
   { weight: 3, arbitrary: fc.constant('create' as const) },
@@ -81,12 +81,14 @@ export function shapeForSnapshots(
   if (r.bitmapsAlone < 1 / 10 && drawn.compat === '1.1') return withBitmapsAlone(drawn, data);
   const image = r.width < 2 / 3 ? { ...drawn, refcountBits: 16 as const, createdWithRefcountBits: null } : drawn;
   if (!canSnapshot(image)) return { image, data };
-  const shaped = data.some((d) => d.op === 'snapshot-create') ? data : [...data, base];
+  const shaped = withBase(data);
   if (!holdsSixteenSnapshots(image) || r.sixteen >= 1 / 7) return { image, data: shaped };
   return { image, data: [...shaped, ...Array.from({ length: 16 }, (_, i) => ({ ...base, name: `s${i}` }))] };
 }
 
 const base = { op: 'snapshot-create' as const, name: 'base' };
+/** The data, with snapshot 'base' taken after it where it takes none. */
+const withBase = (data: DataOp[]) => (data.some((d) => d.op === 'snapshot-create') ? data : [...data, base]);
 
 function withBitmapsAlone(drawn: ImageSpec, data: DataOp[]) {
   const image: ImageSpec = {
@@ -99,8 +101,7 @@ function withBitmapsAlone(drawn: ImageSpec, data: DataOp[]) {
     dataFile: 'none',
     encrypted: false,
   };
-  const plain = data.filter((d) => d.op !== 'compress');
-  return { image, data: plain.some((d) => d.op === 'snapshot-create') ? plain : [...plain, base] };
+  return { image, data: withBase(data.filter((d) => d.op !== 'compress')) };
 }
 
 /** Sixteen snapshots and the image raise a cluster's refcount to 17: from 8-bit refcounts up, at
