@@ -7,6 +7,7 @@ import { rawGrownCounts } from '../../oracles/allocation.ts';
 import { readableWindow, regrowWindows } from '../../oracles/content.ts';
 import { infoOracle, parseInfo } from '../../oracles/info.ts';
 import { classifyOutcome } from '../../oracles/outcome.ts';
+import { snapshotTableDifferences } from '../../oracles/structure.ts';
 import { ORACLES } from '../../oracles/table.ts';
 import {
   caseFiles,
@@ -338,4 +339,19 @@ describe('regrow windows, from the sizes observed on qemu results', () => {
     assert.deepEqual(readableWindow({ start: 512, end: 8192 }, null), { start: 512, end: 8192 });
     assert.equal(readableWindow({ start: 512, end: 8192 }, 512), null);
   });
+});
+
+describe('the snapshot table, compared with qemu result', () => {
+  const entry = { id: '1', name: 'base', l1Size: 1, diskSize: 1048576, vmStateSize: 0 };
+  const table = (...entries: (typeof entry)[]) =>
+    ({ snapshotTable: entries }) as unknown as Parameters<typeof snapshotTableDifferences>[0];
+  test('names each field that differs, entry by entry', () => {
+    const ref = table(entry, { ...entry, id: '3', name: 'step2' });
+    assert.deepEqual(snapshotTableDifferences(ref, ref), []);
+    assert.deepEqual(snapshotTableDifferences(ref, table(entry, { ...entry, id: '2', name: 'step2' })), ['id']);
+    const other = table({ ...entry, l1Size: 2, diskSize: 2097152 }, { ...entry, id: '3', name: 'x' });
+    assert.deepEqual(snapshotTableDifferences(ref, other), ['name', 'l1-size', 'disk-size']);
+  });
+  test('a snapshot more is "entries"', () =>
+    assert.deepEqual(snapshotTableDifferences(table(entry), table(entry, entry)), ['entries']));
 });
