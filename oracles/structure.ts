@@ -237,6 +237,20 @@ export function snapshotTableDifferences(ref: Readable, sub: Readable): string[]
   return fields.filter(([, get]) => a.some((e, i) => get(e) !== get(b[i]!))).map(([name]) => name);
 }
 
+/** The first entries that differ, as qemu's result and the subject's have them: ` (entry 3: qemu
+ * id 4 name "step1", subject id 3 name "step1")`; empty when the counts differ. */
+function snapshotEntryDiffs(ref: Readable, sub: Readable): string {
+  if (ref.snapshotTable.length !== sub.snapshotTable.length)
+    return ` (${ref.snapshotTable.length} entries in qemu's, ${sub.snapshotTable.length} in the subject's)`;
+  const show = (e: SnapshotSummary) => `id ${e.id} name ${JSON.stringify(e.name)} l1 ${e.l1Size} size ${e.diskSize}`;
+  const diffs = ref.snapshotTable
+    .map((e, i) => ({ i, a: show(e), b: show(sub.snapshotTable[i]!) }))
+    .filter(({ a, b }) => a !== b)
+    .slice(0, 2)
+    .map(({ i, a, b }) => `entry ${i + 1}: qemu ${a}, subject ${b}`);
+  return diffs.length > 0 ? ` (${diffs.join('; ')})` : '';
+}
+
 /** The header fields and extensions (by name) each dropped structure takes with it. */
 const DROPPED_PARTS: Record<string, string[]> = {
   'crypto-header': ['crypt_method', 'crypto-header'],
@@ -378,7 +392,9 @@ export function structureOracle(
         ...base,
         kind: 'snapshot-table-differs',
         detail: snapshotFields.join(','),
-        message: `the snapshot table differs from qemu's result in: ${snapshotFields.join(', ')}`,
+        message:
+          `the snapshot table differs from qemu's result in: ${snapshotFields.join(', ')}` +
+          snapshotEntryDiffs(reference, subject),
         evidence: { reference: reference.snapshotTable, subject: subject.snapshotTable },
       });
     const changed = changedFields(reference.header, subject.header, reference.backingFile, subject.backingFile).filter(
