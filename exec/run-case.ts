@@ -17,6 +17,8 @@ import type { StepPlan } from '../model/plan.ts';
 import { initialState, type ImageState } from '../model/state.ts';
 import type { Operation } from '../operations/operation.ts';
 import { operationOf } from '../operations/table.ts';
+import { damageImage, type AppliedDamage } from '../operations/repair/damage.ts';
+import { hasDamage, overlapped } from '../operations/repair/step.ts';
 import { readImageState, readVirtualSize } from './image-state.ts';
 import { SnapshotContent } from './snapshot-content.ts';
 import { afterUseWorkload, withoutTimings, workloadOutcomes, type CommandOutcome } from '../oracles/after-use.ts';
@@ -115,6 +117,9 @@ export interface CaseResult {
   /** Allocated clusters of the base image as qemu-img check and the qcow2 reader count them
    * (null for a dirty base, whose check is skipped): a self-check of the reader. */
   baseReader: { byCheck: number; byReader: number | null } | null;
+  /** The damage written into the base image after its build, as the case states it: what each hit
+   * and the bytes written (repro.sh writes them again). */
+  damage?: AppliedDamage[];
 }
 
 /** The generator promised a valid, clean base image and qemu disagrees: a harness bug. */
@@ -150,7 +155,7 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
   const sizeOf = (side: SideFiles) => readVirtualSize(run.path(side), run.c);
   const ahead = new ReadAhead(run, sizeOf);
   const kept = new SnapshotContent(run);
-  await buildBase(run, kept);
+  const damage = await buildBase(run, kept);
   // the copies and the reading go on while qemu-img checks the base image
   ahead.firstStep(run.background(copySides(run)));
   const { baseReader, baseStructure } = await checkBase(run, ahead);
@@ -172,6 +177,11 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
     steps.push(record);
     findings.push(...judged.findings.map((f) => ({ ...f, step: index })));
     if (judged.findings.length > 0 || record.reference !== record.subject) break;
+    // a repair that leaves damage (qemu-img's exits non-zero) ends the case: later steps would meet
+    // a broken image, and what qemu makes of one is no finding
+    // (an overlap qemu-img "repairs" into metadata shared with a data cluster: exit 0, still broken)
+    const leftBroken = observation.reference.exitCode !== 0 || overlapped(run.c);
+    if (operationOf(run.c.steps[index]!).damagedInput && leftBroken) break;
   }
 
   const last = steps.at(-1)!;
@@ -181,12 +191,14 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
   const stored = options.wantArtifacts(findings, steps)
     ? await collectArtifacts(run)
     : { artifacts: [], artifactsSkipped: [] };
-  return { findings, steps, afterUse: afterUse?.record ?? null, commands: run.commands, baseReader, ...stored };
+  const result = { findings, steps, afterUse: afterUse?.record ?? null, commands: run.commands, baseReader };
+  return { ...result, damage, ...stored };
 }
 
 /** Runs the build commands in the base image's directory; each must do what it is meant to. A
- * snapshot a later step applies is kept as the guest content it names. */
-async function buildBase(run: CaseRun, kept: SnapshotContent) {
+ * snapshot a later step applies is kept as the guest content it names. Then the case's damage is
+ * written into the image, in the harness (the input of a repair). */
+async function buildBase(run: CaseRun, kept: SnapshotContent): Promise<AppliedDamage[]> {
   const { base, reference, subject } = run.layout;
   if (base.dir !== '.') await Promise.all([base, reference, subject].map((s) => mkdir(join(run.dir, s.dir))));
   for (const cmd of buildCommands(run.c, base.image)) {
@@ -197,8 +209,12 @@ async function buildBase(run: CaseRun, kept: SnapshotContent) {
         `${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim() || r.stdout.trim()}`,
         r,
       );
-    if (cmd.creates !== undefined) await kept.keep(cmd.creates, base);
+    // the damage written after the build may change what a snapshot reads (an L2 entry it shares)
+    if (cmd.creates !== undefined && !hasDamage(run.c)) await kept.keep(cmd.creates, base);
   }
+  const applied: AppliedDamage[] = [];
+  for (const d of run.c.data) if (d.op === 'damage') applied.push(await damageImage(run.path(base), d));
+  return applied;
 }
 
 /** Each side's copy of the base image; with a data file or vmdk extent files each side has its
@@ -228,7 +244,8 @@ async function checkBase(
   // qemu-img cannot check a raw or vpc image, and the harness reads only qcow2 structures here
   if (run.c.image.format !== 'qcow2') return { baseReader: null, baseStructure: null };
   const structure = ahead.baseStructure();
-  if (run.c.image.dirty) return { baseReader: null, baseStructure: await structure };
+  // a dirty image's refcounts lag by design; a damaged one is the input of a repair
+  if (run.c.image.dirty || hasDamage(run.c)) return { baseReader: null, baseStructure: await structure };
   const check = await run.check(run.layout.base);
   const read = await structure;
   if (check.exitCode !== 0) {
@@ -283,8 +300,8 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
     sizeBefore: before,
     sizeAfter: null,
     plan,
-    reference: classifyOutcome(ref),
-    subject: classifyOutcome(sub),
+    reference: classifyOutcome(ref, op.acceptedExits),
+    subject: classifyOutcome(sub, op.acceptedExits),
     discardsAllocated: inputs.discardsAllocated,
     subjectStderr: sub.stderr,
     oracles: [],
@@ -305,7 +322,7 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
     case: run.c,
     index,
     kind: plan.kind,
-    operation: { name: op.name, oracles: op.oracles },
+    operation: { name: op.name, oracles: op.oracles, acceptedExits: op.acceptedExits, damagedInput: op.damagedInput },
     reference: ref,
     subject: sub,
     sizeBefore: subjectState?.size ?? null,
@@ -601,6 +618,9 @@ async function useBothResults(
   subjectBefore: StructureObservation | null,
 ) {
   if (last.reference !== 'ok' || last.subject !== 'ok' || !last.referenceInfo?.ok) return null;
+  // a result qemu's own check finds damaged (a repair that could not mend all) is no ground for a
+  // later use: what the workload does to damage is the same on both sides or noise
+  if ((last.referenceCheck && !isClean(last.referenceCheck)) || overlapped(run.c)) return null;
   const { reference, subject } = run.layout;
   const size = Number(last.referenceInfo.fields['virtual-size']);
   // the largest size qemu's result had: a grow back over it reads all a shrink discarded

@@ -17,6 +17,13 @@ import {
   snapshotCaseRecipeArb,
   snapshotStepRecipeArb,
 } from '../operations/snapshot/generate.ts';
+import {
+  materialiseRepair,
+  repairCaseRecipeArb,
+  repairStepRecipeArb,
+  shapeForRepairs,
+  type RepairStepRecipe,
+} from '../operations/repair/generate.ts';
 import { align, stepSizeLimit } from './bounds.ts';
 import {
   backingWriteArb,
@@ -50,7 +57,7 @@ type OperationRecipe = typeof operationRecipeArb extends fc.Arbitrary<infer T> ?
 
 /** How often each operation comes up among those a run drives: resize most (it has the most a
  * step can get wrong), amend and snapshot each half as often. */
-const OPERATION_WEIGHTS: Record<OperationName, number> = { resize: 2, amend: 1, snapshot: 1 };
+const OPERATION_WEIGHTS: Record<OperationName, number> = { resize: 2, amend: 1, snapshot: 1, repair: 1 };
 
 /** The operation of a step, from its pick among the enabled ones. */
 function pickOperation(pick: number, ops: readonly OperationName[]): OperationName {
@@ -69,7 +76,7 @@ function pickOperation(pick: number, ops: readonly OperationName[]): OperationNa
 function materialiseSteps(
   image: ImageSpec,
   start: ImageState,
-  recipes: { resize: StepRecipe; operation: OperationRecipe | undefined }[],
+  recipes: { resize: StepRecipe; operation: OperationRecipe | undefined; repair?: RepairStepRecipe }[],
   ops: readonly OperationName[],
   regrow: boolean,
   outputs: readonly OutputMode[],
@@ -87,6 +94,7 @@ function materialiseSteps(
     const output = outputs[steps.length] ?? 'human';
     const op = r.operation ? pickOperation(r.operation.pick, ops) : 'resize';
     if (op === 'amend') add(materialiseAmend(r.operation!.amend, image, state, output));
+    else if (op === 'repair') add(materialiseRepair(r.repair!, output));
     else if (op === 'snapshot') {
       const recipe = r.operation!.snapshot;
       // most applies come after a grow: the image is then not the size the snapshot was taken at
@@ -158,6 +166,9 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
       operations: fc.array(operationRecipeArb, { minLength: 4, maxLength: 4 }),
       // last: the image and data of cases with snapshot steps
       snapshotCase: snapshotCaseRecipeArb,
+      // last: repair steps' tiers, and the damage of cases with repair steps
+      repairs: fc.array(repairStepRecipeArb, { minLength: 4, maxLength: 4 }),
+      repairCase: repairCaseRecipeArb,
     })
     .map(
       ({
@@ -173,6 +184,8 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
         creation,
         operations,
         snapshotCase,
+        repairs,
+        repairCase,
       }): Case => {
         let image = withCreation(withExternalFiles(drawn, external), creation);
         const data = discardProbe ? [...recipes, discardProbe] : recipes;
@@ -195,7 +208,8 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
         let steps = resizeSteps;
         if (ops.some((o) => o !== 'resize')) {
           // each step becomes the operation its pick says, made from the state before it
-          const mixed = stepRecipes.map((resize, i) => ({ resize, operation: operations[i] }));
+          let mixed = stepRecipes.map((resize, i) => ({ resize, operation: operations[i], repair: repairs[i]! }));
+          const repairing = (r: (typeof mixed)[number]) => pickOperation(r.operation!.pick, ops) === 'repair';
           const downgrades = mixed.some(
             (r) => pickOperation(r.operation!.pick, ops) === 'amend' && r.operation!.amend.kind === 'downgrade',
           );
@@ -204,6 +218,12 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
           // a case with snapshot steps has a snapshot of its data to apply or delete, and more
           if (mixed.some((r) => pickOperation(r.operation!.pick, ops) === 'snapshot'))
             ({ image, data: filled } = shapeForSnapshots(image, filled, snapshotCase));
+          // a case with repair steps is damaged after its build, and repaired first
+          const first = mixed.find(repairing);
+          if (first) {
+            ({ image, data: filled } = shapeForRepairs(image, filled, repairCase));
+            mixed = [first, ...mixed.filter((r) => r !== first)];
+          }
           const start = initialState({ image, data: filled, steps: [] });
           steps = materialiseSteps(image, start, mixed, ops, regrow, outputs);
         }

@@ -4,6 +4,7 @@
 // from nothing else.
 import { parseAmendStep, type AmendStep } from '../operations/amend/step.ts';
 import { parseSnapshotStep, type SnapshotStep } from '../operations/snapshot/step.ts';
+import { DAMAGE_KINDS, parseRepairStep, type Damage, type RepairStep } from '../operations/repair/step.ts';
 
 export const REFCOUNT_WIDTHS = [1, 2, 4, 8, 16, 32, 64] as const;
 export type RefcountBits = (typeof REFCOUNT_WIDTHS)[number];
@@ -118,19 +119,22 @@ export type DataOp =
   | { op: 'compress'; offset: number; length: number; pattern: number }
   /** Internal snapshots (`qemu-img snapshot -c/-d`): shared clusters, refcounts above 1. */
   | { op: 'snapshot-create'; name: string }
-  | { op: 'snapshot-delete'; name: string };
+  | { op: 'snapshot-delete'; name: string }
+  /** Damage written by the harness after the build (operations/repair/damage.ts): the input of a
+   * repair step. */
+  | Damage;
 
 export type IoOp = Extract<DataOp, { offset: number }>;
 export const isIoOp = (op: DataOp): op is IoOp => 'offset' in op;
 
 /** The operations a step may be, each a row of operations/table.ts with a folder of its own. */
-export const OPERATION_NAMES = ['resize', 'amend', 'snapshot'] as const;
+export const OPERATION_NAMES = ['resize', 'amend', 'snapshot', 'repair'] as const;
 export type OperationName = (typeof OPERATION_NAMES)[number];
 
 /** One step of a case: an operation and its arguments. A step without `op` is a resize (the only
  * operation cases had before). */
-export type Step = ResizeStep | AmendStep | SnapshotStep;
-export type { AmendStep, SnapshotStep };
+export type Step = ResizeStep | AmendStep | SnapshotStep | RepairStep;
+export type { AmendStep, SnapshotStep, RepairStep };
 
 export const opOf = (step: Step): OperationName => (step as { op?: OperationName }).op ?? 'resize';
 export const isResize = (step: Step): step is ResizeStep => opOf(step) === 'resize';
@@ -159,6 +163,10 @@ export interface Case {
   data: DataOp[];
   steps: Step[];
 }
+
+/** A case whose build ends with damage and whose first step does not repair it. */
+export const damageUnrepaired = (c: Case) =>
+  c.data.some((d) => d.op === 'damage') && (c.steps.length === 0 || opOf(c.steps[0]!) !== 'repair');
 
 /** How many internal snapshots the base image ends up with. */
 export const liveSnapshots = (c: Case) =>
@@ -270,6 +278,12 @@ export function parseCase(json: unknown, where = 'case'): Case {
   (c.data as unknown[]).forEach((d, i) => {
     const op = obj(d, `data[${i}]`);
     if (format !== 'qcow2') oneOf(op.op, `data[${i}].op of a ${format} image`, RAW_DATA_OPS);
+    if (op.op === 'damage') {
+      if (format !== 'qcow2') fail(`data[${i}].op`, 'damage is written into qcow2 images only');
+      oneOf(op.kind, `data[${i}].kind`, DAMAGE_KINDS);
+      int(op.pick, `data[${i}].pick`, 0);
+      return;
+    }
     if (op.op === 'snapshot-create' || op.op === 'snapshot-delete') {
       if (typeof op.name !== 'string' || !/^\w+$/.test(op.name)) {
         fail(`data[${i}].name`, 'must be a snapshot name of letters, digits and _');
@@ -287,10 +301,11 @@ export function parseCase(json: unknown, where = 'case'): Case {
     const stepFail = (field: string, why: string): never => fail(`steps[${i}].${field}`, why);
     oneOf(step.op ?? 'resize', `steps[${i}].op`, OPERATION_NAMES);
     if (step.output !== undefined) oneOf(step.output, `steps[${i}].output`, OUTPUT_MODES);
-    if (step.op === 'amend' || step.op === 'snapshot') {
+    if (step.op === 'amend' || step.op === 'snapshot' || step.op === 'repair') {
       if (format !== 'qcow2') fail(`steps[${i}].op`, `${step.op} is a qcow2 operation, not one of ${format} images`);
       if (step.op === 'amend') parseAmendStep(step, stepFail);
-      else parseSnapshotStep(step, stepFail);
+      else if (step.op === 'snapshot') parseSnapshotStep(step, stepFail);
+      else parseRepairStep(step, stepFail);
       return;
     }
     if (typeof step.size !== 'string' || step.size === '') fail(`steps[${i}].size`, 'must be a non-empty string');
@@ -300,5 +315,6 @@ export function parseCase(json: unknown, where = 'case'): Case {
     if (step.key !== undefined) oneOf(step.key, `steps[${i}].key`, [true, false]);
     if (step.key === true && image.encrypted !== true) fail(`steps[${i}].key`, 'needs an encrypted image');
   });
+  if (damageUnrepaired(json as Case)) fail('steps[0]', 'must be a repair: the data ends with damage');
   return json as Case;
 }

@@ -178,6 +178,8 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
       pending.push(qemuIoCommand(op));
       continue;
     }
+    // damage is written by the harness once the build is done (operations/repair/damage.ts)
+    if (op.op === 'damage') continue;
     flush();
     const flag = op.op === 'snapshot-create' ? '-c' : '-d';
     out.push({

@@ -1,4 +1,5 @@
 import { planAmend } from '../operations/amend/step.ts';
+import { planRepair } from '../operations/repair/step.ts';
 import { planSnapshot } from '../operations/snapshot/step.ts';
 import {
   isConverted,
@@ -93,6 +94,7 @@ const PLANNERS: { [K in OperationName]: (step: StepOf<K>, state: ImageState, for
   resize: planResize,
   amend: planAmend,
   snapshot: planSnapshot,
+  repair: planRepair,
 };
 type StepOf<K extends OperationName> = Extract<Step, { op?: K }>;
 

@@ -38,6 +38,13 @@ export interface Operation<S extends Step = Step> {
   /** The oracles that judge its steps (beyond those every step gets: outcome, unchanged on
    * refusal, check, structure, info, content, output, in place). */
   oracles: readonly OracleName[];
+  /** The exit codes of a step that did what it was asked (the default: 0 alone); any other is a
+   * refusal. A repair exits 2 or 3 when damage remains after it. */
+  acceptedExits?: readonly number[];
+  /** The step's input is damaged on purpose (a repair's): what qemu's result keeps of the damage is
+   * what the subject is held to, not qemu's own behaviour (no reference-side check or structure
+   * findings). */
+  damagedInput?: boolean;
   /** How a report and repro.sh name a step: `resize to 8M`, `amend -o compat=0.10`. */
   describe: (step: S) => string;
   /** The registry facts of a step beyond the image's: the -o keys of an amend, say. */

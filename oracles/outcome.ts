@@ -4,12 +4,15 @@ import { firstLine, normaliseMessage } from './message.ts';
 
 export type OutcomeClass = 'ok' | 'refused' | 'crashed' | 'timed-out';
 
+/** `acceptedExits`: the exit codes of a step that did what it was asked (its operation's; a
+ * repair that leaves damage behind exits 2 or 3). */
 export function classifyOutcome(
   r: Pick<CommandRecord, 'exitCode' | 'signal' | 'timedOut' | 'spawnError'>,
+  acceptedExits: readonly number[] = [0],
 ): OutcomeClass {
   if (r.timedOut) return 'timed-out';
   if (r.signal !== null) return 'crashed';
-  return r.exitCode === 0 ? 'ok' : 'refused';
+  return r.exitCode !== null && acceptedExits.includes(r.exitCode) ? 'ok' : 'refused';
 }
 
 /** What the subject made of the size, when it accepted a step qemu-img refused: the virtual size
@@ -75,9 +78,10 @@ export function outcomeOracle(
   subject: CommandRecord,
   stepKind: string,
   accepted: AcceptedSize | null = null,
+  acceptedExits: readonly number[] = [0],
 ): Finding[] {
-  const ref = classifyOutcome(reference);
-  const sub = classifyOutcome(subject);
+  const ref = classifyOutcome(reference, acceptedExits);
+  const sub = classifyOutcome(subject, acceptedExits);
   const findings = [abnormal('subject', subject, sub, stepKind), abnormal('reference', reference, ref, stepKind)];
   const out = findings.filter((f): f is Finding => f !== null);
   if (out.length > 0 || ref === sub) return out;

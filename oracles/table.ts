@@ -1,5 +1,6 @@
 import type { CommandRecord } from '../model/commands.ts';
-import type { Case, OperationName, OutputMode } from '../model/case.ts';
+import type { Case, OperationName, OutputMode, RepairStep } from '../model/case.ts';
+import { repairOracle } from '../operations/repair/judge.ts';
 import type { FormatStructure } from '../formats/rules.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import { afterUseOracle, type AfterUseObservation } from './after-use.ts';
@@ -35,7 +36,12 @@ export interface StepObservation {
   /** The step's kind by its operation's rules, from the state read before it. */
   kind: string;
   /** The step's operation and the oracles of its own that judge it (size-grammar, allocation). */
-  operation: { name: OperationName; oracles: readonly string[] };
+  operation: {
+    name: OperationName;
+    oracles: readonly string[];
+    acceptedExits?: readonly number[];
+    damagedInput?: boolean;
+  };
   /** The two resize commands. */
   reference: CommandRecord;
   subject: CommandRecord;
@@ -127,7 +133,16 @@ export const ORACLES = [
     name: 'outcome',
     stage: 'step',
     runs: () => true,
-    judge: (o) => outcomeOracle(o.reference, o.subject, o.kind, o.accepted),
+    judge: (o) => outcomeOracle(o.reference, o.subject, o.kind, o.accepted, o.operation.acceptedExits),
+  },
+  {
+    name: 'repair',
+    stage: 'step',
+    runs: (o) => o.operation.oracles.includes('repair'),
+    judge: (o) => {
+      const step = o.case.steps[o.index] as RepairStep;
+      return repairOracle({ tier: step.tier, output: o.output, reference: o.reference, subject: o.subject });
+    },
   },
   { name: 'unchanged-on-refusal', stage: 'step', runs: refused, judge: (o) => unchangedOnRefusalOracle(o.refusal!) },
   {
@@ -171,7 +186,13 @@ export const ORACLES = [
     runs: (o) => o.operation.oracles.includes('allocation') && o.results?.allocation != null,
     judge: (o) => allocationOracle(o.results!.allocation!),
   },
-  { name: 'output', stage: 'step', runs: (o) => o.subject.exitCode === 0 && !o.subject.timedOut, judge: outputOracle },
+  {
+    name: 'output',
+    stage: 'step',
+    // a repair's words are each tool's own: the repair oracle judges what it prints
+    runs: (o) => o.subject.exitCode === 0 && !o.subject.timedOut && !o.operation.oracles.includes('repair'),
+    judge: outputOracle,
+  },
   { name: 'in-place', stage: 'step', runs: (o) => o.inPlace !== null, judge: (o) => inPlaceOracle(o.inPlace!) },
   { name: 'after-use', stage: 'after-use', judge: afterUseOracle },
 ] as const satisfies readonly (StepOracle | AfterUseStage)[];
@@ -193,8 +214,11 @@ export function judgeStep(o: StepObservation): { findings: Finding[]; oracles: O
   const ran = STEP_ORACLES.filter((oracle) => oracle.runs(o));
   // a step of another operation than resize names it in its findings' signatures
   const operation = o.operation.name === 'resize' ? {} : { operation: o.operation.name };
+  // damage qemu's repair leaves is the measure of the subject's, not a qemu finding
+  const qemus = (f: Finding) => f.side === 'reference' && (f.oracle === 'check' || f.oracle === 'structure');
+  const found = ran.flatMap((oracle) => oracle.judge(o)).filter((f) => !(o.operation.damagedInput && qemus(f)));
   return {
-    findings: byRank(ran.flatMap((oracle) => oracle.judge(o)).map((f) => ({ ...f, ...operation }))),
+    findings: byRank(found.map((f) => ({ ...f, ...operation }))),
     oracles: ran.map((oracle) => oracle.name as OracleName),
   };
 }

@@ -1,7 +1,6 @@
 // Reads a qcow2 image from its file, one structure at a time: the header cluster, then single
 // tables (L1, L2, refcount table and blocks, snapshot table, bitmap directory and tables) at the
-// offsets the image names, never the whole file. Read-only: the writers the test doubles use are
-// in test/doubles/qcow2-edit.ts.
+// offsets the image names, never the whole file. Read-only: the writers are qcow2/edit.ts.
 import { open, type FileHandle } from 'node:fs/promises';
 import {
   AUTOCLEAR_BITMAPS,

@@ -135,7 +135,9 @@ export function reportMarkdown(r: Report, folder: string): string {
       ? [`created with refcount_bits=${c.image.createdWithRefcountBits} then amended`]
       : []),
   ];
-  const data = c.data.map((d) => `\`${'offset' in d ? `${d.op} ${d.offset}+${d.length}` : `${d.op} ${d.name}`}\``);
+  const dataOp = (d: Case['data'][number]) =>
+    'offset' in d ? `${d.op} ${d.offset}+${d.length}` : d.op === 'damage' ? `damage ${d.kind}` : `${d.op} ${d.name}`;
+  const data = c.data.map((d) => `\`${dataOp(d)}\``);
   return [
     `# ${f.side === 'reference' ? 'qemu-img (reference) behaviour' : 'Divergence'}: ${f.message}`,
     '',

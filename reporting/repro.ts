@@ -12,6 +12,8 @@ import {
 import { caseLayout, imagePath, sideExtras, type Layout, type SideFiles } from '../model/layout.ts';
 import { plannedSizes } from '../model/plan.ts';
 import { operationOf } from '../operations/table.ts';
+import type { AppliedDamage } from '../operations/repair/damage.ts';
+import { hasDamage } from '../operations/repair/step.ts';
 import { HOST_FACTOR, HOST_SLACK } from '../oracles/allocation.ts';
 import { signatureOf, type Finding, type StepFinding } from '../oracles/finding.ts';
 
@@ -30,8 +32,9 @@ const at = (side: SideFiles, line: string) => (side.dir === '.' ? line : `(cd ${
 const PRELUDE =
   String.raw`set -u; INSTAR=${'$'}{INSTAR:-instar}; TIMEOUT=${'$'}{TIMEOUT:-30}
 work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2
-# outcome class of an exit status from timeout(1): 124 timed out, above 128 killed by a signal
-outcome() { case $1 in 0) echo ok ;; 124) echo timed-out ;; ` +
+# outcome class of an exit status from timeout(1): 124 timed out, above 128 killed by a signal; ok
+# for 0 or the step's other accepted statuses (\$2: a repair exits 2 or 3 when damage remains)
+outcome() { case " ${'$'}{2:-0} " in *" $1 "*) echo ok; return ;; esac; case $1 in 124) echo timed-out ;; ` +
   String.raw`*) if [ "$1" -gt 128 ]; then echo crashed; else echo refused; fi ;; esac; }`;
 /** Only the verdicts that compare info fields need it: the fields of qemu-img info, and the lines
  * of a vmdk's descriptor (descriptor-extents, adapter-type) that it does not show. */
@@ -93,6 +96,19 @@ function structureVerdict(f: Finding, layout: Layout): string[] {
 
 /** The verdict holds only where both sides accepted the step it judges. */
 const BOTH_OK = '[ "$ref$sub" = okok ] || reproduced=0';
+
+/** A repair's exit status and report against qemu-img's (both printed into ref.out and sub.out). */
+function repairVerdict(f: Finding): string[] {
+  const shown = ["echo '== what the repairs printed: qemu-img, then the subject'", 'cat ref.out sub.out'];
+  if (f.kind === 'exit-differs')
+    return ['echo "exit status: qemu-img $rc_ref, subject $rc_sub"', '[ "$rc_ref" != "$rc_sub" ] && reproduced=1'];
+  if (f.kind === 'quiet-printed') return [...shown, '[ -s sub.out ] && reproduced=1'];
+  if (f.kind === 'json-invalid') return [...shown, "head -c 1 sub.out | grep -q '{' || reproduced=1"];
+  // counts-differ: a counter qemu-img leaves out when zero
+  const count = (file: string, key: string) => `$(grep -o '"${key}": *[0-9]*' ${file} | grep -o '[0-9]*$' || echo 0)`;
+  const keys = f.detail.split(',').filter((k) => k === 'corruptions' || k === 'leaks');
+  return [...shown, ...keys.map((k) => `[ "${count('ref.out', k)}" != "${count('sub.out', k)}" ] && reproduced=1`)];
+}
 
 /** What the subject printed against what it should have (its stdout is in sub.out). */
 function outputVerdict(f: Finding, layout: Layout, format: string): string[] {
@@ -214,6 +230,8 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
     }
     case 'structure':
       return structureVerdict(f, layout);
+    case 'repair':
+      return [...repairVerdict(f), BOTH_OK];
     case 'allocation': {
       if (f.kind === 'host-blow-up') {
         const blocks = (s: SideFiles) => `$(( $(stat -c %b ${imagePath(s)}) * 512 ))`;
@@ -280,9 +298,32 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
   }
 }
 
+/** The damage a repair case writes after the build, as the run wrote it: its bytes with dd. */
+function damageLines(c: Case, damage: readonly AppliedDamage[], image: string): string[] {
+  if (!hasDamage(c)) return [];
+  if (damage.length === 0)
+    return [
+      "echo 'this case damages its image: its report.json holds the bytes; re-run the fuzzer to file it'; exit 2",
+    ];
+  return damage.flatMap((d) => [
+    `# damage ${d.kind}: ${d.hit ?? 'no place for it in this image'}`,
+    ...d.patches.map((p) =>
+      'length' in p
+        ? `truncate -s ${p.length} ${image} || exit 2`
+        : `printf '${p.hex.replace(/../g, '\\x$&')}' | ` +
+          `dd of=${image} bs=1 seek=${p.offset} conv=notrunc status=none || exit 2`,
+    ),
+  ]);
+}
+
 /** The lines that build the base image and give each side its copy. With an external data file
  * each side has a directory of its own (see model/layout.ts): three lines more. */
-function buildLines(c: Case, layout: Layout, applied: string | null = null): string[] {
+function buildLines(
+  c: Case,
+  layout: Layout,
+  applied: string | null = null,
+  damage: readonly AppliedDamage[] = [],
+): string[] {
   const { base, reference, subject } = layout;
   const own = base.dir !== '.';
   const lines = own ? [`mkdir ${base.dir} ${reference.dir} ${subject.dir} && cd ${base.dir} || exit 2`] : [];
@@ -302,6 +343,7 @@ function buildLines(c: Case, layout: Layout, applied: string | null = null): str
       copied = true;
     }
   }
+  lines.push(...damageLines(c, damage, base.image));
   if (!own) {
     // as the harness copies it (exec/run-case.ts): a sparse raw image's zero blocks become holes
     const cp = sparseRawBase(c) ? 'cp --sparse=always' : 'cp';
@@ -331,9 +373,11 @@ export interface ReproInput {
   origin: string;
   /** The steps as the run recorded them: the kind each was, from the state read before it. */
   steps?: readonly { index: number; plan: { kind: string } }[];
+  /** The damage the run wrote into the base image after its build: its bytes, written again here. */
+  damage?: readonly AppliedDamage[];
 }
 
-export function reproScript({ finding, case: c, subject, origin, steps = [] }: ReproInput): string {
+export function reproScript({ finding, case: c, subject, origin, steps = [], damage = [] }: ReproInput): string {
   // a control run across qemu versions names its subject qemu-img by path
   const subjectProgram = subject.dialect === 'instar' ? '"$INSTAR"' : shellQuote(subject.program);
   const layout = caseLayout(c);
@@ -358,7 +402,7 @@ export function reproScript({ finding, case: c, subject, origin, steps = [] }: R
   const applied =
     finding.kind === 'snapshot-content-differs' && appliedStep?.op === 'snapshot' ? appliedStep.name : null;
   let copied = false;
-  lines.push(...buildLines(c, layout, applied));
+  lines.push(...buildLines(c, layout, applied, damage));
   copied = applied !== null && buildCreates(c, applied);
   // each step's kind as the run observed it; qemu's rules predict it from the case alone only for
   // reports that did not record it (it picks vhdx, vmdk and vpc grows' route through raw)
@@ -387,13 +431,15 @@ export function reproScript({ finding, case: c, subject, origin, steps = [] }: R
     const subResize = `${subjectProgram} ${command(op.subject(subject, step, sub.image, c.image))}`;
     const heading = shellQuote(`== step ${index + 1}, ${op.describe(step)} (${plan.kind}):`);
     // the output oracle judges what the last step printed: both sides' stdout kept in files
-    const keep = last && finding.oracle === 'output';
-    lines.push(`${at(ref, refResize)}${keep ? ' >ref.out' : ''}; ref=$(outcome $?)`);
+    const keep = last && (finding.oracle === 'output' || finding.oracle === 'repair');
+    const accepted = op.acceptedExits ? ` ${shellQuote(op.acceptedExits.join(' '))}` : '';
+    lines.push(`${at(ref, refResize)}${keep ? ' >ref.out' : ''}; rc_ref=$?; ref=$(outcome $rc_ref${accepted})`);
     // the in-place oracle judges the subject's image and directory against right before its resize
     if (last && finding.oracle === 'in-place')
       lines.push(`before_id=$(stat -c '%i %a %u:%g' ${imagePath(sub)}); before_files=$(ls -A ${sub.dir})`);
     lines.push(
-      `${at(sub, `timeout -k 5 "$TIMEOUT" ${subResize}`)}${keep ? ' >sub.out' : ''}; sub=$(outcome $?)`,
+      `${at(sub, `timeout -k 5 "$TIMEOUT" ${subResize}`)}${keep ? ' >sub.out' : ''}; rc_sub=$?; ` +
+        `sub=$(outcome $rc_sub${accepted})`,
       `echo ${heading} "qemu-img $ref, subject $sub"`,
     );
     // the content a snapshot that the finding's apply restores was taken with, kept as the harness keeps it

@@ -56,6 +56,7 @@ export async function saveSighting(
     findings: [s.finding, ...s.result.findings.filter((f) => f !== s.finding)],
     steps: s.result.steps,
     commands: s.result.commands,
+    ...(s.result.damage?.length ? { damage: s.result.damage } : {}),
   };
   if (existing !== null) {
     const report: Report = { ...existing, hits: existing.hits + 1, lastSeen: s.origin };
@@ -105,6 +106,7 @@ async function writeFolderFiles(dir: string, report: Report, folder: string, art
       subject: report.subject,
       origin: originText(report.firstSeen),
       steps: report.steps,
+      damage: report.damage ?? [],
     }),
   );
   await chmod(repro, 0o755);

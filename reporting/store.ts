@@ -1,3 +1,4 @@
+import type { AppliedDamage } from '../operations/repair/damage.ts';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { makeDirectory } from '../exec/files.ts';
@@ -85,6 +86,8 @@ export interface Report {
   findings: StepFinding[];
   steps: CaseResult['steps'];
   commands: CommandRecord[];
+  /** The damage the build wrote (a repair's input): what each hit, the bytes. Absent: none. */
+  damage?: AppliedDamage[];
 }
 
 export class ReportFormatError extends FatalError {}

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { caseArbitrary } from '../generators/cases.ts';
-import type { Case } from '../model/case.ts';
+import { damageUnrepaired, type Case } from '../model/case.ts';
 import { CaseAborted } from '../model/errors.ts';
 import type { MinimisationRecord } from '../reporting/store.ts';
 
@@ -87,6 +87,8 @@ export async function minimise(
   limit = budget.runs;
   if (fastCheckStopped === 'runs') stoppedBy = 'done';
   const keepIf = async (c: Case) => {
+    // damage is written for a repair: without one first, any other step meets a broken image
+    if (damageUnrepaired(c)) return;
     const found = await attempt(c);
     if (found !== null) [best, bestStep] = [c, found.step];
   };

@@ -48,7 +48,7 @@ import { contentHash } from '../exec/files.ts';
 import { killAllChildren, runCommand } from '../exec/process.ts';
 import { leakOneCluster } from '../test/doubles/faults.ts';
 import { recordFormatScenes } from './testdata-formats.ts';
-import { rewriteHeaderExtensions, setRefcount, writeBytes } from '../test/doubles/qcow2-edit.ts';
+import { rewriteHeaderExtensions, setRefcount, writeBytes } from '../qcow2/edit.ts';
 
 const double = (fault: string) => join(ROOT, 'test', 'doubles', `instar-${fault}`);
 /** The directories --record writes whole (and in reports/, the folders it records); registry/ and

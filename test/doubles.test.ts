@@ -10,7 +10,7 @@ import { scratch } from './scratch.ts';
 import { COMPAT_LAZY_REFCOUNTS } from '../qcow2/format.ts';
 import { readQcow2Header } from '../qcow2/reader.ts';
 import { structuralCheck } from '../qcow2/structure.ts';
-import { readHeaderExtensions } from './doubles/qcow2-edit.ts';
+import { readHeaderExtensions } from '../qcow2/edit.ts';
 import { checkOracle, parseCheck } from '../oracles/check.ts';
 import { contentOracle } from '../oracles/content.ts';
 import { infoOracle, parseInfo } from '../oracles/info.ts';

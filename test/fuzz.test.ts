@@ -12,6 +12,8 @@ import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, run
  * operations besides resize; the resize faults run in resize-only cases, those of the seeds they
  * were chosen on (test/helpers.ts). */
 const ALL_OPS = 'resize,amend,snapshot';
+/** With repair: the repair faults (found on seed 1 in this order). */
+const EVERY_OP = `${ALL_OPS},repair`;
 
 /** A run of the faithful double (seed 12) that must end clean, with no new divergence; its summary. */
 async function faithfulRun(t: TestContext, args: string[]) {
@@ -286,6 +288,35 @@ const FAULTS = [
     oracles: ['check', 'structure'],
     kind: 'corruptions',
     why: "packs sub-byte refcounts MSB-first when a snapshot raises its clusters' counts",
+  },
+  {
+    fault: 'repair-msb-first',
+    ops: EVERY_OP,
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: 'writes the refcount blocks a repair corrects MSB-first at 1, 2 and 4 bits (#365 in check --repair)',
+  },
+  {
+    fault: 'repair-leaks-frees-overcounted',
+    ops: EVERY_OP,
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: 'frees a live over-counted cluster in a leaks repair, where qemu lowers it to its references',
+  },
+  {
+    fault: 'repair-skips-copied',
+    ops: EVERY_OP,
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: 'ends an all repair before its OFLAG_COPIED pass, its exit code saying it finished',
+  },
+  {
+    fault: 'repair-exit-counts-fixed',
+    ops: EVERY_OP,
+    oracles: ['repair'],
+    kind: 'exit-differs',
+    withoutEntries: ['instar-repair-all-counts-fixed-corruptions-as-remaining'],
+    why: 'exits 2 after an all repair that left the image clean: the repair oracle alone sees it',
   },
   {
     fault: 'delete-frees-shared',

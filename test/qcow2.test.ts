@@ -37,7 +37,7 @@ import {
   rewriteHeaderExtensions,
   setRefcountEntry,
   writeRefcountBlock,
-} from './doubles/qcow2-edit.ts';
+} from '../qcow2/edit.ts';
 
 const WIDTHS = [1, 2, 4, 8, 16, 32, 64];
 const scratchDir = scratch();

@@ -12,7 +12,7 @@ import { EXT_BITMAPS, EXT_FEATURE_TABLE, HEADER_OFFSET, INCOMPAT_DIRTY } from '.
 import { readQcow2Header, withQcow2, type Qcow2Reader } from '../qcow2/reader.ts';
 import { structuralCheck, type StructureObservation } from '../qcow2/structure.ts';
 import { decodeL1Entry } from '../qcow2/tables.ts';
-import { rewriteHeaderExtensions, setRefcount as setStoredRefcount, writeBytes } from './doubles/qcow2-edit.ts';
+import { rewriteHeaderExtensions, setRefcount as setStoredRefcount, writeBytes } from '../qcow2/edit.ts';
 import { headerInconsistencies, structureOracle } from '../oracles/structure.ts';
 import { signatureOf, type Finding } from '../oracles/finding.ts';
 

@@ -18,7 +18,9 @@ import {
 import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import { openImage } from '../../model/commands.ts';
-import type { AmendArgs, OpHooks, SnapshotArgs } from './ops.ts';
+import type { AmendArgs, CheckArgs, OpHooks, SnapshotArgs } from './ops.ts';
+import { activeL2Entries } from '../../operations/repair/damage.ts';
+import { OFLAG_COPIED } from '../../qcow2/tables.ts';
 import {
   COMPAT_LAZY_REFCOUNTS,
   EXT_CRYPTO,
@@ -42,7 +44,7 @@ import {
   writeBytes,
   writeCompatibleFeatures,
   writeVirtualSize,
-} from './qcow2-edit.ts';
+} from '../../qcow2/edit.ts';
 import {
   VHDX_HEADER,
   VPC_DYNAMIC,
@@ -92,6 +94,8 @@ export interface Fault {
   /** Hooks into `instar amend` and `instar snapshot` (ops.ts). */
   amend?: OpHooks;
   snapshot?: OpHooks;
+  /** Hooks into `instar check` (ops.ts): a repair. */
+  check?: OpHooks;
   /** Changes what --output json prints, and the human output. */
   json?: (r: JsonReport) => JsonReport;
   human?: (text: string) => string;
@@ -225,6 +229,11 @@ let hiddenSnapshots: { count: number } | undefined;
 
 /** Every refcount before a snapshot delete, kept by the delete-frees-shared fault between its hooks. */
 let refcountsBefore: Map<number, number> | undefined;
+/** A repair's input as the repair faults saw it before qemu-img ran. */
+let blocksBefore: Map<number, Buffer> | undefined;
+let overcountedBefore: number[] = [];
+let copiedBefore: { at: number; raw: bigint }[] = [];
+const repairTier = (c: { args: unknown }) => (c.args as CheckArgs).repair;
 
 /** Clusters shared before a shrink, kept by the drop-shared-on-shrink fault between its hooks. */
 let sharedBefore: Set<number> | undefined;
@@ -457,6 +466,81 @@ export const FAULTS = {
         if (a.mode !== 'create' || !c.after || !SUB_BYTE.includes(c.after.refcountBits)) return;
         await rewriteRefcountBlocks(c.file, (block, _ref, h) => msbFirst(block, h.refcountBits));
       },
+    },
+  },
+  'repair-msb-first': {
+    what:
+      'a repair at 1, 2 or 4-bit refcounts writes the refcount blocks it corrects MSB-first ' +
+      "(#365's accessor, which instar's own fuzzer never reaches: it repairs 16-bit images only)",
+    check: {
+      before: async (c) => {
+        blocksBefore = undefined;
+        if (!repairTier(c) || !c.before || !SUB_BYTE.includes(c.before.refcountBits)) return;
+        blocksBefore = await withQcow2(c.file, async (r) => {
+          const blocks = new Map<number, Buffer>();
+          for (const b of await r.refcountBlocks()) blocks.set(b.offset, await r.readRefcountBlock(b.offset));
+          return blocks;
+        });
+      },
+      after: async (c) => {
+        if (!blocksBefore) return;
+        const before = blocksBefore;
+        await rewriteRefcountBlocks(c.file, (block, ref, h) =>
+          before.get(ref.offset)?.equals(block) ? undefined : msbFirst(block, h.refcountBits),
+        );
+      },
+    },
+  },
+  'repair-leaks-frees-overcounted': {
+    what:
+      'a repair of tier leaks that takes a live over-counted cluster for a leaked one and frees it ' +
+      '(refcount 0), where qemu lowers it to its references',
+    check: {
+      before: async (c) => {
+        overcountedBefore = [];
+        if (repairTier(c) !== 'leaks') return;
+        const s = await structuralCheck(c.file);
+        if (s.readable)
+          overcountedBefore = s.refcountMismatches.filter((m) => m.class === 'overcounted').map((m) => m.cluster);
+      },
+      after: async (c) => {
+        for (const cluster of overcountedBefore) await setRefcount(c.file, cluster, 0);
+      },
+    },
+  },
+  'repair-skips-copied': {
+    what:
+      'a repair of tier all that clears the corrupt bit and exits before its OFLAG_COPIED pass: the ' +
+      "active L2 entries keep the COPIED flags they had, where qemu's repair sets them to the refcounts",
+    check: {
+      before: async (c) => {
+        copiedBefore = repairTier(c) === 'all' ? await withQcow2(c.file, activeL2Entries) : [];
+      },
+      after: async (c) => {
+        const now = new Map((await withQcow2(c.file, activeL2Entries)).map((e) => [e.at, e.raw]));
+        for (const { at, raw } of copiedBefore) {
+          const after = now.get(at);
+          if (after === undefined || (after & OFLAG_COPIED) === (raw & OFLAG_COPIED)) continue;
+          const b = Buffer.alloc(8);
+          b.writeBigUInt64BE((after & ~OFLAG_COPIED) | (raw & OFLAG_COPIED));
+          await writeBytes(c.file, at, b);
+        }
+      },
+    },
+  },
+  'repair-exit-counts-fixed': {
+    what:
+      'a repair of tier all that counts the corruptions it fixed as remaining: exit 2 on an image it ' +
+      "left clean (instar's test_check_repair.py records this; the registry holds it as documented)",
+    check: {
+      before: async (c) => {
+        refcountsBefore = undefined;
+        if (repairTier(c) !== 'all') return;
+        const s = await structuralCheck(c.file);
+        // any corruption before the repair: what instar's guest does not subtract
+        if (s.readable && s.mismatchCounts.undercounted + s.copiedMismatchCount > 0) refcountsBefore = new Map();
+      },
+      after: () => (refcountsBefore ? 2 : undefined),
     },
   },
   'delete-frees-shared': {

@@ -11,7 +11,7 @@ import { EXT_FEATURE_TABLE, INCOMPAT_DATA_FILE, type Qcow2Header } from '../../q
 import { readQcow2Header } from '../../qcow2/reader.ts';
 import { CONVERTED, resizeConverted } from './converted.ts';
 import { runOperation, type OpContext, type OpHooks } from './ops.ts';
-import { rewriteHeaderExtensions } from './qcow2-edit.ts';
+import { rewriteHeaderExtensions } from '../../qcow2/edit.ts';
 import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName, type JsonReport } from './faults.ts';
 import {
   BACKING_FILE_REFUSAL,
@@ -154,6 +154,7 @@ function combineFaults(faults: Fault[]): Fault {
     convertBack: faults.find((f) => f.convertBack)?.convertBack,
     amend: combineHooks(faults.map((f) => f.amend)),
     snapshot: combineHooks(faults.map((f) => f.snapshot)),
+    check: combineHooks(faults.map((f) => f.check)),
   } as Fault;
 }
 
@@ -195,8 +196,8 @@ async function main(): Promise<number> {
     process.stdout.write(`instar-double 0.1 (fault: ${name})\n`);
     return 0;
   }
-  if (cmd === 'amend' || cmd === 'snapshot') return runOperation(cmd, rest, fault[cmd] ?? {});
-  if (cmd !== 'resize') die(`only 'resize', 'amend', 'snapshot' and '--version' are supported\n${USAGE}`);
+  if (cmd === 'amend' || cmd === 'snapshot' || cmd === 'check') return runOperation(cmd, rest, fault[cmd] ?? {});
+  if (cmd !== 'resize') die(`only 'resize', 'amend', 'snapshot', 'check' and '--version' are supported\n${USAGE}`);
   const args = parseResizeArgs(rest);
   // instar probes the format when -f is absent; qcow2 is all this double needs to recognise.
   const format = args.format ?? ((await isQcow2(args.filename)) ? 'qcow2' : undefined);

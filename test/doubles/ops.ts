@@ -21,14 +21,14 @@ import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
 import { structuralCheck } from '../../qcow2/structure.ts';
 import { instarError } from './instar-cli.ts';
 
-export type OpName = 'amend' | 'snapshot';
+export type OpName = 'amend' | 'snapshot' | 'check';
 
 /** What one operation's hooks see: the file, the parsed arguments, the header before the
  * operation (and after it, for `after`). */
 export interface OpContext {
   file: string;
   op: OpName;
-  args: AmendArgs | SnapshotArgs;
+  args: AmendArgs | SnapshotArgs | CheckArgs;
   before: Qcow2Header | undefined;
   after?: Qcow2Header | undefined;
 }
@@ -60,6 +60,16 @@ export interface SnapshotArgs {
   filename: string;
 }
 
+/** `instar check [--repair[=leaks|all]] [--output human|json] [-q] FILENAME`. */
+export interface CheckArgs {
+  kind: 'check';
+  /** null: a check without repair; a bare --repair is leaks. */
+  repair: 'leaks' | 'all' | null;
+  quiet: boolean;
+  output: 'human' | 'json';
+  filename: string;
+}
+
 const REAL = process.env.INSTAR_DOUBLE_CLI === 'real';
 
 class Usage extends Error {}
@@ -80,6 +90,90 @@ function parseAmend(args: string[]): AmendArgs {
   if (positional.length !== 1 || out.options.length === 0) throw new Usage('expected -o OPTIONS and FILENAME');
   out.filename = positional[0]!;
   return out;
+}
+
+function parseCheck(args: string[]): CheckArgs {
+  const out: CheckArgs = { kind: 'check', repair: null, quiet: false, output: 'human', filename: '' };
+  const positional: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--repair') out.repair = 'leaks';
+    else if (a.startsWith('--repair=')) {
+      const mode = a.slice('--repair='.length);
+      if (mode !== 'leaks' && mode !== 'all') throw new Usage(`invalid value '${mode}' for '--repair'`);
+      out.repair = mode;
+    } else if (a === '-q') out.quiet = true;
+    else if (a === '--output') out.output = args[++i] === 'json' ? 'json' : 'human';
+    else if (a.startsWith('-')) throw new Usage(`unexpected argument '${a}' found`);
+    else positional.push(a);
+  }
+  if (positional.length !== 1) throw new Usage('expected FILENAME');
+  out.filename = positional[0]!;
+  return out;
+}
+
+/** What `instar check --output json` prints, from qemu-img's report after its repair: what remains,
+ * and what was repaired where non-zero. */
+export function checkJson(qemu: Record<string, unknown>, h: Qcow2Header | undefined): Record<string, unknown> {
+  const n = (k: string) => (typeof qemu[k] === 'number' ? (qemu[k] as number) : 0);
+  const report: Record<string, unknown> = {
+    corruptions: n('corruptions'),
+    leaks: n('leaks'),
+    'refcount-errors': 0,
+    'chain-errors': 0,
+    'subcluster-errors': 0,
+    dirty: h ? (h.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n : false,
+    corrupt: h ? (h.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0n : false,
+    'repair-incomplete': false,
+  };
+  if (n('leaks-fixed')) report['repaired-leaks'] = n('leaks-fixed');
+  if (n('corruptions-fixed')) report['repaired-corruptions'] = n('corruptions-fixed');
+  return report;
+}
+
+/** The double's `check`: qemu-img check underneath (`-r TIER` for a repair), its exit code, and
+ * instar's report of it. */
+async function runCheck(args: CheckArgs, hooks: OpHooks): Promise<number> {
+  const file = args.filename;
+  const before = await readQcow2Header(file).catch(() => undefined);
+  if (!before) {
+    process.stderr.write(instarError('check: not a qcow2 image (only qcow2 images can be checked)'));
+    return 63;
+  }
+  const ctx: OpContext = { file, op: 'check', args, before };
+  const early = await hooks.before?.(ctx);
+  if (typeof early === 'number') return early;
+  const repair = args.repair ? ['-r', args.repair] : [];
+  const r = await qemuImg(['check', ...repair, '--output=json', '-f', 'qcow2'], file, before);
+  let qemu: Record<string, unknown> | null = null;
+  try {
+    qemu = JSON.parse(String(r.stdout)) as Record<string, unknown>;
+  } catch {
+    qemu = null;
+  }
+  if (qemu === null || ![0, 2, 3].includes(r.exitCode ?? -1)) {
+    const said = String(r.stderr)
+      .trim()
+      .split('\n')
+      .at(-1)!
+      .replace(/^qemu-img: /, '');
+    process.stderr.write(instarError(`check: ${said}`));
+    return r.exitCode === 0 ? 1 : (r.exitCode ?? 1);
+  }
+  const after = await readQcow2Header(file).catch(() => undefined);
+  // a fault's number is the exit code; the report is printed all the same
+  const late = await hooks.after?.({ ...ctx, after });
+  const code = typeof late === 'number' ? late : r.exitCode!;
+  const report = checkJson(qemu, after);
+  if (args.quiet) return code;
+  if (args.output === 'json') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else if (args.repair) {
+    const fixed =
+      `Repaired ${report['repaired-leaks'] ?? 0} leaked cluster(s), 0 refcount correction(s), ` +
+      `${report['repaired-corruptions'] ?? 0} corruption(s).`;
+    process.stdout.write(`${fixed}\n${report.corruptions} corruption(s), ${report.leaks} leak(s) remain.\n`);
+  } else process.stdout.write(`${report.corruptions} corruption(s), ${report.leaks} leak(s).\n`);
+  return code;
 }
 
 const MODES: Record<string, SnapshotArgs['mode']> = { '-l': 'list', '-c': 'create', '-a': 'apply', '-d': 'delete' };
@@ -265,6 +359,7 @@ async function listingJson(file: string): Promise<string> {
 export async function runOperation(op: OpName, argv: string[], hooks: OpHooks): Promise<number> {
   let args: AmendArgs | SnapshotArgs;
   try {
+    if (op === 'check') return await runCheck(parseCheck(argv), hooks);
     args = op === 'amend' ? parseAmend(argv) : parseSnapshot(argv);
   } catch (err) {
     if (!(err instanceof Usage)) throw err;

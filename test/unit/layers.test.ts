@@ -26,6 +26,8 @@ const OPERATION_PARTS: Record<string, string> = {
   'generate.ts': 'generators',
   'judge.ts': 'oracles',
   'index.ts': 'operations',
+  // repair's damage writer: run on the base image by execution
+  'damage.ts': 'exec',
 };
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 

@@ -1,5 +1,5 @@
 // The structure oracle and infoFromStructure on small recorded images (testdata/images): built by
-// qemu-img and qemu-io, resized by the test doubles, damaged with test/doubles/qcow2-edit.ts.
+// qemu-img and qemu-io, resized by the test doubles, damaged with qcow2/edit.ts.
 import assert from 'node:assert/strict';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';

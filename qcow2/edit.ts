@@ -1,6 +1,6 @@
-// Edits qcow2 images in place, the way a faulty resizer would: the test doubles inject their faults
-// with these, and the tests corrupt images with them. The harness itself only reads images
-// (qcow2/reader.ts), so the writers live here, beside the doubles.
+// Edits qcow2 images in place: the damage a repair step's case states (operations/repair/damage.ts)
+// is written with these, the test doubles inject their faults with them, and the tests corrupt
+// images with them. Reading is qcow2/reader.ts.
 import { open, type FileHandle } from 'node:fs/promises';
 import {
   HEADER_OFFSET,
@@ -8,9 +8,9 @@ import {
   type HeaderExtension,
   type Qcow2Header,
   type RefcountBlockRef,
-} from '../../qcow2/format.ts';
-import { headerOf, readAt, withQcow2, type Qcow2Reader } from '../../qcow2/reader.ts';
-import { refcountEntriesPerBlock } from '../../qcow2/tables.ts';
+} from './format.ts';
+import { headerOf, readAt, withQcow2, type Qcow2Reader } from './reader.ts';
+import { refcountEntriesPerBlock } from './tables.ts';
 
 async function withWritable<T>(path: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
   const fh = await open(path, 'r+');
