@@ -618,9 +618,10 @@ async function useBothResults(
   subjectBefore: StructureObservation | null,
 ) {
   if (last.reference !== 'ok' || last.subject !== 'ok' || !last.referenceInfo?.ok) return null;
-  // a result qemu's own check finds damaged (a repair that could not mend all) is no ground for a
-  // later use: what the workload does to damage is the same on both sides or noise
-  if ((last.referenceCheck && !isClean(last.referenceCheck)) || overlapped(run.c)) return null;
+  // a repair's result that qemu's own check finds damaged is no ground for a later use: what the
+  // workload does to damage is the same on both sides or noise
+  const damaged = (last.referenceCheck && !isClean(last.referenceCheck)) || overlapped(run.c);
+  if (damaged && hasDamage(run.c)) return null;
   const { reference, subject } = run.layout;
   const size = Number(last.referenceInfo.fields['virtual-size']);
   // the largest size qemu's result had: a grow back over it reads all a shrink discarded
