@@ -166,6 +166,8 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
   const findings: StepFinding[] = [];
   // qemu's result's sizes before and after each step, as read from it
   const history: ObservedStep[] = [];
+  // a repair qemu-img could not mend all with: the case ends, and its results get no later use
+  let leftBroken = false;
   for (let index = 0; index < run.c.steps.length; index++) {
     const side = index === 0 ? run.layout.base : run.layout.reference;
     const state = await readImageState(run.path(side), run.c);
@@ -177,15 +179,17 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
     steps.push(record);
     findings.push(...judged.findings.map((f) => ({ ...f, step: index })));
     if (judged.findings.length > 0 || record.reference !== record.subject) break;
-    // a repair that leaves damage (qemu-img's exits non-zero) ends the case: later steps would meet
-    // a broken image, and what qemu makes of one is no finding
-    // (an overlap qemu-img "repairs" into metadata shared with a data cluster: exit 0, still broken)
-    const leftBroken = observation.reference.exitCode !== 0 || overlapped(run.c);
-    if (operationOf(run.c.steps[index]!).damagedInput && leftBroken) break;
+    // qemu-img's repair exits non-zero where damage remains, and an overlap it "repairs" into
+    // metadata shared with a data cluster (exit 0, still broken): later steps and the workload
+    // would meet a broken image, and what qemu makes of one is no finding
+    const damaged = observation.reference.exitCode !== 0 || overlapped(run.c);
+    leftBroken = Boolean(operationOf(run.c.steps[index]!).damagedInput) && damaged;
+    if (leftBroken) break;
   }
 
   const last = steps.at(-1)!;
-  const afterUse = findings.length === 0 ? await useBothResults(run, ahead, last, history, subjectBefore) : null;
+  const used = findings.length === 0 && !leftBroken;
+  const afterUse = used ? await useBothResults(run, ahead, last, history, subjectBefore) : null;
   if (afterUse) findings.push(...afterUse.findings.map((f) => ({ ...f, step: last.index })));
 
   const stored = options.wantArtifacts(findings, steps)
@@ -618,10 +622,6 @@ async function useBothResults(
   subjectBefore: StructureObservation | null,
 ) {
   if (last.reference !== 'ok' || last.subject !== 'ok' || !last.referenceInfo?.ok) return null;
-  // a repair's result that qemu's own check finds damaged is no ground for a later use: what the
-  // workload does to damage is the same on both sides or noise
-  const damaged = (last.referenceCheck && !isClean(last.referenceCheck)) || overlapped(run.c);
-  if (damaged && hasDamage(run.c)) return null;
   const { reference, subject } = run.layout;
   const size = Number(last.referenceInfo.fields['virtual-size']);
   // the largest size qemu's result had: a grow back over it reads all a shrink discarded

@@ -4,7 +4,7 @@
 // from nothing else.
 import { parseAmendStep, type AmendStep } from '../operations/amend/step.ts';
 import { parseSnapshotStep, type SnapshotStep } from '../operations/snapshot/step.ts';
-import { DAMAGE_KINDS, parseRepairStep, type Damage, type RepairStep } from '../operations/repair/step.ts';
+import { DAMAGE_KINDS, hasDamage, parseRepairStep, type Damage, type RepairStep } from '../operations/repair/step.ts';
 
 export const REFCOUNT_WIDTHS = [1, 2, 4, 8, 16, 32, 64] as const;
 export type RefcountBits = (typeof REFCOUNT_WIDTHS)[number];
@@ -165,8 +165,7 @@ export interface Case {
 }
 
 /** A case whose build ends with damage and whose first step does not repair it. */
-export const damageUnrepaired = (c: Case) =>
-  c.data.some((d) => d.op === 'damage') && (c.steps.length === 0 || opOf(c.steps[0]!) !== 'repair');
+export const damageUnrepaired = (c: Case) => hasDamage(c) && (c.steps.length === 0 || opOf(c.steps[0]!) !== 'repair');
 
 /** How many internal snapshots the base image ends up with. */
 export const liveSnapshots = (c: Case) =>

@@ -1,6 +1,7 @@
 import { open, truncate } from 'node:fs/promises';
 import type { Damage, DamageKind } from './step.ts';
 import { setRefcountEntry } from '../../qcow2/edit.ts';
+import { hasExtendedL2 } from '../../qcow2/format.ts';
 import { withQcow2, type Qcow2Reader } from '../../qcow2/reader.ts';
 import { structuralCheck } from '../../qcow2/structure.ts';
 import {
@@ -79,7 +80,7 @@ async function referenced(path: string, r: Qcow2Reader): Promise<Place[]> {
 /** The active L2 entries that map a standard (not compressed) host cluster: where each is. */
 export async function activeL2Entries(r: Qcow2Reader): Promise<{ at: number; raw: bigint }[]> {
   const h = r.header;
-  const entryBytes = h.incompatibleFeatures & (1n << 4n) ? 16 : 8;
+  const entryBytes = hasExtendedL2(h) ? 16 : 8;
   const out: { at: number; raw: bigint }[] = [];
   for (const l1 of await r.readL1Table()) {
     const { offset } = decodeL1Entry(l1);

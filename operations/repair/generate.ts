@@ -5,8 +5,8 @@ import { DAMAGE_KINDS, REPAIR_TIERS, type Damage, type RepairStep } from './step
 // repair steps and the damage they repair. A case with repair steps has its first one first, on
 // the base image as built and then damaged (the damage is written after the build: data
 // operations of kind 'damage'); a later repair meets what the first left. Every damage kind comes
-// up as often, at the refcount width the image was drawn with, so that kind x width x tier is
-// covered; one case in four has two damages.
+// up as often, at the refcount width the image was drawn with, so that kind x width x tier can
+// meet; where two damages are drawn, one case in four keeps the second.
 
 export const repairStepRecipeArb = fc.record({ tier: fc.constantFrom(...REPAIR_TIERS) });
 export type RepairStepRecipe = typeof repairStepRecipeArb extends fc.Arbitrary<infer T> ? T : never;

@@ -2,6 +2,7 @@ import type { CommandRecord } from '../../model/commands.ts';
 import type { OutputMode } from '../../model/case.ts';
 import type { Finding } from '../../oracles/finding.ts';
 import { normaliseMessage } from '../../oracles/message.ts';
+import { classifyOutcome } from '../../oracles/outcome.ts';
 import { REPAIR_EXITS, type RepairTier } from './step.ts';
 
 // The repair oracle: what a repair says of its own result, against qemu-img's. The exit code is
@@ -20,8 +21,8 @@ export interface RepairObservation {
   subject: CommandRecord;
 }
 
-const ran = (r: CommandRecord) =>
-  !r.timedOut && r.signal === null && (REPAIR_EXITS as readonly (number | null)[]).includes(r.exitCode);
+/** A check that ran to its verdict: not killed, not failed. */
+const ran = (r: CommandRecord) => classifyOutcome(r, REPAIR_EXITS) === 'ok';
 
 const EXIT_MEANING: Record<number, string> = { 0: 'clean', 2: 'corruptions remain', 3: 'leaks remain' };
 

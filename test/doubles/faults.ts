@@ -233,6 +233,7 @@ let refcountsBefore: Map<number, number> | undefined;
 let blocksBefore: Map<number, Buffer> | undefined;
 let overcountedBefore: number[] = [];
 let copiedBefore: { at: number; raw: bigint }[] = [];
+let corruptBefore = false;
 const repairTier = (c: { args: unknown }) => (c.args as CheckArgs).repair;
 
 /** Clusters shared before a shrink, kept by the drop-shared-on-shrink fault between its hooks. */
@@ -534,13 +535,13 @@ export const FAULTS = {
       "left clean (instar's test_check_repair.py records this; the registry holds it as documented)",
     check: {
       before: async (c) => {
-        refcountsBefore = undefined;
+        corruptBefore = false;
         if (repairTier(c) !== 'all') return;
         const s = await structuralCheck(c.file);
         // any corruption before the repair: what instar's guest does not subtract
-        if (s.readable && s.mismatchCounts.undercounted + s.copiedMismatchCount > 0) refcountsBefore = new Map();
+        corruptBefore = s.readable && s.mismatchCounts.undercounted + s.copiedMismatchCount > 0;
       },
-      after: () => (refcountsBefore ? 2 : undefined),
+      after: () => (corruptBefore ? 2 : undefined),
     },
   },
   'delete-frees-shared': {
