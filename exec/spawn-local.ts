@@ -10,21 +10,34 @@ import type { CommandRecord, CommandRequest } from '../model/commands.ts';
 /** Stored output is bounded: a misbehaving tool may print megabytes, and reports keep it. */
 export const MAX_STORED_OUTPUT = 64 * 1024;
 
-/** Keeps the first MAX_STORED_OUTPUT bytes of a stream and drains the rest, so the child never
- * blocks on a full pipe and the harness never holds more than the bound. */
+/** Of output past the bound, its last bytes are kept too: a tool's verdict is often its last line
+ * (`qemu-img check -r` says why it failed after thousands of ERROR lines about single clusters). */
+export const KEPT_TAIL = 4 * 1024;
+
+/** Keeps the first MAX_STORED_OUTPUT bytes of a stream and its last KEPT_TAIL, and drains the
+ * rest, so the child never blocks on a full pipe and the harness never holds more than the bound. */
 function capture(stream: Readable | null): () => string {
   const chunks: Buffer[] = [];
   let kept = 0;
-  let dropped = 0;
+  let past = Buffer.alloc(0);
+  let beyond = 0;
   stream?.on('data', (chunk: Buffer) => {
-    const room = MAX_STORED_OUTPUT - kept;
+    const room = Math.max(0, MAX_STORED_OUTPUT - kept);
     if (room > 0) {
       chunks.push(chunk.subarray(0, room));
       kept += Math.min(room, chunk.length);
     }
-    dropped += Math.max(0, chunk.length - room);
+    if (chunk.length <= room) return;
+    beyond += chunk.length - room;
+    past = Buffer.concat([past, chunk.subarray(room)]);
+    if (past.length > KEPT_TAIL) past = past.subarray(past.length - KEPT_TAIL);
   });
-  return () => Buffer.concat(chunks).toString('utf8') + (dropped > 0 ? `\n[... ${dropped} more bytes not kept]` : '');
+  return () => {
+    const head = Buffer.concat(chunks).toString('utf8');
+    if (beyond === 0) return head;
+    if (beyond <= KEPT_TAIL) return head + past.toString('utf8');
+    return `${head}\n[... ${beyond - past.length} more bytes not kept]\n${past.toString('utf8')}`;
+  };
 }
 
 /** Process groups still running, killed on exit so that no child outlives its parent. */

@@ -10,6 +10,15 @@ export const firstLine = (text: string) =>
     .map((l) => l.trim())
     .find((l) => l !== '') ?? '';
 
+/** The line a refusal says why on: qemu-img's own (`qemu-img: ...`), which a failed `check -r`
+ * prints after its ERROR lines about single clusters (those name the damage, not the refusal);
+ * else the first line that says something. */
+export const messageLine = (text: string) =>
+  text
+    .split('\n')
+    .map((l) => l.trim())
+    .find((l) => l.startsWith('qemu-img: ')) ?? firstLine(text);
+
 const MAX_LENGTH = 160;
 
 /** A source location in a panic or assertion message (`src/x.rs:12:5`): it names the cause, like

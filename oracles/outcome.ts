@@ -1,6 +1,6 @@
 import type { CommandRecord } from '../model/commands.ts';
 import type { Finding, Side } from './finding.ts';
-import { firstLine, normaliseMessage } from './message.ts';
+import { firstLine, messageLine, normaliseMessage } from './message.ts';
 
 export type OutcomeClass = 'ok' | 'refused' | 'crashed' | 'timed-out';
 
@@ -39,7 +39,7 @@ export function sizeRelation({ before, target, after }: AcceptedSize): string {
 const refusal = (r: CommandRecord) =>
   r.spawnError !== null
     ? `could not start: ${/\b(E[A-Z]+)\b/.exec(r.spawnError)?.[1] ?? normaliseMessage(r.spawnError)}`
-    : normaliseMessage(r.stderr) || `exit ${r.exitCode} without a message`;
+    : normaliseMessage(messageLine(r.stderr)) || `exit ${r.exitCode} without a message`;
 
 function abnormal(side: Side, r: CommandRecord, outcome: OutcomeClass, stepKind: string): Finding | null {
   const evidence = { stepKind, signal: r.signal, stderr: firstLine(r.stderr) };
@@ -105,7 +105,7 @@ export function outcomeOracle(
   const size = accepted ? sizeRelation(accepted) : 'unknown';
   const said = refusal(reference);
   const message =
-    `the subject accepted a ${stepKind} step that qemu-img refused ` + `(${firstLine(reference.stderr) || said})`;
+    `the subject accepted a ${stepKind} step that qemu-img refused ` + `(${messageLine(reference.stderr) || said})`;
   return [
     {
       oracle: 'outcome',

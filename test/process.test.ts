@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import { dir } from 'tmp-promise';
 import { processesSpawned, runCommand } from '../exec/process.ts';
-import { MAX_STORED_OUTPUT } from '../exec/spawn-local.ts';
+import { KEPT_TAIL, MAX_STORED_OUTPUT } from '../exec/spawn-local.ts';
 import { ROOT } from './helpers.ts';
 
 // runCommand hands every command to the spawner process (exec/spawner.ts). These tests hold it
@@ -37,10 +37,17 @@ describe('runCommand', () => {
     assert.equal(r.stdout, word);
   });
 
-  it('keeps a bounded amount of output and says how much it dropped', async () => {
-    const r = await runCommand('head', ['-c', String(3 * MAX_STORED_OUTPUT), '/dev/zero'], { timeoutMs: 10_000 });
+  it('keeps a bounded amount of output, its last bytes, and says how much it dropped', async () => {
+    // the last line is the verdict: kept after the bytes dropped
+    const last = '\nthe last line\n';
+    const script = `head -c ${3 * MAX_STORED_OUTPUT} /dev/zero; printf '${last.replace(/\n/g, '\\n')}'`;
+    const r = await runCommand('sh', ['-c', script], { timeoutMs: 10_000 });
     assert.equal(r.exitCode, 0);
-    assert.match(r.stdout, new RegExp(`\\[\\.\\.\\. ${2 * MAX_STORED_OUTPUT} more bytes not kept\\]$`));
+    const dropped = 3 * MAX_STORED_OUTPUT + last.length - MAX_STORED_OUTPUT - KEPT_TAIL;
+    const marker = `\n[... ${dropped} more bytes not kept]\n`;
+    assert.equal(r.stdout.indexOf(marker), MAX_STORED_OUTPUT);
+    assert.ok(r.stdout.endsWith(last));
+    assert.equal(r.stdout.length, MAX_STORED_OUTPUT + marker.length + KEPT_TAIL);
   });
 
   it('kills the whole process tree at the timeout', async () => {
