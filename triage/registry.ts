@@ -1,3 +1,4 @@
+import { DAMAGE_KINDS } from '../operations/repair/step.ts';
 import { readFile } from 'node:fs/promises';
 import {
   DATA_FILE_KINDS,
@@ -76,6 +77,8 @@ export interface CaseFacts {
   /** Where the subject's size landed when it accepted a step qemu-img refused (oracles/outcome.ts
    * sizeRelation); 'none' for other steps. */
   sizeLanded: string;
+  /** The kinds of damage the case writes after its build (a repair's input; empty: none). */
+  damage: string[];
 }
 
 /** Every subformat a case may name, and 'none'. */
@@ -113,6 +116,8 @@ interface CasePredicates {
   encrypted?: boolean;
   keyGiven?: boolean;
   sizeLanded?: string[];
+  /** The case writes one of these kinds of damage. */
+  damage?: string[];
 }
 
 export interface KnownDivergence {
@@ -128,7 +133,9 @@ export interface KnownDivergence {
   qemuVersions?: { from?: string; below?: string };
   match: {
     oracle?: OracleName;
-    kind: string;
+    /** The finding's kind, or the kinds one behaviour shows as in several oracles (a repair that
+     * leaves damage: check's corruptions, structure's refcount-mismatch, repair's exit-differs). */
+    kind: string | string[];
     side?: Side;
     /** A regular expression that the finding's normalised detail must match. */
     detail?: string;
@@ -196,7 +203,7 @@ export const ENTRY_FIELDS: Record<string, Check> = {
 };
 export const MATCH_FIELDS: Record<string, Check> = {
   oracle: oneOf(ORACLE_NAMES),
-  kind: isString,
+  kind: (v) => (Array.isArray(v) ? listOf(isString)(v) : isString(v)),
   side: oneOf(['subject', 'reference']),
   detail: isRegex,
   subjectStderr: isRegex,
@@ -227,6 +234,7 @@ export const CASE_FIELDS: Record<keyof CasePredicates, Check> = {
   encrypted: isBoolean,
   keyGiven: isBoolean,
   sizeLanded: listOf(oneOf(SIZE_LANDINGS)),
+  damage: listOf(oneOf(DAMAGE_KINDS)),
 };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -356,6 +364,7 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
       step.reference === 'refused' && step.subject === 'ok'
         ? sizeRelation({ before: step.sizeBefore, target: step.plan.target, after: step.subjectSizeAfter ?? null })
         : 'none',
+    damage: c.data.flatMap((d) => (d.op === 'damage' ? [d.kind] : [])),
   };
 }
 
@@ -393,7 +402,8 @@ function predicatesHold(p: CasePredicates, f: CaseFacts): boolean {
     inList(p.dataFile, f.dataFile) &&
     equal(p.encrypted, f.encrypted) &&
     equal(p.keyGiven, f.keyGiven) &&
-    inList(p.sizeLanded, f.sizeLanded)
+    inList(p.sizeLanded, f.sizeLanded) &&
+    (p.damage === undefined || p.damage.some((k) => f.damage.includes(k)))
   );
 }
 
@@ -407,7 +417,7 @@ export function verdictOf(
   facts: CaseFacts,
   subjectStderr: string,
 ): Verdict {
-  if (m.kind !== finding.kind) return null;
+  if (!(Array.isArray(m.kind) ? m.kind : [m.kind]).includes(finding.kind)) return null;
   if (m.oracle !== undefined && m.oracle !== finding.oracle) return null;
   if (m.side !== undefined && m.side !== finding.side) return null;
   if (m.detail !== undefined && !new RegExp(m.detail).test(finding.detail)) return null;
