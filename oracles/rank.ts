@@ -46,6 +46,11 @@ const ORDER = [
   'content/snapshot-content-differs',
   'allocation/grown-range-differs',
   'allocation/host-blow-up',
+  // a repair's verdict on its own result: after what the result is (check, structure, content)
+  'repair/exit-differs',
+  'repair/counts-differ',
+  'repair/json-invalid',
+  'repair/quiet-printed',
   'output/json-invalid',
   'output/json-incomplete',
   'output/json-wrong',

@@ -101,6 +101,24 @@ describe("instar's real command line", () => {
       assert.ok(s.knownByEntry[`instar-${id}`]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
   });
 
+  it('check --repair: every difference of 80 cases is registered, by its message', async (t) => {
+    const reports = await reportsDir(t);
+    const args = ['--instar', instarDouble('real-cli'), '--ops', 'repair', '--iterations', '80'];
+    const r = await fuzzCli([...args, ...quick, '--reports', reports]);
+    assert.equal(r.exitCode, 0, r.all);
+    const s = await readSummary(reports);
+    assert.deepEqual(s.signatures, []);
+    assert.deepEqual(s.messageDiffers, {});
+    const entries = [
+      'instar-repair-refuses-snapshotted-images',
+      'instar-repair-all-counts-fixed-corruptions-as-remaining',
+      'instar-repair-leaks-keeps-overcounted-live-clusters',
+      'instar-repair-all-incomplete-on-zstd-images',
+      'qemu-check-leaks-fails-where-refcounts-need-a-rebuild',
+    ];
+    for (const id of entries) assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
+  });
+
   const OUTPUT_FAULTS = [
     ['real-json-old-size-from-file', 'output/json-wrong/subject/old_virtual_size'],
     ['real-human-output-differs', 'output/stdout-differs/subject/Image resized successfully.'],

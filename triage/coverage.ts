@@ -12,6 +12,7 @@ import {
   type Step,
 } from '../model/case.ts';
 import { plannedSizes } from '../model/plan.ts';
+import { DAMAGE_KINDS, REPAIR_TIERS } from '../operations/repair/step.ts';
 import type { OracleName } from '../oracles/table.ts';
 
 // What a run actually exercised, counted from the cases and the steps that ran (a case stops at
@@ -41,6 +42,9 @@ export interface CoverageSummary {
   /** Base images whose allocated clusters the qcow2 reader counted as qemu-img check did, and
    * those where it did not (a reader bug); dirty bases are not checked. */
   readerSelfCheck: { agreed: number; disagreed: number };
+  /** The first repair step of each case that had damage written, by what the damage hit (its kind),
+   * the refcount width and the tier: `refcount-zero/4/all`. Absent in older summaries. */
+  repairDamage?: Counts;
 }
 
 const bump = (counts: Counts, key: string | number, by = 1) => {
@@ -66,8 +70,17 @@ export function emptyCoverage(): CoverageSummary {
       REFCOUNT_WIDTHS.map((b) => [String(b), { grow: 0, shrink: 0, shrinkDiscarding: 0 }]),
     ),
     readerSelfCheck: { agreed: 0, disagreed: 0 },
+    repairDamage: {},
   };
 }
+
+/** Every cell of damage kind x refcount width x tier a repair can meet: a 1-bit refcount has no
+ * room for one too high. */
+export const REPAIR_CELLS = DAMAGE_KINDS.flatMap((kind) =>
+  REFCOUNT_WIDTHS.filter((bits) => !(kind === 'refcount-high' && bits === 1)).flatMap((bits) =>
+    REPAIR_TIERS.map((tier) => `${kind}/${bits}/${tier}`),
+  ),
+);
 
 /** Shapes of the data that a resize's refcount updates treat each their own way, from the case:
  * zero-flag entries (`write -z`, v3) in the range the first shrink discards; compressed clusters
@@ -95,7 +108,11 @@ export function dataShapes(c: Case): Record<string, boolean> {
   };
 }
 
-export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'afterUse' | 'baseReader'>) {
+export function addCase(
+  cov: CoverageSummary,
+  c: Case,
+  result: Pick<CaseResult, 'steps' | 'afterUse' | 'baseReader' | 'damage'>,
+) {
   const format = cov.formats[c.image.format]!;
   format.cases++;
   for (const s of result.steps) {
@@ -161,6 +178,7 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
   };
   for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);
   for (const d of c.data) bump(cov.dataOps, d.op);
+  addRepairDamage(cov, c, result);
   if (result.baseReader) {
     if (result.baseReader.byReader === result.baseReader.byCheck) cov.readerSelfCheck.agreed++;
     else cov.readerSelfCheck.disagreed++;
@@ -179,6 +197,27 @@ export function addCase(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 
     }
   }
   if (result.afterUse) bump(cov.oracles, 'after-use' satisfies OracleName);
+}
+
+/** The damage the first step, a repair, met: what the run wrote (observed), not what the case asked. */
+function addRepairDamage(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps' | 'damage'>) {
+  const first = result.steps[0];
+  if (!first || opOf(c.steps[0]!) !== 'repair') return;
+  const bits = first.stateBefore?.refcountBits ?? c.image.refcountBits;
+  for (const d of result.damage ?? [])
+    if (d.hit !== null) bump((cov.repairDamage ??= {}), `${d.kind}/${bits}/${first.plan.kind}`);
+}
+
+/** The console line of the repair cells: how many the run reached, and the first it did not. */
+function repairLine(cov: CoverageSummary): string[] {
+  const reached = cov.repairDamage ?? {};
+  if (Object.keys(reached).length === 0) return [];
+  const missing = REPAIR_CELLS.filter((cell) => !reached[cell]);
+  const shown = missing.slice(0, 6).join(', ') + (missing.length > 6 ? ', ...' : '');
+  return [
+    `  repair damage x refcount width x tier: ${REPAIR_CELLS.length - missing.length} of ${REPAIR_CELLS.length} cells` +
+      (missing.length > 0 ? ` (none yet: ${shown})` : ''),
+  ];
 }
 
 /** A raw case's own shapes: dense data (a write of a MiB or more), created preallocated, and steps
@@ -294,6 +333,7 @@ export function coverageTable(cov: CoverageSummary): string {
     '  refcount  grows  shrinks  shrinks discarding   (qcow2)',
     ...rows,
     `  features: ${features || 'none'}`,
+    ...repairLine(cov),
     `  ${reader}`,
   ].join('\n');
 }

@@ -7,7 +7,7 @@ import { REPAIR_EXITS, type RepairTier } from './step.ts';
 
 // The repair oracle: what a repair says of its own result, against qemu-img's. The exit code is
 // qemu's verdict after its re-check (0 clean, 2 corruptions remain, 3 only leaks remain) and must
-// be the same; a JSON report must count what remains as qemu's does (qemu-img prints a zero
+// be the same; with the same exit code, a JSON report must count what remains as qemu's does (qemu-img prints a zero
 // counter not at all; instar always, and its own keys besides). A repair's words are each tool's
 // own ("The following inconsistencies were found and repaired" against "Repaired N leaked
 // cluster(s)"): only -q must print nothing. What the repaired images are is the other oracles'
@@ -50,7 +50,8 @@ export function repairOracle(o: RepairObservation): Finding[] {
   };
   const out: Finding[] = [];
   const [ref, sub] = [o.reference.exitCode!, o.subject.exitCode!];
-  if (ref !== sub)
+  const exitDiffers = ref !== sub;
+  if (exitDiffers)
     out.push({
       ...base,
       kind: 'exit-differs',
@@ -80,8 +81,9 @@ export function repairOracle(o: RepairObservation): Finding[] {
     return [...out, { ...base, kind: 'json-invalid', detail: 'not-an-object', message, evidence }];
   }
   if (expected === null) return out;
+  // counts that differ where the exit codes do are the same verdict said twice: one finding
   const wrong = (['corruptions', 'leaks'] as const).filter((k) => said[k] !== expected[k]);
-  if (wrong.length > 0)
+  if (wrong.length > 0 && !exitDiffers)
     out.push({
       ...base,
       kind: 'counts-differ',

@@ -3,7 +3,7 @@
 // the fault hooks of faults.ts. With INSTAR_DOUBLE_CLI=real the double also speaks instar's
 // refusals, in its order and words, and prints its success lines; without, it refuses nothing and
 // prints what qemu-img prints.
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -19,6 +19,7 @@ import {
 } from '../../qcow2/format.ts';
 import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
 import { structuralCheck } from '../../qcow2/structure.ts';
+import { setRefcount } from '../../qcow2/edit.ts';
 import { instarError } from './instar-cli.ts';
 
 export type OpName = 'amend' | 'snapshot' | 'check';
@@ -131,8 +132,59 @@ export function checkJson(qemu: Record<string, unknown>, h: Qcow2Header | undefi
   return report;
 }
 
+/** qemu-img check's JSON report of a file, or null where it printed none. */
+async function qemuCheck(file: string, h: Qcow2Header, repair: 'leaks' | 'all' | null) {
+  const r = await qemuImg(['check', ...(repair ? ['-r', repair] : []), '--output=json', '-f', 'qcow2'], file, h);
+  try {
+    return { r, report: JSON.parse(String(r.stdout)) as Record<string, unknown> };
+  } catch {
+    return { r, report: null };
+  }
+}
+
+const count = (report: Record<string, unknown> | null, key: string) =>
+  typeof report?.[key] === 'number' ? (report[key] as number) : 0;
+
+/** What instar's repair does otherwise than qemu-img's (INSTAR_DOUBLE_CLI=real;
+ * ../shared/reference/instar-ops.md, "check --repair"): the tier it runs (`all` is skipped, leaving
+ * its leaks part, on compressed, zstd, external-data, corrupt and overlapping images), what it found
+ * before (its exit code subtracts only the leaks it reclaimed), and the live over-counted clusters
+ * its leaks tier leaves as they are. */
+interface InstarRepair {
+  tier: 'leaks' | 'all';
+  incomplete: boolean;
+  corruptionsBefore: number;
+  leaksBefore: number;
+  overcounted: { cluster: number; stored: number }[];
+}
+
+const METADATA_ROLES = ['header', 'l1', 'refcount-table', 'refcount-block'];
+
+async function instarRepair(file: string, h: Qcow2Header, tier: 'leaks' | 'all'): Promise<InstarRepair> {
+  const s = await structuralCheck(file);
+  const { report } = await qemuCheck(file, h, null);
+  const compressed = s.readable && s.compressedClusters > 0;
+  const overlap = s.readable && s.clusterRoles.some((run) => run.shared && METADATA_ROLES.includes(run.role));
+  const unsupported = h.incompatibleFeatures & (INCOMPAT_COMPRESSION | INCOMPAT_DATA_FILE | INCOMPAT_CORRUPT);
+  const incomplete = tier === 'all' && (compressed || overlap || unsupported !== 0n);
+  const overcounted = s.readable
+    ? s.refcountMismatches
+        .filter((m) => m.class === 'overcounted')
+        .map((m) => ({ cluster: m.cluster, stored: m.stored }))
+    : [];
+  return {
+    tier: incomplete ? 'leaks' : tier,
+    incomplete,
+    corruptionsBefore: count(report, 'corruptions'),
+    leaksBefore: count(report, 'leaks'),
+    overcounted,
+  };
+}
+
 /** The double's `check`: qemu-img check underneath (`-r TIER` for a repair), its exit code, and
- * instar's report of it. */
+ * instar's report of it. With INSTAR_DOUBLE_CLI=real, instar's repair as its reference describes it:
+ * snapshotted images refused (the words are this double's: the reference gives none), the warning
+ * of `all`, the tiers above, and the exit code from what it found minus the leaks it reclaimed. */
 async function runCheck(args: CheckArgs, hooks: OpHooks): Promise<number> {
   const file = args.filename;
   const before = await readQcow2Header(file).catch(() => undefined);
@@ -140,40 +192,73 @@ async function runCheck(args: CheckArgs, hooks: OpHooks): Promise<number> {
     process.stderr.write(instarError('check: not a qcow2 image (only qcow2 images can be checked)'));
     return 63;
   }
+  const real = REAL && args.repair !== null;
+  if (real && before.nbSnapshots > 0) {
+    process.stderr.write(instarError('check: --repair does not support images with internal snapshots'));
+    return 1;
+  }
+  if (real && args.repair === 'all')
+    process.stderr.write('warning: --repair=all rewrites image metadata in place; back up valuable images first\n');
   const ctx: OpContext = { file, op: 'check', args, before };
   const early = await hooks.before?.(ctx);
   if (typeof early === 'number') return early;
-  const repair = args.repair ? ['-r', args.repair] : [];
-  const r = await qemuImg(['check', ...repair, '--output=json', '-f', 'qcow2'], file, before);
-  let qemu: Record<string, unknown> | null = null;
-  try {
-    qemu = JSON.parse(String(r.stdout)) as Record<string, unknown>;
-  } catch {
-    qemu = null;
-  }
+  const instar = real ? await instarRepair(file, before, args.repair!) : null;
+  // qemu's failed leaks repair may still have rewritten bitmaps and set the corrupt bit on opening
+  const original = instar ? await readFile(file) : null;
+  const { r, report } = await qemuCheck(file, before, instar?.tier ?? args.repair);
+  let qemu = report;
   if (qemu === null || ![0, 2, 3].includes(r.exitCode ?? -1)) {
-    const said = String(r.stderr)
-      .trim()
-      .split('\n')
-      .at(-1)!
-      .replace(/^qemu-img: /, '');
-    process.stderr.write(instarError(`check: ${said}`));
-    return r.exitCode === 0 ? 1 : (r.exitCode ?? 1);
+    // qemu's leaks repair gives up where the refcounts need a rebuild; instar's reclaims the leaks
+    // it can and leaves the corruptions, as it found them
+    if (instar && r.exitCode === 1) {
+      await writeFile(file, original!);
+      qemu = { corruptions: instar.corruptionsBefore, leaks: instar.leaksBefore };
+    } else {
+      const said = String(r.stderr)
+        .trim()
+        .split('\n')
+        .at(-1)!
+        .replace(/^qemu-img: /, '');
+      process.stderr.write(instarError(`check: ${said}`));
+      return r.exitCode === 0 ? 1 : (r.exitCode ?? 1);
+    }
   }
+  if (instar) qemu = await asInstarRepairs(file, before, args.repair!, instar, qemu);
   const after = await readQcow2Header(file).catch(() => undefined);
   // a fault's number is the exit code; the report is printed all the same
   const late = await hooks.after?.({ ...ctx, after });
-  const code = typeof late === 'number' ? late : r.exitCode!;
-  const report = checkJson(qemu, after);
+  const json = checkJson(qemu, after);
+  if (instar?.incomplete) json['repair-incomplete'] = true;
+  const own = count(json, 'corruptions') > 0 ? 2 : count(json, 'leaks') > 0 ? 3 : 0;
+  const code = typeof late === 'number' ? late : instar ? own : r.exitCode!;
   if (args.quiet) return code;
-  if (args.output === 'json') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  if (args.output === 'json') process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
   else if (args.repair) {
     const fixed =
-      `Repaired ${report['repaired-leaks'] ?? 0} leaked cluster(s), 0 refcount correction(s), ` +
-      `${report['repaired-corruptions'] ?? 0} corruption(s).`;
-    process.stdout.write(`${fixed}\n${report.corruptions} corruption(s), ${report.leaks} leak(s) remain.\n`);
-  } else process.stdout.write(`${report.corruptions} corruption(s), ${report.leaks} leak(s).\n`);
+      `Repaired ${json['repaired-leaks'] ?? 0} leaked cluster(s), 0 refcount correction(s), ` +
+      `${json['repaired-corruptions'] ?? 0} corruption(s).`;
+    const incomplete = instar?.incomplete
+      ? '\nRepair did not complete; some issues remain (re-run or use qemu-img).'
+      : '';
+    process.stdout.write(`${fixed}${incomplete}\n${json.corruptions} corruption(s), ${json.leaks} leak(s) remain.\n`);
+  } else process.stdout.write(`${json.corruptions} corruption(s), ${json.leaks} leak(s).\n`);
   return code;
+}
+
+/** What instar's repair leaves and reports after qemu-img's repair of the tier it runs: its leaks
+ * tier puts back the live over-counted clusters qemu lowered; what remains is read again, and the
+ * all tier counts the corruptions it found as remaining (instar's test_check_repair.py). */
+async function asInstarRepairs(
+  file: string,
+  h: Qcow2Header,
+  asked: 'leaks' | 'all',
+  instar: InstarRepair,
+  qemu: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  if (instar.tier === 'leaks') for (const o of instar.overcounted) await setRefcount(file, o.cluster, o.stored);
+  const { report: left } = await qemuCheck(file, h, null);
+  const corruptions = asked === 'all' && !instar.incomplete ? instar.corruptionsBefore : count(left, 'corruptions');
+  return { ...qemu, corruptions, leaks: count(left, 'leaks') };
 }
 
 const MODES: Record<string, SnapshotArgs['mode']> = { '-l': 'list', '-c': 'create', '-a': 'apply', '-d': 'delete' };

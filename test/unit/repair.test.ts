@@ -1,10 +1,13 @@
 // The repair oracle on recorded command outcomes: qemu-img check -r's exit codes and JSON against a
-// subject's, in each output mode; and damage that makes no case valid without its repair.
+// subject's, in each output mode; damage that makes no case valid without its repair; and the
+// coverage of damage kind x refcount width x tier, from what the run wrote.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { damageUnrepaired, parseCase, CaseFormatError, type Case } from '../../model/case.ts';
 import type { CommandRecord } from '../../model/commands.ts';
 import { remainingCounts, repairOracle } from '../../operations/repair/judge.ts';
+import type { StepRecord } from '../../exec/run-case.ts';
+import { addCase, coverageTable, emptyCoverage, REPAIR_CELLS } from '../../triage/coverage.ts';
 
 const ran = (exitCode: number | null, stdout = '', extra: Partial<CommandRecord> = {}): CommandRecord => ({
   argv: [],
@@ -67,6 +70,13 @@ const CASES: {
     findings: ['counts-differ/tier=all,leaks'],
   },
   {
+    name: 'JSON counting a corruption qemu mended, and exiting so',
+    output: 'json',
+    reference: ran(0, QEMU_CLEAN),
+    subject: ran(2, instarJson(1, 0)),
+    findings: ['exit-differs/tier=all,qemu=0,subject=2'],
+  },
+  {
     name: 'JSON that is not',
     output: 'json',
     reference: ran(0, QEMU_CLEAN),
@@ -114,25 +124,27 @@ describe('the repair oracle', () => {
   });
 });
 
+const BASE_IMAGE: Case['image'] = {
+  format: 'qcow2',
+  virtualSize: 1048576,
+  clusterSize: 65536,
+  refcountBits: 16,
+  compat: '1.1',
+  lazyRefcounts: false,
+  extendedL2: false,
+  compressionType: 'zlib',
+  createdWithRefcountBits: null,
+  bitmaps: 0,
+  dirty: false,
+  backing: null,
+  dataFile: 'none',
+  createdPreallocation: 'off',
+  encrypted: false,
+};
+
 describe('damage in a case', () => {
   const base: Case = {
-    image: {
-      format: 'qcow2',
-      virtualSize: 1048576,
-      clusterSize: 65536,
-      refcountBits: 16,
-      compat: '1.1',
-      lazyRefcounts: false,
-      extendedL2: false,
-      compressionType: 'zlib',
-      createdWithRefcountBits: null,
-      bitmaps: 0,
-      dirty: false,
-      backing: null,
-      dataFile: 'none',
-      createdPreallocation: 'off',
-      encrypted: false,
-    },
+    image: BASE_IMAGE,
     data: [{ op: 'damage', kind: 'leak', pick: 3 }],
     steps: [{ op: 'repair', tier: 'leaks' }],
   };
@@ -148,5 +160,52 @@ describe('damage in a case', () => {
   test('names a kind the writer knows', () => {
     const unknown = { ...base, data: [{ op: 'damage', kind: 'refcount-sideways', pick: 0 }] };
     assert.throws(() => parseCase(unknown), /data\[0\]\.kind must be one of leak/);
+  });
+});
+
+describe('repair coverage', () => {
+  const c: Case = {
+    image: { ...BASE_IMAGE, refcountBits: 4 },
+    data: [
+      { op: 'damage', kind: 'refcount-zero', pick: 1 },
+      { op: 'damage', kind: 'refcount-high', pick: 2 },
+    ],
+    steps: [{ op: 'repair', tier: 'all' }],
+  };
+  const step = {
+    index: 0,
+    operation: 'repair',
+    sizeBefore: 1048576,
+    plan: { kind: 'all', target: null, accepted: true },
+    stateBefore: { compat: '1.1', refcountBits: 4, lazyRefcounts: false, snapshots: 0 },
+    reference: 'ok',
+    subject: 'ok',
+    subjectStderr: '',
+    oracles: [],
+  } satisfies StepRecord;
+  const applied = (kind: 'refcount-zero' | 'refcount-high', hit: string | null) => ({
+    kind,
+    hit,
+    role: null,
+    patches: [],
+  });
+
+  test('counts the cells the written damage met, not a damage that found no place', () => {
+    const cov = emptyCoverage();
+    addCase(cov, c, {
+      steps: [step],
+      afterUse: null,
+      baseReader: null,
+      damage: [applied('refcount-zero', 'cluster 5 (data) refcount 1 -> 0'), applied('refcount-high', null)],
+    });
+    assert.deepEqual(cov.repairDamage, { 'refcount-zero/4/all': 1 });
+    assert.match(
+      coverageTable(cov),
+      new RegExp(`repair damage x refcount width x tier: 1 of ${REPAIR_CELLS.length} cells`),
+    );
+  });
+  test('has no cell for a 1-bit refcount one too high', () => {
+    assert.ok(!REPAIR_CELLS.includes('refcount-high/1/leaks'));
+    assert.equal(REPAIR_CELLS.length, 7 * 7 * 2 - 2);
   });
 });
