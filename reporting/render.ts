@@ -151,6 +151,8 @@ export function reportMarkdown(r: Report, folder: string): string {
     '',
     ...imageLines(c.image, features),
     `- data: ${data.length === 0 ? 'none' : data.join(', ')}`,
+    // what each damage hit in the built image, as the run wrote it (repro.sh writes the same bytes)
+    ...(r.damage ?? []).map((d) => `- damage written: ${d.kind}, ${d.hit ?? 'no place for it in this image'}`),
     ...r.steps.map((s) => stepText(c, s)),
     '',
     '## Findings',

@@ -231,7 +231,7 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
     case 'structure':
       return structureVerdict(f, layout);
     case 'repair':
-      return [...repairVerdict(f), BOTH_OK];
+      return repairVerdict(f);
     case 'allocation': {
       if (f.kind === 'host-blow-up') {
         const blocks = (s: SideFiles) => `$(( $(stat -c %b ${imagePath(s)}) * 512 ))`;

@@ -94,21 +94,22 @@ export async function saveSighting(
   return { folder, isNew: true, hits: 1 };
 }
 
+/** A report's repro.sh: its case, the steps as they ran, the damage its build wrote. */
+export const reproOfReport = (report: Report) =>
+  reproScript({
+    finding: report.finding,
+    case: report.case,
+    subject: report.subject,
+    origin: originText(report.firstSeen),
+    steps: report.steps,
+    damage: report.damage ?? [],
+  });
+
 /** Everything in a report folder but report.json, written into `dir`. */
 async function writeFolderFiles(dir: string, report: Report, folder: string, artifacts: CaseResult['artifacts']) {
   await writeAtomic(join(dir, 'report.md'), reportMarkdown(report, folder));
   const repro = join(dir, 'repro.sh');
-  await writeAtomic(
-    repro,
-    reproScript({
-      finding: report.finding,
-      case: report.case,
-      subject: report.subject,
-      origin: originText(report.firstSeen),
-      steps: report.steps,
-      damage: report.damage ?? [],
-    }),
-  );
+  await writeAtomic(repro, reproOfReport(report));
   await chmod(repro, 0o755);
   for (const a of artifacts) await writeAtomic(join(dir, a.name), a.data);
 }

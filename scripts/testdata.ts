@@ -1292,11 +1292,16 @@ async function recordReports(files: Map<string, Buffer | string>): Promise<strin
   );
   // case 0 of seed 24 is a plain image and a shrink: no registry entry explains a refusal
   const flaky = await run('flaky', ['--instar', once, '--iterations', '1', '--seed', '24', '--jobs', '1']);
+  // a repair whose exit code counts the corruptions it fixed (case 36 of seed 1): damage written, a
+  // repair oracle finding
+  const repairArgs = ['--ops', 'resize,amend,snapshot,repair', '--iterations', '40', '--seed', '1', '--known', noKnown];
+  const repair = await run('repair', ['--instar', double('repair-exit-counts-fixed'), ...repairArgs]);
   const picked: Record<string, string> = {
     'two-faults-corruptions': await folderOf(twoFaults, 'check/corruptions/'),
     'two-faults-content-differs': await folderOf(twoFaults, 'content/content-differs/'),
     'control-image-modified': await folderOf(control, 'unchanged-on-refusal/image-modified-on-refusal/'),
     'flaky-refused': await folderOf(flaky, 'outcome/refused/'),
+    'repair-exit-differs': await folderOf(repair, 'repair:repair/exit-differs/'),
   };
   for (const [name, folder] of Object.entries(picked))
     files.set(join('reports', name, 'report.json'), await readFile(join(folder, 'report.json')));

@@ -40,8 +40,8 @@ import type { StepRecord } from '../../exec/run-case.ts';
 import { caseFacts, judge, loadRegistry, parseRegistry } from '../../triage/registry.ts';
 import { collectIndex, indexHtml, indexMarkdown } from '../../reporting/index-page.ts';
 import { issueText } from '../../reporting/issues.ts';
-import { originText, reportMarkdown } from '../../reporting/render.ts';
-import { reproScript } from '../../reporting/repro.ts';
+import { reportMarkdown } from '../../reporting/render.ts';
+import { reproOfReport } from '../../reporting/sighting.ts';
 import { parseReport, reportFolder } from '../../reporting/store.ts';
 
 /** The checkout, without a trailing slash. */
@@ -458,13 +458,7 @@ export async function reportGoldens(folder: string): Promise<Record<string, stri
   const file = join(TESTDATA, folder, 'report.json');
   const report = parseReport(await readFile(file, 'utf8'), 'report.json');
   const where = reportFolder(report.finding, report.flaky);
-  const repro = reproScript({
-    finding: report.finding,
-    case: report.case,
-    subject: report.subject,
-    origin: originText(report.firstSeen),
-    steps: report.steps,
-  });
+  const repro = reproOfReport(report);
   const issue = issueText(report, where, repro);
   return {
     'report.md': reportMarkdown(report, where),
