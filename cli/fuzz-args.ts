@@ -54,7 +54,7 @@ export async function parseArgs(argv: string[]) {
         type: 'string',
         describe:
           `Operations of the generated steps, comma-separated, from ${OPERATION_NAMES.join(', ')} ` +
-          '(default: all of them); amend, snapshot and repair are qcow2 operations',
+          '(default: all of them); amend, snapshot, repair and bitmap are qcow2 operations',
       },
       output: {
         choices: OUTPUT_MODES,

@@ -4,10 +4,11 @@ import { STRUCTURED_FORMATS, type StructuredFormat } from '../formats/rules.ts';
 import { readFormatStructure } from '../formats/structure.ts';
 import { signatureOf } from '../oracles/finding.ts';
 import { formatStructureOracle } from '../oracles/format-structure.ts';
+import { bitmapsOracle } from '../oracles/bitmaps.ts';
 import { structureOracle } from '../oracles/structure.ts';
 import { structuralCheck } from '../qcow2/structure.ts';
 
-// The structure oracle on two images, for repro.sh of a structure finding (qemu-img cannot show
+// The structure oracle (and the bitmaps oracle) on two images, for repro.sh of a structure finding (qemu-img cannot show
 // what it sees): node --import tsx cli/structure.ts SUBJECT REFERENCE [SIGNATURE [BEFORE]]
 // A qcow2 image is known by its magic; a vpc, vhdx or vmdk one by its extension. BEFORE is the
 // subject's image before the step (what clusters it leaked had been).
@@ -38,10 +39,16 @@ const findings =
         await readFormatStructure(subject, format as StructuredFormat),
         await readFormatStructure(reference, format as StructuredFormat),
       )
-    : structureOracle(
-        await structuralCheck(subject),
-        await structuralCheck(reference),
-        before ? await structuralCheck(before) : null,
-      );
+    : await qcow2Findings();
+
+/** The structure and bitmaps oracles on two qcow2 images. */
+async function qcow2Findings() {
+  const [sub, ref] = [await structuralCheck(subject!), await structuralCheck(reference!)];
+  const bits = (o: typeof sub) => (o.readable ? o.bitmapBits : undefined);
+  return [
+    ...structureOracle(sub, ref, before ? await structuralCheck(before) : null),
+    ...bitmapsOracle(bits(ref), bits(sub)),
+  ];
+}
 for (const f of findings) console.log(`${signatureOf(f)}: ${f.message}`);
 process.exitCode = findings.some((f) => signature === undefined || signatureOf(f) === signature) ? 1 : 0;

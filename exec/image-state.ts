@@ -36,6 +36,7 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
   return withQcow2(file, async (r) => {
     const h = r.header;
     const { entries } = h.nbSnapshots > 0 ? await r.readSnapshots() : { entries: [] };
+    const bitmaps = h.version >= 3 ? ((await r.readBitmaps())?.directory ?? []) : [];
     return {
       size: h.size,
       compat: h.version >= 3 ? '1.1' : '0.10',
@@ -45,6 +46,9 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
       dataFile: (h.incompatibleFeatures & INCOMPAT_DATA_FILE) !== 0n,
       snapshots: entries.map((e) => ({ id: e.id, name: e.name, size: e.diskSize ?? h.size })),
       refcountTableClusters: h.refcountTableClusters,
+      clusterSize: 2 ** h.clusterBits,
+      // enabled: the "auto" flag (qcow2.txt)
+      bitmaps: bitmaps.map((b) => ({ name: b.name, granularity: 2 ** b.granularityBits, enabled: (b.flags & 2) !== 0 })),
     } satisfies ImageState;
   }).catch(() => null);
 }

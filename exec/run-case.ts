@@ -83,6 +83,9 @@ export interface StepRecord {
   subject: OutcomeClass;
   /** qemu's side grew its refcount table in this step (qcow2, read from the image before and after). */
   refcountTableGrew?: boolean;
+  /** The dirty bits the image's bitmaps held when the step ran (the subject's image as read
+   * before it; qcow2 images with bitmaps only): what a bitmap step had to act on. */
+  bitmapBitsBefore?: number;
   /** For a shrink qemu-img accepted: whether clusters holding data lay past the new end. */
   discardsAllocated?: boolean;
   /** What the subject printed on stderr for this step; registry entries may match on it. */
@@ -310,6 +313,8 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
     subjectStderr: sub.stderr,
     oracles: [],
   };
+  const bitsBefore = ctx.subjectBefore?.readable ? ctx.subjectBefore.bitmapBits : undefined;
+  if (bitsBefore?.length) record.bitmapBitsBefore = bitsBefore.reduce((n, b) => n + b.set, 0);
   if (ctx.state && format === 'qcow2') {
     const { compat, refcountBits, lazyRefcounts, snapshots } = ctx.state;
     record.stateBefore = { compat, refcountBits, lazyRefcounts, snapshots: snapshots.length };

@@ -24,6 +24,13 @@ import {
   shapeForRepairs,
   type RepairStepRecipe,
 } from '../operations/repair/generate.ts';
+import {
+  bitmapCaseRecipeArb,
+  bitmapStepRecipeArb,
+  materialiseBitmap,
+  shapeForBitmaps,
+  type BitmapStepRecipe,
+} from '../operations/bitmap/generate.ts';
 import { align, stepSizeLimit } from './bounds.ts';
 import {
   backingWriteArb,
@@ -57,7 +64,7 @@ type OperationRecipe = typeof operationRecipeArb extends fc.Arbitrary<infer T> ?
 
 /** How often each operation comes up among those a run drives: resize most (it has the most a
  * step can get wrong), amend and snapshot each half as often. */
-const OPERATION_WEIGHTS: Record<OperationName, number> = { resize: 2, amend: 1, snapshot: 1, repair: 1 };
+const OPERATION_WEIGHTS: Record<OperationName, number> = { resize: 2, amend: 1, snapshot: 1, repair: 1, bitmap: 1 };
 
 /** The operation of a step, from its pick among the enabled ones. */
 function pickOperation(pick: number, ops: readonly OperationName[]): OperationName {
@@ -76,7 +83,12 @@ function pickOperation(pick: number, ops: readonly OperationName[]): OperationNa
 function materialiseSteps(
   image: ImageSpec,
   start: ImageState,
-  recipes: { resize: StepRecipe; operation: OperationRecipe | undefined; repair?: RepairStepRecipe }[],
+  recipes: {
+    resize: StepRecipe;
+    operation: OperationRecipe | undefined;
+    repair?: RepairStepRecipe;
+    bitmap?: BitmapStepRecipe;
+  }[],
   ops: readonly OperationName[],
   regrow: boolean,
   outputs: readonly OutputMode[],
@@ -95,6 +107,7 @@ function materialiseSteps(
     const op = r.operation ? pickOperation(r.operation.pick, ops) : 'resize';
     if (op === 'amend') add(materialiseAmend(r.operation!.amend, image, state, output));
     else if (op === 'repair') add(materialiseRepair(r.repair!, output));
+    else if (op === 'bitmap') add(materialiseBitmap(r.bitmap!, state, output));
     else if (op === 'snapshot') {
       const recipe = r.operation!.snapshot;
       // most applies come after a grow: the image is then not the size the snapshot was taken at
@@ -169,6 +182,9 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
       // last: repair steps' tiers, and the damage of cases with repair steps
       repairs: fc.array(repairStepRecipeArb, { minLength: 4, maxLength: 4 }),
       repairCase: repairCaseRecipeArb,
+      // last: bitmap steps, and the bitmaps of cases with bitmap steps
+      bitmaps: fc.array(bitmapStepRecipeArb, { minLength: 4, maxLength: 4 }),
+      bitmapCase: bitmapCaseRecipeArb,
     })
     .map(
       ({
@@ -186,6 +202,8 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
         snapshotCase,
         repairs,
         repairCase,
+        bitmaps,
+        bitmapCase,
       }): Case => {
         let image = withCreation(withExternalFiles(drawn, external), creation);
         const data = discardProbe ? [...recipes, discardProbe] : recipes;
@@ -208,7 +226,12 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
         let steps = resizeSteps;
         if (ops.some((o) => o !== 'resize')) {
           // each step becomes the operation its pick says, made from the state before it
-          let mixed = stepRecipes.map((resize, i) => ({ resize, operation: operations[i], repair: repairs[i]! }));
+          let mixed = stepRecipes.map((resize, i) => ({
+            resize,
+            operation: operations[i],
+            repair: repairs[i]!,
+            bitmap: bitmaps[i]!,
+          }));
           const repairing = (r: (typeof mixed)[number]) => pickOperation(r.operation!.pick, ops) === 'repair';
           const downgrades = mixed.some(
             (r) => pickOperation(r.operation!.pick, ops) === 'amend' && r.operation!.amend.kind === 'downgrade',
@@ -218,6 +241,9 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
           // a case with snapshot steps has a snapshot of its data to apply or delete, and more
           if (mixed.some((r) => pickOperation(r.operation!.pick, ops) === 'snapshot'))
             ({ image, data: filled } = shapeForSnapshots(image, filled, snapshotCase));
+          // a case with bitmap steps has bitmaps added between its writes
+          if (mixed.some((r) => pickOperation(r.operation!.pick, ops) === 'bitmap'))
+            ({ image, data: filled } = shapeForBitmaps(image, filled, bitmapCase));
           // a case with repair steps is damaged after its build, and repaired first
           const first = mixed.find(repairing);
           if (first) {

@@ -4,6 +4,7 @@
 // from nothing else.
 import { parseAmendStep, type AmendStep } from '../operations/amend/step.ts';
 import { parseSnapshotStep, type SnapshotStep } from '../operations/snapshot/step.ts';
+import { parseBitmapStep, type BitmapStep } from '../operations/bitmap/step.ts';
 import { DAMAGE_KINDS, hasDamage, parseRepairStep, type Damage, type RepairStep } from '../operations/repair/step.ts';
 
 export const REFCOUNT_WIDTHS = [1, 2, 4, 8, 16, 32, 64] as const;
@@ -120,6 +121,9 @@ export type DataOp =
   /** Internal snapshots (`qemu-img snapshot -c/-d`): shared clusters, refcounts above 1. */
   | { op: 'snapshot-create'; name: string }
   | { op: 'snapshot-delete'; name: string }
+  /** A persistent bitmap added (`qemu-img bitmap --add`) between the writes: an enabled one holds
+   * the bits of the writes after it. */
+  | { op: 'bitmap-add'; name: string; granularity: number | null; enabled: boolean }
   /** Damage written by the harness after the build (operations/repair/damage.ts): the input of a
    * repair step. */
   | Damage;
@@ -128,13 +132,13 @@ export type IoOp = Extract<DataOp, { offset: number }>;
 export const isIoOp = (op: DataOp): op is IoOp => 'offset' in op;
 
 /** The operations a step may be, each a row of operations/table.ts with a folder of its own. */
-export const OPERATION_NAMES = ['resize', 'amend', 'snapshot', 'repair'] as const;
+export const OPERATION_NAMES = ['resize', 'amend', 'snapshot', 'repair', 'bitmap'] as const;
 export type OperationName = (typeof OPERATION_NAMES)[number];
 
 /** One step of a case: an operation and its arguments. A step without `op` is a resize (the only
  * operation cases had before). */
-export type Step = ResizeStep | AmendStep | SnapshotStep | RepairStep;
-export type { AmendStep, SnapshotStep, RepairStep };
+export type Step = ResizeStep | AmendStep | SnapshotStep | RepairStep | BitmapStep;
+export type { AmendStep, SnapshotStep, RepairStep, BitmapStep };
 
 export const opOf = (step: Step): OperationName => (step as { op?: OperationName }).op ?? 'resize';
 export const isResize = (step: Step): step is ResizeStep => opOf(step) === 'resize';
@@ -283,6 +287,13 @@ export function parseCase(json: unknown, where = 'case'): Case {
       int(op.pick, `data[${i}].pick`, 0);
       return;
     }
+    if (op.op === 'bitmap-add') {
+      if (typeof op.name !== 'string' || !/^\w+$/.test(op.name))
+        fail(`data[${i}].name`, 'must be a bitmap name of letters, digits and _');
+      if (op.granularity !== null) int(op.granularity, `data[${i}].granularity`, 512);
+      oneOf(op.enabled, `data[${i}].enabled`, [true, false]);
+      return;
+    }
     if (op.op === 'snapshot-create' || op.op === 'snapshot-delete') {
       if (typeof op.name !== 'string' || !/^\w+$/.test(op.name)) {
         fail(`data[${i}].name`, 'must be a snapshot name of letters, digits and _');
@@ -300,10 +311,11 @@ export function parseCase(json: unknown, where = 'case'): Case {
     const stepFail = (field: string, why: string): never => fail(`steps[${i}].${field}`, why);
     oneOf(step.op ?? 'resize', `steps[${i}].op`, OPERATION_NAMES);
     if (step.output !== undefined) oneOf(step.output, `steps[${i}].output`, OUTPUT_MODES);
-    if (step.op === 'amend' || step.op === 'snapshot' || step.op === 'repair') {
+    if (step.op === 'amend' || step.op === 'snapshot' || step.op === 'repair' || step.op === 'bitmap') {
       if (format !== 'qcow2') fail(`steps[${i}].op`, `${step.op} is a qcow2 operation, not one of ${format} images`);
       if (step.op === 'amend') parseAmendStep(step, stepFail);
       else if (step.op === 'snapshot') parseSnapshotStep(step, stepFail);
+      else if (step.op === 'bitmap') parseBitmapStep(step, stepFail);
       else parseRepairStep(step, stepFail);
       return;
     }

@@ -181,6 +181,15 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
     // damage is written by the harness once the build is done (operations/repair/damage.ts)
     if (op.op === 'damage') continue;
     flush();
+    if (op.op === 'bitmap-add') {
+      const how = [
+        ...(op.granularity === null ? [] : ['-g', String(op.granularity)]),
+        ...(op.enabled ? [] : ['--disable']),
+      ];
+      const args = ['bitmap', '--add', ...how, ...options, name, op.name];
+      out.push({ program: 'qemu-img', args, expect: 'ok', what: 'qemu-img bitmap --add' });
+      continue;
+    }
     const flag = op.op === 'snapshot-create' ? '-c' : '-d';
     out.push({
       program: 'qemu-img',

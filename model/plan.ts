@@ -1,4 +1,5 @@
 import { planAmend } from '../operations/amend/step.ts';
+import { planBitmap } from '../operations/bitmap/step.ts';
 import { planRepair } from '../operations/repair/step.ts';
 import { planSnapshot } from '../operations/snapshot/step.ts';
 import {
@@ -95,6 +96,7 @@ const PLANNERS: { [K in OperationName]: (step: StepOf<K>, state: ImageState, for
   amend: planAmend,
   snapshot: planSnapshot,
   repair: planRepair,
+  bitmap: planBitmap,
 };
 type StepOf<K extends OperationName> = Extract<Step, { op?: K }>;
 

@@ -1,5 +1,9 @@
 import type { Case, RefcountBits } from './case.ts';
 
+/** The default granularity of an added bitmap: the cluster size, within 4 KiB..64 KiB (qemu's
+ * bdrv_get_default_bitmap_granularity). */
+export const defaultGranularity = (clusterSize: number) => Math.min(65536, Math.max(4096, clusterSize));
+
 // The state of an image between steps that the operations' rules look at: its size, its qcow2
 // version and options, its internal snapshots. A generator predicts it from qemu's rules (the
 // case alone); a run reads it from the image before every step (observed, never predicted).
@@ -15,9 +19,20 @@ export interface ImageState {
   /** Internal snapshots in table order, each with the virtual size it was taken at (and its id,
    * where read from an image). */
   snapshots: { name: string; size: number; id?: string }[];
+  /** The cluster size (qcow2): a bitmap's default granularity follows it. */
+  clusterSize?: number;
+  /** Persistent dirty bitmaps in directory order (qcow2 v3); absent where none were looked for. */
+  bitmaps?: BitmapState[];
   /** The clusters of its refcount table, where read from an image (qcow2): a step that grows the
    * table takes the allocator's rarest path. Never predicted. */
   refcountTableClusters?: number;
+}
+
+/** A persistent bitmap as the rules of a bitmap call look at it. */
+export interface BitmapState {
+  name: string;
+  granularity: number;
+  enabled: boolean;
 }
 
 /** What an operation's rules say of one step from a state: its kind (per operation: a resize's
@@ -41,5 +56,22 @@ export function initialState(c: Case): ImageState {
     }
   }
   const { virtualSize: size, compat, refcountBits, lazyRefcounts, extendedL2, dataFile } = c.image;
-  return { size, compat, refcountBits, lazyRefcounts, extendedL2, dataFile: dataFile !== 'none', snapshots };
+  const bitmaps: BitmapState[] = [];
+  const byDefault = defaultGranularity(c.image.clusterSize);
+  for (const op of c.data)
+    if (op.op === 'bitmap-add')
+      bitmaps.push({ name: op.name, granularity: op.granularity ?? byDefault, enabled: op.enabled });
+  // the image's plain bitmaps are added after its data (model/commands.ts)
+  for (let i = 0; i < c.image.bitmaps; i++) bitmaps.push({ name: `bitmap${i}`, granularity: byDefault, enabled: true });
+  return {
+    size,
+    compat,
+    refcountBits,
+    lazyRefcounts,
+    extendedL2,
+    dataFile: dataFile !== 'none',
+    snapshots,
+    bitmaps,
+    clusterSize: c.image.clusterSize,
+  };
 }

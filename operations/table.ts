@@ -1,5 +1,6 @@
 import { opOf, type OperationName, type Step } from '../model/case.ts';
 import { amend } from './amend/index.ts';
+import { bitmap } from './bitmap/index.ts';
 import type { Operation } from './operation.ts';
 import { repair } from './repair/index.ts';
 import { resize } from './resize/index.ts';
@@ -10,7 +11,7 @@ import { snapshot } from './snapshot/index.ts';
 // row) and one line here; execution, triage, reports, coverage and the command line take their
 // lists from this table.
 
-export const OPERATIONS = { resize, amend, snapshot, repair } satisfies Record<OperationName, Operation<never>>;
+export const OPERATIONS = { resize, amend, snapshot, repair, bitmap } satisfies Record<OperationName, Operation<never>>;
 
 /** The row of a step's operation. */
 export const operationOf = (step: Step): Operation => OPERATIONS[opOf(step)] as unknown as Operation;

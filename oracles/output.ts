@@ -1,4 +1,5 @@
-import { opOf, type Case, type OutputMode, type SnapshotStep } from '../model/case.ts';
+import { opOf, type BitmapStep, type Case, type OutputMode, type SnapshotStep } from '../model/case.ts';
+import { BITMAP_JSON_KEYS, bitmapJsonExpected } from '../operations/bitmap/judge.ts';
 import type { CommandRecord } from '../model/commands.ts';
 import type { ImageState } from '../model/state.ts';
 import { AMEND_JSON_KEYS, amendJsonExpected } from '../operations/amend/judge.ts';
@@ -40,6 +41,8 @@ function expectedJson(o: OutputObservation): { keys: readonly string[]; values: 
   const step = o.case.steps[o.index]!;
   if (opOf(step) === 'amend')
     return { keys: AMEND_JSON_KEYS, values: amendJsonExpected(o.stateBefore ?? null, o.stateAfter ?? null) };
+  if (opOf(step) === 'bitmap')
+    return { keys: BITMAP_JSON_KEYS, values: bitmapJsonExpected(step as BitmapStep, o.stateAfter ?? null) };
   const before = o.sizeBefore;
   const after = o.subjectAfter?.size ?? null;
   const action =

@@ -37,6 +37,8 @@ const ORDER = [
   'structure/extension-lost',
   'structure/extension-changed',
   'structure/extension-added',
+  'bitmaps/bitmap-directory-differs',
+  'bitmaps/bitmap-bits-differ',
   'info/info-failed',
   'info/info-mismatch',
   'content/size-differs',

@@ -5,6 +5,7 @@ import type { FormatStructure } from '../formats/rules.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import { afterUseOracle, type AfterUseObservation } from './after-use.ts';
 import { allocationOracle, type AllocationObservation } from './allocation.ts';
+import { bitmapsOracle } from './bitmaps.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
 import {
   contentOracle,
@@ -106,6 +107,7 @@ type StepOracle = {
 };
 type AfterUseStage = { name: string; stage: 'after-use'; judge: (o: AfterUseObservation) => Finding[] };
 
+const bitmapsOf = (o: StructureObservation | null) => (o?.readable ? o.bitmapBits : undefined);
 const refused = (o: StepObservation) => o.refusal !== null;
 const accepted = (o: StepObservation) => o.results !== null;
 const checked = (o: StepObservation) => o.results?.subjectCheck != null;
@@ -164,6 +166,12 @@ export const ORACLES = [
       r!.formatStructures
         ? formatStructureOracle(r!.formatStructures.subject, r!.formatStructures.reference)
         : structureOracle(r!.subjectStructure!, r!.referenceStructure!, r!.subjectBefore ?? null),
+  },
+  {
+    name: 'bitmaps',
+    stage: 'step',
+    runs: ({ results: r }) => r?.subjectStructure?.readable === true && r.referenceStructure?.readable === true,
+    judge: ({ results: r }) => bitmapsOracle(bitmapsOf(r!.referenceStructure), bitmapsOf(r!.subjectStructure)),
   },
   {
     name: 'info',

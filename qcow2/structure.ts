@@ -15,6 +15,7 @@ import {
   type Qcow2Header,
   type RefcountBlockRef,
 } from './format.ts';
+import { readBitmapBits, type BitmapBits } from './bitmaps.ts';
 import { Qcow2Reader, TableTooLargeError } from './reader.ts';
 import {
   L1E_OFFSET_MASK,
@@ -129,6 +130,9 @@ export type StructureObservation =
       /** The snapshot table as a guest tool lists it, in table order (empty without snapshots). */
       snapshotTable: SnapshotSummary[];
       bitmaps: number;
+      /** Each persistent bitmap's name, granularity, flags and dirty bits, in directory order
+       * (absent in steps recorded before they were read). */
+      bitmapBits?: BitmapBits[];
       /** false when the dirty bit is set: lazy refcounts legitimately lag behind the tables. */
       refcountsChecked: boolean;
       mismatchCounts: Record<RefcountMismatchClass, number>;
@@ -274,6 +278,7 @@ class StructureWalk {
   private snapshots = 0;
   private snapshotTable: SnapshotSummary[] = [];
   private bitmapDirectory: BitmapDirectoryEntry[] = [];
+  private bitmapBits: BitmapBits[] = [];
 
   constructor(private readonly r: Qcow2Reader) {
     this.h = r.header;
@@ -478,11 +483,14 @@ class StructureWalk {
     this.expected.add(bm.extension.directoryOffset, bm.extension.directorySize, 'bitmap-directory');
     for (const entry of bm.directory) {
       this.expected.add(entry.tableOffset, entry.tableSize * 8, 'bitmap-table');
-      for (const raw of await this.r.readBitmapTable(entry)) {
+      const table = await this.r.readBitmapTable(entry);
+      for (const raw of table) {
         const offset = Number(raw & L1E_OFFSET_MASK);
         if (offset && this.aligned(offset)) this.expected.add(offset, this.cs, 'bitmap-data');
         else if (offset) this.problem('bitmap-data-offset', `bitmap data cluster at ${offset} is not cluster-aligned`);
       }
+      const read = (offset: number, length: number) => this.r.read(offset, length);
+      this.bitmapBits.push(await readBitmapBits(entry, table, this.h.size, this.cs, read));
     }
   }
 
@@ -511,27 +519,10 @@ class StructureWalk {
     return { counts, listed, groups: [...groups.values()] };
   }
 
-  /** What a resize must keep of the extensions; the bitmap directory without host offsets
-   * (sizes follow the disk). */
+  /** What a resize must keep of the extensions (the bitmap directory and bits are the bitmaps
+   * oracle's, by name). */
   private extensionSummaries(): ExtensionSummary[] {
-    const summaries = this.extensions.map((e) => ({
-      type: e.type,
-      name: e.name,
-      length: e.length,
-      content: extensionContent(e),
-    }));
-    const bitmaps = summaries.find((e) => e.type === EXT_BITMAPS);
-    if (bitmaps && this.bitmapDirectory.length > 0) {
-      const kept = this.bitmapDirectory.map((b) => ({
-        name: b.name,
-        flags: b.flags,
-        type: b.type,
-        granularityBits: b.granularityBits,
-        extraData: b.extraData.toString('hex'),
-      }));
-      bitmaps.content += `;${JSON.stringify(kept)}`;
-    }
-    return summaries;
+    return this.extensions.map((e) => ({ type: e.type, name: e.name, length: e.length, content: extensionContent(e) }));
   }
 
   private observation(): StructureObservation {
@@ -547,6 +538,7 @@ class StructureWalk {
       snapshots: this.snapshots,
       snapshotTable: this.snapshotTable,
       bitmaps: this.bitmapDirectory.length,
+      bitmapBits: this.bitmapBits,
       refcountsChecked: !dirty,
       mismatchCounts: mismatches.counts,
       refcountMismatches: mismatches.listed,

@@ -229,6 +229,7 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
       return [...lines, ...verdict(judged, layout, spec)];
     }
     case 'structure':
+    case 'bitmaps':
       return structureVerdict(f, layout);
     case 'repair':
       return repairVerdict(f);

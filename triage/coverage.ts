@@ -13,6 +13,7 @@ import {
 } from '../model/case.ts';
 import { plannedSizes } from '../model/plan.ts';
 import { DAMAGE_KINDS, REPAIR_TIERS } from '../operations/repair/step.ts';
+import { BITMAP_ACTIONS, type BitmapStep } from '../operations/bitmap/step.ts';
 import type { OracleName } from '../oracles/table.ts';
 
 // What a run actually exercised, counted from the cases and the steps that ran (a case stops at
@@ -45,6 +46,9 @@ export interface CoverageSummary {
   /** The first repair step of each case that had damage written, by what the damage hit (its kind),
    * the refcount width and the tier: `refcount-zero/4/all`. Absent in older summaries. */
   repairDamage?: Counts;
+  /** Bitmap steps by action (a call of several counts each), and `<action>/bits` where the image's
+   * bitmaps held dirty bits when the step ran; `steps` and `steps/bits` count the calls. */
+  bitmapActions?: Counts;
 }
 
 const bump = (counts: Counts, key: string | number, by = 1) => {
@@ -179,6 +183,7 @@ export function addCase(
   for (const [feature, present] of Object.entries(features)) if (present) bump(cov.features, feature);
   for (const d of c.data) bump(cov.dataOps, d.op);
   addRepairDamage(cov, c, result);
+  addBitmapActions(cov, c, result);
   if (result.baseReader) {
     if (result.baseReader.byReader === result.baseReader.byCheck) cov.readerSelfCheck.agreed++;
     else cov.readerSelfCheck.disagreed++;
@@ -206,6 +211,30 @@ function addRepairDamage(cov: CoverageSummary, c: Case, result: Pick<CaseResult,
   const bits = first.stateBefore?.refcountBits ?? c.image.refcountBits;
   for (const d of result.damage ?? [])
     if (d.hit !== null) bump((cov.repairDamage ??= {}), `${d.kind}/${bits}/${first.plan.kind}`);
+}
+
+/** The actions of the bitmap steps that ran, and which of them met bitmaps holding bits. */
+function addBitmapActions(cov: CoverageSummary, c: Case, result: Pick<CaseResult, 'steps'>) {
+  for (const s of result.steps) {
+    const step = c.steps[s.index]!;
+    if (opOf(step) !== 'bitmap') continue;
+    const counts = (cov.bitmapActions ??= {});
+    const bits = (s.bitmapBitsBefore ?? 0) > 0;
+    const keys = ['steps', ...new Set((step as BitmapStep).actions.map((a) => a.action))];
+    for (const key of keys) {
+      bump(counts, key);
+      if (bits) bump(counts, `${key}/bits`);
+    }
+  }
+}
+
+/** The console line of the bitmap actions: each action's steps, with bits among them. */
+function bitmapLine(cov: CoverageSummary): string[] {
+  const counts = cov.bitmapActions;
+  if (!counts?.steps) return [];
+  const shown = BITMAP_ACTIONS.map((a) => `${a} ${counts[a] ?? 0} (${counts[`${a}/bits`] ?? 0})`).join(', ');
+  const share = Math.round((100 * (counts['steps/bits'] ?? 0)) / counts.steps);
+  return [`  bitmap steps by action (with dirty bits to act on): ${shown}; ${share}% of ${counts.steps} steps with bits`];
 }
 
 /** The console line of the repair cells: how many the run reached, and the first it did not. */
@@ -334,6 +363,7 @@ export function coverageTable(cov: CoverageSummary): string {
     ...rows,
     `  features: ${features || 'none'}`,
     ...repairLine(cov),
+    ...bitmapLine(cov),
     `  ${reader}`,
   ].join('\n');
 }

@@ -1,0 +1,67 @@
+import type { BitmapBits } from '../qcow2/bitmaps.ts';
+import type { Finding } from './finding.ts';
+
+// The bitmaps oracle: a qcow2 image's persistent dirty bitmaps as a guest tool sees them (their
+// names, granularity, in_use and auto flags) and the bits each holds, read from the bitmap tables
+// by the harness (qcow2/bitmaps.ts), against qemu's result of the same step. By name, not by
+// directory order: where a bitmap sits in the directory means nothing to a guest. Refcounts of
+// the tables and the extension's presence are the structure oracle's and check's.
+
+/** What differs in the bitmaps of the two results: the directory (bitmaps missing or extra in the
+ * subject's, granularity, flags) and the bits of bitmaps both have with the same granularity. */
+export function bitmapsOracle(reference: BitmapBits[] | undefined, subject: BitmapBits[] | undefined): Finding[] {
+  if (reference === undefined || subject === undefined) return [];
+  const theirs = new Map(subject.map((b) => [b.name, b]));
+  const ours = new Map(reference.map((b) => [b.name, b]));
+  const directory = new Set<string>();
+  const directoryLines: string[] = [];
+  const bitLines: string[] = [];
+  const bitDetails = new Set<string>();
+  for (const r of reference) {
+    const s = theirs.get(r.name);
+    if (!s) {
+      directory.add('missing');
+      directoryLines.push(`${JSON.stringify(r.name)} missing`);
+      continue;
+    }
+    if (s.granularity !== r.granularity) {
+      directory.add('granularity');
+      directoryLines.push(`${JSON.stringify(r.name)} granularity ${s.granularity} (qemu ${r.granularity})`);
+    } else if (s.set !== r.set || s.runs !== r.runs) {
+      bitDetails.add(s.set > r.set ? 'more' : s.set < r.set ? 'fewer' : 'other');
+      bitLines.push(
+        `${JSON.stringify(r.name)} has ${s.set} bits set (${s.runs || 'none'}), qemu ${r.set} (${r.runs || 'none'})`,
+      );
+    }
+    if (s.flags.join() !== r.flags.join()) {
+      directory.add('flags');
+      directoryLines.push(`${JSON.stringify(r.name)} flags [${s.flags.join(',')}] (qemu [${r.flags.join(',')}])`);
+    }
+  }
+  for (const s of subject)
+    if (!ours.has(s.name)) {
+      directory.add('extra');
+      directoryLines.push(`${JSON.stringify(s.name)} extra`);
+    }
+  const findings: Finding[] = [];
+  const evidence = { reference, subject };
+  if (directory.size > 0)
+    findings.push({
+      oracle: 'bitmaps',
+      kind: 'bitmap-directory-differs',
+      side: 'subject',
+      detail: [...directory].sort().join(','),
+      message: `the bitmaps differ from qemu's result: ${directoryLines.join('; ')}`,
+      evidence,
+    });
+  if (bitDetails.size > 0)
+    findings.push({
+      oracle: 'bitmaps',
+      kind: 'bitmap-bits-differ',
+      side: 'subject',
+      detail: [...bitDetails].sort().join(','),
+      message: `dirty bits differ from qemu's result: ${bitLines.join('; ')}`,
+      evidence,
+    });
+  return findings;
+}
