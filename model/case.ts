@@ -171,6 +171,9 @@ export interface Case {
 /** A case whose build ends with damage and whose first step does not repair it. */
 export const damageUnrepaired = (c: Case) => hasDamage(c) && (c.steps.length === 0 || opOf(c.steps[0]!) !== 'repair');
 
+/** Whether the base image has persistent bitmaps: the image's own, or added among its data. */
+export const hasBitmaps = (c: Case) => c.image.bitmaps > 0 || c.data.some((d) => d.op === 'bitmap-add');
+
 /** How many internal snapshots the base image ends up with. */
 export const liveSnapshots = (c: Case) =>
   c.data.reduce((n, op) => n + (op.op === 'snapshot-create' ? 1 : op.op === 'snapshot-delete' ? -1 : 0), 0);

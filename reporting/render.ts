@@ -129,7 +129,7 @@ export function reportMarkdown(r: Report, folder: string): string {
   const { repro, replay } = reproduceCommands(r, folder);
   const features = [
     `compression ${c.image.compressionType}`,
-    `${c.image.bitmaps} bitmaps`,
+    `${c.image.bitmaps + c.data.filter((d) => d.op === 'bitmap-add').length} bitmaps`,
     ...(c.image.dirty ? ['dirty'] : []),
     ...(c.image.createdWithRefcountBits !== null
       ? [`created with refcount_bits=${c.image.createdWithRefcountBits} then amended`]

@@ -2,6 +2,7 @@ import type { CaseResult } from '../exec/run-case.ts';
 import {
   IMAGE_FORMATS,
   isIoOp,
+  hasBitmaps,
   isResize,
   OPERATION_NAMES,
   opOf,
@@ -151,7 +152,7 @@ export function addCase(
     extendedL2: c.image.extendedL2,
     zstd: c.image.compressionType === 'zstd',
     amendedRefcountBits: c.image.createdWithRefcountBits !== null,
-    bitmaps: c.image.bitmaps > 0,
+    bitmaps: hasBitmaps(c),
     dirty: c.image.dirty,
     snapshots: c.data.some((d) => d.op === 'snapshot-create'),
     snapshotsDeleted: c.data.some((d) => d.op === 'snapshot-delete'),

@@ -59,7 +59,12 @@ export function materialiseBitmap(r: BitmapStepRecipe, state: ImageState, output
     for (let n = bitmaps.length; ; n++) if (!bitmaps.some((b) => b.name === `bm${n}`)) return `bm${n}`;
   };
   const target = pick(r.which);
-  const source = pick(r.source)?.name ?? 'nosuch';
+  // a merge's source has another granularity than its target half the time where the image has one:
+  // qemu rescales its bits, which instar refuses and a faulty merge gets wrong
+  const rescaled = bitmaps.filter((b) => b.granularity !== target?.granularity);
+  const source =
+    (r.source < 0.5 && rescaled.length > 0 ? rescaled[Math.floor(r.source * 2 * rescaled.length)] : pick(r.source))
+      ?.name ?? 'nosuch';
   const step = (actions: BitmapAction[], name: string): BitmapStep => ({
     op: 'bitmap',
     actions,

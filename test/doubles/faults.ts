@@ -19,6 +19,8 @@ import { dirname, resolve } from 'node:path';
 import { execa } from 'execa';
 import { openImage } from '../../model/commands.ts';
 import type { AmendArgs, CheckArgs, OpHooks, SnapshotArgs } from './ops.ts';
+import type { BitmapHooks } from './bitmap-op.ts';
+import { BITMAP_FAULTS } from './bitmap-faults.ts';
 import { activeL2Entries } from '../../operations/repair/damage.ts';
 import { OFLAG_COPIED } from '../../qcow2/tables.ts';
 import {
@@ -96,6 +98,8 @@ export interface Fault {
   snapshot?: OpHooks;
   /** Hooks into `instar check` (ops.ts): a repair. */
   check?: OpHooks;
+  /** Hooks into `instar bitmap` (bitmap-op.ts). */
+  bitmap?: BitmapHooks;
   /** Changes what --output json prints, and the human output. */
   json?: (r: JsonReport) => JsonReport;
   human?: (text: string) => string;
@@ -867,6 +871,7 @@ export const FAULTS = {
       }
     },
   },
+  ...BITMAP_FAULTS,
 } satisfies Record<string, Fault>;
 
 /** The dynamic header's checksum before the resize, kept by the vpc-stale-dynamic-checksum fault. */

@@ -11,6 +11,7 @@ import { EXT_FEATURE_TABLE, INCOMPAT_DATA_FILE, type Qcow2Header } from '../../q
 import { readQcow2Header } from '../../qcow2/reader.ts';
 import { CONVERTED, resizeConverted } from './converted.ts';
 import { runOperation, type OpContext, type OpHooks } from './ops.ts';
+import { BitmapUsage, parseBitmap, runBitmap, type BitmapHooks } from './bitmap-op.ts';
 import { rewriteHeaderExtensions } from '../../qcow2/edit.ts';
 import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName, type JsonReport } from './faults.ts';
 import {
@@ -109,6 +110,17 @@ function requestedSize(arg: string, oldSize: number): number | undefined {
   return sign === '+' ? oldSize + n : sign === '-' ? oldSize - n : n;
 }
 
+/** `instar bitmap`: its usage errors as clap prints them (exit 2), else the operation. */
+async function bitmapCommand(argv: string[], hooks: BitmapHooks): Promise<number> {
+  try {
+    return await runBitmap(parseBitmap(argv), hooks, REAL);
+  } catch (err) {
+    if (!(err instanceof BitmapUsage)) throw err;
+    process.stderr.write(`error: ${err.message}\n\nusage: instar bitmap ...\n`);
+    return 2;
+  }
+}
+
 async function isQcow2(file: string): Promise<boolean> {
   try {
     await readQcow2Header(file);
@@ -155,6 +167,7 @@ function combineFaults(faults: Fault[]): Fault {
     amend: combineHooks(faults.map((f) => f.amend)),
     snapshot: combineHooks(faults.map((f) => f.snapshot)),
     check: combineHooks(faults.map((f) => f.check)),
+    bitmap: faults.find((f) => f.bitmap)?.bitmap,
   } as Fault;
 }
 
@@ -197,7 +210,9 @@ async function main(): Promise<number> {
     return 0;
   }
   if (cmd === 'amend' || cmd === 'snapshot' || cmd === 'check') return runOperation(cmd, rest, fault[cmd] ?? {});
-  if (cmd !== 'resize') die(`only 'resize', 'amend', 'snapshot', 'check' and '--version' are supported\n${USAGE}`);
+  if (cmd === 'bitmap') return bitmapCommand(rest, fault.bitmap ?? {});
+  if (cmd !== 'resize')
+    die(`only 'resize', 'amend', 'snapshot', 'check', 'bitmap' and '--version' are supported\n${USAGE}`);
   const args = parseResizeArgs(rest);
   // instar probes the format when -f is absent; qcow2 is all this double needs to recognise.
   const format = args.format ?? ((await isQcow2(args.filename)) ? 'qcow2' : undefined);
