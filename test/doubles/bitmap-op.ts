@@ -121,12 +121,13 @@ async function guestRefusal(a: BitmapArgs, h: Qcow2Header): Promise<string | nul
  * size=0, offset=0) and the autoclear bit clear, where qemu deletes the extension. `autoclear`:
  * the bit set as well (a fault). */
 export async function leaveEmptyBitmapsExtension(file: string, autoclear: boolean): Promise<void> {
-  await rewriteHeaderExtensions(file, (exts) =>
+  // no room beside a backing file name in a small first cluster: the image stays as qemu left it
+  const fits = await rewriteHeaderExtensions(file, (exts) =>
     exts.some((e) => e.type === EXT_BITMAPS)
       ? exts
       : [...exts, { type: EXT_BITMAPS, name: 'bitmaps', offset: 0, length: 24, data: Buffer.alloc(24) }],
-  );
-  if (!autoclear) return;
+  ).catch(() => false);
+  if (!fits || !autoclear) return;
   const h = await readQcow2Header(file);
   const b = Buffer.alloc(8);
   b.writeBigUInt64BE(h.autoclearFeatures | AUTOCLEAR_BITMAPS);
