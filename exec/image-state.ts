@@ -48,7 +48,11 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
       refcountTableClusters: h.refcountTableClusters,
       clusterSize: 2 ** h.clusterBits,
       // enabled: the "auto" flag (qcow2.txt)
-      bitmaps: bitmaps.map((b) => ({ name: b.name, granularity: 2 ** b.granularityBits, enabled: (b.flags & 2) !== 0 })),
+      bitmaps: bitmaps.map((b) => ({
+        name: b.name,
+        granularity: 2 ** b.granularityBits,
+        enabled: (b.flags & 2) !== 0,
+      })),
     } satisfies ImageState;
   }).catch(() => null);
 }

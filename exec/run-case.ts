@@ -78,7 +78,14 @@ export interface StepRecord {
   plan: StepPlan;
   /** qemu's side before the step, as read from it (absent where not read, and in older reports):
    * registry facts take these over the case's, which an earlier amend or snapshot step changed. */
-  stateBefore?: { compat: '1.1' | '0.10'; refcountBits: number; lazyRefcounts: boolean; snapshots: number };
+  stateBefore?: {
+    compat: '1.1' | '0.10';
+    refcountBits: number;
+    lazyRefcounts: boolean;
+    snapshots: number;
+    /** Persistent bitmaps (absent in steps recorded before they were read). */
+    bitmaps?: number;
+  };
   reference: OutcomeClass;
   subject: OutcomeClass;
   /** qemu's side grew its refcount table in this step (qcow2, read from the image before and after). */
@@ -316,8 +323,14 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
   const bitsBefore = ctx.subjectBefore?.readable ? ctx.subjectBefore.bitmapBits : undefined;
   if (bitsBefore?.length) record.bitmapBitsBefore = bitsBefore.reduce((n, b) => n + b.set, 0);
   if (ctx.state && format === 'qcow2') {
-    const { compat, refcountBits, lazyRefcounts, snapshots } = ctx.state;
-    record.stateBefore = { compat, refcountBits, lazyRefcounts, snapshots: snapshots.length };
+    const { compat, refcountBits, lazyRefcounts, snapshots, bitmaps } = ctx.state;
+    record.stateBefore = {
+      compat,
+      refcountBits,
+      lazyRefcounts,
+      snapshots: snapshots.length,
+      bitmaps: bitmaps?.length ?? 0,
+    };
   }
   if (record.reference === 'ok') {
     const after = format === 'qcow2' ? await readImageState(run.path(reference), run.c) : null;

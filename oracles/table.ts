@@ -170,7 +170,9 @@ export const ORACLES = [
   {
     name: 'bitmaps',
     stage: 'step',
-    runs: ({ results: r }) => r?.subjectStructure?.readable === true && r.referenceStructure?.readable === true,
+    // where either result has bitmaps: both must then have the same
+    runs: ({ results: r }) =>
+      Boolean(bitmapsOf(r?.subjectStructure ?? null)?.length || bitmapsOf(r?.referenceStructure ?? null)?.length),
     judge: ({ results: r }) => bitmapsOracle(bitmapsOf(r!.referenceStructure), bitmapsOf(r!.subjectStructure)),
   },
   {

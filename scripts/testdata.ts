@@ -448,6 +448,18 @@ const emptied =
   };
 
 const DATA = ['write -q -P 7 0 128k', 'write -q -P 9 3M 64k'];
+
+/** reference.qcow2 and subject.qcow2, each with bitmap b0 (4 KiB granularity) added before its
+ * writes; the subject's with `subjectFlags` too. */
+async function withBitmap(b: Bench, io: { reference: string[]; subject: string[] }, subjectFlags: string[] = []) {
+  for (const side of ['reference', 'subject'] as const) {
+    const name = `${side}.qcow2`;
+    await b.create(name, '', '4M');
+    const flags = side === 'subject' ? subjectFlags : [];
+    await b.must('qemu-img', ['bitmap', '--add', ...flags, '-g', '4096', '-f', 'qcow2', name, 'b0']);
+    await b.io(name, io[side]);
+  }
+}
 /** Data that leaves the first cluster free: an aborted write there allocates it, which is what sets
  * a lazy-refcounts image's dirty bit (a write into an allocated cluster leaves it clear). */
 const LATE = DATA.slice(1);
@@ -460,6 +472,20 @@ const abortAfterWrite = (name: string) => ['-f', 'qcow2', '-c', 'write -q -P 17 
 
 const SCENES: Scene[] = [
   // results of a resize step, each recorded in every directory that can judge it
+  // two images whose bitmap b0 differs: the bitmaps oracle (its bits, its flags)
+  {
+    name: 'bitmap-bits-differ',
+    description:
+      'bitmap b0 (4 KiB granularity) enabled before the writes, which differ: 16 bits set in each, not the same',
+    build: built((b) => withBitmap(b, { reference: ['write -q -P 7 0 64k'], subject: ['write -q -P 7 64k 64k'] })),
+    into: ['images'],
+  },
+  {
+    name: 'bitmap-disabled',
+    description: "the same writes, but the subject's b0 was added disabled: no bits, no auto flag",
+    build: built((b) => withBitmap(b, { reference: DATA, subject: DATA }, ['--disable'])),
+    into: ['images'],
+  },
   {
     name: 'faithful-shrink',
     description: "qemu-img's and the faithful double's (instar-none) shrink of a 1-bit image: no finding",

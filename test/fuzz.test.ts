@@ -12,9 +12,10 @@ import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, run
  * keep it; the resize faults run in resize-only cases, those of the seeds they were chosen on
  * (test/helpers.ts). */
 const RESIZE_AMEND_SNAPSHOT = 'resize,amend,snapshot';
-/** Every operation there is: the runs that must stay clean, and the repair faults (found on seed 1
- * in this order). */
-const EVERY_OP = `${RESIZE_AMEND_SNAPSHOT},repair`;
+/** The operations the repair faults were found on (seed 1, this order). */
+const WITH_REPAIR = `${RESIZE_AMEND_SNAPSHOT},repair`;
+/** Every operation there is: the runs that must stay clean. */
+const EVERY_OP = `${WITH_REPAIR},bitmap`;
 
 /** A run of the faithful double (seed 12) that must end clean, with no new divergence; its summary. */
 async function faithfulRun(t: TestContext, args: string[]) {
@@ -46,7 +47,7 @@ describe('no false alarms', () => {
       assert.ok(s.coverage.features[feature]! > 0, feature);
     // every operation, each taken by qemu-img, at sub-byte refcount widths too; downgrades over
     // zero-flag clusters and a snapshot, and snapshots that grew the refcount table
-    for (const op of ['resize', 'amend', 'snapshot', 'repair']) {
+    for (const op of ['resize', 'amend', 'snapshot', 'repair', 'bitmap']) {
       assert.ok(s.coverage.operations[op]!.accepted > 0, `${op}: ${JSON.stringify(s.coverage.operations[op])}`);
       const widths = s.coverage.operationByRefcount[op]!;
       assert.ok(Object.keys(widths).length >= 4, `${op}: ${JSON.stringify(widths)}`);
@@ -292,32 +293,62 @@ const FAULTS = [
   },
   {
     fault: 'repair-msb-first',
-    ops: EVERY_OP,
+    ops: WITH_REPAIR,
     oracles: ['check', 'structure'],
     kind: 'corruptions',
     why: 'writes the refcount blocks a repair corrects MSB-first at 1, 2 and 4 bits (#365 in check --repair)',
   },
   {
     fault: 'repair-leaks-frees-overcounted',
-    ops: EVERY_OP,
+    ops: WITH_REPAIR,
     oracles: ['check', 'structure'],
     kind: 'corruptions',
     why: 'frees a live over-counted cluster in a leaks repair, where qemu lowers it to its references',
   },
   {
     fault: 'repair-skips-copied',
-    ops: EVERY_OP,
+    ops: WITH_REPAIR,
     oracles: ['check', 'structure'],
     kind: 'corruptions',
     why: 'ends an all repair before its OFLAG_COPIED pass, its exit code saying it finished',
   },
   {
     fault: 'repair-exit-counts-fixed',
-    ops: EVERY_OP,
+    ops: WITH_REPAIR,
     oracles: ['repair'],
     kind: 'exit-differs',
     withoutEntries: ['instar-repair-all-counts-fixed-corruptions-as-remaining'],
     why: 'exits 2 after an all repair that left the image clean: the repair oracle alone sees it',
+  },
+  {
+    fault: 'bitmap-merge-wrong-granularity',
+    ops: 'bitmap',
+    oracles: ['bitmaps'],
+    kind: 'bitmap-bits-differ',
+    structureNeedsFuzzer: true,
+    why: 'merges a bitmap of another granularity bit by bit, unscaled: the dirty bits alone differ',
+  },
+  {
+    fault: 'bitmap-remove-keeps-autoclear',
+    ops: 'bitmap',
+    oracles: ['check', 'structure', 'content'],
+    kind: 'check-failed',
+    why: 'removes the last bitmap and leaves an empty bitmaps extension with the autoclear bit set',
+  },
+  {
+    fault: 'bitmap-add-unrefcounted-table',
+    ops: 'bitmap',
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: "adds a bitmap without counting its table's cluster",
+  },
+  {
+    fault: 'bitmap-repeated-flags-reordered',
+    ops: 'bitmap',
+    oracles: ['bitmaps'],
+    kind: 'bitmap-directory-differs',
+    structureNeedsFuzzer: true,
+    why: "runs a repeated flag's actions at its first place: a bitmap left disabled that qemu enables",
   },
   {
     fault: 'delete-frees-shared',

@@ -119,6 +119,31 @@ describe("instar's real command line", () => {
     for (const id of entries) assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
   });
 
+  it('bitmap: every refusal of 80 cases is registered, by its message; the silent reorder is reported', async (t) => {
+    const reports = await reportsDir(t);
+    const args = ['--instar', instarDouble('real-cli'), '--ops', 'bitmap', '--iterations', '80'];
+    const r = await fuzzCli([...args, ...quick, '--reports', reports]);
+    const s = await readSummary(reports);
+    // instar's documented order, where it ends elsewhere than qemu's with no refusal: a finding
+    // (the issue's rule: register it where it refuses, report it where it silently differs)
+    const silent = 'bitmap:bitmaps/bitmap-directory-differs/subject/flags';
+    assert.deepEqual(
+      s.signatures.map((x) => x.signature),
+      [silent],
+    );
+    assert.equal(r.exitCode, 1, r.all);
+    assert.deepEqual(s.messageDiffers, {});
+    const entries = [
+      'instar-bitmap-16-bit-refcounts-only',
+      'instar-bitmap-refuses-rescaled-merge',
+      'instar-bitmap-caps-actions-at-8',
+      'instar-bitmap-refuses-merge-among-other-actions',
+      'instar-bitmap-repeated-flag-runs-at-its-first-place',
+      'instar-bitmap-remove-leaves-empty-extension',
+    ];
+    for (const id of entries) assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
+  });
+
   const OUTPUT_FAULTS = [
     ['real-json-old-size-from-file', 'output/json-wrong/subject/old_virtual_size'],
     ['real-human-output-differs', 'output/stdout-differs/subject/Image resized successfully.'],

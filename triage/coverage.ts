@@ -235,7 +235,9 @@ function bitmapLine(cov: CoverageSummary): string[] {
   if (!counts?.steps) return [];
   const shown = BITMAP_ACTIONS.map((a) => `${a} ${counts[a] ?? 0} (${counts[`${a}/bits`] ?? 0})`).join(', ');
   const share = Math.round((100 * (counts['steps/bits'] ?? 0)) / counts.steps);
-  return [`  bitmap steps by action (with dirty bits to act on): ${shown}; ${share}% of ${counts.steps} steps with bits`];
+  return [
+    `  bitmap steps by action (with dirty bits to act on): ${shown}; ${share}% of ${counts.steps} steps with bits`,
+  ];
 }
 
 /** The console line of the repair cells: how many the run reached, and the first it did not. */

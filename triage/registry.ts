@@ -55,7 +55,8 @@ export interface CaseFacts {
   /** A shrink to a positive size below one cluster. */
   shrinkBelowOneCluster: boolean;
   compressionType: string;
-  /** The base image has persistent bitmaps. */
+  /** The image has persistent bitmaps when the step runs (as read before it; as built in steps
+   * recorded before that). */
   bitmaps: boolean;
   /** The base image holds compressed clusters: a compressed write no later data operation overlaps
    * (a write, zero or discard there leaves the cluster uncompressed or gone; qemu's rules). */
@@ -351,7 +352,7 @@ export function caseFacts(c: Case, step: StepRecord): CaseFacts {
     shrinkL2Tables: step.plan.kind === 'shrink' ? Math.ceil(step.sizeBefore / l2) - Math.floor(target / l2) : 0,
     shrinkBelowOneCluster: step.plan.kind === 'shrink' && target > 0 && target < c.image.clusterSize,
     compressionType: c.image.compressionType,
-    bitmaps: hasBitmaps(c),
+    bitmaps: state?.bitmaps !== undefined ? state.bitmaps > 0 : hasBitmaps(c),
     compressed: keepsCompressedClusters(c.data),
     dirty: c.image.dirty,
     snapshots: state ? state.snapshots > 0 : liveSnapshots(c) > 0,

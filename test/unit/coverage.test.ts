@@ -15,6 +15,7 @@ const KINDS: Record<string, string[]> = {
   outcome: ['crashed', 'timed-out', 'refused', 'accepted'],
   repair: ['exit-differs', 'counts-differ', 'json-invalid', 'quiet-printed'],
   'unchanged-on-refusal': ['image-modified-on-refusal'],
+  bitmaps: ['bitmap-directory-differs', 'bitmap-bits-differ'],
   check: CHECK_KINDS,
   structure: [
     'unreadable',

@@ -33,6 +33,7 @@ import { sizeGrammarOracle, type SizeObservation } from '../../oracles/size-gram
 import { outputOracle, type OutputObservation } from '../../oracles/output.ts';
 import { inPlaceOracle, type InPlaceObservation } from '../../oracles/in-place.ts';
 import { allocationOracle, type AllocationObservation } from '../../oracles/allocation.ts';
+import { bitmapsOracle } from '../../oracles/bitmaps.ts';
 import { headerInconsistencies, structureOracle } from '../../oracles/structure.ts';
 import { judgeStep, type StepObservation } from '../../oracles/table.ts';
 import { unchangedOnRefusalOracle, type RefusalHashes } from '../../oracles/unchanged-on-refusal.ts';
@@ -222,6 +223,8 @@ export function structureDigest(o: StructureObservation) {
     compressedClusters: o.compressedClusters,
     snapshots: o.snapshots,
     bitmaps: o.bitmaps,
+    // the bits only where there are bitmaps: the other images' digests stay as recorded
+    ...(o.bitmapBits?.length ? { bitmapBits: o.bitmapBits } : {}),
   };
 }
 
@@ -281,9 +284,14 @@ async function imagesActual(input: ImagesInput, caseFile: string) {
     subject: structureDigest(subject),
     reference: reference && structureDigest(reference),
     info: infoFromStructure(subject),
-    findings: structureOracle(subject, reference, subjectBefore).map(findingView),
+    findings: [
+      ...structureOracle(subject, reference, subjectBefore),
+      ...(reference ? bitmapsOracle(bitsOf(reference), bitsOf(subject)) : []),
+    ].map(findingView),
   };
 }
+
+const bitsOf = (o: StructureObservation) => (o.readable ? o.bitmapBits : undefined);
 
 /** One judged step, put together from other cases (paths relative to testdata/): the outcome
  * case's two commands, the unchanged case's hashes when a side refused, and when both accepted
