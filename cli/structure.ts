@@ -8,8 +8,8 @@ import { bitmapsOracle } from '../oracles/bitmaps.ts';
 import { structureOracle } from '../oracles/structure.ts';
 import { structuralCheck } from '../qcow2/structure.ts';
 
-// The structure oracle (and the bitmaps oracle) on two images, for repro.sh of a structure finding (qemu-img cannot show
-// what it sees): node --import tsx cli/structure.ts SUBJECT REFERENCE [SIGNATURE [BEFORE]]
+// The structure and bitmaps oracles on two images, for repro.sh of their findings (qemu-img cannot
+// show what they see): node --import tsx cli/structure.ts SUBJECT REFERENCE [SIGNATURE [BEFORE]]
 // A qcow2 image is known by its magic; a vpc, vhdx or vmdk one by its extension. BEFORE is the
 // subject's image before the step (what clusters it leaked had been).
 // Exit 1 when SIGNATURE (any finding, without one) is found, 0 when not, 2 on bad usage.

@@ -10,7 +10,9 @@ import { bitmapArgs, bitmapOutput, BITMAP_KINDS, describeBitmap, planBitmap } fr
 
 export const bitmap: Operation<BitmapStep> = {
   name: 'bitmap',
-  what: "changes a qcow2 image's persistent dirty bitmaps in place (qemu-img bitmap --add/--remove/--clear/--enable/--disable/--merge)",
+  what:
+    "changes a qcow2 image's persistent dirty bitmaps in place " +
+    '(qemu-img bitmap --add/--remove/--clear/--enable/--disable/--merge)',
   formats: ['qcow2'],
   kinds: BITMAP_KINDS,
   plan: (step, state) => planBitmap(step, state),

@@ -143,5 +143,8 @@ export function bitmapKind(step: BitmapStep, bitmaps: readonly BitmapState[]): s
 }
 
 /** How a report and repro.sh name a step: `bitmap --add --disable -g 512 "b1"`. */
-export const describeBitmap = (step: BitmapStep) =>
-  `bitmap ${step.actions.map((a) => flagOf(a).join(' ')).join(' ')}${step.granularity === null ? '' : ` -g ${step.granularity}`} ${JSON.stringify(step.name)}`;
+export function describeBitmap(step: BitmapStep): string {
+  const flags = step.actions.map((a) => flagOf(a).join(' '));
+  const g = step.granularity === null ? [] : [`-g ${step.granularity}`];
+  return ['bitmap', ...flags, ...g, JSON.stringify(step.name)].join(' ');
+}

@@ -46,10 +46,14 @@ export function parseBitmap(args: string[]): BitmapArgs {
     else if (a === '-f')
       i++; // parsed, never read: the file is probed as qcow2
     else if (a === '--output') out.output = args[++i] === 'json' ? 'json' : 'human';
-    else if (a === '--object') (out.unsupported.push('--object'), i++);
-    else if (a === '--image-opts') out.unsupported.push('--image-opts');
-    else if (a === '-b' || a === '-F') (out.unsupported.push('-b'), i++);
-    else if (a.startsWith('-')) throw new BitmapUsage(`unexpected argument '${a}' found`);
+    else if (a === '--object') {
+      out.unsupported.push('--object');
+      i++;
+    } else if (a === '--image-opts') out.unsupported.push('--image-opts');
+    else if (a === '-b' || a === '-F') {
+      out.unsupported.push('-b');
+      i++;
+    } else if (a.startsWith('-')) throw new BitmapUsage(`unexpected argument '${a}' found`);
     else positional.push(a);
   }
   if (positional.length !== 2) throw new BitmapUsage('expected FILENAME BITMAP');
