@@ -136,10 +136,10 @@ export const bitmapCaseRecipeArb = fc.record({
 });
 export type BitmapCaseRecipe = typeof bitmapCaseRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
-/** The image and data of a case with bitmap steps: one both tools open without a key or a second
- * file (no encryption, no external data file), clean (not dirty), v3 but one in ten drawn v2; its
- * bitmaps added among its data operations (one in four disabled), each at a drawn place, so that
- * the writes after an enabled one set its bits. */
+/** The image and data of a case with bitmap steps: one both tools open without a second file (no
+ * external data file; an encrypted one stays: its bitmaps need no key), clean (not dirty), v3 but
+ * one in ten drawn v2; its bitmaps added among its data operations (one in four disabled), each at
+ * a drawn place, so that the writes after an enabled one set its bits. */
 export function shapeForBitmaps(
   drawn: ImageSpec,
   data: DataOp[],
@@ -151,7 +151,6 @@ export function shapeForBitmaps(
     ...drawn,
     ...(keepV2 ? {} : { compat: '1.1' as const }),
     ...sixteen,
-    encrypted: false,
     dataFile: 'none',
     dirty: false,
     bitmaps: keepV2 ? 0 : drawn.bitmaps,

@@ -4,6 +4,7 @@
 // runs a repeated flag's actions at that flag's first place (instar's documented "BUG #3"), and
 // leaves the empty bitmaps extension instar leaves when it removes the last bitmap.
 import { execa } from 'execa';
+import { openImage } from '../../model/commands.ts';
 import { instarOrder, type BitmapAction } from '../../operations/bitmap/step.ts';
 import { AUTOCLEAR_BITMAPS, EXT_BITMAPS, type Qcow2Header } from '../../qcow2/format.ts';
 import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
@@ -180,7 +181,10 @@ export async function runBitmap(a: BitmapArgs, hooks: BitmapHooks, real: boolean
   if (typeof early === 'number') return early;
   const flags = ran.flatMap((x) => (x.action === 'merge' ? ['--merge', x.source!] : [`--${x.action}`]));
   const g = a.granularity === undefined ? [] : ['-g', a.granularity];
-  const r = await execa('qemu-img', ['bitmap', ...flags, ...g, '-f', 'qcow2', a.filename, a.name], { reject: false });
+  // an encrypted image's bitmaps need no key, but qemu-img opens the image with it
+  const opened = openImage(a.filename, { format: 'qcow2' }, (before?.cryptMethod ?? 0) !== 0);
+  const args = ['bitmap', ...flags, ...g, ...opened.options, opened.image, a.name];
+  const r = await execa('qemu-img', args, { reject: false });
   if (r.exitCode !== 0) {
     const said = String(r.stderr)
       .split('\n')[0]!
