@@ -61,7 +61,13 @@ export async function readBitmapBits(
     const data = await read(offset, clusterSize);
     let runStart = -1;
     for (let bit = first; bit <= end; bit++) {
-      const on = bit < end && ((data[(bit - first) >> 3]! >> ((bit - first) & 7)) & 1) === 1;
+      const byte = data[(bit - first) >> 3] ?? 0;
+      // a whole byte that continues what is open (no run in 0x00, one run on in 0xff) is skipped
+      if (((bit - first) & 7) === 0 && bit + 8 <= end && byte === (runStart < 0 ? 0 : 0xff)) {
+        bit += 7;
+        continue;
+      }
+      const on = bit < end && ((byte >> ((bit - first) & 7)) & 1) === 1;
       if (on && runStart < 0) runStart = bit;
       if (!on && runStart >= 0) {
         mark(runStart, bit);

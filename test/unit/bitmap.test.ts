@@ -149,6 +149,15 @@ describe('the bits of a bitmap table', () => {
     assert.equal(bits.set, 3 + 4096);
     assert.deepEqual(bits.flags, ['auto']);
   });
+  test('whole bytes of ones and zeros are one run or none', async () => {
+    const data = Buffer.alloc(512);
+    data.fill(0xff, 2, 4); // bits 16-31
+    data[4] = 0b00000011; // bits 32-33: the same run
+    data[100] = 0x80; // bit 807
+    const bits = await readBitmapBits({ ...entry, tableSize: 1 }, [512n], 4096 * 4096, 512, async () => data);
+    assert.equal(bits.runs, '16-33,807');
+    assert.equal(bits.set, 19);
+  });
   test('bits past the end of the disk are not counted', async () => {
     const bits = await readBitmapBits({ ...entry, tableSize: 1 }, [1n], 3 * 4096, 512, async () => Buffer.alloc(0));
     assert.equal(bits.set, 3);
