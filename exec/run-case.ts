@@ -293,6 +293,7 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
   // qemu's rules applied to the state qemu's side has now, never to a predicted one
   const state: ImageState = ctx.state ?? { ...initialState(run.c), size: before };
   const { next: _, ...plan } = op.plan(step, state, format);
+  await guestWrites(run, ahead, index, op.guestWrites?.(step) ?? []);
   const inputs = await ahead.take(index);
   const [refStamp, subStamp] = await Promise.all([stampOf(run.files(reference)), stampOf(run.files(subject))]);
   // both copies were the base image until the first step; the subject's own state after that
@@ -408,6 +409,19 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
     });
   }
   return { record, observation };
+}
+
+/** A step's guest writes, made with qemu-io into both sides' images before it; the step's inputs
+ * read ahead of them are read again. Both sides are what qemu made of the same case so far, so a
+ * write that fails is the harness's fault. */
+async function guestWrites(run: CaseRun, ahead: ReadAhead, index: number, writes: string[]) {
+  if (writes.length === 0) return;
+  await ahead.take(index);
+  for (const side of [run.layout.reference, run.layout.subject]) {
+    const r = await run.run('qemu-io', qemuIoArgs(writes, side.image, run.c.image), side);
+    if (r.exitCode !== 0)
+      throw new CaseSetupError(`qemu-io's guest writes before step ${index + 1} failed: ${r.stderr.trim()}`, r);
+  }
 }
 
 /** qemu-img's side of a step (its operation's reference commands): one after the other up to the

@@ -107,7 +107,7 @@ function materialiseSteps(
     const op = r.operation ? pickOperation(r.operation.pick, ops) : 'resize';
     if (op === 'amend') add(materialiseAmend(r.operation!.amend, image, state, output));
     else if (op === 'repair') add(materialiseRepair(r.repair!, output));
-    else if (op === 'bitmap') add(materialiseBitmap(r.bitmap!, state, output));
+    else if (op === 'bitmap') add(materialiseBitmap(r.bitmap!, state, output, steps.length === 0));
     else if (op === 'snapshot') {
       const recipe = r.operation!.snapshot;
       // most applies come after a grow: the image is then not the size the snapshot was taken at

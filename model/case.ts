@@ -171,6 +171,10 @@ export interface Case {
 /** A case whose build ends with damage and whose first step does not repair it. */
 export const damageUnrepaired = (c: Case) => hasDamage(c) && (c.steps.length === 0 || opOf(c.steps[0]!) !== 'repair');
 
+/** A case whose first step asks for guest writes before it: the build writes the base image. */
+export const writesBeforeFirstStep = (c: Case) =>
+  ((c.steps[0] as { writes?: unknown[] } | undefined)?.writes?.length ?? 0) > 0;
+
 /** Whether the base image has persistent bitmaps: the image's own, or added among its data. */
 export const hasBitmaps = (c: Case) => c.image.bitmaps > 0 || c.data.some((d) => d.op === 'bitmap-add');
 
@@ -318,8 +322,9 @@ export function parseCase(json: unknown, where = 'case'): Case {
       if (format !== 'qcow2') fail(`steps[${i}].op`, `${step.op} is a qcow2 operation, not one of ${format} images`);
       if (step.op === 'amend') parseAmendStep(step, stepFail);
       else if (step.op === 'snapshot') parseSnapshotStep(step, stepFail);
-      else if (step.op === 'bitmap') parseBitmapStep(step, stepFail);
-      else parseRepairStep(step, stepFail);
+      else if (step.op === 'bitmap') {
+        parseBitmapStep(step, stepFail);
+      } else parseRepairStep(step, stepFail);
       return;
     }
     if (typeof step.size !== 'string' || step.size === '') fail(`steps[${i}].size`, 'must be a non-empty string');
@@ -330,5 +335,7 @@ export function parseCase(json: unknown, where = 'case'): Case {
     if (step.key === true && image.encrypted !== true) fail(`steps[${i}].key`, 'needs an encrypted image');
   });
   if (damageUnrepaired(json as Case)) fail('steps[0]', 'must be a repair: the data ends with damage');
+  if (writesBeforeFirstStep(json as Case))
+    fail('steps[0].writes', 'must be empty: write into the base image with data operations');
   return json as Case;
 }

@@ -38,7 +38,6 @@ const ORDER = [
   'structure/extension-changed',
   'structure/extension-added',
   'bitmaps/bitmap-directory-differs',
-  'bitmaps/bitmap-bits-differ',
   'info/info-failed',
   'info/info-mismatch',
   'content/size-differs',
@@ -46,6 +45,8 @@ const ORDER = [
   'content/content-differs',
   'content/stale-bytes-after-regrow',
   'content/snapshot-content-differs',
+  // dirty bits record guest writes: a step that wrote what it should not shows in the content first
+  'bitmaps/bitmap-bits-differ',
   'allocation/grown-range-differs',
   'allocation/host-blow-up',
   // a repair's verdict on its own result: after what the result is (check, structure, content)

@@ -414,6 +414,11 @@ export function reproScript({ finding, case: c, subject, origin, steps = [], dam
     const step = c.steps[index]!;
     const plan = { kind: observed.get(index) ?? predicted.plan.kind };
     const last = index === finding.step;
+    // the guest writes the harness makes into both images before the step
+    const writes = operationOf(step).guestWrites?.(step) ?? [];
+    if (writes.length > 0)
+      for (const side of [ref, sub])
+        lines.push(`${at(side, command(['qemu-io', ...qemuIoArgs(writes, side.image, c.image)]))} >/dev/null`);
     if (last && finding.oracle === 'structure') lines.push(`cp ${imagePath(sub)} ${SUBJECT_BEFORE}`);
     if (last && finding.oracle === 'unchanged-on-refusal') {
       const side = finding.side === 'subject' ? sub : ref;

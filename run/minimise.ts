@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { caseArbitrary } from '../generators/cases.ts';
-import { damageUnrepaired, type Case } from '../model/case.ts';
+import { damageUnrepaired, writesBeforeFirstStep, type Case } from '../model/case.ts';
 import { CaseAborted } from '../model/errors.ts';
 import type { MinimisationRecord } from '../reporting/store.ts';
 
@@ -88,7 +88,8 @@ export async function minimise(
   if (fastCheckStopped === 'runs') stoppedBy = 'done';
   const keepIf = async (c: Case) => {
     // damage is written for a repair: without one first, any other step meets a broken image
-    if (damageUnrepaired(c)) return;
+    // nor may guest writes come first: the read-ahead of the first step reads the base image
+    if (damageUnrepaired(c) || writesBeforeFirstStep(c)) return;
     const found = await attempt(c);
     if (found !== null) [best, bestStep] = [c, found.step];
   };

@@ -2,7 +2,14 @@ import fc from 'fast-check';
 import type { DataOp, ImageSpec, OutputMode } from '../../model/case.ts';
 import type { BitmapState, ImageState } from '../../model/state.ts';
 import { fraction } from '../../generators/bounds.ts';
-import { planBitmap, storableGranularity, type BitmapAction, type BitmapActionName, type BitmapStep } from './step.ts';
+import {
+  planBitmap,
+  storableGranularity,
+  type GuestWrite,
+  type BitmapAction,
+  type BitmapActionName,
+  type BitmapStep,
+} from './step.ts';
 
 // bitmap steps and the images they meet. A case with bitmap steps is a v3 image (but one in ten,
 // where the drawn image is v2: no bitmaps there, so every call is refused) whose build adds
@@ -40,6 +47,14 @@ export const bitmapStepRecipeArb = fc.record({
   granularity: fc.constantFrom(...GRANULARITIES),
   /** One single action in eight names a bitmap the image lacks (or adds one it has). */
   stray: fc.integer({ min: 0, max: 7 }),
+  /** Guest writes before the call (after the first step) in two steps in three. */
+  writes: fc.array(
+    fc.record({ at: fraction, sectors: fc.integer({ min: 1, max: 128 }), pattern: fc.integer({ min: 1, max: 255 }) }),
+    {
+      minLength: 0,
+      maxLength: 2,
+    },
+  ),
 });
 export type BitmapStepRecipe = typeof bitmapStepRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
@@ -52,7 +67,27 @@ const REORDERED: BitmapActionName[][] = [
 ];
 
 /** A bitmap step for an image in `state`: a new bitmap is `bm<n>`, unused so far. */
-export function materialiseBitmap(r: BitmapStepRecipe, state: ImageState, output: OutputMode): BitmapStep {
+export function materialiseBitmap(
+  r: BitmapStepRecipe,
+  state: ImageState,
+  output: OutputMode,
+  first = false,
+): BitmapStep {
+  const made = bitmapCall(r, state, output);
+  const writes = first ? [] : r.writes.map((w) => guestWrite(w, state.size)).filter((w) => w !== null);
+  return writes.length > 0 ? { ...made, writes } : made;
+}
+
+/** A write of up to 64 KiB at a drawn place inside the disk; none on a disk below one sector. */
+function guestWrite(w: BitmapStepRecipe['writes'][number], size: number): GuestWrite | null {
+  const sectors = Math.floor(size / 512);
+  if (sectors === 0) return null;
+  const length = Math.min(w.sectors, sectors) * 512;
+  const offset = Math.floor(w.at * (sectors - length / 512 + 1)) * 512;
+  return { offset, length, pattern: w.pattern };
+}
+
+function bitmapCall(r: BitmapStepRecipe, state: ImageState, output: OutputMode): BitmapStep {
   const bitmaps = state.bitmaps ?? [];
   const pick = (f: number): BitmapState | undefined => bitmaps[Math.floor(f * bitmaps.length)];
   const fresh = () => {

@@ -1,7 +1,7 @@
 import type { BitmapStep } from '../../model/case.ts';
 import { qemuImg } from '../../model/commands.ts';
 import type { Operation } from '../operation.ts';
-import { bitmapArgs, bitmapOutput, BITMAP_KINDS, describeBitmap, planBitmap } from './step.ts';
+import { bitmapArgs, bitmapOutput, BITMAP_KINDS, describeBitmap, guestWriteCommands, planBitmap } from './step.ts';
 
 // bitmap: a qcow2 image's persistent dirty bitmaps added, removed, cleared, enabled, disabled or
 // merged in place (qemu-img bitmap). Its step, command lines and qemu's rules are step.ts, its
@@ -25,5 +25,6 @@ export const bitmap: Operation<BitmapStep> = {
   output: bitmapOutput,
   oracles: [],
   describe: describeBitmap,
+  guestWrites: guestWriteCommands,
   facts: () => ({ amendKeys: [] }),
 };

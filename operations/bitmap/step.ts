@@ -27,7 +27,21 @@ export interface BitmapStep {
   granularity: number | null;
   /** What the subject is asked to print: its words (nothing), or JSON. instar's bitmap has no -q. */
   output?: OutputMode;
+  /** Guest writes made into both images right before the call (qemu-io, never on the first step:
+   * the build's writes come before it), so that the enabled bitmaps hold their bits. */
+  writes?: GuestWrite[];
 }
+
+/** A pattern write of the guest: bytes, multiples of 512. */
+export interface GuestWrite {
+  offset: number;
+  length: number;
+  pattern: number;
+}
+
+/** The qemu-io commands of a step's guest writes. */
+export const guestWriteCommands = (step: BitmapStep) =>
+  (step.writes ?? []).map((w) => `write -q -P ${w.pattern} ${w.offset} ${w.length}`);
 
 /** The step kinds (registry `stepKind`, coverage): an action alone; a merge whose source has another
  * granularity (qemu rescales, instar refuses); several actions; and the calls instar treats its own
@@ -67,6 +81,17 @@ export function parseBitmapStep(
   const g = step.granularity;
   if (g !== null && (typeof g !== 'number' || !Number.isInteger(g) || g < 1))
     fail('granularity', 'must be null or a positive integer (bytes)');
+  if (step.writes !== undefined) {
+    if (!Array.isArray(step.writes)) fail('writes', 'must be an array of {offset, length, pattern}');
+    (step.writes as unknown[]).forEach((w, i) => {
+      const write = (w ?? {}) as Record<string, unknown>;
+      for (const key of ['offset', 'length', 'pattern'] as const) {
+        const v = write[key];
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < (key === 'length' ? 1 : 0))
+          fail(`writes[${i}].${key}`, 'must be a whole number of bytes (length above 0)');
+      }
+    });
+  }
   return step as unknown as BitmapStep;
 }
 
@@ -146,5 +171,6 @@ export function bitmapKind(step: BitmapStep, bitmaps: readonly BitmapState[]): s
 export function describeBitmap(step: BitmapStep): string {
   const flags = step.actions.map((a) => flagOf(a).join(' '));
   const g = step.granularity === null ? [] : [`-g ${step.granularity}`];
-  return ['bitmap', ...flags, ...g, JSON.stringify(step.name)].join(' ');
+  const writes = step.writes?.length ? [`(after ${step.writes.length} guest writes)`] : [];
+  return ['bitmap', ...flags, ...g, JSON.stringify(step.name), ...writes].join(' ');
 }
