@@ -173,7 +173,12 @@ export const ORACLES = [
     // where either result has bitmaps: both must then have the same
     runs: ({ results: r }) =>
       Boolean(bitmapsOf(r?.subjectStructure ?? null)?.length || bitmapsOf(r?.referenceStructure ?? null)?.length),
-    judge: ({ results: r }) => bitmapsOracle(bitmapsOf(r!.referenceStructure), bitmapsOf(r!.subjectStructure)),
+    judge: (o) =>
+      bitmapsOracle(
+        bitmapsOf(o.results!.referenceStructure),
+        bitmapsOf(o.results!.subjectStructure),
+        o.operation.name === 'bitmap',
+      ),
   },
   {
     name: 'info',

@@ -189,6 +189,15 @@ describe('the bitmaps oracle', () => {
       'bitmap-directory-differs/granularity',
     ]);
   });
+  test('after another operation, only bits the subject lacks are a finding', () => {
+    const inexact = (ref: BitmapBits[], sub: BitmapBits[]) =>
+      bitmapsOracle(ref, sub, false).map((f) => `${f.kind}/${f.detail}`);
+    // more bits: the subject wrote more guest data, which the content oracle judges
+    assert.deepEqual(inexact([bm()], [bm({ set: 4, runs: '0-1,9-10' })]), []);
+    assert.deepEqual(inexact([bm()], [bm({ set: 1, runs: '0' })]), ['bitmap-bits-differ/bits']);
+    assert.deepEqual(inexact([bm()], [bm({ set: 2, runs: '5-6' })]), ['bitmap-bits-differ/bits']);
+    assert.deepEqual(inexact([bm()], [bm({ flags: [] })]), ['bitmap-directory-differs/flags']);
+  });
   test('steps recorded before bits were read are not judged', () => {
     assert.deepEqual(bitmapsOracle(undefined, [bm()]), []);
   });
