@@ -293,7 +293,7 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
   // qemu's rules applied to the state qemu's side has now, never to a predicted one
   const state: ImageState = ctx.state ?? { ...initialState(run.c), size: before };
   const { next: _, ...plan } = op.plan(step, state, format);
-  await guestWrites(run, ahead, index, op.guestWrites?.(step) ?? []);
+  await guestWrites(run, ahead, index, op.guestWrites?.(step, state.size) ?? []);
   const inputs = await ahead.take(index);
   const [refStamp, subStamp] = await Promise.all([stampOf(run.files(reference)), stampOf(run.files(subject))]);
   // both copies were the base image until the first step; the subject's own state after that

@@ -50,8 +50,9 @@ export interface Operation<S extends Step = Step> {
   /** The registry facts of a step beyond the image's: the -o keys of an amend, say. */
   facts: (step: S) => { amendKeys: string[] };
   /** Guest writes the harness makes into both sides' images right before the step (qemu-io
-   * commands): what a bitmap step's enabled bitmaps then hold. */
-  guestWrites?: (step: S) => string[];
+   * commands), those inside a disk of `size` bytes (the size read before the step: a step before
+   * may have ended elsewhere than the generator predicted): what a bitmap step's bitmaps then hold. */
+  guestWrites?: (step: S, size: number) => string[];
   /** A snapshot step keeps the guest content it names (create) or brings it back (apply): the
    * harness copies the image at creation and compares each side with the copy after an apply. */
   snapshotContent?: (step: S) => { keeps: string } | { restores: string } | null;

@@ -373,7 +373,7 @@ export interface ReproInput {
   subject: Resizer;
   origin: string;
   /** The steps as the run recorded them: the kind each was, from the state read before it. */
-  steps?: readonly { index: number; plan: { kind: string } }[];
+  steps?: readonly { index: number; plan: { kind: string }; sizeBefore?: number }[];
   /** The damage the run wrote into the base image after its build: its bytes, written again here. */
   damage?: readonly AppliedDamage[];
 }
@@ -415,7 +415,8 @@ export function reproScript({ finding, case: c, subject, origin, steps = [], dam
     const plan = { kind: observed.get(index) ?? predicted.plan.kind };
     const last = index === finding.step;
     // the guest writes the harness makes into both images before the step
-    const writes = operationOf(step).guestWrites?.(step) ?? [];
+    const sizeBefore = steps.find((s) => s.index === index)?.sizeBefore ?? predicted.before;
+    const writes = operationOf(step).guestWrites?.(step, sizeBefore) ?? [];
     if (writes.length > 0)
       for (const side of [ref, sub])
         lines.push(`${at(side, command(['qemu-io', ...qemuIoArgs(writes, side.image, c.image)]))} >/dev/null`);

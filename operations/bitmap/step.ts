@@ -39,9 +39,11 @@ export interface GuestWrite {
   pattern: number;
 }
 
-/** The qemu-io commands of a step's guest writes. */
-export const guestWriteCommands = (step: BitmapStep) =>
-  (step.writes ?? []).map((w) => `write -q -P ${w.pattern} ${w.offset} ${w.length}`);
+/** The qemu-io commands of a step's guest writes that lie inside a disk of `size` bytes. */
+export const guestWriteCommands = (step: BitmapStep, size: number) =>
+  (step.writes ?? [])
+    .filter((w) => w.offset + w.length <= size)
+    .map((w) => `write -q -P ${w.pattern} ${w.offset} ${w.length}`);
 
 /** The step kinds (registry `stepKind`, coverage): an action alone; a merge whose source has another
  * granularity (qemu rescales, instar refuses); several actions; and the calls instar treats its own
