@@ -5,7 +5,7 @@ import type { BitmapDirectoryEntry } from '../../qcow2/format.ts';
 import { setRefcount, writeBytes } from '../../qcow2/edit.ts';
 import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
 import { L1E_OFFSET_MASK } from '../../qcow2/tables.ts';
-import { leaveEmptyBitmapsExtension, type BitmapHooks } from './bitmap-op.ts';
+import { bitmapCount, leaveEmptyBitmapsExtension, type BitmapHooks } from './bitmap-op.ts';
 
 /** A bitmap's bits as one buffer (bit i: byte i >> 3, LSB first), with where its data clusters are. */
 interface RawBitmap {
@@ -80,12 +80,11 @@ export const BITMAP_FAULTS = {
       'holds no bitmaps',
     bitmap: {
       before: async (c) => {
-        bitmapsBefore = await withQcow2(c.file, async (r) => (await r.readBitmaps())?.directory.length ?? 0);
+        bitmapsBefore = await bitmapCount(c.file);
       },
       after: async (c) => {
         if (bitmapsBefore === 0 || !c.ran.some((a) => a.action === 'remove')) return;
-        const left = await withQcow2(c.file, async (r) => (await r.readBitmaps())?.directory.length ?? 0);
-        if (left === 0) await leaveEmptyBitmapsExtension(c.file, true);
+        if ((await bitmapCount(c.file)) === 0) await leaveEmptyBitmapsExtension(c.file, true);
       },
     },
   },

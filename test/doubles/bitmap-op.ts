@@ -5,7 +5,8 @@
 // leaves the empty bitmaps extension instar leaves when it removes the last bitmap.
 import { execa } from 'execa';
 import { openImage } from '../../model/commands.ts';
-import { instarOrder, type BitmapAction } from '../../operations/bitmap/step.ts';
+import { instarOrder, MAX_ACTIONS, type BitmapAction } from '../../operations/bitmap/step.ts';
+import { defaultGranularity } from '../../model/state.ts';
 import { AUTOCLEAR_BITMAPS, EXT_BITMAPS, type Qcow2Header } from '../../qcow2/format.ts';
 import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
 import { rewriteHeaderExtensions, writeBytes } from '../../qcow2/edit.ts';
@@ -69,8 +70,6 @@ function granularityBytes(text: string): number | null {
   return Number(m[1]) * { '': 1, k: 1024, m: 2 ** 20, g: 2 ** 30 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
 }
 
-const MAX_ACTIONS = 8;
-
 /** instar's host refusals, in its order (main.rs run_bitmap); null when it goes on. */
 function hostRefusal(a: BitmapArgs): string | null {
   if (a.unsupported.includes('--object')) return 'bitmap: --object is not yet supported';
@@ -105,7 +104,7 @@ async function guestRefusal(a: BitmapArgs, h: Qcow2Header): Promise<string | nul
   if (h.refcountBits !== 16) return 'bitmap: unsupported refcount width (only 16-bit refcounts are supported)';
   const directory = await withQcow2(a.filename, async (r) => (await r.readBitmaps())?.directory ?? []);
   const granularity = new Map(directory.map((b) => [b.name, 2 ** b.granularityBits]));
-  const added = granularityBytes(a.granularity ?? '') ?? Math.min(65536, Math.max(4096, 2 ** h.clusterBits));
+  const added = granularityBytes(a.granularity ?? '') ?? defaultGranularity(2 ** h.clusterBits);
   for (const x of instarOrder(a.actions)) {
     const has = granularity.has(a.name);
     if (x.action === 'add') {
@@ -139,7 +138,8 @@ export async function leaveEmptyBitmapsExtension(file: string, autoclear: boolea
   await writeBytes(file, 88, b);
 }
 
-const bitmapCount = (file: string) =>
+/** How many bitmaps the image holds (0 where it cannot be read). */
+export const bitmapCount = (file: string) =>
   withQcow2(file, async (r) => (await r.readBitmaps())?.directory.length ?? 0).catch(() => 0);
 
 /** The hooks a fault gives `bitmap` (faults.ts). */
