@@ -1,6 +1,7 @@
 import { stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { formatVirtualSize } from '../formats/structure.ts';
-import { isConverted, type Case } from '../model/case.ts';
+import { isConverted, MAX_CHAIN_DEPTH, type Case } from '../model/case.ts';
 import { rawVirtualSize } from '../model/plan.ts';
 import type { ImageState } from '../model/state.ts';
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2 } from '../qcow2/format.ts';
@@ -48,6 +49,7 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
       dataFile: (h.incompatibleFeatures & INCOMPAT_DATA_FILE) !== 0n,
       snapshots: entries.map((e) => ({ id: e.id, name: e.name, size: e.diskSize ?? h.size })),
       refcountTableClusters: h.refcountTableClusters,
+      chain: await chainBelow(file, r.backingFile()),
       clusterSize: 2 ** h.clusterBits,
       // enabled: the "auto" flag (qcow2.txt)
       bitmaps: bitmaps.map((b) => ({
@@ -57,4 +59,18 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
       })),
     } satisfies ImageState;
   }).catch(() => null);
+}
+
+/** The backing chain below an image whose backing name is `parent`: each level's name as the one
+ * above stores it, read from each qcow2 level's header (a raw level, or one that cannot be read,
+ * ends it). */
+async function chainBelow(file: string, parent: string | null): Promise<string[]> {
+  const names: string[] = [];
+  let [at, name] = [file, parent];
+  while (name !== null && names.length <= MAX_CHAIN_DEPTH) {
+    names.push(name);
+    at = join(dirname(at), name);
+    name = await withQcow2(at, async (r) => r.backingFile()).catch(() => null);
+  }
+  return names;
 }

@@ -46,6 +46,7 @@ import {
 } from '../oracles/table.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import { CaseRun, type ExecuteOptions } from './case-run.ts';
+import { observeChain } from './chain-observe.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
 import { copySparse, stampOf } from './files.ts';
 import { ReadAhead, type ResultStructures } from './read-ahead.ts';
@@ -231,10 +232,10 @@ async function buildBase(run: CaseRun, kept: SnapshotContent): Promise<AppliedDa
   return applied;
 }
 
-/** Each side's copy of the base image; with a data file or vmdk extent files each side has its
- * own directory, with its own data file, backing image and extent files. */
+/** Each side's copy of the base image; with a data file, vmdk extent files or a chain a step may
+ * write, each side has its own directory, with its own data file, chain and extent files. */
 async function copySides(run: CaseRun) {
-  const { base, dataFile, backing } = run.layout;
+  const { base, dataFile, chain } = run.layout;
   const sides = [run.layout.reference, run.layout.subject];
   const inBase = (file: string) => join(run.dir, base.dir, file);
   const images = sides.map((side) => run.path(side));
@@ -244,8 +245,8 @@ async function copySides(run: CaseRun) {
   if (dataFile) await copySparse(inBase(dataFile), inSides(dataFile));
   for (const extent of run.layout.extents)
     for (const copy of inSides(extent)) await copyFile(inBase(extent), copy, constants.COPYFILE_FICLONE);
-  if (dataFile && backing)
-    for (const copy of inSides(backing)) await copyFile(inBase(backing), copy, constants.COPYFILE_FICLONE);
+  // a raw level is a guest disk: its zero blocks stay holes, as in the base's directory
+  if (base.dir !== '.') for (const file of chain) await copySparse(inBase(file), inSides(file));
 }
 
 /** The generator promised a clean image (a dirty one's refcounts lag by design), and the qcow2
@@ -400,7 +401,11 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
     const sizes = op.name === 'resize' ? { before, plan, hostBefore } : null;
     observation.results = await observeResults(run, ahead, index, sizes, ctx.history);
     observation.results.subjectBefore = ctx.subjectBefore;
-    observation.results.snapshotContent = await ctx.kept.afterStep(op.snapshotContent?.(step) ?? null);
+    // a snapshot reads through the chain: once a commit or rebase changed it, what the snapshot
+    // showed when taken is no longer what qemu shows (the content oracle still compares the sides)
+    const chainChanged = run.c.steps.slice(0, index).some((s) => operationOf(s).oracles.includes('chain'));
+    const content = chainChanged ? null : (op.snapshotContent?.(step) ?? null);
+    observation.results.snapshotContent = await ctx.kept.afterStep(content);
     Object.assign(record, {
       subjectCheck: observation.results.subjectCheck,
       ...(observation.results.referenceCheck ? { referenceCheck: observation.results.referenceCheck } : {}),
@@ -493,6 +498,8 @@ async function observeResults(
     referenceSize: sizeOf(referenceInfo),
     subjectSize: sizeOf(subjectInfo),
   };
+  // a commit or a rebase writes or names the chain below the top: each member is looked at
+  const chain = operationOf(run.c.steps[index]!).oracles.includes('chain') ? await observeChain(run) : null;
   const regrow = await probeRegrowWindow(run, history, compare);
   const quirk = regrow !== null && !regrow.referenceReadsZero && regrow.subjectReadsZero;
   if (!quirk) compare.sector = await probeSector(run, compare);
@@ -507,6 +514,7 @@ async function observeResults(
     compare,
     regrow,
     allocation: await allocation,
+    chain,
   };
 }
 

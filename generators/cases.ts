@@ -32,6 +32,9 @@ import {
   type BitmapStepRecipe,
 } from '../operations/bitmap/generate.ts';
 import { align, stepSizeLimit } from './bounds.ts';
+import { chainCaseRecipeArb, chainData, chainImage } from './chain.ts';
+import { commitStepRecipeArb, materialiseCommit, type CommitStepRecipe } from '../operations/commit/generate.ts';
+import { materialiseRebase, rebaseStepRecipeArb, type RebaseStepRecipe } from '../operations/rebase/generate.ts';
 import {
   backingWriteArb,
   canSnapshot,
@@ -64,7 +67,18 @@ type OperationRecipe = typeof operationRecipeArb extends fc.Arbitrary<infer T> ?
 
 /** How often each operation comes up among those a run drives: resize most (it has the most a
  * step can get wrong), amend and snapshot each half as often. */
-const OPERATION_WEIGHTS: Record<OperationName, number> = { resize: 2, amend: 1, snapshot: 1, repair: 1, bitmap: 1 };
+const OPERATION_WEIGHTS: Record<OperationName, number> = {
+  resize: 2,
+  amend: 1,
+  snapshot: 1,
+  repair: 1,
+  bitmap: 1,
+  commit: 1,
+  rebase: 1,
+};
+
+/** The operations that write or rename the chain below the image. */
+const CHAIN_OPERATIONS: readonly OperationName[] = ['commit', 'rebase'];
 
 /** The operation of a step, from its pick among the enabled ones. */
 function pickOperation(pick: number, ops: readonly OperationName[]): OperationName {
@@ -88,6 +102,8 @@ function materialiseSteps(
     operation: OperationRecipe | undefined;
     repair?: RepairStepRecipe;
     bitmap?: BitmapStepRecipe;
+    commit?: CommitStepRecipe;
+    rebase?: RebaseStepRecipe;
   }[],
   ops: readonly OperationName[],
   regrow: boolean,
@@ -108,6 +124,8 @@ function materialiseSteps(
     if (op === 'amend') add(materialiseAmend(r.operation!.amend, image, state, output));
     else if (op === 'repair') add(materialiseRepair(r.repair!, output));
     else if (op === 'bitmap') add(materialiseBitmap(r.bitmap!, state, output, steps.length === 0));
+    else if (op === 'commit') add(materialiseCommit(r.commit!, state, output));
+    else if (op === 'rebase') add(materialiseRebase(r.rebase!, image, state, steps.length, output));
     else if (op === 'snapshot') {
       const recipe = r.operation!.snapshot;
       // most applies come after a grow: the image is then not the size the snapshot was taken at
@@ -185,6 +203,10 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
       // last: bitmap steps, and the bitmaps of cases with bitmap steps
       bitmaps: fc.array(bitmapStepRecipeArb, { minLength: 4, maxLength: 4 }),
       bitmapCase: bitmapCaseRecipeArb,
+      // last: commit and rebase steps, and the chains of cases with them
+      commits: fc.array(commitStepRecipeArb, { minLength: 4, maxLength: 4 }),
+      rebases: fc.array(rebaseStepRecipeArb, { minLength: 4, maxLength: 4 }),
+      chainCase: chainCaseRecipeArb,
     })
     .map(
       ({
@@ -204,8 +226,18 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
         repairCase,
         bitmaps,
         bitmapCase,
+        commits,
+        rebases,
+        chainCase,
       }): Case => {
         let image = withCreation(withExternalFiles(drawn, external), creation);
+        // a case with a commit or a rebase step is a chain case: its image is the top of a chain,
+        // small, and its steps are no resizes (a grown top grows the base it is committed into)
+        const picks = operations.slice(0, stepRecipes.length).map((o) => pickOperation(o.pick, ops));
+        const chaining = picks.some((o) => CHAIN_OPERATIONS.includes(o));
+        const withoutResize = ops.filter((o) => o !== 'resize');
+        const stepOps = chaining && withoutResize.length > 0 ? withoutResize : ops;
+        if (chaining) image = chainImage(image, chainCase);
         const data = discardProbe ? [...recipes, discardProbe] : recipes;
         // the resizes alone first: data is placed around the first shrink they make, so that
         // shrinks discard allocated clusters; without a shrink, around the middle of the image
@@ -223,6 +255,7 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
         }
         const io = compressedFirst(data.map((r) => materialiseData(r, image, target)));
         let filled = snapshots && canSnapshot(image) ? withSnapshots(io, snapshots) : io;
+        if (chaining) filled = chainData(image, filled, chainCase);
         let steps = resizeSteps;
         if (ops.some((o) => o !== 'resize')) {
           // each step becomes the operation its pick says, made from the state before it
@@ -231,18 +264,20 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
             operation: operations[i],
             repair: repairs[i]!,
             bitmap: bitmaps[i]!,
+            commit: commits[i]!,
+            rebase: rebases[i]!,
           }));
-          const repairing = (r: (typeof mixed)[number]) => pickOperation(r.operation!.pick, ops) === 'repair';
+          const repairing = (r: (typeof mixed)[number]) => pickOperation(r.operation!.pick, stepOps) === 'repair';
           const downgrades = mixed.some(
-            (r) => pickOperation(r.operation!.pick, ops) === 'amend' && r.operation!.amend.kind === 'downgrade',
+            (r) => pickOperation(r.operation!.pick, stepOps) === 'amend' && r.operation!.amend.kind === 'downgrade',
           );
           // and downgrades meet what qemu's downgrade expands
           if (downgrades) ({ image, data: filled } = shapeForDowngrades(image, filled, operations[0]!.amend.fraction));
           // a case with snapshot steps has a snapshot of its data to apply or delete, and more
-          if (mixed.some((r) => pickOperation(r.operation!.pick, ops) === 'snapshot'))
+          if (mixed.some((r) => pickOperation(r.operation!.pick, stepOps) === 'snapshot'))
             ({ image, data: filled } = shapeForSnapshots(image, filled, snapshotCase));
           // a case with bitmap steps has bitmaps added between its writes
-          if (mixed.some((r) => pickOperation(r.operation!.pick, ops) === 'bitmap'))
+          if (mixed.some((r) => pickOperation(r.operation!.pick, stepOps) === 'bitmap'))
             ({ image, data: filled } = shapeForBitmaps(image, filled, bitmapCase));
           // a case with repair steps is damaged after its build, and repaired first
           const first = mixed.find(repairing);
@@ -251,7 +286,7 @@ function makeQcow2CaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
             mixed = [first, ...mixed.filter((r) => r !== first)];
           }
           const start = initialState({ image, data: filled, steps: [] });
-          steps = materialiseSteps(image, start, mixed, ops, regrow, outputs);
+          steps = materialiseSteps(image, start, mixed, stepOps, regrow, outputs);
         }
         const withKeys = steps.map((s, i) =>
           isResize(s) ? { ...s, output: outputs[i]!, ...(image.encrypted ? { key: creation.keys[i]! } : {}) } : s,

@@ -5,6 +5,8 @@
 import { parseAmendStep, type AmendStep } from '../operations/amend/step.ts';
 import { parseSnapshotStep, type SnapshotStep } from '../operations/snapshot/step.ts';
 import { parseBitmapStep, type BitmapStep } from '../operations/bitmap/step.ts';
+import { parseCommitStep, type CommitStep } from '../operations/commit/step.ts';
+import { parseRebaseStep, type RebaseStep } from '../operations/rebase/step.ts';
 import { DAMAGE_KINDS, hasDamage, parseRepairStep, type Damage, type RepairStep } from '../operations/repair/step.ts';
 
 export const REFCOUNT_WIDTHS = [1, 2, 4, 8, 16, 32, 64] as const;
@@ -109,7 +111,22 @@ export interface BackingSpec {
   virtualSize: number;
   /** Pattern writes into the backing image before the image is created over it. */
   data: { offset: number; length: number; pattern: number }[];
+  /** A qcow2 level's cluster size and refcount width (absent: qemu's defaults, 65536 and 16). */
+  clusterSize?: number;
+  refcountBits?: RefcountBits;
+  /** The level below this one (a qcow2 level only): the chain is then base, middle and top. */
+  backing?: BackingSpec | null;
 }
+
+/** The levels below the image, parent first. */
+export function chainOf(image: Pick<ImageSpec, 'backing'>): BackingSpec[] {
+  const levels: BackingSpec[] = [];
+  for (let b = image.backing; b; b = b.backing ?? null) levels.push(b);
+  return levels;
+}
+
+/** The most levels below an image: a chain of base, middle and top. */
+export const MAX_CHAIN_DEPTH = 2;
 
 /** One command that fills the base image. Offsets and lengths are bytes, multiples of 512. */
 export type DataOp =
@@ -132,13 +149,13 @@ export type IoOp = Extract<DataOp, { offset: number }>;
 export const isIoOp = (op: DataOp): op is IoOp => 'offset' in op;
 
 /** The operations a step may be, each a row of operations/table.ts with a folder of its own. */
-export const OPERATION_NAMES = ['resize', 'amend', 'snapshot', 'repair', 'bitmap'] as const;
+export const OPERATION_NAMES = ['resize', 'amend', 'snapshot', 'repair', 'bitmap', 'commit', 'rebase'] as const;
 export type OperationName = (typeof OPERATION_NAMES)[number];
 
 /** One step of a case: an operation and its arguments. A step without `op` is a resize (the only
  * operation cases had before). */
-export type Step = ResizeStep | AmendStep | SnapshotStep | RepairStep | BitmapStep;
-export type { AmendStep, SnapshotStep, RepairStep, BitmapStep };
+export type Step = ResizeStep | AmendStep | SnapshotStep | RepairStep | BitmapStep | CommitStep | RebaseStep;
+export type { AmendStep, SnapshotStep, RepairStep, BitmapStep, CommitStep, RebaseStep };
 
 export const opOf = (step: Step): OperationName => (step as { op?: OperationName }).op ?? 'resize';
 export const isResize = (step: Step): step is ResizeStep => opOf(step) === 'resize';
@@ -206,6 +223,47 @@ export const caseSizeText = (c: { steps: number; dataOps: number }) =>
 /** Thrown for a case that is not well-formed, e.g. from a damaged report. */
 export class CaseFormatError extends Error {}
 
+type Fail = (field: string, why: string) => never;
+
+/** Checks a backing level (and the levels below it) where `field` names it; `depth` counts from
+ * the image's parent (1). */
+export function parseBacking(json: unknown, field: string, fail: Fail, depth: number): BackingSpec {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail(field, 'must be an object');
+  const backing = json as Record<string, unknown>;
+  const int = (v: unknown, f: string, min: number) =>
+    Number.isSafeInteger(v) && (v as number) >= min ? (v as number) : fail(f, `must be an integer >= ${min}`);
+  backing.format ??= 'qcow2';
+  if (!BACKING_FORMATS.includes(backing.format as BackingFormat))
+    fail(`${field}.format`, `must be one of ${BACKING_FORMATS.join(', ')}`);
+  if (int(backing.virtualSize, `${field}.virtualSize`, 512) % 512 !== 0)
+    fail(`${field}.virtualSize`, 'must be a multiple of 512');
+  if (!Array.isArray(backing.data)) fail(`${field}.data`, 'must be an array');
+  (backing.data as unknown[]).forEach((d, i) => {
+    if (typeof d !== 'object' || d === null) fail(`${field}.data[${i}]`, 'must be an object');
+    const w = d as Record<string, unknown>;
+    int(w.offset, `${field}.data[${i}].offset`, 0);
+    int(w.length, `${field}.data[${i}].length`, 1);
+    int(w.pattern, `${field}.data[${i}].pattern`, 0);
+  });
+  const qcow2Only = ['clusterSize', 'refcountBits', 'backing'].filter(
+    (k) => backing[k] !== undefined && backing[k] !== null,
+  );
+  if (backing.format !== 'qcow2' && qcow2Only.length > 0) fail(`${field}.${qcow2Only[0]}`, 'is for a qcow2 level only');
+  if (backing.clusterSize !== undefined) {
+    const cs = int(backing.clusterSize, `${field}.clusterSize`, 512);
+    if (!Number.isInteger(Math.log2(cs)) || cs > 2 * 1024 * 1024)
+      fail(`${field}.clusterSize`, 'must be a power of two up to 2 MiB');
+  }
+  if (backing.refcountBits !== undefined && !REFCOUNT_WIDTHS.includes(backing.refcountBits as RefcountBits))
+    fail(`${field}.refcountBits`, `must be one of ${REFCOUNT_WIDTHS.join(', ')}`);
+  if (backing.backing !== undefined && backing.backing !== null) {
+    if (depth >= MAX_CHAIN_DEPTH)
+      fail(`${field}.backing`, `must be absent: a chain has at most ${MAX_CHAIN_DEPTH + 1} levels`);
+    parseBacking(backing.backing, `${field}.backing`, fail, depth + 1);
+  }
+  return backing as unknown as BackingSpec;
+}
+
 /** Checks that JSON from a report is a well-formed case; names the first bad field. */
 export function parseCase(json: unknown, where = 'case'): Case {
   const fail = (field: string, why: string): never => {
@@ -249,19 +307,7 @@ export function parseCase(json: unknown, where = 'case'): Case {
   if (image.dataFile !== 'none' && image.compat !== '1.1') fail('image.dataFile', 'needs compat "1.1"');
   oneOf(image.createdPreallocation, 'image.createdPreallocation', PREALLOCATION_MODES);
   if (image.backing !== null) {
-    const backing = obj(image.backing, 'image.backing');
-    backing.format ??= 'qcow2';
-    oneOf(backing.format, 'image.backing.format', BACKING_FORMATS);
-    if (int(backing.virtualSize, 'image.backing.virtualSize', 512) % 512 !== 0) {
-      fail('image.backing.virtualSize', 'must be a multiple of 512');
-    }
-    if (!Array.isArray(backing.data)) fail('image.backing.data', 'must be an array');
-    (backing.data as unknown[]).forEach((d, i) => {
-      const w = obj(d, `image.backing.data[${i}]`);
-      int(w.offset, `image.backing.data[${i}].offset`, 0);
-      int(w.length, `image.backing.data[${i}].length`, 1);
-      int(w.pattern, `image.backing.data[${i}].pattern`, 0);
-    });
+    parseBacking(image.backing, 'image.backing', fail, 1);
     if (image.dataFile === 'data_file_raw') fail('image.dataFile', 'data_file_raw cannot have a backing file');
   }
   if (image.format !== 'qcow2') {
@@ -318,6 +364,12 @@ export function parseCase(json: unknown, where = 'case'): Case {
     const stepFail = (field: string, why: string): never => fail(`steps[${i}].${field}`, why);
     oneOf(step.op ?? 'resize', `steps[${i}].op`, OPERATION_NAMES);
     if (step.output !== undefined) oneOf(step.output, `steps[${i}].output`, OUTPUT_MODES);
+    if (step.op === 'commit' || step.op === 'rebase') {
+      if (format !== 'qcow2') fail(`steps[${i}].op`, `${step.op} is run on qcow2 images, not on ${format} ones`);
+      if (step.op === 'commit') parseCommitStep(step, stepFail);
+      else parseRebaseStep(step, stepFail, (b, field) => parseBacking(b, `steps[${i}].${field}`, fail, 1));
+      return;
+    }
     if (step.op === 'amend' || step.op === 'snapshot' || step.op === 'repair' || step.op === 'bitmap') {
       if (format !== 'qcow2') fail(`steps[${i}].op`, `${step.op} is a qcow2 operation, not one of ${format} images`);
       if (step.op === 'amend') parseAmendStep(step, stepFail);

@@ -1,5 +1,8 @@
 import {
+  chainOf,
   isConverted,
+  opOf,
+  type BackingSpec,
   isIoOp,
   type Case,
   type ConvertedFormat,
@@ -10,7 +13,7 @@ import {
   type ResizeStep,
 } from './case.ts';
 import type { StepKind } from './plan.ts';
-import { backingFileOf, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
+import { chainFileNames, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
 
 // Every command line the harness runs for a case, derived from the case alone: the single source
 // for execution, repro scripts and tests. And what running one command leaves behind.
@@ -128,24 +131,13 @@ export function qemuIoArgs(commands: string[], file: string, spec: Pick<ImageSpe
 export function buildCommands(c: Case, file: string): BuildCommand[] {
   const { image } = c;
   if (isConverted(image.format)) return convertedBuild(c, file, image.format);
+  // the chain below the image, deepest level first: each level is created over the one below
+  const levels = chainOf(image);
+  const names = chainFileNames(levels);
   const out: BuildCommand[] = [];
-  const backing: string[] = [];
-  const backingFile = backingFileOf(c);
-  if (image.backing && backingFile) {
-    const { format, virtualSize, data } = image.backing;
-    out.push({
-      program: 'qemu-img',
-      args: ['create', '-q', '-f', format, backingFile, String(virtualSize)],
-      expect: 'ok',
-      what: 'qemu-img create (backing image)',
-    });
-    if (data.length > 0) {
-      const writes = data.map((d) => qemuIoCommand({ op: 'write', ...d }));
-      const args = ['-f', format, ...writes.flatMap((w) => ['-c', w]), backingFile];
-      out.push({ program: 'qemu-io', args, expect: 'ok', what: 'qemu-io (backing image)' });
-    }
-    backing.push('-b', backingFile, '-F', format);
-  }
+  for (let i = levels.length - 1; i >= 0; i--)
+    out.push(...levelCommands(levels[i]!, names[i]!, i + 1 < levels.length ? names[i + 1]! : null, 'backing image'));
+  const backing = levels.length > 0 ? ['-b', names[0]!, '-F', levels[0]!.format] : [];
   const key = image.encrypted ? KEY_OBJECT : [];
   const io = (commands: string[]) => qemuIoArgs(commands, file, image);
   // how qemu-img's other commands name the image: -f qcow2 (which `qemu-img snapshot` lacks) or its key
@@ -208,6 +200,12 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
     const args = ['amend', ...options, '-o', `refcount_bits=${image.refcountBits}`, name];
     out.push({ program: 'qemu-img', args, expect: 'ok', what: 'qemu-img amend' });
   }
+  // the images rebase steps rebase onto, beside the chain
+  c.steps.forEach((step) => {
+    const r = step as { op?: string; backing?: string; newBacking?: BackingSpec };
+    if (opOf(step) === 'rebase' && r.newBacking && r.backing)
+      out.push(...levelCommands(r.newBacking, r.backing, null, 'new backing image'));
+  });
   if (image.dirty) {
     out.push({
       program: 'qemu-io',
@@ -216,6 +214,35 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
       args: io([`discard -q 0 ${Math.min(image.clusterSize, image.virtualSize)}`, 'write -q -P 17 0 512', 'abort']),
       expect: 'abort',
       what: 'qemu-io (aborted, leaving the dirty bit)',
+    });
+  }
+  return out;
+}
+
+/** One level of a chain (or a rebase's new backing): created over the level below it, if any,
+ * with its own cluster size and refcount width, then its data written. */
+function levelCommands(level: BackingSpec, file: string, below: string | null, what: string): BuildCommand[] {
+  const { format, virtualSize, data } = level;
+  const options =
+    format === 'qcow2' && (level.clusterSize !== undefined || level.refcountBits !== undefined)
+      ? ['-o', `cluster_size=${level.clusterSize ?? 65536},refcount_bits=${level.refcountBits ?? 16}`]
+      : [];
+  const over = below === null ? [] : ['-b', below, '-F', level.backing!.format];
+  const out: BuildCommand[] = [
+    {
+      program: 'qemu-img',
+      args: ['create', '-q', '-f', format, ...options, ...over, file, String(virtualSize)],
+      expect: 'ok',
+      what: `qemu-img create (${what})`,
+    },
+  ];
+  if (data.length > 0) {
+    const writes = data.map((d) => qemuIoCommand({ op: 'write', ...d }));
+    out.push({
+      program: 'qemu-io',
+      args: ['-f', format, ...writes.flatMap((w) => ['-c', w]), file],
+      expect: 'ok',
+      what: `qemu-io (${what})`,
     });
   }
   return out;

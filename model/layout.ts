@@ -1,4 +1,4 @@
-import type { Case } from './case.ts';
+import { chainOf, opOf, type BackingSpec, type Case } from './case.ts';
 
 // Where a case's files live, relative to its work directory.
 //
@@ -23,6 +23,25 @@ export const DATA_FILE = 'data.raw';
 export const backingFileOf = (c: Case) =>
   c.image.backing === null ? null : c.image.backing.format === 'raw' ? RAW_BACKING : BACKING;
 
+/** The file names of a chain's levels below the image, parent first: backing.qcow2 (or .raw), then
+ * backing2.qcow2 (or .raw). Each level names the next by that name, beside it. */
+export const chainFileNames = (levels: readonly BackingSpec[]) =>
+  levels.map((b, i) => (i === 0 ? (b.format === 'raw' ? RAW_BACKING : BACKING) : `backing${i + 1}.${b.format}`));
+
+/** Whether a step may write the chain below the image (a commit writes into a member, a rebase
+ * names another): each side then has a chain of its own. */
+export const writesChain = (c: Case) => c.steps.some((s) => opOf(s) === 'commit' || opOf(s) === 'rebase');
+
+/** Every chain file of a case: its levels below the image, and the images its rebase steps build
+ * to rebase onto, by their names (relative to the image's directory). */
+export function chainFiles(c: Case): string[] {
+  const built = c.steps.flatMap((s) => {
+    const r = s as { op?: string; backing?: string; newBacking?: unknown };
+    return r.op === 'rebase' && r.newBacking && r.backing ? [r.backing] : [];
+  });
+  return [...chainFileNames(chainOf(c.image)), ...built];
+}
+
 /** One side's directory (relative to the work directory; '.' for the work directory itself) and
  * its image in there. Every command on that side runs in its directory and names the image
  * relative to it. */
@@ -35,8 +54,11 @@ export interface Layout {
   base: SideFiles;
   reference: SideFiles;
   subject: SideFiles;
-  /** The backing image, relative to each side's directory, or null. */
-  backing: string | null;
+  /** Every chain file (chainFiles), relative to each side's directory: shared by the sides (in the
+   * work directory) unless `chainWritten`. */
+  chain: string[];
+  /** A step may write the chain: each side has its own, and a refused step must leave it as it was. */
+  chainWritten: boolean;
   /** The data file, relative to each side's directory, or null. */
   dataFile: string | null;
   /** vmdk extent files, relative to each side's directory (vmdkExtentFiles). */
@@ -56,7 +78,8 @@ export function vmdkExtentFiles(c: Case): string[] {
 
 /** Each side in a directory of its own: with a data file, or with vmdk extent files (whose names
  * the descriptor each side's copy holds are the base's). */
-export const hasOwnDirectories = (c: Case) => c.image.dataFile !== 'none' || vmdkExtentFiles(c).length > 0;
+export const hasOwnDirectories = (c: Case) =>
+  c.image.dataFile !== 'none' || vmdkExtentFiles(c).length > 0 || writesChain(c);
 
 export function caseLayout(c: Case): Layout {
   const own = hasOwnDirectories(c);
@@ -68,7 +91,8 @@ export function caseLayout(c: Case): Layout {
     base: side('base'),
     reference: side('reference'),
     subject: side('subject'),
-    backing: backingFileOf(c),
+    chain: chainFiles(c),
+    chainWritten: writesChain(c),
     dataFile: c.image.dataFile !== 'none' ? DATA_FILE : null,
     extents: vmdkExtentFiles(c),
   };
@@ -77,9 +101,10 @@ export function caseLayout(c: Case): Layout {
 /** A side's image relative to the work directory. */
 export const imagePath = (s: SideFiles) => (s.dir === '.' ? s.image : `${s.dir}/${s.image}`);
 
-/** The files next to each side's image that a resize may write, relative to its directory: its
- * data file and its vmdk extent files. */
-export const sideExtras = (layout: Layout) => [layout.dataFile, ...layout.extents].filter((f) => f !== null);
+/** The files next to each side's image that a step may write, relative to its directory: its
+ * data file, its vmdk extent files and, where a step may write it, its chain. */
+export const sideExtras = (layout: Layout) =>
+  [layout.dataFile, ...layout.extents, ...(layout.chainWritten ? layout.chain : [])].filter((f) => f !== null);
 
 /** The files a refused step must leave as they were, relative to the work directory: the image,
  * its data file and its extent files. */
@@ -89,11 +114,13 @@ export const sideFilesOf = (layout: Layout, side: SideFiles) => [
 ];
 
 /** The files a report keeps, as (stored name, path relative to the work directory): the three
- * images, the backing image once (no side writes it) and each side's data file and extent files. */
+ * images, the chain once where no side writes it, and each side's data file, extent files and
+ * chain where it does. */
 export function keptFiles(layout: Layout): { name: string; path: string }[] {
   const sides = [layout.base, layout.reference, layout.subject];
   const files = sides.map((s) => ({ name: s.image, path: imagePath(s) }));
-  if (layout.backing) files.push({ name: layout.backing, path: `${layout.base.dir}/${layout.backing}` });
+  if (!layout.chainWritten)
+    for (const file of layout.chain) files.push({ name: file, path: `${layout.base.dir}/${file}` });
   for (const file of sideExtras(layout))
     for (const s of sides) files.push({ name: `${s.dir}.${file}`, path: `${s.dir}/${file}` });
   return files;

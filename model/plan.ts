@@ -1,5 +1,7 @@
 import { planAmend } from '../operations/amend/step.ts';
 import { planBitmap } from '../operations/bitmap/step.ts';
+import { planCommit } from '../operations/commit/step.ts';
+import { planRebase } from '../operations/rebase/step.ts';
 import { planRepair } from '../operations/repair/step.ts';
 import { planSnapshot } from '../operations/snapshot/step.ts';
 import {
@@ -97,6 +99,8 @@ const PLANNERS: { [K in OperationName]: (step: StepOf<K>, state: ImageState, for
   snapshot: planSnapshot,
   repair: planRepair,
   bitmap: planBitmap,
+  commit: planCommit,
+  rebase: planRebase,
 };
 type StepOf<K extends OperationName> = Extract<Step, { op?: K }>;
 

@@ -1,4 +1,5 @@
-import type { Case, RefcountBits } from './case.ts';
+import { chainOf, type Case, type RefcountBits } from './case.ts';
+import { chainFileNames } from './layout.ts';
 
 /** The default granularity of an added bitmap: the cluster size, within 4 KiB..64 KiB (qemu's
  * bdrv_get_default_bitmap_granularity). */
@@ -23,6 +24,9 @@ export interface ImageState {
   clusterSize?: number;
   /** Persistent dirty bitmaps in directory order (qcow2 v3); absent where none were looked for. */
   bitmaps?: BitmapState[];
+  /** Its backing chain, parent first: each member's name as the level above stores it (relative
+   * names, all in the image's directory). Absent where not looked for. */
+  chain?: string[];
   /** The clusters of its refcount table, where read from an image (qcow2): a step that grows the
    * table takes the allocator's rarest path. Never predicted. */
   refcountTableClusters?: number;
@@ -73,5 +77,6 @@ export function initialState(c: Case): ImageState {
     snapshots,
     bitmaps,
     clusterSize: c.image.clusterSize,
+    chain: chainFileNames(chainOf(c.image)),
   };
 }

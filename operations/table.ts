@@ -1,6 +1,8 @@
 import { opOf, type OperationName, type Step } from '../model/case.ts';
 import { amend } from './amend/index.ts';
 import { bitmap } from './bitmap/index.ts';
+import { commit } from './commit/index.ts';
+import { rebase } from './rebase/index.ts';
 import type { Operation } from './operation.ts';
 import { repair } from './repair/index.ts';
 import { resize } from './resize/index.ts';
@@ -11,7 +13,10 @@ import { snapshot } from './snapshot/index.ts';
 // row) and one line here; execution, triage, reports, coverage and the command line take their
 // lists from this table.
 
-export const OPERATIONS = { resize, amend, snapshot, repair, bitmap } satisfies Record<OperationName, Operation<never>>;
+export const OPERATIONS = { resize, amend, snapshot, repair, bitmap, commit, rebase } satisfies Record<
+  OperationName,
+  Operation<never>
+>;
 
 /** The row of a step's operation. */
 export const operationOf = (step: Step): Operation => OPERATIONS[opOf(step)] as unknown as Operation;

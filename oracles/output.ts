@@ -1,4 +1,13 @@
-import { opOf, type BitmapStep, type Case, type OutputMode, type SnapshotStep } from '../model/case.ts';
+import {
+  opOf,
+  type BitmapStep,
+  type Case,
+  type OutputMode,
+  type RebaseStep,
+  type SnapshotStep,
+} from '../model/case.ts';
+import { COMMIT_JSON_KEYS } from '../operations/commit/judge.ts';
+import { rebaseJsonKeys } from '../operations/rebase/judge.ts';
 import { BITMAP_JSON_KEYS, bitmapJsonExpected } from '../operations/bitmap/judge.ts';
 import type { CommandRecord } from '../model/commands.ts';
 import type { ImageState } from '../model/state.ts';
@@ -43,6 +52,8 @@ function expectedJson(o: OutputObservation): { keys: readonly string[]; values: 
     return { keys: AMEND_JSON_KEYS, values: amendJsonExpected(o.stateBefore ?? null, o.stateAfter ?? null) };
   if (opOf(step) === 'bitmap')
     return { keys: BITMAP_JSON_KEYS, values: bitmapJsonExpected(step as BitmapStep, o.stateAfter ?? null) };
+  if (opOf(step) === 'commit') return { keys: COMMIT_JSON_KEYS, values: { overlay_format: 'qcow2' } };
+  if (opOf(step) === 'rebase') return { keys: rebaseJsonKeys(step as RebaseStep), values: { overlay_format: 'qcow2' } };
   const before = o.sizeBefore;
   const after = o.subjectAfter?.size ?? null;
   const action =

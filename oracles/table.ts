@@ -6,6 +6,7 @@ import type { StructureObservation } from '../qcow2/structure.ts';
 import { afterUseOracle, type AfterUseObservation } from './after-use.ts';
 import { allocationOracle, type AllocationObservation } from './allocation.ts';
 import { bitmapsOracle } from './bitmaps.ts';
+import { chainOracle, type ChainObservation } from './chain.ts';
 import { checkOracle, type CheckObservation } from './check.ts';
 import {
   contentOracle,
@@ -89,6 +90,8 @@ export interface ResultsObservation {
   regrow: RegrowProbe | null;
   /** Null where it was not observed (recorded steps of testdata/). */
   allocation: AllocationObservation | null;
+  /** The chain below the top, after a commit or a rebase (absent for other steps). */
+  chain?: ChainObservation | null;
 }
 
 /** Each side after a snapshot apply, compared with the content the snapshot was taken with. */
@@ -194,6 +197,12 @@ export const ORACLES = [
       ...contentOracle(o.results!.compare, o.results!.regrow, whereOf(o)),
       ...(o.results!.snapshotContent ? snapshotContentOracle(o.results!.snapshotContent) : []),
     ],
+  },
+  {
+    name: 'chain',
+    stage: 'step',
+    runs: (o) => o.operation.oracles.includes('chain') && o.results?.chain != null,
+    judge: (o) => chainOracle(o.results!.chain!),
   },
   {
     name: 'allocation',

@@ -160,6 +160,42 @@ const opened = (file: string, spec: ImageSpec) => {
   return command([...options, image]);
 };
 
+/** A chain finding: the member file it names, on both sides (each in its own directory). */
+function chainVerdict(f: Finding, layout: Layout): string[] {
+  const { reference: ref, subject: sub } = layout;
+  const file = (f.evidence as { file?: string } | undefined)?.file ?? '';
+  const [r, s] = [`${ref.dir}/${file}`, `${sub.dir}/${file}`];
+  const format = file.endsWith('.raw') ? 'raw' : 'qcow2';
+  const alone = (side: SideFiles) =>
+    shellQuote(
+      `json:${JSON.stringify({ driver: 'qcow2', backing: null, file: { driver: 'file', filename: imagePath(side) } })}`,
+    );
+  switch (f.kind) {
+    case 'member-missing':
+      return [`[ -e ${r} ] && [ ! -e ${s} ] && reproduced=1`];
+    case 'member-extra':
+      return [`[ ! -e ${r} ] && [ -e ${s} ] && reproduced=1`];
+    case 'member-check-failed':
+      return [
+        `${at(sub, `qemu-img check -f qcow2 ${file}`)}; [ $? != 0 ] && reproduced=1`,
+        `${at(ref, `qemu-img check -q -f qcow2 ${file}`)} || reproduced=0`,
+      ];
+    case 'member-backing-differs': {
+      const name = (side: SideFiles) =>
+        `<(${at(side, `qemu-img info --output=json -f qcow2 ${file}`)} | grep '"backing-filename":')`;
+      return [`if ! diff -u ${name(ref)} ${name(sub)}; then reproduced=1; fi`];
+    }
+    case 'top-alone-differs':
+      return [`qemu-img compare ${alone(ref)} ${alone(sub)}; [ $? = 1 ] && reproduced=1`];
+    default:
+      if (f.detail === 'top') return [`qemu-img compare ${alone(ref)} ${alone(sub)}; [ $? -ge 2 ] && reproduced=1`];
+      return [
+        `qemu-img compare -f ${format} -F ${format} ${r} ${s}; ` +
+          `[ $? ${f.kind === 'member-content-differs' ? '= 1' : '-ge 2'} ] && reproduced=1`,
+      ];
+  }
+}
+
 /** The shell test that decides whether the finding reproduced; it sets reproduced=1 if so. */
 function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
   const { reference: ref, subject: sub } = layout;
@@ -233,6 +269,8 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
       return structureVerdict(f, layout);
     case 'repair':
       return repairVerdict(f);
+    case 'chain':
+      return chainVerdict(f, layout);
     case 'allocation': {
       if (f.kind === 'host-blow-up') {
         const blocks = (s: SideFiles) => `$(( $(stat -c %b ${imagePath(s)}) * 512 ))`;
@@ -350,9 +388,7 @@ function buildLines(
     const cp = sparseRawBase(c) ? 'cp --sparse=always' : 'cp';
     return [...lines, `${cp} ${base.image} ${reference.image} && ${cp} ${base.image} ${subject.image} || exit 2`];
   }
-  const files = [...sideExtras(layout), layout.backing]
-    .filter((f): f is string => f !== null)
-    .map((f) => `${base.dir}/${f}`);
+  const files = [...new Set([...sideExtras(layout), ...layout.chain])].map((f) => `${base.dir}/${f}`);
   return [
     ...lines,
     'cd .. || exit 2',

@@ -225,7 +225,7 @@ describe('whole cases in the layout, qemu-img on both sides', () => {
       const layout = caseLayout(c);
       const names = result.artifacts.map((a) => a.name).sort();
       const expected = ['base.qcow2.gz', 'reference.qcow2.gz', 'subject.qcow2.gz'];
-      if (layout.backing) expected.push(`${layout.backing}.gz`);
+      expected.push(...layout.chain.map((f) => `${f}.gz`));
       if (layout.dataFile) expected.push(...['base', 'reference', 'subject'].map((s) => `${s}.${DATA_FILE}.gz`));
       assert.deepEqual(names, expected.sort());
       assert.deepEqual(result.artifactsSkipped, []);

@@ -14,8 +14,10 @@ import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, run
 const RESIZE_AMEND_SNAPSHOT = 'resize,amend,snapshot';
 /** The operations the repair faults were found on (seed 1, this order). */
 const WITH_REPAIR = `${RESIZE_AMEND_SNAPSHOT},repair`;
+/** The operations that write across a backing chain: their faults' rows run on them alone. */
+const CHAIN_OPS = 'commit,rebase';
 /** Every operation there is: the runs that must stay clean. */
-const EVERY_OP = `${WITH_REPAIR},bitmap`;
+const EVERY_OP = `${WITH_REPAIR},bitmap,${CHAIN_OPS}`;
 
 /** A run of the faithful double (seed 12) that must end clean, with no new divergence; its summary. */
 async function faithfulRun(t: TestContext, args: string[]) {
@@ -47,7 +49,7 @@ describe('no false alarms', () => {
       assert.ok(s.coverage.features[feature]! > 0, feature);
     // every operation, each taken by qemu-img, at sub-byte refcount widths too; downgrades over
     // zero-flag clusters and a snapshot, and snapshots that grew the refcount table
-    for (const op of ['resize', 'amend', 'snapshot', 'repair', 'bitmap']) {
+    for (const op of ['resize', 'amend', 'snapshot', 'repair', 'bitmap', 'commit', 'rebase']) {
       assert.ok(s.coverage.operations[op]!.accepted > 0, `${op}: ${JSON.stringify(s.coverage.operations[op])}`);
       const widths = s.coverage.operationByRefcount[op]!;
       assert.ok(Object.keys(widths).length >= 4, `${op}: ${JSON.stringify(widths)}`);
@@ -349,6 +351,34 @@ const FAULTS = [
     kind: 'bitmap-directory-differs',
     structureNeedsFuzzer: true,
     why: "runs a repeated flag's actions at its first place: a bitmap left disabled that qemu enables",
+  },
+  {
+    fault: 'commit-leaves-base-refcounts',
+    ops: CHAIN_OPS,
+    oracles: ['chain'],
+    kind: 'member-check-failed',
+    why: "commits into the base without counting the clusters it allocates there: the base's own check alone",
+  },
+  {
+    fault: 'commit-empties-l2-keeps-refcounts',
+    ops: CHAIN_OPS,
+    oracles: ['check', 'structure'],
+    kind: 'leaks',
+    why: "empties the overlay's L2 entries after a commit but keeps its data clusters' refcounts",
+  },
+  {
+    fault: 'rebase-backing-overwrites-extension',
+    ops: CHAIN_OPS,
+    oracles: ['structure'],
+    kind: 'extension-lost',
+    why: 'writes the new backing name over the header extensions',
+  },
+  {
+    fault: 'rebase-safe-undercounts-shared-l2',
+    ops: CHAIN_OPS,
+    oracles: ['check', 'structure'],
+    kind: 'corruptions',
+    why: 'copies clusters into an L2 table a snapshot shares and undercounts what the copy shares (#421)',
   },
   {
     fault: 'delete-frees-shared',

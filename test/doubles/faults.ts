@@ -21,6 +21,8 @@ import { openImage } from '../../model/commands.ts';
 import type { AmendArgs, CheckArgs, OpHooks, SnapshotArgs } from './ops.ts';
 import type { BitmapHooks } from './bitmap-op.ts';
 import { BITMAP_FAULTS } from './bitmap-faults.ts';
+import type { ChainHooks } from './chain-op.ts';
+import { CHAIN_FAULTS } from './chain-faults.ts';
 import { activeL2Entries } from '../../operations/repair/damage.ts';
 import { OFLAG_COPIED } from '../../qcow2/tables.ts';
 import {
@@ -100,6 +102,8 @@ export interface Fault {
   check?: OpHooks;
   /** Hooks into `instar bitmap` (bitmap-op.ts). */
   bitmap?: BitmapHooks;
+  /** Hooks into `instar commit` and `instar rebase` (chain-op.ts). */
+  chain?: ChainHooks;
   /** Changes what --output json prints, and the human output. */
   json?: (r: JsonReport) => JsonReport;
   human?: (text: string) => string;
@@ -872,6 +876,7 @@ export const FAULTS = {
     },
   },
   ...BITMAP_FAULTS,
+  ...CHAIN_FAULTS,
 } satisfies Record<string, Fault>;
 
 /** The dynamic header's checksum before the resize, kept by the vpc-stale-dynamic-checksum fault. */

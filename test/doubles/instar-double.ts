@@ -12,6 +12,7 @@ import { readQcow2Header } from '../../qcow2/reader.ts';
 import { CONVERTED, resizeConverted } from './converted.ts';
 import { runOperation, type OpContext, type OpHooks } from './ops.ts';
 import { BitmapUsage, parseBitmap, runBitmap, type BitmapHooks } from './bitmap-op.ts';
+import { chainCommand } from './chain-op.ts';
 import { rewriteHeaderExtensions } from '../../qcow2/edit.ts';
 import { FAULTS, FAULT_NAMES, type Context, type Fault, type FaultName, type JsonReport } from './faults.ts';
 import {
@@ -168,6 +169,7 @@ function combineFaults(faults: Fault[]): Fault {
     snapshot: combineHooks(faults.map((f) => f.snapshot)),
     check: combineHooks(faults.map((f) => f.check)),
     bitmap: faults.find((f) => f.bitmap)?.bitmap,
+    chain: faults.find((f) => f.chain)?.chain,
   } as Fault;
 }
 
@@ -211,8 +213,12 @@ async function main(): Promise<number> {
   }
   if (cmd === 'amend' || cmd === 'snapshot' || cmd === 'check') return runOperation(cmd, rest, fault[cmd] ?? {});
   if (cmd === 'bitmap') return bitmapCommand(rest, fault.bitmap ?? {});
+  if (cmd === 'commit' || cmd === 'rebase') return chainCommand(cmd, rest, fault.chain ?? {});
   if (cmd !== 'resize')
-    die(`only 'resize', 'amend', 'snapshot', 'check', 'bitmap' and '--version' are supported\n${USAGE}`);
+    die(
+      `only 'resize', 'amend', 'snapshot', 'check', 'bitmap', 'commit', 'rebase' and '--version' ` +
+        `are supported\n${USAGE}`,
+    );
   const args = parseResizeArgs(rest);
   // instar probes the format when -f is absent; qcow2 is all this double needs to recognise.
   const format = args.format ?? ((await isQcow2(args.filename)) ? 'qcow2' : undefined);

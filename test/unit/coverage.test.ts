@@ -16,6 +16,15 @@ const KINDS: Record<string, string[]> = {
   repair: ['exit-differs', 'counts-differ', 'json-invalid', 'quiet-printed'],
   'unchanged-on-refusal': ['image-modified-on-refusal'],
   bitmaps: ['bitmap-directory-differs', 'bitmap-bits-differ'],
+  chain: [
+    'member-missing',
+    'member-extra',
+    'member-unreadable',
+    'member-check-failed',
+    'member-backing-differs',
+    'member-content-differs',
+    'top-alone-differs',
+  ],
   check: CHECK_KINDS,
   structure: [
     'unreadable',

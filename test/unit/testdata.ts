@@ -2,6 +2,7 @@
 // them. Each kind of case has one function that computes "actual" from its inputs; the unit tests
 // compare it with the stored expectation and `npm run testdata -- --update` stores it, so the
 // goldens are exactly what the tests compare. Nothing here runs qemu.
+import { chainOracle, type ChainObservation } from '../../oracles/chain.ts';
 import { cp, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -161,6 +162,7 @@ const outputActual = (input: OutputObservation) => ({
 });
 const inPlaceActual = (input: InPlaceObservation) => ({ findings: inPlaceOracle(input).map(findingView) });
 const allocationActual = (input: AllocationObservation) => ({ findings: allocationOracle(input).map(findingView) });
+const chainActual = (input: ChainObservation) => ({ findings: chainOracle(input).map(findingView) });
 
 /** The after-use observation as recorded, the subject's structure given by its image (an images
  * case, relative to testdata/), read as the harness reads it: only when its check is not clean. */
@@ -405,6 +407,7 @@ export const JSON_KINDS = {
   output: { actual: outputActual },
   'in-place': { actual: inPlaceActual },
   allocation: { actual: allocationActual },
+  chain: { actual: chainActual },
   images: { actual: imagesActual },
   'format-images': { actual: formatImagesActual },
   steps: { actual: stepActual },
@@ -426,6 +429,7 @@ export const ORACLE_DIRS: JsonKindName[] = [
   'outcome',
   'unchanged',
   'after-use',
+  'chain',
   'steps',
 ];
 

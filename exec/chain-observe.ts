@@ -1,0 +1,64 @@
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { chainOf } from '../model/case.ts';
+import { imagePath, type SideFiles } from '../model/layout.ts';
+import type { ChainMemberObservation, ChainObservation, ChainRole, CompareRun } from '../oracles/chain.ts';
+import { isClean, parseCheck } from '../oracles/check.ts';
+import { withQcow2 } from '../qcow2/reader.ts';
+import type { CaseRun } from './case-run.ts';
+import { contentHash } from './files.ts';
+
+// What the chain oracle (oracles/chain.ts) looks at after a commit or a rebase: each chain file of
+// both sides, and both tops read alone. A member byte for byte the same on both sides costs two
+// reads and no process; only a member that differs is compared, checked and its header read.
+
+const exists = (file: string) =>
+  access(file).then(
+    () => true,
+    () => false,
+  );
+
+const formatOf = (file: string) => (file.endsWith('.raw') ? 'raw' : 'qcow2');
+
+/** A qcow2 image opened without its backing file (`qemu-img compare` takes no such option). */
+const alone = (file: string) =>
+  `json:${JSON.stringify({ driver: 'qcow2', backing: null, file: { driver: 'file', filename: file } })}`;
+
+const compareRun = (r: { exitCode?: number | null; stdout: string; stderr: string }): CompareRun => ({
+  exitCode: r.exitCode ?? null,
+  stdout: r.stdout,
+  stderr: r.stderr,
+});
+
+export async function observeChain(run: CaseRun): Promise<ChainObservation> {
+  const { reference, subject, chain } = run.layout;
+  const levels = chainOf(run.c.image).length;
+  const role = (i: number): ChainRole => (i >= levels ? 'new-backing' : i === 0 ? 'parent' : 'grandparent');
+  const inSide = (side: SideFiles, file: string) => join(run.dir, side.dir, file);
+  const members: ChainMemberObservation[] = [];
+  for (const [i, file] of chain.entries()) {
+    const [r, s] = [inSide(reference, file), inSide(subject, file)];
+    const present = { reference: await exists(r), subject: await exists(s) };
+    const member: ChainMemberObservation = { file, role: role(i), present, identical: false };
+    members.push(member);
+    if (!present.reference || !present.subject) continue;
+    member.identical = (await contentHash(r)) === (await contentHash(s));
+    if (member.identical) continue;
+    const format = formatOf(file);
+    const rel = (side: SideFiles) => `${side.dir}/${file}`;
+    member.compare = compareRun(
+      await run.run('qemu-img', ['compare', '-f', format, '-F', format, rel(reference), rel(subject)]),
+    );
+    if (format !== 'qcow2') continue;
+    const check = async (side: SideFiles) => {
+      const c = await run.run('qemu-img', ['check', '-f', 'qcow2', '--output=json', file], side);
+      return parseCheck(c.exitCode ?? null, c.stdout, c.stderr);
+    };
+    member.subjectCheck = await check(subject);
+    member.referenceCheck = isClean(member.subjectCheck) ? null : await check(reference);
+    const backingOf = (f: string) => withQcow2(f, async (q) => q.backingFile()).catch(() => null);
+    member.backing = { reference: await backingOf(r), subject: await backingOf(s) };
+  }
+  const top = await run.run('qemu-img', ['compare', alone(imagePath(reference)), alone(imagePath(subject))]);
+  return { members, topAlone: compareRun(top) };
+}

@@ -1,0 +1,52 @@
+import fc from 'fast-check';
+import type { BackingSpec, OutputMode, RebaseStep } from '../../model/case.ts';
+import type { ImageState } from '../../model/state.ts';
+import { align, between, fraction, MiB } from '../../generators/bounds.ts';
+import { backingWriteArb, materialiseBackingWrite } from '../../generators/data.ts';
+import type { ImageSpec } from '../../model/case.ts';
+import { newBackingName } from './step.ts';
+
+// rebase steps: recipes drawn by fast-check, made concrete from the chain the steps before leave.
+// Onto an image of other content (built beside the chain), past the middle layer, onto none
+// (`-b ""`), onto the same parent; safe mode two times in three; -F nearly always (qemu 7.2 refuses
+// a new backing without it, instar takes it with -u).
+
+export const rebaseStepRecipeArb = fc.record({
+  target: fc.constantFrom('new-backing', 'new-backing', 'skip-middle', 'skip-middle', 'detach', 'same-backing'),
+  unsafe: fc.integer({ min: 0, max: 2 }).map((n) => n === 0),
+  withoutFormat: fc.integer({ min: 0, max: 9 }).map((n) => n === 0),
+  rawBacking: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+  sizeFraction: fraction,
+  writes: fc.array(backingWriteArb, { minLength: 1, maxLength: 3 }),
+});
+export type RebaseStepRecipe = typeof rebaseStepRecipeArb extends fc.Arbitrary<infer T> ? T : never;
+
+const formatOf = (name: string) => (name.endsWith('.raw') ? 'raw' : 'qcow2');
+
+/** A rebase step, the `index`th of its case, for an image in `state`. */
+export function materialiseRebase(
+  r: RebaseStepRecipe,
+  image: ImageSpec,
+  state: ImageState,
+  index: number,
+  output: OutputMode,
+): RebaseStep {
+  const chain = state.chain ?? [];
+  const step = (backing: string, newBacking?: BackingSpec): RebaseStep => ({
+    op: 'rebase',
+    backing,
+    backingFormat: backing === '' || r.withoutFormat ? null : formatOf(backing),
+    // without -F, qemu's safe mode copies clusters before it refuses: -u, the iotest 114 use
+    unsafe: r.unsafe || r.withoutFormat,
+    ...(newBacking ? { newBacking } : {}),
+    output,
+  });
+  const target = r.target === 'skip-middle' && chain.length < 2 ? 'new-backing' : r.target;
+  if (target === 'detach') return step('');
+  if (target === 'same-backing' && chain[0]) return step(chain[0]);
+  if (target === 'skip-middle') return step(chain[1]!);
+  const format = r.rawBacking ? 'raw' : 'qcow2';
+  const size = align(between(512, state.size + 4 * MiB, r.sizeFraction), 512) || 512;
+  const data = r.writes.map((w) => materialiseBackingWrite(w, image, size, align(size / 2, 512)));
+  return step(newBackingName(index, format), { format, virtualSize: size, data });
+}

@@ -1,0 +1,110 @@
+import type { BackingFormat, BackingSpec, OutputMode } from '../../model/case.ts';
+import type { Resizer } from '../../model/commands.ts';
+import type { ImageState, OperationPlan } from '../../model/state.ts';
+
+// `rebase`: the top image's backing file changed (`qemu-img rebase`). Safe mode first copies into
+// the top every cluster where the old and the new chain read differently, so the guest sees the
+// same disk; `-u` only rewrites the name. The step as a case holds it, both command lines, and
+// qemu's rules for it (qemu-img.c img_rebase; instar's in ../shared/reference/instar-ops.md).
+// Checked against qemu-img 7.2: `-b ""` detaches (safe mode copies the whole old chain in); a new
+// backing without -F is refused in both modes ("backing format must be specified").
+
+export interface RebaseStep {
+  op: 'rebase';
+  /** -b exactly as both tools get it: a chain member's name, the name of the image `newBacking`
+   * describes, or '' (detach). */
+  backing: string;
+  /** -F: the new backing's format, or null (not given). */
+  backingFormat: BackingFormat | null;
+  /** -u: rewrite the name only. */
+  unsafe: boolean;
+  /** An image the harness builds beside the chain, named `backing`, for a rebase onto content the
+   * chain never had. */
+  newBacking?: BackingSpec;
+  /** What the subject is asked to print (nothing in qemu-img, instar's `Image rebased.`, its JSON,
+   * or -q). */
+  output?: OutputMode;
+}
+
+export const REBASE_TARGETS = ['detach', 'same-backing', 'skip-middle', 'new-backing'] as const;
+export type RebaseTarget = (typeof REBASE_TARGETS)[number];
+export const REBASE_KINDS: readonly string[] = [
+  ...REBASE_TARGETS.flatMap((t) => [`safe-${t}`, `unsafe-${t}`]),
+  'no-format',
+  'not-found',
+];
+
+/** The file name of the image a rebase step builds (`newBacking`), by its step's index. */
+export const newBackingName = (index: number, format: BackingFormat) => `new${index}.${format}`;
+
+export function parseRebaseStep(
+  step: Record<string, unknown>,
+  fail: (field: string, why: string) => never,
+  parseBacking: (json: unknown, field: string) => unknown,
+) {
+  if (typeof step.backing !== 'string') fail('backing', "must be the -b name, a string ('' detaches)");
+  if (step.backingFormat !== null && step.backingFormat !== 'qcow2' && step.backingFormat !== 'raw')
+    fail('backingFormat', 'must be null (no -F), qcow2 or raw');
+  if (typeof step.unsafe !== 'boolean') fail('unsafe', 'must be true or false');
+  if (step.newBacking !== undefined) parseBacking(step.newBacking, 'newBacking');
+  return step as unknown as RebaseStep;
+}
+
+/** The rebase command line in a resizer's dialect: qemu-img's, or instar's (`-b` first, its
+ * output options). */
+export function rebaseArgs(resizer: Resizer, step: RebaseStep, file: string, output: OutputMode): string[] {
+  const format = step.backingFormat === null ? [] : ['-F', step.backingFormat];
+  const unsafe = step.unsafe ? ['-u'] : [];
+  if (resizer.dialect === 'qemu-img')
+    return [
+      'rebase',
+      '-f',
+      'qcow2',
+      ...unsafe,
+      '-b',
+      step.backing,
+      ...format,
+      ...(output === 'quiet' ? ['-q'] : []),
+      file,
+    ];
+  const printing = output === 'json' ? ['--output', 'json'] : output === 'quiet' ? ['-q'] : [];
+  return ['rebase', '-b', step.backing, ...format, ...unsafe, '-f', 'qcow2', ...printing, file];
+}
+
+/** What the new backing is to the top's chain as `state` has it. */
+export function rebaseTarget(step: RebaseStep, state: ImageState): RebaseTarget | null {
+  const chain = state.chain ?? [];
+  if (step.backing === '') return 'detach';
+  if (step.backing === chain[0]) return 'same-backing';
+  if (step.backing === chain[1]) return 'skip-middle';
+  return step.newBacking ? 'new-backing' : null;
+}
+
+/** What qemu-img makes of a rebase from `state`: its kind (mode and target), whether it accepts
+ * it, and the chain the top has after it. */
+export function planRebase(step: RebaseStep, state: ImageState): OperationPlan {
+  const chain = state.chain ?? [];
+  const target = rebaseTarget(step, state);
+  const refused = (kind: string): OperationPlan => ({ kind, target: null, accepted: false, next: state });
+  if (target === null) return refused('not-found');
+  if (target !== 'detach' && step.backingFormat === null) return refused('no-format');
+  const next =
+    target === 'detach'
+      ? []
+      : target === 'same-backing'
+        ? chain
+        : target === 'skip-middle'
+          ? chain.slice(1)
+          : [step.backing];
+  return {
+    kind: `${step.unsafe ? 'unsafe' : 'safe'}-${target}`,
+    target: null,
+    accepted: true,
+    next: { ...state, chain: next },
+  };
+}
+
+export const describeRebase = (step: RebaseStep) => {
+  const format = step.backingFormat ? ` -F ${step.backingFormat}` : '';
+  return `rebase${step.unsafe ? ' -u' : ''} -b ${JSON.stringify(step.backing)}${format}`;
+};

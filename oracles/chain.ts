@@ -1,0 +1,112 @@
+import { isClean, type CheckObservation } from './check.ts';
+import type { Finding } from './finding.ts';
+
+// The chain oracle: after a commit or a rebase, every file of the chain below the top on each side
+// (its parent, a grandparent, an image built to rebase onto) against qemu's result's same file:
+// present, the same guest content read through its own chain, checking clean where qemu's does,
+// naming the same backing; and the top image alone (read without its backing), which a commit
+// empties or keeps. The top read through its chain is the content oracle's, as for every step.
+
+/** What a member of the chain was in the case's build: its role names it in signatures (the
+ * file names are the same in every case). */
+export type ChainRole = 'parent' | 'grandparent' | 'new-backing';
+
+/** The output of a `qemu-img compare` (exit 0: the same, 1: different, other: it could not read). */
+export interface CompareRun {
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ChainMemberObservation {
+  file: string;
+  role: ChainRole;
+  present: { reference: boolean; subject: boolean };
+  /** Byte for byte the same file on both sides: nothing more was read. */
+  identical: boolean;
+  /** The two members compared, each read through its own chain (where not identical). */
+  compare?: CompareRun;
+  /** qemu-img check of a qcow2 member (where not identical); qemu's only where the subject's is
+   * not clean. */
+  subjectCheck?: CheckObservation;
+  referenceCheck?: CheckObservation | null;
+  /** The backing name each side's member stores (qcow2 members, where not identical). */
+  backing?: { reference: string | null; subject: string | null };
+}
+
+export interface ChainObservation {
+  members: ChainMemberObservation[];
+  /** The two tops compared alone, each without its backing. */
+  topAlone: CompareRun | null;
+}
+
+const chainFinding = (kind: string, detail: string, message: string, evidence?: unknown): Finding => ({
+  oracle: 'chain',
+  kind,
+  side: 'subject',
+  detail,
+  message,
+  ...(evidence === undefined ? {} : { evidence }),
+});
+
+const firstLine = (r: CompareRun) => (r.stdout.trim() || r.stderr.trim()).split('\n')[0] ?? '';
+
+function memberFindings(m: ChainMemberObservation): Finding[] {
+  const name = `the ${m.role} (${m.file})`;
+  // the member's file, for repro.sh: a role has the same file name in every case
+  const finding = (kind: string, detail: string, message: string, evidence: object = {}) =>
+    chainFinding(kind, detail, message, { file: m.file, ...evidence });
+  if (m.present.reference && !m.present.subject)
+    return [finding('member-missing', m.role, `${name} is gone from the subject's chain; qemu's is there`)];
+  if (!m.present.reference && m.present.subject)
+    return [finding('member-extra', m.role, `${name} exists in the subject's chain; qemu left none`)];
+  if (m.identical || !m.present.reference) return [];
+  const out: Finding[] = [];
+  const sub = m.subjectCheck;
+  if (sub && !isClean(sub) && !(m.referenceCheck && !isClean(m.referenceCheck))) {
+    const report = sub.report;
+    const what =
+      report === null ? 'unreadable' : report.corruptions ? 'corruptions' : report.leaks ? 'leaks' : 'errors';
+    out.push(
+      finding(
+        'member-check-failed',
+        `${m.role}:${what}`,
+        `qemu-img check of ${name} in the subject's chain: exit ${sub.exitCode}, ${what}` +
+          (report ? ` (corruptions ${report.corruptions ?? 0}, leaks ${report.leaks ?? 0})` : `: ${sub.stderr.trim()}`),
+        { subject: sub, reference: m.referenceCheck ?? null },
+      ),
+    );
+  }
+  if (m.backing && m.backing.reference !== m.backing.subject)
+    out.push(
+      finding(
+        'member-backing-differs',
+        m.role,
+        `${name} names ${JSON.stringify(m.backing.subject)} as its backing in the subject's chain, ` +
+          `qemu's ${JSON.stringify(m.backing.reference)}`,
+      ),
+    );
+  if (m.compare && m.compare.exitCode !== 0)
+    out.push(
+      m.compare.exitCode === 1
+        ? finding('member-content-differs', m.role, `${name} reads differently from qemu's: ${firstLine(m.compare)}`)
+        : finding('member-unreadable', m.role, `${name} could not be compared with qemu's: ${firstLine(m.compare)}`),
+    );
+  return out;
+}
+
+export function chainOracle(o: ChainObservation): Finding[] {
+  const out = o.members.flatMap(memberFindings);
+  const top = o.topAlone;
+  if (top && top.exitCode !== 0)
+    out.push(
+      top.exitCode === 1
+        ? chainFinding(
+            'top-alone-differs',
+            '',
+            `the top image alone (without its backing) holds other data than qemu's: ${firstLine(top)}`,
+          )
+        : chainFinding('member-unreadable', 'top', `the top image alone could not be compared: ${firstLine(top)}`),
+    );
+  return out;
+}

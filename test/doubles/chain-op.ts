@@ -1,0 +1,166 @@
+// The instar test double's `instar commit` and `instar rebase`, in instar's command line
+// (../shared/reference/instar-ops.md), done by qemu-img underneath with the fault hooks of
+// chain-faults.ts. The double does what qemu-img does (a faithful instar): the refusals and words
+// instar has of its own (INSTAR_DOUBLE_CLI=real) are not spoken yet.
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
+import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
+import type { Qcow2Header } from '../../qcow2/format.ts';
+
+/** `instar commit [-f qcow2|vmdk] [-b BASE] [-q] [--output human|json] FILENAME`. */
+export interface CommitArgs {
+  kind: 'commit';
+  base: string | undefined;
+  quiet: boolean;
+  output: 'human' | 'json';
+  filename: string;
+}
+
+/** `instar rebase -b BACKING [-F qcow2|vmdk|raw] [-u] [-f qcow2|vmdk] [-q] [--output human|json]
+ * FILENAME`. */
+export interface RebaseArgs {
+  kind: 'rebase';
+  backing: string;
+  backingFormat: string | undefined;
+  unsafe: boolean;
+  quiet: boolean;
+  output: 'human' | 'json';
+  filename: string;
+}
+
+export class ChainUsage extends Error {}
+
+/** What a hook sees: the arguments, the top's header before the call, and the chain member the
+ * call writes into (a commit's base) or names (a rebase's new backing), resolved beside the top. */
+export interface ChainContext {
+  args: CommitArgs | RebaseArgs;
+  file: string;
+  before: Qcow2Header | undefined;
+  /** The member written into (commit) or named (rebase), as a path; null where there is none. */
+  member: string | null;
+  /** Options a `before` hook adds to qemu-img's command (a commit's -d). */
+  extraArgs: string[];
+}
+
+type Exit = number | void;
+export interface ChainHooks {
+  before?: (c: ChainContext) => Exit | Promise<Exit>;
+  after?: (c: ChainContext) => Exit | Promise<Exit>;
+}
+
+function parse(args: string[], kind: 'commit' | 'rebase') {
+  const flags: Record<string, string | boolean> = {};
+  const positional: string[] = [];
+  const valued = kind === 'commit' ? ['-f', '-b', '--output'] : ['-f', '-b', '-F', '--output'];
+  const bare = kind === 'commit' ? ['-q'] : ['-q', '-u'];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (valued.includes(a)) {
+      if (i + 1 >= args.length) throw new ChainUsage(`a value is required for '${a}'`);
+      flags[a] = args[++i]!;
+    } else if (bare.includes(a)) flags[a] = true;
+    else if (a.startsWith('-') && a !== '-') throw new ChainUsage(`unexpected argument '${a}' found`);
+    else positional.push(a);
+  }
+  if (positional.length !== 1) throw new ChainUsage('expected FILENAME');
+  const output = flags['--output'] === 'json' ? ('json' as const) : ('human' as const);
+  return { flags, filename: positional[0]!, output, quiet: flags['-q'] === true };
+}
+
+export function parseCommit(args: string[]): CommitArgs {
+  const { flags, filename, output, quiet } = parse(args, 'commit');
+  const base = typeof flags['-b'] === 'string' ? flags['-b'] : undefined;
+  return { kind: 'commit', base, quiet, output, filename };
+}
+
+export function parseRebase(args: string[]): RebaseArgs {
+  const { flags, filename, output, quiet } = parse(args, 'rebase');
+  if (typeof flags['-b'] !== 'string')
+    throw new ChainUsage('the following required arguments were not provided: -b <BACKING>');
+  const backingFormat = typeof flags['-F'] === 'string' ? flags['-F'] : undefined;
+  return { kind: 'rebase', backing: flags['-b'], backingFormat, unsafe: flags['-u'] === true, quiet, output, filename };
+}
+
+const backingOf = (file: string) => withQcow2(file, async (r) => r.backingFile()).catch(() => null);
+
+async function qemuImg(args: string[]): Promise<number> {
+  const r = await execa('qemu-img', args, { reject: false });
+  if (r.exitCode !== 0) process.stderr.write(`${r.stderr}\n`);
+  return r.exitCode ?? 1;
+}
+
+export async function runCommit(a: CommitArgs, hooks: ChainHooks): Promise<number> {
+  const before = await readQcow2Header(a.filename).catch(() => undefined);
+  const parent = await backingOf(a.filename);
+  const target = a.base ?? parent;
+  const member = target === null ? null : join(dirname(a.filename), target);
+  const ctx: ChainContext = { args: a, file: a.filename, before, member, extraArgs: [] };
+  const early = await hooks.before?.(ctx);
+  if (typeof early === 'number') return early;
+  const base = a.base === undefined ? [] : ['-b', a.base];
+  const code = await qemuImg(['commit', '-q', '-f', 'qcow2', ...base, ...ctx.extraArgs, a.filename]);
+  if (code !== 0) return code;
+  const late = await hooks.after?.(ctx);
+  if (typeof late === 'number') return late;
+  if (a.output === 'json')
+    process.stdout.write(
+      `${JSON.stringify({
+        overlay: a.filename,
+        overlay_format: 'qcow2',
+        backing: target,
+        backing_format: target?.endsWith('.raw') ? 'raw' : 'qcow2',
+        clusters_committed: 0,
+        bytes_committed: 0,
+        overlay_clusters_cleared: 0,
+      })}\n`,
+    );
+  else if (!a.quiet) process.stdout.write('Image committed.\n');
+  return 0;
+}
+
+export async function runRebase(a: RebaseArgs, hooks: ChainHooks): Promise<number> {
+  const before = await readQcow2Header(a.filename).catch(() => undefined);
+  const member = a.backing === '' ? null : join(dirname(a.filename), a.backing);
+  const ctx: ChainContext = { args: a, file: a.filename, before, member, extraArgs: [] };
+  const early = await hooks.before?.(ctx);
+  if (typeof early === 'number') return early;
+  const format = a.backingFormat === undefined ? [] : ['-F', a.backingFormat];
+  const code = await qemuImg([
+    'rebase',
+    '-q',
+    '-f',
+    'qcow2',
+    ...(a.unsafe ? ['-u'] : []),
+    '-b',
+    a.backing,
+    ...format,
+    a.filename,
+  ]);
+  if (code !== 0) return code;
+  const late = await hooks.after?.(ctx);
+  if (typeof late === 'number') return late;
+  if (a.output === 'json') {
+    const target = a.backing === '' ? { detached: true } : { new_backing: a.backing };
+    const report = {
+      overlay: a.filename,
+      overlay_format: 'qcow2',
+      mode: a.unsafe ? 'unsafe' : 'safe',
+      clusters_copied: 0,
+      bytes_copied: 0,
+    };
+    process.stdout.write(`${JSON.stringify({ ...report, ...target })}\n`);
+  }
+  return 0;
+}
+
+/** `instar commit` or `instar rebase`: its usage errors as clap prints them (exit 2), else the
+ * operation. */
+export async function chainCommand(cmd: 'commit' | 'rebase', argv: string[], hooks: ChainHooks): Promise<number> {
+  try {
+    return cmd === 'commit' ? await runCommit(parseCommit(argv), hooks) : await runRebase(parseRebase(argv), hooks);
+  } catch (err) {
+    if (!(err instanceof ChainUsage)) throw err;
+    process.stderr.write(`error: ${err.message}\n\nusage: instar ${cmd} ...\n`);
+    return 2;
+  }
+}
