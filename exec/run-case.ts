@@ -500,6 +500,11 @@ async function observeResults(
   };
   // a commit or a rebase writes or names the chain below the top: each member is looked at
   const chain = operationOf(run.c.steps[index]!).oracles.includes('chain') ? await observeChain(run) : null;
+  if (chain && subjectStructure?.readable && referenceStructure?.readable)
+    chain.topAllocated = {
+      reference: referenceStructure.allocatedClusters,
+      subject: subjectStructure.allocatedClusters,
+    };
   const regrow = await probeRegrowWindow(run, history, compare);
   const quirk = regrow !== null && !regrow.referenceReadsZero && regrow.subjectReadsZero;
   if (!quirk) compare.sector = await probeSector(run, compare);

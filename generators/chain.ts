@@ -25,18 +25,24 @@ export const chainCaseRecipeArb = fc.record({
   sizeFractions: fc.array(fraction, { minLength: 3, maxLength: 3 }),
   writes: fc.array(fc.array(backingWriteArb, { minLength: 1, maxLength: 3 }), { minLength: 2, maxLength: 2 }),
   snapshot: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+  /** The top's clusters kept at 64 KiB or below (instar's commit takes no larger): three in four. */
+  smallClusters: fc.integer({ min: 0, max: 3 }).map((n) => n > 0),
 });
 export type ChainCaseRecipe = typeof chainCaseRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
 /** The image of a chain case: the drawn top, small, plain (no data file, encryption or dirty bit:
  * instar refuses those for other reasons), over a chain drawn from `r`. */
 export function chainImage(image: ImageSpec, r: ChainCaseRecipe): ImageSpec {
+  const clusterSize = r.smallClusters ? Math.min(image.clusterSize, 64 * KiB) : image.clusterSize;
   const top = Math.max(
-    image.clusterSize,
+    clusterSize,
     align(Math.min(image.virtualSize, between(MiB, MAX_CHAIN_IMAGE, r.sizeFractions[0]!)), 512),
   );
   const plain: ImageSpec = {
     ...image,
+    clusterSize,
+    // extended L2 entries need 16 KiB clusters at least
+    extendedL2: image.extendedL2 && clusterSize >= 16 * KiB,
     virtualSize: top,
     dataFile: 'none',
     encrypted: false,
@@ -56,12 +62,17 @@ export function chainImage(image: ImageSpec, r: ChainCaseRecipe): ImageSpec {
         : kind === 'smaller'
           ? align(between(512, top - 512, f), 512) || 512
           : top + align(between(512, 8 * MiB, f), 512);
-    const clusterSize = r.otherClusterSize ? r.clusterSize : image.clusterSize;
     const spec: BackingSpec = {
       format: raw ? 'raw' : 'qcow2',
       virtualSize,
       data: r.writes[level]!.map((w) => materialiseBackingWrite(w, plain, virtualSize, align(virtualSize / 2, 512))),
-      ...(raw ? {} : { clusterSize, refcountBits: r.refcountBits[level]!, ...(below ? { backing: below } : {}) }),
+      ...(raw
+        ? {}
+        : {
+            clusterSize: r.otherClusterSize ? r.clusterSize : clusterSize,
+            refcountBits: r.refcountBits[level]!,
+            ...(below ? { backing: below } : {}),
+          }),
     };
     below = spec;
   }

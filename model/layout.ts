@@ -24,9 +24,11 @@ export const backingFileOf = (c: Case) =>
   c.image.backing === null ? null : c.image.backing.format === 'raw' ? RAW_BACKING : BACKING;
 
 /** The file names of a chain's levels below the image, parent first: backing.qcow2 (or .raw), then
- * backing2.qcow2 (or .raw). Each level names the next by that name, beside it. */
+ * lower.qcow2 (or .raw). Each level names the next by that name, beside it. The lower name is the
+ * shorter: instar rewrites a backing name in place and refuses a longer one, so a rebase past the
+ * middle reaches its code. */
 export const chainFileNames = (levels: readonly BackingSpec[]) =>
-  levels.map((b, i) => (i === 0 ? (b.format === 'raw' ? RAW_BACKING : BACKING) : `backing${i + 1}.${b.format}`));
+  levels.map((b, i) => (i === 0 ? (b.format === 'raw' ? RAW_BACKING : BACKING) : `lower.${b.format}`));
 
 /** Whether a step may write the chain below the image (a commit writes into a member, a rebase
  * names another): each side then has a chain of its own. */

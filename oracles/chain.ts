@@ -38,6 +38,18 @@ export interface ChainObservation {
   members: ChainMemberObservation[];
   /** The two tops compared alone, each without its backing. */
   topAlone: CompareRun | null;
+  /** Guest clusters the top itself maps, on each side (from the structure read): whether a top
+   * that reads otherwise alone was emptied where qemu's kept its data, or kept where qemu's was
+   * emptied. Absent where not read. */
+  topAllocated?: { reference: number; subject: number };
+}
+
+/** How the subject's top differs alone: fewer clusters of its own than qemu's (emptied), more
+ * (kept), or as many. */
+function topDetail(o: ChainObservation): string {
+  const a = o.topAllocated;
+  if (!a || a.subject === a.reference) return '';
+  return a.subject < a.reference ? 'emptied' : 'kept';
 }
 
 const chainFinding = (kind: string, detail: string, message: string, evidence?: unknown): Finding => ({
@@ -103,8 +115,11 @@ export function chainOracle(o: ChainObservation): Finding[] {
       top.exitCode === 1
         ? chainFinding(
             'top-alone-differs',
-            '',
-            `the top image alone (without its backing) holds other data than qemu's: ${firstLine(top)}`,
+            topDetail(o),
+            `the top image alone (without its backing) holds other data than qemu's: ${firstLine(top)}` +
+              (o.topAllocated
+                ? `; it maps ${o.topAllocated.subject} clusters of its own, qemu's ${o.topAllocated.reference}`
+                : ''),
           )
         : chainFinding('member-unreadable', 'top', `the top image alone could not be compared: ${firstLine(top)}`),
     );

@@ -46,7 +46,11 @@ export function materialiseRebase(
   if (target === 'same-backing' && chain[0]) return step(chain[0]);
   if (target === 'skip-middle') return step(chain[1]!);
   const format = r.rawBacking ? 'raw' : 'qcow2';
-  const size = align(between(512, state.size + 4 * MiB, r.sizeFraction), 512) || 512;
+  // three in four as large as the top at least: instar's safe rebase refuses a smaller one
+  const size =
+    r.sizeFraction < 0.75
+      ? align(between(state.size, state.size + 4 * MiB, r.sizeFraction / 0.75), 512) || 512
+      : align(between(512, state.size, (r.sizeFraction - 0.75) * 4), 512) || 512;
   const data = r.writes.map((w) => materialiseBackingWrite(w, image, size, align(size / 2, 512)));
   return step(newBackingName(index, format), { format, virtualSize: size, data });
 }

@@ -1,11 +1,18 @@
 // The instar test double's `instar commit` and `instar rebase`, in instar's command line
 // (../shared/reference/instar-ops.md), done by qemu-img underneath with the fault hooks of
-// chain-faults.ts. The double does what qemu-img does (a faithful instar): the refusals and words
-// instar has of its own (INSTAR_DOUBLE_CLI=real) are not spoken yet.
+// chain-faults.ts. Without INSTAR_DOUBLE_CLI=real it does what qemu-img does (a faithful instar);
+// with it, it also speaks instar's refusals in its order (the words of guest refusals are the
+// double's own: the reference gives their numbers only), empties the overlay of a commit even with
+// an explicit -b (and never one with snapshots), takes a rebase -u without -F, and prints instar's
+// success lines.
+import { stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
-import type { Qcow2Header } from '../../qcow2/format.ts';
+import { INCOMPAT_COMPRESSION, INCOMPAT_EXTL2, type Qcow2Header } from '../../qcow2/format.ts';
+import { instarError } from './instar-cli.ts';
+
+const REAL = process.env.INSTAR_DOUBLE_CLI === 'real';
 
 /** `instar commit [-f qcow2|vmdk] [-b BASE] [-q] [--output human|json] FILENAME`. */
 export interface CommitArgs {
@@ -89,15 +96,59 @@ async function qemuImg(args: string[]): Promise<number> {
   return r.exitCode ?? 1;
 }
 
+const refuse = (text: string) => {
+  process.stderr.write(instarError(text));
+  return 1;
+};
+
+/** A chain member's header, or null for a raw file (or none). */
+const headerOf = (file: string) => readQcow2Header(file).catch(() => null);
+const exists = (file: string) =>
+  stat(file).then(
+    () => true,
+    () => false,
+  );
+
+/** instar's commit refusals, host then guest, in its order (main.rs run_commit); null when it goes
+ * on. */
+async function commitRefusal(a: CommitArgs, top: Qcow2Header, parent: string | null): Promise<string | null> {
+  if (parent === null) return 'commit: overlay has no recorded backing file; pass -b BASE to name one';
+  const path = join(dirname(a.filename), parent);
+  if (!(await exists(path))) return `commit: backing file '${path}' does not exist`;
+  const below = await headerOf(path);
+  if (below === null) return 'commit: cross-format commit is not yet supported (overlay is qcow2, backing is raw)';
+  if (below.clusterSize !== top.clusterSize)
+    return (
+      `commit: cluster-size mismatch is not yet supported ` +
+      `(overlay ${top.clusterSize} B, backing ${below.clusterSize} B)`
+    );
+  if (top.size > below.size)
+    return `commit: overlay virtual size (${top.size} B) exceeds backing virtual size (${below.size} B)`;
+  if (a.base !== undefined && a.base !== parent)
+    return `commit: commit through an intermediate layer is not yet supported (the overlay's immediate parent is '${parent}')`;
+  if (top.clusterSize > 65536)
+    return `commit: guest reported error 10: scratch space too small for ${top.clusterSize}-byte clusters`;
+  if (top.incompatibleFeatures & INCOMPAT_COMPRESSION)
+    return 'commit: guest reported error 16: unsupported incompatible features (zstd compression)';
+  return null;
+}
+
 export async function runCommit(a: CommitArgs, hooks: ChainHooks): Promise<number> {
   const before = await readQcow2Header(a.filename).catch(() => undefined);
   const parent = await backingOf(a.filename);
+  if (REAL && before) {
+    const refusal = await commitRefusal(a, before, parent);
+    if (refusal) return refuse(refusal);
+  }
   const target = a.base ?? parent;
   const member = target === null ? null : join(dirname(a.filename), target);
   const ctx: ChainContext = { args: a, file: a.filename, before, member, extraArgs: [] };
   const early = await hooks.before?.(ctx);
   if (typeof early === 'number') return early;
-  const base = a.base === undefined ? [] : ['-b', a.base];
+  // instar commits into the parent and empties the overlay whatever -b says, but keeps an overlay
+  // with snapshots as it is
+  if (REAL && (before?.nbSnapshots ?? 0) > 0) ctx.extraArgs.push('-d');
+  const base = a.base === undefined || REAL ? [] : ['-b', a.base];
   const code = await qemuImg(['commit', '-q', '-f', 'qcow2', ...base, ...ctx.extraArgs, a.filename]);
   if (code !== 0) return code;
   const late = await hooks.after?.(ctx);
@@ -118,9 +169,41 @@ export async function runCommit(a: CommitArgs, hooks: ChainHooks): Promise<numbe
   return 0;
 }
 
+/** instar's rebase refusals in its order (main.rs run_rebase, then the guest's errors by number);
+ * null when it goes on. */
+async function rebaseRefusal(a: RebaseArgs, top: Qcow2Header, member: string | null): Promise<string | null> {
+  if (member !== null && !a.unsafe && !(await exists(member)))
+    return `rebase: new backing file '${member}' does not exist; pass -u to skip this check`;
+  if (Buffer.byteLength(a.backing) > 1024)
+    return `rebase: backing path is ${Buffer.byteLength(a.backing)} bytes; maximum is 1024`;
+  const guest = (n: number, text: string) => `rebase: guest reported error ${n}: ${text}`;
+  const below = member === null ? null : await headerOf(member);
+  if (!a.unsafe && member !== null) {
+    const size: number = below ? below.size : (await stat(member)).size;
+    if (size < top.size) return guest(2, `new backing file is too small (${size} B, the overlay is ${top.size} B)`);
+    if (below && below.clusterSize !== top.clusterSize)
+      return guest(2, `new backing file has ${below.clusterSize}-byte clusters, the overlay ${top.clusterSize}-byte`);
+  }
+  const length = Buffer.byteLength(a.backing);
+  if (length > top.backingFileSize)
+    return guest(8, `new backing path (${length} B) is longer than the existing slot (${top.backingFileSize} B)`);
+  if (!a.unsafe && top.clusterSize > 1024 * 1024)
+    return guest(9, `scratch space too small for ${top.clusterSize}-byte clusters`);
+  if (!a.unsafe && top.incompatibleFeatures & (INCOMPAT_EXTL2 | INCOMPAT_COMPRESSION))
+    return guest(15, 'extended L2 entries and zstd compression are not supported in safe mode');
+  return null;
+}
+
 export async function runRebase(a: RebaseArgs, hooks: ChainHooks): Promise<number> {
   const before = await readQcow2Header(a.filename).catch(() => undefined);
   const member = a.backing === '' ? null : join(dirname(a.filename), a.backing);
+  if (REAL && before) {
+    const refusal = await rebaseRefusal(a, before, member);
+    if (refusal) return refuse(refusal);
+    // instar takes a new backing without -F (qemu-img 6.1 and later refuse it): it probes it
+    if (a.backingFormat === undefined && member !== null)
+      a = { ...a, backingFormat: (await headerOf(member)) ? 'qcow2' : 'raw' };
+  }
   const ctx: ChainContext = { args: a, file: a.filename, before, member, extraArgs: [] };
   const early = await hooks.before?.(ctx);
   if (typeof early === 'number') return early;
@@ -139,6 +222,8 @@ export async function runRebase(a: RebaseArgs, hooks: ChainHooks): Promise<numbe
   if (code !== 0) return code;
   const late = await hooks.after?.(ctx);
   if (typeof late === 'number') return late;
+  if (REAL && a.output === 'human' && !a.quiet)
+    process.stdout.write(a.backing === '' ? 'Image detached.\n' : 'Image rebased.\n');
   if (a.output === 'json') {
     const target = a.backing === '' ? { detached: true } : { new_backing: a.backing };
     const report = {

@@ -24,7 +24,7 @@ const state = (chain: string[]): ImageState => ({
   snapshots: [],
   chain,
 });
-const THREE = ['backing.qcow2', 'backing2.qcow2'];
+const THREE = ['backing.qcow2', 'lower.qcow2'];
 
 const chainCase = (steps: unknown[]): Case =>
   parseCase({
@@ -56,12 +56,12 @@ describe('chains in the case model', () => {
       .filter((b) => b.args[0] === 'create')
       .map((b) => b.args.join(' '));
     assert.deepEqual(creates, [
-      'create -q -f raw backing2.raw 4194304',
-      'create -q -f qcow2 -o cluster_size=4096,refcount_bits=2 -b backing2.raw -F raw backing.qcow2 2097152',
+      'create -q -f raw lower.raw 4194304',
+      'create -q -f qcow2 -o cluster_size=4096,refcount_bits=2 -b lower.raw -F raw backing.qcow2 2097152',
       'create -q -f qcow2 -o cluster_size=65536,refcount_bits=16,compat=1.1 -b backing.qcow2 -F qcow2 ' +
         'base.qcow2 4194304',
     ]);
-    assert.deepEqual(initialState(c).chain, ['backing.qcow2', 'backing2.raw']);
+    assert.deepEqual(initialState(c).chain, ['backing.qcow2', 'lower.raw']);
   });
   test('a step that writes the chain gives each side its own, which a refused step must leave alone', () => {
     const c = chainCase([
@@ -73,13 +73,13 @@ describe('chains in the case model', () => {
         newBacking: { format: 'qcow2', virtualSize: 1 << 20, data: [] },
       },
     ]);
-    assert.deepEqual(chainFiles(c), ['backing.qcow2', 'backing2.raw', 'new0.qcow2']);
+    assert.deepEqual(chainFiles(c), ['backing.qcow2', 'lower.raw', 'new0.qcow2']);
     const layout = caseLayout(c);
     assert.equal(layout.subject.dir, 'subject');
     assert.deepEqual(sideFilesOf(layout, layout.subject), [
       'subject/subject.qcow2',
       'subject/backing.qcow2',
-      'subject/backing2.raw',
+      'subject/lower.raw',
       'subject/new0.qcow2',
     ]);
     assert.ok(buildCommands(c, 'base.qcow2').some((b) => b.args.join(' ') === 'create -q -f qcow2 new0.qcow2 1048576'));
@@ -104,7 +104,7 @@ describe('chains in the case model', () => {
 describe("qemu's rules", () => {
   const commit = (base: string | null): CommitStep => ({ op: 'commit', base });
   test('commit: into the parent, an explicit member, through the middle; refused without a chain or member', () => {
-    const kinds = [null, 'backing.qcow2', 'backing2.qcow2', 'elsewhere.qcow2'].map((b) => {
+    const kinds = [null, 'backing.qcow2', 'lower.qcow2', 'elsewhere.qcow2'].map((b) => {
       const p = planCommit(commit(b), state(THREE));
       return `${p.kind}:${p.accepted}`;
     });
@@ -121,13 +121,13 @@ describe("qemu's rules", () => {
     const cases: [RebaseStep, string, string[] | null][] = [
       [rebase('', false, null), 'safe-detach', []],
       [rebase('backing.qcow2', true), 'unsafe-same-backing', THREE],
-      [rebase('backing2.qcow2'), 'safe-skip-middle', ['backing2.qcow2']],
+      [rebase('lower.qcow2'), 'safe-skip-middle', ['lower.qcow2']],
       [
         { ...rebase('new1.raw', false, 'raw'), newBacking: { format: 'raw', virtualSize: 512, data: [] } },
         'safe-new-backing',
         ['new1.raw'],
       ],
-      [rebase('backing2.qcow2', true, null), 'no-format', null],
+      [rebase('lower.qcow2', true, null), 'no-format', null],
       [rebase('gone.qcow2'), 'not-found', null],
     ];
     for (const [step, kind, chain] of cases) {
@@ -222,7 +222,7 @@ describe('the chain oracle', () => {
       ]),
       ['member-content-differs/grandparent'],
     );
-    assert.deepEqual(signatures([member({ backing: { reference: 'backing2.qcow2', subject: null } })]), [
+    assert.deepEqual(signatures([member({ backing: { reference: 'lower.qcow2', subject: null } })]), [
       'member-backing-differs/parent',
     ]);
     assert.deepEqual(signatures([], 1), ['top-alone-differs/']);
