@@ -146,7 +146,7 @@ describe("instar's real command line", () => {
     for (const id of entries) assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
   });
 
-  it('commit and rebase: every refusal of 100 cases is registered; the -b emptying and the missing -F are reported', async (t) => {
+  it('commit and rebase: every refusal is registered; the -b emptying and a missing -F are reported', async (t) => {
     const reports = await reportsDir(t);
     const args = ['--instar', instarDouble('real-cli'), '--ops', 'commit,rebase', '--iterations', CHAIN_ITERATIONS];
     const r = await fuzzCli([...args, ...quick, '--reports', reports]);

@@ -125,7 +125,10 @@ async function commitRefusal(a: CommitArgs, top: Qcow2Header, parent: string | n
   if (top.size > below.size)
     return `commit: overlay virtual size (${top.size} B) exceeds backing virtual size (${below.size} B)`;
   if (a.base !== undefined && a.base !== parent)
-    return `commit: commit through an intermediate layer is not yet supported (the overlay's immediate parent is '${parent}')`;
+    return (
+      'commit: commit through an intermediate layer is not yet supported ' +
+      `(the overlay's immediate parent is '${parent}')`
+    );
   if (top.clusterSize > 65536)
     return `commit: guest reported error 10: scratch space too small for ${top.clusterSize}-byte clusters`;
   if (top.incompatibleFeatures & INCOMPAT_COMPRESSION)
