@@ -1,8 +1,7 @@
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chainOf } from '../model/case.ts';
-import { imagePath, type SideFiles } from '../model/layout.ts';
-import type { ChainMemberObservation, ChainObservation, ChainRole, CompareRun } from '../oracles/chain.ts';
+import { chainMembers, imagePath, type SideFiles } from '../model/layout.ts';
+import type { ChainMemberObservation, ChainObservation, CompareRun } from '../oracles/chain.ts';
 import { isClean, parseCheck } from '../oracles/check.ts';
 import { withQcow2 } from '../qcow2/reader.ts';
 import type { CaseRun } from './case-run.ts';
@@ -31,15 +30,13 @@ const compareRun = (r: { exitCode?: number | null; stdout: string; stderr: strin
 });
 
 export async function observeChain(run: CaseRun): Promise<ChainObservation> {
-  const { reference, subject, chain } = run.layout;
-  const levels = chainOf(run.c.image).length;
-  const role = (i: number): ChainRole => (i >= levels ? 'new-backing' : i === 0 ? 'parent' : 'grandparent');
+  const { reference, subject } = run.layout;
   const inSide = (side: SideFiles, file: string) => join(run.dir, side.dir, file);
   const members: ChainMemberObservation[] = [];
-  for (const [i, file] of chain.entries()) {
+  for (const { file, role } of chainMembers(run.c)) {
     const [r, s] = [inSide(reference, file), inSide(subject, file)];
     const present = { reference: await exists(r), subject: await exists(s) };
-    const member: ChainMemberObservation = { file, role: role(i), present, identical: false };
+    const member: ChainMemberObservation = { file, role, present, identical: false };
     members.push(member);
     if (!present.reference || !present.subject) continue;
     member.identical = (await contentHash(r)) === (await contentHash(s));

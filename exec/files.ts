@@ -34,8 +34,10 @@ export async function contentHash(...files: string[]): Promise<string> {
       if (err.code === 'ENOENT') return null;
       throw err;
     });
+    // by its place in the list, not its path: the same files in another directory (the base
+    // image's and a side's) hash the same, present or not
     if (fd === null) {
-      hash.update(`${file} missing\0`);
+      hash.update('missing\0');
       continue;
     }
     try {

@@ -1,3 +1,4 @@
+import { operationOf } from '../operations/table.ts';
 import { isConverted, isResize } from '../model/case.ts';
 import { planStep } from '../model/plan.ts';
 import type { SideFiles } from '../model/layout.ts';
@@ -123,7 +124,9 @@ export class ReadAhead {
       plan?.kind === 'shrink' && plan.accepted
         ? reader.hasHostClustersFrom(this.run.path(before), plan.target!)
         : undefined;
-    const baseHash = index === 0 && !known ? this.hash(base) : null;
+    // both sides are still the base image before the first step, unless it moved their files
+    const moved = (operationOf(step).fileMoves?.(step).length ?? 0) > 0;
+    const baseHash = index === 0 && !known && !moved ? this.hash(base) : null;
     const hashes = known ?? (baseHash ? [baseHash, baseHash] : [this.hash(reference), this.hash(subject)]);
     const [referenceHash, subjectHash, discardsAllocated] = await Promise.all([...hashes, discards]);
     return {

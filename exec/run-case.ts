@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
@@ -235,7 +235,7 @@ async function buildBase(run: CaseRun, kept: SnapshotContent): Promise<AppliedDa
 /** Each side's copy of the base image; with a data file, vmdk extent files or a chain a step may
  * write, each side has its own directory, with its own data file, chain and extent files. */
 async function copySides(run: CaseRun) {
-  const { base, dataFile, chain } = run.layout;
+  const { base, dataFile, chainBuilt } = run.layout;
   const sides = [run.layout.reference, run.layout.subject];
   const inBase = (file: string) => join(run.dir, base.dir, file);
   const images = sides.map((side) => run.path(side));
@@ -246,7 +246,7 @@ async function copySides(run: CaseRun) {
   for (const extent of run.layout.extents)
     for (const copy of inSides(extent)) await copyFile(inBase(extent), copy, constants.COPYFILE_FICLONE);
   // a raw level is a guest disk: its zero blocks stay holes, as in the base's directory
-  if (base.dir !== '.') for (const file of chain) await copySparse(inBase(file), inSides(file));
+  if (base.dir !== '.') for (const file of chainBuilt) await copySparse(inBase(file), inSides(file));
 }
 
 /** The generator promised a clean image (a dirty one's refcounts lag by design), and the qcow2
@@ -295,6 +295,7 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
   const state: ImageState = ctx.state ?? { ...initialState(run.c), size: before };
   const { next: _, ...plan } = op.plan(step, state, format);
   await guestWrites(run, ahead, index, op.guestWrites?.(step, state.size) ?? []);
+  await moveFiles(run, ahead, index, op.fileMoves?.(step) ?? []);
   const inputs = await ahead.take(index);
   const [refStamp, subStamp] = await Promise.all([stampOf(run.files(reference)), stampOf(run.files(subject))]);
   // both copies were the base image until the first step; the subject's own state after that
@@ -427,6 +428,24 @@ async function guestWrites(run: CaseRun, ahead: ReadAhead, index: number, writes
     if (r.exitCode !== 0)
       throw new CaseSetupError(`qemu-io's guest writes before step ${index + 1} failed: ${r.stderr.trim()}`, r);
   }
+}
+
+/** A step's file moves (a rebase -u's old backing moved or removed), made in both sides'
+ * directories before it; the step's inputs read ahead of them are read again. */
+async function moveFiles(
+  run: CaseRun,
+  ahead: ReadAhead,
+  index: number,
+  moves: { file: string; movedTo: string | null }[],
+) {
+  if (moves.length === 0) return;
+  await ahead.take(index);
+  for (const side of [run.layout.reference, run.layout.subject])
+    for (const { file, movedTo } of moves) {
+      const from = join(run.dir, side.dir, file);
+      if (movedTo === null) await rm(from);
+      else await rename(from, join(run.dir, side.dir, movedTo));
+    }
 }
 
 /** qemu-img's side of a step (its operation's reference commands): one after the other up to the

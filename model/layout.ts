@@ -34,15 +34,30 @@ export const chainFileNames = (levels: readonly BackingSpec[]) =>
  * names another): each side then has a chain of its own. */
 export const writesChain = (c: Case) => c.steps.some((s) => opOf(s) === 'commit' || opOf(s) === 'rebase');
 
-/** Every chain file of a case: its levels below the image, and the images its rebase steps build
- * to rebase onto, by their names (relative to the image's directory). */
-export function chainFiles(c: Case): string[] {
-  const built = c.steps.flatMap((s) => {
-    const r = s as { op?: string; backing?: string; newBacking?: unknown };
-    return r.op === 'rebase' && r.newBacking && r.backing ? [r.backing] : [];
+/** What a chain file is to the case: a level of its build (the image's parent, the level below
+ * that), an image a rebase step builds to rebase onto, or where a rebase step moves the old
+ * backing. Signatures name a member by it: the file names are the same in every case. */
+export type ChainRole = 'parent' | 'grandparent' | 'new-backing' | 'moved-backing';
+
+/** Every chain file of a case with its role, by its name relative to the image's directory: its
+ * levels below the image, the images its rebase steps build, the names they move old backings to. */
+export function chainMembers(c: Case): { file: string; role: ChainRole }[] {
+  const levels = chainFileNames(chainOf(c.image)).map((file, i) => ({
+    file,
+    role: (i === 0 ? 'parent' : 'grandparent') as ChainRole,
+  }));
+  const later = c.steps.flatMap((s) => {
+    const r = s as { op?: string; backing?: string; newBacking?: unknown; oldBacking?: { movedTo: string | null } };
+    if (r.op !== 'rebase') return [];
+    const built = r.newBacking && r.backing ? [{ file: r.backing, role: 'new-backing' as const }] : [];
+    const moved = r.oldBacking?.movedTo ? [{ file: r.oldBacking.movedTo, role: 'moved-backing' as const }] : [];
+    return [...built, ...moved];
   });
-  return [...chainFileNames(chainOf(c.image)), ...built];
+  return [...levels, ...later];
 }
+
+/** Every chain file of a case (chainMembers), by name. */
+export const chainFiles = (c: Case): string[] => chainMembers(c).map((m) => m.file);
 
 /** One side's directory (relative to the work directory; '.' for the work directory itself) and
  * its image in there. Every command on that side runs in its directory and names the image
@@ -59,6 +74,8 @@ export interface Layout {
   /** Every chain file (chainFiles), relative to each side's directory: shared by the sides (in the
    * work directory) unless `chainWritten`. */
   chain: string[];
+  /** The chain files the build makes (not where a step moves one): each side gets a copy. */
+  chainBuilt: string[];
   /** A step may write the chain: each side has its own, and a refused step must leave it as it was. */
   chainWritten: boolean;
   /** The data file, relative to each side's directory, or null. */
@@ -94,6 +111,9 @@ export function caseLayout(c: Case): Layout {
     reference: side('reference'),
     subject: side('subject'),
     chain: chainFiles(c),
+    chainBuilt: chainMembers(c)
+      .filter((m) => m.role !== 'moved-backing')
+      .map((m) => m.file),
     chainWritten: writesChain(c),
     dataFile: c.image.dataFile !== 'none' ? DATA_FILE : null,
     extents: vmdkExtentFiles(c),

@@ -53,6 +53,9 @@ export interface Operation<S extends Step = Step> {
    * commands), those inside a disk of `size` bytes (the size read before the step: a step before
    * may have ended elsewhere than the generator predicted): what a bitmap step's bitmaps then hold. */
   guestWrites?: (step: S, size: number) => string[];
+  /** Files the harness moves beside them (`movedTo`) or removes (null) in both sides' directories
+   * right before the step, after its guest writes: a rebase -u's moved or missing old backing. */
+  fileMoves?: (step: S) => { file: string; movedTo: string | null }[];
   /** A snapshot step keeps the guest content it names (create) or brings it back (apply): the
    * harness copies the image at creation and compares each side with the copy after an apply. */
   snapshotContent?: (step: S) => { keeps: string } | { restores: string } | null;

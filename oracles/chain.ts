@@ -1,4 +1,7 @@
+import type { ChainRole } from '../model/layout.ts';
 import { isClean, type CheckObservation } from './check.ts';
+
+export type { ChainRole };
 import type { Finding } from './finding.ts';
 
 // The chain oracle: after a commit or a rebase, every file of the chain below the top on each side
@@ -6,10 +9,6 @@ import type { Finding } from './finding.ts';
 // present, the same guest content read through its own chain, checking clean where qemu's does,
 // naming the same backing; and the top image alone (read without its backing), which a commit
 // empties or keeps. The top read through its chain is the content oracle's, as for every step.
-
-/** What a member of the chain was in the case's build: its role names it in signatures (the
- * file names are the same in every case). */
-export type ChainRole = 'parent' | 'grandparent' | 'new-backing';
 
 /** The output of a `qemu-img compare` (exit 0: the same, 1: different, other: it could not read). */
 export interface CompareRun {

@@ -36,6 +36,10 @@ work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2
 # for 0 or the step's other accepted statuses (\$2: a repair exits 2 or 3 when damage remains)
 outcome() { case " ${'$'}{2:-0} " in *" $1 "*) echo ok; return ;; esac; case $1 in 124) echo timed-out ;; ` +
   String.raw`*) if [ "$1" -gt 128 ]; then echo crashed; else echo refused; fi ;; esac; }`;
+/** Only the verdicts on a chain a step may write need it: a file a step's preparation removed (a
+ * rebase -u's old backing) must stay gone. */
+const SAME = `# two files the same, or both absent
+same() { if [ -e "$1" ] || [ -e "$2" ]; then cmp -s "$1" "$2"; fi; }`;
 /** Only the verdicts that compare info fields need it: the fields of qemu-img info, and the lines
  * of a vmdk's descriptor (descriptor-extents, adapter-type) that it does not show. */
 const fields = (format: string) =>
@@ -216,8 +220,9 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
       return [...outputVerdict(f, layout, spec.format), '[ "$sub" = ok ] || reproduced=0'];
     case 'unchanged-on-refusal': {
       // with a data file or vmdk extent files, a refused step must leave those as they were too
+      // a file the step's preparation removed (a rebase -u's old backing) must stay gone
       const data = sideExtras(layout)
-        .map((f) => ` || ! cmp -s before.${f} ${side.dir}/${f}`)
+        .map((f) => ` || ! ${layout.chain.includes(f) ? 'same' : 'cmp -s'} before.${f} ${side.dir}/${f}`)
         .join('');
       return [
         `if ! cmp -s before.qcow2 ${image}${data}; then ` +
@@ -388,7 +393,10 @@ function buildLines(
     const cp = sparseRawBase(c) ? 'cp --sparse=always' : 'cp';
     return [...lines, `${cp} ${base.image} ${reference.image} && ${cp} ${base.image} ${subject.image} || exit 2`];
   }
-  const files = [...new Set([...sideExtras(layout), ...layout.chain])].map((f) => `${base.dir}/${f}`);
+  const built = new Set(layout.chainBuilt);
+  const files = [...new Set([...sideExtras(layout), ...layout.chain])]
+    .filter((f) => !layout.chain.includes(f) || built.has(f))
+    .map((f) => `${base.dir}/${f}`);
   return [
     ...lines,
     'cd .. || exit 2',
@@ -433,6 +441,7 @@ export function reproScript({ finding, case: c, subject, origin, steps = [], dam
     '# Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.',
     PRELUDE,
     ...(checks.some((l) => l.includes('fields ')) ? [fields(c.image.format)] : []),
+    ...(checks.some((l) => l.includes('! same ')) ? [SAME] : []),
   ];
   // a finding about an applied snapshot's content needs the content it was taken with
   const appliedStep = c.steps[finding.step];
@@ -456,11 +465,19 @@ export function reproScript({ finding, case: c, subject, origin, steps = [], dam
     if (writes.length > 0)
       for (const side of [ref, sub])
         lines.push(`${at(side, command(['qemu-io', ...qemuIoArgs(writes, side.image, c.image)]))} >/dev/null`);
+    // and the files it moves or removes in both directories (a rebase -u's old backing)
+    for (const { file, movedTo } of operationOf(step).fileMoves?.(step) ?? [])
+      for (const side of [ref, sub])
+        lines.push(`${at(side, movedTo === null ? command(['rm', file]) : command(['mv', file, movedTo]))} || exit 2`);
     if (last && finding.oracle === 'structure') lines.push(`cp ${imagePath(sub)} ${SUBJECT_BEFORE}`);
     if (last && finding.oracle === 'unchanged-on-refusal') {
       const side = finding.side === 'subject' ? sub : ref;
       const data = sideExtras(layout)
-        .map((f) => ` && cp --sparse=always ${side.dir}/${f} before.${f}`)
+        .map((f) =>
+          layout.chain.includes(f)
+            ? ` && { [ ! -e ${side.dir}/${f} ] || cp --sparse=always ${side.dir}/${f} before.${f}; }`
+            : ` && cp --sparse=always ${side.dir}/${f} before.${f}`,
+        )
         .join('');
       lines.push(`cp ${imagePath(side)} before.qcow2${data}`);
     }

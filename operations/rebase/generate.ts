@@ -8,7 +8,8 @@ import { newBackingName } from './step.ts';
 
 // rebase steps: recipes drawn by fast-check, made concrete from the chain the steps before leave.
 // Onto an image of other content (built beside the chain), past the middle layer, onto none
-// (`-b ""`), onto the same parent; safe mode two times in three; -F nearly always (qemu 7.2 refuses
+// (`-b ""`), onto the same parent; with -u after the old backing was moved (onto where it went) or
+// removed (onto a new image); safe mode two times in three; -F nearly always (qemu 7.2 refuses
 // a new backing without it, instar takes it with -u).
 
 export const rebaseStepRecipeArb = fc.record({
@@ -18,6 +19,9 @@ export const rebaseStepRecipeArb = fc.record({
   rawBacking: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
   sizeFraction: fraction,
   writes: fc.array(backingWriteArb, { minLength: 1, maxLength: 3 }),
+  /** The old backing moved (-u names where it went) or removed (-u names a new image) before the
+   * step: one in six each. */
+  oldBacking: fc.constantFrom('kept', 'kept', 'kept', 'kept', 'moved', 'missing'),
 });
 export type RebaseStepRecipe = typeof rebaseStepRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
@@ -41,16 +45,32 @@ export function materialiseRebase(
     ...(newBacking ? { newBacking } : {}),
     output,
   });
+  const format = r.rawBacking ? 'raw' : 'qcow2';
+  const size = newBackingSize(r, state.size);
+  const data = r.writes.map((w) => materialiseBackingWrite(w, image, size, align(size / 2, 512)));
+  const parent = chain[0];
+  if (r.oldBacking !== 'kept' && parent !== undefined) {
+    // -u always: qemu's safe mode opens the old chain first
+    const movedTo = r.oldBacking === 'moved' ? `moved.${formatOf(parent)}` : null;
+    const onto = movedTo ?? newBackingName(index, format);
+    // with -F always: a refused rebase would leave the moved file dangling for the steps after it
+    return {
+      ...step(onto, movedTo ? undefined : { format, virtualSize: size, data }),
+      backingFormat: movedTo ? formatOf(movedTo) : format,
+      unsafe: true,
+      oldBacking: { file: parent, movedTo },
+    };
+  }
   const target = r.target === 'skip-middle' && chain.length < 2 ? 'new-backing' : r.target;
   if (target === 'detach') return step('');
   if (target === 'same-backing' && chain[0]) return step(chain[0]);
   if (target === 'skip-middle') return step(chain[1]!);
-  const format = r.rawBacking ? 'raw' : 'qcow2';
-  // three in four as large as the top at least: instar's safe rebase refuses a smaller one
-  const size =
-    r.sizeFraction < 0.75
-      ? align(between(state.size, state.size + 4 * MiB, r.sizeFraction / 0.75), 512) || 512
-      : align(between(512, state.size, (r.sizeFraction - 0.75) * 4), 512) || 512;
-  const data = r.writes.map((w) => materialiseBackingWrite(w, image, size, align(size / 2, 512)));
   return step(newBackingName(index, format), { format, virtualSize: size, data });
 }
+
+/** A new backing's size: three in four as large as the top at least (instar's safe rebase refuses
+ * a smaller one). */
+const newBackingSize = (r: RebaseStepRecipe, top: number) =>
+  r.sizeFraction < 0.75
+    ? align(between(top, top + 4 * MiB, r.sizeFraction / 0.75), 512) || 512
+    : align(between(512, top, (r.sizeFraction - 0.75) * 4), 512) || 512;

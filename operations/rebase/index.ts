@@ -1,7 +1,7 @@
 import type { RebaseStep } from '../../model/case.ts';
 import { outputModeOf, qemuImg } from '../../model/commands.ts';
 import type { Operation } from '../operation.ts';
-import { describeRebase, planRebase, REBASE_KINDS, rebaseArgs } from './step.ts';
+import { describeRebase, planRebase, REBASE_KINDS, rebaseArgs, rebaseFileMoves } from './step.ts';
 
 // rebase: the top image's backing file changed in place, safe (the guest sees the same disk) or
 // with -u (the name alone). Its step, command lines and qemu's rules are step.ts, its generator
@@ -19,5 +19,6 @@ export const rebase: Operation<RebaseStep> = {
   output: outputModeOf,
   oracles: ['chain'],
   describe: describeRebase,
+  fileMoves: rebaseFileMoves,
   facts: () => ({ amendKeys: [] }),
 };

@@ -21,12 +21,23 @@ export interface RebaseStep {
   /** An image the harness builds beside the chain, named `backing`, for a rebase onto content the
    * chain never had. */
   newBacking?: BackingSpec;
+  /** The top's old backing, moved beside it (to `movedTo`) or removed (`movedTo` null) by the
+   * harness in both sides' directories right before the step: the normal use of -u, which names
+   * where it went or another image. */
+  oldBacking?: { file: string; movedTo: string | null };
   /** What the subject is asked to print (nothing in qemu-img, instar's `Image rebased.`, its JSON,
    * or -q). */
   output?: OutputMode;
 }
 
-export const REBASE_TARGETS = ['detach', 'same-backing', 'skip-middle', 'new-backing'] as const;
+export const REBASE_TARGETS = [
+  'detach',
+  'same-backing',
+  'skip-middle',
+  'new-backing',
+  'moved-backing',
+  'missing-backing',
+] as const;
 export type RebaseTarget = (typeof REBASE_TARGETS)[number];
 export const REBASE_KINDS: readonly string[] = [
   ...REBASE_TARGETS.flatMap((t) => [`safe-${t}`, `unsafe-${t}`]),
@@ -47,6 +58,12 @@ export function parseRebaseStep(
     fail('backingFormat', 'must be null (no -F), qcow2 or raw');
   if (typeof step.unsafe !== 'boolean') fail('unsafe', 'must be true or false');
   if (step.newBacking !== undefined) parseBacking(step.newBacking, 'newBacking');
+  if (step.oldBacking !== undefined) {
+    const old = step.oldBacking as { file?: unknown; movedTo?: unknown } | null;
+    if (typeof old?.file !== 'string' || old.file === '') fail('oldBacking.file', 'must be the old backing file name');
+    if (old.movedTo !== null && (typeof old.movedTo !== 'string' || old.movedTo === ''))
+      fail('oldBacking.movedTo', 'must be a file name, or null (removed)');
+  }
   return step as unknown as RebaseStep;
 }
 
@@ -74,6 +91,7 @@ export function rebaseArgs(resizer: Resizer, step: RebaseStep, file: string, out
 /** What the new backing is to the top's chain as `state` has it. */
 export function rebaseTarget(step: RebaseStep, state: ImageState): RebaseTarget | null {
   const chain = state.chain ?? [];
+  if (step.oldBacking) return step.backing === step.oldBacking.movedTo ? 'moved-backing' : 'missing-backing';
   if (step.backing === '') return 'detach';
   if (step.backing === chain[0]) return 'same-backing';
   if (step.backing === chain[1]) return 'skip-middle';
@@ -88,6 +106,8 @@ export function planRebase(step: RebaseStep, state: ImageState): OperationPlan {
   const refused = (kind: string): OperationPlan => ({ kind, target: null, accepted: false, next: state });
   if (target === null) return refused('not-found');
   if (target !== 'detach' && step.backingFormat === null) return refused('no-format');
+  // safe mode opens the old chain first: gone, qemu-img cannot
+  if (step.oldBacking && !step.unsafe) return refused(`safe-${target}`);
   const next =
     target === 'detach'
       ? []
@@ -95,7 +115,9 @@ export function planRebase(step: RebaseStep, state: ImageState): OperationPlan {
         ? chain
         : target === 'skip-middle'
           ? chain.slice(1)
-          : [step.backing];
+          : target === 'moved-backing'
+            ? [step.backing, ...chain.slice(1)]
+            : [step.backing];
   return {
     kind: `${step.unsafe ? 'unsafe' : 'safe'}-${target}`,
     target: null,
@@ -106,5 +128,10 @@ export function planRebase(step: RebaseStep, state: ImageState): OperationPlan {
 
 export const describeRebase = (step: RebaseStep) => {
   const format = step.backingFormat ? ` -F ${step.backingFormat}` : '';
-  return `rebase${step.unsafe ? ' -u' : ''} -b ${JSON.stringify(step.backing)}${format}`;
+  const old = step.oldBacking;
+  const before = old ? `${old.file} ${old.movedTo ? `moved to ${old.movedTo}` : 'removed'}, then ` : '';
+  return `${before}rebase${step.unsafe ? ' -u' : ''} -b ${JSON.stringify(step.backing)}${format}`;
 };
+
+/** The files the harness moves or removes in both sides' directories right before the step. */
+export const rebaseFileMoves = (step: RebaseStep) => (step.oldBacking ? [step.oldBacking] : []);

@@ -179,6 +179,10 @@ async function rebaseRefusal(a: RebaseArgs, top: Qcow2Header, member: string | n
     return `rebase: new backing file '${member}' does not exist; pass -u to skip this check`;
   if (Buffer.byteLength(a.backing) > 1024)
     return `rebase: backing path is ${Buffer.byteLength(a.backing)} bytes; maximum is 1024`;
+  // the old chain is discovered even with -u (the reference suspects it; the words are the double's)
+  const old = await backingOf(a.filename);
+  if (old !== null && !(await exists(join(dirname(a.filename), old))))
+    return `rebase: backing file '${join(dirname(a.filename), old)}' does not exist`;
   const guest = (n: number, text: string) => `rebase: guest reported error ${n}: ${text}`;
   const below = member === null ? null : await headerOf(member);
   if (!a.unsafe && member !== null) {

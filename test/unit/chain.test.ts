@@ -7,6 +7,7 @@ import { initialState, type ImageState } from '../../model/state.ts';
 import { commitArgs, planCommit, type CommitStep } from '../../operations/commit/step.ts';
 import { planRebase, rebaseArgs, type RebaseStep } from '../../operations/rebase/step.ts';
 import { chainOracle, type ChainMemberObservation } from '../../oracles/chain.ts';
+import { reproScript } from '../../reporting/repro.ts';
 import { caseAt } from '../../generators/cases.ts';
 import { plannedStates } from '../../model/plan.ts';
 
@@ -129,6 +130,22 @@ describe("qemu's rules", () => {
       ],
       [rebase('lower.qcow2', true, null), 'no-format', null],
       [rebase('gone.qcow2'), 'not-found', null],
+      [
+        { ...rebase('moved.qcow2', true), oldBacking: { file: 'backing.qcow2', movedTo: 'moved.qcow2' } },
+        'unsafe-moved-backing',
+        ['moved.qcow2', 'lower.qcow2'],
+      ],
+      [
+        { ...rebase('new2.qcow2', true), oldBacking: { file: 'backing.qcow2', movedTo: null } },
+        'unsafe-missing-backing',
+        ['new2.qcow2'],
+      ],
+      // safe mode opens the old chain: gone, qemu-img refuses
+      [
+        { ...rebase('moved.qcow2'), oldBacking: { file: 'backing.qcow2', movedTo: 'moved.qcow2' } },
+        'safe-moved-backing',
+        null,
+      ],
     ];
     for (const [step, kind, chain] of cases) {
       const p = planRebase(step, state(THREE));
@@ -136,6 +153,51 @@ describe("qemu's rules", () => {
       assert.equal(p.accepted, chain !== null);
       if (chain) assert.deepEqual(p.next.chain, chain);
     }
+  });
+});
+
+describe('a rebase -u after the old backing moved', () => {
+  test('the moved file is a chain member, not built: each side moves its own, and repro.sh does too', () => {
+    const c = chainCase([
+      {
+        op: 'rebase',
+        backing: 'moved.qcow2',
+        backingFormat: 'qcow2',
+        unsafe: true,
+        oldBacking: { file: 'backing.qcow2', movedTo: 'moved.qcow2' },
+      },
+    ]);
+    const layout = caseLayout(c);
+    assert.deepEqual(layout.chain, ['backing.qcow2', 'lower.raw', 'moved.qcow2']);
+    assert.deepEqual(layout.chainBuilt, ['backing.qcow2', 'lower.raw']);
+    const script = reproScript({
+      finding: {
+        oracle: 'chain',
+        kind: 'member-missing',
+        side: 'subject',
+        detail: 'moved-backing',
+        message: 'm',
+        step: 0,
+        evidence: { file: 'moved.qcow2' },
+      },
+      case: c,
+      subject: instar,
+      origin: 'test',
+    });
+    assert.match(script, /\(cd reference && mv backing\.qcow2 moved\.qcow2\) \|\| exit 2/);
+    assert.match(script, /\(cd subject && mv backing\.qcow2 moved\.qcow2\) \|\| exit 2/);
+    assert.match(script, /\[ -e reference\/moved\.qcow2 \] && \[ ! -e subject\/moved\.qcow2 \] && reproduced=1/);
+    assert.doesNotMatch(script, /base\/moved\.qcow2/);
+  });
+  test('a bad oldBacking is refused with the field named', () => {
+    const step = {
+      op: 'rebase',
+      backing: 'x.qcow2',
+      backingFormat: 'qcow2',
+      unsafe: true,
+      oldBacking: { file: '', movedTo: null },
+    };
+    assert.throws(() => chainCase([step]), /steps\[0\]\.oldBacking\.file must be/);
   });
 });
 
