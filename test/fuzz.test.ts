@@ -19,10 +19,11 @@ const CHAIN_OPS = 'commit,rebase';
 /** Every operation there is: the runs that must stay clean. */
 const EVERY_OP = `${WITH_REPAIR},bitmap,${CHAIN_OPS}`;
 
-/** A run of the faithful double (seed 12) that must end clean, with no new divergence; its summary. */
-async function faithfulRun(t: TestContext, args: string[]) {
+/** A run of the faithful double (seed 12 unless given) that must end clean, with no new divergence;
+ * its summary. */
+async function faithfulRun(t: TestContext, args: string[], seed = '12') {
   const reports = await reportsDir(t);
-  const r = await fuzzCli(['--instar', instarDouble('none'), ...args, '--seed', '12', '--reports', reports]);
+  const r = await fuzzCli(['--instar', instarDouble('none'), ...args, '--seed', seed, '--reports', reports]);
   assert.equal(r.exitCode, 0, r.all);
   const s = await readSummary(reports);
   assert.equal(s.newDivergences, 0);
@@ -58,7 +59,9 @@ describe('no false alarms', () => {
       assert.ok(s.coverage.features[feature]! > 0, feature);
   });
   it('the faithful double (no fault) over 250 iterations of every operation reports nothing', async (t) => {
-    const s = await faithfulRun(t, ['--iterations', '250', '--ops', EVERY_OP]);
+    // seed 21: with commit and rebase in the mix (chain cases have no encryption) encrypted images
+    // are rare; its case 125 resizes one with the key, then one without
+    const s = await faithfulRun(t, ['--iterations', '250', '--ops', EVERY_OP], '21');
     assert.ok(s.coverage.features.encrypted! > 0 && s.coverage.features.encryptedKeyGiven! > 0);
     // qemu-img refuses the steps that withhold the key; the double resizes: known
     assert.ok(s.knownByEntry['instar-resizes-encrypted-images-without-their-key']! > 0, JSON.stringify(s.knownByEntry));
