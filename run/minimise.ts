@@ -58,6 +58,9 @@ export async function minimise(
       first = false;
       return JSON.stringify(c) !== JSON.stringify(original);
     }
+    // a candidate that shrank only draws the case does not use (another operation's recipes) is
+    // the best case again: it reproduces without a run, and shrinking goes on from it
+    if (JSON.stringify(c) === JSON.stringify(best)) return false;
     // once the budget is spent every candidate "passes", and shrinking ends
     const found = await attempt(c);
     if (found === null) return true;
