@@ -29,14 +29,15 @@ const compareRun = (r: { exitCode?: number | null; stdout: string; stderr: strin
   stderr: r.stderr,
 });
 
-export async function observeChain(run: CaseRun): Promise<ChainObservation> {
+/** Each chain file of both sides; `written` is the member the step writes into (its path). */
+export async function observeChain(run: CaseRun, written: string | null): Promise<ChainObservation> {
   const { reference, subject } = run.layout;
   const inSide = (side: SideFiles, file: string) => join(run.dir, side.dir, file);
   const members: ChainMemberObservation[] = [];
   for (const { file, role } of chainMembers(run.c)) {
     const [r, s] = [inSide(reference, file), inSide(subject, file)];
     const present = { reference: await exists(r), subject: await exists(s) };
-    const member: ChainMemberObservation = { file, role, present, identical: false };
+    const member: ChainMemberObservation = { file, role, written: file === written, present, identical: false };
     members.push(member);
     if (!present.reference || !present.subject) continue;
     member.identical = (await contentHash(r)) === (await contentHash(s));

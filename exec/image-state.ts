@@ -1,9 +1,9 @@
 import { stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, relative, resolve } from 'node:path';
 import { formatVirtualSize } from '../formats/structure.ts';
 import { isConverted, MAX_CHAIN_DEPTH, type Case } from '../model/case.ts';
 import { rawVirtualSize } from '../model/plan.ts';
-import type { ImageState } from '../model/state.ts';
+import type { ChainLink, ImageState } from '../model/state.ts';
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2 } from '../qcow2/format.ts';
 import { withQcow2 } from '../qcow2/reader.ts';
 
@@ -62,15 +62,15 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
 }
 
 /** The backing chain below an image whose backing name is `parent`: each level's name as the one
- * above stores it, read from each qcow2 level's header (a raw level, or one that cannot be read,
- * ends it). */
-async function chainBelow(file: string, parent: string | null): Promise<string[]> {
-  const names: string[] = [];
+ * above stores it and its path relative to the image's directory, read from each qcow2 level's
+ * header (a raw level, or one that cannot be read, ends it). */
+async function chainBelow(file: string, parent: string | null): Promise<ChainLink[]> {
+  const links: ChainLink[] = [];
   let [at, name] = [file, parent];
-  while (name !== null && names.length <= MAX_CHAIN_DEPTH) {
-    names.push(name);
-    at = join(dirname(at), name);
+  while (name !== null && links.length <= MAX_CHAIN_DEPTH) {
+    at = resolve(dirname(at), name);
+    links.push({ name, path: relative(dirname(file), at) });
     name = await withQcow2(at, async (r) => r.backingFile()).catch(() => null);
   }
-  return names;
+  return links;
 }

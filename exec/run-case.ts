@@ -12,7 +12,7 @@ import {
   qemuIoArgs,
   type CommandRecord,
 } from '../model/commands.ts';
-import { imagePath, keptFiles, type SideFiles } from '../model/layout.ts';
+import { chainDirectory, imagePath, keptFiles, type SideFiles } from '../model/layout.ts';
 import type { StepPlan } from '../model/plan.ts';
 import { initialState, type ImageState } from '../model/state.ts';
 import type { Operation } from '../operations/operation.ts';
@@ -216,6 +216,12 @@ async function pipeline(run: CaseRun, options: RunCaseOptions): Promise<CaseResu
 async function buildBase(run: CaseRun, kept: SnapshotContent): Promise<AppliedDamage[]> {
   const { base, reference, subject } = run.layout;
   if (base.dir !== '.') await Promise.all([base, reference, subject].map((s) => mkdir(join(run.dir, s.dir))));
+  // the directory below the image's that holds its chain, in every side's
+  const chainDir = chainDirectory(run.c);
+  if (chainDir !== null)
+    await Promise.all(
+      [base, ...(base.dir === '.' ? [] : [reference, subject])].map((s) => mkdir(join(run.dir, s.dir, chainDir))),
+    );
   for (const cmd of buildCommands(run.c, base.image)) {
     const { result: r, ok } = await runBuildCommand(cmd, () => run.runUnrecorded(cmd.program, cmd.args, base));
     run.record(r);
@@ -400,7 +406,8 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
   }
   if (record.reference === 'ok' && record.subject === 'ok') {
     const sizes = op.name === 'resize' ? { before, plan, hostBefore } : null;
-    observation.results = await observeResults(run, ahead, index, sizes, ctx.history);
+    const written = op.writesInto?.(step, state) ?? null;
+    observation.results = await observeResults(run, ahead, index, sizes, ctx.history, written);
     observation.results.subjectBefore = ctx.subjectBefore;
     // a snapshot reads through the chain: once a commit or rebase changed it, what the snapshot
     // showed when taken is no longer what qemu shows (the content oracle still compares the sides)
@@ -497,6 +504,7 @@ async function observeResults(
   index: number,
   step: StepSizes | null,
   history: ObservedStep[],
+  written: string | null,
 ): Promise<ResultsObservation> {
   const { comparePlan, structures } = ahead.afterAcceptance(index);
   // what a resize allocates; no other operation is judged by it
@@ -518,7 +526,7 @@ async function observeResults(
     subjectSize: sizeOf(subjectInfo),
   };
   // a commit or a rebase writes or names the chain below the top: each member is looked at
-  const chain = operationOf(run.c.steps[index]!).oracles.includes('chain') ? await observeChain(run) : null;
+  const chain = operationOf(run.c.steps[index]!).oracles.includes('chain') ? await observeChain(run, written) : null;
   if (chain && subjectStructure?.readable && referenceStructure?.readable)
     chain.topAllocated = {
       reference: referenceStructure.allocatedClusters,

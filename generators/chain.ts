@@ -7,11 +7,16 @@ import { backingWriteArb, canSnapshot, materialiseBackingWrite } from './data.ts
 // top) with data at every level, some of it overlapping; levels of other sizes than the top's
 // (qemu's commit grows a smaller base), of other cluster sizes now and then (instar refuses them),
 // of every refcount width; a raw base now and then; an internal snapshot in the top now and then
-// (a safe rebase copies into L2 tables a snapshot shares: instar #421).
+// (a safe rebase copies into L2 tables a snapshot shares: instar #421); the whole chain in a
+// directory below the image's now and then (`chain/backing.qcow2`, which names `lower.qcow2`
+// beside itself: commit -b and rebase -b then name it differently).
 
 /** A chain case's top stays small: a commit writes all of it into a base, which may grow to its
  * size, and each side holds a copy of every level. */
 export const MAX_CHAIN_IMAGE = 32 * MiB;
+
+/** The directory below the image's that holds a chain drawn to live apart from it. */
+export const CHAIN_DIRECTORY = 'chain';
 
 const SIZE_KINDS = ['same', 'same', 'smaller', 'larger'] as const;
 
@@ -27,6 +32,8 @@ export const chainCaseRecipeArb = fc.record({
   snapshot: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
   /** The top's clusters kept at 64 KiB or below (instar's commit takes no larger): three in four. */
   smallClusters: fc.integer({ min: 0, max: 3 }).map((n) => n > 0),
+  /** The chain in a directory below the image's (`chain/`): one in four. */
+  inDirectory: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
 });
 export type ChainCaseRecipe = typeof chainCaseRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
@@ -76,7 +83,7 @@ export function chainImage(image: ImageSpec, r: ChainCaseRecipe): ImageSpec {
     };
     below = spec;
   }
-  return { ...plain, backing: below };
+  return { ...plain, backing: below && r.inDirectory ? { ...below, directory: CHAIN_DIRECTORY } : below };
 }
 
 /** The top's data with an internal snapshot taken halfway, when drawn and qemu allows one. */

@@ -116,6 +116,9 @@ export interface BackingSpec {
   refcountBits?: RefcountBits;
   /** The level below this one (a qcow2 level only): the chain is then base, middle and top. */
   backing?: BackingSpec | null;
+  /** The image's parent only: the directory below the image's that holds every level (`chain`),
+   * which the image names its parent in (`chain/backing.qcow2`); absent: beside the image. */
+  directory?: string;
 }
 
 /** The levels below the image, parent first. */
@@ -256,6 +259,11 @@ export function parseBacking(json: unknown, field: string, fail: Fail, depth: nu
   }
   if (backing.refcountBits !== undefined && !REFCOUNT_WIDTHS.includes(backing.refcountBits as RefcountBits))
     fail(`${field}.refcountBits`, `must be one of ${REFCOUNT_WIDTHS.join(', ')}`);
+  if (backing.directory !== undefined) {
+    if (depth !== 1) fail(`${field}.directory`, "must be absent: only the image's parent names the chain's directory");
+    if (typeof backing.directory !== 'string' || !/^[\w-]+$/.test(backing.directory))
+      fail(`${field}.directory`, 'must be one directory name of letters, digits, _ and -');
+  }
   if (backing.backing !== undefined && backing.backing !== null) {
     if (depth >= MAX_CHAIN_DEPTH)
       fail(`${field}.backing`, `must be absent: a chain has at most ${MAX_CHAIN_DEPTH + 1} levels`);

@@ -13,7 +13,7 @@ import {
   type ResizeStep,
 } from './case.ts';
 import type { StepKind } from './plan.ts';
-import { chainFileNames, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
+import { chainLinks, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
 
 // Every command line the harness runs for a case, derived from the case alone: the single source
 // for execution, repro scripts and tests. And what running one command leaves behind.
@@ -133,11 +133,13 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
   if (isConverted(image.format)) return convertedBuild(c, file, image.format);
   // the chain below the image, deepest level first: each level is created over the one below
   const levels = chainOf(image);
-  const names = chainFileNames(levels);
+  const links = chainLinks(levels);
   const out: BuildCommand[] = [];
   for (let i = levels.length - 1; i >= 0; i--)
-    out.push(...levelCommands(levels[i]!, names[i]!, i + 1 < levels.length ? names[i + 1]! : null, 'backing image'));
-  const backing = levels.length > 0 ? ['-b', names[0]!, '-F', levels[0]!.format] : [];
+    out.push(
+      ...levelCommands(levels[i]!, links[i]!.path, i + 1 < levels.length ? links[i + 1]!.name : null, 'backing image'),
+    );
+  const backing = levels.length > 0 ? ['-b', links[0]!.name, '-F', levels[0]!.format] : [];
   const key = image.encrypted ? KEY_OBJECT : [];
   const io = (commands: string[]) => qemuIoArgs(commands, file, image);
   // how qemu-img's other commands name the image: -f qcow2 (which `qemu-img snapshot` lacks) or its key

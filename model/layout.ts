@@ -23,12 +23,23 @@ export const DATA_FILE = 'data.raw';
 export const backingFileOf = (c: Case) =>
   c.image.backing === null ? null : c.image.backing.format === 'raw' ? RAW_BACKING : BACKING;
 
-/** The file names of a chain's levels below the image, parent first: backing.qcow2 (or .raw), then
- * lower.qcow2 (or .raw). Each level names the next by that name, beside it. The lower name is the
- * shorter: instar rewrites a backing name in place and refuses a longer one, so a rebase past the
- * middle reaches its code. */
-export const chainFileNames = (levels: readonly BackingSpec[]) =>
-  levels.map((b, i) => (i === 0 ? (b.format === 'raw' ? RAW_BACKING : BACKING) : `lower.${b.format}`));
+/** The names a chain's levels below the image are stored by, parent first: the image names
+ * backing.qcow2 (or .raw), prefixed with the chain's directory where it has one; that level names
+ * lower.qcow2 (or .raw), beside itself. The lower name is the shorter: instar rewrites a backing
+ * name in place and refuses a longer one, so a rebase past the middle reaches its code. */
+export const chainLinks = (levels: readonly BackingSpec[]): { name: string; path: string }[] => {
+  const dir = levels[0]?.directory ? `${levels[0].directory}/` : '';
+  return levels.map((b, i) => {
+    const file = i === 0 ? (b.format === 'raw' ? RAW_BACKING : BACKING) : `lower.${b.format}`;
+    return { name: i === 0 ? `${dir}${file}` : file, path: `${dir}${file}` };
+  });
+};
+
+/** The files of a chain's levels below the image, parent first, relative to the image's directory. */
+export const chainFileNames = (levels: readonly BackingSpec[]) => chainLinks(levels).map((l) => l.path);
+
+/** The directory below the image's that holds its chain, or null. */
+export const chainDirectory = (c: Case) => c.image.backing?.directory ?? null;
 
 /** Whether a step may write the chain below the image (a commit writes into a member, a rebase
  * names another): each side then has a chain of its own. */
@@ -135,6 +146,9 @@ export const sideFilesOf = (layout: Layout, side: SideFiles) => [
   ...sideExtras(layout).map((f) => `${side.dir}/${f}`),
 ];
 
+/** A file below a side's directory as one file name (`chain/backing.qcow2`: `chain-backing.qcow2`). */
+const flat = (file: string) => file.replace(/\//g, '-');
+
 /** The files a report keeps, as (stored name, path relative to the work directory): the three
  * images, the chain once where no side writes it, and each side's data file, extent files and
  * chain where it does. */
@@ -142,8 +156,8 @@ export function keptFiles(layout: Layout): { name: string; path: string }[] {
   const sides = [layout.base, layout.reference, layout.subject];
   const files = sides.map((s) => ({ name: s.image, path: imagePath(s) }));
   if (!layout.chainWritten)
-    for (const file of layout.chain) files.push({ name: file, path: `${layout.base.dir}/${file}` });
+    for (const file of layout.chain) files.push({ name: flat(file), path: `${layout.base.dir}/${file}` });
   for (const file of sideExtras(layout))
-    for (const s of sides) files.push({ name: `${s.dir}.${file}`, path: `${s.dir}/${file}` });
+    for (const s of sides) files.push({ name: `${s.dir}.${flat(file)}`, path: `${s.dir}/${file}` });
   return files;
 }

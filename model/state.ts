@@ -1,5 +1,5 @@
 import { chainOf, type Case, type RefcountBits } from './case.ts';
-import { chainFileNames } from './layout.ts';
+import { chainLinks } from './layout.ts';
 
 /** The default granularity of an added bitmap: the cluster size, within 4 KiB..64 KiB (qemu's
  * bdrv_get_default_bitmap_granularity). */
@@ -24,12 +24,18 @@ export interface ImageState {
   clusterSize?: number;
   /** Persistent dirty bitmaps in directory order (qcow2 v3); absent where none were looked for. */
   bitmaps?: BitmapState[];
-  /** Its backing chain, parent first: each member's name as the level above stores it (relative
-   * names, all in the image's directory). Absent where not looked for. */
-  chain?: string[];
+  /** Its backing chain, parent first. Absent where not looked for. */
+  chain?: ChainLink[];
   /** The clusters of its refcount table, where read from an image (qcow2): a step that grows the
    * table takes the allocator's rarest path. Never predicted. */
   refcountTableClusters?: number;
+}
+
+/** A member of an image's backing chain: its name as the level above stores it (what `commit -b`
+ * matches) and its path relative to the image's directory (what `rebase -b` names). */
+export interface ChainLink {
+  name: string;
+  path: string;
 }
 
 /** A persistent bitmap as the rules of a bitmap call look at it. */
@@ -77,6 +83,6 @@ export function initialState(c: Case): ImageState {
     snapshots,
     bitmaps,
     clusterSize: c.image.clusterSize,
-    chain: chainFileNames(chainOf(c.image)),
+    chain: chainLinks(chainOf(c.image)),
   };
 }

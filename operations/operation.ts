@@ -53,6 +53,10 @@ export interface Operation<S extends Step = Step> {
    * commands), those inside a disk of `size` bytes (the size read before the step: a step before
    * may have ended elsewhere than the generator predicted): what a bitmap step's bitmaps then hold. */
   guestWrites?: (step: S, size: number) => string[];
+  /** The chain member the step writes into, by its path relative to the image's directory (a
+   * commit's base), from the state before it; null where it writes none. The chain oracle tells
+   * damage to it from damage to a member the step had no business writing. */
+  writesInto?: (step: S, state: ImageState) => string | null;
   /** Files the harness moves beside them (`movedTo`) or removes (null) in both sides' directories
    * right before the step, after its guest writes: a rebase -u's moved or missing old backing. */
   fileMoves?: (step: S) => { file: string; movedTo: string | null }[];

@@ -7,7 +7,8 @@ import type { Finding } from './finding.ts';
 // The chain oracle: after a commit or a rebase, every file of the chain below the top on each side
 // (its parent, a grandparent, an image built to rebase onto) against qemu's result's same file:
 // present, the same guest content read through its own chain, checking clean where qemu's does,
-// naming the same backing; and the top image alone (read without its backing), which a commit
+// naming the same backing (a finding's detail says whether it is the member the step writes into,
+// `written`, or another, `other`); and the top image alone (read without its backing), which a commit
 // empties or keeps. The top read through its chain is the content oracle's, as for every step.
 
 /** The output of a `qemu-img compare` (exit 0: the same, 1: different, other: it could not read). */
@@ -20,6 +21,8 @@ export interface CompareRun {
 export interface ChainMemberObservation {
   file: string;
   role: ChainRole;
+  /** The member the step writes into (a commit's base); absent in older observations: false. */
+  written?: boolean;
   present: { reference: boolean; subject: boolean };
   /** Byte for byte the same file on both sides: nothing more was read. */
   identical: boolean;
@@ -64,13 +67,16 @@ const firstLine = (r: CompareRun) => (r.stdout.trim() || r.stderr.trim()).split(
 
 function memberFindings(m: ChainMemberObservation): Finding[] {
   const name = `the ${m.role} (${m.file})`;
+  // signatures say whether the member is the one the step writes into: which member a case's chain
+  // gave that part is the message's (one bug, whichever member a case's commit went into)
+  const place = m.written ? 'written' : 'other';
   // the member's file, for repro.sh: a role has the same file name in every case
   const finding = (kind: string, detail: string, message: string, evidence: object = {}) =>
     chainFinding(kind, detail, message, { file: m.file, ...evidence });
   if (m.present.reference && !m.present.subject)
-    return [finding('member-missing', m.role, `${name} is gone from the subject's chain; qemu's is there`)];
+    return [finding('member-missing', place, `${name} is gone from the subject's chain; qemu's is there`)];
   if (!m.present.reference && m.present.subject)
-    return [finding('member-extra', m.role, `${name} exists in the subject's chain; qemu left none`)];
+    return [finding('member-extra', place, `${name} exists in the subject's chain; qemu left none`)];
   if (m.identical || !m.present.reference) return [];
   const out: Finding[] = [];
   const sub = m.subjectCheck;
@@ -81,7 +87,7 @@ function memberFindings(m: ChainMemberObservation): Finding[] {
     out.push(
       finding(
         'member-check-failed',
-        `${m.role}:${what}`,
+        `${place}:${what}`,
         `qemu-img check of ${name} in the subject's chain: exit ${sub.exitCode}, ${what}` +
           (report ? ` (corruptions ${report.corruptions ?? 0}, leaks ${report.leaks ?? 0})` : `: ${sub.stderr.trim()}`),
         { subject: sub, reference: m.referenceCheck ?? null },
@@ -92,7 +98,7 @@ function memberFindings(m: ChainMemberObservation): Finding[] {
     out.push(
       finding(
         'member-backing-differs',
-        m.role,
+        place,
         `${name} names ${JSON.stringify(m.backing.subject)} as its backing in the subject's chain, ` +
           `qemu's ${JSON.stringify(m.backing.reference)}`,
       ),
@@ -100,8 +106,8 @@ function memberFindings(m: ChainMemberObservation): Finding[] {
   if (m.compare && m.compare.exitCode !== 0)
     out.push(
       m.compare.exitCode === 1
-        ? finding('member-content-differs', m.role, `${name} reads differently from qemu's: ${firstLine(m.compare)}`)
-        : finding('member-unreadable', m.role, `${name} could not be compared with qemu's: ${firstLine(m.compare)}`),
+        ? finding('member-content-differs', place, `${name} reads differently from qemu's: ${firstLine(m.compare)}`)
+        : finding('member-unreadable', place, `${name} could not be compared with qemu's: ${firstLine(m.compare)}`),
     );
   return out;
 }

@@ -9,7 +9,7 @@ import {
   qemuIoArgs,
   type Resizer,
 } from '../model/commands.ts';
-import { caseLayout, imagePath, sideExtras, type Layout, type SideFiles } from '../model/layout.ts';
+import { caseLayout, chainDirectory, imagePath, sideExtras, type Layout, type SideFiles } from '../model/layout.ts';
 import { plannedSizes } from '../model/plan.ts';
 import { operationOf } from '../operations/table.ts';
 import type { AppliedDamage } from '../operations/repair/damage.ts';
@@ -371,6 +371,8 @@ function buildLines(
   const { base, reference, subject } = layout;
   const own = base.dir !== '.';
   const lines = own ? [`mkdir ${base.dir} ${reference.dir} ${subject.dir} && cd ${base.dir} || exit 2`] : [];
+  const chainDir = chainDirectory(c);
+  if (chainDir) lines.push(`mkdir ${chainDir} || exit 2`);
   let copied = false;
   for (const cmd of buildCommands(c, base.image)) {
     const words = command([cmd.program, ...cmd.args]);
@@ -394,14 +396,17 @@ function buildLines(
     return [...lines, `${cp} ${base.image} ${reference.image} && ${cp} ${base.image} ${subject.image} || exit 2`];
   }
   const built = new Set(layout.chainBuilt);
-  const files = [...new Set([...sideExtras(layout), ...layout.chain])]
-    .filter((f) => !layout.chain.includes(f) || built.has(f))
-    .map((f) => `${base.dir}/${f}`);
+  const files = [...new Set([...sideExtras(layout), ...layout.chain])].filter(
+    (f) => !layout.chain.includes(f) || built.has(f),
+  );
+  // each file to the same place below each side's directory (a chain may have a directory of its own)
+  const copies = files.map((f) => ` && cp --sparse=always ${base.dir}/${f} "$s/${f}"`).join('');
+  const mkdirs = chainDir ? ` && mkdir "$s/${chainDir}"` : '';
   return [
     ...lines,
     'cd .. || exit 2',
     `for s in ${reference.dir} ${subject.dir}; do ` +
-      `cp ${imagePath(base)} "$s/$s.${c.image.format}" && cp --sparse=always ${files.join(' ')} "$s/" || exit 2; done`,
+      `cp ${imagePath(base)} "$s/$s.${c.image.format}"${mkdirs}${copies} || exit 2; done`,
   ];
 }
 

@@ -24,10 +24,11 @@ export function materialiseCommit(r: CommitStepRecipe, state: ImageState, output
   switch (r) {
     case 'into-parent':
       return step(null);
+    // -b names a member as the level above it stores it (qemu's bdrv_find_backing_image)
     case 'explicit-parent':
-      return step(chain[0] ?? null);
+      return step(chain[0]?.name ?? null);
     case 'through-middle':
-      return step(chain[1] ?? chain[0] ?? null);
+      return step((chain[1] ?? chain[0])?.name ?? null);
     case 'not-in-chain':
       return step(NOT_IN_CHAIN);
   }

@@ -1,7 +1,7 @@
 import type { CommitStep } from '../../model/case.ts';
 import { outputModeOf, qemuImg } from '../../model/commands.ts';
 import type { Operation } from '../operation.ts';
-import { COMMIT_KINDS, commitArgs, describeCommit, planCommit } from './step.ts';
+import { COMMIT_KINDS, commitArgs, commitTarget, describeCommit, planCommit } from './step.ts';
 
 // commit: the top image's data written into a member of its backing chain, in place. Its step,
 // command lines and qemu's rules are step.ts, its generator generate.ts; every member of the chain
@@ -18,5 +18,6 @@ export const commit: Operation<CommitStep> = {
   output: outputModeOf,
   oracles: ['chain'],
   describe: describeCommit,
+  writesInto: commitTarget,
   facts: () => ({ amendKeys: [] }),
 };

@@ -49,9 +49,16 @@ export function planCommit(step: CommitStep, state: ImageState): OperationPlan {
   const refused = (kind: CommitKind): OperationPlan => ({ kind, target: null, accepted: false, next: state });
   if (chain.length === 0) return refused('no-backing');
   if (step.base === null) return { kind: 'into-parent', target: null, accepted: true, next: state };
-  const at = chain.indexOf(step.base);
+  // qemu matches -b against each member's name as the level above stores it
+  const at = chain.findIndex((link) => link.name === step.base);
   if (at < 0) return refused('not-in-chain');
   return { kind: at === 0 ? 'explicit-parent' : 'through-middle', target: null, accepted: true, next: state };
 }
+
+/** The member a commit writes into: the one -b names, else the parent (its path). */
+export const commitTarget = (step: CommitStep, state: ImageState): string | null => {
+  const chain = state.chain ?? [];
+  return (step.base === null ? chain[0] : chain.find((link) => link.name === step.base))?.path ?? null;
+};
 
 export const describeCommit = (step: CommitStep) => `commit${step.base === null ? '' : ` -b ${step.base}`}`;

@@ -1,3 +1,4 @@
+import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import type { BackingSpec, OutputMode, RebaseStep } from '../../model/case.ts';
 import type { ImageState } from '../../model/state.ts';
@@ -48,10 +49,10 @@ export function materialiseRebase(
   const format = r.rawBacking ? 'raw' : 'qcow2';
   const size = newBackingSize(r, state.size);
   const data = r.writes.map((w) => materialiseBackingWrite(w, image, size, align(size / 2, 512)));
-  const parent = chain[0];
+  const parent = chain[0]?.path;
   if (r.oldBacking !== 'kept' && parent !== undefined) {
-    // -u always: qemu's safe mode opens the old chain first
-    const movedTo = r.oldBacking === 'moved' ? `moved.${formatOf(parent)}` : null;
+    // -u always: qemu's safe mode opens the old chain first; moved beside where it was
+    const movedTo = r.oldBacking === 'moved' ? join(dirname(parent), `moved.${formatOf(parent)}`) : null;
     const onto = movedTo ?? newBackingName(index, format);
     // with -F always: a refused rebase would leave the moved file dangling for the steps after it
     return {
@@ -63,8 +64,8 @@ export function materialiseRebase(
   }
   const target = r.target === 'skip-middle' && chain.length < 2 ? 'new-backing' : r.target;
   if (target === 'detach') return step('');
-  if (target === 'same-backing' && chain[0]) return step(chain[0]);
-  if (target === 'skip-middle') return step(chain[1]!);
+  if (target === 'same-backing' && chain[0]) return step(chain[0].path);
+  if (target === 'skip-middle') return step(chain[1]!.path);
   return step(newBackingName(index, format), { format, virtualSize: size, data });
 }
 

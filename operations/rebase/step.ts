@@ -93,8 +93,9 @@ export function rebaseTarget(step: RebaseStep, state: ImageState): RebaseTarget 
   const chain = state.chain ?? [];
   if (step.oldBacking) return step.backing === step.oldBacking.movedTo ? 'moved-backing' : 'missing-backing';
   if (step.backing === '') return 'detach';
-  if (step.backing === chain[0]) return 'same-backing';
-  if (step.backing === chain[1]) return 'skip-middle';
+  // rebase -b names a path relative to the image (a commit -b, a stored name)
+  if (step.backing === chain[0]?.path) return 'same-backing';
+  if (step.backing === chain[1]?.path) return 'skip-middle';
   return step.newBacking ? 'new-backing' : null;
 }
 
@@ -108,16 +109,18 @@ export function planRebase(step: RebaseStep, state: ImageState): OperationPlan {
   if (target !== 'detach' && step.backingFormat === null) return refused('no-format');
   // safe mode opens the old chain first: gone, qemu-img cannot
   if (step.oldBacking && !step.unsafe) return refused(`safe-${target}`);
+  // the image stores -b as given; the levels below keep the names they store
+  const named = { name: step.backing, path: step.backing };
   const next =
     target === 'detach'
       ? []
       : target === 'same-backing'
         ? chain
         : target === 'skip-middle'
-          ? chain.slice(1)
+          ? [named, ...chain.slice(2)]
           : target === 'moved-backing'
-            ? [step.backing, ...chain.slice(1)]
-            : [step.backing];
+            ? [named, ...chain.slice(1)]
+            : [named];
   return {
     kind: `${step.unsafe ? 'unsafe' : 'safe'}-${target}`,
     target: null,

@@ -6,7 +6,7 @@
 // an explicit -b (and never one with snapshots), takes a rebase -u without -F, and prints instar's
 // success lines.
 import { stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
 import { INCOMPAT_COMPRESSION, INCOMPAT_EXTL2, type Qcow2Header } from '../../qcow2/format.ts';
@@ -90,6 +90,16 @@ export function parseRebase(args: string[]): RebaseArgs {
 
 const backingOf = (file: string) => withQcow2(file, async (r) => r.backingFile()).catch(() => null);
 
+/** The path of the chain member the level above stores as `name` (as qemu's commit -b finds it),
+ * walking down from the top; beside the top where no level names it. */
+async function memberPath(top: string, name: string): Promise<string> {
+  for (let at = top, next = await backingOf(top); next !== null; next = await backingOf(at)) {
+    at = resolve(dirname(at), next);
+    if (next === name) return at;
+  }
+  return join(dirname(top), name);
+}
+
 async function qemuImg(args: string[]): Promise<number> {
   const r = await execa('qemu-img', args, { reject: false });
   if (r.exitCode !== 0) process.stderr.write(`${r.stderr}\n`);
@@ -144,7 +154,7 @@ export async function runCommit(a: CommitArgs, hooks: ChainHooks): Promise<numbe
     if (refusal) return refuse(refusal);
   }
   const target = a.base ?? parent;
-  const member = target === null ? null : join(dirname(a.filename), target);
+  const member = target === null ? null : await memberPath(a.filename, target);
   const ctx: ChainContext = { args: a, file: a.filename, before, member, extraArgs: [] };
   const early = await hooks.before?.(ctx);
   if (typeof early === 'number') return early;
