@@ -51,6 +51,8 @@ export async function minimise(
   let limit = budget.runs - reserve;
   let first = true;
   let failure: unknown = null;
+  /** The answer of every candidate case run so far, by its JSON. */
+  const tried = new Map<string, { step: number } | null>();
   const property = fc.asyncProperty(arbitrary, async (c) => {
     // the first value is the generated case itself, already known to reproduce; if the generator
     // no longer makes it (a case from an older version), it passes and nothing is shrunk
@@ -59,10 +61,15 @@ export async function minimise(
       return JSON.stringify(c) !== JSON.stringify(original);
     }
     // a candidate that shrank only draws the case does not use (another operation's recipes) is
-    // the best case again: it reproduces without a run, and shrinking goes on from it
-    if (JSON.stringify(c) === JSON.stringify(best)) return false;
+    // the best case again: it reproduces without a run, and shrinking goes on from it; and after
+    // each such shrink fast-check offers the candidates it tried before again: a case already run
+    // keeps its answer
+    const key = JSON.stringify(c);
+    if (key === JSON.stringify(best)) return false;
+    const known = tried.get(key);
     // once the budget is spent every candidate "passes", and shrinking ends
-    const found = await attempt(c);
+    const found = known !== undefined ? known : await attempt(c);
+    if (known === undefined && stoppedBy === 'done' && failure === null) tried.set(key, found);
     if (found === null) return true;
     [best, bestStep] = [c, found.step];
     return false;
