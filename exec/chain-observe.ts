@@ -1,6 +1,7 @@
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chainMembers, imagePath, type SideFiles } from '../model/layout.ts';
+import { withoutBacking } from '../model/commands.ts';
+import { chainFileFormat, chainMembers, imagePath, type SideFiles } from '../model/layout.ts';
 import type { ChainMemberObservation, ChainObservation, CompareRun } from '../oracles/chain.ts';
 import { isClean, parseCheck } from '../oracles/check.ts';
 import { withQcow2 } from '../qcow2/reader.ts';
@@ -16,12 +17,6 @@ const exists = (file: string) =>
     () => true,
     () => false,
   );
-
-const formatOf = (file: string) => (file.endsWith('.raw') ? 'raw' : 'qcow2');
-
-/** A qcow2 image opened without its backing file (`qemu-img compare` takes no such option). */
-const alone = (file: string) =>
-  `json:${JSON.stringify({ driver: 'qcow2', backing: null, file: { driver: 'file', filename: file } })}`;
 
 const compareRun = (r: { exitCode?: number | null; stdout: string; stderr: string }): CompareRun => ({
   exitCode: r.exitCode ?? null,
@@ -42,7 +37,7 @@ export async function observeChain(run: CaseRun, written: string | null): Promis
     if (!present.reference || !present.subject) continue;
     member.identical = (await contentHash(r)) === (await contentHash(s));
     if (member.identical) continue;
-    const format = formatOf(file);
+    const format = chainFileFormat(file);
     const rel = (side: SideFiles) => `${side.dir}/${file}`;
     member.compare = compareRun(
       await run.run('qemu-img', ['compare', '-f', format, '-F', format, rel(reference), rel(subject)]),
@@ -57,6 +52,10 @@ export async function observeChain(run: CaseRun, written: string | null): Promis
     const backingOf = (f: string) => withQcow2(f, async (q) => q.backingFile()).catch(() => null);
     member.backing = { reference: await backingOf(r), subject: await backingOf(s) };
   }
-  const top = await run.run('qemu-img', ['compare', alone(imagePath(reference)), alone(imagePath(subject))]);
+  const top = await run.run('qemu-img', [
+    'compare',
+    withoutBacking(imagePath(reference)),
+    withoutBacking(imagePath(subject)),
+  ]);
   return { members, topAlone: compareRun(top) };
 }

@@ -285,6 +285,11 @@ export function qemuIoCommand(op: IoOp): string {
   }
 }
 
+/** A qcow2 image opened without its backing file, as qemu-img names it (`qemu-img compare` takes
+ * no option for that): what the image alone holds. */
+export const withoutBacking = (file: string) =>
+  `json:${JSON.stringify({ driver: 'qcow2', backing: null, file: { driver: 'file', filename: file } })}`;
+
 /** `qemu-img compare` of the two results, run in the work directory. With a data file each image
  * names its own through --image-opts, and an encrypted image's key comes with it the same way; the
  * backing file resolves against the image either way. */

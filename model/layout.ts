@@ -67,6 +67,10 @@ export function chainMembers(c: Case): { file: string; role: ChainRole }[] {
   return [...levels, ...later];
 }
 
+/** A chain file's format, by its name (the harness names every level and new backing `.qcow2` or
+ * `.raw`). */
+export const chainFileFormat = (file: string): BackingSpec['format'] => (file.endsWith('.raw') ? 'raw' : 'qcow2');
+
 /** Every chain file of a case (chainMembers), by name. */
 export const chainFiles = (c: Case): string[] => chainMembers(c).map((m) => m.file);
 

@@ -7,9 +7,18 @@ import {
   openImage,
   qemuImg,
   qemuIoArgs,
+  withoutBacking,
   type Resizer,
 } from '../model/commands.ts';
-import { caseLayout, chainDirectory, imagePath, sideExtras, type Layout, type SideFiles } from '../model/layout.ts';
+import {
+  caseLayout,
+  chainDirectory,
+  chainFileFormat,
+  imagePath,
+  sideExtras,
+  type Layout,
+  type SideFiles,
+} from '../model/layout.ts';
 import { plannedSizes } from '../model/plan.ts';
 import { operationOf } from '../operations/table.ts';
 import type { AppliedDamage } from '../operations/repair/damage.ts';
@@ -169,11 +178,8 @@ function chainVerdict(f: Finding, layout: Layout): string[] {
   const { reference: ref, subject: sub } = layout;
   const file = (f.evidence as { file?: string } | undefined)?.file ?? '';
   const [r, s] = [`${ref.dir}/${file}`, `${sub.dir}/${file}`];
-  const format = file.endsWith('.raw') ? 'raw' : 'qcow2';
-  const alone = (side: SideFiles) =>
-    shellQuote(
-      `json:${JSON.stringify({ driver: 'qcow2', backing: null, file: { driver: 'file', filename: imagePath(side) } })}`,
-    );
+  const format = chainFileFormat(file);
+  const alone = (side: SideFiles) => shellQuote(withoutBacking(imagePath(side)));
   switch (f.kind) {
     case 'member-missing':
       return [`[ -e ${r} ] && [ ! -e ${s} ] && reproduced=1`];

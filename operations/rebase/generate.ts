@@ -1,3 +1,4 @@
+import { chainFileFormat } from '../../model/layout.ts';
 import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import type { BackingSpec, OutputMode, RebaseStep } from '../../model/case.ts';
@@ -26,8 +27,6 @@ export const rebaseStepRecipeArb = fc.record({
 });
 export type RebaseStepRecipe = typeof rebaseStepRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
-const formatOf = (name: string) => (name.endsWith('.raw') ? 'raw' : 'qcow2');
-
 /** A rebase step, the `index`th of its case, for an image in `state`. */
 export function materialiseRebase(
   r: RebaseStepRecipe,
@@ -40,7 +39,7 @@ export function materialiseRebase(
   const step = (backing: string, newBacking?: BackingSpec): RebaseStep => ({
     op: 'rebase',
     backing,
-    backingFormat: backing === '' || r.withoutFormat ? null : formatOf(backing),
+    backingFormat: backing === '' || r.withoutFormat ? null : chainFileFormat(backing),
     // without -F, qemu's safe mode copies clusters before it refuses: -u, the iotest 114 use
     unsafe: r.unsafe || r.withoutFormat,
     ...(newBacking ? { newBacking } : {}),
@@ -52,12 +51,12 @@ export function materialiseRebase(
   const parent = chain[0]?.path;
   if (r.oldBacking !== 'kept' && parent !== undefined) {
     // -u always: qemu's safe mode opens the old chain first; moved beside where it was
-    const movedTo = r.oldBacking === 'moved' ? join(dirname(parent), `moved.${formatOf(parent)}`) : null;
+    const movedTo = r.oldBacking === 'moved' ? join(dirname(parent), `moved.${chainFileFormat(parent)}`) : null;
     const onto = movedTo ?? newBackingName(index, format);
     // with -F always: a refused rebase would leave the moved file dangling for the steps after it
     return {
       ...step(onto, movedTo ? undefined : { format, virtualSize: size, data }),
-      backingFormat: movedTo ? formatOf(movedTo) : format,
+      backingFormat: movedTo ? chainFileFormat(movedTo) : format,
       unsafe: true,
       oldBacking: { file: parent, movedTo },
     };

@@ -5,6 +5,7 @@
 // double's own: the reference gives their numbers only), empties the overlay of a commit even with
 // an explicit -b (and never one with snapshots), takes a rebase -u without -F, and prints instar's
 // success lines.
+import { chainFileFormat } from '../../model/layout.ts';
 import { stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { execa } from 'execa';
@@ -172,7 +173,7 @@ export async function runCommit(a: CommitArgs, hooks: ChainHooks): Promise<numbe
         overlay: a.filename,
         overlay_format: 'qcow2',
         backing: target,
-        backing_format: target?.endsWith('.raw') ? 'raw' : 'qcow2',
+        backing_format: chainFileFormat(target ?? ''),
         clusters_committed: 0,
         bytes_committed: 0,
         overlay_clusters_cleared: 0,
