@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Case } from '../model/case.ts';
 import { openImage, type CommandRecord, type Resizer } from '../model/commands.ts';
 import { CaseAborted } from '../model/errors.ts';
-import { caseLayout, imagePath, sideFilesOf, type Layout, type SideFiles } from '../model/layout.ts';
+import { caseLayout, CWD, imagePath, sideFilesOf, type Layout, type SideFiles } from '../model/layout.ts';
 import { runCommand } from './process.ts';
 import { diskFull } from './work-dir.ts';
 
@@ -43,7 +43,9 @@ export class CaseRun {
    * the same case gives the same report however busy the machine was. */
   async runUnrecorded(program: string, args: string[], where: SideFiles | null = null): Promise<CommandRecord> {
     const cwd = where ? join(this.dir, where.dir) : this.dir;
-    const record = await runCommand(program, args, {
+    // a build command naming a file by its absolute path names it in the directory it runs in
+    const named = args.map((a) => a.replaceAll(CWD, cwd));
+    const record = await runCommand(program, named, {
       timeoutMs: this.options.timeoutMs,
       cwd,
       signal: this.options.signal,

@@ -49,7 +49,7 @@ export async function observeChain(run: CaseRun, written: string | null): Promis
     };
     member.subjectCheck = await check(subject);
     member.referenceCheck = isClean(member.subjectCheck) ? null : await check(reference);
-    const backingOf = (f: string) => withQcow2(f, async (q) => q.backingFile()).catch(() => null);
+    const backingOf = (f: string) => withQcow2(f, async (q) => q.portableBackingFile()).catch(() => null);
     member.backing = { reference: await backingOf(r), subject: await backingOf(s) };
   }
   const top = await run.run('qemu-img', [

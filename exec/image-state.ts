@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { dirname, relative, resolve } from 'node:path';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { formatVirtualSize } from '../formats/structure.ts';
 import { isConverted, MAX_CHAIN_DEPTH, type Case } from '../model/case.ts';
 import { rawVirtualSize } from '../model/plan.ts';
@@ -61,15 +61,17 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
   }).catch(() => null);
 }
 
-/** The backing chain below an image whose backing name is `parent`: each level's name as the one
- * above stores it and its path relative to the image's directory, read from each qcow2 level's
+/** The backing chain below an image whose backing name is `parent`: each level's name relative to
+ * the level above (as it stores it, or as `commit -b` names an absolute one: qemu compares the
+ * resolved paths) and its path relative to the image's directory, read from each qcow2 level's
  * header (a raw level, or one that cannot be read, ends it). */
 async function chainBelow(file: string, parent: string | null): Promise<ChainLink[]> {
   const links: ChainLink[] = [];
   let [at, name] = [file, parent];
   while (name !== null && links.length <= MAX_CHAIN_DEPTH) {
-    at = resolve(dirname(at), name);
-    links.push({ name, path: relative(dirname(file), at) });
+    const above = dirname(at);
+    at = resolve(above, name);
+    links.push({ name: isAbsolute(name) ? relative(above, at) : name, path: relative(dirname(file), at) });
     name = await withQcow2(at, async (r) => r.backingFile()).catch(() => null);
   }
   return links;

@@ -1,7 +1,7 @@
 import { operationOf } from '../operations/table.ts';
 import { isConverted, isResize } from '../model/case.ts';
 import { planStep } from '../model/plan.ts';
-import type { SideFiles } from '../model/layout.ts';
+import { hasAbsoluteLinks, type SideFiles } from '../model/layout.ts';
 import type { FormatStructure } from '../formats/rules.ts';
 import type { StructureObservation } from '../qcow2/structure.ts';
 import type { CaseRun } from './case-run.ts';
@@ -51,7 +51,11 @@ export class ReadAhead {
   /** Step 0's inputs, read once both copies are made: both sides are still the base image, which
    * is read once for both. */
   firstStep(copied: Promise<void>): void {
-    this.nextInputs = this.run.background(Promise.all([this.inputsFor(0), copied]).then(([inputs]) => inputs));
+    // read from the base while it is copied, unless the copies are then retargeted (absolute names)
+    const inputs = hasAbsoluteLinks(this.run.c)
+      ? copied.then(() => this.inputsFor(0))
+      : Promise.all([this.inputsFor(0), copied]).then(([read]) => read);
+    this.nextInputs = this.run.background(inputs);
   }
 
   /** The inputs of step `index`: read ahead when they could be, else now. */
@@ -125,7 +129,8 @@ export class ReadAhead {
         ? reader.hasHostClustersFrom(this.run.path(before), plan.target!)
         : undefined;
     // both sides are still the base image before the first step, unless it moved their files
-    const moved = (operationOf(step).fileMoves?.(step).length ?? 0) > 0;
+    // or retargeted their chains' absolute names
+    const moved = (operationOf(step).fileMoves?.(step).length ?? 0) > 0 || hasAbsoluteLinks(this.run.c);
     const baseHash = index === 0 && !known && !moved ? this.hash(base) : null;
     const hashes = known ?? (baseHash ? [baseHash, baseHash] : [this.hash(reference), this.hash(subject)]);
     const [referenceHash, subjectHash, discardsAllocated] = await Promise.all([...hashes, discards]);

@@ -6,6 +6,7 @@ import { gzip } from 'node:zlib';
 import { isConverted, isResize, sparseRawBase, type Case, type OperationName, type Step } from '../model/case.ts';
 import {
   buildCommands,
+  retargetCommands,
   runBuildCommand,
   compareArgs,
   qemuImg,
@@ -253,6 +254,13 @@ async function copySides(run: CaseRun) {
     for (const copy of inSides(extent)) await copyFile(inBase(extent), copy, constants.COPYFILE_FICLONE);
   // a raw level is a guest disk: its zero blocks stay holes, as in the base's directory
   if (base.dir !== '.') for (const file of chainBuilt) await copySparse(inBase(file), inSides(file));
+  // a copy of a chain with absolute names still names the base's files until retargeted
+  for (const side of sides)
+    for (const cmd of retargetCommands(run.c, side.image)) {
+      const r = await run.run(cmd.program, cmd.args, side);
+      if (r.exitCode !== 0)
+        throw new CaseSetupError(`${cmd.what} failed (exit ${r.exitCode ?? r.signal}): ${r.stderr.trim()}`, r);
+    }
 }
 
 /** The generator promised a clean image (a dirty one's refcounts lag by design), and the qcow2

@@ -9,7 +9,8 @@ import { backingWriteArb, canSnapshot, materialiseBackingWrite } from './data.ts
 // of every refcount width; a raw base now and then; an internal snapshot in the top now and then
 // (a safe rebase copies into L2 tables a snapshot shares: instar #421); the whole chain in a
 // directory below the image's now and then (`chain/backing.qcow2`, which names `lower.qcow2`
-// beside itself: commit -b and rebase -b then name it differently).
+// beside itself: commit -b and rebase -b then name it differently); a level named by its absolute
+// path now and then (each side's copy is retargeted to its own files).
 
 /** A chain case's top stays small: a commit writes all of it into a base, which may grow to its
  * size, and each side holds a copy of every level. */
@@ -34,6 +35,11 @@ export const chainCaseRecipeArb = fc.record({
   smallClusters: fc.integer({ min: 0, max: 3 }).map((n) => n > 0),
   /** The chain in a directory below the image's (`chain/`): one in four. */
   inDirectory: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+  /** Each level named by its absolute path by the level above: one in four. */
+  absolute: fc.array(
+    fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+    { minLength: 2, maxLength: 2 },
+  ),
 });
 export type ChainCaseRecipe = typeof chainCaseRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
@@ -72,6 +78,7 @@ export function chainImage(image: ImageSpec, r: ChainCaseRecipe): ImageSpec {
     const spec: BackingSpec = {
       format: raw ? 'raw' : 'qcow2',
       virtualSize,
+      ...(r.absolute[level] ? { absolute: true } : {}),
       data: r.writes[level]!.map((w) => materialiseBackingWrite(w, plain, virtualSize, align(virtualSize / 2, 512))),
       ...(raw
         ? {}

@@ -119,6 +119,9 @@ export interface BackingSpec {
   /** The image's parent only: the directory below the image's that holds every level (`chain`),
    * which the image names its parent in (`chain/backing.qcow2`); absent: beside the image. */
   directory?: string;
+  /** The level above names this one by its absolute path (each side's copy then names its own
+   * chain: the harness retargets the copies); absent: by a path relative to its directory. */
+  absolute?: boolean;
 }
 
 /** The levels below the image, parent first. */
@@ -264,6 +267,8 @@ export function parseBacking(json: unknown, field: string, fail: Fail, depth: nu
     if (typeof backing.directory !== 'string' || !/^[\w-]+$/.test(backing.directory))
       fail(`${field}.directory`, 'must be one directory name of letters, digits, _ and -');
   }
+  if (backing.absolute !== undefined && typeof backing.absolute !== 'boolean')
+    fail(`${field}.absolute`, 'must be true (named by its absolute path) or false');
   if (backing.backing !== undefined && backing.backing !== null) {
     if (depth >= MAX_CHAIN_DEPTH)
       fail(`${field}.backing`, `must be absent: a chain has at most ${MAX_CHAIN_DEPTH + 1} levels`);

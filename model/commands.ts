@@ -13,7 +13,7 @@ import {
   type ResizeStep,
 } from './case.ts';
 import type { StepKind } from './plan.ts';
-import { chainLinks, DATA_FILE, imagePath, type Layout, type SideFiles } from './layout.ts';
+import { chainLinks, CWD, DATA_FILE, imagePath, storedLinkName, type Layout, type SideFiles } from './layout.ts';
 
 // Every command line the harness runs for a case, derived from the case alone: the single source
 // for execution, repro scripts and tests. And what running one command leaves behind.
@@ -137,9 +137,14 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
   const out: BuildCommand[] = [];
   for (let i = levels.length - 1; i >= 0; i--)
     out.push(
-      ...levelCommands(levels[i]!, links[i]!.path, i + 1 < levels.length ? links[i + 1]!.name : null, 'backing image'),
+      ...levelCommands(
+        levels[i]!,
+        links[i]!.path,
+        i + 1 < levels.length ? storedLinkName(levels, i + 1) : null,
+        'backing image',
+      ),
     );
-  const backing = levels.length > 0 ? ['-b', links[0]!.name, '-F', levels[0]!.format] : [];
+  const backing = levels.length > 0 ? ['-b', storedLinkName(levels, 0), '-F', levels[0]!.format] : [];
   const key = image.encrypted ? KEY_OBJECT : [];
   const io = (commands: string[]) => qemuIoArgs(commands, file, image);
   // how qemu-img's other commands name the image: -f qcow2 (which `qemu-img snapshot` lacks) or its key
@@ -219,6 +224,20 @@ export function buildCommands(c: Case, file: string): BuildCommand[] {
     });
   }
   return out;
+}
+
+/** The commands that make a side's copy of the chain name its own files, run in the side's
+ * directory after the copy: each link named by its absolute path (the base's) rewritten to the
+ * side's with qemu-img rebase -u, which touches nothing but the name. */
+export function retargetCommands(c: Case, image: string): BuildCommand[] {
+  const levels = chainOf(c.image);
+  const links = chainLinks(levels);
+  return levels.flatMap((level, i) => {
+    if (!level.absolute) return [];
+    const holder = i === 0 ? image : links[i - 1]!.path;
+    const args = ['rebase', '-u', '-f', 'qcow2', '-b', `${CWD}/${links[i]!.path}`, '-F', level.format, holder];
+    return [{ program: 'qemu-img', args, expect: 'ok', what: 'qemu-img rebase -u (the absolute backing name)' }];
+  });
 }
 
 /** One level of a chain (or a rebase's new backing): created over the level below it, if any,

@@ -35,6 +35,21 @@ export const chainLinks = (levels: readonly BackingSpec[]): { name: string; path
   });
 };
 
+/** Stands for the absolute directory a build command runs in, which the harness and repro.sh put
+ * in: a level named by its absolute path is stored as `${CWD}/<its path from the image>`. */
+export const CWD = '{cwd}';
+
+/** The backing name the level above level `i` stores: relative (chainLinks' name), or its absolute
+ * path (CWD-based) where the level says so. */
+export const storedLinkName = (levels: readonly BackingSpec[], i: number): string => {
+  const link = chainLinks(levels)[i]!;
+  return levels[i]!.absolute ? `${CWD}/${link.path}` : link.name;
+};
+
+/** Whether a level below the image is named by its absolute path: each side's copy of the chain
+ * is then retargeted to its own files, and no longer the base's byte for byte. */
+export const hasAbsoluteLinks = (c: Case) => chainOf(c.image).some((b) => b.absolute === true);
+
 /** The files of a chain's levels below the image, parent first, relative to the image's directory. */
 export const chainFileNames = (levels: readonly BackingSpec[]) => chainLinks(levels).map((l) => l.path);
 

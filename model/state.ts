@@ -31,8 +31,9 @@ export interface ImageState {
   refcountTableClusters?: number;
 }
 
-/** A member of an image's backing chain: its name as the level above stores it (what `commit -b`
- * matches) and its path relative to the image's directory (what `rebase -b` names). */
+/** A member of an image's backing chain: its name as the level above stores it, or relative to
+ * that level's directory where it stores an absolute one (what `commit -b` matches either way),
+ * and its path relative to the image's directory (what `rebase -b` names). */
 export interface ChainLink {
   name: string;
   path: string;

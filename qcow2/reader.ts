@@ -2,6 +2,7 @@
 // tables (L1, L2, refcount table and blocks, snapshot table, bitmap directory and tables) at the
 // offsets the image names, never the whole file. Read-only: the writers are qcow2/edit.ts.
 import { open, type FileHandle } from 'node:fs/promises';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import {
   AUTOCLEAR_BITMAPS,
   EXT_BITMAPS,
@@ -76,9 +77,19 @@ export async function readQcow2Header(path: string): Promise<Qcow2Header> {
  * An open qcow2 image. Each method reads one structure at the offset the metadata names; nothing
  * is cached except the header and its extensions. Close it, or use withQcow2().
  */
+/** `name` as copies of the image at `imagePath` in other directories compare it: an absolute name
+ * below the image's own directory is written `<image dir>/…`; any other name is kept. */
+export function portableBackingName(name: string | null, imagePath: string): string | null {
+  if (name === null || !isAbsolute(name)) return name;
+  const rest = relative(resolve(dirname(imagePath)), name);
+  return rest.startsWith('..') || isAbsolute(rest) ? name : `<image dir>/${rest}`;
+}
+
 export class Qcow2Reader {
   private constructor(
     private readonly fh: FileHandle,
+    /** The image's path as opened. */
+    readonly path: string,
     readonly header: Qcow2Header,
     /** File length in bytes when the image was opened. */
     readonly fileLength: number,
@@ -93,7 +104,7 @@ export class Qcow2Reader {
       const header = await headerOf(fh);
       if (header.clusterBits < 9 || header.clusterBits > 21)
         throw new Error(`cluster_bits ${header.clusterBits} out of range 9..21`);
-      return new Qcow2Reader(fh, header, fileLength, await readAt(fh, 0, header.clusterSize));
+      return new Qcow2Reader(fh, path, header, fileLength, await readAt(fh, 0, header.clusterSize));
     } catch (e) {
       await fh.close();
       throw e;
@@ -118,6 +129,12 @@ export class Qcow2Reader {
     const h = this.header;
     if (h.backingFileOffset === 0) return null;
     return this.headerCluster.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString('utf8');
+  }
+
+  /** The backing file name as copies of an image in other directories compare it: an absolute
+   * name below the image's own directory is written `<image dir>/…` (each copy names its own). */
+  portableBackingFile(): string | null {
+    return portableBackingName(this.backingFile(), this.path);
   }
 
   /** Raw u64 entries of an L1 table (the active one by default). */

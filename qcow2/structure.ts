@@ -121,7 +121,8 @@ export type StructureObservation =
       readable: true;
       fileLength: number;
       header: HeaderSummary;
-      /** The backing file name from cluster 0, or null. */
+      /** The backing file name from cluster 0 (an absolute one below the image's directory as
+       * `<image dir>/…`: Qcow2Reader.portableBackingFile), or null. */
       backingFile: string | null;
       extensions: ExtensionSummary[];
       /** Header extension area could not be parsed (qemu refuses to open such an image). */
@@ -532,7 +533,7 @@ class StructureWalk {
       readable: true,
       fileLength: this.r.fileLength,
       header: summariseHeader(this.h),
-      backingFile: this.r.backingFile(),
+      backingFile: this.r.portableBackingFile(),
       extensions: this.extensionSummaries(),
       extensionError: this.extensionError,
       snapshots: this.snapshots,

@@ -1,4 +1,5 @@
-import { caseSizeText, type Case, type ImageSpec } from '../model/case.ts';
+import { caseSizeText, chainOf, type Case, type ImageSpec } from '../model/case.ts';
+import { chainFileNames } from '../model/layout.ts';
 import { operationOf } from '../operations/table.ts';
 import { createOptions } from '../model/commands.ts';
 import { shellQuote } from './repro.ts';
@@ -122,6 +123,21 @@ function imageLines(image: ImageSpec, features: string[]): string[] {
   return image.format !== 'qcow2' ? [line] : [line, `- image features: ${features.join(', ')}`];
 }
 
+/** One line per level of the image's backing chain, parent first: where it is, how it was made,
+ * how the level above names it and what was written into it. */
+function chainLines(image: ImageSpec): string[] {
+  const levels = chainOf(image);
+  const paths = chainFileNames(levels);
+  return levels.map((b, i) => {
+    const options =
+      b.format === 'qcow2' ? `, cluster size ${b.clusterSize ?? 65536}, refcount_bits ${b.refcountBits ?? 16}` : '';
+    const named = b.absolute ? ', named by its absolute path' : '';
+    const data = b.data.map((d) => `\`write ${d.offset}+${d.length}\``).join(', ') || 'none';
+    const level = `${i === 0 ? 'parent' : 'grandparent'} \`${paths[i]}\``;
+    return `- ${level}: ${b.format}, virtual size ${b.virtualSize} bytes${options}${named}; data: ${data}`;
+  });
+}
+
 /** report.md: the report for people. */
 export function reportMarkdown(r: Report, folder: string): string {
   const c = r.case;
@@ -150,6 +166,7 @@ export function reportMarkdown(r: Report, folder: string): string {
     '## Case',
     '',
     ...imageLines(c.image, features),
+    ...chainLines(c.image),
     `- data: ${data.length === 0 ? 'none' : data.join(', ')}`,
     // what each damage hit in the built image, as the run wrote it (repro.sh writes the same bytes)
     ...(r.damage ?? []).map((d) => `- damage written: ${d.kind}, ${d.hit ?? 'no place for it in this image'}`),

@@ -7,6 +7,7 @@ import {
   openImage,
   qemuImg,
   qemuIoArgs,
+  retargetCommands,
   withoutBacking,
   type Resizer,
 } from '../model/commands.ts';
@@ -14,6 +15,7 @@ import {
   caseLayout,
   chainDirectory,
   chainFileFormat,
+  CWD,
   imagePath,
   sideExtras,
   type Layout,
@@ -32,7 +34,13 @@ import { signatureOf, type Finding, type StepFinding } from '../oracles/finding.
 
 /** Single-quotes a word for bash: safe for spaces, quotes, $ and newlines. */
 export const shellQuote = (word: string) => (/^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`);
-const command = (words: string[]) => words.map(shellQuote).join(' ');
+/** A word naming a file by its absolute path in the directory the line runs in (CWD) says $PWD. */
+const word = (w: string) =>
+  w
+    .split(CWD)
+    .map((part) => (part === '' ? '' : shellQuote(part)))
+    .join('"$PWD"');
+const command = (words: string[]) => words.map(word).join(' ');
 /** A command line run in a side's directory, when the case gives each side one (an external data
  * file: qemu-img 7.2 resolves its relative name against the working directory, see layout.ts). */
 const at = (side: SideFiles, line: string) => (side.dir === '.' ? line : `(cd ${shellQuote(side.dir)} && ${line})`);
@@ -191,8 +199,10 @@ function chainVerdict(f: Finding, layout: Layout): string[] {
         `${at(ref, `qemu-img check -q -f qcow2 ${file}`)} || reproduced=0`,
       ];
     case 'member-backing-differs': {
+      // an absolute name with each side's directory taken out
       const name = (side: SideFiles) =>
-        `<(${at(side, `qemu-img info --output=json -f qcow2 ${file}`)} | grep '"backing-filename":')`;
+        `<(${at(side, `qemu-img info --output=json -f qcow2 ${file}`)} | grep '"backing-filename":' | ` +
+        `sed "s|$PWD/${side.dir}/||")`;
       return [`if ! diff -u ${name(ref)} ${name(sub)}; then reproduced=1; fi`];
     }
     case 'top-alone-differs':
@@ -408,11 +418,18 @@ function buildLines(
   // each file to the same place below each side's directory (a chain may have a directory of its own)
   const copies = files.map((f) => ` && cp --sparse=always ${base.dir}/${f} "$s/${f}"`).join('');
   const mkdirs = chainDir ? ` && mkdir "$s/${chainDir}"` : '';
+  // a copy of a chain with absolute names names the base's files until retargeted
+  const retargets = [reference, subject].flatMap((side) =>
+    retargetCommands(c, side.image).map(
+      (cmd) => `${at(side, command([cmd.program, ...cmd.args]))} >/dev/null || exit 2`,
+    ),
+  );
   return [
     ...lines,
     'cd .. || exit 2',
     `for s in ${reference.dir} ${subject.dir}; do ` +
       `cp ${imagePath(base)} "$s/$s.${c.image.format}"${mkdirs}${copies} || exit 2; done`,
+    ...retargets,
   ];
 }
 

@@ -1306,9 +1306,19 @@ async function recordReports(files: Map<string, Buffer | string>): Promise<strin
   };
   const noKnown = b.path('no-known.json');
   await writeFile(noKnown, '{"divergences": []}\n');
-  const twoFaults = await run('two-faults', ['--instar', double('two-faults'), '--iterations', '40', '--seed', '3']);
+  // the operations of the runs these reports were first recorded with: more operations draw other cases
+  const ops = ['--ops', 'resize,amend,snapshot'];
+  const twoFaults = await run('two-faults', [
+    '--instar',
+    double('two-faults'),
+    ...ops,
+    '--iterations',
+    '40',
+    '--seed',
+    '3',
+  ]);
   // without the registry, qemu-img's own change of a dirty image it refuses to resize is filed
-  const control = await run('control', ['--control', '--known', noKnown, '--iterations', '60', '--seed', '5']);
+  const control = await run('control', ['--control', ...ops, '--known', noKnown, '--iterations', '60', '--seed', '5']);
   // refuses the first resize it is asked for only, so that confirmation never reproduces it
   const once = await script(
     b,
@@ -1317,17 +1327,21 @@ async function recordReports(files: Map<string, Buffer | string>): Promise<strin
       `echo 'flaky-instar: refusing once' >&2; exit 1; fi\nexec ${double('none')} "$@"`,
   );
   // case 0 of seed 24 is a plain image and a shrink: no registry entry explains a refusal
-  const flaky = await run('flaky', ['--instar', once, '--iterations', '1', '--seed', '24', '--jobs', '1']);
+  const flaky = await run('flaky', ['--instar', once, ...ops, '--iterations', '1', '--seed', '24', '--jobs', '1']);
   // a repair whose exit code counts the corruptions it fixed (case 36 of seed 1): damage written, a
   // repair oracle finding
   const repairArgs = ['--ops', 'resize,amend,snapshot,repair', '--iterations', '40', '--seed', '1', '--known', noKnown];
   const repair = await run('repair', ['--instar', double('repair-exit-counts-fixed'), ...repairArgs]);
+  // a commit that writes the base's data and leaves its refcounts (case 0 of seed 1): a chain's levels
+  const chainArgs = ['--ops', 'commit,rebase', '--iterations', '10', '--seed', '1'];
+  const chain = await run('chain', ['--instar', double('commit-leaves-base-refcounts'), ...chainArgs]);
   const picked: Record<string, string> = {
     'two-faults-corruptions': await folderOf(twoFaults, 'check/corruptions/'),
     'two-faults-content-differs': await folderOf(twoFaults, 'content/content-differs/'),
     'control-image-modified': await folderOf(control, 'unchanged-on-refusal/image-modified-on-refusal/'),
     'flaky-refused': await folderOf(flaky, 'outcome/refused/'),
     'repair-exit-differs': await folderOf(repair, 'repair:repair/exit-differs/'),
+    'chain-member-check-failed': await folderOf(chain, 'commit:chain/member-check-failed/'),
   };
   for (const [name, folder] of Object.entries(picked))
     files.set(join('reports', name, 'report.json'), await readFile(join(folder, 'report.json')));

@@ -7,7 +7,7 @@
 // success lines.
 import { chainFileFormat } from '../../model/layout.ts';
 import { stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
 import { INCOMPAT_COMPRESSION, INCOMPAT_EXTL2, type Qcow2Header } from '../../qcow2/format.ts';
@@ -89,14 +89,19 @@ export function parseRebase(args: string[]): RebaseArgs {
   return { kind: 'rebase', backing: flags['-b'], backingFormat, unsafe: flags['-u'] === true, quiet, output, filename };
 }
 
+/** A backing name as the image `top` resolves it. */
+const beside = (top: string, name: string) => (isAbsolute(name) ? name : join(dirname(top), name));
+
 const backingOf = (file: string) => withQcow2(file, async (r) => r.backingFile()).catch(() => null);
 
-/** The path of the chain member the level above stores as `name` (as qemu's commit -b finds it),
- * walking down from the top; beside the top where no level names it. */
+/** The path of the chain member `name` names from the level above it (as qemu's commit -b finds it:
+ * both resolved against that level's directory), walking down from the top; beside the top where
+ * no level names it. */
 async function memberPath(top: string, name: string): Promise<string> {
   for (let at = top, next = await backingOf(top); next !== null; next = await backingOf(at)) {
-    at = resolve(dirname(at), next);
-    if (next === name) return at;
+    const above = dirname(at);
+    at = resolve(above, next);
+    if (resolve(above, name) === at) return at;
   }
   return join(dirname(top), name);
 }
@@ -124,7 +129,7 @@ const exists = (file: string) =>
  * on. */
 async function commitRefusal(a: CommitArgs, top: Qcow2Header, parent: string | null): Promise<string | null> {
   if (parent === null) return 'commit: overlay has no recorded backing file; pass -b BASE to name one';
-  const path = join(dirname(a.filename), parent);
+  const path = beside(a.filename, parent);
   if (!(await exists(path))) return `commit: backing file '${path}' does not exist`;
   const below = await headerOf(path);
   if (below === null) return 'commit: cross-format commit is not yet supported (overlay is qcow2, backing is raw)';
@@ -135,7 +140,7 @@ async function commitRefusal(a: CommitArgs, top: Qcow2Header, parent: string | n
     );
   if (top.size > below.size)
     return `commit: overlay virtual size (${top.size} B) exceeds backing virtual size (${below.size} B)`;
-  if (a.base !== undefined && a.base !== parent)
+  if (a.base !== undefined && resolve(beside(a.filename, a.base)) !== resolve(path))
     return (
       'commit: commit through an intermediate layer is not yet supported ' +
       `(the overlay's immediate parent is '${parent}')`
@@ -192,8 +197,8 @@ async function rebaseRefusal(a: RebaseArgs, top: Qcow2Header, member: string | n
     return `rebase: backing path is ${Buffer.byteLength(a.backing)} bytes; maximum is 1024`;
   // the old chain is discovered even with -u (the reference suspects it; the words are the double's)
   const old = await backingOf(a.filename);
-  if (old !== null && !(await exists(join(dirname(a.filename), old))))
-    return `rebase: backing file '${join(dirname(a.filename), old)}' does not exist`;
+  if (old !== null && !(await exists(beside(a.filename, old))))
+    return `rebase: backing file '${beside(a.filename, old)}' does not exist`;
   const guest = (n: number, text: string) => `rebase: guest reported error ${n}: ${text}`;
   const below = member === null ? null : await headerOf(member);
   if (!a.unsafe && member !== null) {

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseCase, CaseFormatError, type Case } from '../../model/case.ts';
-import { buildCommands, qemuImg, type Resizer } from '../../model/commands.ts';
-import { caseLayout, chainFiles, sideFilesOf } from '../../model/layout.ts';
+import { buildCommands, qemuImg, retargetCommands, type Resizer } from '../../model/commands.ts';
+import { caseLayout, chainFiles, CWD, sideFilesOf } from '../../model/layout.ts';
+import { portableBackingName } from '../../qcow2/reader.ts';
 import { initialState, type ImageState } from '../../model/state.ts';
 import { commitArgs, planCommit, type CommitStep } from '../../operations/commit/step.ts';
 import { planRebase, rebaseArgs, type RebaseStep } from '../../operations/rebase/step.ts';
@@ -102,6 +103,81 @@ describe('chains in the case model', () => {
     bad({ format: 'raw', virtualSize: 1 << 20, data: [], clusterSize: 4096 }, /clusterSize is for a qcow2 level only/);
     bad({ ...level, refcountBits: 3 }, /refcountBits must be one of/);
     bad({ ...level, clusterSize: 3000 }, /clusterSize must be a power of two/);
+  });
+});
+
+describe('levels named by their absolute paths', () => {
+  const absolute = () => {
+    const json = JSON.parse(JSON.stringify(chainCase([{ op: 'commit', base: 'lower.raw' }])));
+    json.image.backing.absolute = true;
+    json.image.backing.directory = 'chain';
+    json.image.backing.backing.absolute = true;
+    return parseCase(json);
+  };
+  test('built with the directory the build runs in; each side retargets its copy to its own files', () => {
+    const c = absolute();
+    const creates = buildCommands(c, 'base.qcow2')
+      .filter((b) => b.args[0] === 'create')
+      .map((b) => b.args.slice(-6).join(' '));
+    assert.deepEqual(creates, [
+      'create -q -f raw chain/lower.raw 4194304',
+      `-b ${CWD}/chain/lower.raw -F raw chain/backing.qcow2 2097152`,
+      `-b ${CWD}/chain/backing.qcow2 -F qcow2 base.qcow2 4194304`,
+    ]);
+    assert.deepEqual(
+      retargetCommands(c, 'subject.qcow2').map((b) => b.args.join(' ')),
+      [
+        `rebase -u -f qcow2 -b ${CWD}/chain/backing.qcow2 -F qcow2 subject.qcow2`,
+        `rebase -u -f qcow2 -b ${CWD}/chain/lower.raw -F raw chain/backing.qcow2`,
+      ],
+    );
+    assert.deepEqual(retargetCommands(chainCase([{ op: 'commit', base: null }]), 'subject.qcow2'), []);
+    // commit -b names a member relative to the level above, whichever way it is stored
+    assert.deepEqual(initialState(c).chain, [
+      { name: 'chain/backing.qcow2', path: 'chain/backing.qcow2' },
+      { name: 'lower.raw', path: 'chain/lower.raw' },
+    ]);
+  });
+  test('repro.sh builds with "$PWD" and retargets each side after its copy', () => {
+    const script = reproScript({
+      finding: {
+        oracle: 'chain',
+        kind: 'member-backing-differs',
+        side: 'subject',
+        detail: 'written',
+        message: 'm',
+        step: 0,
+        evidence: { file: 'chain/backing.qcow2' },
+      },
+      case: absolute(),
+      subject: instar,
+      origin: 'test',
+    });
+    assert.match(script, / -b "\$PWD"\/chain\/backing\.qcow2 -F qcow2 base\.qcow2 /);
+    assert.match(
+      script,
+      /\(cd subject && qemu-img rebase -u -f qcow2 -b "\$PWD"\/chain\/lower\.raw -F raw chain\/backing\.qcow2\)/,
+    );
+    // the sides' backing names compared with their own directories taken out
+    assert.match(script, /sed "s\|\$PWD\/subject\/\|\|"/);
+    assert.ok(script.indexOf('for s in reference subject') < script.indexOf('(cd reference && qemu-img rebase'));
+  });
+  test("a name below the image's own directory compares alike in every copy; others are kept", () => {
+    const cases: [string | null, string, string | null][] = [
+      ['/w/reference/chain/backing.qcow2', '/w/reference/reference.qcow2', '<image dir>/chain/backing.qcow2'],
+      ['/w/subject/chain/backing.qcow2', '/w/subject/subject.qcow2', '<image dir>/chain/backing.qcow2'],
+      ['/w/subject/lower.qcow2', '/w/subject/chain/backing.qcow2', '/w/subject/lower.qcow2'],
+      ['/elsewhere/base.qcow2', '/w/subject/subject.qcow2', '/elsewhere/base.qcow2'],
+      ['chain/backing.qcow2', '/w/subject/subject.qcow2', 'chain/backing.qcow2'],
+      [null, '/w/subject/subject.qcow2', null],
+    ];
+    for (const [name, image, want] of cases)
+      assert.equal(portableBackingName(name, image), want, `${name} of ${image}`);
+  });
+  test('absolute must be a boolean', () => {
+    const json = JSON.parse(JSON.stringify(chainCase([{ op: 'commit', base: null }])));
+    json.image.backing.absolute = 'yes';
+    assert.throws(() => parseCase(json), /image\.backing\.absolute must be true/);
   });
 });
 

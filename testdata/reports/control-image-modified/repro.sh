@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces unchanged-on-refusal/image-modified-on-refusal/reference/hash-changed: qemu-img refused the resize but changed the image file
-# Found by the instar resize fuzzer (seed 5, iteration 4, 2026-12-07 01:10 UTC). A control run (qemu-img on both sides): a harness bug.
+# Reproduces unchanged-on-refusal/image-modified-on-refusal/reference/hash-changed: qemu-img refused the step but changed the image file
+# Found by the instar resize fuzzer (seed 5, iteration 4, 2026-12-07 17:21 UTC). A control run (qemu-img on both sides): a harness bug.
 # Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.
 set -u; INSTAR=${INSTAR:-instar}; TIMEOUT=${TIMEOUT:-30}
 work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2

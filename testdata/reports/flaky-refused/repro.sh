@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces outcome/refused/subject/flaky-instar: refusing once: the subject refused a grow step that qemu-img accepted: flaky-instar: refusing once
-# Found by the instar resize fuzzer (corpus iotest-025-grow-fully-written, 2026-12-07 01:10 UTC). Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh
+# Found by the instar resize fuzzer (corpus iotest-025-grow-fully-written, 2026-12-07 17:21 UTC). Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh
 # Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.
 set -u; INSTAR=${INSTAR:-instar}; TIMEOUT=${TIMEOUT:-30}
 work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2

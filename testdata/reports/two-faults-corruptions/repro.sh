@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces check/corruptions/subject/undercounted:header: qemu-img check found 6 corruptions in the subject image
-# Found by the instar resize fuzzer (seed 3, iteration 33, 2026-12-07 01:09 UTC). Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh
+# Reproduces check/corruptions/subject/refcount-blocks-garbled:sub-byte: qemu-img check found 6 corruptions in the subject image
+# Found by the instar resize fuzzer (seed 3, iteration 30, 2026-12-07 17:20 UTC). Needs qemu-img, qemu-io and instar: INSTAR=/path/to/instar bash repro.sh
 # Exit 1: it reproduces. Exit 0: it does not. Exit 2: the image could not be built.
 set -u; INSTAR=${INSTAR:-instar}; TIMEOUT=${TIMEOUT:-30}
 work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT && cd "$work" || exit 2
@@ -16,5 +16,5 @@ reproduced=0
 qemu-img check -f qcow2 subject.qcow2; check=$?
 [ "$check" = 2 ] && reproduced=1
 [ "$ref$sub" = okok ] || reproduced=0
-if [ "$reproduced" = 1 ]; then echo 'REPRODUCED: check/corruptions/subject/undercounted:header'; exit 1; fi
+if [ "$reproduced" = 1 ]; then echo 'REPRODUCED: check/corruptions/subject/refcount-blocks-garbled:sub-byte'; exit 1; fi
 echo 'did not reproduce'; exit 0
