@@ -1,10 +1,11 @@
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withoutBacking } from '../model/commands.ts';
 import { chainFileFormat, chainMembers, imagePath, type SideFiles } from '../model/layout.ts';
 import type { ChainMemberObservation, ChainObservation, CompareRun } from '../oracles/chain.ts';
 import { isClean, parseCheck } from '../oracles/check.ts';
-import { withQcow2 } from '../qcow2/reader.ts';
+import { QCOW2_MAGIC } from '../qcow2/format.ts';
+import { portableBackingName, withQcow2 } from '../qcow2/reader.ts';
 import type { CaseRun } from './case-run.ts';
 import { contentHash } from './files.ts';
 
@@ -24,6 +25,30 @@ const compareRun = (r: { exitCode?: number | null; stdout: string; stderr: strin
   stderr: r.stderr,
 });
 
+/** A qcow2 chain file's bytes but its backing name's (and that name as Qcow2Reader's
+ * portableBackingFile writes it), or null for another file. */
+async function withoutOwnName(file: string): Promise<{ name: string | null; rest: Buffer } | null> {
+  const b = await readFile(file);
+  if (b.length < 72 || b.readUInt32BE(0) !== QCOW2_MAGIC) return null;
+  const [offset, size] = [Number(b.readBigUInt64BE(8)), b.readUInt32BE(16)];
+  if (offset === 0 || offset + size > b.length) return null;
+  const name = portableBackingName(b.subarray(offset, offset + size).toString('utf8'), file);
+  // the name's length field (bytes 16-19) and the name are left out, and the zeros after it in
+  // the first cluster (a longer name leaves fewer)
+  const clusterSize = 2 ** b.readUInt32BE(20);
+  let end = Math.min(clusterSize, b.length);
+  while (end > offset + size && b[end - 1] === 0) end--;
+  const rest = [b.subarray(0, 16), b.subarray(20, offset), b.subarray(offset + size, end), b.subarray(clusterSize)];
+  return { name, rest: Buffer.concat(rest) };
+}
+
+/** Two copies of a chain file that differ only in naming their own directory by absolute path
+ * (each side's chain is its own): the same file to the oracle. */
+async function sameButOwnDirectory(r: string, s: string): Promise<boolean> {
+  const [a, b] = [await withoutOwnName(r), await withoutOwnName(s)];
+  return a !== null && b !== null && a.name === b.name && a.rest.equals(b.rest);
+}
+
 /** Each chain file of both sides; `written` is the member the step writes into (its path). */
 export async function observeChain(run: CaseRun, written: string | null): Promise<ChainObservation> {
   const { reference, subject } = run.layout;
@@ -35,7 +60,7 @@ export async function observeChain(run: CaseRun, written: string | null): Promis
     const member: ChainMemberObservation = { file, role, written: file === written, present, identical: false };
     members.push(member);
     if (!present.reference || !present.subject) continue;
-    member.identical = (await contentHash(r)) === (await contentHash(s));
+    member.identical = (await contentHash(r)) === (await contentHash(s)) || (await sameButOwnDirectory(r, s));
     if (member.identical) continue;
     const format = chainFileFormat(file);
     const rel = (side: SideFiles) => `${side.dir}/${file}`;
