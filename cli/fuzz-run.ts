@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { destination, pino } from 'pino';
 import { loadCorpus, promote } from '../reporting/corpus.ts';
+import { PICTURE_FILE } from '../reporting/damage-picture.ts';
 import { writeReportsIndex } from '../reporting/index-page.ts';
 import { openIssues } from '../reporting/issues.ts';
 import { registryNotes, type RunSummary } from '../reporting/summary.ts';
@@ -53,6 +54,7 @@ type Setup = {
 async function replayMode(folder: string, { subject, timeoutMs, workdir }: Setup): Promise<number> {
   const r = await replay(folder, subject, timeoutMs, workdir);
   console.log(r.reproduced ? `REPRODUCED: ${r.expected}` : `did not reproduce: ${r.expected}`);
+  if (r.picture) console.log(`picture of the damage: ${join(folder, PICTURE_FILE)}`);
   if (!r.reproduced)
     console.log(r.signatures.length ? `findings this time: ${r.signatures.join('; ')}` : 'no findings this time');
   return r.reproduced ? 1 : 0;

@@ -45,7 +45,7 @@ import {
   type ResultsObservation,
   type StepObservation,
 } from '../oracles/table.ts';
-import type { StructureObservation } from '../qcow2/structure.ts';
+import { sketchOf, type StructureObservation, type StructureSketch } from '../qcow2/structure.ts';
 import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { observeChain } from './chain-observe.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
@@ -105,6 +105,9 @@ export interface StepRecord {
   referenceCheck?: CheckObservation;
   referenceInfo?: InfoObservation;
   subjectInfo?: InfoObservation;
+  /** Both results' host clusters as the structure oracle read them (qcow2, where both were
+   * readable): what a report's damage picture is drawn from, without the images. */
+  structures?: { reference: StructureSketch; subject: StructureSketch };
 }
 
 /** The qemu-io workload run on both results after the last step, and what followed. */
@@ -428,6 +431,10 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
       referenceInfo: observation.results.referenceInfo,
       subjectInfo: observation.results.subjectInfo,
     });
+    const [refSketch, subSketch] = [observation.results.referenceStructure, observation.results.subjectStructure].map(
+      (o) => (o ? sketchOf(o) : null),
+    );
+    if (refSketch && subSketch) record.structures = { reference: refSketch, subject: subSketch };
   }
   return { record, observation };
 }

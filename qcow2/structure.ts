@@ -86,6 +86,7 @@ export interface StructureProblem {
 
 /** Lists in the observation are capped so a badly broken image still yields a small report. */
 export const MAX_LISTED = 50;
+export const MAX_BLOCKS_LISTED = 1024;
 
 /** The header in JSON-safe form (feature fields as hex strings). */
 export type HeaderSummary = Omit<Qcow2Header, 'incompatibleFeatures' | 'compatibleFeatures' | 'autoclearFeatures'> & {
@@ -141,6 +142,9 @@ export type StructureObservation =
       mismatchGroups: MismatchGroup[];
       /** How every referenced host cluster is referenced, in cluster order. */
       clusterRoles: RoleRun[];
+      /** The refcount blocks by refcount table index, as host clusters (the first MAX_BLOCKS_LISTED):
+       * which block holds a cluster's refcount (absent in steps recorded before they were kept). */
+      refcountBlocks?: { tableIndex: number; cluster: number }[];
       /** Active L1/L2 entries whose COPIED bit disagrees with "stored refcount is exactly 1". */
       copiedMismatchCount: number;
       copiedMismatches: { table: 'l1' | 'l2' | 'compressed'; cluster: number; stored: number }[];
@@ -159,6 +163,40 @@ export type StructureObservation =
       storedClusters: number;
     }
   | { readable: false; reason: 'missing' | 'not-qcow2' | 'error'; message: string };
+
+/** What a picture of an image's host clusters needs of its observation (reporting/damage-picture.ts):
+ * small enough to keep in every report's step records. */
+export interface StructureSketch {
+  clusterSize: number;
+  refcountBits: number;
+  fileLength: number;
+  clusterRoles: RoleRun[];
+  refcountBlocks: { tableIndex: number; cluster: number }[];
+  refcountMismatches: RefcountMismatch[];
+  mismatchCounts: Record<RefcountMismatchClass, number>;
+  copiedMismatches: { table: 'l1' | 'l2' | 'compressed'; cluster: number; stored: number }[];
+  copiedMismatchCount: number;
+  beyondEof: { role: ClusterRole; cluster: number }[];
+  beyondEofCount: number;
+}
+
+/** The sketch of a readable observation; null for an unreadable one. */
+export function sketchOf(o: StructureObservation): StructureSketch | null {
+  if (!o.readable) return null;
+  return {
+    clusterSize: o.header.clusterSize,
+    refcountBits: o.header.refcountBits,
+    fileLength: o.fileLength,
+    clusterRoles: o.clusterRoles,
+    refcountBlocks: o.refcountBlocks ?? [],
+    refcountMismatches: o.refcountMismatches,
+    mismatchCounts: o.mismatchCounts,
+    copiedMismatches: o.copiedMismatches,
+    copiedMismatchCount: o.copiedMismatchCount,
+    beyondEof: o.beyondEof,
+    beyondEofCount: o.beyondEofCount,
+  };
+}
 
 const hex = (n: bigint) => `0x${n.toString(16)}`;
 
@@ -545,6 +583,9 @@ class StructureWalk {
       refcountMismatches: mismatches.listed,
       mismatchGroups: mismatches.groups,
       clusterRoles: this.expected.roleRuns(),
+      refcountBlocks: this.reftable
+        .slice(0, MAX_BLOCKS_LISTED)
+        .map((b) => ({ tableIndex: b.tableIndex, cluster: Math.floor(b.offset / this.cs) })),
       copiedMismatchCount: dirty ? 0 : this.copiedMismatchCount,
       copiedMismatches: dirty ? [] : this.copiedMismatches,
       beyondEofCount: this.expected.beyondEofCount,

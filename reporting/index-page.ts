@@ -11,6 +11,7 @@ import {
   storedCaseText,
 } from './render.ts';
 import { FLAKY_DIR, readAllReports, writeAtomic, type Origin, type Report } from './store.ts';
+import { PICTURE_FILE } from './damage-picture.ts';
 
 // The reports index: reports/index.html and reports/index.md, rebuilt from what is on disk (every
 // report folder's report.json and the last run's summary.json), so it is always whole and never
@@ -28,6 +29,8 @@ export interface IndexEntry {
   flaky: boolean;
   report: Report;
   status: 'fixed' | 'reproducing' | 'not rechecked';
+  /** The folder has a picture of the damage (damage.svg). */
+  picture?: boolean;
 }
 
 /** The last run's headline and coverage, from summary.json. */
@@ -189,7 +192,15 @@ async function readRun(reportsDir: string): Promise<RunHeadline | null> {
  * run's summary.json. Never throws on a bad report: it is listed in `unreadable`. */
 export async function collectIndex(reportsDir: string, now = new Date()): Promise<ReportsIndex> {
   const all = await readAllReports(reportsDir);
-  const entries = all.reports.map(({ folder, report }) => indexEntry(report, folder));
+  const entries = await Promise.all(
+    all.reports.map(async ({ folder, report }) => {
+      const picture = await stat(join(reportsDir, folder, PICTURE_FILE)).then(
+        (st) => st.isFile(),
+        () => false,
+      );
+      return { ...indexEntry(report, folder), ...(picture ? { picture } : {}) };
+    }),
+  );
   return {
     reports: sortEntries(entries.filter((e) => !e.flaky)),
     flaky: sortEntries(entries.filter((e) => e.flaky)),
@@ -241,7 +252,10 @@ function mdRow(e: IndexEntry): string {
   const r = e.report;
   const f = r.finding;
   const issue = r.issue?.url ? ` [issue](${r.issue.url})` : '';
-  const files = `[report.md](${fileLink(e.path, 'report.md')}) · [repro.sh](${fileLink(e.path, 'repro.sh')})${issue}`;
+  const picture = e.picture ? ` · [damage.svg](${fileLink(e.path, PICTURE_FILE)})` : '';
+  const files =
+    `[report.md](${fileLink(e.path, 'report.md')}) · [repro.sh](${fileLink(e.path, 'repro.sh')})` +
+    `${picture}${issue}`;
   const cells = [
     mdCell(e.status === 'fixed' ? '**fixed**' : 'not fixed'),
     `${mdCode(r.signature)}<br>${mdCell(f.message)}`,
@@ -444,6 +458,10 @@ function htmlRow(e: IndexEntry): string {
     `<a href="${h(fileLink(e.path, 'repro.sh'))}">repro.sh</a>`,
   ];
   if (r.issue?.url && /^https?:\/\//.test(r.issue.url)) files.push(`<a href="${h(r.issue.url)}">issue</a>`);
+  // the damage picture, small in the row; it opens whole
+  const picture = fileLink(e.path, PICTURE_FILE);
+  if (e.picture)
+    files.push(`<a class="picture" href="${h(picture)}"><img src="${h(picture)}" alt="damage picture" width="80"></a>`);
   return [
     `<tr class="report ${h(badgeClass)}" data-signature="${h(r.signature)}">`,
     `<td>${status.join('')}</td>`,

@@ -2,6 +2,7 @@ import { caseSizeText, chainOf, type Case, type ImageSpec } from '../model/case.
 import { chainFileNames } from '../model/layout.ts';
 import { operationOf } from '../operations/table.ts';
 import { createOptions } from '../model/commands.ts';
+import { PICTURE_FILE, reportPicture } from './damage-picture.ts';
 import { shellQuote } from './repro.ts';
 import type { Origin, Recheck, Report } from './store.ts';
 
@@ -176,6 +177,10 @@ export function reportMarkdown(r: Report, folder: string): string {
     '',
     ...r.findings.map((x) => `- step ${x.step + 1}, ${x.oracle}/${x.kind} (${x.side}): ${x.message}`),
     '',
+    // both results' host clusters, the ones the oracles name marked (damage-picture.ts)
+    ...(reportPicture(r) === null
+      ? []
+      : ['## The damage', '', `![host clusters of both results, damage marked](${PICTURE_FILE})`, '']),
     '## Commands',
     '',
     ...r.commands.map(commandText),

@@ -5,6 +5,7 @@ import type { CaseResult } from '../exec/run-case.ts';
 import { smaller, type Case } from '../model/case.ts';
 import type { Resizer } from '../model/commands.ts';
 import { signatureOf, type StepFinding } from '../oracles/finding.ts';
+import { PICTURE_FILE, reportPicture } from './damage-picture.ts';
 import { reportMarkdown } from './render.ts';
 import { reproScript } from './repro.ts';
 import {
@@ -111,5 +112,7 @@ async function writeFolderFiles(dir: string, report: Report, folder: string, art
   const repro = join(dir, 'repro.sh');
   await writeAtomic(repro, reproOfReport(report));
   await chmod(repro, 0o755);
+  const picture = reportPicture(report);
+  if (picture !== null) await writeAtomic(join(dir, PICTURE_FILE), picture);
   for (const a of artifacts) await writeAtomic(join(dir, a.name), a.data);
 }

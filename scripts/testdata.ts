@@ -1335,6 +1335,8 @@ async function recordReports(files: Map<string, Buffer | string>): Promise<strin
   // a commit that writes the base's data and leaves its refcounts (case 0 of seed 1): a chain's levels
   const chainArgs = ['--ops', 'commit,rebase', '--iterations', '10', '--seed', '1'];
   const chain = await run('chain', ['--instar', double('commit-leaves-base-refcounts'), ...chainArgs]);
+  // the quick start's find (seed 1): #365's garbled refcount blocks, with its picture of the damage
+  const stride = await run('365-stride', ['--instar', double('365-stride'), '--iterations', '50', '--seed', '1']);
   const picked: Record<string, string> = {
     'two-faults-corruptions': await folderOf(twoFaults, 'check/corruptions/'),
     'two-faults-content-differs': await folderOf(twoFaults, 'content/content-differs/'),
@@ -1342,6 +1344,7 @@ async function recordReports(files: Map<string, Buffer | string>): Promise<strin
     'flaky-refused': await folderOf(flaky, 'outcome/refused/'),
     'repair-exit-differs': await folderOf(repair, 'repair:repair/exit-differs/'),
     'chain-member-check-failed': await folderOf(chain, 'commit:chain/member-check-failed/'),
+    '365-stride-corruptions': await folderOf(stride, 'check/corruptions/'),
   };
   for (const [name, folder] of Object.entries(picked))
     files.set(join('reports', name, 'report.json'), await readFile(join(folder, 'report.json')));

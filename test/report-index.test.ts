@@ -8,6 +8,9 @@ import { dir } from 'tmp-promise';
 import { runCommand } from '../exec/process.ts';
 import { collectIndex, writeReportsIndex } from '../reporting/index-page.ts';
 import { latestRecheck, storedCaseText } from '../reporting/render.ts';
+import { PICTURE_FILE, reportPicture } from '../reporting/damage-picture.ts';
+import { parseReport } from '../reporting/store.ts';
+import { ROOT } from './helpers.ts';
 
 // The reports index (reporting/index-page.ts): index.md's content, and index.html rendered by a
 // real headless browser (Debian's chromium, installed by `bash scripts/ensure-deps.sh
@@ -350,5 +353,47 @@ test(
       await mkdir(dirname(keep), { recursive: true });
       await copyFile(png, keep);
     }
+  },
+);
+
+test(
+  "a report's picture of the damage renders in chromium, beside its row of the index",
+  {
+    skip:
+      chromium === null && !inCi
+        ? 'chromium is not installed (bash scripts/ensure-deps.sh --with-browser installs it)'
+        : false,
+    timeout: 240_000,
+  },
+  async (t) => {
+    assert.ok(chromium, 'chromium is needed in CI: bash scripts/ensure-deps.sh --with-browser installs it');
+    const reports = await tempDir(t, 'picture-test-');
+    const profile = await tempDir(t, 'picture-chromium-');
+    // the quick start's #365 report, as recorded (testdata/reports), with the picture it files
+    const folder = join(reports, 'subject-check-corruptions-365');
+    await mkdir(folder, { recursive: true });
+    const recorded = join(ROOT, 'testdata', 'reports', '365-stride-corruptions', 'report.json');
+    await copyFile(recorded, join(folder, 'report.json'));
+    const svg = reportPicture(parseReport(await readFile(recorded, 'utf8'), recorded))!;
+    await writeFile(join(folder, PICTURE_FILE), svg);
+    const { html } = await writeReportsIndex(reports);
+    const flags = ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars', `--user-data-dir=${profile}`];
+    const index = await runCommand(chromium, [...flags, '--dump-dom', pathToFileURL(html).href], { timeoutMs: 90_000 });
+    assert.equal(index.exitCode, 0, index.stderr);
+    assert.match(index.stdout, /<img src="subject-check-corruptions-365\/damage\.svg" alt="damage picture"/);
+    // chromium parses the picture as SVG: its marks are elements of the document it renders
+    const url = pathToFileURL(join(folder, PICTURE_FILE)).href;
+    const dom = await runCommand(chromium, [...flags, '--dump-dom', url], { timeoutMs: 90_000 });
+    assert.equal(dom.exitCode, 0, dom.stderr);
+    const marks = [...dom.stdout.matchAll(/data-side="(\w+)" data-cluster="(\d+)"/g)].map((m) => `${m[1]}:${m[2]}`);
+    assert.ok(marks.length > 0 && marks.every((m) => m.startsWith('subject:')), marks.join(' '));
+    const png = join(profile, 'damage.png');
+    const shot = await runCommand(chromium, [...flags, '--window-size=1000,420', `--screenshot=${png}`, url], {
+      timeoutMs: 90_000,
+    });
+    assert.equal(shot.exitCode, 0, shot.stderr);
+    assert.ok((await stat(png)).size > 10 * 1024, 'a non-trivial screenshot');
+    const keep = process.env.DAMAGE_PICTURE_SCREENSHOT;
+    if (keep) await copyFile(png, keep);
   },
 );

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
+import { execa } from 'execa';
 import { dir } from 'tmp-promise';
 import { ROOT, fuzzCli, readReportIn, readSummary, reportsDir } from './helpers.ts';
 
@@ -60,6 +61,29 @@ describe('signatures that tell causes apart', () => {
     const s = await readSummary(reports);
     assert.deepEqual(s.signatures.map((x) => x.signature).sort(), Object.values(FAULTS).sort());
     assert.deepEqual(s.flaky, []);
+  });
+
+  it("the run's job summary (what the action writes) lists every signature with its hits", async () => {
+    const d = await dir({ unsafeCleanup: true, prefix: 'job-summary-' });
+    const file = join(d.path, 'step-summary.md');
+    await writeFile(file, '## before\n');
+    const r = await execa(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'cli', 'job-summary.ts'), '--reports', reports],
+      {
+        env: { GITHUB_STEP_SUMMARY: file },
+        reject: false,
+        all: true,
+      },
+    );
+    assert.equal(r.exitCode, 0, r.all);
+    const md = await readFile(file, 'utf8');
+    assert.ok(md.startsWith('## before\n## instar fuzz: '), 'appended, as GitHub wants');
+    const rows = md.split('\n').filter((l) => l.startsWith('| `'));
+    assert.equal(rows.length, ALL.length);
+    for (const signature of Object.values(FAULTS)) assert.ok(md.includes(`| \`${signature}\` |`), signature);
+    assert.match(md, /```sh\n#!\/usr\/bin\/env bash\n/);
+    await d.cleanup();
   });
 
   it('each report stops reproducing when its fault alone is removed', async () => {

@@ -9,6 +9,8 @@ import { describe, test } from 'node:test';
 import { signatureOf } from '../../oracles/finding.ts';
 import { collectIndex, indexHtml, indexMarkdown } from '../../reporting/index-page.ts';
 import { MAX_TITLE, signatureLine } from '../../reporting/issues.ts';
+import { codeSpan, jobSummaryMarkdown } from '../../reporting/job-summary.ts';
+import { boxesOf, marksOf, reportPicture } from '../../reporting/damage-picture.ts';
 import { parseReport, REPORT_FORMAT, type Report } from '../../reporting/store.ts';
 import { INDEX_CASE, indexGoldens, reportCases, reportGoldens, TESTDATA, UPDATE_HINT } from './testdata.ts';
 
@@ -142,3 +144,139 @@ async function indexOf(edit: (reports: string) => Promise<void>) {
     await rm(dir, { recursive: true, force: true });
   }
 }
+
+describe('the job summary', () => {
+  const recorded = async () =>
+    JSON.parse(await stored(join(INDEX_CASE, 'reports', 'summary.json'))) as Parameters<
+      typeof jobSummaryMarkdown
+    >[0]['summary'];
+  test('lists every new signature by hits, most first, and shows the top one’s repro.sh', async () => {
+    const md = await jobSummaryMarkdown({ summary: await recorded(), topRepro: 'echo top\n', artifact: null });
+    const rows = md.split('\n').filter((l) => l.startsWith('| `'));
+    assert.deepEqual(
+      rows.map((r) => r.split(' | ')[1]),
+      ['25', '1'],
+    );
+    assert.match(md, /^### Reproduce `content\/content-differs\/subject\/region=grown,subject=data,qemu=zeros`$/m);
+    assert.match(md, /```sh\necho top\n```/);
+    assert.doesNotMatch(md, /Reports: artifact/);
+  });
+  test('a clean run says so, and still names the registry entries that matched nothing', async () => {
+    const summary = { ...(await recorded()), newDivergences: 0, signatures: [], unusedKnown: ['a', 'b'] };
+    const md = jobSummaryMarkdown({ summary, topRepro: null, artifact: 'reports-1' });
+    assert.match(md, /^## instar fuzz: no new divergences$/m);
+    assert.doesNotMatch(md, /\| new signature/);
+    assert.match(md, /Registry entries that matched nothing: 2<\/summary>\n\n`a`, `b`/);
+    assert.match(md, /Reports: artifact `reports-1`\./);
+  });
+  test('a signature with pipes and backticks stays one table cell and one code span', () => {
+    assert.equal(codeSpan('a`b'), '``a`b``');
+    assert.equal(codeSpan('`x'), '`` `x ``');
+    const summary = {
+      seed: 1,
+      iterations: 1,
+      elapsedSeconds: 1,
+      subject: { dialect: 'instar', program: 'instar' },
+      tools: { qemuImg: 'qemu-img 7.2' },
+      newDivergences: 1,
+      knownDivergences: 0,
+      corpus: { available: 0, run: 0, newDivergences: 0, knownDivergences: 0 },
+      signatures: [{ signature: 'outcome/refused/subject/a | `b`', folder: 'f', hitsThisRun: 1 }],
+      flaky: [],
+      setupErrors: [],
+      unusedKnown: [],
+      messageDiffers: {},
+    } as unknown as Parameters<typeof jobSummaryMarkdown>[0]['summary'];
+    const md = jobSummaryMarkdown({ summary, topRepro: 'x ``` y', artifact: null });
+    assert.ok(md.includes('\n| `` outcome/refused/subject/a \\| `b` `` | 1 | `f` |\n'), md);
+    assert.match(md, /````sh\nx ``` y\n````/);
+  });
+});
+
+describe('the picture of the damage', () => {
+  /** The marks of one side in damage.svg: cluster -> mark kinds. */
+  const marksIn = (svg: string, side: 'reference' | 'subject') => {
+    const out = new Map<number, string[]>();
+    for (const m of svg.matchAll(/class="mark mark-([a-z-]+)" data-side="(\w+)" data-cluster="(\d+)"/g))
+      if (m[2] === side) out.set(Number(m[3]), [...(out.get(Number(m[3])) ?? []), m[1]!]);
+    return out;
+  };
+  test("#365's picture marks exactly what its findings name, and the block holding it, subject only", async () => {
+    const r = await report('reports/365-stride-corruptions');
+    const svg = reportPicture(r)!;
+    assert.ok(svg, 'the report has a picture');
+    assert.equal(marksIn(svg, 'reference').size, 0, 'qemu-img result: nothing marked');
+    const marked = marksIn(svg, 'subject');
+    // what the findings name: check's ERROR lines, the structure oracle's listed refcounts and COPIED flags
+    const named = new Map<number, Set<string>>();
+    const name = (cluster: number, kind: string) => named.set(cluster, (named.get(cluster) ?? new Set()).add(kind));
+    for (const f of r.findings) {
+      const ev = f.evidence as Record<string, unknown> | unknown[];
+      if (f.oracle === 'check')
+        for (const m of String((ev as { stderr?: string }).stderr).matchAll(/ERROR cluster (\d+) refcount=/g))
+          name(Number(m[1]), 'undercounted');
+      if (f.kind === 'refcount-mismatch')
+        for (const l of (ev as { listed: { cluster: number; class: string }[] }).listed) name(l.cluster, l.class);
+      if (f.kind === 'copied-flag-mismatch')
+        for (const c of ev as { cluster: number }[]) name(c.cluster, 'copied-flag');
+    }
+    const withoutBlocks = new Map(
+      [...marked].map(([c, kinds]) => [c, new Set(kinds.filter((k) => k !== 'block-holds-wrong-refcounts'))]),
+    );
+    for (const [c, kinds] of withoutBlocks) if (kinds.size === 0) withoutBlocks.delete(c);
+    assert.deepEqual(withoutBlocks, named);
+    // refcount_bits 1 with 512-byte clusters: one block (cluster 2) holds every refcount listed
+    const blocks = [...marked].filter(([, k]) => k.includes('block-holds-wrong-refcounts')).map(([c]) => c);
+    assert.deepEqual(blocks, [2]);
+    assert.match(svg, /<title>cluster 2: refcount-block; refcount 0, referenced 1 times; holds 10 of the wrong/);
+  });
+  test('a report without both structures, or with structures alike, has none', async () => {
+    assert.equal(reportPicture(await report('reports/two-faults-corruptions')), null, 'recorded before structures');
+    const r = await report('reports/365-stride-corruptions');
+    const same = r.steps.map((s) => ({
+      ...s,
+      structures: s.structures && { ...s.structures, subject: s.structures.reference },
+    }));
+    assert.equal(reportPicture({ ...r, steps: same }), null);
+  });
+  test('runs of alike clusters collapse into one box; marked clusters and runs of two stay apart', () => {
+    const sketch = {
+      clusterSize: 512,
+      refcountBits: 16,
+      fileLength: 512 * 10,
+      clusterRoles: [
+        { first: 0, last: 0, role: 'header' as const, shared: false },
+        { first: 1, last: 6, role: 'data' as const, shared: false },
+        { first: 8, last: 9, role: 'l2' as const, shared: false },
+      ],
+      refcountBlocks: [],
+      refcountMismatches: [
+        { cluster: 4, stored: 0, expected: 1, role: 'data' as const, class: 'undercounted' as const },
+      ],
+      mismatchCounts: { undercounted: 1, overcounted: 0, leaked: 0 },
+      copiedMismatches: [],
+      copiedMismatchCount: 0,
+      beyondEof: [{ role: 'data' as const, cluster: 12 }],
+      beyondEofCount: 1,
+    };
+    const boxes = boxesOf(sketch, marksOf(sketch)).map((b) => `${b.first}-${b.last}:${b.role}:${b.marks.length}`);
+    assert.deepEqual(boxes, [
+      '0-0:header:0',
+      '1-3:data:0',
+      '4-4:data:1',
+      '5-5:data:0',
+      '6-6:data:0',
+      '7-7:free:0',
+      '8-8:l2:0',
+      '9-9:l2:0',
+      '10-10:beyond-file:0',
+      '11-11:beyond-file:0',
+      '12-12:beyond-file:1',
+    ]);
+    const long = { ...sketch, clusterRoles: [{ first: 0, last: 99, role: 'data' as const, shared: false }] };
+    assert.deepEqual(
+      boxesOf(long, marksOf(long)).map((b) => `${b.first}-${b.last}`),
+      ['0-3', '4-4', '5-11', '12-12', '13-99'],
+    );
+  });
+});

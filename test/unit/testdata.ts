@@ -41,6 +41,9 @@ import { unchangedOnRefusalOracle, type RefusalHashes } from '../../oracles/unch
 import type { StepRecord } from '../../exec/run-case.ts';
 import { caseFacts, judge, loadRegistry, parseRegistry } from '../../triage/registry.ts';
 import { collectIndex, indexHtml, indexMarkdown } from '../../reporting/index-page.ts';
+import { jobSummaryMarkdown } from '../../reporting/job-summary.ts';
+import { PICTURE_FILE, reportPicture } from '../../reporting/damage-picture.ts';
+import { readSummary } from '../../reporting/summary.ts';
 import { issueText } from '../../reporting/issues.ts';
 import { reportMarkdown } from '../../reporting/render.ts';
 import { reproOfReport } from '../../reporting/sighting.ts';
@@ -472,11 +475,13 @@ export async function reportGoldens(folder: string): Promise<Record<string, stri
   const where = reportFolder(report.finding, report.flaky);
   const repro = reproOfReport(report);
   const issue = issueText(report, where, repro);
+  const picture = reportPicture(report);
   return {
     'report.md': reportMarkdown(report, where),
     'repro.sh': repro,
     'issue-title.txt': `${issue.title}\n`,
     'issue.md': issue.body,
+    ...(picture === null ? {} : { [PICTURE_FILE]: picture }),
   };
 }
 
@@ -495,7 +500,11 @@ export async function indexGoldens(): Promise<Record<string, string>> {
     await utimes(join(reports, 'summary.json'), INDEX_NOW, INDEX_NOW);
     const ix = await collectIndex(reports, INDEX_NOW);
     ix.unreadable = ix.unreadable.map((u) => ({ ...u, error: u.error.split(`${dir}/`).join('') }));
-    return { 'index.md': indexMarkdown(ix), 'index.html': indexHtml(ix) };
+    // the job summary of the same run; its top signature's repro.sh is the golden one of that report
+    const summary = await readSummary(reports);
+    const topRepro = await readFile(join(TESTDATA, 'reports', 'two-faults-content-differs', 'repro.sh'), 'utf8');
+    const jobSummary = jobSummaryMarkdown({ summary, topRepro, artifact: 'reports' });
+    return { 'index.md': indexMarkdown(ix), 'index.html': indexHtml(ix), 'job-summary.md': jobSummary };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,0 +1,264 @@
+import type { StepRecord } from '../exec/run-case.ts';
+import type { ClusterRole, StructureSketch } from '../qcow2/structure.ts';
+
+// The picture of the damage (damage.svg beside report.md): a qcow2 image as its host clusters,
+// qemu-img's result above the subject's, each cluster coloured by what references it, and the
+// clusters the structure oracle names marked: a refcount stored below, above or without its
+// references, the refcount block that holds such an entry, a COPIED flag that disagrees with the
+// refcount, a cluster referenced past the end of the file. Runs of clusters alike collapse into one
+// box with their count, so a large image stays one screen wide. Drawn from the step records a
+// report stores (StepRecord.structures): no image is needed to redraw it.
+
+export type MarkKind =
+  'undercounted' | 'overcounted' | 'leaked' | 'block-holds-wrong-refcounts' | 'copied-flag' | 'past-eof';
+
+interface Mark {
+  kind: MarkKind;
+  text: string;
+}
+
+type BoxRole = ClusterRole | 'free' | 'beyond-file';
+
+const ROLE_COLOURS: Record<BoxRole, string> = {
+  header: '#7f7f7f',
+  l1: '#1f5fbf',
+  l2: '#6fa8ef',
+  data: '#e8c88a',
+  'data-zero': '#f3e6c8',
+  compressed: '#b07a3a',
+  'refcount-table': '#1e7a3a',
+  'refcount-block': '#6cc77f',
+  'snapshot-table': '#7a3fa8',
+  'snapshot-l1': '#a883d0',
+  'snapshot-l2': '#cdb8e8',
+  'snapshot-data': '#f0e2c4',
+  'crypto-header': '#333333',
+  'bitmap-directory': '#0f7f7f',
+  'bitmap-table': '#3fb3b3',
+  'bitmap-data': '#a6e0e0',
+  free: '#ffffff',
+  // not in the file at all: refcounts a bug stored for clusters past its end
+  'beyond-file': '#e4e4e4',
+};
+
+const MARKS: Record<MarkKind, { colour: string; dash: string | null; meaning: string }> = {
+  undercounted: { colour: '#d00000', dash: null, meaning: 'refcount below its references (a corruption)' },
+  overcounted: { colour: '#ff8c00', dash: null, meaning: 'refcount above its references' },
+  leaked: { colour: '#c9a400', dash: null, meaning: 'refcount on a cluster nothing references (a leak)' },
+  'block-holds-wrong-refcounts': {
+    colour: '#c000c0',
+    dash: '4 2',
+    meaning: 'refcount block holding the wrong refcounts',
+  },
+  'copied-flag': { colour: '#0050d0', dash: '2 2', meaning: 'COPIED flag disagrees with the refcount' },
+  'past-eof': { colour: '#000000', dash: '1 2', meaning: 'referenced past the end of the file' },
+};
+
+/** A mark's outline: its colour, width and dashes. */
+const outline = (kind: MarkKind) => {
+  const style = MARKS[kind];
+  return `stroke="${style.colour}" stroke-width="3"${style.dash ? ` stroke-dasharray="${style.dash}"` : ''}`;
+};
+
+const roleName = (r: BoxRole) => (r === 'beyond-file' ? 'past the end of the file' : r);
+
+const xml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+/** Every marked cluster of one side and why. */
+export function marksOf(s: StructureSketch): Map<number, Mark[]> {
+  const marks = new Map<number, Mark[]>();
+  const add = (cluster: number, mark: Mark) => {
+    const list = marks.get(cluster) ?? [];
+    if (!list.some((m) => m.kind === mark.kind)) list.push(mark);
+    marks.set(cluster, list);
+  };
+  const perBlock = (s.clusterSize * 8) / s.refcountBits;
+  const blocks = new Map(s.refcountBlocks.map((b) => [b.tableIndex, b.cluster]));
+  const wrongPerBlock = new Map<number, number>();
+  for (const m of s.refcountMismatches) {
+    add(m.cluster, { kind: m.class, text: `refcount ${m.stored}, referenced ${m.expected} times` });
+    const block = blocks.get(Math.floor(m.cluster / perBlock));
+    if (block !== undefined) wrongPerBlock.set(block, (wrongPerBlock.get(block) ?? 0) + 1);
+  }
+  for (const [block, n] of wrongPerBlock)
+    add(block, { kind: 'block-holds-wrong-refcounts', text: `holds ${n} of the wrong refcounts listed` });
+  for (const c of s.copiedMismatches)
+    add(c.cluster, { kind: 'copied-flag', text: `${c.table} entry's COPIED flag, but refcount ${c.stored}` });
+  for (const b of s.beyondEof) add(b.cluster, { kind: 'past-eof', text: `${b.role} past the end of the file` });
+  return marks;
+}
+
+interface Box {
+  first: number;
+  last: number;
+  role: BoxRole;
+  shared: boolean;
+  marks: Mark[];
+}
+
+/** The side's clusters as boxes: each marked cluster alone, runs of unmarked clusters alike in one
+ * box (up to two alike stay apart: a box of one is easier to read than "x2"). */
+export function boxesOf(s: StructureSketch, marks: Map<number, Mark[]>): Box[] {
+  const fileClusters = Math.ceil(s.fileLength / s.clusterSize);
+  const lastRun = s.clusterRoles.at(-1)?.last ?? -1;
+  const end = Math.max(fileClusters, lastRun + 1, ...[...marks.keys()].map((c) => c + 1));
+  // the image as intervals: its role runs and the free gaps between them
+  const intervals: Omit<Box, 'marks'>[] = [];
+  let at = 0;
+  for (const r of [...s.clusterRoles].sort((a, b) => a.first - b.first)) {
+    const gap = Math.min(r.first, fileClusters);
+    if (gap > at) intervals.push({ first: at, last: gap - 1, role: 'free', shared: false });
+    if (r.first > Math.max(at, fileClusters))
+      intervals.push({ first: Math.max(at, fileClusters), last: r.first - 1, role: 'beyond-file', shared: false });
+    intervals.push({ first: r.first, last: r.last, role: r.role, shared: r.shared });
+    at = r.last + 1;
+  }
+  if (at < fileClusters) intervals.push({ first: at, last: fileClusters - 1, role: 'free', shared: false });
+  at = Math.max(at, fileClusters);
+  if (at < end) intervals.push({ first: at, last: end - 1, role: 'beyond-file', shared: false });
+  const marked = [...marks.keys()].sort((a, b) => a - b);
+  const boxes: Box[] = [];
+  const plain = (first: number, last: number, i: Omit<Box, 'marks'>) => {
+    if (last < first) return;
+    if (last - first < 2) for (let c = first; c <= last; c++) boxes.push({ ...i, first: c, last: c, marks: [] });
+    else boxes.push({ ...i, first, last, marks: [] });
+  };
+  for (const i of intervals) {
+    let from = i.first;
+    for (const c of marked) {
+      if (c < i.first || c > i.last) continue;
+      plain(from, c - 1, i);
+      boxes.push({ ...i, first: c, last: c, marks: marks.get(c)! });
+      from = c + 1;
+    }
+    plain(from, i.last, i);
+  }
+  return boxes;
+}
+
+const SOLO = 24;
+const RUN = 64;
+const HEIGHT = 28;
+const GAP = 3;
+const WIDTH = 1000;
+const ROW = HEIGHT + 22;
+
+/** One side's rows of boxes, from `y`; returns the SVG and the height used. */
+function sideSvg(label: string, side: 'reference' | 'subject', s: StructureSketch, y: number) {
+  const marks = marksOf(s);
+  const boxes = boxesOf(s, marks);
+  const parts: string[] = [];
+  const counts = [
+    `${s.mismatchCounts.undercounted} below, ${s.mismatchCounts.overcounted} above, ` +
+      `${s.mismatchCounts.leaked} leaked refcounts`,
+    `${s.copiedMismatchCount} COPIED flags wrong`,
+    `${s.beyondEofCount} past the end of the file`,
+  ].join('; ');
+  parts.push(
+    `<text x="0" y="${y + 14}" font-weight="bold">${xml(label)}</text>` +
+      `<text x="0" y="${y + 30}" fill="#444">${xml(
+        `${Math.ceil(s.fileLength / s.clusterSize)} clusters of ` +
+          `${s.clusterSize} bytes, refcount_bits ${s.refcountBits}: ${counts}`,
+      )}</text>`,
+  );
+  let [x, row] = [0, y + 40];
+  for (const b of boxes) {
+    const w = b.first === b.last ? SOLO : RUN;
+    if (x + w > WIDTH) [x, row] = [0, row + ROW];
+    const range = b.first === b.last ? `cluster ${b.first}` : `clusters ${b.first}-${b.last} (${b.last - b.first + 1})`;
+    const why = b.marks.map((m) => `; ${m.text}`).join('');
+    const title = `${range}: ${roleName(b.role)}${b.shared ? ', shared' : ''}${why}`;
+    const fill = ROLE_COLOURS[b.role];
+    parts.push(
+      `<g><title>${xml(title)}</title>` +
+        `<rect x="${x}" y="${row}" width="${w}" height="${HEIGHT}" fill="${fill}" stroke="#555" stroke-width="0.5"` +
+        `${b.shared ? ' fill-opacity="0.6"' : ''}/>`,
+    );
+    if (b.first !== b.last)
+      parts.push(
+        `<text x="${x + w / 2}" y="${row + 18}" text-anchor="middle" font-size="10">` +
+          `×${b.last - b.first + 1}</text>`,
+      );
+    b.marks.forEach((m, i) => {
+      const inset = i * 3 + 1.5;
+      parts.push(
+        `<rect class="mark mark-${m.kind}" data-side="${side}" data-cluster="${b.first}" ` +
+          `x="${x + inset}" y="${row + inset}" width="${w - 2 * inset}" height="${HEIGHT - 2 * inset}" ` +
+          `fill="none" ${outline(m.kind)}/>`,
+      );
+    });
+    // the cluster number under every marked box and every run, and at the start of each row
+    if (b.marks.length > 0 || b.first !== b.last || x === 0)
+      parts.push(
+        `<text x="${x + (w === SOLO ? SOLO / 2 : 1)}" y="${row + HEIGHT + 11}" font-size="9" fill="#333"` +
+          `${w === SOLO ? ' text-anchor="middle"' : ''}>${b.first}</text>`,
+      );
+    parts.push('</g>');
+    x += w + GAP;
+  }
+  return { svg: parts.join('\n'), height: row + ROW - y, roles: new Set(boxes.map((b) => b.role)), marks };
+}
+
+/** Whether two results differ in their structures: marks on either side, or clusters used
+ * otherwise (a table moved, a run grown). */
+export function structuresDiffer(r: StructureSketch, s: StructureSketch): boolean {
+  const runs = (x: StructureSketch) => JSON.stringify(x.clusterRoles);
+  const marked = (x: StructureSketch) =>
+    x.refcountMismatches.length + x.copiedMismatches.length + x.beyondEof.length > 0;
+  return marked(r) || marked(s) || runs(r) !== runs(s) || r.fileLength !== s.fileLength;
+}
+
+/** damage.svg for a report's finding: null where its step has no structures of both results
+ * (not qcow2, an older report, a side unreadable) or where they do not differ. */
+export function damagePicture(steps: readonly StepRecord[], step: number, title: string): string | null {
+  const structures = steps.find((s) => s.index === step)?.structures;
+  if (!structures || !structuresDiffer(structures.reference, structures.subject)) return null;
+  const top = 24;
+  const ref = sideSvg('qemu-img (reference)', 'reference', structures.reference, top);
+  const sub = sideSvg('subject', 'subject', structures.subject, top + ref.height + 10);
+  const roles = [...new Set([...ref.roles, ...sub.roles])];
+  const kinds = [...new Set([...ref.marks.values(), ...sub.marks.values()].flat().map((m) => m.kind))];
+  let y = top + ref.height + sub.height + 24;
+  const legend: string[] = [`<text x="0" y="${y}" font-weight="bold">Legend</text>`];
+  y += 8;
+  roles.forEach((role, i) => {
+    const [lx, ly] = [(i % 5) * 200, y + Math.floor(i / 5) * 20];
+    legend.push(
+      `<rect x="${lx}" y="${ly}" width="14" height="14" fill="${ROLE_COLOURS[role]}" ` +
+        'stroke="#555" stroke-width="0.5"/>' +
+        `<text x="${lx + 20}" y="${ly + 11}">${xml(roleName(role))}</text>`,
+    );
+  });
+  y += Math.ceil(roles.length / 5) * 20 + 6;
+  kinds.forEach((kind, i) => {
+    const style = MARKS[kind];
+    legend.push(
+      `<rect x="1.5" y="${y + i * 20 + 1.5}" width="14" height="14" fill="none" ${outline(kind)}/>` +
+        `<text x="24" y="${y + i * 20 + 13}">${xml(style.meaning)}</text>`,
+    );
+  });
+  y += kinds.length * 20 + 20;
+  legend.push(
+    `<text x="0" y="${y}" fill="#444">Runs of alike clusters are one box (×count); ` +
+      'numbers are host clusters; hover a box for its clusters and what is wrong.</text>',
+  );
+  const height = y + 10;
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" ` +
+      `font-family="sans-serif" font-size="12">`,
+    `<rect width="${WIDTH}" height="${height}" fill="#fff"/>`,
+    `<text x="0" y="14" font-size="14" font-weight="bold">${xml(title)}</text>`,
+    ref.svg,
+    sub.svg,
+    ...legend,
+    '</svg>',
+    '',
+  ].join('\n');
+}
+
+/** The file a report folder keeps its picture in. */
+export const PICTURE_FILE = 'damage.svg';
+
+/** A report's picture, titled by its signature (null: none, as damagePicture). */
+export const reportPicture = (r: { steps: readonly StepRecord[]; finding: { step: number }; signature: string }) =>
+  damagePicture(r.steps, r.finding.step, r.signature);
