@@ -46,6 +46,7 @@ import {
   type StepObservation,
 } from '../oracles/table.ts';
 import { sketchOf, type StructureObservation, type StructureSketch } from '../qcow2/structure.ts';
+import { formatSketchOf, type FormatSketch } from '../formats/rules.ts';
 import { CaseRun, type ExecuteOptions } from './case-run.ts';
 import { observeChain } from './chain-observe.ts';
 import { compareContent, type ComparePlan } from './content-compare.ts';
@@ -108,6 +109,8 @@ export interface StepRecord {
   /** Both results' host clusters as the structure oracle read them (qcow2, where both were
    * readable): what a report's damage picture is drawn from, without the images. */
   structures?: { reference: StructureSketch; subject: StructureSketch };
+  /** The same for a vhdx, vmdk or vpc image: both results' regions and broken rules. */
+  formatStructures?: { reference: FormatSketch; subject: FormatSketch };
 }
 
 /** The qemu-io workload run on both results after the last step, and what followed. */
@@ -435,6 +438,9 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
       (o) => (o ? sketchOf(o) : null),
     );
     if (refSketch && subSketch) record.structures = { reference: refSketch, subject: subSketch };
+    const formats = observation.results.formatStructures;
+    const [refFormat, subFormat] = formats ? [formatSketchOf(formats.reference), formatSketchOf(formats.subject)] : [];
+    if (refFormat && subFormat) record.formatStructures = { reference: refFormat, subject: subFormat };
   }
   return { record, observation };
 }

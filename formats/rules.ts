@@ -33,6 +33,16 @@ export type FormatStructure =
     }
   | { readable: false; format: StructuredFormat; reason: 'missing' | 'not-format' | 'error'; message: string };
 
+/** What a picture of the file needs of a readable structure (reporting/damage-picture.ts): kept in
+ * every report's step records. */
+export type FormatSketch = Omit<Extract<FormatStructure, { readable: true }>, 'readable' | 'checked'>;
+
+export function formatSketchOf(o: FormatStructure): FormatSketch | null {
+  if (!o.readable) return null;
+  const { format, virtualSize, fileLength, broken, regions } = o;
+  return { format, virtualSize, fileLength, broken, regions };
+}
+
 /** Lists kept in an observation are capped, so that a badly broken image still gives a small report. */
 export const MAX_REGIONS = 200;
 export const MAX_LISTED_BROKEN = 50;

@@ -1,4 +1,5 @@
 import type { StepRecord } from '../exec/run-case.ts';
+import { describeRegion, type FormatSketch, type Region } from '../formats/rules.ts';
 import type { ClusterRole, StructureSketch } from '../qcow2/structure.ts';
 
 // The picture of the damage (damage.svg beside report.md): a qcow2 image as its host clusters,
@@ -256,9 +257,121 @@ export function damagePicture(steps: readonly StepRecord[], step: number, title:
   ].join('\n');
 }
 
+// vhdx, vmdk and vpc: the file as the regions its reader found (headers, tables, BAT, grain
+// directory and tables, blocks and grains), in file order, and the regions a broken rule names
+// marked. Runs of blocks or grains alike collapse as qcow2 clusters do.
+
+/** A region's kind: its name without its extent and its number (`extent x: grain 128` -> `grain`). */
+export const regionKind = (name: string) => name.replace(/^.*: /, '').replace(/ \d+$/, '');
+
+/** The regions a broken rule names: by their place in its message, or, for a structure there is one
+ * of (a footer, a BAT, a grain directory), by the rule's name (`footer-checksum`, `bat-entry-states`). */
+export function brokenRegions(s: FormatSketch): Map<string, string[]> {
+  const named = new Map<string, string[]>();
+  for (const region of s.regions) {
+    const kind = regionKind(region.name);
+    const numbered = kind !== region.name.replace(/^.*: /, '');
+    const why = s.broken.filter(
+      (b) =>
+        b.message.includes(describeRegion(region)) ||
+        (!numbered &&
+          (b.rule === kind || b.rule.startsWith(`${kind}-`) || kind.startsWith(`${b.rule.split('-')[0]}-`))),
+    );
+    if (why.length > 0)
+      named.set(
+        region.name,
+        why.map((b) => `${b.rule}: ${b.message}`),
+      );
+  }
+  return named;
+}
+
+const KIND_COLOURS = ['#7f7f7f', '#1f5fbf', '#6fa8ef', '#1e7a3a', '#6cc77f', '#7a3fa8', '#b07a3a', '#3fb3b3'];
+
+/** One side's file map from `y`. */
+function fileMapSvg(
+  label: string,
+  side: 'reference' | 'subject',
+  s: FormatSketch,
+  y: number,
+  colours: Map<string, string>,
+) {
+  const named = brokenRegions(s);
+  type Item = { kind: string; first: Region; last: Region; count: number; why: string[] };
+  const items: Item[] = [];
+  for (const r of [...s.regions].sort((a, b) => a.offset - b.offset)) {
+    const kind = regionKind(r.name);
+    const why = named.get(r.name) ?? [];
+    const last = items.at(-1);
+    if (last && why.length === 0 && last.why.length === 0 && last.kind === kind && kind !== r.name) {
+      last.last = r;
+      last.count++;
+    } else items.push({ kind, first: r, last: r, count: 1, why });
+  }
+  const parts = [
+    `<text x="0" y="${y + 14}" font-weight="bold">${xml(label)}</text>` +
+      `<text x="0" y="${y + 30}" fill="#444">${xml(
+        `${s.format}, ${s.fileLength} bytes, ${s.regions.length} regions ` +
+          `read; ${s.broken.length} rules broken${s.broken.map((b) => `: ${b.rule}`).join('')}`,
+      )}</text>`,
+  ];
+  let [x, row] = [0, y + 40];
+  for (const it of items) {
+    const text = it.count > 1 ? `${it.kind} ×${it.count}` : it.first.name.replace(/^.*: /, '');
+    const w = Math.max(SOLO, Math.min(160, text.length * 6.5 + 8));
+    if (x + w > WIDTH) [x, row] = [0, row + ROW];
+    const end = it.last.offset + it.last.length;
+    const title =
+      `${it.count > 1 ? `${it.count} ${it.kind}s` : it.first.name} at ${it.first.offset}-${end}` +
+      it.why.map((w) => `; ${w}`).join('');
+    parts.push(
+      `<g><title>${xml(title)}</title><rect x="${x}" y="${row}" width="${w}" height="${HEIGHT}" ` +
+        `fill="${colours.get(it.kind)}" fill-opacity="0.45" stroke="#555" stroke-width="0.5"/>` +
+        `<text x="${x + 4}" y="${row + 18}" font-size="10">${xml(text)}</text>` +
+        (it.why.length > 0
+          ? `<rect class="mark mark-broken-rule" data-side="${side}" data-region="${xml(it.first.name)}" ` +
+            `x="${x + 1.5}" y="${row + 1.5}" width="${w - 3}" height="${HEIGHT - 3}" fill="none" ` +
+            `stroke="#d00000" stroke-width="3"/>`
+          : '') +
+        `<text x="${x + 1}" y="${row + HEIGHT + 11}" font-size="9" fill="#333">${it.first.offset}</text></g>`,
+    );
+    x += w + GAP;
+  }
+  return { svg: parts.join('\n'), height: row + ROW - y, marked: items.some((i) => i.why.length > 0) };
+}
+
+/** The picture of a vhdx, vmdk or vpc finding's step: null where the results do not differ. */
+export function filePicture(steps: readonly StepRecord[], step: number, title: string): string | null {
+  const structures = steps.find((s) => s.index === step)?.formatStructures;
+  if (!structures) return null;
+  const { reference: r, subject: s } = structures;
+  const layout = (x: FormatSketch) => JSON.stringify(x.regions.map((g) => [g.name, g.offset, g.length]));
+  if (r.broken.length === 0 && s.broken.length === 0 && layout(r) === layout(s)) return null;
+  const kinds = [...new Set([...r.regions, ...s.regions].map((g) => regionKind(g.name)))];
+  const colours = new Map(kinds.map((k, i) => [k, KIND_COLOURS[i % KIND_COLOURS.length]!]));
+  const top = 24;
+  const ref = fileMapSvg('qemu-img (reference)', 'reference', r, top, colours);
+  const sub = fileMapSvg('subject', 'subject', s, top + ref.height + 10, colours);
+  const y = top + ref.height + sub.height + 24;
+  const height = y + 30;
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" ` +
+      `font-family="sans-serif" font-size="12">`,
+    `<rect width="${WIDTH}" height="${height}" fill="#fff"/>`,
+    `<text x="0" y="14" font-size="14" font-weight="bold">${xml(title)}</text>`,
+    ref.svg,
+    sub.svg,
+    `<rect x="1.5" y="${y - 10}" width="14" height="14" fill="none" stroke="#d00000" stroke-width="3"/>` +
+      `<text x="24" y="${y + 1}">a region a broken rule names; boxes in file order, numbers are byte offsets, ` +
+      'runs of alike blocks or grains are one box (×count); hover a box for what is wrong</text>',
+    '</svg>',
+    '',
+  ].join('\n');
+}
+
 /** The file a report folder keeps its picture in. */
 export const PICTURE_FILE = 'damage.svg';
 
-/** A report's picture, titled by its signature (null: none, as damagePicture). */
+/** A report's picture, titled by its signature (null: none, as damagePicture and filePicture). */
 export const reportPicture = (r: { steps: readonly StepRecord[]; finding: { step: number }; signature: string }) =>
-  damagePicture(r.steps, r.finding.step, r.signature);
+  damagePicture(r.steps, r.finding.step, r.signature) ?? filePicture(r.steps, r.finding.step, r.signature);

@@ -10,7 +10,14 @@ import { signatureOf } from '../../oracles/finding.ts';
 import { collectIndex, indexHtml, indexMarkdown } from '../../reporting/index-page.ts';
 import { MAX_TITLE, signatureLine } from '../../reporting/issues.ts';
 import { codeSpan, jobSummaryMarkdown } from '../../reporting/job-summary.ts';
-import { boxesOf, marksOf, reportPicture } from '../../reporting/damage-picture.ts';
+import {
+  boxesOf,
+  brokenRegions,
+  filePicture,
+  marksOf,
+  regionKind,
+  reportPicture,
+} from '../../reporting/damage-picture.ts';
 import { parseReport, REPORT_FORMAT, type Report } from '../../reporting/store.ts';
 import { INDEX_CASE, indexGoldens, reportCases, reportGoldens, TESTDATA, UPDATE_HINT } from './testdata.ts';
 
@@ -278,5 +285,40 @@ describe('the picture of the damage', () => {
       boxesOf(long, marksOf(long)).map((b) => `${b.first}-${b.last}`),
       ['0-3', '4-4', '5-11', '12-12', '13-99'],
     );
+  });
+});
+
+describe('the picture of a vhdx, vmdk or vpc file', () => {
+  const sketch = (broken: { rule: string; message: string }[], grains = 3) => ({
+    format: 'vmdk' as const,
+    virtualSize: 1 << 20,
+    fileLength: 65536,
+    broken,
+    regions: [
+      { name: 'header', offset: 0, length: 512 },
+      { name: 'gd', offset: 512, length: 512 },
+      ...Array.from({ length: grains }, (_, i) => ({ name: `grain ${i}`, offset: 1024 + i * 512, length: 512 })),
+    ],
+  });
+  const step = (reference: ReturnType<typeof sketch>, subject: ReturnType<typeof sketch>) =>
+    [{ index: 0, formatStructures: { reference, subject } }] as unknown as Parameters<typeof filePicture>[0];
+  test('regions are named by kind; a broken rule marks its structure, or the region its message places', () => {
+    assert.equal(regionKind('extent base-s001.vmdk: grain 128'), 'grain');
+    assert.equal(regionKind('footer-copy'), 'footer-copy');
+    const s = sketch([
+      { rule: 'gd-inside-file', message: 'the grain directory lies past the end' },
+      { rule: 'grain-inside-file', message: 'grain 1 at 1536 (+512) lies past the end' },
+    ]);
+    assert.deepEqual([...brokenRegions(s).keys()], ['gd', 'grain 1']);
+  });
+  test('drawn where the results differ, with the marks on the side that breaks the rules', () => {
+    assert.equal(filePicture(step(sketch([]), sketch([])), 0, 't'), null);
+    const svg = filePicture(step(sketch([]), sketch([{ rule: 'header-magic', message: 'bad' }], 2)), 0, 't')!;
+    assert.deepEqual(
+      [...svg.matchAll(/data-side="(\w+)" data-region="([^"]+)"/g)].map((m) => `${m[1]}:${m[2]}`),
+      ['subject:header'],
+    );
+    assert.match(svg, />grain ×3</);
+    assert.match(svg, />grain ×2</);
   });
 });
