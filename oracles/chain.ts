@@ -24,10 +24,13 @@ export interface ChainMemberObservation {
   /** The member the step writes into (a commit's base); absent in older observations: false. */
   written?: boolean;
   present: { reference: boolean; subject: boolean };
-  /** Byte for byte the same file on both sides: nothing more was read. */
+  /** Byte for byte the same file on both sides (but for naming its own directory by absolute
+   * path): nothing more was read. */
   identical: boolean;
   /** The two members compared, each read through its own chain (where not identical). */
   compare?: CompareRun;
+  /** Its own backing was gone on both sides: compared and checked alone, without it. */
+  readAlone?: boolean;
   /** qemu-img check of a qcow2 member (where not identical); qemu's only where the subject's is
    * not clean. */
   subjectCheck?: CheckObservation;
@@ -71,8 +74,9 @@ function memberFindings(m: ChainMemberObservation): Finding[] {
   // gave that part is the message's (one bug, whichever member a case's commit went into)
   const place = m.written ? 'written' : 'other';
   // the member's file, for repro.sh: a role has the same file name in every case
+  // and whether it was read alone (its backing gone on both sides), for repro.sh to read it so
   const finding = (kind: string, detail: string, message: string, evidence: object = {}) =>
-    chainFinding(kind, detail, message, { file: m.file, ...evidence });
+    chainFinding(kind, detail, message, { file: m.file, ...(m.readAlone ? { readAlone: true } : {}), ...evidence });
   if (m.present.reference && !m.present.subject)
     return [finding('member-missing', place, `${name} is gone from the subject's chain; qemu's is there`)];
   if (!m.present.reference && m.present.subject)

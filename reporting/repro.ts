@@ -184,9 +184,13 @@ const opened = (file: string, spec: ImageSpec) => {
 /** A chain finding: the member file it names, on both sides (each in its own directory). */
 function chainVerdict(f: Finding, layout: Layout): string[] {
   const { reference: ref, subject: sub } = layout;
-  const file = (f.evidence as { file?: string } | undefined)?.file ?? '';
+  const evidence = f.evidence as { file?: string; readAlone?: boolean } | undefined;
+  const file = evidence?.file ?? '';
   const [r, s] = [`${ref.dir}/${file}`, `${sub.dir}/${file}`];
   const format = chainFileFormat(file);
+  // a member whose backing is gone on both sides is read alone, as the oracle read it
+  const readAlone = evidence?.readAlone === true;
+  const member = (path: string) => (readAlone ? shellQuote(withoutBacking(path)) : `-f ${format} ${path}`);
   const alone = (side: SideFiles) => shellQuote(withoutBacking(imagePath(side)));
   switch (f.kind) {
     case 'member-missing':
@@ -195,8 +199,8 @@ function chainVerdict(f: Finding, layout: Layout): string[] {
       return [`[ ! -e ${r} ] && [ -e ${s} ] && reproduced=1`];
     case 'member-check-failed':
       return [
-        `${at(sub, `qemu-img check -f qcow2 ${file}`)}; [ $? != 0 ] && reproduced=1`,
-        `${at(ref, `qemu-img check -q -f qcow2 ${file}`)} || reproduced=0`,
+        `${at(sub, `qemu-img check ${member(file)}`)}; [ $? != 0 ] && reproduced=1`,
+        `${at(ref, `qemu-img check -q ${member(file)}`)} || reproduced=0`,
       ];
     case 'member-backing-differs': {
       // an absolute name with each side's directory taken out
@@ -210,7 +214,7 @@ function chainVerdict(f: Finding, layout: Layout): string[] {
     default:
       if (f.detail === 'top') return [`qemu-img compare ${alone(ref)} ${alone(sub)}; [ $? -ge 2 ] && reproduced=1`];
       return [
-        `qemu-img compare -f ${format} -F ${format} ${r} ${s}; ` +
+        `qemu-img compare ${readAlone ? `${member(r)} ${member(s)}` : `-f ${format} -F ${format} ${r} ${s}`}; ` +
           `[ $? ${f.kind === 'member-content-differs' ? '= 1' : '-ge 2'} ] && reproduced=1`,
       ];
   }
