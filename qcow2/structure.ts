@@ -153,7 +153,7 @@ export type StructureObservation =
       beyondEof: { role: ClusterRole; cluster: number }[];
       /** Active mappings of guest clusters past the virtual size (a shrink must drop them). */
       mappingsBeyondEndCount: number;
-      mappingsBeyondEnd: { table: 'l1' | 'l2'; index: number }[];
+      mappingsBeyondEnd: { table: 'l1' | 'l2'; index: number; cluster?: number }[];
       problems: StructureProblem[];
       /** As `qemu-img check` counts them: active guest clusters with a host cluster or compressed. */
       allocatedClusters: number;
@@ -178,6 +178,10 @@ export interface StructureSketch {
   copiedMismatchCount: number;
   beyondEof: { role: ClusterRole; cluster: number }[];
   beyondEofCount: number;
+  /** Mappings of guest clusters past the virtual size, with the L2 table's cluster (absent in
+   * steps recorded before they were kept). */
+  mappingsBeyondEnd?: { table: 'l1' | 'l2'; index: number; cluster?: number }[];
+  mappingsBeyondEndCount?: number;
 }
 
 /** The sketch of a readable observation; null for an unreadable one. */
@@ -195,6 +199,8 @@ export function sketchOf(o: StructureObservation): StructureSketch | null {
     copiedMismatchCount: o.copiedMismatchCount,
     beyondEof: o.beyondEof,
     beyondEofCount: o.beyondEofCount,
+    mappingsBeyondEnd: o.mappingsBeyondEnd,
+    mappingsBeyondEndCount: o.mappingsBeyondEndCount,
   };
 }
 
@@ -310,7 +316,7 @@ class StructureWalk {
   private reftable: RefcountBlockRef[] = [];
   private readonly copiedMismatches: { table: CopiedTable; cluster: number; stored: number }[] = [];
   private copiedMismatchCount = 0;
-  private readonly mappingsBeyondEnd: { table: 'l1' | 'l2'; index: number }[] = [];
+  private readonly mappingsBeyondEnd: { table: 'l1' | 'l2'; index: number; cluster?: number }[] = [];
   private mappingsBeyondEndCount = 0;
   private allocatedClusters = 0;
   private compressedClusters = 0;
@@ -370,9 +376,11 @@ class StructureWalk {
       this.copiedMismatches.push({ table, cluster, stored: this.storedOf(cluster) });
   }
 
-  private beyondEnd(table: 'l1' | 'l2', index: number) {
+  /** `cluster`: the host cluster of the L2 table that maps past the end (a whole one, for an L1
+   * entry), for the picture of the damage. */
+  private beyondEnd(table: 'l1' | 'l2', index: number, cluster: number) {
     this.mappingsBeyondEndCount++;
-    if (this.mappingsBeyondEnd.length < MAX_LISTED) this.mappingsBeyondEnd.push({ table, index });
+    if (this.mappingsBeyondEnd.length < MAX_LISTED) this.mappingsBeyondEnd.push({ table, index, cluster });
   }
 
   private async readStoredRefcounts() {
@@ -397,7 +405,7 @@ class StructureWalk {
     for (let i = 0; i < l1.length; i++) {
       const { offset: l2Offset, copied } = decodeL1Entry(l1[i]!);
       if (!l2Offset) continue;
-      if (active && i * l2Entries >= guestClusters) this.beyondEnd('l1', i);
+      if (active && i * l2Entries >= guestClusters) this.beyondEnd('l1', i, Math.floor(l2Offset / this.cs));
       if (!this.aligned(l2Offset)) {
         this.problem('l2-offset', `L2 table at ${l2Offset} is not cluster-aligned`);
         continue;
@@ -430,7 +438,7 @@ class StructureWalk {
             `guest cluster ${guest} has the zero flag (bit 0) set in a version 2 image` +
               (active ? '' : " (a snapshot's table)"),
           );
-        if (active && guest >= guestClusters) this.beyondEnd('l2', guest);
+        if (active && guest >= guestClusters) this.beyondEnd('l2', guest, Math.floor(offset / this.cs));
         if (e.type === 'compressed') {
           // qcow2.txt: an image with an external data file has no compressed clusters
           if (dataFile)

@@ -11,7 +11,13 @@ import type { ClusterRole, StructureSketch } from '../qcow2/structure.ts';
 // report stores (StepRecord.structures): no image is needed to redraw it.
 
 export type MarkKind =
-  'undercounted' | 'overcounted' | 'leaked' | 'block-holds-wrong-refcounts' | 'copied-flag' | 'past-eof';
+  | 'undercounted'
+  | 'overcounted'
+  | 'leaked'
+  | 'block-holds-wrong-refcounts'
+  | 'copied-flag'
+  | 'past-eof'
+  | 'maps-past-end';
 
 interface Mark {
   kind: MarkKind;
@@ -53,6 +59,7 @@ const MARKS: Record<MarkKind, { colour: string; dash: string | null; meaning: st
   },
   'copied-flag': { colour: '#0050d0', dash: '2 2', meaning: 'COPIED flag disagrees with the refcount' },
   'past-eof': { colour: '#000000', dash: '1 2', meaning: 'referenced past the end of the file' },
+  'maps-past-end': { colour: '#008080', dash: '6 2', meaning: 'L2 table mapping guest clusters past the disk end' },
 };
 
 /** A mark's outline: its colour, width and dashes. */
@@ -86,6 +93,11 @@ export function marksOf(s: StructureSketch): Map<number, Mark[]> {
   for (const c of s.copiedMismatches)
     add(c.cluster, { kind: 'copied-flag', text: `${c.table} entry's COPIED flag, but refcount ${c.stored}` });
   for (const b of s.beyondEof) add(b.cluster, { kind: 'past-eof', text: `${b.role} past the end of the file` });
+  const past = new Map<number, number>();
+  for (const m of s.mappingsBeyondEnd ?? [])
+    if (m.cluster !== undefined) past.set(m.cluster, (past.get(m.cluster) ?? 0) + 1);
+  for (const [cluster, n] of past)
+    add(cluster, { kind: 'maps-past-end', text: `maps ${n} of the listed guest clusters past the disk's end` });
   return marks;
 }
 
@@ -150,10 +162,12 @@ function sideSvg(label: string, side: 'reference' | 'subject', s: StructureSketc
   const boxes = boxesOf(s, marks);
   const parts: string[] = [];
   const counts = [
-    `${s.mismatchCounts.undercounted} below, ${s.mismatchCounts.overcounted} above, ` +
-      `${s.mismatchCounts.leaked} leaked refcounts`,
-    `${s.copiedMismatchCount} COPIED flags wrong`,
-    `${s.beyondEofCount} past the end of the file`,
+    `refcounts ${s.mismatchCounts.undercounted} below, ${s.mismatchCounts.overcounted} above, ` +
+      `${s.mismatchCounts.leaked} leaked`,
+    `COPIED flags ${s.copiedMismatchCount} wrong`,
+    `${s.beyondEofCount} past the file`,
+    // absent in steps recorded before mappings were kept
+    ...(s.mappingsBeyondEndCount === undefined ? [] : [`${s.mappingsBeyondEndCount} mapped past the disk`]),
   ].join('; ');
   parts.push(
     `<text x="0" y="${y + 14}" font-weight="bold">${xml(label)}</text>` +
@@ -205,7 +219,8 @@ function sideSvg(label: string, side: 'reference' | 'subject', s: StructureSketc
 export function structuresDiffer(r: StructureSketch, s: StructureSketch): boolean {
   const runs = (x: StructureSketch) => JSON.stringify(x.clusterRoles);
   const marked = (x: StructureSketch) =>
-    x.refcountMismatches.length + x.copiedMismatches.length + x.beyondEof.length > 0;
+    x.refcountMismatches.length + x.copiedMismatches.length + x.beyondEof.length + (x.mappingsBeyondEnd?.length ?? 0) >
+    0;
   return marked(r) || marked(s) || runs(r) !== runs(s) || r.fileLength !== s.fileLength;
 }
 

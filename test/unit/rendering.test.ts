@@ -265,6 +265,9 @@ describe('the picture of the damage', () => {
       copiedMismatchCount: 0,
       beyondEof: [{ role: 'data' as const, cluster: 12 }],
       beyondEofCount: 1,
+      // an L2 table (cluster 8) mapping a guest cluster past the disk's end
+      mappingsBeyondEnd: [{ table: 'l2' as const, index: 40, cluster: 8 }],
+      mappingsBeyondEndCount: 1,
     };
     const boxes = boxesOf(sketch, marksOf(sketch)).map((b) => `${b.first}-${b.last}:${b.role}:${b.marks.length}`);
     assert.deepEqual(boxes, [
@@ -274,7 +277,7 @@ describe('the picture of the damage', () => {
       '5-5:data:0',
       '6-6:data:0',
       '7-7:free:0',
-      '8-8:l2:0',
+      '8-8:l2:1',
       '9-9:l2:0',
       '10-10:beyond-file:0',
       '11-11:beyond-file:0',
@@ -283,7 +286,7 @@ describe('the picture of the damage', () => {
     const long = { ...sketch, clusterRoles: [{ first: 0, last: 99, role: 'data' as const, shared: false }] };
     assert.deepEqual(
       boxesOf(long, marksOf(long)).map((b) => `${b.first}-${b.last}`),
-      ['0-3', '4-4', '5-11', '12-12', '13-99'],
+      ['0-3', '4-4', '5-7', '8-8', '9-11', '12-12', '13-99'],
     );
   });
 });
