@@ -43,7 +43,14 @@ if { ! command -v qemu-img || ! command -v qemu-io; } >/dev/null && [ "$(id -u)"
 fi
 bash "$here/scripts/ensure-deps.sh"
 reference=()
+version=$(qemu-img --version | head -1)
+# an Ubuntu runner's qemu-utils is Ubuntu's: said, not refused (the registry is per qemu version)
+[ "${QEMU_VERSION:-7.2}" != 7.2 ] || [[ "$version" == *" 7.2."* ]] ||
+  echo "::warning::the runner's qemu-img is not Debian bookworm's 7.2 but: $version"
 if [ "${QEMU_VERSION:-7.2}" = 10.0 ]; then
+  [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] ||
+    fail "qemu-version 10.0 comes from Debian's bookworm-backports: run the job in a Debian bookworm container" \
+      "(container: node:20-bookworm)"
   sudo_=()
   [ "$(id -u)" = 0 ] || sudo_=(sudo)
   qemu_img=$("${sudo_[@]}" bash "$here/scripts/install-qemu.sh" "${RUNNER_TEMP:-/tmp}/qemu-10.0")
