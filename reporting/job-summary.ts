@@ -1,24 +1,10 @@
+import { codeBlock, inlineCode } from './render.ts';
 import type { RunSummary, SignatureSeen } from './summary.ts';
 
 // The job summary a CI step writes ($GITHUB_STEP_SUMMARY, GitHub-flavoured markdown) from a run's
 // summary.json: what a maintainer reads on the workflow's page before opening any artifact. New
 // signatures with their hits, the most frequent one's repro.sh inline (pasteable into a bug), and
 // the registry entries that matched nothing.
-
-/** A code span around `text` that no backtick inside it can close. */
-export function codeSpan(text: string): string {
-  const longest = Math.max(0, ...[...text.matchAll(/`+/g)].map((m) => m[0].length));
-  const fence = '`'.repeat(longest + 1);
-  const pad = text.startsWith('`') || text.endsWith('`') ? ' ' : '';
-  return `${fence}${pad}${text}${pad}${fence}`;
-}
-
-/** A fenced block around `text` that no fence inside it can close. */
-function codeBlock(lang: string, text: string): string {
-  const longest = Math.max(2, ...[...text.matchAll(/`{3,}/g)].map((m) => m[0].length));
-  const fence = '`'.repeat(longest + 1);
-  return `${fence}${lang}\n${text.replace(/\n$/, '')}\n${fence}`;
-}
 
 /** A table cell: a pipe would end it. */
 const cell = (text: string) => text.replace(/\|/g, '\\|');
@@ -48,23 +34,23 @@ export function jobSummaryMarkdown({ summary: s, topRepro, artifact }: JobSummar
     `## instar fuzz: ${headline}`,
     '',
     `${s.iterations} cases of seed ${s.seed}${corpus} in ${Math.round(s.elapsedSeconds)} s; ` +
-      `subject ${codeSpan(s.subject.program)}, reference ${s.tools.qemuImg}; ` +
+      `subject ${inlineCode(s.subject.program)}, reference ${s.tools.qemuImg}; ` +
       `${s.knownDivergences} known divergences.` +
-      (artifact ? ` Reports: artifact ${codeSpan(artifact)}.` : ''),
+      (artifact ? ` Reports: artifact ${inlineCode(artifact)}.` : ''),
   ];
   if (sigs.length > 0) {
     lines.push('', '| new signature | hits | report folder |', '|---|---:|---|');
     for (const x of sigs)
-      lines.push(`| ${cell(codeSpan(x.signature))} | ${x.hitsThisRun} | ${cell(codeSpan(x.folder))} |`);
+      lines.push(`| ${cell(inlineCode(x.signature))} | ${x.hitsThisRun} | ${cell(inlineCode(x.folder))} |`);
   }
   const top = sigs[0];
   if (top && topRepro !== null)
     lines.push(
       '',
-      `### Reproduce ${codeSpan(top.signature)}`,
+      `### Reproduce ${inlineCode(top.signature)}`,
       '',
       `\`INSTAR=/path/to/instar bash repro.sh\` exits 1 while it reproduces ` +
-        `(from ${codeSpan(`${top.folder}/repro.sh`)}):`,
+        `(from ${inlineCode(`${top.folder}/repro.sh`)}):`,
       '',
       codeBlock('sh', topRepro),
     );
@@ -73,7 +59,7 @@ export function jobSummaryMarkdown({ summary: s, topRepro, artifact }: JobSummar
       '',
       `### Flaky (never reproduced when re-run): ${s.flaky.length}`,
       '',
-      ...s.flaky.map((x) => `- ${codeSpan(x.signature)} x${x.hitsThisRun}`),
+      ...s.flaky.map((x) => `- ${inlineCode(x.signature)} x${x.hitsThisRun}`),
     );
   if (s.setupErrors.length > 0)
     lines.push(
@@ -87,7 +73,7 @@ export function jobSummaryMarkdown({ summary: s, topRepro, artifact }: JobSummar
       '',
       `<details><summary>Registry entries that matched nothing: ${s.unusedKnown.length}</summary>`,
       '',
-      s.unusedKnown.map(codeSpan).join(', '),
+      s.unusedKnown.map((id) => inlineCode(id)).join(', '),
       '',
       '</details>',
     );
@@ -97,7 +83,9 @@ export function jobSummaryMarkdown({ summary: s, topRepro, artifact }: JobSummar
       '',
       '### Registry entries whose message pattern missed',
       '',
-      ...differs.map(([id, d]) => `- ${codeSpan(id)}: ${d.findings} findings; the subject said ${codeSpan(d.stderr)}`),
+      ...differs.map(
+        ([id, d]) => `- ${inlineCode(id)}: ${d.findings} findings; the subject said ${inlineCode(d.stderr)}`,
+      ),
     );
   return `${lines.join('\n')}\n`;
 }
