@@ -4,7 +4,7 @@
 // on purpose, one kind of damage per test.
 import assert from 'node:assert/strict';
 import { copyFile, open, truncate, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { scratch } from './scratch.ts';
@@ -226,7 +226,8 @@ describe("silent on qemu-built images and qemu's resizes; agrees with qemu-img c
     await execa('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', p]);
     await execa('qemu-io', ['-f', 'qcow2', '-c', 'write -P 2 64k 64k', p]);
     const o = await observe(p);
-    assert.equal(o.backingFile, base);
+    // an absolute name below the image's own directory, as copies in other directories compare it
+    assert.equal(o.backingFile, `<image dir>/${basename(base)}`);
     assert.ok(
       o.extensions.some((e) => e.name === 'backing-format' && e.content === Buffer.from('qcow2').toString('hex')),
     );
