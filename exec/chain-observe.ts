@@ -4,7 +4,7 @@ import { withoutBacking } from '../model/commands.ts';
 import { chainFileFormat, chainMembers, imagePath, type SideFiles } from '../model/layout.ts';
 import type { ChainMemberObservation, ChainObservation, CompareRun } from '../oracles/chain.ts';
 import { isClean, parseCheck } from '../oracles/check.ts';
-import { QCOW2_MAGIC } from '../qcow2/format.ts';
+import { HEADER_OFFSET, parseQcow2Header, type Qcow2Header } from '../qcow2/format.ts';
 import { portableBackingName, withQcow2 } from '../qcow2/reader.ts';
 import type { CaseRun } from './case-run.ts';
 import { contentHash } from './files.ts';
@@ -29,16 +29,26 @@ const compareRun = (r: { exitCode?: number | null; stdout: string; stderr: strin
  * portableBackingFile writes it), or null for another file. */
 async function withoutOwnName(file: string): Promise<{ name: string | null; rest: Buffer } | null> {
   const b = await readFile(file);
-  if (b.length < 72 || b.readUInt32BE(0) !== QCOW2_MAGIC) return null;
-  const [offset, size] = [Number(b.readBigUInt64BE(8)), b.readUInt32BE(16)];
+  let h: Qcow2Header;
+  try {
+    h = parseQcow2Header(b);
+  } catch {
+    return null;
+  }
+  const [offset, size, clusterSize] = [h.backingFileOffset, h.backingFileSize, h.clusterSize];
   if (offset === 0 || offset + size > b.length) return null;
   const name = portableBackingName(b.subarray(offset, offset + size).toString('utf8'), file);
-  // the name's length field (bytes 16-19) and the name are left out, and the zeros after it in
-  // the first cluster (a longer name leaves fewer)
-  const clusterSize = 2 ** b.readUInt32BE(20);
+  // the name's length field and the name are left out, and the zeros after it in the first
+  // cluster (a longer name leaves fewer)
+  const sizeField = HEADER_OFFSET.backingFileSize;
   let end = Math.min(clusterSize, b.length);
   while (end > offset + size && b[end - 1] === 0) end--;
-  const rest = [b.subarray(0, 16), b.subarray(20, offset), b.subarray(offset + size, end), b.subarray(clusterSize)];
+  const rest = [
+    b.subarray(0, sizeField),
+    b.subarray(sizeField + 4, offset),
+    b.subarray(offset + size, end),
+    b.subarray(clusterSize),
+  ];
   return { name, rest: Buffer.concat(rest) };
 }
 

@@ -129,9 +129,9 @@ export class ReadAhead {
         ? reader.hasHostClustersFrom(this.run.path(before), plan.target!)
         : undefined;
     // both sides are still the base image before the first step, unless it moved their files
-    // or retargeted their chains' absolute names
-    const moved = (operationOf(step).fileMoves?.(step).length ?? 0) > 0 || hasAbsoluteLinks(this.run.c);
-    const baseHash = index === 0 && !known && !moved ? this.hash(base) : null;
+    // or the copies were retargeted to their chains' absolute names
+    const notTheBase = (operationOf(step).fileMoves?.(step).length ?? 0) > 0 || hasAbsoluteLinks(this.run.c);
+    const baseHash = index === 0 && !known && !notTheBase ? this.hash(base) : null;
     const hashes = known ?? (baseHash ? [baseHash, baseHash] : [this.hash(reference), this.hash(subject)]);
     const [referenceHash, subjectHash, discardsAllocated] = await Promise.all([...hashes, discards]);
     return {

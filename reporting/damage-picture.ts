@@ -258,15 +258,17 @@ export function damagePicture(steps: readonly StepRecord[], step: number, title:
     `<text x="0" y="${y}" fill="#444">Runs of alike clusters are one box (×count); ` +
       'numbers are host clusters; hover a box for its clusters and what is wrong.</text>',
   );
-  const height = y + 10;
+  return svgDocument(title, y + 10, [ref.svg, sub.svg, ...legend]);
+}
+
+/** The picture's frame: its size, a white ground, its title, then `body`. */
+function svgDocument(title: string, height: number, body: string[]): string {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" ` +
       `font-family="sans-serif" font-size="12">`,
     `<rect width="${WIDTH}" height="${height}" fill="#fff"/>`,
     `<text x="0" y="14" font-size="14" font-weight="bold">${xml(title)}</text>`,
-    ref.svg,
-    sub.svg,
-    ...legend,
+    ...body,
     '</svg>',
     '',
   ].join('\n');
@@ -368,20 +370,13 @@ export function filePicture(steps: readonly StepRecord[], step: number, title: s
   const ref = fileMapSvg('qemu-img (reference)', 'reference', r, top, colours);
   const sub = fileMapSvg('subject', 'subject', s, top + ref.height + 10, colours);
   const y = top + ref.height + sub.height + 24;
-  const height = y + 30;
-  return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" ` +
-      `font-family="sans-serif" font-size="12">`,
-    `<rect width="${WIDTH}" height="${height}" fill="#fff"/>`,
-    `<text x="0" y="14" font-size="14" font-weight="bold">${xml(title)}</text>`,
+  return svgDocument(title, y + 30, [
     ref.svg,
     sub.svg,
     `<rect x="1.5" y="${y - 10}" width="14" height="14" fill="none" stroke="#d00000" stroke-width="3"/>` +
       `<text x="24" y="${y + 1}">a region a broken rule names; boxes in file order, numbers are byte offsets, ` +
       'runs of alike blocks or grains are one box (×count); hover a box for what is wrong</text>',
-    '</svg>',
-    '',
-  ].join('\n');
+  ]);
 }
 
 /** The file a report folder keeps its picture in. */
