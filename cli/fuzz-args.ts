@@ -9,6 +9,7 @@ import {
 } from '../model/case.ts';
 import { parseShard, type Shard } from '../model/shard.ts';
 import { commandLine, usageFail } from './args.ts';
+import { OPERATIONS } from '../operations/table.ts';
 
 // The command line of `npm run fuzz` (cli/fuzz.ts): its options, and the checks of their values.
 
@@ -54,7 +55,8 @@ export async function parseArgs(argv: string[]) {
         type: 'string',
         describe:
           `Operations of the generated steps, comma-separated, from ${OPERATION_NAMES.join(', ')} ` +
-          '(default: all of them); amend, snapshot, repair and bitmap are qcow2 operations',
+          '(default: all of them); amend, snapshot, repair and bitmap are qcow2 operations, commit and rebase ' +
+          'qcow2 and vmdk ones',
       },
       output: {
         choices: OUTPUT_MODES,
@@ -198,18 +200,22 @@ export function opsOf(text: string | undefined): OperationName[] {
 }
 
 /** The formats of --formats, each once, in the order given; by default every format the
- * operations take, and in a control run the ones qemu-img resizes. Operations other than resize
- * are qcow2's: without resize, only qcow2. */
+ * operations are generated on (OPERATIONS' rows: resize takes all, commit and rebase qcow2 and
+ * vmdk, the others qcow2), and in a control run those qemu-img gives a reference for: qcow2 and
+ * raw where a case may be a resize (qemu-img resizes no other format), and every format of the
+ * operations without resize. */
 export function formatsOf(text: string | undefined, control: boolean, ops: readonly OperationName[]): ImageFormat[] {
   const resized = QEMU_RESIZED_FORMATS as readonly string[];
   const resizing = ops.includes('resize');
-  if (text === undefined) return !resizing ? ['qcow2'] : control ? [...QEMU_RESIZED_FORMATS] : [...IMAGE_FORMATS];
+  const taken = IMAGE_FORMATS.filter((f) => ops.some((o) => OPERATIONS[o].formats.includes(f)));
+  const referenced = (f: string) => resized.includes(f) || !resizing;
+  if (text === undefined) return control ? taken.filter(referenced) : taken;
   const names = [...new Set(text.split(',').map((f) => f.trim()))];
-  const unresized = names.filter((f) => !resized.includes(f) && (IMAGE_FORMATS as readonly string[]).includes(f));
+  const unresized = names.filter((f) => !referenced(f) && (IMAGE_FORMATS as readonly string[]).includes(f));
   if (control && unresized.length > 0)
     usageFail(
       `--formats: qemu-img does not resize ${unresized.join(', ')}, so a control run has no reference to ` +
-        `compare them with; pick from ${resized.join(', ')}`,
+        `compare them with; pick from ${resized.join(', ')}, or leave resize out of --ops`,
     );
   for (const name of names) {
     if ((IMAGE_FORMATS as readonly string[]).includes(name)) continue;
@@ -217,10 +223,11 @@ export function formatsOf(text: string | undefined, control: boolean, ops: reado
       `--formats: ${JSON.stringify(name)} is not a format the harness generates; pick from ${IMAGE_FORMATS.join(', ')}`,
     );
   }
-  if (!resizing && names.some((f) => f !== 'qcow2'))
+  const untaken = names.filter((f) => !(taken as readonly string[]).includes(f));
+  if (untaken.length > 0)
     usageFail(
       `--formats ${names.join(',')} with --ops ${ops.join(',')}: ` +
-        "those operations are qcow2's; add resize or pick qcow2",
+        `no operation of those runs on ${untaken.join(', ')} images; add resize or pick from ${taken.join(', ')}`,
     );
   return names as ImageFormat[];
 }

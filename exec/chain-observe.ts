@@ -6,6 +6,7 @@ import type { ChainMemberObservation, ChainObservation, CompareRun } from '../or
 import { isClean, parseCheck } from '../oracles/check.ts';
 import { HEADER_OFFSET, parseQcow2Header, type Qcow2Header } from '../qcow2/format.ts';
 import { portableBackingName, withQcow2 } from '../qcow2/reader.ts';
+import { vmdkBackingName } from '../formats/vmdk.ts';
 import type { CaseRun } from './case-run.ts';
 import { contentHash } from './files.ts';
 
@@ -59,9 +60,18 @@ async function sameButOwnDirectory(r: string, s: string): Promise<boolean> {
   return a !== null && b !== null && a.name === b.name && a.rest.equals(b.rest);
 }
 
-/** Whether a qcow2 chain file names a backing file that is not there. */
+/** The backing name a qcow2 or vmdk chain file stores, or null. */
+const backingNameOf = (file: string) =>
+  withQcow2(file, async (q) => q.backingFile()).catch(() => vmdkBackingName(file).catch(() => null));
+
+/** A chain file's backing name as the oracle compares it (a qcow2 level's own directory written
+ * `<image dir>`: Qcow2Reader's portableBackingFile), or null. */
+const portableBackingOf = (file: string) =>
+  withQcow2(file, async (q) => q.portableBackingFile()).catch(() => vmdkBackingName(file).catch(() => null));
+
+/** Whether a qcow2 or vmdk chain file names a backing file that is not there. */
 async function backingGone(file: string): Promise<boolean> {
-  const name = await withQcow2(file, async (q) => q.backingFile()).catch(() => null);
+  const name = await backingNameOf(file);
   return name !== null && !(await exists(resolve(dirname(file), name)));
 }
 
@@ -80,29 +90,33 @@ export async function observeChain(run: CaseRun, written: string | null): Promis
     if (member.identical) continue;
     const format = chainFileFormat(file);
     const rel = (side: SideFiles) => `${side.dir}/${file}`;
+    const both = ['compare', '-f', format, '-F', format, rel(reference), rel(subject)];
+    if (format === 'raw') {
+      member.compare = compareRun(await run.run('qemu-img', both));
+      continue;
+    }
     // a member whose own backing is gone on both sides (a rebase -u's removed old backing below it)
     // opens on neither: it is read alone, as qemu's own result can be
-    const alone = format === 'qcow2' && (await backingGone(r)) && (await backingGone(s));
+    const alone = (await backingGone(r)) && (await backingGone(s));
     if (alone) member.readAlone = true;
     const compared = alone
-      ? ['compare', withoutBacking(rel(reference)), withoutBacking(rel(subject))]
-      : ['compare', '-f', format, '-F', format, rel(reference), rel(subject)];
+      ? ['compare', withoutBacking(rel(reference), format), withoutBacking(rel(subject), format)]
+      : both;
     member.compare = compareRun(await run.run('qemu-img', compared));
-    if (format !== 'qcow2') continue;
     const check = async (side: SideFiles) => {
-      const named = alone ? [withoutBacking(file)] : ['-f', 'qcow2', file];
+      const named = alone ? [withoutBacking(file, format)] : ['-f', format, file];
       const c = await run.run('qemu-img', ['check', '--output=json', ...named], side);
       return parseCheck(c.exitCode ?? null, c.stdout, c.stderr);
     };
     member.subjectCheck = await check(subject);
     member.referenceCheck = isClean(member.subjectCheck) ? null : await check(reference);
-    const backingOf = (f: string) => withQcow2(f, async (q) => q.portableBackingFile()).catch(() => null);
-    member.backing = { reference: await backingOf(r), subject: await backingOf(s) };
+    member.backing = { reference: await portableBackingOf(r), subject: await portableBackingOf(s) };
   }
+  const topFormat = run.c.image.format === 'vmdk' ? 'vmdk' : 'qcow2';
   const top = await run.run('qemu-img', [
     'compare',
-    withoutBacking(imagePath(reference)),
-    withoutBacking(imagePath(subject)),
+    withoutBacking(imagePath(reference), topFormat),
+    withoutBacking(imagePath(subject), topFormat),
   ]);
   return { members, topAlone: compareRun(top) };
 }

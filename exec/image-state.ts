@@ -6,6 +6,7 @@ import { rawVirtualSize } from '../model/plan.ts';
 import type { ChainLink, ImageState } from '../model/state.ts';
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2 } from '../qcow2/format.ts';
 import { withQcow2 } from '../qcow2/reader.ts';
+import { vmdkBackingName } from '../formats/vmdk.ts';
 
 // What an image is between steps, read from it: the state the operations' rules take (model/state.ts)
 // and the oracles judge by. A qcow2 header and snapshot table, a raw file's length, a vpc's, vhdx's
@@ -32,7 +33,11 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
     const size = await readVirtualSize(file, c);
     if (size === null) return null;
     const { compat, refcountBits, lazyRefcounts, extendedL2 } = c.image;
-    return { size, compat, refcountBits, lazyRefcounts, extendedL2, dataFile: false, snapshots: [] };
+    const state: ImageState = { size, compat, refcountBits, lazyRefcounts, extendedL2, dataFile: false, snapshots: [] };
+    // the top of a vmdk chain: its chain from its descriptor
+    if (c.image.format === 'vmdk' && c.image.backing !== null)
+      state.chain = await chainBelow(file, await vmdkBackingName(file).catch(() => null));
+    return state;
   }
   return withQcow2(file, async (r) => {
     const h = r.header;
@@ -61,10 +66,15 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
   }).catch(() => null);
 }
 
+/** The backing name a chain level stores: a qcow2 header's, a vmdk descriptor's; null for a raw
+ * level or one that cannot be read. */
+const backingNameOf = (file: string) =>
+  withQcow2(file, async (r) => r.backingFile()).catch(() => vmdkBackingName(file).catch(() => null));
+
 /** The backing chain below an image whose backing name is `parent`: each level's name relative to
  * the level above (as it stores it, or as `commit -b` names an absolute one: qemu compares the
  * resolved paths) and its path relative to the image's directory, read from each qcow2 level's
- * header (a raw level, or one that cannot be read, ends it). */
+ * header or vmdk level's descriptor (a raw level, or one that cannot be read, ends it). */
 async function chainBelow(file: string, parent: string | null): Promise<ChainLink[]> {
   const links: ChainLink[] = [];
   let [at, name] = [file, parent];
@@ -72,7 +82,7 @@ async function chainBelow(file: string, parent: string | null): Promise<ChainLin
     const above = dirname(at);
     at = resolve(above, name);
     links.push({ name: isAbsolute(name) ? relative(above, at) : name, path: relative(dirname(file), at) });
-    name = await withQcow2(at, async (r) => r.backingFile()).catch(() => null);
+    name = await backingNameOf(at);
   }
   return links;
 }

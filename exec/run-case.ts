@@ -397,12 +397,19 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
       snapshotsAfter: after?.snapshots.map((s) => ({ id: s.id ?? '', name: s.name })) ?? null,
     });
   }
-  if (onlyQemuRefused)
+  if (onlyQemuRefused) {
     observation.accepted = {
       before: subjectState?.size ?? before,
       target: plan.target,
       after: record.subjectSizeAfter!,
     };
+    // qemu gives no result to compare with (it refused a vmdk rebase, say): the subject's own result
+    // must at least check clean
+    if (checkable(run)) {
+      const c = await run.check(subject);
+      observation.accepted.check = parseCheck(c.exitCode, c.stdout, c.stderr);
+    }
+  }
   if (record.reference === 'refused' || record.subject === 'refused') {
     const refAfter =
       record.reference === 'refused'

@@ -68,6 +68,21 @@ export function parseExtentLines(descriptor: string): ExtentLine[] {
   }));
 }
 
+/** A descriptor's parent (`parentFileNameHint`: the backing file's name as the image stores it),
+ * or null; and its CID and parentCID fields (qemu reads through the parent only while the
+ * child's parentCID is the parent's CID). */
+export const parentNameOf = (descriptor: string) =>
+  /^parentFileNameHint\s*=\s*"([^"]*)"/m.exec(descriptor)?.[1] ?? null;
+export const cidOf = (descriptor: string, field: 'CID' | 'parentCID') =>
+  new RegExp(`^${field}\\s*=\\s*([0-9a-fA-F]+)`, 'm').exec(descriptor)?.[1] ?? null;
+
+/** The backing file name a vmdk stores (its descriptor's parentFileNameHint), or null: none, or
+ * not a vmdk. */
+export const vmdkBackingName = async (file: string) => {
+  const d = await readVmdkDescriptor(file);
+  return d === null ? null : parentNameOf(d.text);
+};
+
 export const createTypeOf = (descriptor: string) => /^createType\s*=\s*"([^"]*)"/m.exec(descriptor)?.[1] ?? null;
 
 /** A vmdk's descriptor, and whether it is embedded in a sparse extent (monolithicSparse,

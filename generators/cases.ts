@@ -47,6 +47,7 @@ import {
 } from './data.ts';
 import { creationArb, externalArb, imageArb, withCreation, withExternalFiles } from './image.ts';
 import { convertedCaseArb } from './converted.ts';
+import { vmdkChainCaseArb } from './vmdk-chain.ts';
 import { rawCaseArb } from './raw.ts';
 import { formatBytes, materialiseStep, stepRecipeArb, type StepRecipe } from './steps.ts';
 
@@ -330,8 +331,23 @@ export function caseArbitrary(
   ops: readonly OperationName[] = ['resize'],
 ): fc.Arbitrary<Case> {
   const mixed = format === 'qcow2' && ops.some((o) => o !== 'resize');
-  const arb = mixed ? qcow2CaseArb(ops) : CASE_ARBITRARIES[format];
+  const arb = mixed ? qcow2CaseArb(ops) : format === 'vmdk' ? vmdkCaseArb(ops) : CASE_ARBITRARIES[format];
   return output === null ? arb : arb.map((c) => ({ ...c, steps: c.steps.map((s) => ({ ...s, output })) }));
+}
+
+const vmdkArbitraries = new Map<string, fc.Arbitrary<Case>>();
+
+/** The vmdk cases of a run driving `ops`: resizes of images qemu-img converts (a resize-only run's
+ * vmdk cases), chain cases for commit and rebase, half and half where both come up. */
+function vmdkCaseArb(ops: readonly OperationName[]): fc.Arbitrary<Case> {
+  if (!ops.some((o) => CHAIN_OPERATIONS.includes(o))) return CASE_ARBITRARIES.vmdk;
+  const key = ops.join(',');
+  let arb = vmdkArbitraries.get(key);
+  if (arb) return arb;
+  const chains = vmdkChainCaseArb(ops);
+  arb = ops.includes('resize') ? fc.oneof(CASE_ARBITRARIES.vmdk, chains) : chains;
+  vmdkArbitraries.set(key, arb);
+  return arb;
 }
 
 /** The case of run `iteration` of seed `seed` (qcow2 cases unless other formats are given): the

@@ -101,11 +101,12 @@ export const sparseRawBase = (c: Case) => c.image.format === 'raw' && c.image.cr
 /** The data operations a raw, vhdx, vmdk or vpc image can take (no compression, no snapshots). */
 export const RAW_DATA_OPS = ['write', 'zero', 'discard'] as const;
 
-export const BACKING_FORMATS = ['qcow2', 'raw'] as const;
+export const BACKING_FORMATS = ['qcow2', 'raw', 'vmdk'] as const;
 export type BackingFormat = (typeof BACKING_FORMATS)[number];
 
 export interface BackingSpec {
-  /** `-F qcow2` (backing.qcow2) or `-F raw` (backing.raw). */
+  /** `-F qcow2` (backing.qcow2), `-F raw` (backing.raw), or `-F vmdk` (backing.vmdk: a vmdk image's
+   * chain is vmdk throughout). */
   format: BackingFormat;
   /** Virtual size of the backing image in bytes, a multiple of 512, different from the image's. */
   virtualSize: number;
@@ -114,7 +115,7 @@ export interface BackingSpec {
   /** A qcow2 level's cluster size and refcount width (absent: qemu's defaults, 65536 and 16). */
   clusterSize?: number;
   refcountBits?: RefcountBits;
-  /** The level below this one (a qcow2 level only): the chain is then base, middle and top. */
+  /** The level below this one (a qcow2 or vmdk level only): the chain is then base, middle and top. */
   backing?: BackingSpec | null;
   /** The image's parent only: the directory below the image's that holds every level (`chain`),
    * which the image names its parent in (`chain/backing.qcow2`); absent: beside the image. */
@@ -251,10 +252,13 @@ export function parseBacking(json: unknown, field: string, fail: Fail, depth: nu
     int(w.length, `${field}.data[${i}].length`, 1);
     int(w.pattern, `${field}.data[${i}].pattern`, 0);
   });
-  const qcow2Only = ['clusterSize', 'refcountBits', 'backing'].filter(
-    (k) => backing[k] !== undefined && backing[k] !== null,
-  );
+  const qcow2Only = ['clusterSize', 'refcountBits'].filter((k) => backing[k] !== undefined && backing[k] !== null);
   if (backing.format !== 'qcow2' && qcow2Only.length > 0) fail(`${field}.${qcow2Only[0]}`, 'is for a qcow2 level only');
+  if (backing.format === 'raw' && backing.backing !== undefined && backing.backing !== null)
+    fail(`${field}.backing`, 'must be absent: a raw level has no backing file');
+  // qemu-img rebase, which retargets an absolute name to each side's files, refuses vmdk
+  if (backing.format === 'vmdk' && backing.absolute === true)
+    fail(`${field}.absolute`, 'must be absent: a vmdk level is named by a relative path');
   if (backing.clusterSize !== undefined) {
     const cs = int(backing.clusterSize, `${field}.clusterSize`, 512);
     if (!Number.isInteger(Math.log2(cs)) || cs > 2 * 1024 * 1024)
@@ -275,6 +279,25 @@ export function parseBacking(json: unknown, field: string, fail: Fail, depth: nu
     parseBacking(backing.backing, `${field}.backing`, fail, depth + 1);
   }
   return backing as unknown as BackingSpec;
+}
+
+/** The formats of images with a backing chain that commit and rebase steps run on. */
+export const CHAIN_IMAGE_FORMATS: readonly ImageFormat[] = ['qcow2', 'vmdk'];
+
+/** A qcow2 image's levels are qcow2 or raw; a vmdk image's are vmdk, below a monolithicSparse top
+ * (qemu-img create -b makes no other subformat). */
+function checkChainFormats(image: Record<string, unknown>, fail: Fail) {
+  const levels = chainOf(image as Pick<ImageSpec, 'backing'>);
+  const vmdk = image.format === 'vmdk';
+  if (image.format !== 'qcow2' && !vmdk) fail('image.backing', `must be null for a ${String(image.format)} image`);
+  levels.forEach((level, i) => {
+    const field = `image.backing${'.backing'.repeat(i)}.format`;
+    if (vmdk && level.format !== 'vmdk') fail(field, 'must be vmdk: a vmdk image has a vmdk chain');
+    if (!vmdk && level.format === 'vmdk') fail(field, 'must be qcow2 or raw below a qcow2 image');
+  });
+  const subformat = (image.options as Record<string, unknown> | undefined)?.subformat;
+  if (vmdk && subformat !== 'monolithicSparse')
+    fail('image.options.subformat', 'must be monolithicSparse for a vmdk image with a backing file');
 }
 
 /** Checks that JSON from a report is a well-formed case; names the first bad field. */
@@ -323,8 +346,11 @@ export function parseCase(json: unknown, where = 'case'): Case {
     parseBacking(image.backing, 'image.backing', fail, 1);
     if (image.dataFile === 'data_file_raw') fail('image.dataFile', 'data_file_raw cannot have a backing file');
   }
+  if (image.backing !== null) checkChainFormats(image, fail);
   if (image.format !== 'qcow2') {
     for (const [field, value] of Object.entries(RAW_IMAGE)) {
+      // a vmdk image may be the top of a vmdk chain (checkChainFormats)
+      if (field === 'backing' && image.format === 'vmdk') continue;
       if (image[field] !== value)
         fail(`image.${field}`, `must be ${JSON.stringify(value)} for a ${image.format} image`);
     }
@@ -378,7 +404,11 @@ export function parseCase(json: unknown, where = 'case'): Case {
     oneOf(step.op ?? 'resize', `steps[${i}].op`, OPERATION_NAMES);
     if (step.output !== undefined) oneOf(step.output, `steps[${i}].output`, OUTPUT_MODES);
     if (step.op === 'commit' || step.op === 'rebase') {
-      if (format !== 'qcow2') fail(`steps[${i}].op`, `${step.op} is run on qcow2 images, not on ${format} ones`);
+      if (!CHAIN_IMAGE_FORMATS.includes(format))
+        fail(
+          `steps[${i}].op`,
+          `${step.op} is run on ${CHAIN_IMAGE_FORMATS.join(' and ')} images, not on ${format} ones`,
+        );
       if (step.op === 'commit') parseCommitStep(step, stepFail);
       else parseRebaseStep(step, stepFail, (b, field) => parseBacking(b, `steps[${i}].${field}`, fail, 1));
       return;

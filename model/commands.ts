@@ -130,7 +130,8 @@ export function qemuIoArgs(commands: string[], file: string, spec: Pick<ImageSpe
  * when the case has them. Consecutive qemu-io operations share one qemu-io run. */
 export function buildCommands(c: Case, file: string): BuildCommand[] {
   const { image } = c;
-  if (isConverted(image.format)) return convertedBuild(c, file, image.format);
+  // a vmdk with a backing file is created over it and written by qemu-io like a qcow2 image
+  if (isConverted(image.format) && image.backing === null) return convertedBuild(c, file, image.format);
   // the chain below the image, deepest level first: each level is created over the one below
   const levels = chainOf(image);
   const links = chainLinks(levels);
@@ -304,10 +305,10 @@ export function qemuIoCommand(op: IoOp): string {
   }
 }
 
-/** A qcow2 image opened without its backing file, as qemu-img names it (`qemu-img compare` takes
- * no option for that): what the image alone holds. */
-export const withoutBacking = (file: string) =>
-  `json:${JSON.stringify({ driver: 'qcow2', backing: null, file: { driver: 'file', filename: file } })}`;
+/** A qcow2 (or vmdk) image opened without its backing file, as qemu-img names it (`qemu-img
+ * compare` takes no option for that): what the image alone holds. */
+export const withoutBacking = (file: string, format: 'qcow2' | 'vmdk' = 'qcow2') =>
+  `json:${JSON.stringify({ driver: format, backing: null, file: { driver: 'file', filename: file } })}`;
 
 /** `qemu-img compare` of the two results, run in the work directory. With a data file each image
  * names its own through --image-opts, and an encrypted image's key comes with it the same way; the

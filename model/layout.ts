@@ -16,21 +16,19 @@ import { chainOf, opOf, type BackingSpec, type Case } from './case.ts';
 
 /** The backing image and the external data file, as the image names them: next to the image. */
 export const BACKING = 'backing.qcow2';
-export const RAW_BACKING = 'backing.raw';
 export const DATA_FILE = 'data.raw';
 
-/** The backing image's file name, by its format. */
-export const backingFileOf = (c: Case) =>
-  c.image.backing === null ? null : c.image.backing.format === 'raw' ? RAW_BACKING : BACKING;
+/** The backing image's file name, by its format (backing.qcow2, backing.raw, backing.vmdk). */
+export const backingFileOf = (c: Case) => (c.image.backing === null ? null : `backing.${c.image.backing.format}`);
 
 /** The names a chain's levels below the image are stored by, parent first: the image names
- * backing.qcow2 (or .raw), prefixed with the chain's directory where it has one; that level names
- * lower.qcow2 (or .raw), beside itself. The lower name is the shorter: instar rewrites a backing
- * name in place and refuses a longer one, so a rebase past the middle reaches its code. */
+ * backing.qcow2 (or .raw, .vmdk), prefixed with the chain's directory where it has one; that level
+ * names lower.qcow2 (or .raw, .vmdk), beside itself. The lower name is the shorter: instar rewrites
+ * a backing name in place and refuses a longer one, so a rebase past the middle reaches its code. */
 export const chainLinks = (levels: readonly BackingSpec[]): { name: string; path: string }[] => {
   const dir = levels[0]?.directory ? `${levels[0].directory}/` : '';
   return levels.map((b, i) => {
-    const file = i === 0 ? (b.format === 'raw' ? RAW_BACKING : BACKING) : `lower.${b.format}`;
+    const file = `${i === 0 ? 'backing' : 'lower'}.${b.format}`;
     return { name: i === 0 ? `${dir}${file}` : file, path: `${dir}${file}` };
   });
 };
@@ -82,9 +80,10 @@ export function chainMembers(c: Case): { file: string; role: ChainRole }[] {
   return [...levels, ...later];
 }
 
-/** A chain file's format, by its name (the harness names every level and new backing `.qcow2` or
- * `.raw`). */
-export const chainFileFormat = (file: string): BackingSpec['format'] => (file.endsWith('.raw') ? 'raw' : 'qcow2');
+/** A chain file's format, by its name (the harness names every level and new backing `.qcow2`,
+ * `.raw` or `.vmdk`). */
+export const chainFileFormat = (file: string): BackingSpec['format'] =>
+  file.endsWith('.raw') ? 'raw' : file.endsWith('.vmdk') ? 'vmdk' : 'qcow2';
 
 /** Every chain file of a case (chainMembers), by name. */
 export const chainFiles = (c: Case): string[] => chainMembers(c).map((m) => m.file);

@@ -144,12 +144,21 @@ export function contentOracle(
   return [
     {
       ...base,
+      side: unreadableSide(c.stderr),
       kind: 'compare-failed',
       detail: normaliseMessage(c.stderr) || `exit=${c.exitCode}`,
       message: `qemu-img compare failed: ${c.stderr.trim()}`,
       evidence: { exitCode: c.exitCode },
     },
   ];
+}
+
+/** The side a failed compare is laid to: qemu's own result where it opened but could not be read
+ * (`Error while reading offset N of reference.<format>`: a vmdk top after qemu-img commit, whose
+ * parentCID it leaves stale); the subject otherwise, an image that would not open included (the
+ * compare opens qemu's first, so the subject's could be as bad: it is not let off). */
+export function unreadableSide(stderr: string): 'reference' | 'subject' {
+  return /Error while reading offset \d+ of (?:\S*\/)?reference\.\w+\b/.test(stderr) ? 'reference' : 'subject';
 }
 
 /** After a snapshot apply, each side must read what the image held when the snapshot was taken

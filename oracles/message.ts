@@ -31,10 +31,8 @@ export function normaliseMessage(text: string): string {
   const line = protectedLine
     // paths (from the root or the working directory, or ending in a file name with a dot) and the
     // names of images and data files; words with a slash such as Input/output stay
-    .replace(
-      /(?<![\w.])(?:\.{0,2}\/)(?:[\w.,~-]+\/?)+|(?:[\w~-]+\/)+[\w,~-]*\.[\w.,~-]+|[\w.-]+\.(?:qcow2|raw|img|tmp)\b/g,
-      '<path>',
-    )
+    .replace(/(?<![\w.])(?:\.{0,2}\/)(?:[\w.,~-]+\/?)+|(?:[\w~-]+\/)+[\w,~-]*\.[\w.,~-]+/g, '<path>')
+    .replace(/[\w.-]+\.(?:qcow2|raw|vmdk|vhdx|vpc|img|tmp)\b/g, '<path>')
     // hex numbers, and decimals that are long, fractional or carry a size suffix; short integers
     // (exit and error codes, small counts) stay
     .replace(/\b0x[0-9a-f]+\b/gi, '<n>')

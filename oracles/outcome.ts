@@ -1,3 +1,4 @@
+import type { CheckObservation } from './check.ts';
 import type { CommandRecord } from '../model/commands.ts';
 import type { Finding, Side } from './finding.ts';
 import { firstLine, messageLine, normaliseMessage } from './message.ts';
@@ -22,6 +23,9 @@ export interface AcceptedSize {
   target: number | null;
   /** The subject's virtual size after the step; null when its image cannot be read. */
   after: number | null;
+  /** qemu-img check of the subject's result, which qemu gives none to compare with (absent for
+   * raw, and in older observations). */
+  check?: CheckObservation;
 }
 
 /** How the subject's result size relates to the request, when it accepted what qemu-img refused:

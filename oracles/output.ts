@@ -52,8 +52,10 @@ function expectedJson(o: OutputObservation): { keys: readonly string[]; values: 
     return { keys: AMEND_JSON_KEYS, values: amendJsonExpected(o.stateBefore ?? null, o.stateAfter ?? null) };
   if (opOf(step) === 'bitmap')
     return { keys: BITMAP_JSON_KEYS, values: bitmapJsonExpected(step as BitmapStep, o.stateAfter ?? null) };
-  if (opOf(step) === 'commit') return { keys: COMMIT_JSON_KEYS, values: { overlay_format: 'qcow2' } };
-  if (opOf(step) === 'rebase') return { keys: rebaseJsonKeys(step as RebaseStep), values: { overlay_format: 'qcow2' } };
+  // the overlay's format: qcow2 or vmdk
+  const overlay = { overlay_format: o.case.image.format };
+  if (opOf(step) === 'commit') return { keys: COMMIT_JSON_KEYS, values: overlay };
+  if (opOf(step) === 'rebase') return { keys: rebaseJsonKeys(step as RebaseStep), values: overlay };
   const before = o.sizeBefore;
   const after = o.subjectAfter?.size ?? null;
   const action =

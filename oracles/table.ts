@@ -113,7 +113,7 @@ type AfterUseStage = { name: string; stage: 'after-use'; judge: (o: AfterUseObse
 const bitmapsOf = (o: StructureObservation | null) => (o?.readable ? o.bitmapBits : undefined);
 const refused = (o: StepObservation) => o.refusal !== null;
 const accepted = (o: StepObservation) => o.results !== null;
-const checked = (o: StepObservation) => o.results?.subjectCheck != null;
+const checked = (o: StepObservation) => o.results?.subjectCheck != null || o.accepted?.check !== undefined;
 const hasStructure = (o: StepObservation) => o.results?.subjectStructure != null || o.results?.formatStructures != null;
 
 const sizesOf = ({ results: r, accepted }: StepObservation) =>
@@ -154,12 +154,15 @@ export const ORACLES = [
     name: 'check',
     stage: 'step',
     runs: checked,
-    judge: ({ results: r }) =>
-      checkOracle(r!.subjectCheck!, r!.referenceCheck, {
-        subject: r!.subjectStructure,
-        reference: r!.referenceStructure,
-        subjectBefore: r!.subjectBefore ?? null,
-      }),
+    judge: ({ results: r, accepted: a }) =>
+      // a step only the subject accepted: its result checked alone
+      r === null
+        ? checkOracle(a!.check!, null)
+        : checkOracle(r.subjectCheck!, r.referenceCheck, {
+            subject: r.subjectStructure,
+            reference: r.referenceStructure,
+            subjectBefore: r.subjectBefore ?? null,
+          }),
   },
   {
     name: 'structure',

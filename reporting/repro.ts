@@ -182,7 +182,7 @@ const opened = (file: string, spec: ImageSpec) => {
 };
 
 /** A chain finding: the member file it names, on both sides (each in its own directory). */
-function chainVerdict(f: Finding, layout: Layout): string[] {
+function chainVerdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
   const { reference: ref, subject: sub } = layout;
   const evidence = f.evidence as { file?: string; readAlone?: boolean } | undefined;
   const file = evidence?.file ?? '';
@@ -190,8 +190,10 @@ function chainVerdict(f: Finding, layout: Layout): string[] {
   const format = chainFileFormat(file);
   // a member whose backing is gone on both sides is read alone, as the oracle read it
   const readAlone = evidence?.readAlone === true;
-  const member = (path: string) => (readAlone ? shellQuote(withoutBacking(path)) : `-f ${format} ${path}`);
-  const alone = (side: SideFiles) => shellQuote(withoutBacking(imagePath(side)));
+  const leveled = format === 'vmdk' ? 'vmdk' : 'qcow2';
+  const member = (path: string) => (readAlone ? shellQuote(withoutBacking(path, leveled)) : `-f ${format} ${path}`);
+  const topFormat = spec.format === 'vmdk' ? 'vmdk' : 'qcow2';
+  const alone = (side: SideFiles) => shellQuote(withoutBacking(imagePath(side), topFormat));
   switch (f.kind) {
     case 'member-missing':
       return [`[ -e ${r} ] && [ ! -e ${s} ] && reproduced=1`];
@@ -205,7 +207,7 @@ function chainVerdict(f: Finding, layout: Layout): string[] {
     case 'member-backing-differs': {
       // an absolute name with each side's directory taken out
       const name = (side: SideFiles) =>
-        `<(${at(side, `qemu-img info --output=json -f qcow2 ${file}`)} | grep '"backing-filename":' | ` +
+        `<(${at(side, `qemu-img info --output=json -f ${format} ${file}`)} | grep '"backing-filename":' | ` +
         `sed "s|$PWD/${side.dir}/||")`;
       return [`if ! diff -u ${name(ref)} ${name(sub)}; then reproduced=1; fi`];
     }
@@ -295,7 +297,7 @@ function verdict(f: Finding, layout: Layout, spec: ImageSpec): string[] {
     case 'repair':
       return repairVerdict(f);
     case 'chain':
-      return chainVerdict(f, layout);
+      return chainVerdict(f, layout, spec);
     case 'allocation': {
       if (f.kind === 'host-blow-up') {
         const blocks = (s: SideFiles) => `$(( $(stat -c %b ${imagePath(s)}) * 512 ))`;

@@ -370,6 +370,14 @@ const FAULTS = [
     why: "empties the overlay's L2 entries after a commit but keeps its data clusters' refcounts",
   },
   {
+    fault: 'commit-vmdk-drops-last-grain',
+    ops: CHAIN_OPS,
+    formats: 'vmdk',
+    oracles: ['chain'],
+    kind: 'member-content-differs',
+    why: "commits a vmdk into its parent but leaves the last grain's table entry unwritten: the parent reads otherwise",
+  },
+  {
     fault: 'rebase-backing-overwrites-extension',
     ops: CHAIN_OPS,
     oracles: ['structure'],

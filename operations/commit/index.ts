@@ -9,12 +9,16 @@ import { COMMIT_KINDS, commitArgs, commitTarget, describeCommit, planCommit } fr
 
 export const commit: Operation<CommitStep> = {
   name: 'commit',
-  what: "writes a qcow2 image's data into its backing chain in place (qemu-img commit, with and without -b)",
-  formats: ['qcow2'],
+  what: "writes a qcow2 or vmdk image's data into its backing chain in place (qemu-img commit, with and without -b)",
+  formats: ['qcow2', 'vmdk'],
   kinds: COMMIT_KINDS,
   plan: (step, state) => planCommit(step, state),
-  reference: (step, file) => ({ commands: [commitArgs(qemuImg, step, file, 'human')], main: 0, scratch: null }),
-  subject: (resizer, step, file) => commitArgs(resizer, step, file, outputModeOf(resizer, step)),
+  reference: (step, file, image) => ({
+    commands: [commitArgs(qemuImg, step, file, 'human', image.format)],
+    main: 0,
+    scratch: null,
+  }),
+  subject: (resizer, step, file, image) => commitArgs(resizer, step, file, outputModeOf(resizer, step), image.format),
   output: outputModeOf,
   oracles: ['chain'],
   describe: describeCommit,

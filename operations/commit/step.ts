@@ -1,4 +1,4 @@
-import type { OutputMode } from '../../model/case.ts';
+import type { ImageFormat, OutputMode } from '../../model/case.ts';
 import type { Resizer } from '../../model/commands.ts';
 import type { ImageState, OperationPlan } from '../../model/state.ts';
 
@@ -7,7 +7,10 @@ import type { ImageState, OperationPlan } from '../../model/state.ts';
 // instar's in ../shared/reference/instar-ops.md). Checked against qemu-img 7.2: without -b the
 // data goes into the parent and the top is emptied; `-b BASE` names any member below (through a
 // middle layer too) and implies -d, so the top keeps its data; a base smaller than the top is
-// grown to the top's size.
+// grown to the top's size. A vmdk top (qemu-img 7.2 and 10.0): the same, but a smaller base is
+// refused (the vmdk driver cannot grow it: "Block job failed: Operation not supported") and the top
+// is never emptied (the vmdk driver cannot), and its parentCID is left stale, so that it no longer
+// reads through its parent (`Invalid argument`).
 
 export interface CommitStep {
   op: 'commit';
@@ -33,12 +36,19 @@ export function parseCommitStep(step: Record<string, unknown>, fail: (field: str
   return step as unknown as CommitStep;
 }
 
-/** The commit command line in a resizer's dialect (the same options in both; instar adds its JSON). */
-export function commitArgs(resizer: Resizer, step: CommitStep, file: string, output: OutputMode): string[] {
+/** The commit command line in a resizer's dialect (the same options in both; instar adds its JSON),
+ * for the top's format (qcow2 or vmdk). */
+export function commitArgs(
+  resizer: Resizer,
+  step: CommitStep,
+  file: string,
+  output: OutputMode,
+  format: ImageFormat = 'qcow2',
+): string[] {
   const base = step.base === null ? [] : ['-b', step.base];
   const printing =
     output === 'quiet' ? ['-q'] : output === 'json' && resizer.dialect === 'instar' ? ['--output', 'json'] : [];
-  return ['commit', '-f', 'qcow2', ...base, ...printing, file];
+  return ['commit', '-f', format, ...base, ...printing, file];
 }
 
 /** What qemu-img makes of a commit from `state`: the member it writes into, whether there is one,

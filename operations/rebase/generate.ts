@@ -12,7 +12,8 @@ import { newBackingName } from './step.ts';
 // Onto an image of other content (built beside the chain), past the middle layer, onto none
 // (`-b ""`), onto the same parent; with -u after the old backing was moved (onto where it went) or
 // removed (onto a new image); safe mode two times in three; -F nearly always (qemu 7.2 refuses
-// a new backing without it, instar takes it with -u).
+// a new backing without it, instar takes it with -u). A vmdk top's new backings are vmdk, and -u
+// comes two times in three.
 
 export const rebaseStepRecipeArb = fc.record({
   target: fc.constantFrom('new-backing', 'new-backing', 'skip-middle', 'skip-middle', 'detach', 'same-backing'),
@@ -36,16 +37,18 @@ export function materialiseRebase(
   output: OutputMode,
 ): RebaseStep {
   const chain = state.chain ?? [];
+  // a vmdk is rebased with -u two times in three (instar's safe mode refuses vmdk)
+  const vmdk = image.format === 'vmdk';
   const step = (backing: string, newBacking?: BackingSpec): RebaseStep => ({
     op: 'rebase',
     backing,
     backingFormat: backing === '' || r.withoutFormat ? null : chainFileFormat(backing),
     // without -F, qemu's safe mode copies clusters before it refuses: -u, the iotest 114 use
-    unsafe: r.unsafe || r.withoutFormat,
+    unsafe: (vmdk ? !r.unsafe : r.unsafe) || r.withoutFormat,
     ...(newBacking ? { newBacking } : {}),
     output,
   });
-  const format = r.rawBacking ? 'raw' : 'qcow2';
+  const format = vmdk ? 'vmdk' : r.rawBacking ? 'raw' : 'qcow2';
   const size = newBackingSize(r, state.size);
   const data = r.writes.map((w) => materialiseBackingWrite(w, image, size, align(size / 2, 512)));
   const parent = chain[0]?.path;

@@ -10,12 +10,18 @@ import { describeRebase, planRebase, REBASE_KINDS, rebaseArgs, rebaseFileMoves }
 
 export const rebase: Operation<RebaseStep> = {
   name: 'rebase',
-  what: "changes a qcow2 image's backing file in place (qemu-img rebase, safe and -u, onto another image or none)",
-  formats: ['qcow2'],
+  what:
+    "changes a qcow2 or vmdk image's backing file in place " +
+    '(qemu-img rebase, safe and -u, onto another image or none)',
+  formats: ['qcow2', 'vmdk'],
   kinds: REBASE_KINDS,
-  plan: (step, state) => planRebase(step, state),
-  reference: (step, file) => ({ commands: [rebaseArgs(qemuImg, step, file, 'human')], main: 0, scratch: null }),
-  subject: (resizer, step, file) => rebaseArgs(resizer, step, file, outputModeOf(resizer, step)),
+  plan: (step, state, format) => planRebase(step, state, format),
+  reference: (step, file, image) => ({
+    commands: [rebaseArgs(qemuImg, step, file, 'human', image.format)],
+    main: 0,
+    scratch: null,
+  }),
+  subject: (resizer, step, file, image) => rebaseArgs(resizer, step, file, outputModeOf(resizer, step), image.format),
   output: outputModeOf,
   oracles: ['chain'],
   describe: describeRebase,

@@ -1,4 +1,10 @@
-import type { BackingFormat, BackingSpec, OutputMode } from '../../model/case.ts';
+import {
+  BACKING_FORMATS,
+  type BackingFormat,
+  type BackingSpec,
+  type ImageFormat,
+  type OutputMode,
+} from '../../model/case.ts';
 import type { Resizer } from '../../model/commands.ts';
 import type { ImageState, OperationPlan } from '../../model/state.ts';
 
@@ -43,6 +49,8 @@ export const REBASE_KINDS: readonly string[] = [
   ...REBASE_TARGETS.flatMap((t) => [`safe-${t}`, `unsafe-${t}`]),
   'no-format',
   'not-found',
+  'vmdk-safe',
+  'vmdk-unsafe',
 ];
 
 /** The file name of the image a rebase step builds (`newBacking`), by its step's index. */
@@ -54,8 +62,8 @@ export function parseRebaseStep(
   parseBacking: (json: unknown, field: string) => unknown,
 ) {
   if (typeof step.backing !== 'string') fail('backing', "must be the -b name, a string ('' detaches)");
-  if (step.backingFormat !== null && step.backingFormat !== 'qcow2' && step.backingFormat !== 'raw')
-    fail('backingFormat', 'must be null (no -F), qcow2 or raw');
+  if (step.backingFormat !== null && !BACKING_FORMATS.includes(step.backingFormat as BackingFormat))
+    fail('backingFormat', `must be null (no -F) or one of ${BACKING_FORMATS.join(', ')}`);
   if (typeof step.unsafe !== 'boolean') fail('unsafe', 'must be true or false');
   if (step.newBacking !== undefined) parseBacking(step.newBacking, 'newBacking');
   if (step.oldBacking !== undefined) {
@@ -69,14 +77,20 @@ export function parseRebaseStep(
 
 /** The rebase command line in a resizer's dialect: qemu-img's, or instar's (`-b` first, its
  * output options). */
-export function rebaseArgs(resizer: Resizer, step: RebaseStep, file: string, output: OutputMode): string[] {
+export function rebaseArgs(
+  resizer: Resizer,
+  step: RebaseStep,
+  file: string,
+  output: OutputMode,
+  imageFormat: ImageFormat = 'qcow2',
+): string[] {
   const format = step.backingFormat === null ? [] : ['-F', step.backingFormat];
   const unsafe = step.unsafe ? ['-u'] : [];
   if (resizer.dialect === 'qemu-img')
     return [
       'rebase',
       '-f',
-      'qcow2',
+      imageFormat,
       ...unsafe,
       '-b',
       step.backing,
@@ -85,7 +99,7 @@ export function rebaseArgs(resizer: Resizer, step: RebaseStep, file: string, out
       file,
     ];
   const printing = output === 'json' ? ['--output', 'json'] : output === 'quiet' ? ['-q'] : [];
-  return ['rebase', '-b', step.backing, ...format, ...unsafe, '-f', 'qcow2', ...printing, file];
+  return ['rebase', '-b', step.backing, ...format, ...unsafe, '-f', imageFormat, ...printing, file];
 }
 
 /** What the new backing is to the top's chain as `state` has it. */
@@ -100,11 +114,14 @@ export function rebaseTarget(step: RebaseStep, state: ImageState): RebaseTarget 
 }
 
 /** What qemu-img makes of a rebase from `state`: its kind (mode and target), whether it accepts
- * it, and the chain the top has after it. */
-export function planRebase(step: RebaseStep, state: ImageState): OperationPlan {
+ * it, and the chain the top has after it. qemu-img refuses every rebase of a vmdk ("Operation not
+ * supported", -u too: checked against 7.2 and 10.0). */
+export function planRebase(step: RebaseStep, state: ImageState, format: ImageFormat = 'qcow2'): OperationPlan {
+  // (safe mode copies the clusters that differ into the vmdk before it fails: the file changes)
   const chain = state.chain ?? [];
   const target = rebaseTarget(step, state);
   const refused = (kind: string): OperationPlan => ({ kind, target: null, accepted: false, next: state });
+  if (format === 'vmdk') return refused(step.unsafe ? 'vmdk-unsafe' : 'vmdk-safe');
   if (target === null) return refused('not-found');
   if (target !== 'detach' && step.backingFormat === null) return refused('no-format');
   // safe mode opens the old chain first: gone, qemu-img cannot

@@ -7,6 +7,7 @@ import { activeL2Entries } from '../../operations/repair/damage.ts';
 import { hasExtendedL2 } from '../../qcow2/format.ts';
 import { decodeL1Entry, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED } from '../../qcow2/tables.ts';
 import type { ChainContext, ChainHooks } from './chain-op.ts';
+import { vmdkMappedGrains } from './format-edit.ts';
 
 /** The data clusters that L2 tables allocated by the call (absent from `before`) point at without
  * OFLAG_COPIED: those the copied table shares with a snapshot. */
@@ -39,7 +40,27 @@ const remember = async (file: string | null) => {
   refcountsBefore = file && (await isQcow2(file)) ? await readRefcounts(file) : new Map();
 };
 
+/** The grain table entries of the vmdk a commit writes into, read before the call. */
+let grainsBefore = new Set<number>();
+
 export const CHAIN_FAULTS = {
+  'commit-vmdk-drops-last-grain': {
+    what:
+      'a vmdk commit writes the grains into the base but leaves the grain table entry of the last one ' +
+      'it allocates unwritten (the grain reads through to the level below, or as zeros)',
+    chain: {
+      before: async (c: ChainContext) => {
+        const vmdk = c.args.kind === 'commit' && c.args.format === 'vmdk' && c.member !== null;
+        grainsBefore = new Set(vmdk ? (await vmdkMappedGrains(c.member!)).map((g) => g.at) : []);
+      },
+      after: async (c: ChainContext) => {
+        if (c.args.kind !== 'commit' || c.args.format !== 'vmdk' || !c.member) return;
+        const added = (await vmdkMappedGrains(c.member)).filter((g) => !grainsBefore.has(g.at));
+        const last = added.at(-1);
+        if (last) await writeBytes(c.member, last.at, Buffer.alloc(4));
+      },
+    } satisfies ChainHooks,
+  },
   'commit-leaves-base-refcounts': {
     what:
       "a commit writes the overlay's data, L2 and L1 entries into the base but never the refcounts of " +

@@ -12,12 +12,17 @@ import { execa } from 'execa';
 import { readQcow2Header, withQcow2 } from '../../qcow2/reader.ts';
 import { INCOMPAT_COMPRESSION, INCOMPAT_EXTL2, type Qcow2Header } from '../../qcow2/format.ts';
 import { instarError } from './instar-cli.ts';
+import { formatVirtualSize } from '../../formats/structure.ts';
+import { vmdkBackingName } from '../../formats/vmdk.ts';
+import { setVmdkParent, vmdkCid } from './format-edit.ts';
 
 const REAL = process.env.INSTAR_DOUBLE_CLI === 'real';
 
 /** `instar commit [-f qcow2|vmdk] [-b BASE] [-q] [--output human|json] FILENAME`. */
 export interface CommitArgs {
   kind: 'commit';
+  /** -f: qcow2 (the default) or vmdk. */
+  format: string;
   base: string | undefined;
   quiet: boolean;
   output: 'human' | 'json';
@@ -28,6 +33,7 @@ export interface CommitArgs {
  * FILENAME`. */
 export interface RebaseArgs {
   kind: 'rebase';
+  format: string;
   backing: string;
   backingFormat: string | undefined;
   unsafe: boolean;
@@ -75,10 +81,12 @@ function parse(args: string[], kind: 'commit' | 'rebase') {
   return { flags, filename: positional[0]!, output, quiet: flags['-q'] === true };
 }
 
+const formatOf = (flags: Record<string, string | boolean>) => (typeof flags['-f'] === 'string' ? flags['-f'] : 'qcow2');
+
 export function parseCommit(args: string[]): CommitArgs {
   const { flags, filename, output, quiet } = parse(args, 'commit');
   const base = typeof flags['-b'] === 'string' ? flags['-b'] : undefined;
-  return { kind: 'commit', base, quiet, output, filename };
+  return { kind: 'commit', format: formatOf(flags), base, quiet, output, filename };
 }
 
 export function parseRebase(args: string[]): RebaseArgs {
@@ -86,13 +94,24 @@ export function parseRebase(args: string[]): RebaseArgs {
   if (typeof flags['-b'] !== 'string')
     throw new ChainUsage('the following required arguments were not provided: -b <BACKING>');
   const backingFormat = typeof flags['-F'] === 'string' ? flags['-F'] : undefined;
-  return { kind: 'rebase', backing: flags['-b'], backingFormat, unsafe: flags['-u'] === true, quiet, output, filename };
+  const unsafe = flags['-u'] === true;
+  return {
+    kind: 'rebase',
+    format: formatOf(flags),
+    backing: flags['-b'],
+    backingFormat,
+    unsafe,
+    quiet,
+    output,
+    filename,
+  };
 }
 
 /** A backing name as the image `top` resolves it. */
 const beside = (top: string, name: string) => (isAbsolute(name) ? name : join(dirname(top), name));
 
-const backingOf = (file: string) => withQcow2(file, async (r) => r.backingFile()).catch(() => null);
+const backingOf = (file: string) =>
+  withQcow2(file, async (r) => r.backingFile()).catch(() => vmdkBackingName(file).catch(() => null));
 
 /** The path of the chain member `name` names from the level above it (as qemu's commit -b finds it:
  * both resolved against that level's directory), walking down from the top; beside the top where
@@ -152,11 +171,33 @@ async function commitRefusal(a: CommitArgs, top: Qcow2Header, parent: string | n
   return null;
 }
 
+/** instar's commit refusals of a vmdk overlay, host side, in its order (the same checks as a qcow2
+ * one's, its grains all 64 KiB); null when it goes on. */
+async function vmdkCommitRefusal(a: CommitArgs, parent: string | null): Promise<string | null> {
+  if (parent === null) return 'commit: overlay has no recorded backing file; pass -b BASE to name one';
+  const path = beside(a.filename, parent);
+  if (!(await exists(path))) return `commit: backing file '${path}' does not exist`;
+  const [top, below] = [await vmdkSize(a.filename), await vmdkSize(path)];
+  if (top > below) return `commit: overlay virtual size (${top} B) exceeds backing virtual size (${below} B)`;
+  if (a.base !== undefined && resolve(beside(a.filename, a.base)) !== resolve(path))
+    return (
+      'commit: commit through an intermediate layer is not yet supported ' +
+      `(the overlay's immediate parent is '${parent}')`
+    );
+  return null;
+}
+
+const vmdkSize = (file: string) => formatVirtualSize(file, 'vmdk');
+
 export async function runCommit(a: CommitArgs, hooks: ChainHooks): Promise<number> {
   const before = await readQcow2Header(a.filename).catch(() => undefined);
   const parent = await backingOf(a.filename);
-  if (REAL && before) {
-    const refusal = await commitRefusal(a, before, parent);
+  if (REAL) {
+    const refusal = before
+      ? await commitRefusal(a, before, parent)
+      : a.format === 'vmdk'
+        ? await vmdkCommitRefusal(a, parent)
+        : null;
     if (refusal) return refuse(refusal);
   }
   const target = a.base ?? parent;
@@ -168,7 +209,7 @@ export async function runCommit(a: CommitArgs, hooks: ChainHooks): Promise<numbe
   // with snapshots as it is
   if (REAL && (before?.nbSnapshots ?? 0) > 0) ctx.extraArgs.push('-d');
   const base = a.base === undefined || REAL ? [] : ['-b', a.base];
-  const code = await qemuImg(['commit', '-q', '-f', 'qcow2', ...base, ...ctx.extraArgs, a.filename]);
+  const code = await qemuImg(['commit', '-q', '-f', a.format, ...base, ...ctx.extraArgs, a.filename]);
   if (code !== 0) return code;
   const late = await hooks.after?.(ctx);
   if (typeof late === 'number') return late;
@@ -176,7 +217,7 @@ export async function runCommit(a: CommitArgs, hooks: ChainHooks): Promise<numbe
     process.stdout.write(
       `${JSON.stringify({
         overlay: a.filename,
-        overlay_format: 'qcow2',
+        overlay_format: a.format,
         backing: target,
         backing_format: chainFileFormat(target ?? ''),
         clusters_committed: 0,
@@ -220,6 +261,8 @@ async function rebaseRefusal(a: RebaseArgs, top: Qcow2Header, member: string | n
 export async function runRebase(a: RebaseArgs, hooks: ChainHooks): Promise<number> {
   const before = await readQcow2Header(a.filename).catch(() => undefined);
   const member = a.backing === '' ? null : join(dirname(a.filename), a.backing);
+  // instar rebases a vmdk with -u only, rewriting its descriptor (qemu-img refuses every vmdk rebase)
+  if (REAL && a.format === 'vmdk') return rebaseVmdk(a, hooks, member);
   if (REAL && before) {
     const refusal = await rebaseRefusal(a, before, member);
     if (refusal) return refuse(refusal);
@@ -235,7 +278,7 @@ export async function runRebase(a: RebaseArgs, hooks: ChainHooks): Promise<numbe
     'rebase',
     '-q',
     '-f',
-    'qcow2',
+    a.format,
     ...(a.unsafe ? ['-u'] : []),
     '-b',
     a.backing,
@@ -243,6 +286,27 @@ export async function runRebase(a: RebaseArgs, hooks: ChainHooks): Promise<numbe
     a.filename,
   ]);
   if (code !== 0) return code;
+  return rebaseDone(a, ctx, hooks);
+}
+
+/** instar's rebase of a vmdk: safe mode refused (guest error 1), else the descriptor's parent
+ * name and parentCID rewritten in place (the new parent's CID, so that it reads through it; none
+ * for a detach). The words are the double's: the reference gives the error's number only. */
+async function rebaseVmdk(a: RebaseArgs, hooks: ChainHooks, member: string | null): Promise<number> {
+  if (!a.unsafe) return refuse('rebase: guest reported error 1: vmdk is supported with -u only');
+  const old = await backingOf(a.filename);
+  if (old !== null && !(await exists(beside(a.filename, old))))
+    return refuse(`rebase: backing file '${beside(a.filename, old)}' does not exist`);
+  const ctx: ChainContext = { args: a, file: a.filename, before: undefined, member, extraArgs: [] };
+  const early = await hooks.before?.(ctx);
+  if (typeof early === 'number') return early;
+  const parentCid = member === null ? null : await vmdkCid(member);
+  if (!(await setVmdkParent(a.filename, a.backing === '' ? null : a.backing, parentCid)))
+    return refuse('rebase: guest reported error 11: vmdk descriptor too small');
+  return rebaseDone(a, ctx, hooks);
+}
+
+async function rebaseDone(a: RebaseArgs, ctx: ChainContext, hooks: ChainHooks): Promise<number> {
   const late = await hooks.after?.(ctx);
   if (typeof late === 'number') return late;
   if (REAL && a.output === 'human' && !a.quiet)
@@ -251,7 +315,7 @@ export async function runRebase(a: RebaseArgs, hooks: ChainHooks): Promise<numbe
     const target = a.backing === '' ? { detached: true } : { new_backing: a.backing };
     const report = {
       overlay: a.filename,
-      overlay_format: 'qcow2',
+      overlay_format: a.format,
       mode: a.unsafe ? 'unsafe' : 'safe',
       clusters_copied: 0,
       bytes_copied: 0,

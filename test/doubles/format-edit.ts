@@ -3,7 +3,7 @@
 // (formats/) with them. The harness itself only reads images.
 import { open } from 'node:fs/promises';
 import { crc32cWithout } from '../../formats/crc32c.ts';
-import { parseSparseHeader } from '../../formats/vmdk.ts';
+import { cidOf, parseSparseHeader, readVmdkDescriptor } from '../../formats/vmdk.ts';
 import { parseDynamicHeader, parseFooter, vhdChecksum } from '../../formats/vpc.ts';
 
 /** `length` bytes of a file at `offset`. */
@@ -192,4 +192,48 @@ export async function editVmdkDescriptor(path: string, from: string | RegExp, to
     if (changed.length !== text.length) throw new Error(`descriptor edit changes its length: ${String(from)} -> ${to}`);
     b.write(changed, 'latin1');
   });
+}
+
+/** A vmdk's CID (its descriptor's), or null where it has none. */
+export async function vmdkCid(path: string): Promise<string | null> {
+  const d = await readVmdkDescriptor(path);
+  return d === null ? null : cidOf(d.text, 'CID');
+}
+
+/** Rewrites a monolithic sparse vmdk's parent in its embedded descriptor, as instar's rebase -u
+ * does: parentFileNameHint named `parent` (its line removed for none) and parentCID set to
+ * `parentCid` (ffffffff for none). False where the descriptor's sectors have no room. */
+export async function setVmdkParent(path: string, parent: string | null, parentCid: string | null): Promise<boolean> {
+  const h = parseSparseHeader(await readBytes(path, 0, 512));
+  const room = h.descriptorSize * 512;
+  const b = await readBytes(path, h.descriptorOffset * 512, room);
+  const text = b.toString('latin1').replace(/\0+$/, '');
+  const withCid = text.replace(/^parentCID=.*$/m, `parentCID=${parentCid ?? 'ffffffff'}`);
+  const hint = /^parentFileNameHint=.*\n/m;
+  const line = parent === null ? '' : `parentFileNameHint="${parent}"\n`;
+  const changed = hint.test(withCid)
+    ? withCid.replace(hint, line)
+    : withCid.replace(/^(createType=.*\n)/m, `$1${line}`);
+  if (Buffer.byteLength(changed, 'latin1') > room) return false;
+  const out = Buffer.alloc(room);
+  out.write(changed, 'latin1');
+  await writeBytes(path, h.descriptorOffset * 512, out);
+  return true;
+}
+
+/** Every grain table entry of a sparse vmdk that maps a grain: where it lies in the file (bytes)
+ * and the grain's sector. */
+export async function vmdkMappedGrains(path: string): Promise<{ at: number; sector: number }[]> {
+  const { header, gd } = await vmdkDirectories(path);
+  const out: { at: number; sector: number }[] = [];
+  for (const table of gd.entries) {
+    if (table === 0) continue;
+    const b = await readBytes(path, table * 512, header.numGTEsPerGT * 4);
+    for (let i = 0; i < header.numGTEsPerGT; i++) {
+      const sector = b.readUInt32LE(i * 4);
+      // 1: a zeroed grain (qemu's zeroed_grain), no data
+      if (sector > 1) out.push({ at: table * 512 + i * 4, sector });
+    }
+  }
+  return out;
 }
