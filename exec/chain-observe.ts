@@ -9,6 +9,7 @@ import { portableBackingName, withQcow2 } from '../qcow2/reader.ts';
 import { vmdkBackingName } from '../formats/vmdk.ts';
 import type { CaseRun } from './case-run.ts';
 import { contentHash } from './files.ts';
+import { backingNameOf } from './image-state.ts';
 
 // What the chain oracle (oracles/chain.ts) looks at after a commit or a rebase: each chain file of
 // both sides, and both tops read alone. A member byte for byte the same on both sides costs two
@@ -59,10 +60,6 @@ async function sameButOwnDirectory(r: string, s: string): Promise<boolean> {
   const [a, b] = [await withoutOwnName(r), await withoutOwnName(s)];
   return a !== null && b !== null && a.name === b.name && a.rest.equals(b.rest);
 }
-
-/** The backing name a qcow2 or vmdk chain file stores, or null. */
-const backingNameOf = (file: string) =>
-  withQcow2(file, async (q) => q.backingFile()).catch(() => vmdkBackingName(file).catch(() => null));
 
 /** A chain file's backing name as the oracle compares it (a qcow2 level's own directory written
  * `<image dir>`: Qcow2Reader's portableBackingFile), or null. */

@@ -68,7 +68,7 @@ export async function readImageState(file: string, c: Case): Promise<ImageState 
 
 /** The backing name a chain level stores: a qcow2 header's, a vmdk descriptor's; null for a raw
  * level or one that cannot be read. */
-const backingNameOf = (file: string) =>
+export const backingNameOf = (file: string) =>
   withQcow2(file, async (r) => r.backingFile()).catch(() => vmdkBackingName(file).catch(() => null));
 
 /** The backing chain below an image whose backing name is `parent`: each level's name relative to

@@ -404,8 +404,9 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
       after: record.subjectSizeAfter!,
     };
     // qemu gives no result to compare with (it refused a vmdk rebase, say): the subject's own result
-    // must at least check clean
-    if (checkable(run)) {
+    // must at least check clean, unless the step's input is damaged on purpose (a repair's: what a
+    // repair qemu could not do leaves is the repair oracle's)
+    if (checkable(run) && !op.damagedInput) {
       const c = await run.check(subject);
       observation.accepted.check = parseCheck(c.exitCode, c.stdout, c.stderr);
     }
@@ -478,8 +479,17 @@ async function moveFiles(
   for (const side of [run.layout.reference, run.layout.subject])
     for (const { file, movedTo } of moves) {
       const from = join(run.dir, side.dir, file);
-      if (movedTo === null) await rm(from);
-      else await rename(from, join(run.dir, side.dir, movedTo));
+      // a hand-made case may name a file an earlier step's move took away: that case cannot run
+      const argv = movedTo === null ? ['rm', from] : ['mv', from, join(run.dir, side.dir, movedTo)];
+      const moved = movedTo === null ? rm(from) : rename(from, argv[2]!);
+      await moved.catch((err: Error) => {
+        const what = `before step ${index + 1}, ${movedTo === null ? 'removing' : 'moving'} ${side.dir}/${file}`;
+        const record = { argv, exitCode: 1, signal: null, timedOut: false, spawnError: null, stdout: '' };
+        throw new CaseSetupError(
+          `${what} failed: ${err.message}; check the step's oldBacking against the files the steps before it leave`,
+          { ...record, stderr: err.message, durationMs: 0 },
+        );
+      });
     }
 }
 

@@ -83,8 +83,12 @@ export function vmdkChainCaseArb(ops: readonly OperationName[]): fc.Arbitrary<Ca
     const steps: Step[] = r.steps.map((s, i) => {
       const output = r.outputs[i]!;
       const rebase = onlyRebase || (both && s.rebase);
+      // qemu-img refuses every vmdk rebase, so the chain stays as it was: an old backing moved away
+      // comes last, or the steps after it would find it gone
+      const last = i === r.steps.length - 1;
+      const recipe = last ? s.rebaseRecipe : { ...s.rebaseRecipe, oldBacking: 'kept' as const };
       const step = rebase
-        ? materialiseRebase(s.rebaseRecipe, image, state, i, output)
+        ? materialiseRebase(recipe, image, state, i, output)
         : materialiseCommit(s.commit, state, output);
       const plan = planOperation(step, state, 'vmdk');
       if (plan.accepted) state = plan.next;

@@ -31,14 +31,16 @@ async function faithfulRun(t: TestContext, args: string[], seed = '12') {
 }
 
 describe('no false alarms', () => {
-  it('a control run (qemu-img on both sides) of 500 iterations, qcow2 and raw, all operations', async (t) => {
+  // the acceptance runs (control 500, faithful 250 of every operation) are docs/benchmarks.md's;
+  // here fewer, to keep CI short
+  it('a control run (qemu-img on both sides) of 400 iterations, qcow2 and raw, all operations', async (t) => {
     const reports = await reportsDir(t);
-    const args = ['--control', '--formats', 'qcow2,raw', '--ops', EVERY_OP, '--iterations', '500', '--seed', '11'];
+    const args = ['--control', '--formats', 'qcow2,raw', '--ops', EVERY_OP, '--iterations', '400', '--seed', '11'];
     args.push('--reports', reports);
     const r = await fuzzCli(args);
     assert.equal(r.exitCode, 0, r.all);
     const s = await readSummary(reports);
-    assert.equal(s.iterations, 500);
+    assert.equal(s.iterations, 400);
     assert.equal(s.newDivergences, 0);
     assert.deepEqual(s.setupErrors, []);
     for (const format of ['qcow2', 'raw'] as const) {
@@ -58,10 +60,10 @@ describe('no false alarms', () => {
     for (const feature of ['downgradeOverZeroFlags', 'snapshotGrewRefcountTable'])
       assert.ok(s.coverage.features[feature]! > 0, feature);
   });
-  it('the faithful double (no fault) over 250 iterations of every operation reports nothing', async (t) => {
+  it('the faithful double (no fault) over 150 iterations of every operation reports nothing', async (t) => {
     // seed 21: with commit and rebase in the mix (chain cases have no encryption) encrypted images
     // are rare; its case 125 resizes one with the key, then one without
-    const s = await faithfulRun(t, ['--iterations', '250', '--ops', EVERY_OP], '21');
+    const s = await faithfulRun(t, ['--iterations', '150', '--ops', EVERY_OP], '21');
     assert.ok(s.coverage.features.encrypted! > 0 && s.coverage.features.encryptedKeyGiven! > 0);
     // qemu-img refuses the steps that withhold the key; the double resizes: known
     assert.ok(s.knownByEntry['instar-resizes-encrypted-images-without-their-key']! > 0, JSON.stringify(s.knownByEntry));
@@ -483,8 +485,8 @@ describe('every fault is found within 250 iterations, by its own oracles alone',
       const replayed = await fuzzCli(['--replay', `${reports}/${folder}`, '--instar', instar]);
       assert.equal(replayed.exitCode, 1, replayed.all);
       assert.match(replayed.stdout, /REPRODUCED/);
-      const fixed = await fuzzCli(['--replay', `${reports}/${folder}`, '--instar', instarDouble('none')]);
-      assert.equal(fixed.exitCode, 0, fixed.all);
+      // that a replay stops reproducing without the fault: test/signatures.test.ts, fault by fault;
+      // here repro.sh's (below), to keep CI short
 
       // structure findings that od cannot show need the fuzzer's own structural check
       const env: Record<string, string> = structureNeedsFuzzer ? { FUZZER: ROOT } : {};

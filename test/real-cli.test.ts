@@ -121,6 +121,9 @@ describe("instar's real command line", () => {
       'qemu-check-leaks-fails-where-refcounts-need-a-rebuild',
     ];
     for (const id of entries) assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
+    // vmdk chains (a third of these cases): instar's -u rebase of a vmdk, qemu's own stale parentCID
+    for (const id of ['instar-rebases-vmdk-with-u', 'qemu-vmdk-commit-leaves-parent-cid-stale'])
+      assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
   });
 
   it('bitmap: every refusal of 80 cases is registered, by its message; the silent reorder is reported', async (t) => {
