@@ -404,9 +404,8 @@ async function runStep(run: CaseRun, ahead: ReadAhead, index: number, ctx: StepC
       after: record.subjectSizeAfter!,
     };
     // qemu gives no result to compare with (it refused a vmdk rebase, say): the subject's own result
-    // must at least check clean, unless the step's input is damaged on purpose (a repair's: what a
-    // repair qemu could not do leaves is the repair oracle's)
-    if (checkable(run) && !op.damagedInput) {
+    // must at least check clean
+    if (checkable(run) && op.checkedAlone) {
       const c = await run.check(subject);
       observation.accepted.check = parseCheck(c.exitCode, c.stdout, c.stderr);
     }

@@ -45,6 +45,10 @@ export interface Operation<S extends Step = Step> {
    * what the subject is held to, not qemu's own behaviour (no reference-side check or structure
    * findings). */
   damagedInput?: boolean;
+  /** A step only the subject accepted has its result checked alone (`qemu-img check`): qemu-img
+   * cannot do the operation on some image the subject takes (a vmdk rebase), so there is no result
+   * of its to compare with. */
+  checkedAlone?: boolean;
   /** How a report and repro.sh name a step: `resize to 8M`, `amend -o compat=0.10`. */
   describe: (step: S) => string;
   /** The registry facts of a step beyond the image's: the -o keys of an amend, say. */

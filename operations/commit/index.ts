@@ -21,6 +21,7 @@ export const commit: Operation<CommitStep> = {
   subject: (resizer, step, file, image) => commitArgs(resizer, step, file, outputModeOf(resizer, step), image.format),
   output: outputModeOf,
   oracles: ['chain'],
+  checkedAlone: true,
   describe: describeCommit,
   writesInto: commitTarget,
   facts: () => ({ amendKeys: [] }),

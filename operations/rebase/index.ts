@@ -24,6 +24,8 @@ export const rebase: Operation<RebaseStep> = {
   subject: (resizer, step, file, image) => rebaseArgs(resizer, step, file, outputModeOf(resizer, step), image.format),
   output: outputModeOf,
   oracles: ['chain'],
+  // qemu-img rebases no vmdk; instar does, with -u
+  checkedAlone: true,
   describe: describeRebase,
   fileMoves: rebaseFileMoves,
   facts: () => ({ amendKeys: [] }),
