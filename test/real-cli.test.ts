@@ -121,9 +121,6 @@ describe("instar's real command line", () => {
       'qemu-check-leaks-fails-where-refcounts-need-a-rebuild',
     ];
     for (const id of entries) assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
-    // vmdk chains (a third of these cases): instar's -u rebase of a vmdk, qemu's own stale parentCID
-    for (const id of ['instar-rebases-vmdk-with-u', 'qemu-vmdk-commit-leaves-parent-cid-stale'])
-      assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
   });
 
   it('bitmap: every refusal of 80 cases is registered, by its message; the silent reorder is reported', async (t) => {
@@ -153,7 +150,8 @@ describe("instar's real command line", () => {
 
   it('commit and rebase: every refusal is registered; the -b emptying and a missing -F are reported', async (t) => {
     const reports = await reportsDir(t);
-    const args = ['--instar', instarDouble('real-cli'), '--ops', 'commit,rebase', '--iterations', CHAIN_ITERATIONS];
+    const args = ['--instar', instarDouble('real-cli'), '--ops', 'commit,rebase', '--formats', 'qcow2,vmdk'];
+    args.push('--iterations', CHAIN_ITERATIONS);
     const r = await fuzzCli([...args, ...CHAIN_SEED, '--reports', reports]);
     const s = await readSummary(reports);
     // instar's own behaviour where the reference says it differs from qemu's, and instar does not
@@ -170,6 +168,9 @@ describe("instar's real command line", () => {
     const entries = Object.keys(s.knownByEntry).filter((id) => /^instar-(commit|rebase)-/.test(id) && id !== rare);
     assert.equal(entries.length, 13);
     for (const id of entries) assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
+    // vmdk chains (a quarter of these cases): instar's -u rebase of a vmdk, qemu's own stale parentCID
+    for (const id of ['instar-rebases-vmdk-with-u', 'qemu-vmdk-commit-leaves-parent-cid-stale'])
+      assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
   });
 
   const OUTPUT_FAULTS = [
