@@ -36,6 +36,8 @@ export function normaliseMessage(text: string): string {
     // hex numbers, and decimals that are long, fractional or carry a size suffix; short integers
     // (exit and error codes, small counts) stay
     .replace(/\b0x[0-9a-f]+\b/gi, '<n>')
+    // a sector or an offset, however small: where the damage lies is the case's, not the bug's
+    .replace(/\b(sector|offset) \d+\b/gi, '$1 <n>')
     .replace(/[+-]?\d+\.\d+[bkmgtpe]?\b|[+-]?\d+[bkmgtpe]\b|[+-]?\d{3,}/gi, '<n>')
     .replace(/\s+/g, ' ')
     .replace(/⟦(\d+)⟧/g, (_, i: string) => kept[Number(i)]!);

@@ -113,6 +113,11 @@ type AfterUseStage = { name: string; stage: 'after-use'; judge: (o: AfterUseObse
 const bitmapsOf = (o: StructureObservation | null) => (o?.readable ? o.bitmapBits : undefined);
 const refused = (o: StepObservation) => o.refusal !== null;
 const accepted = (o: StepObservation) => o.results !== null;
+/** A finding on a result the subject made of a step qemu-img refused: repro.sh then wants the refusal. */
+const judgedAlone = (f: Finding): Finding => ({
+  ...f,
+  evidence: { ...(f.evidence as object | undefined), alone: true },
+});
 const checked = (o: StepObservation) => o.results?.subjectCheck != null || o.accepted?.check !== undefined;
 const hasStructure = (o: StepObservation) => o.results?.subjectStructure != null || o.results?.formatStructures != null;
 
@@ -155,9 +160,9 @@ export const ORACLES = [
     stage: 'step',
     runs: checked,
     judge: ({ results: r, accepted: a }) =>
-      // a step only the subject accepted: its result checked alone
+      // a step only the subject accepted: its result checked alone (repro.sh then wants qemu's refusal)
       r === null
-        ? checkOracle(a!.check!, null)
+        ? checkOracle(a!.check!, null).map(judgedAlone)
         : checkOracle(r.subjectCheck!, r.referenceCheck, {
             subject: r.subjectStructure,
             reference: r.referenceStructure,

@@ -117,6 +117,8 @@ function structureVerdict(f: Finding, layout: Layout): string[] {
 
 /** The verdict holds only where both sides accepted the step it judges. */
 const BOTH_OK = '[ "$ref$sub" = okok ] || reproduced=0';
+/** A result the subject made of a step qemu-img refused, judged alone (a vmdk rebase's check). */
+const ONLY_SUBJECT_OK = '[ "$ref$sub" = refusedok ] || reproduced=0';
 
 /** A repair's exit status and report against qemu-img's (both printed into ref.out and sub.out). */
 function repairVerdict(f: Finding): string[] {
@@ -548,7 +550,8 @@ export function reproScript({ finding, case: c, subject, origin, steps = [], dam
   const judgesResults =
     !['outcome', 'unchanged-on-refusal', 'output', 'in-place'].includes(finding.oracle) &&
     !/^(refused|accepted)$/.test(finding.kind);
-  if (judgesResults) lines.push(BOTH_OK);
+  const alone = (finding.evidence as { alone?: boolean } | undefined)?.alone === true;
+  if (judgesResults) lines.push(alone ? ONLY_SUBJECT_OK : BOTH_OK);
   lines.push(`if [ "$reproduced" = 1 ]; then echo ${shellQuote(`REPRODUCED: ${signatureOf(finding)}`)}; exit 1; fi`);
   lines.push(`echo 'did not reproduce'; exit 0`, '');
   return lines.join('\n');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir } from './helpers.ts';
+import { ROOT, fuzzCli, instarDouble, readReportIn, readSummary, reportsDir, runRepro } from './helpers.ts';
 
 // instar's real command line (test/doubles/instar-cli.ts, INSTAR_DOUBLE_CLI=real) against the
 // shipped registry: its documented refusals are known by their messages, a refusal in other words
@@ -171,6 +171,25 @@ describe("instar's real command line", () => {
     // vmdk chains (a quarter of these cases): instar's -u rebase of a vmdk, qemu's own stale parentCID
     for (const id of ['instar-rebases-vmdk-with-u', 'qemu-vmdk-commit-leaves-parent-cid-stale'])
       assert.ok(s.knownByEntry[id]! > 0, `${id}: ${JSON.stringify(s.knownByEntry)}`);
+  });
+
+  it('real-rebase-vmdk-grain-past-eof: a vmdk rebase qemu cannot do, its result checked alone', async (t) => {
+    const reports = await reportsDir(t);
+    const instar = instarDouble('real-rebase-vmdk-grain-past-eof');
+    const args = ['--instar', instar, '--ops', 'commit,rebase', '--formats', 'vmdk', '--iterations', '60'];
+    const r = await fuzzCli([...args, '--seed', '1', '--fail-fast', '--minimise-runs', '10', '--reports', reports]);
+    assert.equal(r.exitCode, 1, r.all);
+    const s = await readSummary(reports);
+    assert.deepEqual(
+      s.signatures.map((x) => x.signature),
+      ['rebase:check/check-failed/subject/ERROR: cluster offset for sector <n> points after EOF'],
+    );
+    // repro.sh wants qemu-img's refusal and the subject's acceptance, then the subject's check
+    const { folder } = s.signatures[0]!;
+    const repro = await runRepro(reports, folder, instar);
+    assert.equal(repro.exitCode, 1, repro.all);
+    const fixed = await runRepro(reports, folder, instarDouble('real-cli'));
+    assert.equal(fixed.exitCode, 0, fixed.all);
   });
 
   const OUTPUT_FAULTS = [

@@ -8,6 +8,7 @@ import { hasExtendedL2 } from '../../qcow2/format.ts';
 import { decodeL1Entry, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED } from '../../qcow2/tables.ts';
 import type { ChainContext, ChainHooks } from './chain-op.ts';
 import { vmdkMappedGrains } from './format-edit.ts';
+import { stat } from 'node:fs/promises';
 
 /** The data clusters that L2 tables allocated by the call (absent from `before`) point at without
  * OFLAG_COPIED: those the copied table shares with a snapshot. */
@@ -90,6 +91,22 @@ export const CHAIN_FAULTS = {
         if (!c.extraArgs.includes('-d')) return;
         const entries = await withQcow2(c.file, (r) => activeL2Entries(r));
         for (const e of entries) await writeBytes(c.file, e.at, Buffer.alloc(8));
+      },
+    } satisfies ChainHooks,
+  },
+  'rebase-vmdk-grain-past-eof': {
+    what:
+      "a vmdk rebase -u rewrites the descriptor and, through a stale offset, the top's first mapped grain " +
+      'table entry to a sector past the end of the file (qemu-img refuses every vmdk rebase: the result ' +
+      'is checked alone)',
+    chain: {
+      after: async (c: ChainContext) => {
+        if (c.args.kind !== 'rebase' || c.args.format !== 'vmdk') return;
+        const first = (await vmdkMappedGrains(c.file))[0];
+        if (!first) return;
+        const past = Buffer.alloc(4);
+        past.writeUInt32LE(Math.ceil((await stat(c.file)).size / 512) + 128);
+        await writeBytes(c.file, first.at, past);
       },
     } satisfies ChainHooks,
   },
