@@ -43,6 +43,15 @@ export const chainCaseRecipeArb = fc.record({
 });
 export type ChainCaseRecipe = typeof chainCaseRecipeArb extends fc.Arbitrary<infer T> ? T : never;
 
+/** A level's virtual size beside a top of `top` bytes: the same, smaller (at least 512 bytes) or
+ * up to 8 MiB larger, by the fraction `f`. */
+export const levelSize = (kind: 'same' | 'smaller' | 'larger', top: number, f: number) =>
+  kind === 'same'
+    ? top
+    : kind === 'smaller'
+      ? align(between(512, top - 512, f), 512) || 512
+      : top + align(between(512, 8 * MiB, f), 512);
+
 /** The image of a chain case: the drawn top, small, plain (no data file, encryption or dirty bit:
  * instar refuses those for other reasons), over a chain drawn from `r`. */
 export function chainImage(image: ImageSpec, r: ChainCaseRecipe): ImageSpec {
@@ -67,14 +76,7 @@ export function chainImage(image: ImageSpec, r: ChainCaseRecipe): ImageSpec {
   // deepest level first: the base, then the middle over it
   for (let level = r.depth - 1; level >= 0; level--) {
     const raw = r.rawBase && level === r.depth - 1;
-    const kind = r.sizes[level]!;
-    const f = r.sizeFractions[level + 1]!;
-    const virtualSize =
-      kind === 'same'
-        ? top
-        : kind === 'smaller'
-          ? align(between(512, top - 512, f), 512) || 512
-          : top + align(between(512, 8 * MiB, f), 512);
+    const virtualSize = levelSize(r.sizes[level]!, top, r.sizeFractions[level + 1]!);
     const spec: BackingSpec = {
       format: raw ? 'raw' : 'qcow2',
       virtualSize,

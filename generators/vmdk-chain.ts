@@ -12,7 +12,7 @@ import { initialState } from '../model/state.ts';
 import { commitStepRecipeArb, materialiseCommit } from '../operations/commit/generate.ts';
 import { materialiseRebase, rebaseStepRecipeArb } from '../operations/rebase/generate.ts';
 import { align, between, fraction, KiB, MiB } from './bounds.ts';
-import { CHAIN_DIRECTORY, MAX_CHAIN_IMAGE } from './chain.ts';
+import { CHAIN_DIRECTORY, levelSize, MAX_CHAIN_IMAGE } from './chain.ts';
 import { backingWriteArb, dataRecipeArb, materialiseBackingWrite, materialiseData } from './data.ts';
 
 // The vmdk cases of runs with commit or rebase steps: a monolithicSparse top over a chain of one or
@@ -62,14 +62,7 @@ export function vmdkChainCaseArb(ops: readonly OperationName[]): fc.Arbitrary<Ca
     };
     let below: BackingSpec | null = null;
     for (let level = r.depth - 1; level >= 0; level--) {
-      const kind = r.sizes[level]!;
-      const f = r.sizeFractions[level + 1]!;
-      const virtualSize =
-        kind === 'same'
-          ? top
-          : kind === 'smaller'
-            ? align(between(512, top - 512, f), 512) || 512
-            : top + align(between(512, 8 * MiB, f), 512);
+      const virtualSize = levelSize(r.sizes[level]!, top, r.sizeFractions[level + 1]!);
       const data = r.writes[level]!.map((w) =>
         materialiseBackingWrite(w, shaped, virtualSize, align(virtualSize / 2, 512)),
       );
