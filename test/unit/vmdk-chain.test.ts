@@ -8,7 +8,9 @@ import { caseAt } from '../../generators/cases.ts';
 import { formatsOf } from '../../cli/fuzz-args.ts';
 import { commitArgs } from '../../operations/commit/step.ts';
 import { planRebase, rebaseArgs, type RebaseStep } from '../../operations/rebase/step.ts';
-import { unreadableSide } from '../../oracles/content.ts';
+import { contentOracle, unreadableSide } from '../../oracles/content.ts';
+import { signatureOf } from '../../oracles/finding.ts';
+import { normaliseMessage } from '../../oracles/message.ts';
 import { cidOf, parentNameOf } from '../../formats/vmdk.ts';
 import { initialState } from '../../model/state.ts';
 
@@ -201,6 +203,40 @@ describe('who a failed compare is laid to', () => {
     assert.deepEqual(
       cases.map(([stderr]) => unreadableSide(stderr)),
       cases.map(([, side]) => side),
+    );
+  });
+});
+
+describe('signatures of vmdk chain findings', () => {
+  test('one signature per cause: image names and sector or offset numbers are not the cause', () => {
+    const same = (a: string, b: string) => assert.equal(normaliseMessage(a), normaliseMessage(b));
+    same(
+      "qemu-img: Could not change the backing file to 'backing.vmdk': Operation not supported",
+      "qemu-img: Could not change the backing file to 'chain/backing.vmdk': Operation not supported",
+    );
+    same(
+      'ERROR: cluster offset for sector 0 points after EOF',
+      'ERROR: cluster offset for sector 4096 points after EOF',
+    );
+    assert.equal(
+      normaliseMessage('qemu-img: Error while reading offset 0 of reference/reference.vmdk: Invalid argument'),
+      'qemu-img: Error while reading offset <n> of <path>: Invalid argument',
+    );
+    // a short number that is not where the damage lies stays: a guest error's code
+    assert.equal(normaliseMessage('rebase: guest reported error 11: x'), 'rebase: guest reported error 11: x');
+  });
+
+  test("qemu's own vmdk top that cannot be read is a reference-side content finding", () => {
+    const [f] = contentOracle({
+      exitCode: 2,
+      stdout: '',
+      stderr: 'qemu-img: Error while reading offset 15269888 of reference/reference.vmdk: Invalid argument',
+      referenceSize: 16 << 20,
+      subjectSize: 16 << 20,
+    });
+    assert.equal(
+      signatureOf({ ...f!, operation: 'commit' }),
+      'commit:content/compare-failed/reference/qemu-img: Error while reading offset <n> of <path>: Invalid argument',
     );
   });
 });
