@@ -116,6 +116,7 @@ const accepted = (o: StepObservation) => o.results !== null;
 /** A finding on a result the subject made of a step qemu-img refused: repro.sh then wants the refusal. */
 const judgedAlone = (f: Finding): Finding => ({
   ...f,
+  message: `${f.message} (qemu-img refused the step: the subject's result is judged alone)`,
   evidence: { ...(f.evidence as object | undefined), alone: true },
 });
 const checked = (o: StepObservation) => o.results?.subjectCheck != null || o.accepted?.check !== undefined;

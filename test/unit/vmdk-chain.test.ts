@@ -9,7 +9,8 @@ import { formatsOf } from '../../cli/fuzz-args.ts';
 import { commitArgs } from '../../operations/commit/step.ts';
 import { planRebase, rebaseArgs, type RebaseStep } from '../../operations/rebase/step.ts';
 import { contentOracle, unreadableSide } from '../../oracles/content.ts';
-import { signatureOf } from '../../oracles/finding.ts';
+import { signatureOf, type Finding } from '../../oracles/finding.ts';
+import { ORACLES, type StepObservation } from '../../oracles/table.ts';
 import { normaliseMessage } from '../../oracles/message.ts';
 import { cidOf, parentNameOf } from '../../formats/vmdk.ts';
 import { initialState } from '../../model/state.ts';
@@ -238,5 +239,22 @@ describe('signatures of vmdk chain findings', () => {
       signatureOf({ ...f!, operation: 'commit' }),
       'commit:content/compare-failed/reference/qemu-img: Error while reading offset <n> of <path>: Invalid argument',
     );
+  });
+});
+
+describe('a result only the subject made', () => {
+  test('is checked alone: its finding says so, and carries what repro.sh needs', () => {
+    const row = ORACLES.find((o) => o.name === 'check')!;
+    const check = {
+      exitCode: 1,
+      stdout: '',
+      stderr: 'ERROR: cluster offset for sector 0 points after EOF',
+      report: null,
+    };
+    const o = { results: null, accepted: { before: 1, target: null, after: 1, check } } as unknown as StepObservation;
+    assert.ok(row.stage === 'step' && row.runs(o));
+    const [f] = (row.judge as (o: StepObservation) => Finding[])(o);
+    assert.deepEqual([f!.kind, f!.side, (f!.evidence as { alone?: boolean }).alone], ['check-failed', 'subject', true]);
+    assert.match(f!.message, /qemu-img refused the step: the subject's result is judged alone/);
   });
 });
